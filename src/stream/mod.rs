@@ -1,0 +1,1 @@
+//! Server-sent events: a parser and writer that survive arbitrary chunk boundaries.
