@@ -22,7 +22,10 @@ pub enum Role {
 pub enum Part {
     Text(String),
     /// An image by URL; `data:` URLs carry base64 inline data.
-    Image { url: String, detail: Option<String> },
+    Image {
+        url: String,
+        detail: Option<String>,
+    },
 }
 
 /// A function call the model asked for.
@@ -166,7 +169,11 @@ pub enum StreamEvent {
         name: String,
     },
     /// A fragment of the JSON arguments of call `call`.
-    ToolCallArgs { index: u32, call: u32, arguments: String },
+    ToolCallArgs {
+        index: u32,
+        call: u32,
+        arguments: String,
+    },
     /// Choice `index` finished.
     Finish { index: u32, reason: FinishReason },
     /// Usage so far; the last one seen is the final count.
