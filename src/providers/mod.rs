@@ -12,7 +12,7 @@
 
 pub mod model;
 
-use model::{ChatRequest, ChatResponse, ProviderError, StreamEvent};
+use model::StreamEvent;
 
 /// The wire format a backend speaks. OpenAI-compatible services (Mistral, Groq, DeepSeek,
 /// Together, Ollama, vLLM, ...) speak [`Wire::OpenAi`].

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the demo: the mock LLM provider on 127.0.0.1:8081 and Envoy with the tollgate filter
+# on 127.0.0.1:8080 (admin 127.0.0.1:9901), configured by envoy/krakend.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export MOCK_API_KEY="${MOCK_API_KEY:-demo-mock-key}"
+# The demo's /llm/openai endpoint needs a key to start; a placeholder lets the demo run.
+export OPENAI_API_KEY="${OPENAI_API_KEY:-sk-placeholder-set-your-own}"
+export ANTHROPIC_API_KEY="${ANTHROPIC_API_KEY:-sk-ant-placeholder-set-your-own}"
+
+envoy="${ENVOY_BIN:-}"
+if [ -z "$envoy" ] && command -v func-e >/dev/null 2>&1; then envoy="$(func-e which)"; fi
+[ -n "$envoy" ] || envoy=.venv/bin/envoy
+
+target/release/mock-llm --port 8081 > /dev/null &
+mock_pid=$!
+trap 'kill $mock_pid 2>/dev/null || true' EXIT
+
+cat <<MSG
+
+tollgate demo: Envoy on http://127.0.0.1:8080 (admin http://127.0.0.1:9901), mock provider on :8081.
+Try:
+  curl -s http://127.0.0.1:8080/llm/mock -H 'content-type: application/json' \\
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
+
+MSG
+"$envoy" -c envoy/envoy.local.yaml --concurrency 2 --component-log-level wasm:info --base-id 7781

@@ -1,0 +1,369 @@
+//! KrakenD configuration (version 3) compiled into an immutable [`Gateway`].
+//!
+//! The filter receives the whole KrakenD JSON as its plugin configuration. Reading is
+//! strict where tollgate acts (unknown fields in the namespaces it implements are errors,
+//! named by JSON path) and tolerant where KrakenD has settings that do not apply inside
+//! Envoy (kept, ignored, and reported once as warnings).
+
+pub mod env;
+pub mod martian;
+pub mod reader;
+
+use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
+pub use martian::{HeaderOp, HeaderValue, Modifiers};
+pub use reader::ConfigError;
+use reader::{Obj, Result};
+use serde_json::Value;
+
+/// KrakenD service-level fields that mean nothing inside Envoy (listener, timeouts of
+/// KrakenD's own HTTP server, ...). Accepted so a KrakenD file loads as is; ignored.
+const IGNORED_ROOT: &[&str] = &[
+    "name",
+    "port",
+    "listen_ip",
+    "cache_ttl",
+    "output_encoding",
+    "debug_endpoint",
+    "echo_endpoint",
+    "sequential_start",
+    "disable_rest",
+    "read_timeout",
+    "write_timeout",
+    "idle_timeout",
+    "read_header_timeout",
+    "max_header_bytes",
+    "max_idle_connections",
+    "max_idle_connections_per_host",
+    "idle_connection_timeout",
+    "response_header_timeout",
+    "expect_continue_timeout",
+    "dialer_timeout",
+    "dialer_keep_alive",
+    "dialer_fallback_delay",
+    "disable_compression",
+    "disable_keep_alives",
+    "dns_cache_ttl",
+    "client_tls",
+    "tls",
+    "plugin",
+    "async_agent",
+    "use_h2c",
+    "max_shutdown_wait_time",
+];
+const IGNORED_ENDPOINT: &[&str] = &[
+    "cache_ttl",
+    "concurrent_calls",
+    "input_headers",
+    "input_query_strings",
+    "output_encoding",
+];
+const IGNORED_BACKEND: &[&str] = &[
+    "allow",
+    "deny",
+    "disable_host_sanitize",
+    "encoding",
+    "group",
+    "input_headers",
+    "input_query_strings",
+    "is_collection",
+    "mapping",
+    "sd",
+    "sd_scheme",
+    "target",
+];
+
+/// Methods KrakenD endpoints accept.
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// The compiled gateway: everything the request path needs, nothing parsed at request time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    pub endpoints: Vec<Endpoint>,
+    /// Things accepted but ignored (unknown namespaces, unsupported KrakenD settings);
+    /// logged once at configure.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub pattern: PathPattern,
+    pub method: String,
+    pub backend: Backend,
+    /// Upstream timeout (endpoint `timeout`, else the service `timeout`).
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub hosts: Vec<HostUrl>,
+    pub url_pattern: UrlPattern,
+    /// Method to use upstream when it differs from the endpoint's.
+    pub method: Option<String>,
+    /// Envoy cluster for `hosts` ([`cluster_name`]).
+    pub cluster: String,
+    pub modifiers: Modifiers,
+}
+
+impl Backend {
+    /// The `:authority` sent upstream: the first host (Envoy's `auto_host_rewrite`
+    /// corrects it when a list load-balances over differently named hosts).
+    pub fn authority(&self) -> String {
+        self.hosts
+            .first()
+            .map(HostUrl::authority)
+            .unwrap_or_default()
+    }
+}
+
+/// Reads the process environment (the Wasm VM's, inside Envoy).
+/// An empty variable counts as missing: an empty provider key is always a mistake.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Gateway {
+    /// Parses and compiles a KrakenD JSON document. `lookup` resolves `{{ env "X" }}`.
+    pub fn from_json(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        let doc: Value = serde_json::from_str(text)
+            .map_err(|e| ConfigError::new("$", format!("invalid JSON: {e}")))?;
+        Self::from_value(&doc, lookup)
+    }
+
+    pub fn from_value(doc: &Value, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut warnings = Vec::new();
+        let mut root = Obj::new(doc, "$")?;
+        match root.get("version") {
+            Some(v) if v.as_u64() == Some(3) => {}
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "$.version",
+                    "must be 3 (KrakenD configuration version 3)",
+                ))
+            }
+            None => return Err(ConfigError::new("$.version", "is required and must be 3")),
+        }
+        let default_hosts = match root.opt_strings("host")? {
+            Some(list) => parse_hosts(&list, &root.at("host"))?,
+            None => Vec::new(),
+        };
+        let default_timeout = duration_field(&mut root, "timeout")?;
+        if let Some(mut extra) = root.opt_obj("extra_config")? {
+            ignore_namespaces(&mut extra, &[], &mut warnings);
+        }
+        let list = root
+            .opt_array("endpoints")?
+            .ok_or_else(|| ConfigError::new("$.endpoints", "is required"))?;
+        let mut endpoints: Vec<Endpoint> = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            let path = format!("$.endpoints[{i}]");
+            let ep = endpoint(item, &path, &default_hosts, lookup, &mut warnings)?;
+            if let Some(j) = endpoints
+                .iter()
+                .position(|e| e.method == ep.method && e.pattern.same_shape(&ep.pattern))
+            {
+                return Err(ConfigError::new(
+                    format!("{path}.endpoint"),
+                    format!(
+                        "{} {} duplicates $.endpoints[{j}] ({} {})",
+                        ep.method,
+                        ep.pattern.as_str(),
+                        endpoints[j].method,
+                        endpoints[j].pattern.as_str()
+                    ),
+                ));
+            }
+            endpoints.push(Endpoint {
+                timeout_ms: ep.timeout_ms.or(default_timeout),
+                ..ep
+            });
+        }
+        for (key, _) in root.unread() {
+            if IGNORED_ROOT.contains(&key) && key != "name" {
+                warnings.push(format!(
+                    "$.{key}: KrakenD server setting, not used inside Envoy; ignored"
+                ));
+            }
+        }
+        root.finish(IGNORED_ROOT)?;
+        Ok(Self {
+            endpoints,
+            warnings,
+        })
+    }
+
+    /// Every distinct backend host list with its cluster name (for the bootstrap generator).
+    pub fn clusters(&self) -> Vec<(&str, &[HostUrl])> {
+        let mut out: Vec<(&str, &[HostUrl])> = Vec::new();
+        for ep in &self.endpoints {
+            let b = &ep.backend;
+            if !out.iter().any(|(name, _)| *name == b.cluster) {
+                out.push((&b.cluster, &b.hosts));
+            }
+        }
+        out
+    }
+}
+
+fn endpoint(
+    v: &Value,
+    path: &str,
+    default_hosts: &[HostUrl],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Endpoint> {
+    let mut o = Obj::new(v, path)?;
+    let pattern = PathPattern::parse(o.str("endpoint")?)
+        .map_err(|m| ConfigError::new(o.at("endpoint"), m))?;
+    let method = method_field(&mut o, "method")?.unwrap_or_else(|| "GET".to_string());
+    let timeout_ms = duration_field(&mut o, "timeout")?;
+    if let Some(mut extra) = o.opt_obj("extra_config")? {
+        ignore_namespaces(&mut extra, &[], warnings);
+    }
+    let backends = o
+        .opt_array("backend")?
+        .ok_or_else(|| ConfigError::new(o.at("backend"), "is required"))?;
+    let backend = match backends.as_slice() {
+        [one] => backend(one, &format!("{}[0]", o.at("backend")), &pattern, default_hosts, lookup, warnings)?,
+        [] => return Err(ConfigError::new(o.at("backend"), "needs one backend")),
+        _ => {
+            return Err(ConfigError::new(
+                o.at("backend"),
+                "several backends (KrakenD response merging) are not supported; use one backend per endpoint",
+            ))
+        }
+    };
+    o.finish(IGNORED_ENDPOINT)?;
+    Ok(Endpoint {
+        pattern,
+        method,
+        backend,
+        timeout_ms,
+    })
+}
+
+fn backend(
+    v: &Value,
+    path: &str,
+    endpoint: &PathPattern,
+    default_hosts: &[HostUrl],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Backend> {
+    let mut o = Obj::new(v, path)?;
+    let hosts = match o.opt_strings("host")? {
+        Some(list) => parse_hosts(&list, &o.at("host"))?,
+        None if !default_hosts.is_empty() => default_hosts.to_vec(),
+        None => {
+            return Err(ConfigError::new(
+                o.at("host"),
+                "is required (or set the service-level host list)",
+            ))
+        }
+    };
+    let url_pattern = UrlPattern::parse(o.str("url_pattern")?, endpoint)
+        .map_err(|m| ConfigError::new(o.at("url_pattern"), m))?;
+    let method = method_field(&mut o, "method")?;
+    let mut modifiers = Modifiers::default();
+    if let Some(mut extra) = o.opt_obj("extra_config")? {
+        if let Some(m) = extra.get("modifier/martian") {
+            modifiers = martian::compile(m, &extra.at("modifier/martian"), lookup)?;
+        }
+        ignore_namespaces(&mut extra, &[], warnings);
+    }
+    o.finish(IGNORED_BACKEND)?;
+    Ok(Backend {
+        cluster: cluster_name(&hosts),
+        hosts,
+        url_pattern,
+        method,
+        modifiers,
+    })
+}
+
+fn parse_hosts(list: &[&str], path: &str) -> Result<Vec<HostUrl>> {
+    if list.is_empty() {
+        return Err(ConfigError::new(path, "needs at least one host"));
+    }
+    let mut hosts: Vec<HostUrl> = Vec::with_capacity(list.len());
+    for (i, h) in list.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let host = HostUrl::parse(h).map_err(|m| ConfigError::new(&at, m))?;
+        if let Some(first) = hosts.first() {
+            if first.scheme != host.scheme {
+                return Err(ConfigError::new(
+                    at,
+                    "all hosts of a backend must use the same scheme",
+                ));
+            }
+        }
+        hosts.push(host);
+    }
+    Ok(hosts)
+}
+
+fn method_field(o: &mut Obj<'_>, key: &str) -> Result<Option<String>> {
+    match o.opt_str(key)? {
+        None => Ok(None),
+        Some(m) if METHODS.contains(&m) => Ok(Some(m.to_string())),
+        Some(m) => Err(ConfigError::new(
+            o.at(key),
+            format!("\"{m}\" is not one of GET, POST, PUT, PATCH, DELETE"),
+        )),
+    }
+}
+
+/// Records every unread namespace of an `extra_config` as ignored.
+fn ignore_namespaces(extra: &mut Obj<'_>, _known: &[&str], warnings: &mut Vec<String>) {
+    for (key, _) in extra.unread() {
+        if !reader::is_meta_key(key) {
+            warnings.push(format!(
+                "{}: namespace not supported by tollgate; ignored",
+                extra.at(key)
+            ));
+        }
+    }
+}
+
+fn duration_field(o: &mut Obj<'_>, key: &str) -> Result<Option<u64>> {
+    match o.opt_str(key)? {
+        None => Ok(None),
+        Some(s) => parse_duration_ms(s)
+            .map(Some)
+            .map_err(|m| ConfigError::new(o.at(key), m)),
+    }
+}
+
+/// Parses a Go duration (`2s`, `500ms`, `1m30s`, `1.5h`) into milliseconds.
+pub fn parse_duration_ms(s: &str) -> std::result::Result<u64, String> {
+    let bad = || format!("\"{s}\" is not a duration (examples: 500ms, 30s, 2m, 1h30m)");
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ns" => 1e-6,
+            "us" | "µs" => 1e-3,
+            "ms" => 1.0,
+            "s" => 1e3,
+            "m" => 60e3,
+            "h" => 3600e3,
+            _ => return Err(bad()),
+        };
+        total += n * factor;
+        rest = &rest[unit_len..];
+    }
+    Ok(total.round() as u64)
+}
+
+#[cfg(test)]
+mod tests;

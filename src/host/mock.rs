@@ -1,0 +1,131 @@
+//! An in-memory [`Host`] for unit tests of the filter logic.
+
+use super::Host;
+
+/// A reply the filter sent instead of proxying.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct MockHost {
+    pub request_headers: Vec<(String, String)>,
+    pub response_headers: Vec<(String, String)>,
+    pub request_body: Vec<u8>,
+    pub response_chunk: Vec<u8>,
+    pub reply: Option<Reply>,
+    pub now: u64,
+}
+
+impl MockHost {
+    /// A request with method, path and extra headers.
+    pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Self {
+        let mut h = Self {
+            now: 1_700_000_000,
+            ..Self::default()
+        };
+        h.request_headers.push((":method".into(), method.into()));
+        h.request_headers.push((":path".into(), path.into()));
+        h.request_headers
+            .push((":authority".into(), "gateway.local".into()));
+        for (k, v) in headers {
+            h.request_headers.push((k.to_string(), v.to_string()));
+        }
+        h
+    }
+
+    pub fn with_body(mut self, body: &[u8]) -> Self {
+        self.request_body = body.to_vec();
+        self
+    }
+
+    pub fn with_response_headers(mut self, headers: &[(&str, &str)]) -> Self {
+        self.response_headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
+    }
+
+    /// All values of a request header.
+    pub fn request_values(&self, name: &str) -> Vec<&str> {
+        values(&self.request_headers, name)
+    }
+
+    pub fn response_values(&self, name: &str) -> Vec<&str> {
+        values(&self.response_headers, name)
+    }
+}
+
+fn values<'a>(list: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    list.iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+fn get(list: &[(String, String)], name: &str) -> Option<String> {
+    list.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+fn set(list: &mut Vec<(String, String)>, name: &str, value: Option<&str>) {
+    list.retain(|(k, _)| k != name);
+    if let Some(v) = value {
+        list.push((name.to_string(), v.to_string()));
+    }
+}
+
+impl Host for MockHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        get(&self.request_headers, name)
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        set(&mut self.request_headers, name, value)
+    }
+    fn add_request_header(&mut self, name: &str, value: &str) {
+        self.request_headers.push((name.into(), value.into()))
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        get(&self.response_headers, name)
+    }
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        set(&mut self.response_headers, name, value)
+    }
+    fn add_response_header(&mut self, name: &str, value: &str) {
+        self.response_headers.push((name.into(), value.into()))
+    }
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        Some(self.request_body[..size.min(self.request_body.len())].to_vec())
+    }
+    fn set_request_body(&mut self, body: &[u8]) {
+        self.request_body = body.to_vec()
+    }
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        Some(self.response_chunk[..size.min(self.response_chunk.len())].to_vec())
+    }
+    fn set_response_body(&mut self, body: &[u8]) {
+        self.response_chunk = body.to_vec()
+    }
+    fn send_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        self.reply = Some(Reply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+        })
+    }
+    fn now_unix(&self) -> u64 {
+        self.now
+    }
+}

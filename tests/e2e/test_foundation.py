@@ -1,0 +1,208 @@
+"""Foundation: routing, rewriting, credential replacement and config errors through a real Envoy."""
+import json
+import re
+import subprocess
+
+import httpx
+import jsonschema
+import pytest
+
+from harness import REPO, TOLLGATE, WASM, Envoy, envoy_bin, free_port, header, martian_auth
+
+CLIENT_SECRET = "client-secret-never-forwarded"
+PROVIDER_KEY = "sk-provider-test-0123456789"
+
+
+def config(mock_url: str) -> dict:
+    return {
+        "version": 3,
+        "endpoints": [
+            {
+                "endpoint": "/llm/mock", "method": "POST",
+                "backend": [{
+                    "host": [mock_url], "url_pattern": "/v1/chat/completions",
+                    "extra_config": {"modifier/martian": {"fifo.Group": {"scope": ["request", "response"], "modifiers": [
+                        {"header.Modifier": {"scope": ["request"], "name": "Authorization",
+                                             "value": 'Bearer {{ env "TEST_PROVIDER_KEY" }}'}},
+                        {"header.Append": {"scope": ["request"], "name": "X-Tag", "value": "gateway"}},
+                        {"header.Blacklist": {"scope": ["request"], "names": ["X-Internal"]}},
+                        {"header.Modifier": {"scope": ["response"], "name": "X-Gateway", "value": "tollgate"}},
+                    ]}}},
+                }],
+            },
+            {
+                "endpoint": "/models/{model}/ask", "method": "POST",
+                "backend": [{"host": [mock_url], "url_pattern": "/v1beta/models/{model}:generateContent"}],
+            },
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def gw(mock):
+    e = Envoy(config(mock.url), env={"TEST_PROVIDER_KEY": PROVIDER_KEY}).wait_ready()
+    yield e
+    e.stop()
+
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there"}]}
+
+
+def test_request_is_rewritten_and_client_credential_replaced(gw, fresh_mock):
+    r = httpx.post(f"{gw.url}/llm/mock?trace=1&q=a%20b", json=BODY, headers={
+        "Authorization": f"Bearer {CLIENT_SECRET}", "X-Tag": "client", "X-Internal": "drop-me"})
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "chat.completion"
+    assert r.headers["x-gateway"] == "tollgate"
+    rec = fresh_mock.last()
+    assert rec["path"] == "/v1/chat/completions?trace=1&q=a%20b"
+    assert header(rec, "host") == [f"127.0.0.1:{fresh_mock.port}"]
+    assert header(rec, "authorization") == [f"Bearer {PROVIDER_KEY}"]
+    assert header(rec, "x-tag") == ["client", "gateway"]
+    assert header(rec, "x-internal") == []
+    assert header(rec, "x-tollgate-cluster") == []
+    assert CLIENT_SECRET not in json.dumps(rec)
+    assert json.loads(rec["body"]) == BODY
+
+
+def test_path_params_are_substituted(gw, fresh_mock):
+    r = httpx.post(f"{gw.url}/models/gemini-2.0-flash/ask", json={"contents": []})
+    assert r.status_code == 200, r.text
+    assert fresh_mock.last()["path"] == "/v1beta/models/gemini-2.0-flash:generateContent"
+
+
+def test_unknown_path_404_and_wrong_method_405_never_reach_upstream(gw, fresh_mock):
+    r = httpx.get(f"{gw.url}/nope")
+    assert r.status_code == 404
+    assert r.json() == {"error": {"message": "no endpoint matches GET /nope", "type": "invalid_request_error",
+                                  "param": None, "code": "not_found"}}
+    r = httpx.get(f"{gw.url}/llm/mock")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "POST"
+    assert r.json()["error"]["code"] == "method_not_allowed"
+    assert fresh_mock.requests() == []
+
+
+def test_streaming_passes_through_incrementally(gw, fresh_mock):
+    body = {**BODY, "stream": True}
+    with httpx.stream("POST", f"{gw.url}/llm/mock", json=body,
+                      headers={"x-mock-chunks": "5", "x-mock-delay-ms": "150"}) as r:
+        assert r.status_code == 200
+        arrivals = []
+        import time
+        t0 = time.time()
+        for chunk in r.iter_raw():
+            arrivals.append((time.time() - t0, chunk))
+    data = b"".join(c for _, c in arrivals).decode()
+    assert data.rstrip().endswith("data: [DONE]")
+    # Events arrived over time, not all at once at the end.
+    assert len(arrivals) >= 3
+    assert arrivals[-1][0] - arrivals[0][0] > 0.3
+
+
+def test_secret_never_in_envoy_log(gw):
+    assert PROVIDER_KEY not in gw.log()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c["endpoints"][0]["backend"][0].pop("url_pattern"),
+     "$.endpoints[0].backend[0].url_pattern: is required"),
+    (lambda c: c["endpoints"][1].update(typo=1), "$.endpoints[1].typo: unknown field"),
+    (lambda c: c.update(version=2), "$.version: must be 3"),
+])
+def test_envoy_refuses_to_start_on_bad_config(mock, mutate, message):
+    bad = config(mock.url)
+    mutate(bad)
+    e = Envoy(config(mock.url), env={"TEST_PROVIDER_KEY": PROVIDER_KEY}, plugin_config=json.dumps(bad, indent=2))
+    try:
+        assert e.wait_exit(30) != 0
+        assert "tollgate: configuration rejected: " + message in e.log()
+    finally:
+        e.stop()
+
+
+def test_envoy_refuses_to_start_without_the_secret(mock):
+    e = Envoy(config(mock.url), env={"TEST_PROVIDER_KEY": ""})
+    try:
+        rc = e.wait_exit(30)
+        assert rc != 0
+        assert "environment variable TEST_PROVIDER_KEY is not set" in e.log()
+        assert "$.endpoints[0].backend[0].extra_config.modifier/martian" in e.log()
+    finally:
+        e.stop()
+
+
+# --- shipped configs ---------------------------------------------------------------------
+
+DEMO_ENV = {"OPENAI_API_KEY": "sk-x", "MOCK_API_KEY": "m", "ANTHROPIC_API_KEY": "a"}
+
+
+def generate(*args) -> str:
+    out = subprocess.run([str(TOLLGATE), "envoy", str(REPO / "envoy/krakend.json"), *args],
+                         capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def test_shipped_bootstraps_are_in_sync_with_krakend_json():
+    assert (REPO / "envoy/envoy.local.yaml").read_text() == generate()
+    docker = generate("--listen", "0.0.0.0:8080", "--admin", "127.0.0.1:9901", "--wasm", "/etc/envoy/tollgate.wasm")
+    assert (REPO / "envoy/envoy.docker.yaml").read_text() == docker
+    schema = subprocess.run([str(TOLLGATE), "schema"], capture_output=True, text=True, check=True).stdout
+    assert (REPO / "schema/tollgate.schema.json").read_text() == schema
+
+
+@pytest.mark.parametrize("name", ["envoy.local.yaml", "envoy.docker.yaml"])
+def test_shipped_envoy_configs_pass_envoy_validate(tmp_path, name):
+    text = (REPO / "envoy" / name).read_text()
+    # The docker config names the .wasm where compose mounts it; point it at the local build.
+    text = re.sub(r"filename: \S*tollgate\.wasm", f"filename: {WASM}", text)
+    cfg = tmp_path / name
+    cfg.write_text(text)
+    out = subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(cfg), "--base-id", str(free_port())],
+                         capture_output=True, text=True, env={**DEMO_ENV, "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "configured 2 endpoint(s)" in out.stdout + out.stderr
+
+
+def test_compose_file_matches_local_setup():
+    compose = (REPO / "docker-compose.yml").read_text()
+    assert re.search(r"image: envoyproxy/envoy:v1\.40\.\d+", compose)
+    assert "./envoy/envoy.docker.yaml:/etc/envoy/envoy.yaml" in compose
+    assert "tollgate.wasm:/etc/envoy/tollgate.wasm" in compose
+    # The mock shares Envoy's network namespace so krakend.json's 127.0.0.1:8081 works in both.
+    assert 'network_mode: "service:envoy"' in compose
+    assert "--port 8081" in compose or '"8081"' in compose
+
+
+# --- KrakenD schema compatibility ---------------------------------------------------------
+
+def krakend_schema() -> dict:
+    return json.loads((REPO / "schema/krakend-v2.12.json").read_text())
+
+
+def test_demo_config_validates_against_krakend_official_schema():
+    doc = json.loads((REPO / "envoy/krakend.json").read_text())
+    jsonschema.Draft7Validator(krakend_schema()).validate(doc)
+
+
+def test_krakend_schema_rejects_unknown_namespaces():
+    doc = json.loads((REPO / "envoy/krakend.json").read_text())
+    doc["endpoints"][0]["extra_config"] = {"tollgate/unknown": {}}
+    assert not jsonschema.Draft7Validator(krakend_schema()).is_valid(doc)
+
+
+def test_tollgate_check_accepts_demo_and_names_paths_of_errors(tmp_path):
+    ok = subprocess.run([str(TOLLGATE), "check", str(REPO / "envoy/krakend.json")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok (2 endpoint(s)" in ok.stdout
+    assert "MOCK_API_KEY, OPENAI_API_KEY" in ok.stdout
+    bad = json.loads((REPO / "envoy/krakend.json").read_text())
+    bad["endpoints"][1]["backend"][0]["host"] = ["127.0.0.1:8081"]
+    bad["endpoints"][0]["extra_config"] = {"tollgate/unknown": {}}
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(bad))
+    out = subprocess.run([str(TOLLGATE), "check", str(p)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "schema: $.endpoints[0].extra_config" in out.stderr
+    assert ("tollgate: $.endpoints[1].backend[0].host[0]: \"127.0.0.1:8081\" must start with http:// or https://"
+            in out.stderr)
