@@ -10,8 +10,14 @@
 //! - [`stream_decoder`] gives a [`StreamDecoder`] that turns the provider's stream bytes, fed
 //!   in arbitrary chunks, into canonical events as they arrive.
 
+pub mod anthropic;
+pub mod azure;
+mod json;
 pub mod model;
+pub mod openai;
 
+// The doc links above name these; only StreamEvent is used in code.
+#[allow(unused_imports)]
 use model::{ChatRequest, ChatResponse, ProviderError, StreamEvent};
 
 /// The wire format a backend speaks. OpenAI-compatible services (Mistral, Groq, DeepSeek,
