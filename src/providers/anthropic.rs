@@ -301,8 +301,8 @@ fn usage_from(u: &Value) -> Usage {
     let read = num(u.get("cache_read_input_tokens"));
     Usage {
         prompt_tokens: num(u.get("input_tokens"))
-            + read
-            + num(u.get("cache_creation_input_tokens")),
+            .saturating_add(read)
+            .saturating_add(num(u.get("cache_creation_input_tokens"))),
         completion_tokens: num(u.get("output_tokens")),
         cached_tokens: read,
         reasoning_tokens: 0,
@@ -1041,7 +1041,7 @@ impl StreamEncoder {
     fn open_block(&mut self, kind: Block, block: Value, out: &mut Vec<u8>) -> u32 {
         self.close(out);
         let i = self.next_block;
-        self.next_block += 1;
+        self.next_block = self.next_block.saturating_add(1);
         self.open = Some((i, kind));
         Self::emit(
             out,

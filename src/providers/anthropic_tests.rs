@@ -914,3 +914,25 @@ fn stream_encoder_error_and_empty_stream() {
     assert_eq!(msg["content"], json!([]));
     assert_eq!(msg["stop_reason"], "end_turn");
 }
+
+#[test]
+fn never_panics_on_truncated_or_hostile_input() {
+    let fixtures = [CLIENT_REQUEST, RESPONSE, TOOL_RESPONSE, STREAM];
+    for f in fixtures {
+        let b = f.as_bytes();
+        for i in 0..=b.len() {
+            let _ = parse_request(&b[..i]);
+            let _ = openai::parse_request(&b[..i]);
+            let _ = decode_response(200, &b[..i]);
+            let _ = openai::decode_response(200, &b[..i]);
+            let _ = decode_error(400, &b[..i]);
+            let _ = openai::decode_error(400, &b[..i]);
+            let _ = decode_all(&[&b[..i]]);
+        }
+    }
+    let huge = br#"{"content":[],"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":18446744073709551615,"output_tokens":18446744073709551615}}"#;
+    let r = decode_response(200, huge).unwrap();
+    assert_eq!(r.usage.unwrap().prompt_tokens, u64::MAX);
+    let _ = openai::encode_response(&r, "m");
+    let _ = encode_response(&r, "m");
+}

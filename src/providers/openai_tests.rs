@@ -738,3 +738,48 @@ fn error_helpers() {
     assert_eq!(v["error"]["code"], "rate_limit_exceeded");
     assert_eq!(v["error"]["type"], "rate_limit_error");
 }
+
+#[test]
+fn tool_calls_without_index_are_numbered_by_id() {
+    let s = "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"a\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\"\"}}]}}]}\n\n\
+             data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\":1}\"}}]}}]}\n\n\
+             data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"b\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n\
+             data: [DONE]\n\n";
+    let ev = decode_all(&mut stream_decoder(), &[s.as_bytes()]);
+    assert_eq!(
+        &ev[1..],
+        &[
+            StreamEvent::ToolCallStart {
+                index: 0,
+                call: 0,
+                id: "a".into(),
+                name: "f".into()
+            },
+            StreamEvent::ToolCallArgs {
+                index: 0,
+                call: 0,
+                arguments: "{\"x\"".into()
+            },
+            StreamEvent::ToolCallArgs {
+                index: 0,
+                call: 0,
+                arguments: ":1}".into()
+            },
+            StreamEvent::ToolCallStart {
+                index: 0,
+                call: 1,
+                id: "b".into(),
+                name: "g".into()
+            },
+            StreamEvent::ToolCallArgs {
+                index: 0,
+                call: 1,
+                arguments: "{}".into()
+            },
+            StreamEvent::Finish {
+                index: 0,
+                reason: FinishReason::ToolCalls
+            },
+        ]
+    );
+}
