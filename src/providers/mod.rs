@@ -10,7 +10,11 @@
 //! - [`stream_decoder`] gives a [`StreamDecoder`] that turns the provider's stream bytes, fed
 //!   in arbitrary chunks, into canonical events as they arrive.
 
+pub mod anthropic;
+pub mod azure;
+mod json;
 pub mod model;
+pub mod openai;
 
 use model::StreamEvent;
 

@@ -1,0 +1,1184 @@
+//! Anthropic Messages API: a provider (`POST /v1/messages`) and a second front door, so the
+//! official `anthropic` SDKs work through the gateway.
+//!
+//! Provider: [`encode_request`], [`decode_response`], [`decode_error`], [`stream_decoder`].
+//! Front door: [`parse_request`], [`encode_response`], [`StreamEncoder`], [`error_body`].
+//!
+//! Decisions:
+//! - `response_format` has no native Anthropic equivalent: `json_object` and `json_schema`
+//!   become an instruction appended to the top-level `system` prompt (the schema is included
+//!   verbatim); `text` is a no-op.
+//! - `n > 1` is rejected; `seed` and OpenAI-only `extra` fields are dropped, except
+//!   `parallel_tool_calls: false` → `tool_choice.disable_parallel_tool_use`.
+//! - `temperature` above 1 (Anthropic's maximum) is rejected rather than silently clamped.
+//! - Error statuses (see [`decode_error`]): `overloaded_error` (529) → 503 `server_error`
+//!   (a standard status that OpenAI SDKs retry); `api_error` → 502; `authentication_error`
+//!   and `permission_error` → 502 with "provider rejected the gateway's credentials: ...",
+//!   because they concern the gateway's key, not the client's.
+
+use serde_json::{json, Map, Value};
+
+use super::json::{
+    as_arr, as_obj, as_str, at, cerr, excerpt, field, join, num, opt_bool, opt_f64, opt_str,
+    opt_u64, parse_body, req, req_str, type_name,
+};
+use super::model::{
+    ChatRequest, ChatResponse, Choice, FinishReason, Message, Part, ProviderError, Role,
+    StreamEvent, Tool, ToolCall, ToolChoice, Usage,
+};
+use super::openai::{text_of, ClientError};
+use super::{Outgoing, StreamDecoder, Target, TranslateError};
+use crate::stream::{write_event, SseParser};
+
+/// The `anthropic-version` header every call carries.
+pub const API_VERSION: &str = "2023-06-01";
+/// `max_tokens` when neither the client nor the backend defaults give one.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+// ---------------------------------------------------------------------------------------------
+// Provider: request
+// ---------------------------------------------------------------------------------------------
+
+/// Encodes a canonical request as an Anthropic Messages call to `t.model`.
+pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, TranslateError> {
+    let terr = |m: String| Err(TranslateError(m));
+    if let Some(n) = req.n.filter(|n| *n > 1) {
+        return terr(format!(
+            "n: Anthropic returns a single choice; n = {n} is not supported"
+        ));
+    }
+    let mut system: Vec<String> = Vec::new();
+    // (role, content blocks); consecutive same-role turns are merged.
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for (i, m) in req.messages.iter().enumerate() {
+        let path = format!("messages[{i}]");
+        let (role, blocks) = match m.role {
+            Role::System => {
+                if m.content.iter().any(|p| matches!(p, Part::Image { .. })) {
+                    return terr(format!(
+                        "{path}.content: images are not allowed in system messages for Anthropic"
+                    ));
+                }
+                let text = text_of(&m.content);
+                if !text.is_empty() {
+                    system.push(text);
+                }
+                continue;
+            }
+            Role::User => ("user", content_blocks(&m.content, &path)?),
+            Role::Assistant => {
+                let mut blocks = content_blocks(&m.content, &path)?;
+                for (j, c) in m.tool_calls.iter().enumerate() {
+                    let input = parse_arguments(&c.arguments).map_err(|e| {
+                        TranslateError(format!("{path}.tool_calls[{j}].function.arguments: {e}"))
+                    })?;
+                    blocks.push(
+                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}),
+                    );
+                }
+                ("assistant", blocks)
+            }
+            Role::Tool => {
+                let Some(id) = &m.tool_call_id else {
+                    return terr(format!("{path}.tool_call_id: missing for a tool message"));
+                };
+                let content = if m.content.iter().all(|p| matches!(p, Part::Text(_))) {
+                    json!(text_of(&m.content))
+                } else {
+                    Value::Array(content_blocks(&m.content, &path)?)
+                };
+                (
+                    "user",
+                    vec![json!({"type": "tool_result", "tool_use_id": id, "content": content})],
+                )
+            }
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some((last, b)) if *last == role => b.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    // In a user turn, tool results must come before any other content.
+    for (role, blocks) in &mut turns {
+        if *role == "user" {
+            blocks.sort_by_key(|b| b.get("type").and_then(Value::as_str) != Some("tool_result"));
+        }
+    }
+    if let Some(rf) = &req.response_format {
+        if let Some(instruction) = format_instruction(rf)? {
+            system.push(instruction);
+        }
+    }
+    let mut o = Map::new();
+    o.insert("model".into(), json!(t.model));
+    let max_tokens = req
+        .max_tokens
+        .or(t.defaults.max_tokens)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    o.insert("max_tokens".into(), json!(max_tokens));
+    if !system.is_empty() {
+        o.insert("system".into(), json!(system.join("\n\n")));
+    }
+    o.insert(
+        "messages".into(),
+        Value::Array(
+            turns
+                .into_iter()
+                .map(|(role, content)| json!({"role": role, "content": content}))
+                .collect(),
+        ),
+    );
+    if let Some(v) = req.temperature.or(t.defaults.temperature) {
+        if !(0.0..=1.0).contains(&v) {
+            return terr(format!(
+                "temperature: {v} is out of range for Anthropic (0 to 1)"
+            ));
+        }
+        o.insert("temperature".into(), json!(v));
+    }
+    if let Some(v) = req.top_p.or(t.defaults.top_p) {
+        o.insert("top_p".into(), json!(v));
+    }
+    if !req.stop.is_empty() {
+        o.insert("stop_sequences".into(), json!(req.stop));
+    }
+    if let Some(u) = &req.user {
+        o.insert("metadata".into(), json!({"user_id": u}));
+    }
+    if req.stream {
+        o.insert("stream".into(), json!(true));
+    }
+    if !req.tools.is_empty() {
+        let tools = req
+            .tools
+            .iter()
+            .map(|tool| {
+                let mut to = Map::new();
+                to.insert("name".into(), json!(tool.name));
+                if let Some(d) = &tool.description {
+                    to.insert("description".into(), json!(d));
+                }
+                let schema = if tool.parameters.is_null() {
+                    json!({"type": "object", "properties": {}})
+                } else {
+                    tool.parameters.clone()
+                };
+                to.insert("input_schema".into(), schema);
+                Value::Object(to)
+            })
+            .collect();
+        o.insert("tools".into(), Value::Array(tools));
+    }
+    let no_parallel = req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    let choice = match &req.tool_choice {
+        Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
+        Some(ToolChoice::None) => Some(json!({"type": "none"})),
+        Some(ToolChoice::Required) => Some(json!({"type": "any"})),
+        Some(ToolChoice::Function(n)) => Some(json!({"type": "tool", "name": n})),
+        None if no_parallel && !req.tools.is_empty() => Some(json!({"type": "auto"})),
+        None => None,
+    };
+    if let Some(mut c) = choice {
+        if no_parallel {
+            if let Some(co) = c.as_object_mut() {
+                co.insert("disable_parallel_tool_use".into(), json!(true));
+            }
+        }
+        o.insert("tool_choice".into(), c);
+    }
+    Ok(Outgoing {
+        path: "/v1/messages".to_string(),
+        body: Value::Object(o).to_string().into_bytes(),
+        headers: vec![("anthropic-version".to_string(), API_VERSION.to_string())],
+    })
+}
+
+fn parse_arguments(args: &str) -> Result<Value, String> {
+    if args.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_str::<Value>(args) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(v) => Err(format!("expected a JSON object, got {}", type_name(&v))),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    }
+}
+
+/// Text and image blocks (empty texts are dropped: Anthropic rejects them).
+fn content_blocks(parts: &[Part], path: &str) -> Result<Vec<Value>, TranslateError> {
+    let mut out = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        match p {
+            Part::Text(t) if t.is_empty() => {}
+            Part::Text(t) => out.push(json!({"type": "text", "text": t})),
+            Part::Image { url, .. } => {
+                out.push(image_block(url).map_err(|e| {
+                    TranslateError(format!("{path}.content[{i}].image_url.url: {e}"))
+                })?)
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn image_block(url: &str) -> Result<Value, String> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let Some((meta, data)) = rest.split_once(',') else {
+            return Err("malformed data URL (no comma)".into());
+        };
+        let Some(media_type) = meta.strip_suffix(";base64") else {
+            return Err("data URL must be base64-encoded".into());
+        };
+        if !matches!(
+            media_type,
+            "image/jpeg" | "image/png" | "image/gif" | "image/webp"
+        ) {
+            return Err(format!(
+                "image type \"{media_type}\" is not supported by Anthropic (jpeg, png, gif, webp)"
+            ));
+        }
+        return Ok(
+            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}),
+        );
+    }
+    if url.starts_with("https://") || url.starts_with("http://") {
+        return Ok(json!({"type": "image", "source": {"type": "url", "url": url}}));
+    }
+    Err("expected an http(s) or data: URL".into())
+}
+
+fn format_instruction(rf: &Value) -> Result<Option<String>, TranslateError> {
+    match rf.get("type").and_then(Value::as_str) {
+        None | Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(
+            "Respond only with a single valid JSON object, with no text before or after it."
+                .to_string(),
+        )),
+        Some("json_schema") => {
+            let schema = rf
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            Ok(Some(format!(
+                "Respond only with a single valid JSON value, with no text before or after it, that conforms to this JSON Schema:\n{schema}"
+            )))
+        }
+        Some(other) => Err(TranslateError(format!(
+            "response_format.type: \"{other}\" cannot be expressed for Anthropic"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider: response and errors
+// ---------------------------------------------------------------------------------------------
+
+fn stop_from(s: &str) -> FinishReason {
+    match s {
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        // end_turn, stop_sequence, pause_turn
+        _ => FinishReason::Stop,
+    }
+}
+
+fn stop_to(r: Option<FinishReason>) -> &'static str {
+    match r {
+        Some(FinishReason::Length) => "max_tokens",
+        Some(FinishReason::ToolCalls) => "tool_use",
+        Some(FinishReason::ContentFilter) => "refusal",
+        Some(FinishReason::Stop) | None => "end_turn",
+    }
+}
+
+/// Anthropic usage → canonical: prompt = input + cache reads + cache writes; cached = reads.
+fn usage_from(u: &Value) -> Usage {
+    let read = num(u.get("cache_read_input_tokens"));
+    Usage {
+        prompt_tokens: num(u.get("input_tokens"))
+            .saturating_add(read)
+            .saturating_add(num(u.get("cache_creation_input_tokens"))),
+        completion_tokens: num(u.get("output_tokens")),
+        cached_tokens: read,
+        reasoning_tokens: 0,
+    }
+}
+
+fn invalid_upstream(message: String) -> ProviderError {
+    ProviderError {
+        status: 502,
+        kind: "server_error".into(),
+        message,
+        code: None,
+    }
+}
+
+/// Decodes a non-streaming Anthropic message (non-2xx statuses become errors).
+/// `created` is 0: Anthropic does not report it (the caller may set it).
+pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, ProviderError> {
+    if !(200..300).contains(&status) {
+        return Err(decode_error(status, body));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        invalid_upstream(format!(
+            "provider returned invalid JSON: {e}: {}",
+            excerpt(body)
+        ))
+    })?;
+    if v.get("type").and_then(Value::as_str) == Some("error") {
+        return Err(decode_error(502, body));
+    }
+    let Some(content) = v.get("content").and_then(Value::as_array) else {
+        return Err(invalid_upstream(
+            "provider response has no \"content\" array".into(),
+        ));
+    };
+    let mut message = Message {
+        role: Role::Assistant,
+        content: Vec::new(),
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+        name: None,
+    };
+    for b in content {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                if let Some(t) = b.get("text").and_then(Value::as_str) {
+                    message.content.push(Part::Text(t.to_string()));
+                }
+            }
+            Some("tool_use") => message.tool_calls.push(ToolCall {
+                id: b
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                name: b
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                arguments: b
+                    .get("input")
+                    .map_or_else(|| "{}".to_string(), Value::to_string),
+            }),
+            // thinking, redacted_thinking, server tool blocks: not part of the OpenAI shape.
+            _ => {}
+        }
+    }
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    Ok(ChatResponse {
+        id: s("id"),
+        model: s("model"),
+        created: 0,
+        choices: vec![Choice {
+            index: 0,
+            message,
+            finish_reason: v.get("stop_reason").and_then(Value::as_str).map(stop_from),
+        }],
+        usage: v.get("usage").filter(|u| u.is_object()).map(usage_from),
+    })
+}
+
+/// Maps an Anthropic error type (or, lacking one, the HTTP status) to the client's status and
+/// OpenAI error kind. See the module documentation for the reasoning.
+fn map_error(etype: Option<&str>, status: u16) -> (u16, &'static str) {
+    match etype {
+        Some("invalid_request_error") => (400, "invalid_request_error"),
+        Some("authentication_error") | Some("permission_error") => (502, "server_error"),
+        Some("billing_error") => (502, "server_error"),
+        Some("not_found_error") => (404, "invalid_request_error"),
+        Some("request_too_large") => (413, "invalid_request_error"),
+        Some("rate_limit_error") => (429, "rate_limit_error"),
+        Some("api_error") => (502, "server_error"),
+        Some("overloaded_error") => (503, "server_error"),
+        Some("timeout_error") => (504, "server_error"),
+        _ => match status {
+            400 | 404 | 413 | 422 => (status, "invalid_request_error"),
+            401..=403 => (502, "server_error"),
+            429 => (429, "rate_limit_error"),
+            500 => (502, "server_error"),
+            503 | 529 => (503, "server_error"),
+            504 => (504, "server_error"),
+            _ => (502, "server_error"),
+        },
+    }
+}
+
+/// Maps an Anthropic error answer (`{"type":"error","error":{"type","message"}}`).
+///
+/// | Anthropic | client status | kind |
+/// |---|---|---|
+/// | invalid_request_error (400) | 400 | invalid_request_error |
+/// | authentication_error (401), permission_error (403) | 502 | server_error ("provider rejected the gateway's credentials: ...") |
+/// | billing_error (402) | 502 | server_error |
+/// | not_found_error (404) | 404 | invalid_request_error |
+/// | request_too_large (413) | 413 | invalid_request_error |
+/// | rate_limit_error (429) | 429 | rate_limit_error |
+/// | api_error (500) | 502 | server_error |
+/// | overloaded_error (529) | 503 | server_error |
+/// | timeout_error (504) | 504 | server_error |
+pub fn decode_error(status: u16, body: &[u8]) -> ProviderError {
+    let v: Option<Value> = serde_json::from_slice(body).ok();
+    let e = v.as_ref().and_then(|v| v.get("error"));
+    let etype = e.and_then(|e| e.get("type")).and_then(Value::as_str);
+    let msg = e
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            if body.iter().all(u8::is_ascii_whitespace) {
+                format!("provider returned HTTP {status} with an empty body")
+            } else {
+                format!("provider returned HTTP {status}: {}", excerpt(body))
+            }
+        });
+    let (st, kind) = map_error(etype, status);
+    let gateway_auth = matches!(
+        etype,
+        Some("authentication_error") | Some("permission_error")
+    ) || (etype.is_none() && matches!(status, 401 | 403));
+    let message = if gateway_auth {
+        format!("provider rejected the gateway's credentials: {msg}")
+    } else {
+        msg
+    };
+    ProviderError {
+        status: st,
+        kind: kind.to_string(),
+        message,
+        code: etype.map(str::to_string),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider: stream
+// ---------------------------------------------------------------------------------------------
+
+/// Decodes an Anthropic Messages SSE stream.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    sse: SseParser,
+    started: bool,
+    done: bool,
+    failed: bool,
+    usage: Usage,
+    /// Content block index → tool call number.
+    tool_blocks: Vec<(u64, u32)>,
+    next_call: u32,
+}
+
+pub fn stream_decoder() -> Decoder {
+    Decoder::default()
+}
+
+impl StreamDecoder for Decoder {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) {
+        let mut events = Vec::new();
+        self.sse.feed(bytes, &mut events);
+        for e in events {
+            self.on_event(e.event.as_deref(), &e.data, out);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        let mut events = Vec::new();
+        self.sse.finish(&mut events);
+        for e in events {
+            self.on_event(e.event.as_deref(), &e.data, out);
+        }
+        if self.started && !self.done && !self.failed {
+            self.failed = true;
+            out.push(StreamEvent::Error(invalid_upstream(
+                "provider stream ended before message_stop".into(),
+            )));
+        }
+    }
+}
+
+impl Decoder {
+    fn on_event(&mut self, name: Option<&str>, data: &str, out: &mut Vec<StreamEvent>) {
+        if self.done || self.failed || data.trim().is_empty() {
+            return;
+        }
+        let v: Value = match serde_json::from_str(data) {
+            Ok(v) => v,
+            Err(e) => {
+                self.failed = true;
+                out.push(StreamEvent::Error(invalid_upstream(format!(
+                    "provider sent an invalid stream event: {e}: {}",
+                    excerpt(data.as_bytes())
+                ))));
+                return;
+            }
+        };
+        let kind = v.get("type").and_then(Value::as_str).or(name).unwrap_or("");
+        match kind {
+            "message_start" => {
+                let m = v.get("message");
+                let s = |k: &str| {
+                    m.and_then(|m| m.get(k))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
+                if let Some(u) = m.and_then(|m| m.get("usage")) {
+                    self.usage = usage_from(u);
+                }
+                if !self.started {
+                    self.started = true;
+                    let id = s("id");
+                    out.push(StreamEvent::Start {
+                        id: if id.is_empty() {
+                            "msg_tollgate".into()
+                        } else {
+                            id
+                        },
+                        model: s("model"),
+                    });
+                }
+            }
+            "content_block_start" => {
+                let b = v.get("content_block");
+                if b.and_then(|b| b.get("type")).and_then(Value::as_str) == Some("tool_use") {
+                    let block = num(v.get("index"));
+                    let call = self.next_call;
+                    self.next_call = self.next_call.saturating_add(1);
+                    self.tool_blocks.push((block, call));
+                    let s = |k: &str| {
+                        b.and_then(|b| b.get(k))
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    out.push(StreamEvent::ToolCallStart {
+                        index: 0,
+                        call,
+                        id: s("id"),
+                        name: s("name"),
+                    });
+                } else if let Some(t) = b
+                    .and_then(|b| b.get("text"))
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
+                    out.push(StreamEvent::Text {
+                        index: 0,
+                        text: t.to_string(),
+                    });
+                }
+            }
+            "content_block_delta" => {
+                let d = v.get("delta");
+                let s = |k: &str| d.and_then(|d| d.get(k)).and_then(Value::as_str);
+                match s("type") {
+                    Some("text_delta") => {
+                        if let Some(t) = s("text").filter(|t| !t.is_empty()) {
+                            out.push(StreamEvent::Text {
+                                index: 0,
+                                text: t.to_string(),
+                            });
+                        }
+                    }
+                    Some("input_json_delta") => {
+                        let block = num(v.get("index"));
+                        let call = self
+                            .tool_blocks
+                            .iter()
+                            .find(|(b, _)| *b == block)
+                            .map(|(_, c)| *c);
+                        if let (Some(call), Some(p)) =
+                            (call, s("partial_json").filter(|p| !p.is_empty()))
+                        {
+                            out.push(StreamEvent::ToolCallArgs {
+                                index: 0,
+                                call,
+                                arguments: p.to_string(),
+                            });
+                        }
+                    }
+                    // thinking_delta, signature_delta, citations_delta: no OpenAI equivalent.
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(r) = v
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                {
+                    out.push(StreamEvent::Finish {
+                        index: 0,
+                        reason: stop_from(r),
+                    });
+                }
+                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                    // Cumulative counts; input fields appear here only in newer API versions.
+                    if u.get("input_tokens").is_some_and(Value::is_u64) {
+                        let out_tokens = self.usage.completion_tokens;
+                        self.usage = usage_from(u);
+                        if u.get("output_tokens").is_none() {
+                            self.usage.completion_tokens = out_tokens;
+                        }
+                    } else if let Some(o) = u.get("output_tokens").and_then(Value::as_u64) {
+                        self.usage.completion_tokens = o;
+                    }
+                    out.push(StreamEvent::Usage(self.usage));
+                }
+            }
+            "message_stop" => self.done = true,
+            "error" => {
+                self.failed = true;
+                let etype = v
+                    .get("error")
+                    .and_then(|e| e.get("type"))
+                    .and_then(Value::as_str);
+                let (status, _) = map_error(etype, 500);
+                let mut e = decode_error(500, data.as_bytes());
+                e.status = status;
+                out.push(StreamEvent::Error(e));
+            }
+            // ping, content_block_stop, and event types added later.
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Front door: request
+// ---------------------------------------------------------------------------------------------
+
+/// Parses an Anthropic Messages request body into the canonical request.
+pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
+    let obj = parse_body(body)?;
+    let mut r = ChatRequest {
+        model: req_str(&obj, "model", "")?.to_string(),
+        ..ChatRequest::default()
+    };
+    if r.model.is_empty() {
+        return Err(cerr("model", "must not be empty"));
+    }
+    r.max_tokens = Some(
+        opt_u64(&obj, "max_tokens", "")?
+            .ok_or_else(|| cerr("max_tokens", "missing required field"))?,
+    );
+    let messages = as_arr(req(&obj, "messages", "")?, "messages")?;
+    if let Some(sys) = field(&obj, "system") {
+        let text = match sys {
+            Value::String(s) => s.clone(),
+            Value::Array(blocks) => {
+                let mut parts = Vec::new();
+                for (i, b) in blocks.iter().enumerate() {
+                    let p = at("system", i);
+                    let bo = as_obj(b, &p)?;
+                    let t = req_str(bo, "type", &p)?;
+                    if t != "text" {
+                        return Err(cerr(
+                            &join(&p, "type"),
+                            format!("expected a text block, got \"{t}\""),
+                        ));
+                    }
+                    parts.push(req_str(bo, "text", &p)?.to_string());
+                }
+                parts.join("\n\n")
+            }
+            other => {
+                return Err(cerr(
+                    "system",
+                    format!(
+                        "expected a string or an array of text blocks, got {}",
+                        type_name(other)
+                    ),
+                ))
+            }
+        };
+        r.messages.push(msg(Role::System, vec![Part::Text(text)]));
+    }
+    if messages.is_empty() {
+        return Err(cerr("messages", "must contain at least one message"));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        parse_turn(m, &at("messages", i), &mut r.messages)?;
+    }
+    if let Some(tools) = field(&obj, "tools") {
+        for (i, t) in as_arr(tools, "tools")?.iter().enumerate() {
+            let p = at("tools", i);
+            let to = as_obj(t, &p)?;
+            if let Some(kind) = opt_str(to, "type", &p)? {
+                if kind != "custom" {
+                    return Err(cerr(
+                        &join(&p, "type"),
+                        format!("server tool \"{kind}\" is not supported by this gateway"),
+                    ));
+                }
+            }
+            let schema = req(to, "input_schema", &p)?;
+            as_obj(schema, &join(&p, "input_schema"))?;
+            r.tools.push(Tool {
+                name: req_str(to, "name", &p)?.to_string(),
+                description: opt_str(to, "description", &p)?.map(str::to_string),
+                parameters: schema.clone(),
+            });
+        }
+    }
+    if let Some(tc) = field(&obj, "tool_choice") {
+        let tco = as_obj(tc, "tool_choice")?;
+        r.tool_choice = Some(match req_str(tco, "type", "tool_choice")? {
+            "auto" => ToolChoice::Auto,
+            "any" => ToolChoice::Required,
+            "none" => ToolChoice::None,
+            "tool" => ToolChoice::Function(req_str(tco, "name", "tool_choice")?.to_string()),
+            other => {
+                return Err(cerr(
+                    "tool_choice.type",
+                    format!(
+                        "unknown tool choice type \"{other}\" (expected auto, any, tool or none)"
+                    ),
+                ))
+            }
+        });
+        if opt_bool(tco, "disable_parallel_tool_use", "tool_choice")? == Some(true) {
+            r.extra.insert("parallel_tool_calls".into(), json!(false));
+        }
+    }
+    r.temperature = opt_f64(&obj, "temperature", "")?;
+    r.top_p = opt_f64(&obj, "top_p", "")?;
+    if let Some(ss) = field(&obj, "stop_sequences") {
+        for (i, s) in as_arr(ss, "stop_sequences")?.iter().enumerate() {
+            r.stop
+                .push(as_str(s, &at("stop_sequences", i))?.to_string());
+        }
+    }
+    if let Some(md) = field(&obj, "metadata") {
+        r.user = opt_str(as_obj(md, "metadata")?, "user_id", "metadata")?.map(str::to_string);
+    }
+    r.stream = opt_bool(&obj, "stream", "")?.unwrap_or(false);
+    // top_k, thinking, service_tier, ...: Anthropic-only knobs without an OpenAI equivalent.
+    Ok(r)
+}
+
+fn msg(role: Role, content: Vec<Part>) -> Message {
+    Message {
+        role,
+        content,
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+        name: None,
+    }
+}
+
+/// One Anthropic turn → canonical messages (a user turn's tool results become tool messages
+/// placed before the turn's other content).
+fn parse_turn(v: &Value, path: &str, out: &mut Vec<Message>) -> Result<(), ClientError> {
+    let m = as_obj(v, path)?;
+    let role = match req_str(m, "role", path)? {
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        other => {
+            return Err(cerr(
+                &join(path, "role"),
+                format!("unknown role \"{other}\" (expected user or assistant)"),
+            ))
+        }
+    };
+    let cpath = join(path, "content");
+    let mut main = msg(role, Vec::new());
+    match req(m, "content", path)? {
+        Value::String(s) => main.content.push(Part::Text(s.clone())),
+        Value::Array(blocks) => {
+            for (i, b) in blocks.iter().enumerate() {
+                let p = at(&cpath, i);
+                let bo = as_obj(b, &p)?;
+                let kind = req_str(bo, "type", &p)?;
+                match (kind, role) {
+                    ("text", _) => main
+                        .content
+                        .push(Part::Text(req_str(bo, "text", &p)?.to_string())),
+                    ("image", _) => main.content.push(parse_image(bo, &p)?),
+                    ("tool_use", Role::Assistant) => {
+                        let input = req(bo, "input", &p)?;
+                        as_obj(input, &join(&p, "input"))?;
+                        main.tool_calls.push(ToolCall {
+                            id: req_str(bo, "id", &p)?.to_string(),
+                            name: req_str(bo, "name", &p)?.to_string(),
+                            arguments: input.to_string(),
+                        });
+                    }
+                    ("tool_result", Role::User) => {
+                        let mut t = msg(Role::Tool, Vec::new());
+                        t.tool_call_id = Some(req_str(bo, "tool_use_id", &p)?.to_string());
+                        let rp = join(&p, "content");
+                        match field(bo, "content") {
+                            None => {}
+                            Some(Value::String(s)) => t.content.push(Part::Text(s.clone())),
+                            Some(Value::Array(items)) => {
+                                for (j, it) in items.iter().enumerate() {
+                                    let ip = at(&rp, j);
+                                    let io = as_obj(it, &ip)?;
+                                    match req_str(io, "type", &ip)? {
+                                        "text" => t.content.push(Part::Text(
+                                            req_str(io, "text", &ip)?.to_string(),
+                                        )),
+                                        "image" => t.content.push(parse_image(io, &ip)?),
+                                        other => {
+                                            return Err(cerr(
+                                                &join(&ip, "type"),
+                                                format!(
+                                                "unsupported tool result block type \"{other}\""
+                                            ),
+                                            ))
+                                        }
+                                    }
+                                }
+                            }
+                            Some(other) => {
+                                return Err(cerr(
+                                    &rp,
+                                    format!(
+                                        "expected a string or an array of blocks, got {}",
+                                        type_name(other)
+                                    ),
+                                ))
+                            }
+                        }
+                        if opt_bool(bo, "is_error", &p)? == Some(true) {
+                            t.content.insert(0, Part::Text("Error: ".into()));
+                        }
+                        out.push(t);
+                    }
+                    ("thinking" | "redacted_thinking", Role::Assistant) => {}
+                    ("tool_use" | "tool_result", _) => {
+                        return Err(cerr(
+                            &join(&p, "type"),
+                            format!(
+                                "\"{kind}\" blocks are not allowed in {} messages",
+                                if role == Role::User {
+                                    "user"
+                                } else {
+                                    "assistant"
+                                }
+                            ),
+                        ))
+                    }
+                    (other, _) => {
+                        return Err(cerr(
+                            &join(&p, "type"),
+                            format!("unknown content block type \"{other}\""),
+                        ))
+                    }
+                }
+            }
+        }
+        other => {
+            return Err(cerr(
+                &cpath,
+                format!(
+                    "expected a string or an array of content blocks, got {}",
+                    type_name(other)
+                ),
+            ))
+        }
+    }
+    if !main.content.is_empty() || !main.tool_calls.is_empty() {
+        out.push(main);
+    }
+    Ok(())
+}
+
+fn parse_image(b: &Map<String, Value>, path: &str) -> Result<Part, ClientError> {
+    let sp = join(path, "source");
+    let src = as_obj(req(b, "source", path)?, &sp)?;
+    let url = match req_str(src, "type", &sp)? {
+        "base64" => format!(
+            "data:{};base64,{}",
+            req_str(src, "media_type", &sp)?,
+            req_str(src, "data", &sp)?
+        ),
+        "url" => req_str(src, "url", &sp)?.to_string(),
+        other => {
+            return Err(cerr(
+                &join(&sp, "type"),
+                format!("unsupported image source type \"{other}\" (expected base64 or url)"),
+            ))
+        }
+    };
+    Ok(Part::Image { url, detail: None })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Front door: response, stream and errors
+// ---------------------------------------------------------------------------------------------
+
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": u.cached_tokens,
+        "output_tokens": u.completion_tokens,
+    })
+}
+
+fn message_id(id: &str) -> String {
+    if id.starts_with("msg_") {
+        id.to_string()
+    } else if id.is_empty() {
+        "msg_tollgate".to_string()
+    } else {
+        format!("msg_{id}")
+    }
+}
+
+/// Tool arguments as an `input` object ({} when the model produced invalid JSON).
+fn input_of(arguments: &str) -> Value {
+    parse_arguments(arguments).unwrap_or_else(|_| json!({}))
+}
+
+/// Encodes a canonical response as an Anthropic `message` (first choice); `model` is what the
+/// client asked for.
+pub fn encode_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
+    let choice = resp
+        .choices
+        .iter()
+        .find(|c| c.index == 0)
+        .or(resp.choices.first());
+    let mut content = Vec::new();
+    if let Some(c) = choice {
+        let text = text_of(&c.message.content);
+        if !text.is_empty() {
+            content.push(json!({"type": "text", "text": text}));
+        }
+        for tc in &c.message.tool_calls {
+            content.push(json!({"type": "tool_use", "id": tc.id, "name": tc.name, "input": input_of(&tc.arguments)}));
+        }
+    }
+    json!({
+        "id": message_id(&resp.id),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_to(choice.and_then(|c| c.finish_reason)),
+        "stop_sequence": null,
+        "usage": usage_json(&resp.usage.unwrap_or_default()),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Block {
+    Text,
+    Tool(u32),
+}
+
+/// Encodes canonical stream events as Anthropic Messages SSE (choice 0 only).
+///
+/// `message_delta` (stop reason and usage) is written at [`StreamEncoder::finish`], because
+/// OpenAI-style upstreams report usage after the finish reason.
+#[derive(Debug)]
+pub struct StreamEncoder {
+    model: String,
+    started: bool,
+    ended: bool,
+    /// The open block: (Anthropic block index, kind).
+    open: Option<(u32, Block)>,
+    next_block: u32,
+    /// Tool call number → block index.
+    tool_blocks: Vec<(u32, u32)>,
+    stop: Option<FinishReason>,
+    usage: Usage,
+}
+
+impl StreamEncoder {
+    pub fn new(model: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            started: false,
+            ended: false,
+            open: None,
+            next_block: 0,
+            tool_blocks: Vec::new(),
+            stop: None,
+            usage: Usage::default(),
+        }
+    }
+
+    fn emit(out: &mut Vec<u8>, name: &str, data: Value) {
+        write_event(out, Some(name), &data.to_string());
+    }
+
+    fn start(&mut self, id: &str, out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        Self::emit(
+            out,
+            "message_start",
+            json!({"type": "message_start", "message": {
+                "id": message_id(id), "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }}),
+        );
+    }
+
+    fn close(&mut self, out: &mut Vec<u8>) {
+        if let Some((i, _)) = self.open.take() {
+            Self::emit(
+                out,
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": i}),
+            );
+        }
+    }
+
+    fn open_block(&mut self, kind: Block, block: Value, out: &mut Vec<u8>) -> u32 {
+        self.close(out);
+        let i = self.next_block;
+        self.next_block = self.next_block.saturating_add(1);
+        self.open = Some((i, kind));
+        Self::emit(
+            out,
+            "content_block_start",
+            json!({"type": "content_block_start", "index": i, "content_block": block}),
+        );
+        i
+    }
+
+    pub fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        if self.ended {
+            return;
+        }
+        match ev {
+            StreamEvent::Start { id, .. } => self.start(id, out),
+            StreamEvent::Text { index: 0, text } => {
+                self.start("", out);
+                let i = match self.open {
+                    Some((i, Block::Text)) => i,
+                    _ => self.open_block(Block::Text, json!({"type": "text", "text": ""}), out),
+                };
+                Self::emit(
+                    out,
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": text}}),
+                );
+            }
+            StreamEvent::ToolCallStart {
+                index: 0,
+                call,
+                id,
+                name,
+            } => {
+                self.start("", out);
+                let i = self.open_block(
+                    Block::Tool(*call),
+                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+                    out,
+                );
+                self.tool_blocks.push((*call, i));
+            }
+            StreamEvent::ToolCallArgs {
+                index: 0,
+                call,
+                arguments,
+            } => {
+                if let Some((_, i)) = self.tool_blocks.iter().rev().find(|(c, _)| c == call) {
+                    Self::emit(
+                        out,
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                    );
+                }
+            }
+            StreamEvent::Finish { index: 0, reason } => self.stop = Some(*reason),
+            StreamEvent::Usage(u) => self.usage = *u,
+            StreamEvent::Error(e) => {
+                self.ended = true;
+                Self::emit(out, "error", error_value(e));
+            }
+            // Other choices: the Messages API has exactly one.
+            _ => {}
+        }
+    }
+
+    /// Ends the message: closes the open block, then `message_delta` and `message_stop`.
+    /// Writes nothing after an error event.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.start("", out);
+        self.close(out);
+        let u = &self.usage;
+        Self::emit(
+            out,
+            "message_delta",
+            json!({"type": "message_delta",
+                   "delta": {"stop_reason": stop_to(self.stop), "stop_sequence": null},
+                   "usage": usage_json(u)}),
+        );
+        Self::emit(out, "message_stop", json!({"type": "message_stop"}));
+    }
+}
+
+fn anthropic_type(e: &ProviderError) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "invalid_request_error",
+        "authentication_error",
+        "billing_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "rate_limit_error",
+        "api_error",
+        "overloaded_error",
+        "timeout_error",
+    ];
+    if let Some(k) = e
+        .code
+        .as_deref()
+        .and_then(|c| KNOWN.iter().find(|k| **k == c))
+    {
+        return k;
+    }
+    match e.status {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        s if (400..500).contains(&s) => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+fn error_value(e: &ProviderError) -> Value {
+    json!({"type": "error", "error": {"type": anthropic_type(e), "message": e.message}})
+}
+
+/// A provider error in Anthropic's error shape (send with `e.status`).
+pub fn error_body(e: &ProviderError) -> Vec<u8> {
+    error_value(e).to_string().into_bytes()
+}
+
+/// A client error (from [`parse_request`]) in Anthropic's error shape (send with 400).
+pub fn client_error_body(e: &ClientError) -> Vec<u8> {
+    json!({"type": "error", "error": {"type": "invalid_request_error", "message": e.message}})
+        .to_string()
+        .into_bytes()
+}
+
+#[cfg(test)]
+#[path = "anthropic_tests.rs"]
+mod tests;

@@ -1,0 +1,1110 @@
+//! OpenAI Chat Completions: the main front door (`/v1/chat/completions`) and the provider
+//! for OpenAI and every OpenAI-compatible backend.
+//!
+//! Front door: [`parse_request`], [`encode_response`], [`StreamEncoder`], [`error_body`].
+//! Provider: [`encode_request`], [`decode_response`], [`decode_error`], [`stream_decoder`].
+//!
+//! `max_tokens` vs `max_completion_tokens`: the canonical request holds one number. When the
+//! client sent `max_completion_tokens`, [`parse_request`] also keeps that key in `extra`, and
+//! [`encode_request`] then sends the number under `max_completion_tokens` (what reasoning
+//! models require); otherwise it sends `max_tokens` (what every OpenAI-compatible server knows).
+
+use serde_json::{json, Map, Value};
+
+use super::json::{
+    as_arr, as_obj, as_str, at, cerr, excerpt, field, join, num, opt_bool, opt_f64, opt_i64,
+    opt_str, opt_u64, parse_body, req, req_str,
+};
+use super::model::{
+    ChatRequest, ChatResponse, Choice, FinishReason, Message, Part, ProviderError, Role,
+    StreamEvent, Tool, ToolCall, ToolChoice, Usage,
+};
+use super::{Outgoing, StreamDecoder, Target, TranslateError};
+use crate::stream::{write_event, SseParser};
+
+/// The client's request is malformed; answer 400 with [`error_json`]
+/// (`invalid_request_error`, `param`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientError {
+    pub message: String,
+    /// The offending field, e.g. `messages[2].content[0].type`.
+    pub param: Option<String>,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+// ---------------------------------------------------------------------------------------------
+// Front door: request
+// ---------------------------------------------------------------------------------------------
+
+/// Parses an OpenAI Chat Completions request body.
+pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
+    let obj = parse_body(body)?;
+    let mut req = ChatRequest {
+        model: req_str(&obj, "model", "")?.to_string(),
+        ..ChatRequest::default()
+    };
+    if req.model.is_empty() {
+        return Err(cerr("model", "must not be empty"));
+    }
+    let messages = as_arr(self::req(&obj, "messages", "")?, "messages")?;
+    if messages.is_empty() {
+        return Err(cerr("messages", "must contain at least one message"));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        req.messages.push(parse_message(m, &at("messages", i))?);
+    }
+    if let Some(tools) = field(&obj, "tools") {
+        for (i, t) in as_arr(tools, "tools")?.iter().enumerate() {
+            req.tools.push(parse_tool(t, &at("tools", i))?);
+        }
+    }
+    if let Some(tc) = field(&obj, "tool_choice") {
+        req.tool_choice = Some(parse_tool_choice(tc)?);
+    }
+    if let Some(rf) = field(&obj, "response_format") {
+        let rfo = as_obj(rf, "response_format")?;
+        let kind = req_str(rfo, "type", "response_format")?;
+        if !matches!(kind, "text" | "json_object" | "json_schema") {
+            return Err(cerr(
+                "response_format.type",
+                format!("unknown response format \"{kind}\" (expected text, json_object or json_schema)"),
+            ));
+        }
+        if kind == "json_schema" {
+            let js = as_obj(
+                self::req(rfo, "json_schema", "response_format")?,
+                "response_format.json_schema",
+            )?;
+            req_str(js, "name", "response_format.json_schema")?;
+        }
+        req.response_format = Some(rf.clone());
+    }
+    req.temperature = opt_f64(&obj, "temperature", "")?;
+    req.top_p = opt_f64(&obj, "top_p", "")?;
+    let max_tokens = opt_u64(&obj, "max_tokens", "")?;
+    let max_completion = opt_u64(&obj, "max_completion_tokens", "")?;
+    req.max_tokens = max_completion.or(max_tokens);
+    if let Some(stop) = field(&obj, "stop") {
+        req.stop = match stop {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, s)| as_str(s, &at("stop", i)).map(str::to_string))
+                .collect::<Result<_, _>>()?,
+            other => {
+                return Err(cerr(
+                    "stop",
+                    format!(
+                        "expected a string or an array of strings, got {}",
+                        super::json::type_name(other)
+                    ),
+                ))
+            }
+        };
+    }
+    if let Some(n) = opt_u64(&obj, "n", "")? {
+        req.n = Some(u32::try_from(n).map_err(|_| cerr("n", "too large"))?);
+    }
+    req.seed = opt_i64(&obj, "seed", "")?;
+    req.user = opt_str(&obj, "user", "")?.map(str::to_string);
+    req.stream = opt_bool(&obj, "stream", "")?.unwrap_or(false);
+    if let Some(so) = field(&obj, "stream_options") {
+        let so = as_obj(so, "stream_options")?;
+        req.include_usage = opt_bool(so, "include_usage", "stream_options")?.unwrap_or(false);
+    }
+    const TYPED: &[&str] = &[
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stop",
+        "n",
+        "seed",
+        "user",
+        "stream",
+        "stream_options",
+    ];
+    for (k, v) in &obj {
+        if !TYPED.contains(&k.as_str()) {
+            req.extra.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(req)
+}
+
+fn parse_message(v: &Value, path: &str) -> Result<Message, ClientError> {
+    let m = as_obj(v, path)?;
+    let role_s = req_str(m, "role", path)?;
+    let role = match role_s {
+        "system" | "developer" => Role::System,
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        "tool" => Role::Tool,
+        other => {
+            return Err(cerr(
+                &join(path, "role"),
+                format!(
+                "unknown role \"{other}\" (expected system, developer, user, assistant or tool)"
+            ),
+            ))
+        }
+    };
+    let mut msg = Message {
+        role,
+        content: Vec::new(),
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+        name: opt_str(m, "name", path)?.map(str::to_string),
+    };
+    let cpath = join(path, "content");
+    match field(m, "content") {
+        None => {
+            if role != Role::Assistant {
+                return Err(cerr(
+                    &cpath,
+                    format!("missing required field for role \"{role_s}\""),
+                ));
+            }
+        }
+        Some(Value::String(s)) => msg.content.push(Part::Text(s.clone())),
+        Some(Value::Array(parts)) => {
+            for (i, p) in parts.iter().enumerate() {
+                msg.content.push(parse_part(p, &at(&cpath, i), role)?);
+            }
+        }
+        Some(other) => {
+            return Err(cerr(
+                &cpath,
+                format!(
+                    "expected a string or an array of parts, got {}",
+                    super::json::type_name(other)
+                ),
+            ))
+        }
+    }
+    if let Some(tcs) = field(m, "tool_calls") {
+        let tpath = join(path, "tool_calls");
+        if role != Role::Assistant {
+            return Err(cerr(&tpath, "only assistant messages may carry tool_calls"));
+        }
+        for (i, tc) in as_arr(tcs, &tpath)?.iter().enumerate() {
+            msg.tool_calls.push(parse_tool_call(tc, &at(&tpath, i))?);
+        }
+    }
+    if role == Role::Tool {
+        msg.tool_call_id = Some(req_str(m, "tool_call_id", path)?.to_string());
+    }
+    Ok(msg)
+}
+
+fn parse_part(v: &Value, path: &str, role: Role) -> Result<Part, ClientError> {
+    let p = as_obj(v, path)?;
+    let kind = req_str(p, "type", path)?;
+    match kind {
+        "text" => Ok(Part::Text(req_str(p, "text", path)?.to_string())),
+        "refusal" if role == Role::Assistant => {
+            Ok(Part::Text(req_str(p, "refusal", path)?.to_string()))
+        }
+        "image_url" => {
+            if role != Role::User {
+                return Err(cerr(
+                    &join(path, "type"),
+                    "image parts are only allowed in user messages",
+                ));
+            }
+            let ipath = join(path, "image_url");
+            match req(p, "image_url", path)? {
+                Value::String(url) => Ok(Part::Image {
+                    url: url.clone(),
+                    detail: None,
+                }),
+                other => {
+                    let io = as_obj(other, &ipath)?;
+                    Ok(Part::Image {
+                        url: req_str(io, "url", &ipath)?.to_string(),
+                        detail: opt_str(io, "detail", &ipath)?.map(str::to_string),
+                    })
+                }
+            }
+        }
+        "input_audio" | "file" => Err(cerr(
+            &join(path, "type"),
+            format!("part type \"{kind}\" is not supported by this gateway"),
+        )),
+        other => Err(cerr(
+            &join(path, "type"),
+            format!("unknown part type \"{other}\""),
+        )),
+    }
+}
+
+fn parse_tool_call(v: &Value, path: &str) -> Result<ToolCall, ClientError> {
+    let tc = as_obj(v, path)?;
+    if let Some(kind) = opt_str(tc, "type", path)? {
+        if kind != "function" {
+            return Err(cerr(
+                &join(path, "type"),
+                format!("unknown tool call type \"{kind}\""),
+            ));
+        }
+    }
+    let fpath = join(path, "function");
+    let f = as_obj(req(tc, "function", path)?, &fpath)?;
+    Ok(ToolCall {
+        id: req_str(tc, "id", path)?.to_string(),
+        name: req_str(f, "name", &fpath)?.to_string(),
+        arguments: opt_str(f, "arguments", &fpath)?.unwrap_or("").to_string(),
+    })
+}
+
+fn parse_tool(v: &Value, path: &str) -> Result<Tool, ClientError> {
+    let t = as_obj(v, path)?;
+    let kind = req_str(t, "type", path)?;
+    if kind != "function" {
+        return Err(cerr(
+            &join(path, "type"),
+            format!("unsupported tool type \"{kind}\" (expected function)"),
+        ));
+    }
+    let fpath = join(path, "function");
+    let f = as_obj(req(t, "function", path)?, &fpath)?;
+    let name = req_str(f, "name", &fpath)?;
+    if name.is_empty() {
+        return Err(cerr(&join(&fpath, "name"), "must not be empty"));
+    }
+    let parameters = match field(f, "parameters") {
+        None => Value::Null,
+        Some(p) => {
+            as_obj(p, &join(&fpath, "parameters"))?;
+            p.clone()
+        }
+    };
+    Ok(Tool {
+        name: name.to_string(),
+        description: opt_str(f, "description", &fpath)?.map(str::to_string),
+        parameters,
+    })
+}
+
+fn parse_tool_choice(v: &Value) -> Result<ToolChoice, ClientError> {
+    match v {
+        Value::String(s) => match s.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" => Ok(ToolChoice::Required),
+            other => Err(cerr(
+                "tool_choice",
+                format!("unknown value \"{other}\" (expected auto, none, required or an object)"),
+            )),
+        },
+        Value::Object(o) => {
+            let kind = req_str(o, "type", "tool_choice")?;
+            if kind != "function" {
+                return Err(cerr(
+                    "tool_choice.type",
+                    format!("unknown tool choice type \"{kind}\""),
+                ));
+            }
+            let f = as_obj(req(o, "function", "tool_choice")?, "tool_choice.function")?;
+            Ok(ToolChoice::Function(
+                req_str(f, "name", "tool_choice.function")?.to_string(),
+            ))
+        }
+        other => Err(cerr(
+            "tool_choice",
+            format!(
+                "expected a string or an object, got {}",
+                super::json::type_name(other)
+            ),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider: request
+// ---------------------------------------------------------------------------------------------
+
+/// Encodes a canonical request as an OpenAI chat completions call to `t.model`.
+pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, TranslateError> {
+    Ok(Outgoing {
+        path: "/v1/chat/completions".to_string(),
+        body: request_json(req, t.model, t.defaults)
+            .to_string()
+            .into_bytes(),
+        headers: Vec::new(),
+    })
+}
+
+/// The OpenAI JSON body (shared with Azure).
+pub(crate) fn request_json(req: &ChatRequest, model: &str, d: &super::Defaults) -> Value {
+    let mut o = Map::new();
+    for (k, v) in &req.extra {
+        o.insert(k.clone(), v.clone());
+    }
+    o.insert("model".into(), json!(model));
+    o.insert(
+        "messages".into(),
+        Value::Array(req.messages.iter().map(message_json).collect()),
+    );
+    if !req.tools.is_empty() {
+        let tools = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut f = Map::new();
+                f.insert("name".into(), json!(t.name));
+                if let Some(d) = &t.description {
+                    f.insert("description".into(), json!(d));
+                }
+                if !t.parameters.is_null() {
+                    f.insert("parameters".into(), t.parameters.clone());
+                }
+                json!({"type": "function", "function": f})
+            })
+            .collect();
+        o.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(tc) = &req.tool_choice {
+        let v = match tc {
+            ToolChoice::Auto => json!("auto"),
+            ToolChoice::None => json!("none"),
+            ToolChoice::Required => json!("required"),
+            ToolChoice::Function(n) => json!({"type": "function", "function": {"name": n}}),
+        };
+        o.insert("tool_choice".into(), v);
+    }
+    if let Some(rf) = &req.response_format {
+        o.insert("response_format".into(), rf.clone());
+    }
+    if let Some(v) = req.temperature.or(d.temperature) {
+        o.insert("temperature".into(), json!(v));
+    }
+    if let Some(v) = req.top_p.or(d.top_p) {
+        o.insert("top_p".into(), json!(v));
+    }
+    if let Some(v) = req.max_tokens.or(d.max_tokens) {
+        if o.contains_key("max_completion_tokens") {
+            o.insert("max_completion_tokens".into(), json!(v));
+        } else {
+            o.insert("max_tokens".into(), json!(v));
+        }
+    }
+    if !req.stop.is_empty() {
+        o.insert("stop".into(), json!(req.stop));
+    }
+    if let Some(n) = req.n {
+        o.insert("n".into(), json!(n));
+    }
+    if let Some(s) = req.seed {
+        o.insert("seed".into(), json!(s));
+    }
+    if let Some(u) = &req.user {
+        o.insert("user".into(), json!(u));
+    }
+    if req.stream {
+        o.insert("stream".into(), json!(true));
+        // Always: the gateway accounts tokens even when the client did not ask for usage.
+        o.insert("stream_options".into(), json!({"include_usage": true}));
+    } else {
+        o.remove("stream_options");
+    }
+    Value::Object(o)
+}
+
+fn message_json(m: &Message) -> Value {
+    let mut o = Map::new();
+    let role = match m.role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    o.insert("role".into(), json!(role));
+    let all_text = m.content.iter().all(|p| matches!(p, Part::Text(_)));
+    let content = if m.content.is_empty() {
+        if m.role == Role::Assistant && !m.tool_calls.is_empty() {
+            Value::Null
+        } else {
+            json!("")
+        }
+    } else if all_text {
+        json!(text_of(&m.content))
+    } else {
+        Value::Array(
+            m.content
+                .iter()
+                .map(|p| match p {
+                    Part::Text(t) => json!({"type": "text", "text": t}),
+                    Part::Image { url, detail } => {
+                        let mut i = Map::new();
+                        i.insert("url".into(), json!(url));
+                        if let Some(d) = detail {
+                            i.insert("detail".into(), json!(d));
+                        }
+                        json!({"type": "image_url", "image_url": i})
+                    }
+                })
+                .collect(),
+        )
+    };
+    o.insert("content".into(), content);
+    if !m.tool_calls.is_empty() {
+        o.insert(
+            "tool_calls".into(),
+            Value::Array(m.tool_calls.iter().map(tool_call_json).collect()),
+        );
+    }
+    if let Some(id) = &m.tool_call_id {
+        o.insert("tool_call_id".into(), json!(id));
+    }
+    if let Some(n) = &m.name {
+        o.insert("name".into(), json!(n));
+    }
+    Value::Object(o)
+}
+
+fn tool_call_json(c: &ToolCall) -> Value {
+    json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
+}
+
+/// The text parts of a content list, concatenated.
+pub(crate) fn text_of(parts: &[Part]) -> String {
+    let mut s = String::new();
+    for p in parts {
+        if let Part::Text(t) = p {
+            s.push_str(t);
+        }
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider: response and errors
+// ---------------------------------------------------------------------------------------------
+
+/// Decodes a non-streaming OpenAI answer (non-2xx statuses become errors).
+pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, ProviderError> {
+    if !(200..300).contains(&status) {
+        return Err(decode_error(status, body));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        invalid_upstream(format!(
+            "provider returned invalid JSON: {e}: {}",
+            excerpt(body)
+        ))
+    })?;
+    let Some(o) = v.as_object() else {
+        return Err(invalid_upstream(format!(
+            "provider returned {} instead of a chat completion object",
+            super::json::type_name(&v)
+        )));
+    };
+    if o.get("error").is_some_and(Value::is_object) && field(o, "choices").is_none() {
+        return Err(decode_error(502, body));
+    }
+    let choices = match field(o, "choices") {
+        Some(Value::Array(c)) => c,
+        _ => {
+            return Err(invalid_upstream(
+                "provider response has no \"choices\" array".to_string(),
+            ))
+        }
+    };
+    let mut out = ChatResponse {
+        id: str_field(o, "id"),
+        model: str_field(o, "model"),
+        created: num(o.get("created")),
+        choices: Vec::new(),
+        usage: field(o, "usage").map(usage_from),
+    };
+    for (i, c) in choices.iter().enumerate() {
+        let Some(c) = c.as_object() else { continue };
+        let index = c
+            .get("index")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(u32::try_from(i).unwrap_or(u32::MAX));
+        let empty = Map::new();
+        let m = c
+            .get("message")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        let mut message = Message {
+            role: Role::Assistant,
+            content: Vec::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        };
+        match field(m, "content") {
+            Some(Value::String(s)) if !s.is_empty() => message.content.push(Part::Text(s.clone())),
+            Some(Value::Array(parts)) => {
+                for p in parts {
+                    if let Some(t) = p.get("text").and_then(Value::as_str) {
+                        message.content.push(Part::Text(t.to_string()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if message.content.is_empty() {
+            if let Some(r) = field(m, "refusal").and_then(Value::as_str) {
+                message.content.push(Part::Text(r.to_string()));
+            }
+        }
+        if let Some(Value::Array(tcs)) = field(m, "tool_calls") {
+            for tc in tcs {
+                let f = tc.get("function");
+                message.tool_calls.push(ToolCall {
+                    id: tc
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    name: f
+                        .and_then(|f| f.get("name"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    arguments: f
+                        .and_then(|f| f.get("arguments"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                });
+            }
+        }
+        out.choices.push(Choice {
+            index,
+            message,
+            finish_reason: c
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .map(finish_from),
+        });
+    }
+    Ok(out)
+}
+
+fn str_field(o: &Map<String, Value>, key: &str) -> String {
+    o.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+fn finish_from(s: &str) -> FinishReason {
+    match s {
+        "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        "content_filter" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+fn usage_from(v: &Value) -> Usage {
+    Usage {
+        prompt_tokens: num(v.get("prompt_tokens")),
+        completion_tokens: num(v.get("completion_tokens")),
+        cached_tokens: num(v
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))),
+        reasoning_tokens: num(v
+            .get("completion_tokens_details")
+            .and_then(|d| d.get("reasoning_tokens"))),
+    }
+}
+
+fn invalid_upstream(message: String) -> ProviderError {
+    ProviderError {
+        status: 502,
+        kind: "server_error".to_string(),
+        message,
+        code: None,
+    }
+}
+
+/// The OpenAI error `type` that goes with an HTTP status.
+pub(crate) fn kind_for_status(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    }
+}
+
+/// Maps an OpenAI(-compatible) error answer to a [`ProviderError`].
+///
+/// Status mapping: the provider's 401/403 mean the *gateway's* credentials were refused, so
+/// the client gets 502 (`provider rejected the gateway's credentials: ...`); 529 → 503;
+/// other statuses pass through (non-error statuses become 502).
+pub fn decode_error(status: u16, body: &[u8]) -> ProviderError {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let err = parsed.as_ref().and_then(|v| v.get("error"));
+    let (message, ptype, code) = match err {
+        Some(Value::Object(e)) => (
+            e.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            e.get("type").and_then(Value::as_str).map(str::to_string),
+            match e.get("code") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            },
+        ),
+        // Some compatible servers answer {"error": "text"} or {"message": "..."}.
+        Some(Value::String(s)) => (s.clone(), None, None),
+        _ => match parsed
+            .as_ref()
+            .and_then(|v| v.get("message"))
+            .and_then(Value::as_str)
+        {
+            Some(m) => (m.to_string(), None, None),
+            None => (String::new(), None, None),
+        },
+    };
+    let message = if message.is_empty() {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            format!("provider returned HTTP {status} with an empty body")
+        } else {
+            format!("provider returned HTTP {status}: {}", excerpt(body))
+        }
+    } else {
+        message
+    };
+    let code = code.or(ptype.clone());
+    match status {
+        401 | 403 => ProviderError {
+            status: 502,
+            kind: "server_error".into(),
+            message: format!("provider rejected the gateway's credentials: {message}"),
+            code,
+        },
+        529 => ProviderError {
+            status: 503,
+            kind: "server_error".into(),
+            message,
+            code,
+        },
+        400..=599 => ProviderError {
+            status,
+            kind: ptype.unwrap_or_else(|| kind_for_status(status).to_string()),
+            message,
+            code,
+        },
+        _ => ProviderError {
+            status: 502,
+            kind: "server_error".into(),
+            message,
+            code,
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider: stream
+// ---------------------------------------------------------------------------------------------
+
+/// Decodes an OpenAI `chat.completion.chunk` SSE stream.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    sse: SseParser,
+    started: bool,
+    done: bool,
+    failed: bool,
+    /// (choice, call) pairs already announced with ToolCallStart.
+    calls: Vec<(u32, u32)>,
+    /// Choices that reported a finish reason.
+    finished: Vec<u32>,
+}
+
+pub fn stream_decoder() -> Decoder {
+    Decoder::default()
+}
+
+impl StreamDecoder for Decoder {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) {
+        let mut events = Vec::new();
+        self.sse.feed(bytes, &mut events);
+        for e in events {
+            self.on_data(&e.data, out);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        let mut events = Vec::new();
+        self.sse.finish(&mut events);
+        for e in events {
+            self.on_data(&e.data, out);
+        }
+        if self.started && !self.done && !self.failed && self.finished.is_empty() {
+            self.failed = true;
+            out.push(StreamEvent::Error(invalid_upstream(
+                "provider stream ended before the response was complete".into(),
+            )));
+        }
+    }
+}
+
+impl Decoder {
+    fn on_data(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
+        if self.done || self.failed {
+            return;
+        }
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return;
+        }
+        if data.is_empty() {
+            return;
+        }
+        let v: Value = match serde_json::from_str(data) {
+            Ok(v) => v,
+            Err(e) => {
+                self.failed = true;
+                out.push(StreamEvent::Error(invalid_upstream(format!(
+                    "provider sent an invalid stream chunk: {e}: {}",
+                    excerpt(data.as_bytes())
+                ))));
+                return;
+            }
+        };
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            self.failed = true;
+            let status = err
+                .get("code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (400..600).contains(c))
+                .unwrap_or(500);
+            let body = json!({ "error": err }).to_string();
+            out.push(StreamEvent::Error(decode_error(status, body.as_bytes())));
+            return;
+        }
+        let choices = v.get("choices").and_then(Value::as_array);
+        let usage = v.get("usage").filter(|u| u.is_object());
+        // Azure sends a first chunk with empty choices carrying only prompt filter results.
+        if choices.is_none_or(|c| c.is_empty()) && usage.is_none() {
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            let id = v
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
+            out.push(StreamEvent::Start {
+                id: id.unwrap_or("chatcmpl-tollgate").to_string(),
+                model: v
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            });
+        }
+        for (i, c) in choices.into_iter().flatten().enumerate() {
+            let index = c
+                .get("index")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(u32::try_from(i).unwrap_or(0));
+            if let Some(delta) = c.get("delta") {
+                self.on_delta(index, delta, out);
+            }
+            if let Some(r) = c.get("finish_reason").and_then(Value::as_str) {
+                if !self.finished.contains(&index) {
+                    self.finished.push(index);
+                }
+                out.push(StreamEvent::Finish {
+                    index,
+                    reason: finish_from(r),
+                });
+            }
+        }
+        if let Some(u) = usage {
+            out.push(StreamEvent::Usage(usage_from(u)));
+        }
+    }
+
+    fn on_delta(&mut self, index: u32, delta: &Value, out: &mut Vec<StreamEvent>) {
+        for key in ["content", "refusal"] {
+            if let Some(t) = delta
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                out.push(StreamEvent::Text {
+                    index,
+                    text: t.to_string(),
+                });
+            }
+        }
+        let Some(tcs) = delta.get("tool_calls").and_then(Value::as_array) else {
+            return;
+        };
+        for tc in tcs {
+            let id = tc
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
+            let f = tc.get("function");
+            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+            let known = self.calls.iter().filter(|(c, _)| *c == index).count();
+            let call = match tc.get("index").and_then(Value::as_u64) {
+                Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+                // Some compatible servers omit the index: a new id opens the next call.
+                None if id.is_some() => u32::try_from(known).unwrap_or(u32::MAX),
+                None => u32::try_from(known.saturating_sub(1)).unwrap_or(0),
+            };
+            if !self.calls.contains(&(index, call)) && (id.is_some() || name.is_some()) {
+                self.calls.push((index, call));
+                out.push(StreamEvent::ToolCallStart {
+                    index,
+                    call,
+                    id: id.map_or_else(|| format!("call_{index}_{call}"), str::to_string),
+                    name: name.unwrap_or("").to_string(),
+                });
+            }
+            if let Some(a) = f
+                .and_then(|f| f.get("arguments"))
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+            {
+                out.push(StreamEvent::ToolCallArgs {
+                    index,
+                    call,
+                    arguments: a.to_string(),
+                });
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Front door: response, stream and errors
+// ---------------------------------------------------------------------------------------------
+
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    })
+}
+
+/// Encodes a canonical response as an OpenAI `chat.completion`; `model` is what the client asked for.
+pub fn encode_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
+    let choices: Vec<Value> = resp
+        .choices
+        .iter()
+        .map(|c| {
+            let m = &c.message;
+            let text = text_of(&m.content);
+            let mut msg = Map::new();
+            msg.insert("role".into(), json!("assistant"));
+            let content = if text.is_empty() && !m.tool_calls.is_empty() {
+                Value::Null
+            } else {
+                json!(text)
+            };
+            msg.insert("content".into(), content);
+            msg.insert("refusal".into(), Value::Null);
+            if !m.tool_calls.is_empty() {
+                msg.insert(
+                    "tool_calls".into(),
+                    Value::Array(m.tool_calls.iter().map(tool_call_json).collect()),
+                );
+            }
+            json!({
+                "index": c.index,
+                "message": msg,
+                "logprobs": null,
+                "finish_reason": c.finish_reason.map(FinishReason::as_str),
+            })
+        })
+        .collect();
+    let mut o = Map::new();
+    o.insert("id".into(), json!(resp.id));
+    o.insert("object".into(), json!("chat.completion"));
+    o.insert("created".into(), json!(resp.created));
+    o.insert("model".into(), json!(model));
+    o.insert("choices".into(), Value::Array(choices));
+    if let Some(u) = &resp.usage {
+        o.insert("usage".into(), usage_json(u));
+    }
+    Value::Object(o).to_string().into_bytes()
+}
+
+/// Encodes canonical stream events as OpenAI `chat.completion.chunk` SSE.
+#[derive(Debug)]
+pub struct StreamEncoder {
+    model: String,
+    include_usage: bool,
+    id: String,
+    created: u64,
+    /// Choices whose first chunk (with `role`) was sent.
+    roles: Vec<u32>,
+    usage: Option<Usage>,
+    finished: bool,
+}
+
+impl StreamEncoder {
+    pub fn new(model: &str, include_usage: bool) -> Self {
+        Self {
+            model: model.to_string(),
+            include_usage,
+            id: "chatcmpl-tollgate".to_string(),
+            created: 0,
+            roles: Vec::new(),
+            usage: None,
+            finished: false,
+        }
+    }
+
+    /// Sets the `created` Unix time carried by every chunk (0 unless set).
+    pub fn set_created(&mut self, unix_seconds: u64) {
+        self.created = unix_seconds;
+    }
+
+    fn chunk(&self, choices: Vec<Value>, usage: Option<Value>, out: &mut Vec<u8>) {
+        let mut o = Map::new();
+        o.insert("id".into(), json!(self.id));
+        o.insert("object".into(), json!("chat.completion.chunk"));
+        o.insert("created".into(), json!(self.created));
+        o.insert("model".into(), json!(self.model));
+        o.insert("choices".into(), Value::Array(choices));
+        if self.include_usage {
+            o.insert("usage".into(), usage.unwrap_or(Value::Null));
+        }
+        write_event(out, None, &Value::Object(o).to_string());
+    }
+
+    fn delta(
+        &mut self,
+        index: u32,
+        mut delta: Map<String, Value>,
+        finish: Option<FinishReason>,
+        out: &mut Vec<u8>,
+    ) {
+        if !self.roles.contains(&index) {
+            self.roles.push(index);
+            delta.insert("role".into(), json!("assistant"));
+        }
+        let choice = json!({
+            "index": index,
+            "delta": delta,
+            "logprobs": null,
+            "finish_reason": finish.map(FinishReason::as_str),
+        });
+        self.chunk(vec![choice], None, out);
+    }
+
+    pub fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        match ev {
+            StreamEvent::Start { id, .. } => {
+                if !id.is_empty() {
+                    self.id = id.clone();
+                }
+                let mut d = Map::new();
+                d.insert("content".into(), json!(""));
+                self.delta(0, d, None, out);
+            }
+            StreamEvent::Text { index, text } => {
+                let mut d = Map::new();
+                d.insert("content".into(), json!(text));
+                self.delta(*index, d, None, out);
+            }
+            StreamEvent::ToolCallStart {
+                index,
+                call,
+                id,
+                name,
+            } => {
+                let mut d = Map::new();
+                d.insert(
+                    "tool_calls".into(),
+                    json!([{"index": call, "id": id, "type": "function",
+                            "function": {"name": name, "arguments": ""}}]),
+                );
+                self.delta(*index, d, None, out);
+            }
+            StreamEvent::ToolCallArgs {
+                index,
+                call,
+                arguments,
+            } => {
+                let mut d = Map::new();
+                d.insert(
+                    "tool_calls".into(),
+                    json!([{"index": call, "function": {"arguments": arguments}}]),
+                );
+                self.delta(*index, d, None, out);
+            }
+            StreamEvent::Finish { index, reason } => {
+                self.delta(*index, Map::new(), Some(*reason), out);
+            }
+            StreamEvent::Usage(u) => self.usage = Some(*u),
+            StreamEvent::Error(e) => {
+                write_event(
+                    out,
+                    None,
+                    &error_value(&e.message, &e.kind, e.code.as_deref(), None).to_string(),
+                );
+            }
+        }
+    }
+
+    /// Ends the stream: the usage chunk (if asked for and known), then `data: [DONE]`.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if self.include_usage {
+            if let Some(u) = self.usage {
+                self.chunk(Vec::new(), Some(usage_json(&u)), out);
+            }
+        }
+        write_event(out, None, "[DONE]");
+    }
+}
+
+fn error_value(message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+}
+
+/// OpenAI's error body: `{"error":{"message","type","param","code"}}`.
+pub fn error_json(message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> Vec<u8> {
+    error_value(message, kind, code, param)
+        .to_string()
+        .into_bytes()
+}
+
+/// A provider error in OpenAI's error shape (send with `e.status`).
+pub fn error_body(e: &ProviderError) -> Vec<u8> {
+    error_json(&e.message, &e.kind, e.code.as_deref(), None)
+}
+
+#[cfg(test)]
+#[path = "openai_tests.rs"]
+mod tests;
