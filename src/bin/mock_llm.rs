@@ -10,7 +10,9 @@
 //! - `POST .../models/{model}:generateContent` and `:streamGenerateContent[?alt=sse]` (Gemini)
 //! - `POST .../model/{modelId}/converse` and `/converse-stream` (Bedrock)
 //! - `GET .../models` (OpenAI model list)
-//! - `GET|DELETE /__mock/requests`, `GET /__mock/health`, `POST /__mock/reset`
+//! - `GET /__mock/requests` (recorded requests, oldest first, at most 1000),
+//!   `DELETE /__mock/requests` (clears them and the `x-mock-status` counters),
+//!   `GET /__mock/health` (`ok`), `POST /__mock/reset` (same as the DELETE)
 //!
 //! Request headers that steer the answer: `x-mock-text`, `x-mock-chunks`,
 //! `x-mock-delay-ms`, `x-mock-status` (e.g. `503,200`), `x-mock-close-after`,
@@ -323,6 +325,8 @@ fn handle(state: &State, req: &Request, w: &mut TcpStream) -> io::Result<Next> {
             ("GET", "health") => (200, "text/plain", b"ok".to_vec()),
             ("GET", "requests") => (200, "application/json", state.records_json()),
             ("DELETE", "requests") => {
+                // Also forgets the x-mock-status sequences, so each test starts fresh.
+                lock(&state.status_counters).clear();
                 let n = {
                     let mut records = lock(&state.records);
                     let n = records.len();
