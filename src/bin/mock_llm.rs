@@ -1,1 +1,641 @@
-fn main() {}
+//! `mock-llm`: a deterministic mock of the OpenAI, Anthropic, Gemini and Bedrock APIs,
+//! used as the upstream in tollgate's demo, integration tests and benchmarks.
+//!
+//! Usage: `mock-llm [--port N] [--bind ADDR]` (defaults: port 0 = any free port,
+//! bind 127.0.0.1). The first stdout line is `listening on ADDR:PORT`.
+//!
+//! Endpoints:
+//! - `POST .../chat/completions` (OpenAI, Azure, Ollama, vLLM)
+//! - `POST .../v1/messages` (Anthropic)
+//! - `POST .../models/{model}:generateContent` and `:streamGenerateContent[?alt=sse]` (Gemini)
+//! - `POST .../model/{modelId}/converse` and `/converse-stream` (Bedrock)
+//! - `GET .../models` (OpenAI model list)
+//! - `GET /__mock/requests` (recorded requests, oldest first, at most 1000),
+//!   `DELETE /__mock/requests` (clears them and the `x-mock-status` counters),
+//!   `GET /__mock/health` (`ok`), `POST /__mock/reset` (same as the DELETE)
+//!
+//! Request headers that steer the answer: `x-mock-text`, `x-mock-chunks`,
+//! `x-mock-delay-ms`, `x-mock-status` (e.g. `503,200`), `x-mock-close-after`,
+//! `x-mock-invalid-json`, `x-mock-hang-ms`, `x-mock-tool: 0`, `x-mock-no-record: 1`.
+//!
+//! Usage accounting: prompt tokens = 3 + whitespace-separated words of the conversation
+//! text (see [`providers::prompt_tokens`]); completion tokens = number of content events
+//! of the stream (the same number for the non-stream answer). Every provider answer
+//! carries `x-mock-usage: P,C`.
+
+#[path = "mock_llm/eventstream.rs"]
+mod eventstream;
+#[path = "mock_llm/http.rs"]
+mod http;
+#[path = "mock_llm/providers.rs"]
+mod providers;
+
+use http::{Headers, Request};
+use providers::{Format, Opts, Provider};
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Concurrent connections served; more are refused with 503.
+const MAX_CONNECTIONS: usize = 512;
+/// Recorded requests kept.
+const MAX_RECORDS: usize = 1000;
+/// Idle keep-alive connections are closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Stack of a connection thread.
+const THREAD_STACK: usize = 256 * 1024;
+/// Cap on `x-mock-delay-ms` / `x-mock-hang-ms`.
+const MAX_SLEEP_MS: u64 = 600_000;
+
+/// One recorded request.
+struct Record {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// State shared by all connections.
+#[derive(Default)]
+struct State {
+    records: Mutex<VecDeque<Record>>,
+    /// `x-mock-status` value -> how many requests used it.
+    status_counters: Mutex<HashMap<String, usize>>,
+    seq: AtomicU64,
+    active: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl State {
+    fn record(&self, req: &Request) {
+        let rec = Record {
+            method: req.method.clone(),
+            target: req.target.clone(),
+            headers: req.headers.clone(),
+            body: String::from_utf8_lossy(&req.body).into_owned(),
+        };
+        let mut records = lock(&self.records);
+        while records.len() >= MAX_RECORDS {
+            records.pop_front();
+        }
+        records.push_back(rec);
+    }
+
+    fn records_json(&self) -> Vec<u8> {
+        let records = lock(&self.records);
+        let list: Vec<Value> = records
+            .iter()
+            .map(|r| {
+                json!({
+                    "method": r.method,
+                    "path": r.target,
+                    "headers": r.headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
+                    "body": r.body
+                })
+            })
+            .collect();
+        Value::Array(list).to_string().into_bytes()
+    }
+
+    /// The status for this use of an `x-mock-status` value: the n-th use of `503,200`
+    /// picks the n-th entry, staying on the last one once the list is exhausted.
+    fn next_status(&self, value: &str) -> Option<u16> {
+        let list: Vec<u16> = value
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .filter(|s| (100..=599).contains(s))
+            .collect();
+        if list.is_empty() {
+            return None;
+        }
+        let idx = if list.len() == 1 {
+            0
+        } else {
+            let mut counters = lock(&self.status_counters);
+            let n = counters.entry(value.to_string()).or_insert(0);
+            let idx = *n;
+            *n += 1;
+            idx
+        };
+        list.get(idx.min(list.len() - 1)).copied()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------------------------
+
+/// Decrements the connection count when a connection thread ends.
+struct ConnGuard(Arc<State>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts connections forever, one thread each.
+fn serve(listener: TcpListener, state: Arc<State>) {
+    for conn in listener.incoming() {
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("mock-llm: accept failed: {e}");
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if state.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            state.active.fetch_sub(1, Ordering::AcqRel);
+            refuse(stream);
+            continue;
+        }
+        let guard = ConnGuard(Arc::clone(&state));
+        let spawned = thread::Builder::new()
+            .name("mock-conn".into())
+            .stack_size(THREAD_STACK)
+            .spawn(move || {
+                let guard = guard;
+                if let Err(e) = handle_connection(stream, &guard.0) {
+                    if !is_disconnect(&e) {
+                        eprintln!("mock-llm: connection error: {e}");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // The closure (and with it the guard and the stream) was dropped.
+            eprintln!("mock-llm: cannot spawn connection thread: {e}");
+        }
+    }
+}
+
+fn refuse(stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let mut s = &stream;
+    let _ = s.write_all(&http::response_bytes(
+        503,
+        "text/plain",
+        &[],
+        b"mock-llm: too many connections\n",
+        false,
+    ));
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+    )
+}
+
+/// What to do with the connection after a response.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+fn handle_connection(stream: TcpStream, state: &State) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    let mut reader = BufReader::with_capacity(16 * 1024, stream.try_clone()?);
+    let mut w = stream;
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        let mut req = match http::read_head(&mut reader, &mut line) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e) => return bad_request(&mut w, e),
+        };
+        if req
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        {
+            w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        if let Err(e) = http::read_body(&mut reader, &mut req) {
+            return bad_request(&mut w, e);
+        }
+        let next = handle(state, &req, &mut w)?;
+        if next == Next::Close || !req.keep_alive {
+            let _ = w.shutdown(Shutdown::Write);
+            return Ok(());
+        }
+    }
+}
+
+fn bad_request(w: &mut TcpStream, e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::InvalidData {
+        let msg = format!("mock-llm: bad request: {e}\n");
+        let _ = http::write_response(w, 400, "text/plain", &[], msg.as_bytes(), false);
+        return Ok(());
+    }
+    Err(e)
+}
+
+// ---------------------------------------------------------------------------------------
+// Routing
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// Provider call; `path_model` is the model named by the path (Azure deployment,
+    /// Gemini model, Bedrock model id); `path_stream` is true for streaming paths.
+    Provider {
+        provider: Provider,
+        path_model: Option<String>,
+        path_stream: bool,
+    },
+    Models,
+    NotFound,
+}
+
+fn route(method: &str, path: &str) -> Route {
+    let post = method == "POST";
+    if post && path.ends_with("/chat/completions") {
+        let deployment = path
+            .split_once("/deployments/")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .filter(|d| !d.is_empty())
+            .map(str::to_string);
+        return Route::Provider {
+            provider: Provider::OpenAi,
+            path_model: deployment,
+            path_stream: false,
+        };
+    }
+    if post && path.ends_with("/v1/messages") {
+        return Route::Provider {
+            provider: Provider::Anthropic,
+            path_model: None,
+            path_stream: false,
+        };
+    }
+    if post {
+        if let Some((_, rest)) = path.rsplit_once("/models/") {
+            if let Some((model, action)) = rest.rsplit_once(':') {
+                if action == "generateContent" || action == "streamGenerateContent" {
+                    return Route::Provider {
+                        provider: Provider::Gemini,
+                        path_model: Some(model.to_string()),
+                        path_stream: action == "streamGenerateContent",
+                    };
+                }
+            }
+        }
+        if let Some((_, rest)) = path.rsplit_once("/model/") {
+            if let Some((model, action)) = rest.rsplit_once('/') {
+                if action == "converse" || action == "converse-stream" {
+                    return Route::Provider {
+                        provider: Provider::Bedrock,
+                        path_model: Some(model.to_string()),
+                        path_stream: action == "converse-stream",
+                    };
+                }
+            }
+        }
+    }
+    if method == "GET" && path.ends_with("/models") {
+        return Route::Models;
+    }
+    Route::NotFound
+}
+
+/// Serves one request.
+fn handle(state: &State, req: &Request, w: &mut TcpStream) -> io::Result<Next> {
+    let path = req.path();
+    let ka = req.keep_alive;
+    if let Some(ctl) = path.strip_prefix("/__mock/") {
+        let (status, ctype, body): (u16, &str, Vec<u8>) = match (req.method.as_str(), ctl) {
+            ("GET", "health") => (200, "text/plain", b"ok".to_vec()),
+            ("GET", "requests") => (200, "application/json", state.records_json()),
+            ("DELETE", "requests") => {
+                // Also forgets the x-mock-status sequences, so each test starts fresh.
+                lock(&state.status_counters).clear();
+                let n = {
+                    let mut records = lock(&state.records);
+                    let n = records.len();
+                    records.clear();
+                    n
+                };
+                (
+                    200,
+                    "application/json",
+                    json!({"cleared": n}).to_string().into_bytes(),
+                )
+            }
+            ("POST", "reset") => {
+                lock(&state.records).clear();
+                lock(&state.status_counters).clear();
+                (200, "application/json", b"{\"reset\":true}".to_vec())
+            }
+            _ => (404, "text/plain", b"unknown mock control endpoint".to_vec()),
+        };
+        http::write_response(w, status, ctype, &[], &body, ka)?;
+        return Ok(Next::KeepAlive);
+    }
+    if req.header("x-mock-no-record") != Some("1") {
+        state.record(req);
+    }
+    match route(&req.method, path) {
+        Route::Models => {
+            let body = br#"{"object":"list","data":[{"id":"mock-model","object":"model","created":0,"owned_by":"mock"}]}"#;
+            http::write_response(w, 200, "application/json", &[], body, ka)?;
+            Ok(Next::KeepAlive)
+        }
+        Route::NotFound => {
+            let msg = format!("mock-llm: no route for {} {}", req.method, path);
+            let body = json!({"error": {"message": msg, "type": "invalid_request_error", "param": null, "code": "not_found"}});
+            http::write_response(
+                w,
+                404,
+                "application/json",
+                &[],
+                body.to_string().as_bytes(),
+                ka,
+            )?;
+            Ok(Next::KeepAlive)
+        }
+        Route::Provider {
+            provider,
+            path_model,
+            path_stream,
+        } => provider_call(state, req, w, provider, path_model, path_stream),
+    }
+}
+
+fn header_u64(req: &Request, name: &str) -> Option<u64> {
+    req.header(name).and_then(|v| v.trim().parse().ok())
+}
+
+fn sleep_ms(ms: u64) {
+    if ms > 0 {
+        thread::sleep(Duration::from_millis(ms.min(MAX_SLEEP_MS)));
+    }
+}
+
+fn write_error(
+    w: &mut TcpStream,
+    provider: Provider,
+    status: u16,
+    message: &str,
+    ka: bool,
+) -> io::Result<Next> {
+    let (body, mut headers) = providers::error(provider, status, message);
+    headers.push(("x-mock-usage", "0,0".to_string()));
+    http::write_response(
+        w,
+        status,
+        "application/json",
+        &headers,
+        body.to_string().as_bytes(),
+        ka,
+    )?;
+    Ok(Next::KeepAlive)
+}
+
+fn provider_call(
+    state: &State,
+    req: &Request,
+    w: &mut TcpStream,
+    provider: Provider,
+    path_model: Option<String>,
+    path_stream: bool,
+) -> io::Result<Next> {
+    let started = Instant::now();
+    let ka = req.keep_alive;
+    sleep_ms(header_u64(req, "x-mock-hang-ms").unwrap_or(0));
+
+    if let Some(status) = req
+        .header("x-mock-status")
+        .and_then(|v| state.next_status(v))
+    {
+        if status >= 400 {
+            let msg = format!(
+                "mock error: HTTP {status} {} (x-mock-status)",
+                http::reason(status)
+            );
+            return write_error(w, provider, status, &msg, ka);
+        }
+    }
+
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return write_error(w, provider, 400, "request body must be a JSON object", ka),
+        Err(e) => {
+            let msg = format!("mock: invalid JSON request body: {e}");
+            return write_error(w, provider, 400, &msg, ka);
+        }
+    };
+
+    let stream = match provider {
+        Provider::OpenAi | Provider::Anthropic => body.get("stream") == Some(&Value::Bool(true)),
+        Provider::Gemini | Provider::Bedrock => path_stream,
+    };
+    let model = match provider {
+        Provider::Gemini | Provider::Bedrock => path_model,
+        Provider::OpenAi => body
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or(path_model),
+        Provider::Anthropic => body
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
+    .unwrap_or_else(|| "mock-model".to_string());
+
+    let opts = Opts {
+        text: req.header("x-mock-text").map(str::to_string),
+        chunks: header_u64(req, "x-mock-chunks").map(|n| n as usize),
+        no_tools: req.header("x-mock-tool") == Some("0"),
+    };
+    let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let reply = providers::plan(provider, &body, model, &opts, seq, created);
+    let headers: Headers = vec![("x-mock-usage", reply.usage_header())];
+    let invalid_json = req.header("x-mock-invalid-json") == Some("1");
+    let close_after = header_u64(req, "x-mock-close-after").map(|n| n as usize);
+    let latency_ms = started.elapsed().as_millis() as u64;
+
+    if !stream {
+        let bytes = if invalid_json {
+            b"{\"this is\": not valid json".to_vec()
+        } else {
+            providers::body(&reply, latency_ms).to_string().into_bytes()
+        };
+        if close_after.is_some() {
+            // Announce the full length, send half, hang up.
+            let full = http::response_bytes(200, "application/json", &headers, &bytes, ka);
+            let cut = full.len() - bytes.len() / 2;
+            w.write_all(&full[..cut])?;
+            w.flush()?;
+            let _ = w.shutdown(Shutdown::Both);
+            return Ok(Next::Close);
+        }
+        http::write_response(w, 200, "application/json", &headers, &bytes, ka)?;
+        return Ok(Next::KeepAlive);
+    }
+
+    let include_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        == Some(&Value::Bool(true));
+    let mut events = providers::events(&reply, include_usage, latency_ms);
+    if invalid_json {
+        if let Some(first) = events.first_mut() {
+            first.data = "{\"this is\": not valid json".to_string();
+        }
+    }
+    let format = match provider {
+        Provider::OpenAi => Format::SseData,
+        Provider::Anthropic => Format::SseNamed,
+        Provider::Gemini if req.query().split('&').any(|kv| kv == "alt=sse") => Format::SseCrlf,
+        Provider::Gemini => Format::JsonArray,
+        Provider::Bedrock => Format::EventStream,
+    };
+    let mut headers = headers;
+    headers.push(("cache-control", "no-cache".to_string()));
+    write_stream(w, format, &events, &headers, req, close_after)
+}
+
+fn write_stream(
+    w: &mut TcpStream,
+    format: Format,
+    events: &[providers::Ev],
+    headers: &[(&'static str, String)],
+    req: &Request,
+    close_after: Option<usize>,
+) -> io::Result<Next> {
+    let delay = header_u64(req, "x-mock-delay-ms").unwrap_or(0);
+    http::write_stream_head(w, 200, format.content_type(), headers, req.keep_alive)?;
+    for (i, e) in events.iter().enumerate() {
+        if close_after.is_some_and(|n| i >= n) {
+            break;
+        }
+        if i > 0 {
+            sleep_ms(delay);
+        }
+        http::write_chunk(w, &providers::encode(format, e, i, events.len()))?;
+    }
+    if close_after.is_some() {
+        let _ = w.shutdown(Shutdown::Both);
+        return Ok(Next::Close);
+    }
+    http::write_last_chunk(w)?;
+    Ok(Next::KeepAlive)
+}
+
+// ---------------------------------------------------------------------------------------
+// CLI
+// ---------------------------------------------------------------------------------------
+
+const USAGE: &str = "usage: mock-llm [--port N] [--bind ADDR]\n  --port N     port to listen on (default 0: any free port)\n  --bind ADDR  address to bind (default 127.0.0.1)\n";
+
+fn parse_args(args: &[String]) -> Result<(String, u16), String> {
+    let mut bind = "127.0.0.1".to_string();
+    let mut port = 0u16;
+    let mut i = 0;
+    while i < args.len() {
+        let (flag, inline) = match args[i].split_once('=') {
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (args[i].as_str(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            if let Some(v) = inline.clone() {
+                return Ok(v);
+            }
+            i += 1;
+            args.get(i)
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--port" | "-p" => {
+                let v = value()?;
+                port = v.parse().map_err(|_| format!("invalid port: {v}"))?;
+            }
+            "--bind" | "-b" => bind = value()?,
+            "--help" | "-h" => return Err(String::new()),
+            other => return Err(format!("unknown argument: {other}")),
+        }
+        i += 1;
+    }
+    Ok((bind, port))
+}
+
+/// Binds the listener and starts serving on a background thread.
+#[cfg(test)]
+fn start(bind: &str, port: u16) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind((bind, port))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(State::default());
+    thread::Builder::new()
+        .name("mock-accept".into())
+        .spawn(move || serve(listener, state))?;
+    Ok(addr)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (bind, port) = match parse_args(&args) {
+        Ok(v) => v,
+        Err(msg) => {
+            if msg.is_empty() {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            eprint!("mock-llm: {msg}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind((bind.as_str(), port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("mock-llm: cannot bind {bind}:{port}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("mock-llm: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    {
+        let mut out = io::stdout().lock();
+        if writeln!(out, "listening on {addr}")
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            return ExitCode::from(1);
+        }
+    }
+    serve(listener, Arc::new(State::default()));
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[path = "mock_llm/tests.rs"]
+mod tests;
