@@ -10,7 +10,12 @@
 //! - [`stream_decoder`] gives a [`StreamDecoder`] that turns the provider's stream bytes, fed
 //!   in arbitrary chunks, into canonical events as they arrive.
 
+pub mod bedrock;
+pub mod eventstream;
+pub mod gemini;
 pub mod model;
+pub mod sigv4;
+pub(crate) mod util;
 
 use model::{ChatRequest, ChatResponse, ProviderError, StreamEvent};
 
