@@ -70,9 +70,11 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
                             system.push(json!({ "text": text }))
                         }
                         Part::Text(_) => {}
-                        Part::Image { .. } => return Err(terr(format!(
+                        Part::Image { .. } => {
+                            return Err(terr(format!(
                             "messages[{i}]: Bedrock system prompts can hold only text, not images"
-                        ))),
+                        )))
+                        }
                     }
                 }
             }
@@ -1415,5 +1417,42 @@ mod tests {
         );
         let events = run(&[&bad]);
         assert!(matches!(&events[..], [StreamEvent::Error(e)] if e.status == 502));
+    }
+
+    /// Garbage and mutated fixtures never panic any decoder (deterministic LCG "fuzzing").
+    #[test]
+    fn decoders_survive_garbage() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as u32
+        };
+        let fixture = stream_fixture();
+        let gemini_fixture = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},\"finishReason\":\"STOP\"}]}\n\n";
+        for round in 0..300 {
+            let mut bytes = if round % 2 == 0 {
+                fixture.clone()
+            } else {
+                gemini_fixture.to_vec()
+            };
+            for _ in 0..(1 + next() % 4) {
+                let i = next() as usize % bytes.len();
+                bytes[i] = next() as u8;
+            }
+            let cut = next() as usize % (bytes.len() + 1);
+            let mut out = Vec::new();
+            let mut b = stream_decoder();
+            b.feed(&bytes[..cut], &mut out);
+            b.feed(&bytes[cut..], &mut out);
+            b.finish(&mut out);
+            let mut g = crate::providers::gemini::stream_decoder();
+            g.feed(&bytes[..cut], &mut out);
+            g.feed(&bytes[cut..], &mut out);
+            g.finish(&mut out);
+            let _ = decode_response(200, &bytes);
+            let _ = decode_error(400, &bytes);
+            let _ = crate::providers::gemini::decode_response(200, &bytes);
+            let _ = crate::providers::gemini::decode_error(500, &bytes);
+        }
     }
 }

@@ -430,8 +430,8 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
         return Err(decode_error(status, body));
     }
     let v: Value = serde_json::from_slice(body).map_err(|e| unreadable("response", e))?;
-    if v.get("error").is_some() {
-        return Err(decode_error(500, body));
+    if let Some(err) = v.get("error") {
+        return Err(error_from_object(error_code(err).unwrap_or(500), err));
     }
     let id = v
         .get("responseId")
@@ -536,6 +536,14 @@ pub fn decode_error(status: u16, body: &[u8]) -> ProviderError {
     error_from_object(status, err)
 }
 
+/// The HTTP status an error object names in its `code`.
+fn error_code(err: &Value) -> Option<u16> {
+    err.get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (400..600).contains(c))
+}
+
 fn error_from_object(status: u16, err: &Value) -> ProviderError {
     let message = err
         .get("message")
@@ -629,11 +637,7 @@ impl Decoder {
             return;
         }
         if let Some(err) = v.get("error") {
-            let status = err
-                .get("code")
-                .and_then(Value::as_u64)
-                .and_then(|c| u16::try_from(c).ok())
-                .unwrap_or(500);
+            let status = error_code(err).unwrap_or(500);
             return self.fail(error_from_object(status, err), out);
         }
         if !self.started {
@@ -1293,6 +1297,12 @@ mod tests {
         // Neither candidates nor a block reason: an unreadable answer.
         let e = decode_response(200, b"{}").unwrap_err();
         assert_eq!((e.status, e.kind.as_str()), (502, "server_error"));
+        let e = decode_response(
+            200,
+            br#"{"error":{"code":429,"message":"q","status":"RESOURCE_EXHAUSTED"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 429);
         let e = decode_response(200, b"not json").unwrap_err();
         assert!(e.message.contains("unreadable"));
     }
