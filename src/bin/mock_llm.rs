@@ -35,7 +35,7 @@ use providers::{Format, Opts, Provider};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufReader, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -585,7 +585,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16), String> {
 
 /// Binds the listener and starts serving on a background thread.
 #[cfg(test)]
-fn start(bind: &str, port: u16) -> io::Result<SocketAddr> {
+fn start(bind: &str, port: u16) -> io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind((bind, port))?;
     let addr = listener.local_addr()?;
     let state = Arc::new(State::default());

@@ -12,11 +12,16 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
+pub mod eventstream;
+pub mod gemini;
 mod json;
 pub mod model;
 pub mod openai;
+pub mod sigv4;
+pub(crate) mod util;
 
-use model::StreamEvent;
+pub use model::{ChatRequest, ChatResponse, ProviderError, StreamEvent};
 
 /// The wire format a backend speaks. OpenAI-compatible services (Mistral, Groq, DeepSeek,
 /// Together, Ollama, vLLM, ...) speak [`Wire::OpenAi`].

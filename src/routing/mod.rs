@@ -404,7 +404,10 @@ mod tests {
     fn cluster_names_are_stable_and_distinct() {
         let a = HostUrl::parse("https://api.openai.com").unwrap();
         let b = HostUrl::parse("http://127.0.0.1:8081").unwrap();
-        assert_eq!(cluster_name(std::slice::from_ref(&a)), "tg_https_api.openai.com_443");
+        assert_eq!(
+            cluster_name(std::slice::from_ref(&a)),
+            "tg_https_api.openai.com_443"
+        );
         assert_eq!(
             cluster_name(&[a.clone(), b.clone()]),
             "tg_https_api.openai.com_443+http_127.0.0.1_8081"

@@ -29,7 +29,7 @@ struct Client {
 }
 
 impl Client {
-    fn connect(addr: SocketAddr) -> Client {
+    fn connect(addr: std::net::SocketAddr) -> Client {
         let w = TcpStream::connect(addr).unwrap();
         w.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let r = BufReader::new(w.try_clone().unwrap());
