@@ -6,10 +6,12 @@
 //! Envoy (kept, ignored, and reported once as warnings).
 
 pub mod env;
+pub mod llm;
 pub mod martian;
 pub mod reader;
 
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
+pub use llm::{LlmBackend, Provider, Secret};
 pub use martian::{HeaderOp, HeaderValue, Modifiers};
 pub use reader::ConfigError;
 use reader::{Obj, Result};
@@ -88,9 +90,56 @@ pub struct Gateway {
 pub struct Endpoint {
     pub pattern: PathPattern,
     pub method: String,
-    pub backend: Backend,
+    /// One backend, or several `ai/llm` backends among which the client's model chooses.
+    pub backends: Vec<Backend>,
+    /// Set when the backends are LLMs: the API clients speak to this endpoint.
+    pub api: Option<Api>,
     /// Upstream timeout (endpoint `timeout`, else the service `timeout`).
     pub timeout_ms: Option<u64>,
+}
+
+/// The client-facing LLM API of an endpoint, from its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// OpenAI Chat Completions (any path not ending in `/messages`).
+    OpenAiChat,
+    /// Anthropic Messages (a path ending in `/messages`).
+    AnthropicMessages,
+}
+
+impl Endpoint {
+    /// The backend for a client's model: an alias or configured model first, then a
+    /// pass-through backend (no configured model), then the default; a single backend
+    /// without aliases takes every model. `None`: no backend serves this model.
+    pub fn backend_for(&self, model: &str) -> Option<usize> {
+        if let [only] = self.backends.as_slice() {
+            if only.llm.as_ref().is_none_or(|l| l.aliases.is_empty()) {
+                return Some(0);
+            }
+        }
+        let by = |f: &dyn Fn(&LlmBackend) -> bool| {
+            self.backends
+                .iter()
+                .position(|b| b.llm.as_ref().is_some_and(f))
+        };
+        by(&|l| l.claims(model))
+            .or_else(|| by(&|l| l.model.is_none() && l.aliases.is_empty()))
+            .or_else(|| by(&|l| l.default))
+    }
+
+    /// The single backend of a non-LLM endpoint (the first otherwise).
+    pub fn backend(&self) -> Option<&Backend> {
+        self.backends.first()
+    }
+
+    /// `/v1/chat/completions` → `/v1/models`: where the model list of this endpoint is served.
+    pub fn models_path(&self) -> Option<String> {
+        let path = self.pattern.as_str();
+        let base = path
+            .strip_suffix("/chat/completions")
+            .or_else(|| path.strip_suffix("/messages"))?;
+        Some(format!("{base}/models"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +151,8 @@ pub struct Backend {
     /// Envoy cluster for `hosts` ([`cluster_name`]).
     pub cluster: String,
     pub modifiers: Modifiers,
+    /// `ai/llm`: the backend is an LLM provider; requests are translated to its API.
+    pub llm: Option<LlmBackend>,
 }
 
 impl Backend {
@@ -194,8 +245,7 @@ impl Gateway {
     /// Every distinct backend host list with its cluster name (for the bootstrap generator).
     pub fn clusters(&self) -> Vec<(&str, &[HostUrl])> {
         let mut out: Vec<(&str, &[HostUrl])> = Vec::new();
-        for ep in &self.endpoints {
-            let b = &ep.backend;
+        for b in self.endpoints.iter().flat_map(|e| &e.backends) {
             if !out.iter().any(|(name, _)| *name == b.cluster) {
                 out.push((&b.cluster, &b.hosts));
             }
@@ -219,24 +269,43 @@ fn endpoint(
     if let Some(mut extra) = o.opt_obj("extra_config")? {
         ignore_namespaces(&mut extra, &[], warnings);
     }
-    let backends = o
+    let list = o
         .opt_array("backend")?
         .ok_or_else(|| ConfigError::new(o.at("backend"), "is required"))?;
-    let backend = match backends.as_slice() {
-        [one] => backend(one, &format!("{}[0]", o.at("backend")), &pattern, default_hosts, lookup, warnings)?,
-        [] => return Err(ConfigError::new(o.at("backend"), "needs one backend")),
-        _ => {
-            return Err(ConfigError::new(
-                o.at("backend"),
-                "several backends (KrakenD response merging) are not supported; use one backend per endpoint",
-            ))
+    if list.is_empty() {
+        return Err(ConfigError::new(o.at("backend"), "needs one backend"));
+    }
+    let mut backends = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let bpath = format!("{}[{i}]", o.at("backend"));
+        backends.push(backend(item, &bpath, &pattern, default_hosts, lookup, warnings)?);
+    }
+    let llm_count = backends.iter().filter(|b| b.llm.is_some()).count();
+    if backends.len() > 1 && llm_count < backends.len() {
+        return Err(ConfigError::new(
+            o.at("backend"),
+            "several backends are only supported when every one is an ai/llm backend (the client's model chooses); KrakenD response merging is not supported",
+        ));
+    }
+    let api = (llm_count > 0).then(|| {
+        if pattern.as_str().ends_with("/messages") {
+            Api::AnthropicMessages
+        } else {
+            Api::OpenAiChat
         }
-    };
+    });
+    if api.is_some() && method != "POST" {
+        return Err(ConfigError::new(o.at("method"), "ai/llm endpoints must use POST"));
+    }
+    if backends.iter().filter(|b| b.llm.as_ref().is_some_and(|l| l.default)).count() > 1 {
+        return Err(ConfigError::new(o.at("backend"), "only one ai/llm backend may be the default"));
+    }
     o.finish(IGNORED_ENDPOINT)?;
     Ok(Endpoint {
         pattern,
         method,
-        backend,
+        backends,
+        api,
         timeout_ms,
     })
 }
@@ -264,9 +333,14 @@ fn backend(
         .map_err(|m| ConfigError::new(o.at("url_pattern"), m))?;
     let method = method_field(&mut o, "method")?;
     let mut modifiers = Modifiers::default();
+    let mut llm = None;
     if let Some(mut extra) = o.opt_obj("extra_config")? {
         if let Some(m) = extra.get("modifier/martian") {
             modifiers = martian::compile(m, &extra.at("modifier/martian"), lookup)?;
+        }
+        if let Some(l) = extra.get("ai/llm") {
+            let host = hosts.first().map(|h| h.host.as_str()).unwrap_or_default();
+            llm = Some(llm::compile(l, &extra.at("ai/llm"), host, lookup)?);
         }
         ignore_namespaces(&mut extra, &[], warnings);
     }
@@ -277,6 +351,7 @@ fn backend(
         url_pattern,
         method,
         modifiers,
+        llm,
     })
 }
 

@@ -42,10 +42,10 @@ fn seed_example_compiles() {
         (ep.method.as_str(), ep.pattern.as_str(), ep.timeout_ms),
         ("POST", "/llm/openai", Some(30_000))
     );
-    assert_eq!(ep.backend.cluster, "tg_https_api.openai.com_443");
-    assert_eq!(ep.backend.authority(), "api.openai.com");
+    assert_eq!(ep.backends[0].cluster, "tg_https_api.openai.com_443");
+    assert_eq!(ep.backends[0].authority(), "api.openai.com");
     assert_eq!(
-        ep.backend.modifiers.request,
+        ep.backends[0].modifiers.request,
         vec![HeaderOp::Set {
             name: "authorization".into(),
             value: HeaderValue("Bearer sk-test-123".into())
@@ -65,7 +65,7 @@ fn service_host_is_the_default_backend_host() {
         {"endpoint": "/a/{id}", "backend": [{"url_pattern": "/b/{id}", "method": "POST"}]}]}),
     )
     .unwrap();
-    let b = &g.endpoints[0].backend;
+    let b = &g.endpoints[0].backends[0];
     assert_eq!(
         (b.authority().as_str(), b.method.as_deref()),
         ("127.0.0.1:9000", Some("POST"))
@@ -108,8 +108,8 @@ fn reject_paths_name_the_json_path() {
          "$.endpoints[0].method: \"post\" is not one of GET, POST, PUT, PATCH, DELETE"),
         (ep(json!({"endpoint": "/a"})), "$.endpoints[0].backend: is required"),
         (ep(json!({"endpoint": "/a", "backend": []})), "$.endpoints[0].backend: needs one backend"),
-        (ep(json!({"endpoint": "/a", "backend": [{}, {}]})),
-         "$.endpoints[0].backend: several backends (KrakenD response merging) are not supported; use one backend per endpoint"),
+        (ep(json!({"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/"}, {"host": ["http://h"], "url_pattern": "/"}]})),
+         "$.endpoints[0].backend: several backends are only supported when every one is an ai/llm backend (the client's model chooses); KrakenD response merging is not supported"),
         (ep(json!({"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/"}], "typo": 1})),
          "$.endpoints[0].typo: unknown field"),
         (be(json!({"url_pattern": "/"})),

@@ -2,14 +2,17 @@
 //! error kind to HTTP status.
 
 use crate::host::Host;
+use crate::providers::openai::error_json;
 
 /// What went wrong, from the client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The request is malformed (400).
     InvalidRequest,
-    /// No endpoint or model by that name (404).
+    /// No endpoint by that path (404).
     NotFound,
+    /// No backend serves the requested model (404).
+    ModelNotFound,
     /// Wrong method for the path (405).
     MethodNotAllowed,
     /// The gateway could not do its part (500).
@@ -24,6 +27,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidRequest => (400, "invalid_request_error", "invalid_request"),
             ErrorKind::NotFound => (404, "invalid_request_error", "not_found"),
+            ErrorKind::ModelNotFound => (404, "invalid_request_error", "model_not_found"),
             ErrorKind::MethodNotAllowed => (405, "invalid_request_error", "method_not_allowed"),
             ErrorKind::Internal => (500, "server_error", "internal_error"),
             ErrorKind::BadGateway => (502, "server_error", "bad_gateway"),
@@ -31,17 +35,10 @@ impl ErrorKind {
     }
 }
 
-/// The OpenAI error body: `{"error":{"message","type","param","code"}}`.
-pub fn error_body(message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> Vec<u8> {
-    serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
-        .to_string()
-        .into_bytes()
-}
-
 /// Answers the client with a gateway error.
 pub fn reply_error<H: Host>(h: &mut H, kind: ErrorKind, message: &str, extra: &[(&str, &str)]) {
     let (status, kind, code) = kind.parts();
-    let body = error_body(message, kind, Some(code), None);
+    let body = error_json(message, kind, Some(code), None);
     let mut headers = vec![
         ("content-type", "application/json"),
         ("x-tollgate-error", "1"),

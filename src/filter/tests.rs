@@ -37,7 +37,7 @@ fn routes_rewrites_and_replaces_client_credentials() {
             (CLUSTER_HEADER, "evil"),
         ],
     );
-    assert_eq!(flow.on_request_headers(&mut h), Action::Continue);
+    assert_eq!(flow.on_request_headers(&mut h, false), Action::Continue);
     assert!(h.reply.is_none());
     assert_eq!(
         h.request_values(":path"),
@@ -58,7 +58,7 @@ fn routes_rewrites_and_replaces_client_credentials() {
 
     let mut h =
         h.with_response_headers(&[("server", "upstream"), ("content-type", "application/json")]);
-    assert_eq!(flow.on_response_headers(&mut h), Action::Continue);
+    assert_eq!(flow.on_response_headers(&mut h, false), Action::Continue);
     assert!(h.response_values("server").is_empty());
     assert_eq!(h.response_values("x-gateway"), vec!["tollgate"]);
 }
@@ -67,7 +67,7 @@ fn routes_rewrites_and_replaces_client_credentials() {
 fn backend_method_and_endpoint_timeout() {
     let mut flow = Flow::new(gateway());
     let mut h = MockHost::request("GET", "/status", &[]);
-    assert_eq!(flow.on_request_headers(&mut h), Action::Continue);
+    assert_eq!(flow.on_request_headers(&mut h, false), Action::Continue);
     assert_eq!(h.request_values(":method"), vec!["POST"]);
     assert_eq!(h.request_values(":path"), vec!["/health"]);
     assert_eq!(h.request_values(":authority"), vec!["api.example.com"]);
@@ -78,7 +78,7 @@ fn backend_method_and_endpoint_timeout() {
 fn unknown_path_is_404_and_wrong_method_405_in_openai_shape() {
     let mut flow = Flow::new(gateway());
     let mut h = MockHost::request("GET", "/nope?x=1", &[("authorization", "Bearer c")]);
-    assert_eq!(flow.on_request_headers(&mut h), Action::Pause);
+    assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
     let r = h.reply.clone().unwrap();
     assert_eq!(r.status, 404);
     assert_eq!(
@@ -88,7 +88,7 @@ fn unknown_path_is_404_and_wrong_method_405_in_openai_shape() {
     assert!(h.request_values(CLUSTER_HEADER).is_empty());
 
     let mut h = MockHost::request("GET", "/llm/openai/chat", &[]);
-    assert_eq!(flow.on_request_headers(&mut h), Action::Pause);
+    assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
     let r = h.reply.unwrap();
     assert_eq!(r.status, 405);
     assert!(r.headers.contains(&("allow".into(), "POST".into())));

@@ -178,11 +178,19 @@ pub struct Filter {
 impl Context for Filter {}
 
 impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        action(self.flow.on_request_headers(&mut self.host))
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.flow.on_request_headers(&mut self.host, end_of_stream))
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        action(self.flow.on_response_headers(&mut self.host))
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.flow.on_request_body(&mut self.host, body_size, end_of_stream))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.flow.on_response_headers(&mut self.host, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.flow.on_response_body(&mut self.host, body_size, end_of_stream))
     }
 }

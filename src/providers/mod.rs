@@ -99,3 +99,121 @@ pub trait StreamDecoder {
     /// The stream ended; pushes what remains (e.g. a final `Finish`).
     fn finish(&mut self, out: &mut Vec<StreamEvent>);
 }
+
+/// Translates a canonical request for the target's wire format.
+pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, TranslateError> {
+    match t.wire {
+        Wire::OpenAi => openai::encode_request(req, t),
+        Wire::Azure => azure::encode_request(req, t),
+        Wire::Anthropic => anthropic::encode_request(req, t),
+        Wire::Gemini => gemini::encode_request(req, t),
+        Wire::Bedrock => bedrock::encode_request(req, t),
+    }
+}
+
+/// Decodes a provider's non-streaming answer (non-2xx → its error).
+pub fn decode_response(wire: Wire, status: u16, body: &[u8]) -> Result<ChatResponse, ProviderError> {
+    match wire {
+        Wire::OpenAi | Wire::Azure => openai::decode_response(status, body),
+        Wire::Anthropic => anthropic::decode_response(status, body),
+        Wire::Gemini => gemini::decode_response(status, body),
+        Wire::Bedrock => bedrock::decode_response(status, body),
+    }
+}
+
+/// Decodes a provider's error answer.
+pub fn decode_error(wire: Wire, status: u16, body: &[u8]) -> ProviderError {
+    match wire {
+        Wire::OpenAi | Wire::Azure => openai::decode_error(status, body),
+        Wire::Anthropic => anthropic::decode_error(status, body),
+        Wire::Gemini => gemini::decode_error(status, body),
+        Wire::Bedrock => bedrock::decode_error(status, body),
+    }
+}
+
+/// A stream decoder for the wire format.
+pub fn stream_decoder(wire: Wire) -> Box<dyn StreamDecoder> {
+    match wire {
+        Wire::OpenAi | Wire::Azure => Box::new(openai::stream_decoder()),
+        Wire::Anthropic => Box::new(anthropic::stream_decoder()),
+        Wire::Gemini => Box::new(gemini::stream_decoder()),
+        Wire::Bedrock => Box::new(bedrock::stream_decoder()),
+    }
+}
+
+/// The API a client speaks to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontDoor {
+    OpenAi,
+    Anthropic,
+}
+
+/// Encodes canonical stream events in the client's format.
+pub enum FrontEncoder {
+    OpenAi(openai::StreamEncoder),
+    Anthropic(anthropic::StreamEncoder),
+}
+
+impl FrontEncoder {
+    pub fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        match self {
+            FrontEncoder::OpenAi(e) => e.encode(ev, out),
+            FrontEncoder::Anthropic(e) => e.encode(ev, out),
+        }
+    }
+
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        match self {
+            FrontEncoder::OpenAi(e) => e.finish(out),
+            FrontEncoder::Anthropic(e) => e.finish(out),
+        }
+    }
+}
+
+impl FrontDoor {
+    pub fn parse(self, body: &[u8]) -> Result<ChatRequest, openai::ClientError> {
+        match self {
+            FrontDoor::OpenAi => openai::parse_request(body),
+            FrontDoor::Anthropic => anthropic::parse_request(body),
+        }
+    }
+
+    pub fn encode_response(self, resp: &ChatResponse, model: &str) -> Vec<u8> {
+        match self {
+            FrontDoor::OpenAi => openai::encode_response(resp, model),
+            FrontDoor::Anthropic => anthropic::encode_response(resp, model),
+        }
+    }
+
+    pub fn stream_encoder(self, model: &str, include_usage: bool, now_unix: u64) -> FrontEncoder {
+        match self {
+            FrontDoor::OpenAi => {
+                let mut e = openai::StreamEncoder::new(model, include_usage);
+                e.set_created(now_unix);
+                FrontEncoder::OpenAi(e)
+            }
+            FrontDoor::Anthropic => FrontEncoder::Anthropic(anthropic::StreamEncoder::new(model)),
+        }
+    }
+
+    /// A provider error in the client's error shape.
+    pub fn error_body(self, e: &ProviderError) -> Vec<u8> {
+        match self {
+            FrontDoor::OpenAi => openai::error_body(e),
+            FrontDoor::Anthropic => anthropic::error_body(e),
+        }
+    }
+
+    /// A gateway-side error (`kind`: OpenAI error type) in the client's error shape.
+    pub fn gateway_error(self, status: u16, kind: &str, code: &str, message: &str, param: Option<&str>) -> Vec<u8> {
+        match self {
+            FrontDoor::OpenAi => openai::error_json(message, kind, Some(code), param),
+            FrontDoor::Anthropic => anthropic::error_body(&ProviderError {
+                status,
+                kind: kind.to_string(),
+                message: message.to_string(),
+                code: None,
+            }),
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! One LLM call through an `ai/llm` endpoint: parse the client's request (OpenAI or
+//! Anthropic API), pick the backend by model, translate to the provider's API; then
+//! translate the answer back, buffered for JSON answers and event by event for streams.
+
+use super::errors::ErrorKind;
+use crate::config::{Api, Endpoint, LlmBackend};
+use crate::host::Host;
+use crate::providers::model::{ChatRequest, ProviderError, StreamEvent};
+use crate::providers::{self, FrontDoor, FrontEncoder, StreamDecoder, Target, Wire};
+use serde_json::Value;
+
+use super::Action;
+
+/// Where the response is in its translation.
+enum Response {
+    /// Headers not seen yet.
+    Pending,
+    /// A JSON answer (or an error): buffered whole, translated at the end.
+    Buffered { status: u16 },
+    /// A stream: each chunk is decoded and re-encoded as it arrives.
+    Streaming {
+        decoder: Box<dyn StreamDecoder>,
+        encoder: FrontEncoder,
+    },
+}
+
+/// State of one LLM call.
+pub struct Call {
+    front: FrontDoor,
+    wire: Wire,
+    stream: bool,
+    include_usage: bool,
+    /// The provider model id the request was sent with.
+    model: String,
+    response: Response,
+    events: Vec<StreamEvent>,
+}
+
+impl Call {
+    pub fn new(api: Api) -> Self {
+        Self {
+            front: match api {
+                Api::OpenAiChat => FrontDoor::OpenAi,
+                Api::AnthropicMessages => FrontDoor::Anthropic,
+            },
+            wire: Wire::OpenAi,
+            stream: false,
+            include_usage: false,
+            model: String::new(),
+            response: Response::Pending,
+            events: Vec::new(),
+        }
+    }
+
+    /// Answers the client with an error in its API's shape.
+    fn reply<H: Host>(&self, h: &mut H, kind: ErrorKind, message: &str, param: Option<&str>) {
+        let (status, kind, code) = kind.parts();
+        let body = self.front.gateway_error(status as u16, kind, code, message, param);
+        h.send_reply(status, &[("content-type", "application/json"), ("x-tollgate-error", "1")], &body);
+    }
+
+    /// The whole request body arrived: translate it and set the upstream request.
+    /// Returns the chosen backend, or `None` after answering the client with an error.
+    pub fn on_request<H: Host>(&mut self, h: &mut H, ep: &Endpoint, body: &[u8]) -> Option<usize> {
+        let mut req = match self.front.parse(body) {
+            Ok(r) => r,
+            Err(e) => {
+                self.reply(h, ErrorKind::InvalidRequest, &e.message, e.param.as_deref());
+                return None;
+            }
+        };
+        let Some(index) = ep.backend_for(&req.model) else {
+            let msg = format!(
+                "the model \"{}\" does not exist or is not served by this endpoint; GET {} lists the models",
+                req.model,
+                ep.models_path().unwrap_or_else(|| "/v1/models".into())
+            );
+            self.reply(h, ErrorKind::ModelNotFound, &msg, Some("model"));
+            return None;
+        };
+        let (b, l) = match ep.backends.get(index).and_then(|b| b.llm.as_ref().map(|l| (b, l))) {
+            Some(found) => found,
+            None => {
+                self.reply(h, ErrorKind::Internal, "the backend is not an LLM backend", None);
+                return None;
+            }
+        };
+        apply_defaults(&mut req, l);
+        self.wire = l.provider.wire();
+        self.stream = req.stream;
+        self.include_usage = req.include_usage;
+        self.model = l.upstream_model(&req.model).to_string();
+        let host = b.authority();
+        let target = Target {
+            wire: self.wire,
+            model: &self.model,
+            api_version: l.api_version.as_deref(),
+            defaults: &l.defaults,
+            aws: l.aws.as_ref().map(|s| &s.0),
+            host: &host,
+            now_unix: h.now_unix(),
+        };
+        let mut out = match providers::encode_request(&req, &target) {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = format!("the request cannot be sent to {}: {e}", l.provider.name());
+                self.reply(h, ErrorKind::InvalidRequest, &msg, None);
+                return None;
+            }
+        };
+        if !l.extra_payload.is_empty() {
+            out.body = merge_payload(&out.body, l);
+        }
+        // OpenAI-compatible services may live under a prefix (`/openai/v1/chat/completions`):
+        // the backend's url_pattern is the path then. Other wires compute theirs (model in path).
+        let path = match self.wire {
+            Wire::OpenAi if b.url_pattern.as_str().ends_with("/chat/completions") => {
+                b.url_pattern.as_str().to_string()
+            }
+            _ => out.path.clone(),
+        };
+        h.set_request_header(":path", Some(&path));
+        h.set_request_header(":method", Some("POST"));
+        h.set_request_header("content-type", Some("application/json"));
+        h.set_request_header("content-length", Some(&out.body.len().to_string()));
+        // The answer must be readable to be translated: no compression from the provider.
+        h.set_request_header("accept-encoding", None);
+        if let Some(key) = &l.credentials {
+            let (name, value) = l.provider.auth_header(&key.0);
+            h.set_request_header(name, Some(&value));
+        }
+        for (name, value) in &out.headers {
+            h.set_request_header(name, Some(value));
+        }
+        h.set_request_body(&out.body);
+        Some(index)
+    }
+
+    pub fn on_response_headers<H: Host>(&mut self, h: &mut H, end_of_stream: bool) -> Action {
+        let status: u16 = h
+            .response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(502);
+        h.set_response_header("content-length", None);
+        h.set_response_header("content-encoding", None);
+        if self.stream && (200..300).contains(&status) && !end_of_stream {
+            h.set_response_header("content-type", Some("text/event-stream"));
+            h.set_response_header("cache-control", Some("no-cache"));
+            self.response = Response::Streaming {
+                decoder: providers::stream_decoder(self.wire),
+                encoder: self.front.stream_encoder(&self.model, self.include_usage, h.now_unix()),
+            };
+            return Action::Continue;
+        }
+        self.response = Response::Buffered { status };
+        if end_of_stream {
+            self.finish_buffered(h, &[]);
+            return Action::Continue;
+        }
+        // Hold the headers: the status may change once the body is read (an unreadable
+        // provider answer becomes a 502).
+        Action::Pause
+    }
+
+    pub fn on_response_body<H: Host>(&mut self, h: &mut H, size: usize, end_of_stream: bool) -> Action {
+        match &mut self.response {
+            Response::Streaming { decoder, encoder } => {
+                let chunk = h.response_body(size).unwrap_or_default();
+                self.events.clear();
+                decoder.feed(&chunk, &mut self.events);
+                if end_of_stream {
+                    decoder.finish(&mut self.events);
+                }
+                let mut out = Vec::with_capacity(chunk.len() + 64);
+                for ev in &self.events {
+                    encoder.encode(ev, &mut out);
+                }
+                if end_of_stream {
+                    encoder.finish(&mut out);
+                }
+                h.set_response_body(&out);
+                Action::Continue
+            }
+            Response::Buffered { .. } if !end_of_stream => Action::Pause,
+            Response::Buffered { .. } => {
+                let body = h.response_body(size).unwrap_or_default();
+                self.finish_buffered(h, &body);
+                Action::Continue
+            }
+            Response::Pending => Action::Continue,
+        }
+    }
+
+    /// Translates a whole provider answer (or error) into the client's API.
+    fn finish_buffered<H: Host>(&mut self, h: &mut H, body: &[u8]) {
+        let Response::Buffered { status } = self.response else {
+            return;
+        };
+        let (status, out) = match providers::decode_response(self.wire, status, body) {
+            Ok(mut resp) => {
+                if resp.created == 0 {
+                    resp.created = h.now_unix();
+                }
+                if resp.model.is_empty() {
+                    resp.model = self.model.clone();
+                }
+                (200, self.front.encode_response(&resp, &self.model))
+            }
+            Err(e) => (e.status, self.front.error_body(&upstream_error(e))),
+        };
+        h.set_response_header(":status", Some(&status.to_string()));
+        h.set_response_header("content-type", Some("application/json"));
+        h.set_response_body(&out);
+    }
+}
+
+/// Provider errors keep their message; a provider answer with a 2xx status that could not
+/// be read is the provider's failure (502).
+fn upstream_error(mut e: ProviderError) -> ProviderError {
+    if (200..300).contains(&e.status) {
+        e.status = 502;
+        e.kind = "server_error".into();
+    }
+    e
+}
+
+/// Backend `variables` fill what the client did not send (max_tokens, temperature and
+/// top_p travel in `Target::defaults`).
+fn apply_defaults(req: &mut ChatRequest, l: &LlmBackend) {
+    if req.stop.is_empty() {
+        req.stop = l.stop.clone();
+    }
+    if req.n.is_none() {
+        req.n = l.n;
+    }
+    if req.seed.is_none() {
+        req.seed = l.seed;
+    }
+}
+
+/// Merges `variables.extra_payload` into the provider body (the client's fields win).
+fn merge_payload(body: &[u8], l: &LlmBackend) -> Vec<u8> {
+    let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
+        return body.to_vec();
+    };
+    for (k, v) in &l.extra_payload {
+        map.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    serde_json::to_vec(&Value::Object(map)).unwrap_or_else(|_| body.to_vec())
+}

@@ -1,0 +1,71 @@
+//! `GET {prefix}/models` and `GET {prefix}/models/{id}`, answered by the gateway for the
+//! LLM endpoints under that prefix (`/v1/chat/completions` → `/v1/models`). Lists model
+//! names only (aliases and configured models), never hosts or credentials. Anthropic's
+//! SDK (it sends `anthropic-version`) gets Anthropic's list shape.
+
+use crate::config::Gateway;
+use crate::host::Host;
+use serde_json::{json, Value};
+
+use super::errors::{reply_error, ErrorKind};
+
+/// Answers a models request if `path` is a models path of some LLM endpoint.
+pub fn reply<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
+    let mut list: Vec<(String, &'static str)> = Vec::new();
+    let mut single: Option<&str> = None;
+    let mut matched = false;
+    for ep in gw.endpoints.iter().filter(|e| e.api.is_some()) {
+        let Some(models_path) = ep.models_path() else {
+            continue;
+        };
+        let id = match path.strip_prefix(models_path.as_str()) {
+            Some("") => None,
+            Some(rest) => match rest.strip_prefix('/') {
+                Some(id) if !id.is_empty() => Some(id),
+                _ => continue,
+            },
+            None => continue,
+        };
+        matched = true;
+        single = single.or(id);
+        for l in ep.backends.iter().filter_map(|b| b.llm.as_ref()) {
+            for m in l.public_models() {
+                if !list.iter().any(|(x, _)| x == m) {
+                    list.push((m.to_string(), l.provider.name()));
+                }
+            }
+        }
+    }
+    if !matched {
+        return false;
+    }
+    let anthropic = h.request_header("anthropic-version").is_some();
+    let object = |id: &str, owner: &str| -> Value {
+        if anthropic {
+            json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
+        } else {
+            json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+        }
+    };
+    let body = match single {
+        Some(id) => match list.iter().find(|(m, _)| m == id) {
+            Some((m, owner)) => object(m, owner),
+            None => {
+                let msg = format!("the model \"{id}\" does not exist");
+                reply_error(h, ErrorKind::ModelNotFound, &msg, &[]);
+                return true;
+            }
+        },
+        None => {
+            let data: Vec<Value> = list.iter().map(|(m, o)| object(m, o)).collect();
+            if anthropic {
+                json!({"data": data, "has_more": false,
+                       "first_id": list.first().map(|m| &m.0), "last_id": list.last().map(|m| &m.0)})
+            } else {
+                json!({"object": "list", "data": data})
+            }
+        }
+    };
+    h.send_reply(200, &[("content-type", "application/json")], body.to_string().as_bytes());
+    true
+}
