@@ -142,12 +142,18 @@ pub fn compile(
         ConfigError::new(path, format!("expected one provider: {}", names.join(", ")))
     })?;
     if let Some((extra, _)) = found.next() {
-        return Err(ConfigError::new(format!("{path}.{extra}"), "one provider per backend"));
+        return Err(ConfigError::new(
+            format!("{path}.{extra}"),
+            "one provider per backend",
+        ));
     }
     let Some(&(_, provider, version, needs_key)) = PROVIDERS.iter().find(|p| p.0 == key) else {
         return Err(ConfigError::new(
             format!("{path}.{key}"),
-            format!("unknown provider \"{key}\" (expected one of: {})", names.join(", ")),
+            format!(
+                "unknown provider \"{key}\" (expected one of: {})",
+                names.join(", ")
+            ),
         ));
     };
     let ppath = format!("{path}.{key}");
@@ -216,7 +222,10 @@ fn settings_of(
         let region = match s.opt_str("region")? {
             Some(r) => r.to_string(),
             None => region_from_host(host).ok_or_else(|| {
-                ConfigError::new(s.at("region"), "is required when the host is not bedrock-runtime.<region>.amazonaws.com")
+                ConfigError::new(
+                    s.at("region"),
+                    "is required when the host is not bedrock-runtime.<region>.amazonaws.com",
+                )
             })?,
         };
         aws = Some(Secret(AwsCredentials {
@@ -231,7 +240,10 @@ fn settings_of(
             Some(raw) => {
                 let key = secret(&s, "credentials", raw)?;
                 if key.contains(['\r', '\n', '\0']) {
-                    return Err(ConfigError::new(s.at("credentials"), "contains CR, LF or NUL"));
+                    return Err(ConfigError::new(
+                        s.at("credentials"),
+                        "contains CR, LF or NUL",
+                    ));
                 }
                 Some(Secret(key))
             }
@@ -248,7 +260,12 @@ fn settings_of(
     let default = s.opt_bool("default")?.unwrap_or(false);
     let api_version = match s.opt_str("api_version")? {
         Some(v) if provider == Provider::Azure => Some(v.to_string()),
-        Some(_) => return Err(ConfigError::new(s.at("api_version"), "only applies to azure")),
+        Some(_) => {
+            return Err(ConfigError::new(
+                s.at("api_version"),
+                "only applies to azure",
+            ))
+        }
         None => None,
     };
     if provider != Provider::Bedrock && s.get("region").is_some() {
@@ -279,9 +296,7 @@ fn settings_of(
 /// Reads `variables` (KrakenD names per vendor; all accepted for every provider).
 fn variables(v: &mut Obj<'_>, out: &mut LlmBackend) -> Result<()> {
     out.model = v.opt_str("model")?.map(String::from);
-    out.defaults.max_tokens = v
-        .opt_u64("max_tokens")?
-        .or(v.opt_u64("max_output_tokens")?);
+    out.defaults.max_tokens = v.opt_u64("max_tokens")?.or(v.opt_u64("max_output_tokens")?);
     out.defaults.temperature = bounded(v, "temperature", 0.0, 2.0)?;
     out.defaults.top_p = bounded(v, "top_p", 0.0, 1.0)?;
     out.stop = v
@@ -295,7 +310,10 @@ fn variables(v: &mut Obj<'_>, out: &mut LlmBackend) -> Result<()> {
         .opt_u64("n")?
         .or(v.opt_u64("candidate_count")?)
         .map(|n| n.min(u32::MAX as u64) as u32);
-    out.seed = v.opt_u64("random_seed")?.or(v.opt_u64("seed")?).map(|s| s as i64);
+    out.seed = v
+        .opt_u64("random_seed")?
+        .or(v.opt_u64("seed")?)
+        .map(|s| s as i64);
     if let Some(mut extra) = v.opt_obj("extra_payload")? {
         let keys: Vec<(&str, &Value)> = extra.unread().collect();
         for (k, val) in keys {
@@ -326,7 +344,8 @@ fn bounded(v: &mut Obj<'_>, key: &str, lo: f64, hi: f64) -> Result<Option<f64>> 
 fn region_from_host(host: &str) -> Option<String> {
     let rest = host.strip_prefix("bedrock-runtime.")?;
     let (region, tail) = rest.split_once('.')?;
-    tail.starts_with("amazonaws.com").then(|| region.to_string())
+    tail.starts_with("amazonaws.com")
+        .then(|| region.to_string())
 }
 
 #[cfg(test)]
@@ -348,38 +367,75 @@ mod tests {
     }
 
     fn compile_err(v: Value) -> String {
-        compile(&v, "$.llm", "api.example.com", &env).unwrap_err().to_string()
+        compile(&v, "$.llm", "api.example.com", &env)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn krakend_nested_and_flat_forms() {
-        let nested = compile_ok(json!({"openai": {"v1": {"credentials": "{{ env \"KEY\" }}", "debug": false,
-            "variables": {"model": "gpt-4o", "max_output_tokens": 100, "temperature": 0.5, "top_p": 0.9, "truncation": "auto"}}}}));
+        let nested = compile_ok(
+            json!({"openai": {"v1": {"credentials": "{{ env \"KEY\" }}", "debug": false,
+            "variables": {"model": "gpt-4o", "max_output_tokens": 100, "temperature": 0.5, "top_p": 0.9, "truncation": "auto"}}}}),
+        );
         assert_eq!(nested.provider, Provider::OpenAi);
         assert_eq!(nested.credentials, Some(Secret("sk-1".into())));
         assert_eq!(nested.model.as_deref(), Some("gpt-4o"));
-        assert_eq!(nested.defaults, Defaults { max_tokens: Some(100), temperature: Some(0.5), top_p: Some(0.9) });
+        assert_eq!(
+            nested.defaults,
+            Defaults {
+                max_tokens: Some(100),
+                temperature: Some(0.5),
+                top_p: Some(0.9)
+            }
+        );
         assert_eq!(nested.extra_payload.get("truncation"), Some(&json!("auto")));
-        let flat = compile_ok(json!({"openai": {"version": "v1", "credentials": "{{ env \"KEY\" }}", "variables": {"model": "gpt-4o"}}}));
+        let flat = compile_ok(
+            json!({"openai": {"version": "v1", "credentials": "{{ env \"KEY\" }}", "variables": {"model": "gpt-4o"}}}),
+        );
         assert_eq!(flat.model.as_deref(), Some("gpt-4o"));
         assert!(!format!("{nested:?}").contains("sk-1"));
     }
 
     #[test]
     fn tollgate_providers_aliases_and_bedrock() {
-        let a = compile_ok(json!({"anthropic": {"v1": {"credentials": "k", "aliases": ["fast"], "default": true,
-            "variables": {"model": "claude-3-5-haiku-latest", "max_tokens": 512, "stop_sequences": ["END"], "top_k": 5}}}}));
+        let a = compile_ok(
+            json!({"anthropic": {"v1": {"credentials": "k", "aliases": ["fast"], "default": true,
+            "variables": {"model": "claude-3-5-haiku-latest", "max_tokens": 512, "stop_sequences": ["END"], "top_k": 5}}}}),
+        );
         assert!(a.claims("fast") && a.claims("claude-3-5-haiku-latest") && !a.claims("gpt-4o"));
         assert_eq!(a.public_models(), vec!["fast", "claude-3-5-haiku-latest"]);
-        assert_eq!((a.default, a.stop.clone(), a.extra_payload.get("top_k")), (true, vec!["END".to_string()], Some(&json!(5))));
+        assert_eq!(
+            (a.default, a.stop.clone(), a.extra_payload.get("top_k")),
+            (true, vec!["END".to_string()], Some(&json!(5)))
+        );
         let o = compile_ok(json!({"ollama": {"v1": {}}}));
-        assert_eq!((o.provider.wire(), o.credentials.clone(), o.upstream_model("llama3")), (Wire::OpenAi, None, "llama3"));
-        let z = compile_ok(json!({"azure": {"v1": {"credentials": "k", "api_version": "2024-10-21", "variables": {"model": "my-deploy"}}}}));
-        assert_eq!((z.provider.auth_header("k"), z.api_version.as_deref()), (("api-key", "k".to_string()), Some("2024-10-21")));
+        assert_eq!(
+            (
+                o.provider.wire(),
+                o.credentials.clone(),
+                o.upstream_model("llama3")
+            ),
+            (Wire::OpenAi, None, "llama3")
+        );
+        let z = compile_ok(
+            json!({"azure": {"v1": {"credentials": "k", "api_version": "2024-10-21", "variables": {"model": "my-deploy"}}}}),
+        );
+        assert_eq!(
+            (z.provider.auth_header("k"), z.api_version.as_deref()),
+            (("api-key", "k".to_string()), Some("2024-10-21"))
+        );
         let b = compile(&json!({"bedrock": {"v1": {"credentials": {"access_key_id": "{{ env \"AKID\" }}", "secret_access_key": "{{ env \"SECRET\" }}"},
             "variables": {"model": "anthropic.claude-3-haiku-20240307-v1:0"}}}}), "$", "bedrock-runtime.eu-west-1.amazonaws.com", &env).unwrap();
         let aws = b.aws.unwrap().0;
-        assert_eq!((aws.access_key_id.as_str(), aws.region.as_str(), aws.session_token), ("AKIDEXAMPLE", "eu-west-1", None));
+        assert_eq!(
+            (
+                aws.access_key_id.as_str(),
+                aws.region.as_str(),
+                aws.session_token
+            ),
+            ("AKIDEXAMPLE", "eu-west-1", None)
+        );
     }
 
     #[test]

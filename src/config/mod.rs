@@ -278,7 +278,14 @@ fn endpoint(
     let mut backends = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
         let bpath = format!("{}[{i}]", o.at("backend"));
-        backends.push(backend(item, &bpath, &pattern, default_hosts, lookup, warnings)?);
+        backends.push(backend(
+            item,
+            &bpath,
+            &pattern,
+            default_hosts,
+            lookup,
+            warnings,
+        )?);
     }
     let llm_count = backends.iter().filter(|b| b.llm.is_some()).count();
     if backends.len() > 1 && llm_count < backends.len() {
@@ -295,10 +302,21 @@ fn endpoint(
         }
     });
     if api.is_some() && method != "POST" {
-        return Err(ConfigError::new(o.at("method"), "ai/llm endpoints must use POST"));
+        return Err(ConfigError::new(
+            o.at("method"),
+            "ai/llm endpoints must use POST",
+        ));
     }
-    if backends.iter().filter(|b| b.llm.as_ref().is_some_and(|l| l.default)).count() > 1 {
-        return Err(ConfigError::new(o.at("backend"), "only one ai/llm backend may be the default"));
+    if backends
+        .iter()
+        .filter(|b| b.llm.as_ref().is_some_and(|l| l.default))
+        .count()
+        > 1
+    {
+        return Err(ConfigError::new(
+            o.at("backend"),
+            "only one ai/llm backend may be the default",
+        ));
     }
     o.finish(IGNORED_ENDPOINT)?;
     Ok(Endpoint {

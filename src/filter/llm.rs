@@ -55,8 +55,17 @@ impl Call {
     /// Answers the client with an error in its API's shape.
     fn reply<H: Host>(&self, h: &mut H, kind: ErrorKind, message: &str, param: Option<&str>) {
         let (status, kind, code) = kind.parts();
-        let body = self.front.gateway_error(status as u16, kind, code, message, param);
-        h.send_reply(status, &[("content-type", "application/json"), ("x-tollgate-error", "1")], &body);
+        let body = self
+            .front
+            .gateway_error(status as u16, kind, code, message, param);
+        h.send_reply(
+            status,
+            &[
+                ("content-type", "application/json"),
+                ("x-tollgate-error", "1"),
+            ],
+            &body,
+        );
     }
 
     /// The whole request body arrived: translate it and set the upstream request.
@@ -78,10 +87,19 @@ impl Call {
             self.reply(h, ErrorKind::ModelNotFound, &msg, Some("model"));
             return None;
         };
-        let (b, l) = match ep.backends.get(index).and_then(|b| b.llm.as_ref().map(|l| (b, l))) {
+        let (b, l) = match ep
+            .backends
+            .get(index)
+            .and_then(|b| b.llm.as_ref().map(|l| (b, l)))
+        {
             Some(found) => found,
             None => {
-                self.reply(h, ErrorKind::Internal, "the backend is not an LLM backend", None);
+                self.reply(
+                    h,
+                    ErrorKind::Internal,
+                    "the backend is not an LLM backend",
+                    None,
+                );
                 return None;
             }
         };
@@ -148,7 +166,9 @@ impl Call {
             h.set_response_header("cache-control", Some("no-cache"));
             self.response = Response::Streaming {
                 decoder: providers::stream_decoder(self.wire),
-                encoder: self.front.stream_encoder(&self.model, self.include_usage, h.now_unix()),
+                encoder: self
+                    .front
+                    .stream_encoder(&self.model, self.include_usage, h.now_unix()),
             };
             return Action::Continue;
         }
@@ -162,7 +182,12 @@ impl Call {
         Action::Pause
     }
 
-    pub fn on_response_body<H: Host>(&mut self, h: &mut H, size: usize, end_of_stream: bool) -> Action {
+    pub fn on_response_body<H: Host>(
+        &mut self,
+        h: &mut H,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Action {
         match &mut self.response {
             Response::Streaming { decoder, encoder } => {
                 let chunk = h.response_body(size).unwrap_or_default();

@@ -92,7 +92,12 @@ impl Flow {
         if let Some(api) = ep.api {
             self.llm = Some(llm::Call::new(api));
             if end_of_stream {
-                reply_error(h, ErrorKind::InvalidRequest, "the request body is required", &[]);
+                reply_error(
+                    h,
+                    ErrorKind::InvalidRequest,
+                    "the request body is required",
+                    &[],
+                );
             }
             return Action::Pause;
         }
@@ -113,10 +118,17 @@ impl Flow {
     }
 
     /// Request body: only LLM endpoints read it (whole), translate it, and route.
-    pub fn on_request_body<H: Host>(&mut self, h: &mut H, size: usize, end_of_stream: bool) -> Action {
+    pub fn on_request_body<H: Host>(
+        &mut self,
+        h: &mut H,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Action {
         let gw = Rc::clone(&self.gw);
-        let (Some(call), Some(ep)) = (self.llm.as_mut(), self.endpoint.and_then(|i| gw.endpoints.get(i)))
-        else {
+        let (Some(call), Some(ep)) = (
+            self.llm.as_mut(),
+            self.endpoint.and_then(|i| gw.endpoints.get(i)),
+        ) else {
             return Action::Continue;
         };
         if !end_of_stream {
@@ -150,7 +162,12 @@ impl Flow {
     }
 
     /// Response body: LLM responses are translated (streams chunk by chunk).
-    pub fn on_response_body<H: Host>(&mut self, h: &mut H, size: usize, end_of_stream: bool) -> Action {
+    pub fn on_response_body<H: Host>(
+        &mut self,
+        h: &mut H,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Action {
         match self.llm.as_mut() {
             Some(call) => call.on_response_body(h, size, end_of_stream),
             None => Action::Continue,
@@ -191,12 +208,24 @@ fn route_to_backend<H: Host>(h: &mut H, ep: &Endpoint, backend: usize) {
 fn apply<H: Host>(h: &mut H, side: Side, ops: &[HeaderOp]) {
     for op in ops {
         match (op, side) {
-            (HeaderOp::Set { name, value }, Side::Request) => h.set_request_header(name, Some(&value.0)),
-            (HeaderOp::Set { name, value }, Side::Response) => h.set_response_header(name, Some(&value.0)),
-            (HeaderOp::Append { name, value }, Side::Request) => h.add_request_header(name, &value.0),
-            (HeaderOp::Append { name, value }, Side::Response) => h.add_response_header(name, &value.0),
-            (HeaderOp::Remove { names }, Side::Request) => names.iter().for_each(|n| h.set_request_header(n, None)),
-            (HeaderOp::Remove { names }, Side::Response) => names.iter().for_each(|n| h.set_response_header(n, None)),
+            (HeaderOp::Set { name, value }, Side::Request) => {
+                h.set_request_header(name, Some(&value.0))
+            }
+            (HeaderOp::Set { name, value }, Side::Response) => {
+                h.set_response_header(name, Some(&value.0))
+            }
+            (HeaderOp::Append { name, value }, Side::Request) => {
+                h.add_request_header(name, &value.0)
+            }
+            (HeaderOp::Append { name, value }, Side::Response) => {
+                h.add_response_header(name, &value.0)
+            }
+            (HeaderOp::Remove { names }, Side::Request) => {
+                names.iter().for_each(|n| h.set_request_header(n, None))
+            }
+            (HeaderOp::Remove { names }, Side::Response) => {
+                names.iter().for_each(|n| h.set_response_header(n, None))
+            }
             (HeaderOp::Copy { from, to }, Side::Request) => {
                 if let Some(v) = h.request_header(from) {
                     h.set_request_header(to, Some(&v));

@@ -66,6 +66,10 @@ pub fn reply<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
             }
         }
     };
-    h.send_reply(200, &[("content-type", "application/json")], body.to_string().as_bytes());
+    h.send_reply(
+        200,
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    );
     true
 }

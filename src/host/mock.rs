@@ -1,6 +1,13 @@
 //! An in-memory [`Host`] for unit tests of the filter logic.
 
-use super::Host;
+use super::{Host, SharedError};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Shared data as Envoy keeps it: value plus a CAS counter; clones of a MockHost share it,
+/// like the worker VMs of one Envoy.
+pub type SharedStore = Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>;
 
 /// A reply the filter sent instead of proxying.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +31,12 @@ pub struct MockHost {
     pub response_chunk: Vec<u8>,
     pub reply: Option<Reply>,
     pub now: u64,
+    pub shared: SharedStore,
+    pub properties: Vec<(String, Vec<u8>)>,
+    pub counters: HashMap<String, u64>,
+    pub histograms: HashMap<String, Vec<u64>>,
+    pub source_address: Option<String>,
+    pub logs: RefCell<Vec<String>>,
 }
 
 impl MockHost {
@@ -127,5 +140,47 @@ impl Host for MockHost {
     }
     fn now_unix(&self) -> u64 {
         self.now
+    }
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.shared.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedError> {
+        let mut store = self.shared.borrow_mut();
+        let current = store.get(key).map(|(_, c)| *c).unwrap_or(0);
+        if let Some(expected) = cas {
+            if expected != 0 && expected != current {
+                return Err(SharedError::CasMismatch);
+            }
+            if expected == 0 && current != 0 {
+                return Err(SharedError::CasMismatch);
+            }
+        }
+        store.insert(key.to_string(), (value.to_vec(), current + 1));
+        Ok(())
+    }
+    fn set_property(&mut self, name: &str, value: &[u8]) {
+        self.properties.retain(|(k, _)| k != name);
+        self.properties.push((name.to_string(), value.to_vec()));
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        match path {
+            ["source", "address"] => self.source_address.clone().map(String::into_bytes),
+            _ => None,
+        }
+    }
+    fn counter_add(&mut self, name: &str, delta: u64) {
+        *self.counters.entry(name.to_string()).or_default() += delta;
+    }
+    fn histogram_record(&mut self, name: &str, value: u64) {
+        self.histograms
+            .entry(name.to_string())
+            .or_default()
+            .push(value);
+    }
+    fn log_warn(&self, message: &str) {
+        self.logs.borrow_mut().push(message.to_string());
     }
 }

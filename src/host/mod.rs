@@ -32,4 +32,53 @@ pub trait Host {
     fn send_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]);
     /// Wall-clock time, Unix seconds.
     fn now_unix(&self) -> u64;
+    /// Wall-clock time, Unix milliseconds.
+    fn now_millis(&self) -> u64 {
+        self.now_unix() * 1000
+    }
+    /// Shared data (one store for all worker VMs of this Envoy): value and CAS token.
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes shared data; with `cas`, only if the value is unchanged since it was read.
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedError>;
+    /// Sets a filter-state property (`wasm.<name>` in access logs).
+    fn set_property(&mut self, name: &str, value: &[u8]);
+    /// Reads a host property such as `["source", "address"]`.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Adds to a counter metric (defined on first use; names appear as-is in /stats/prometheus).
+    fn counter_add(&mut self, name: &str, delta: u64);
+    /// Records a value in a histogram metric.
+    fn histogram_record(&mut self, name: &str, value: u64);
+    /// Logs at warn level (never pass secrets).
+    fn log_warn(&self, message: &str);
+}
+
+/// Why a shared-data write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedError {
+    /// Someone else wrote since our read: read again and retry.
+    CasMismatch,
+    /// The host refused.
+    Failed,
+}
+
+/// Read-modify-write of a shared-data value with CAS retries (exact across workers).
+/// `update` maps the current value (None when absent) to the new one, or None to leave
+/// it unchanged; returns what was written (or the unchanged value).
+pub fn shared_update<H: Host + ?Sized>(
+    h: &mut H,
+    key: &str,
+    mut update: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    for _ in 0..64 {
+        let (current, cas) = h.shared_get(key);
+        let Some(next) = update(current.as_deref()) else {
+            return current;
+        };
+        match h.shared_set(key, &next, cas.or(Some(0))) {
+            Ok(()) => return Some(next),
+            Err(SharedError::CasMismatch) => continue,
+            Err(SharedError::Failed) => return None,
+        }
+    }
+    None
 }

@@ -1,12 +1,14 @@
 //! proxy-wasm glue: the root context (configuration) and HTTP contexts, and [`Host`]
 //! implemented over hostcalls. Callbacks stay thin: each feeds [`Flow`] and maps its answer.
 
-use super::Host;
+use super::{Host, SharedError};
 use crate::config::{process_env, Gateway};
 use crate::filter::{Action as FlowAction, Flow};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -90,12 +92,66 @@ impl Host for WasmHost {
         );
     }
     fn now_unix(&self) -> u64 {
+        self.now_millis() / 1000
+    }
+    fn now_millis(&self) -> u64 {
         hostcalls::get_current_time()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs())
+            .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
     }
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SharedError::CasMismatch),
+            Err(_) => Err(SharedError::Failed),
+        }
+    }
+    fn set_property(&mut self, name: &str, value: &[u8]) {
+        warn_on_err(
+            "set property",
+            hostcalls::set_property(vec![name], Some(value)),
+        );
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+    fn counter_add(&mut self, name: &str, delta: u64) {
+        if let Some(id) = metric_id(MetricType::Counter, name) {
+            warn_on_err(
+                "increment metric",
+                hostcalls::increment_metric(id, delta as i64),
+            );
+        }
+    }
+    fn histogram_record(&mut self, name: &str, value: u64) {
+        if let Some(id) = metric_id(MetricType::Histogram, name) {
+            warn_on_err("record metric", hostcalls::record_metric(id, value));
+        }
+    }
+    fn log_warn(&self, message: &str) {
+        log::warn!("{message}");
+    }
+}
+
+thread_local! {
+    /// Metric ids by name, defined once per VM.
+    static METRICS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+}
+
+fn metric_id(kind: MetricType, name: &str) -> Option<u32> {
+    METRICS.with(|m| {
+        if let Some(id) = m.borrow().get(name) {
+            return Some(*id);
+        }
+        let id = warn_on_err("define metric", hostcalls::define_metric(kind, name))?;
+        m.borrow_mut().insert(name.to_string(), id);
+        Some(id)
+    })
 }
 
 fn action(a: FlowAction) -> Action {
@@ -183,7 +239,10 @@ impl HttpContext for Filter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.flow.on_request_body(&mut self.host, body_size, end_of_stream))
+        action(
+            self.flow
+                .on_request_body(&mut self.host, body_size, end_of_stream),
+        )
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -191,6 +250,9 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.flow.on_response_body(&mut self.host, body_size, end_of_stream))
+        action(
+            self.flow
+                .on_response_body(&mut self.host, body_size, end_of_stream),
+        )
     }
 }

@@ -112,7 +112,11 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
 }
 
 /// Decodes a provider's non-streaming answer (non-2xx → its error).
-pub fn decode_response(wire: Wire, status: u16, body: &[u8]) -> Result<ChatResponse, ProviderError> {
+pub fn decode_response(
+    wire: Wire,
+    status: u16,
+    body: &[u8],
+) -> Result<ChatResponse, ProviderError> {
     match wire {
         Wire::OpenAi | Wire::Azure => openai::decode_response(status, body),
         Wire::Anthropic => anthropic::decode_response(status, body),
@@ -205,7 +209,14 @@ impl FrontDoor {
     }
 
     /// A gateway-side error (`kind`: OpenAI error type) in the client's error shape.
-    pub fn gateway_error(self, status: u16, kind: &str, code: &str, message: &str, param: Option<&str>) -> Vec<u8> {
+    pub fn gateway_error(
+        self,
+        status: u16,
+        kind: &str,
+        code: &str,
+        message: &str,
+        param: Option<&str>,
+    ) -> Vec<u8> {
         match self {
             FrontDoor::OpenAi => openai::error_json(message, kind, Some(code), param),
             FrontDoor::Anthropic => anthropic::error_body(&ProviderError {
