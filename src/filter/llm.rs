@@ -2,10 +2,11 @@
 //! Anthropic API), pick the backend by model, translate to the provider's API; then
 //! translate the answer back, buffered for JSON answers and event by event for streams.
 
+use super::account::Account;
 use super::errors::ErrorKind;
 use crate::config::{Api, Endpoint, LlmBackend};
 use crate::host::Host;
-use crate::providers::model::{ChatRequest, ProviderError, StreamEvent};
+use crate::providers::model::{ChatRequest, Part, ProviderError, StreamEvent};
 use crate::providers::{self, FrontDoor, FrontEncoder, StreamDecoder, Target, Wire};
 use serde_json::Value;
 
@@ -34,6 +35,16 @@ pub struct Call {
     model: String,
     response: Response,
     events: Vec<StreamEvent>,
+    /// Usage and timing, for accounting.
+    pub account: Account,
+    /// The response is complete (translated to its end).
+    pub done: bool,
+    /// The response headers were held until the end (buffered answer).
+    pub buffered: bool,
+    /// Tokens this call may use: `max_tokens` (client or default) + the prompt estimate.
+    pub reserve_hint: u64,
+    /// The status the client gets.
+    pub status: u16,
 }
 
 impl Call {
@@ -49,6 +60,11 @@ impl Call {
             model: String::new(),
             response: Response::Pending,
             events: Vec::new(),
+            account: Account::default(),
+            done: false,
+            buffered: false,
+            reserve_hint: 0,
+            status: 0,
         }
     }
 
@@ -108,6 +124,20 @@ impl Call {
         self.stream = req.stream;
         self.include_usage = req.include_usage;
         self.model = l.upstream_model(&req.model).to_string();
+        self.account.provider = l.provider.name();
+        self.account.model = self.model.clone();
+        self.account.start_ms = h.now_millis();
+        self.account.prompt_bytes = req
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .map(|p| match p {
+                Part::Text(t) => t.len(),
+                Part::Image { .. } => 0,
+            })
+            .sum();
+        self.reserve_hint = req.max_tokens.or(l.defaults.max_tokens).unwrap_or(0)
+            + crate::cost::estimate_tokens(self.account.prompt_bytes);
         let host = b.authority();
         let target = Target {
             wire: self.wire,
@@ -162,6 +192,7 @@ impl Call {
         h.set_response_header("content-length", None);
         h.set_response_header("content-encoding", None);
         if self.stream && (200..300).contains(&status) && !end_of_stream {
+            self.status = status;
             h.set_response_header("content-type", Some("text/event-stream"));
             h.set_response_header("cache-control", Some("no-cache"));
             self.response = Response::Streaming {
@@ -173,6 +204,7 @@ impl Call {
             return Action::Continue;
         }
         self.response = Response::Buffered { status };
+        self.buffered = true;
         if end_of_stream {
             self.finish_buffered(h, &[]);
             return Action::Continue;
@@ -197,11 +229,14 @@ impl Call {
                     decoder.finish(&mut self.events);
                 }
                 let mut out = Vec::with_capacity(chunk.len() + 64);
+                let now_ms = h.now_millis();
                 for ev in &self.events {
+                    self.account.observe(ev, now_ms);
                     encoder.encode(ev, &mut out);
                 }
                 if end_of_stream {
                     encoder.finish(&mut out);
+                    self.done = true;
                 }
                 h.set_response_body(&out);
                 Action::Continue
@@ -223,6 +258,17 @@ impl Call {
         };
         let (status, out) = match providers::decode_response(self.wire, status, body) {
             Ok(mut resp) => {
+                self.account.usage = resp.usage;
+                self.account.first_token_ms = Some(h.now_millis());
+                self.account.completion_bytes = resp
+                    .choices
+                    .iter()
+                    .flat_map(|c| &c.message.content)
+                    .map(|p| match p {
+                        Part::Text(t) => t.len(),
+                        Part::Image { .. } => 0,
+                    })
+                    .sum();
                 if resp.created == 0 {
                     resp.created = h.now_unix();
                 }
@@ -236,6 +282,8 @@ impl Call {
         h.set_response_header(":status", Some(&status.to_string()));
         h.set_response_header("content-type", Some("application/json"));
         h.set_response_body(&out);
+        self.status = status;
+        self.done = true;
     }
 }
 
