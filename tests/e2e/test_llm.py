@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from urllib.parse import quote
 
 import anthropic
@@ -199,6 +200,65 @@ def test_chat_stream_without_usage(oai, fresh_mock, alias):
     check_upstream(upstream(fresh_mock)[0], BY_ALIAS[alias], stream=True)
 
 
+def sampling_of(wire: str, body: dict) -> dict:
+    """System prompt and sampling parameters as the provider's request spells them."""
+    if wire == "anthropic":
+        return {"system": body["system"], "max": body["max_tokens"], "temperature": body["temperature"],
+                "top_p": body["top_p"], "stop": body["stop_sequences"]}
+    if wire == "gemini":
+        g = body["generationConfig"]
+        return {"system": body["systemInstruction"]["parts"][0]["text"], "max": g["maxOutputTokens"],
+                "temperature": g["temperature"], "top_p": g["topP"], "stop": g["stopSequences"]}
+    if wire == "bedrock":
+        c = body["inferenceConfig"]
+        return {"system": body["system"][0]["text"], "max": c["maxTokens"], "temperature": c["temperature"],
+                "top_p": c["topP"], "stop": c["stopSequences"]}
+    assert body["messages"][0]["role"] == "system"
+    return {"system": body["messages"][0]["content"], "max": body["max_tokens"], "temperature": body["temperature"],
+            "top_p": body["top_p"], "stop": body["stop"]}
+
+
+SAMPLING = {"system": "You are terse.", "max": 50, "temperature": 0.3, "top_p": 0.9, "stop": ["END"]}
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_system_prompt_and_sampling_reach_the_provider(oai, ant, fresh_mock, alias):
+    oai.chat.completions.create(model=alias, messages=[{"role": "system", "content": "You are terse."}] + ASK,
+                                max_tokens=50, temperature=0.3, top_p=0.9, stop=["END"])
+    ant.messages.create(model=alias, system="You are terse.", messages=ASK, max_tokens=50, temperature=0.3,
+                        top_p=0.9, stop_sequences=["END"])
+    for rec in upstream(fresh_mock, 2):
+        assert sampling_of(BY_ALIAS[alias].wire, json.loads(rec["body"])) == SAMPLING
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_translated_streams_are_not_buffered(oai, alias):
+    # Content events 100 ms apart: the first delta must reach the client long before
+    # the last one is sent.
+    stream = oai.chat.completions.create(model=alias, messages=ASK, stream=True,
+                                         extra_headers={"x-mock-chunks": "4", "x-mock-delay-ms": "100"})
+    seen = []
+    for ch in stream:
+        if ch.choices and ch.choices[0].delta.content:
+            seen.append((time.monotonic(), ch.choices[0].delta.content))
+    assert len(seen) == 4
+    assert seen[-1][0] - seen[0][0] > 0.2
+
+
+PNG_B64 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_content_parts_and_image_reach_the_provider(oai, fresh_mock, alias):
+    r = oai.chat.completions.create(model=alias, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}]}])
+    assert r.choices[0].message.content == DEFAULT_TEXT[BY_ALIAS[alias].wire]
+    (rec,) = upstream(fresh_mock)
+    assert "What is in this picture?" in rec["body"]
+    assert PNG_B64 in rec["body"]
+
+
 # --- OpenAI SDK: tools -----------------------------------------------------------------------
 
 def tool_turn(call_id: str, arguments: str) -> list[dict]:
@@ -245,10 +305,11 @@ def test_tools_stream(oai, fresh_mock, alias):
 
 # --- OpenAI SDK: errors ----------------------------------------------------------------------
 
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("alias", ALIASES)
-def test_rate_limit(oai, alias):
+def test_rate_limit(oai, alias, stream):
     with pytest.raises(openai.RateLimitError) as e:
-        oai.chat.completions.create(model=alias, messages=ASK, extra_headers={"x-mock-status": "429"})
+        oai.chat.completions.create(model=alias, messages=ASK, stream=stream, extra_headers={"x-mock-status": "429"})
     assert e.value.status_code == 429
     assert "mock error: HTTP 429 Too Many Requests (x-mock-status)" in e.value.body["message"]
 
@@ -438,6 +499,10 @@ def test_anthropic_errors(ant, alias):
     assert e.value.status_code == 429
     assert e.value.body["type"] == "error"
     assert "mock error: HTTP 429" in e.value.body["error"]["message"]
+    with pytest.raises(anthropic.RateLimitError) as e:
+        with ant.messages.stream(model=alias, max_tokens=64, messages=ASK, extra_headers={"x-mock-status": "429"}) as s:
+            list(s.text_stream)
+    assert e.value.body["error"]["type"] == "rate_limit_error"
     with pytest.raises(anthropic.InternalServerError) as e:
         ant.messages.create(model=alias, max_tokens=64, messages=ASK, extra_headers={"x-mock-status": "503"})
     assert 500 <= e.value.status_code <= 599
