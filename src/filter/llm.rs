@@ -3,7 +3,7 @@
 //! translate the answer back, buffered for JSON answers and event by event for streams.
 
 use super::errors::ErrorKind;
-use crate::config::{Api, Endpoint, LlmBackend};
+use crate::config::{Api, Endpoint, LlmBackend, Provider};
 use crate::host::Host;
 use crate::providers::model::{ChatRequest, ProviderError, StreamEvent};
 use crate::providers::{self, FrontDoor, FrontEncoder, StreamDecoder, Target, Wire};
@@ -128,7 +128,11 @@ impl Call {
             host: &host,
             now_unix: h.now_unix(),
         };
-        let mut out = match providers::encode_request(&req, &target) {
+        let encoded = match l.provider {
+            Provider::Mistral => providers::openai::encode_mistral_request(&req, &target),
+            _ => providers::encode_request(&req, &target),
+        };
+        let mut out = match encoded {
             Ok(o) => o,
             Err(e) => {
                 let msg = format!("the request cannot be sent to {}: {e}", l.provider.name());

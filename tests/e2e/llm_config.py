@@ -36,6 +36,7 @@ class P:
     url_pattern: str
     key_env: str | None    # env var of the credential (None: no credentials)
     extra: tuple = ()      # extra (key, value) settings beside credentials/variables
+    mock: tuple = ()       # (header, value) that make the mock behave like this provider
 
     def settings(self) -> dict:
         s: dict = {"aliases": [self.alias]}
@@ -58,7 +59,9 @@ PROVIDERS = [
     P("bedrock", "bedrock", "bedrock", BEDROCK_MODEL, "/model", None, (("region", AWS_REGION),)),
     P("azure", "azure", "openai", AZURE_DEPLOYMENT, "/openai/deployments", "AZURE_KEY",
       (("api_version", AZURE_API_VERSION),)),
-    P("mistral", "mistral", "openai", "mistral-small-latest", "/v1/chat/completions", "MISTRAL_KEY"),
+    # Mistral has no stream_options and always ends its streams with usage.
+    P("mistral", "mistral", "openai", "mistral-small-latest", "/v1/chat/completions", "MISTRAL_KEY",
+      mock=(("x-mock-stream-usage", "always"),)),
     P("ollama", "ollama", "openai", "llama3.2", "/v1/chat/completions", None),
     P("compat", "openai-compatible", "openai", "my-local-model", "/openai/v1/chat/completions", "COMPAT_KEY"),
 ]
