@@ -4,7 +4,7 @@
 
 use super::account::Account;
 use super::errors::ErrorKind;
-use crate::config::{Api, Endpoint, LlmBackend};
+use crate::config::{Api, Endpoint, LlmBackend, Provider};
 use crate::host::Host;
 use crate::providers::model::{ChatRequest, Part, ProviderError, StreamEvent};
 use crate::providers::{self, FrontDoor, FrontEncoder, StreamDecoder, Target, Wire};
@@ -16,6 +16,9 @@ use super::Action;
 enum Response {
     /// Headers not seen yet.
     Pending,
+    /// The gateway answered itself (an error reply): Envoy runs that local reply through
+    /// the response callbacks too, and it is already in the client's shape.
+    Local,
     /// A JSON answer (or an error): buffered whole, translated at the end.
     Buffered { status: u16 },
     /// A stream: each chunk is decoded and re-encoded as it arrives.
@@ -69,7 +72,14 @@ impl Call {
     }
 
     /// Answers the client with an error in its API's shape.
-    fn reply<H: Host>(&self, h: &mut H, kind: ErrorKind, message: &str, param: Option<&str>) {
+    pub fn reply<H: Host>(
+        &mut self,
+        h: &mut H,
+        kind: ErrorKind,
+        message: &str,
+        param: Option<&str>,
+    ) {
+        self.response = Response::Local;
         let (status, kind, code) = kind.parts();
         let body = self
             .front
@@ -148,7 +158,11 @@ impl Call {
             host: &host,
             now_unix: h.now_unix(),
         };
-        let mut out = match providers::encode_request(&req, &target) {
+        let encoded = match l.provider {
+            Provider::Mistral => providers::openai::encode_mistral_request(&req, &target),
+            _ => providers::encode_request(&req, &target),
+        };
+        let mut out = match encoded {
             Ok(o) => o,
             Err(e) => {
                 let msg = format!("the request cannot be sent to {}: {e}", l.provider.name());
@@ -185,6 +199,9 @@ impl Call {
     }
 
     pub fn on_response_headers<H: Host>(&mut self, h: &mut H, end_of_stream: bool) -> Action {
+        if matches!(self.response, Response::Local) {
+            return Action::Continue;
+        }
         let status: u16 = h
             .response_header(":status")
             .and_then(|s| s.parse().ok())
@@ -247,7 +264,7 @@ impl Call {
                 self.finish_buffered(h, &body);
                 Action::Continue
             }
-            Response::Pending => Action::Continue,
+            Response::Pending | Response::Local => Action::Continue,
         }
     }
 

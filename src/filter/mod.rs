@@ -107,15 +107,16 @@ impl Flow {
             h.set_request_header(name, None);
         }
         if let Some(api) = ep.api {
-            self.llm = Some(llm::Call::new(api));
+            let mut call = llm::Call::new(api);
             if end_of_stream {
-                reply_error(
+                call.reply(
                     h,
                     ErrorKind::InvalidRequest,
                     "the request body is required",
-                    &[],
+                    None,
                 );
             }
+            self.llm = Some(call);
             return Action::Pause;
         }
         let Some(b) = ep.backend() else {
