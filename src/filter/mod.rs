@@ -307,7 +307,8 @@ impl Flow {
         if let Some(b) = ep.backends.get(self.backend) {
             apply(h, Side::Response, &b.modifiers.response);
         }
-        self.upstream_answered = true;
+        // Envoy runs the gateway's own replies through these callbacks too.
+        self.upstream_answered = h.response_header("x-tollgate-error").is_none();
         let Some(call) = self.llm.as_mut() else {
             self.record(h, true);
             return Action::Continue;

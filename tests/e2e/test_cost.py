@@ -267,7 +267,7 @@ def test_stream_cut_is_estimated_and_marked(gw, fresh_mock):
 def test_metrics_and_access_log_properties(gw, fresh_mock):
     r = chat(gw, "acct-metrics")
     p, c = mock_usage(r)
-    deadline = time.time() + 5
+    deadline = time.time() + 20  # Envoy flushes its stdout access log every few seconds
     while time.time() < deadline and "tenant=acct-metrics" not in gw.access_log():
         time.sleep(0.1)
     line = next(l for l in gw.access_log().splitlines() if "tenant=acct-metrics" in l)
