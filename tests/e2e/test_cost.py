@@ -278,3 +278,18 @@ def test_metrics_and_access_log_properties(gw, fresh_mock):
     assert re.search(r'tollgate_requests_total\{provider="openai",model="gpt-4o-mini",tenant="acct-metrics",status="200"\} 1', text)
     assert "tollgate_request_duration_ms_bucket" in text
     assert "tollgate_time_to_first_token_ms_bucket" in text
+
+
+def test_cost_config_passes_tollgate_check(tmp_path):
+    import subprocess
+    from harness import TOLLGATE
+    p = tmp_path / "cost.json"
+    p.write_text(json.dumps(config("http://127.0.0.1:9")))
+    out = subprocess.run([str(TOLLGATE), "check", str(p)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    bad = config("http://127.0.0.1:9")
+    bad["endpoints"][0]["extra_config"]["governance/quota"]["reserv"] = True
+    p.write_text(json.dumps(bad))
+    out = subprocess.run([str(TOLLGATE), "check", str(p)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "$.endpoints[0].extra_config.governance/quota.reserv: unknown field" in out.stderr
