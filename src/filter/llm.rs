@@ -6,7 +6,7 @@ use super::account::Account;
 use super::errors::ErrorKind;
 use crate::config::{Api, Endpoint, LlmBackend, Provider};
 use crate::host::Host;
-use crate::providers::model::{ChatRequest, Part, ProviderError, StreamEvent};
+use crate::providers::model::{text_len, ChatRequest, ProviderError, StreamEvent};
 use crate::providers::{self, FrontDoor, FrontEncoder, StreamDecoder, Target, Wire};
 use serde_json::Value;
 
@@ -137,15 +137,7 @@ impl Call {
         self.account.provider = l.provider.name();
         self.account.model = self.model.clone();
         self.account.start_ms = h.now_millis();
-        self.account.prompt_bytes = req
-            .messages
-            .iter()
-            .flat_map(|m| &m.content)
-            .map(|p| match p {
-                Part::Text(t) => t.len(),
-                Part::Image { .. } => 0,
-            })
-            .sum();
+        self.account.prompt_bytes = text_len(req.messages.iter().flat_map(|m| &m.content));
         self.reserve_hint = req.max_tokens.or(l.defaults.max_tokens).unwrap_or(0)
             + crate::cost::estimate_tokens(self.account.prompt_bytes);
         let host = b.authority();
@@ -277,15 +269,8 @@ impl Call {
             Ok(mut resp) => {
                 self.account.usage = resp.usage;
                 self.account.first_token_ms = Some(h.now_millis());
-                self.account.completion_bytes = resp
-                    .choices
-                    .iter()
-                    .flat_map(|c| &c.message.content)
-                    .map(|p| match p {
-                        Part::Text(t) => t.len(),
-                        Part::Image { .. } => 0,
-                    })
-                    .sum();
+                self.account.completion_bytes =
+                    text_len(resp.choices.iter().flat_map(|c| &c.message.content));
                 if resp.created == 0 {
                     resp.created = h.now_unix();
                 }

@@ -27,16 +27,7 @@ pub(crate) fn cerr(param: &str, msg: impl std::fmt::Display) -> ClientError {
     }
 }
 
-pub(crate) fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub(crate) use crate::config::reader::type_name;
 
 fn expected(path: &str, what: &str, v: &Value) -> ClientError {
     cerr(path, format!("expected {what}, got {}", type_name(v)))

@@ -49,6 +49,17 @@ pub struct Message {
     pub name: Option<String>,
 }
 
+/// Bytes of text in parts (images count 0): a size for token estimates.
+pub fn text_len<'a>(parts: impl IntoIterator<Item = &'a Part>) -> usize {
+    parts
+        .into_iter()
+        .map(|p| match p {
+            Part::Text(t) => t.len(),
+            Part::Image { .. } => 0,
+        })
+        .sum()
+}
+
 /// A function the model may call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tool {
