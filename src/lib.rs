@@ -7,6 +7,7 @@ pub mod config;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod envoy;
 pub mod filter;
+pub mod governance;
 pub mod host;
 pub mod providers;
 pub mod routing;

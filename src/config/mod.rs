@@ -96,6 +96,8 @@ pub struct Endpoint {
     pub api: Option<Api>,
     /// Upstream timeout (endpoint `timeout`, else the service `timeout`).
     pub timeout_ms: Option<u64>,
+    /// Rate limits, validation, templates ([`crate::governance`]).
+    pub governance: crate::governance::Policy,
 }
 
 /// The client-facing LLM API of an endpoint, from its path.
@@ -207,7 +209,7 @@ impl Gateway {
         let mut endpoints: Vec<Endpoint> = Vec::with_capacity(list.len());
         for (i, item) in list.iter().enumerate() {
             let path = format!("$.endpoints[{i}]");
-            let ep = endpoint(item, &path, &default_hosts, lookup, &mut warnings)?;
+            let ep = endpoint(item, &path, i, &default_hosts, lookup, &mut warnings)?;
             if let Some(j) = endpoints
                 .iter()
                 .position(|e| e.method == ep.method && e.pattern.same_shape(&ep.pattern))
@@ -257,6 +259,7 @@ impl Gateway {
 fn endpoint(
     v: &Value,
     path: &str,
+    index: usize,
     default_hosts: &[HostUrl],
     lookup: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
@@ -266,7 +269,9 @@ fn endpoint(
         .map_err(|m| ConfigError::new(o.at("endpoint"), m))?;
     let method = method_field(&mut o, "method")?.unwrap_or_else(|| "GET".to_string());
     let timeout_ms = duration_field(&mut o, "timeout")?;
+    let mut governance = crate::governance::Policy::default();
     if let Some(mut extra) = o.opt_obj("extra_config")? {
+        governance = crate::governance::compile(&mut extra, index, warnings)?;
         ignore_namespaces(&mut extra, &[], warnings);
     }
     let list = o
@@ -318,6 +323,7 @@ fn endpoint(
             "only one ai/llm backend may be the default",
         ));
     }
+    crate::governance::check_llm_only(&governance, api.is_some(), &o.at("extra_config"))?;
     o.finish(IGNORED_ENDPOINT)?;
     Ok(Endpoint {
         pattern,
@@ -325,6 +331,7 @@ fn endpoint(
         backends,
         api,
         timeout_ms,
+        governance,
     })
 }
 

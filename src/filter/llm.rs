@@ -34,6 +34,8 @@ pub struct Call {
     model: String,
     response: Response,
     events: Vec<StreamEvent>,
+    /// Token charging and response validation ([`crate::governance`]).
+    pub governance: crate::governance::CallHooks,
 }
 
 impl Call {
@@ -49,6 +51,7 @@ impl Call {
             model: String::new(),
             response: Response::Pending,
             events: Vec::new(),
+            governance: Default::default(),
         }
     }
 
@@ -103,6 +106,7 @@ impl Call {
                 return None;
             }
         };
+        crate::governance::decorate(&ep.governance, &mut req);
         apply_defaults(&mut req, l);
         self.wire = l.provider.wire();
         self.stream = req.stream;
@@ -199,9 +203,11 @@ impl Call {
                 let mut out = Vec::with_capacity(chunk.len() + 64);
                 for ev in &self.events {
                     encoder.encode(ev, &mut out);
+                    self.governance.on_event(ev);
                 }
                 if end_of_stream {
                     encoder.finish(&mut out);
+                    self.governance.finish_stream(h);
                 }
                 h.set_response_body(&out);
                 Action::Continue
@@ -229,7 +235,26 @@ impl Call {
                 if resp.model.is_empty() {
                     resp.model = self.model.clone();
                 }
-                (200, self.front.encode_response(&resp, &self.model))
+                // governance: charge the client's token limit; validate structured output.
+                let used = resp.usage.map(|u| u.total()).unwrap_or(0);
+                crate::governance::ratelimit::charge_tokens(
+                    h,
+                    self.governance.charge.as_ref(),
+                    used,
+                );
+                match self.governance.check_response(&resp) {
+                    Ok(()) => (200, self.front.encode_response(&resp, &self.model)),
+                    Err(d) => {
+                        let body = self.front.gateway_error(
+                            d.status as u16,
+                            d.kind,
+                            d.code,
+                            &d.message,
+                            None,
+                        );
+                        (d.status as u16, body)
+                    }
+                }
             }
             Err(e) => (e.status, self.front.error_body(&upstream_error(e))),
         };

@@ -14,6 +14,7 @@ mod llm;
 mod models;
 
 use crate::config::{Endpoint, Gateway, HeaderOp};
+use crate::governance;
 use crate::host::Host;
 use crate::routing::{self, Miss, CLUSTER_HEADER};
 use errors::{reply_error, ErrorKind};
@@ -49,6 +50,10 @@ pub struct Flow {
     backend: usize,
     /// Set on `ai/llm` endpoints.
     llm: Option<llm::Call>,
+    /// Rate-limit client and template inputs ([`crate::governance`]).
+    gov: governance::State,
+    /// A plain endpoint whose body governance reads: headers held until the body is checked.
+    hold_body: bool,
 }
 
 impl Flow {
@@ -58,6 +63,8 @@ impl Flow {
             endpoint: None,
             backend: 0,
             llm: None,
+            gov: governance::State::default(),
+            hold_body: false,
         }
     }
 
@@ -86,11 +93,19 @@ impl Flow {
         let Some(ep) = gw.endpoints.get(index) else {
             return Action::Continue;
         };
+        // governance: size (content-length) and rate limits, before anything else; the
+        // client's headers are still as sent (a limit may key on Authorization).
+        if let Some(d) = governance::on_request_headers(h, &ep.governance, &params, &mut self.gov) {
+            governance::reply(h, ep.api, &d);
+            return Action::Pause;
+        }
         for name in CLIENT_CREDENTIALS {
             h.set_request_header(name, None);
         }
         if let Some(api) = ep.api {
-            self.llm = Some(llm::Call::new(api));
+            let mut call = llm::Call::new(api);
+            call.governance = governance::CallHooks::new(&ep.governance, &self.gov);
+            self.llm = Some(call);
             if end_of_stream {
                 reply_error(
                     h,
@@ -114,6 +129,20 @@ impl Flow {
             h.set_request_header(":method", Some(m));
         }
         route_to_backend(h, ep, 0);
+        if ep.governance.needs_body() {
+            if end_of_stream {
+                // No body at all: what governance says about an empty one.
+                if let Err(d) = governance::on_request_body(&ep.governance, &self.gov, &[]) {
+                    governance::reply(h, ep.api, &d);
+                    return Action::Pause;
+                }
+                return Action::Continue;
+            }
+            // Hold the headers (allow_on_headers_stop_iteration) until the body is checked:
+            // a refused body never reaches the upstream, a templated one needs a new length.
+            self.hold_body = true;
+            return Action::Pause;
+        }
         Action::Continue
     }
 
@@ -125,6 +154,9 @@ impl Flow {
         end_of_stream: bool,
     ) -> Action {
         let gw = Rc::clone(&self.gw);
+        if self.hold_body {
+            return self.plain_body(h, size, end_of_stream);
+        }
         let (Some(call), Some(ep)) = (
             self.llm.as_mut(),
             self.endpoint.and_then(|i| gw.endpoints.get(i)),
@@ -136,6 +168,14 @@ impl Flow {
             return Action::Pause;
         }
         let body = h.request_body(size).unwrap_or_default();
+        let body = match governance::on_request_body(&ep.governance, &self.gov, &body) {
+            Ok(Some(rendered)) => rendered,
+            Ok(None) => body,
+            Err(d) => {
+                governance::reply(h, ep.api, &d);
+                return Action::Pause;
+            }
+        };
         match call.on_request(h, ep, &body) {
             Some(backend) => {
                 self.backend = backend;
@@ -144,6 +184,30 @@ impl Flow {
             }
             None => Action::Pause,
         }
+    }
+
+    /// The whole body of a plain endpoint with body governance: check, maybe rewrite, release.
+    fn plain_body<H: Host>(&mut self, h: &mut H, size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let gw = Rc::clone(&self.gw);
+        let Some(ep) = self.endpoint.and_then(|i| gw.endpoints.get(i)) else {
+            return Action::Continue;
+        };
+        let body = h.request_body(size).unwrap_or_default();
+        match governance::on_request_body(&ep.governance, &self.gov, &body) {
+            Ok(Some(rendered)) => {
+                h.set_request_header("content-length", Some(&rendered.len().to_string()));
+                h.set_request_body(&rendered);
+            }
+            Ok(None) => {}
+            Err(d) => {
+                governance::reply(h, ep.api, &d);
+                return Action::Pause;
+            }
+        }
+        Action::Continue
     }
 
     /// Response headers: response modifiers; LLM responses are prepared for translation.

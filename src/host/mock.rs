@@ -31,6 +31,8 @@ pub struct MockHost {
     pub response_chunk: Vec<u8>,
     pub reply: Option<Reply>,
     pub now: u64,
+    /// Milliseconds clock; `now * 1000` when unset.
+    pub now_ms: Option<u64>,
     pub shared: SharedStore,
     pub properties: Vec<(String, Vec<u8>)>,
     pub counters: HashMap<String, u64>,
@@ -140,6 +142,9 @@ impl Host for MockHost {
     }
     fn now_unix(&self) -> u64 {
         self.now
+    }
+    fn now_millis(&self) -> u64 {
+        self.now_ms.unwrap_or(self.now * 1000)
     }
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         match self.shared.borrow().get(key) {

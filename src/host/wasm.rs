@@ -202,6 +202,12 @@ impl RootContext for Root {
                     gw.endpoints.len(),
                     gw.clusters().len()
                 );
+                // Rate-limit buckets live in shared data under keys created here, before
+                // traffic (see governance::ratelimit for why).
+                crate::governance::init_shared(
+                    &mut WasmHost,
+                    gw.endpoints.iter().map(|e| &e.governance),
+                );
                 self.gateway = Some(Rc::new(gw));
                 true
             }
