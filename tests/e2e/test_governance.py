@@ -1,0 +1,174 @@
+"""Governance through a real Envoy: rate limits, token limits, request and response
+validation, payload size, prompt templates and decorators."""
+import json
+import time
+
+import httpx
+import pytest
+
+from harness import Envoy
+
+
+def llm_backend(mock_url: str) -> dict:
+    return {"host": [mock_url], "url_pattern": "/v1/chat/completions",
+            "extra_config": {"ai/llm": {"openai-compatible": {"v1": {}}}}}
+
+
+def llm(path: str, mock_url: str, extra: dict) -> dict:
+    return {"endpoint": path, "method": "POST", "extra_config": extra, "backend": [llm_backend(mock_url)]}
+
+
+def config(mock_url: str) -> dict:
+    plain = lambda path, extra: {"endpoint": path, "method": "POST", "extra_config": extra,
+                                 "backend": [{"host": [mock_url], "url_pattern": "/v1/chat/completions"}]}
+    return {"version": 3, "endpoints": [
+        plain("/rl/endpoint", {"qos/ratelimit/router": {"max_rate": 3, "every": "2s"}}),
+        llm("/rl/client/chat/completions", mock_url, {"qos/ratelimit/router": {
+            "client_max_rate": 2, "every": "2s", "strategy": "header", "key": "X-Tenant"}}),
+        plain("/rl/ip", {"qos/ratelimit/router": {"client_max_rate": 1, "every": "2s", "strategy": "ip"}}),
+        llm("/rl/tokens/chat/completions", mock_url, {"qos/ratelimit/router": {
+            "client_max_tokens": 20, "client_tokens_every": "1m", "strategy": "header", "key": "X-User"}}),
+        plain("/validated", {"validation/json-schema": {
+            "type": "object", "required": ["model", "messages"],
+            "properties": {"model": {"type": "string"}, "messages": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["role", "content"],
+                "properties": {"role": {"enum": ["user", "system"]}, "content": {"type": "string", "maxLength": 40}}}}}},
+            "proxy": {"max_payload": 300}}),
+        llm("/summarise", mock_url, {
+            "ai/prompt-template": {"template": json.dumps({
+                "model": "{{ var.model }}",
+                "messages": [{"role": "user", "content": "Summarise for {{ header.x-audience }}: {{ body.text }}"}],
+                "max_tokens": "{{ body.limit }}"}).replace('"{{ var.model }}"', "{{ var.model }}")
+                .replace('"{{ body.limit }}"', "{{ body.limit }}"),
+                "variables": {"model": "gpt-4o-mini"}},
+            "ai/prompt-decorator": {"prepend": [{"role": "system", "content": "Be brief."}],
+                                    "append": [{"role": "user", "content": "Answer in French."}]}}),
+        llm("/structured/chat/completions", mock_url, {"validation/response-json-schema": {
+            "schema": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}}}),
+    ]}
+
+
+@pytest.fixture(scope="module")
+def gw(mock):
+    e = Envoy(config(mock.url)).wait_ready()
+    yield e
+    e.stop()
+
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
+
+
+def post(gw, path, body=CHAT, **headers):
+    # A new connection per request: Envoy spreads them over its two workers, so the
+    # counts below also prove the buckets are shared across workers.
+    return httpx.post(f"{gw.url}{path}", json=body, headers=headers, timeout=10)
+
+
+def assert_rate_limited(r, status, kind="requests"):
+    assert r.status_code == status, r.text
+    assert int(r.headers["retry-after"]) >= 1
+    err = r.json()["error"]
+    assert (err["code"], err["type"]) == ("rate_limit_exceeded", kind)
+
+
+def test_endpoint_limit_503_at_capacity_and_recovers_after_every(gw, fresh_mock):
+    codes = [post(gw, "/rl/endpoint").status_code for _ in range(3)]
+    assert codes == [200, 200, 200]
+    r = post(gw, "/rl/endpoint")
+    assert_rate_limited(r, 503)
+    assert r.headers["retry-after"] == "1"  # one token per 667 ms, rounded up
+    assert len(fresh_mock.requests()) == 3
+    time.sleep(2.1)  # `every`: the bucket is full again
+    codes = [post(gw, "/rl/endpoint").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 503]
+
+
+def test_client_limit_429_per_tenant_header(gw, fresh_mock):
+    path = "/rl/client/chat/completions"
+    assert [post(gw, path, **{"X-Tenant": "a"}).status_code for _ in range(2)] == [200, 200]
+    assert_rate_limited(post(gw, path, **{"X-Tenant": "a"}), 429)
+    assert post(gw, path, **{"X-Tenant": "b"}).status_code == 200
+    # Without the header the client is the anonymous tenant, limited like any other.
+    assert [post(gw, path).status_code for _ in range(3)] == [200, 200, 429]
+    time.sleep(1.1)  # one request per second comes back
+    assert post(gw, path, **{"X-Tenant": "a"}).status_code == 200
+
+
+def test_ip_strategy_uses_the_peer_address_not_x_forwarded_for(gw, fresh_mock):
+    assert post(gw, "/rl/ip").status_code == 200
+    # A spoofed X-Forwarded-For does not make a new client.
+    assert_rate_limited(post(gw, "/rl/ip", **{"X-Forwarded-For": "203.0.113.9"}), 429)
+
+
+def test_token_limit_charges_the_usage_of_each_answer(gw, fresh_mock):
+    path = "/rl/tokens/chat/completions"
+    long = " ".join(["word"] * 30)
+    r = post(gw, path, {"model": "m", "messages": [{"role": "user", "content": long}]}, **{"X-User": "u1"})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["total_tokens"] > 20
+    r = post(gw, path, **{"X-User": "u1"})
+    assert_rate_limited(r, 429, kind="tokens")
+    assert int(r.headers["retry-after"]) >= 2  # the debt refills at 20 tokens a minute
+    assert post(gw, path, **{"X-User": "u2"}).status_code == 200
+    assert len(fresh_mock.requests()) == 2
+
+
+def test_schema_failure_400_names_the_path_and_never_reaches_upstream(gw, fresh_mock):
+    bad = {"model": "m", "messages": [{"role": "user", "content": "ok"}, {"role": "robot", "content": "x"}]}
+    r = post(gw, "/validated", bad)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == "$.messages[1].role"
+    assert err["message"] == ('the request body does not match the endpoint\'s schema: '
+                              '$.messages[1].role: must be one of "user", "system"')
+    r = post(gw, "/validated", {"model": "m", "messages": []})
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "$.messages")
+    r = httpx.post(f"{gw.url}/validated", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    assert fresh_mock.requests() == []
+    r = post(gw, "/validated")
+    assert r.status_code == 200, r.text
+    assert json.loads(fresh_mock.last()["body"]) == CHAT
+
+
+def test_max_payload_413(gw, fresh_mock):
+    big = {"model": "m", "messages": [{"role": "user", "content": "x" * 400}]}
+    r = post(gw, "/validated", big)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "request_too_large"
+
+    def chunks():  # no content-length: the size is checked on the whole body
+        yield json.dumps(big).encode()
+    r = httpx.post(f"{gw.url}/validated", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert fresh_mock.requests() == []
+
+
+def test_template_and_decorator_render_the_upstream_body(gw, fresh_mock):
+    r = post(gw, "/summarise", {"text": 'The "quick" fox\njumps', "limit": 50}, **{"X-Audience": "kids"})
+    assert r.status_code == 200, r.text
+    sent = json.loads(fresh_mock.last()["body"])
+    assert sent["model"] == "gpt-4o-mini"
+    assert sent["max_tokens"] == 50
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": 'Summarise for kids: The "quick" fox\njumps'},
+        {"role": "user", "content": "Answer in French."},
+    ]
+    r = post(gw, "/summarise", {"text": "x", "limit": 5})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "the template value {{ header.x-audience }} is missing in the request"
+
+
+def test_structured_output_is_validated(gw, fresh_mock):
+    path = "/structured/chat/completions"
+    r = post(gw, path, **{"x-mock-text": '{"city": "Paris"}'})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["choices"][0]["message"]["content"]) == {"city": "Paris"}
+    r = post(gw, path, **{"x-mock-text": '{"town": "Paris"}'})
+    assert r.status_code == 502
+    assert r.json()["error"]["message"] == \
+        "the model's answer does not match the endpoint's response schema: $.city: is required"
+    r = post(gw, path, **{"x-mock-text": "Paris, of course"})
+    assert r.status_code == 502
+    assert "the assistant message is not JSON" in r.json()["error"]["message"]
