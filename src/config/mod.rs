@@ -155,6 +155,8 @@ pub struct Backend {
     pub modifiers: Modifiers,
     /// `ai/llm`: the backend is an LLM provider; requests are translated to its API.
     pub llm: Option<LlmBackend>,
+    /// `backend/conditional`, `qos/circuit-breaker` ([`crate::governance::routing`]).
+    pub rules: crate::governance::routing::BackendRules,
 }
 
 impl Backend {
@@ -325,14 +327,17 @@ fn endpoint(
     }
     crate::governance::check_llm_only(&governance, api.is_some(), &o.at("extra_config"))?;
     o.finish(IGNORED_ENDPOINT)?;
-    Ok(Endpoint {
+    let mut ep = Endpoint {
         pattern,
         method,
         backends,
         api,
         timeout_ms,
         governance,
-    })
+    };
+    let (bpath, xpath) = (format!("{path}.backend"), format!("{path}.extra_config"));
+    crate::governance::routing::finish_endpoint(&mut ep, index, &bpath, &xpath)?;
+    Ok(ep)
 }
 
 fn backend(
@@ -359,7 +364,9 @@ fn backend(
     let method = method_field(&mut o, "method")?;
     let mut modifiers = Modifiers::default();
     let mut llm = None;
+    let mut rules = crate::governance::routing::BackendRules::default();
     if let Some(mut extra) = o.opt_obj("extra_config")? {
+        rules = crate::governance::routing::compile_backend(&mut extra)?;
         if let Some(m) = extra.get("modifier/martian") {
             modifiers = martian::compile(m, &extra.at("modifier/martian"), lookup)?;
         }
@@ -377,6 +384,7 @@ fn backend(
         method,
         modifiers,
         llm,
+        rules,
     })
 }
 

@@ -36,6 +36,8 @@ pub struct Call {
     events: Vec<StreamEvent>,
     /// Token charging and response validation ([`crate::governance`]).
     pub governance: crate::governance::CallHooks,
+    /// The backend chosen by governance routing (else the client's model chooses).
+    pub forced_backend: Option<usize>,
 }
 
 impl Call {
@@ -52,6 +54,7 @@ impl Call {
             response: Response::Pending,
             events: Vec::new(),
             governance: Default::default(),
+            forced_backend: None,
         }
     }
 
@@ -81,7 +84,7 @@ impl Call {
                 return None;
             }
         };
-        let Some(index) = ep.backend_for(&req.model) else {
+        let Some(index) = self.forced_backend.or_else(|| ep.backend_for(&req.model)) else {
             let msg = format!(
                 "the model \"{}\" does not exist or is not served by this endpoint; GET {} lists the models",
                 req.model,

@@ -10,6 +10,7 @@
 //!   event for streams ([`llm`]).
 
 pub mod errors;
+mod failover;
 mod llm;
 mod models;
 
@@ -54,6 +55,8 @@ pub struct Flow {
     gov: governance::State,
     /// A plain endpoint whose body governance reads: headers held until the body is checked.
     hold_body: bool,
+    /// LLM failover in progress: the request is answered from callouts.
+    failover: Option<failover::Failover>,
 }
 
 impl Flow {
@@ -65,6 +68,7 @@ impl Flow {
             llm: None,
             gov: governance::State::default(),
             hold_body: false,
+            failover: None,
         }
     }
 
@@ -119,6 +123,11 @@ impl Flow {
         let Some(b) = ep.backend() else {
             return Action::Continue;
         };
+        // governance: a backend whose circuit breaker is open is not called.
+        if let Err(wait) = governance::routing::allow(h, b.rules.breaker.as_ref()) {
+            governance::reply(h, ep.api, &governance::routing::unavailable(wait));
+            return Action::Pause;
+        }
         let mut upstream_path = b.url_pattern.render(&params);
         if let Some(q) = query {
             upstream_path.push('?');
@@ -157,8 +166,8 @@ impl Flow {
         if self.hold_body {
             return self.plain_body(h, size, end_of_stream);
         }
-        let (Some(call), Some(ep)) = (
-            self.llm.as_mut(),
+        let (true, Some(ep)) = (
+            self.llm.is_some(),
             self.endpoint.and_then(|i| gw.endpoints.get(i)),
         ) else {
             return Action::Continue;
@@ -175,6 +184,13 @@ impl Flow {
                 governance::reply(h, ep.api, &d);
                 return Action::Pause;
             }
+        };
+        // governance: multi-LLM routing (header conditions, weights, breakers, failover).
+        if let Some(action) = self.route_llm(h, &body) {
+            return action;
+        }
+        let Some(call) = self.llm.as_mut() else {
+            return Action::Continue;
         };
         match call.on_request(h, ep, &body) {
             Some(backend) => {
@@ -216,7 +232,13 @@ impl Flow {
         let Some(ep) = self.endpoint.and_then(|i| gw.endpoints.get(i)) else {
             return Action::Continue;
         };
+        if self.failover.is_some() || h.response_header("x-tollgate-error").is_some() {
+            return Action::Continue; // the gateway's own answer, already final
+        }
         if let Some(b) = ep.backends.get(self.backend) {
+            // governance: the answer counts for the backend's circuit breaker.
+            let status = h.response_header(":status").and_then(|s| s.parse().ok());
+            governance::routing::record(h, b.rules.breaker.as_ref(), status);
             apply(h, Side::Response, &b.modifiers.response);
         }
         match self.llm.as_mut() {
@@ -232,6 +254,9 @@ impl Flow {
         size: usize,
         end_of_stream: bool,
     ) -> Action {
+        if self.failover.is_some() {
+            return Action::Continue; // a failover answer, translated already
+        }
         match self.llm.as_mut() {
             Some(call) => call.on_response_body(h, size, end_of_stream),
             None => Action::Continue,

@@ -9,6 +9,7 @@
 //! response validation). Everything here is plain Rust over [`Host`].
 
 pub mod ratelimit;
+pub mod routing;
 pub mod template;
 pub mod validate;
 
@@ -35,6 +36,8 @@ pub struct Policy {
     pub response_schema: Option<Rc<ResponseSchema>>,
     pub template: Option<Template>,
     pub decorator: Option<Decorator>,
+    /// `ai/routing`: weights and failover among the backends.
+    pub routing: routing::Routing,
 }
 
 /// A compiled `validation/response-json-schema`.
@@ -77,6 +80,9 @@ pub fn compile(extra: &mut Obj<'_>, index: usize, warnings: &mut Vec<String>) ->
     }
     if let Some(v) = extra.get("ai/prompt-template") {
         p.template = Some(template::compile(v, &extra.at("ai/prompt-template"))?);
+    }
+    if let Some(v) = extra.get("ai/routing") {
+        p.routing = routing::compile_endpoint(v, &extra.at("ai/routing"))?;
     }
     if let Some(v) = extra.get("ai/prompt-decorator") {
         p.decorator = Some(template::compile_decorator(
@@ -144,12 +150,14 @@ fn response_schema(v: &Value, path: &str) -> Result<ResponseSchema> {
     })
 }
 
-/// Creates the shared-data keys of every rate limit (from `Root::on_configure`).
-pub fn init_shared<'a, H: Host + ?Sized>(h: &mut H, policies: impl Iterator<Item = &'a Policy>) {
-    for p in policies {
-        if let Some(rl) = &p.rate_limit {
+/// Creates the shared-data keys of every rate limit and circuit breaker (from
+/// `Root::on_configure`).
+pub fn init_shared<H: Host + ?Sized>(h: &mut H, endpoints: &[crate::config::Endpoint]) {
+    for ep in endpoints {
+        if let Some(rl) = &ep.governance.rate_limit {
             ratelimit::init_shared(h, rl);
         }
+        routing::init_breakers(h, ep);
     }
 }
 

@@ -53,7 +53,7 @@ fn client_rate_limit_429_in_the_front_doors_shape() {
         if let Some(s) = &shared {
             h.shared = Rc::clone(s);
         } else {
-            crate::governance::init_shared(&mut h, gw.endpoints.iter().map(|e| &e.governance));
+            crate::governance::init_shared(&mut h, &gw.endpoints);
             shared = Some(Rc::clone(&h.shared));
         }
         let mut flow = Flow::new(Rc::clone(&gw));
@@ -76,7 +76,7 @@ fn tokens_of_an_answer_are_charged_to_the_client() {
     let gw = gateway(json!([llm_endpoint("/v1/chat/completions", rl)]));
     let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-user", "u1")])
         .with_body(CHAT.as_bytes());
-    crate::governance::init_shared(&mut h, gw.endpoints.iter().map(|e| &e.governance));
+    crate::governance::init_shared(&mut h, &gw.endpoints);
     let mut flow = Flow::new(Rc::clone(&gw));
     assert_eq!(send(&mut flow, &mut h), Action::Continue);
     answer(

@@ -172,3 +172,124 @@ def test_structured_output_is_validated(gw, fresh_mock):
     r = post(gw, path, **{"x-mock-text": "Paris, of course"})
     assert r.status_code == 502
     assert "the assistant message is not JSON" in r.json()["error"]["message"]
+
+
+# ---- multi-LLM routing, failover, circuit breaker ----
+
+def anthropic_backend(mock_url: str, extra: dict | None = None) -> dict:
+    return {"host": [mock_url], "url_pattern": "/v1/messages", "extra_config": {
+        "ai/llm": {"anthropic": {"v1": {"credentials": "test-anthropic-key", "variables": {"model": "claude-fallback"}}}},
+        **(extra or {})}}
+
+
+def failing(mock_url: str, status: str, extra: dict | None = None) -> dict:
+    b = llm_backend(mock_url)
+    b["extra_config"]["modifier/martian"] = {"header.Modifier": {"scope": ["request"], "name": "X-Mock-Status", "value": status}}
+    b["extra_config"].update(extra or {})
+    return b
+
+
+def routing_config(mock_url: str, down_url: str) -> dict:
+    fo = {"ai/routing": {"failover": True}}
+    ep = lambda path, backends, extra=fo: {"endpoint": path, "method": "POST", "extra_config": extra, "backend": backends}
+    return {"version": 3, "endpoints": [
+        ep("/fo503/chat/completions", [failing(mock_url, "503"), anthropic_backend(mock_url)]),
+        ep("/fo429/chat/completions", [failing(mock_url, "429"), anthropic_backend(mock_url)]),
+        ep("/fodown/chat/completions", [llm_backend(down_url), anthropic_backend(mock_url)]),
+        ep("/foall/chat/completions", [failing(mock_url, "503"), failing(mock_url, "502")]),
+        ep("/fobreaker/chat/completions", [
+            failing(mock_url, "503", {"qos/circuit-breaker": {"max_errors": 1, "interval": 60, "timeout": 30}}),
+            anthropic_backend(mock_url)]),
+        ep("/cond/chat/completions", [
+            anthropic_backend(mock_url, {"backend/conditional": {"strategy": "header", "name": "X-Llm", "value": "claude"}}),
+            {**llm_backend(mock_url), "extra_config": {**llm_backend(mock_url)["extra_config"],
+                                                       "backend/conditional": {"strategy": "fallback"}}}], {}),
+        {"endpoint": "/cb", "method": "POST", "backend": [{
+            "host": [mock_url], "url_pattern": "/v1/chat/completions",
+            "extra_config": {"qos/circuit-breaker": {"max_errors": 2, "interval": 60, "timeout": 1,
+                                                     "name": "cb-mock", "log_status_change": True}}}]},
+    ]}
+
+
+@pytest.fixture(scope="module")
+def rgw(mock):
+    from harness import free_port
+    e = Envoy(routing_config(mock.url, f"http://127.0.0.1:{free_port()}")).wait_ready()
+    yield e
+    e.stop()
+
+
+def paths(mock) -> list[str]:
+    return [r["path"] for r in mock.requests()]
+
+
+def assert_fallback_answer(r, mock, first_status_header):
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "chat.completion"  # the client's API, whatever answered
+    assert body["model"] == "claude-fallback"
+    assert body["choices"][0]["message"]["content"]
+    reqs = mock.requests()
+    assert reqs[-1]["path"] == "/v1/messages"
+    sent = json.loads(reqs[-1]["body"])  # translated for Anthropic on the second attempt
+    assert sent["model"] == "claude-fallback" and sent["messages"][0]["content"] in ("Hello", [{"type": "text", "text": "Hello"}])
+    assert [v for k, v in reqs[-1]["headers"] if k == "x-api-key"] == ["test-anthropic-key"]
+    if first_status_header:
+        assert [v for k, v in reqs[0]["headers"] if k == "x-mock-status"] == [first_status_header]
+
+
+@pytest.mark.parametrize("path,status", [("/fo503/chat/completions", "503"), ("/fo429/chat/completions", "429")])
+def test_failover_to_the_next_provider_on_5xx_and_429(rgw, fresh_mock, path, status):
+    r = post(rgw, path)
+    assert_fallback_answer(r, fresh_mock, status)
+    assert paths(fresh_mock) == ["/v1/chat/completions", "/v1/messages"]
+
+
+def test_failover_on_connection_failure(rgw, fresh_mock):
+    r = post(rgw, "/fodown/chat/completions")
+    assert_fallback_answer(r, fresh_mock, None)
+    assert paths(fresh_mock) == ["/v1/messages"]
+
+
+def test_every_provider_failing_returns_the_last_error(rgw, fresh_mock):
+    r = post(rgw, "/foall/chat/completions")
+    assert r.status_code == 502
+    assert r.json()["error"]["message"]
+    assert len(fresh_mock.requests()) == 2
+
+
+def test_streams_go_to_the_first_backend_without_failover(rgw, fresh_mock):
+    r = post(rgw, "/fo503/chat/completions", {**CHAT, "stream": True})
+    assert r.status_code == 503
+    assert paths(fresh_mock) == ["/v1/chat/completions"]
+
+
+def test_open_breaker_skips_the_failing_provider(rgw, fresh_mock):
+    assert_fallback_answer(post(rgw, "/fobreaker/chat/completions"), fresh_mock, "503")
+    fresh_mock.clear()
+    assert_fallback_answer(post(rgw, "/fobreaker/chat/completions"), fresh_mock, None)
+    assert paths(fresh_mock) == ["/v1/messages"]  # the primary is not called while open
+
+
+def test_conditional_routing_by_header_with_fallback_backend(rgw, fresh_mock):
+    assert post(rgw, "/cond/chat/completions", **{"X-Llm": "claude"}).status_code == 200
+    assert post(rgw, "/cond/chat/completions").status_code == 200
+    assert post(rgw, "/cond/chat/completions", **{"X-Llm": "Claude"}).status_code == 200  # values are case-sensitive
+    assert paths(fresh_mock) == ["/v1/messages", "/v1/chat/completions", "/v1/chat/completions"]
+
+
+def test_circuit_breaker_opens_half_opens_and_closes(rgw, fresh_mock):
+    fail = {"X-Mock-Status": "500"}
+    assert [post(rgw, "/cb", **fail).status_code for _ in range(2)] == [500, 500]
+    r = post(rgw, "/cb")
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "backend_unavailable"
+    assert r.headers["retry-after"] == "1"
+    assert len(fresh_mock.requests()) == 2  # open: the backend is not called
+    time.sleep(1.1)
+    assert post(rgw, "/cb", **fail).status_code == 500  # half-open probe fails: open again
+    assert post(rgw, "/cb").status_code == 503
+    time.sleep(1.1)
+    assert post(rgw, "/cb").status_code == 200  # the probe succeeds: closed
+    assert [post(rgw, "/cb").status_code for _ in range(2)] == [200, 200]
+    assert len(fresh_mock.requests()) == 6
