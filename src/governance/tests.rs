@@ -211,3 +211,102 @@ fn llm_only_settings_are_refused_on_plain_endpoints() {
         "$.endpoints[0].extra_config.ai/prompt-decorator: only applies to endpoints with ai/llm backends"
     );
 }
+
+#[test]
+fn failover_retries_the_next_provider_translated_through_callouts() {
+    let doc = json!({"version": 3, "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST", "timeout": "2s",
+        "extra_config": {"ai/routing": {"failover": true}},
+        "backend": [
+            {"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions",
+             "extra_config": {"ai/llm": {"openai-compatible": {"v1": {}}},
+                              "qos/circuit-breaker": {"max_errors": 1, "interval": 60, "timeout": 30}}},
+            {"host": ["http://127.0.0.1:9002"], "url_pattern": "/v1/messages",
+             "extra_config": {"ai/llm": {"anthropic": {"v1": {"credentials": "ak", "variables": {"model": "claude-x"}}}}}}]}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_| None).unwrap());
+    let mut h = MockHost::request(
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", "Bearer client")],
+    )
+    .with_body(CHAT.as_bytes());
+    crate::governance::init_shared(&mut h, &gw.endpoints);
+    let mut flow = Flow::new(Rc::clone(&gw));
+    assert_eq!(send(&mut flow, &mut h), Action::Pause);
+    let first = h.callouts[0].clone();
+    assert_eq!(first.cluster, "tg_http_127.0.0.1_9001");
+    assert_eq!(first.timeout_ms, 2000);
+    let hv = |c: &crate::host::mock::Callout, n: &str| {
+        c.headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(hv(&first, ":path").as_deref(), Some("/v1/chat/completions"));
+    assert_eq!(hv(&first, "authorization"), None); // the client's credential never goes out
+    assert_eq!(hv(&first, "x-tollgate-cluster"), None);
+    // The first provider fails: the second is tried, translated for Anthropic.
+    h.callout_answer = (
+        vec![(":status".into(), "503".into())],
+        br#"{"error":{"message":"down"}}"#.to_vec(),
+    );
+    flow.on_callout(&mut h, 1, 27);
+    assert!(h.reply.is_none());
+    let second = h.callouts[1].clone();
+    assert_eq!(second.cluster, "tg_http_127.0.0.1_9002");
+    assert_eq!(hv(&second, ":path").as_deref(), Some("/v1/messages"));
+    assert_eq!(hv(&second, "x-api-key").as_deref(), Some("ak"));
+    assert_eq!(
+        hv(&second, "content-length"),
+        Some(second.body.len().to_string())
+    );
+    let sent: Value = serde_json::from_slice(&second.body).unwrap();
+    assert_eq!(sent["model"], "claude-x");
+    let answer = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"bonjour"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":2}}"#;
+    h.callout_answer = (
+        vec![
+            (":status".into(), "200".into()),
+            ("content-type".into(), "application/json".into()),
+        ],
+        answer.to_vec(),
+    );
+    flow.on_callout(&mut h, 2, answer.len());
+    let r = h.reply.clone().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["object"], "chat.completion");
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "bonjour");
+    // The failed provider's breaker is open: the next request goes straight to the second.
+    let mut h2 = MockHost::request("POST", "/v1/chat/completions", &[]).with_body(CHAT.as_bytes());
+    h2.shared = Rc::clone(&h.shared);
+    h2.now = h.now;
+    assert_eq!(send(&mut Flow::new(Rc::clone(&gw)), &mut h2), Action::Pause);
+    assert_eq!(h2.callouts.len(), 1);
+    assert_eq!(h2.callouts[0].cluster, "tg_http_127.0.0.1_9002");
+}
+
+#[test]
+fn a_failed_callout_without_answer_fails_over_and_the_last_error_is_returned() {
+    let doc = json!({"version": 3, "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST",
+        "extra_config": {"ai/routing": {"failover": true}},
+        "backend": [
+            {"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions", "extra_config": {"ai/llm": {"openai-compatible": {"v1": {}}}}},
+            {"host": ["http://127.0.0.1:9002"], "url_pattern": "/v1/chat/completions", "extra_config": {"ai/llm": {"openai-compatible": {"v1": {}}}}}]}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_| None).unwrap());
+    let mut h = MockHost::request("POST", "/v1/chat/completions", &[]).with_body(CHAT.as_bytes());
+    let mut flow = Flow::new(Rc::clone(&gw));
+    send(&mut flow, &mut h);
+    assert_eq!(h.callouts[0].timeout_ms, 600_000);
+    h.callout_answer = (vec![], vec![]); // timeout or connection failure
+    flow.on_callout(&mut h, 1, 0);
+    assert_eq!(h.callouts.len(), 2);
+    flow.on_callout(&mut h, 99, 0); // a stale token is ignored
+    assert!(h.reply.is_none());
+    h.callout_answer = (
+        vec![(":status".into(), "429".into())],
+        br#"{"error":{"message":"slow down","type":"rate_limit"}}"#.to_vec(),
+    );
+    let n = h.callout_answer.1.len();
+    flow.on_callout(&mut h, 2, n);
+    let r = h.reply.unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["message"], "slow down");
+}

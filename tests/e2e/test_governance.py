@@ -197,6 +197,11 @@ def routing_config(mock_url: str, down_url: str) -> dict:
         ep("/fo429/chat/completions", [failing(mock_url, "429"), anthropic_backend(mock_url)]),
         ep("/fodown/chat/completions", [llm_backend(down_url), anthropic_backend(mock_url)]),
         ep("/foall/chat/completions", [failing(mock_url, "503"), failing(mock_url, "502")]),
+        {**ep("/fotimeout/chat/completions", [failing(mock_url, "200", {"modifier/martian": {"header.Modifier": {
+            "scope": ["request"], "name": "X-Mock-Hang-Ms", "value": "4000"}}}), anthropic_backend(mock_url)]),
+         "timeout": "1s"},
+        ep("/weighted/chat/completions", [llm_backend(mock_url), anthropic_backend(mock_url)],
+           {"ai/routing": {"weights": [1, 1]}}),
         ep("/fobreaker/chat/completions", [
             failing(mock_url, "503", {"qos/circuit-breaker": {"max_errors": 1, "interval": 60, "timeout": 30}}),
             anthropic_backend(mock_url)]),
@@ -249,6 +254,21 @@ def test_failover_on_connection_failure(rgw, fresh_mock):
     r = post(rgw, "/fodown/chat/completions")
     assert_fallback_answer(r, fresh_mock, None)
     assert paths(fresh_mock) == ["/v1/messages"]
+
+
+def test_failover_on_timeout(rgw, fresh_mock):
+    started = time.time()
+    r = post(rgw, "/fotimeout/chat/completions")
+    assert_fallback_answer(r, fresh_mock, None)
+    assert time.time() - started < 3.5  # the 4 s answer was not awaited (endpoint timeout 1 s)
+
+
+def test_weighted_split_uses_both_providers(rgw, fresh_mock):
+    answers = [post(rgw, "/weighted/chat/completions").status_code for _ in range(30)]
+    assert answers == [200] * 30
+    p = paths(fresh_mock)
+    # 1:1 by request id: each side gets some (P(one side < 5 of 30) ~ 1e-4).
+    assert p.count("/v1/messages") >= 5 and p.count("/v1/chat/completions") >= 5, p
 
 
 def test_every_provider_failing_returns_the_last_error(rgw, fresh_mock):
