@@ -310,3 +310,40 @@ fn a_failed_callout_without_answer_fails_over_and_the_last_error_is_returned() {
     assert_eq!(r.status, 429);
     assert_eq!(r.json()["error"]["message"], "slow down");
 }
+
+#[test]
+fn stream_usage_is_charged_at_the_end_of_the_stream() {
+    let rl = json!({"qos/ratelimit/router": {"client_max_tokens": 10, "strategy": "header", "key": "x-user", "client_tokens_every": "1h"}});
+    let gw = gateway(json!([llm_endpoint("/v1/chat/completions", rl)]));
+    let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-user", "u")])
+        .with_body(body.as_bytes());
+    crate::governance::init_shared(&mut h, &gw.endpoints);
+    let mut flow = Flow::new(Rc::clone(&gw));
+    assert_eq!(send(&mut flow, &mut h), Action::Continue);
+    h.response_headers = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "text/event-stream".into()),
+    ];
+    assert_eq!(flow.on_response_headers(&mut h, false), Action::Continue);
+    let chunks = [
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hey\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":6,\"total_tokens\":15}}\n\ndata: [DONE]\n\n",
+    ];
+    for c in chunks {
+        h.response_chunk = c.as_bytes().to_vec();
+        flow.on_response_body(&mut h, c.len(), false);
+    }
+    let check = |h: &MockHost| {
+        let mut h2 = MockHost::request("POST", "/v1/chat/completions", &[("x-user", "u")])
+            .with_body(CHAT.as_bytes());
+        h2.shared = Rc::clone(&h.shared);
+        h2.now = h.now;
+        send(&mut Flow::new(Rc::clone(&gw)), &mut h2);
+        h2.reply.map(|r| r.status)
+    };
+    assert_eq!(check(&h), None); // charged only when the stream ends
+    h.response_chunk.clear();
+    flow.on_response_body(&mut h, 0, true);
+    assert_eq!(check(&h), Some(429));
+}

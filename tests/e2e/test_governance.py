@@ -43,6 +43,9 @@ def config(mock_url: str) -> dict:
                 "variables": {"model": "gpt-4o-mini"}},
             "ai/prompt-decorator": {"prepend": [{"role": "system", "content": "Be brief."}],
                                     "append": [{"role": "user", "content": "Answer in French."}]}}),
+        {"endpoint": "/plain/{tenant}/ask", "method": "POST", "extra_config": {"ai/prompt-template": {
+            "template": '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "[{{ param.tenant }}] {{ body.q }}"}], "meta": {{ body.meta }}}'}},
+         "backend": [{"host": [mock_url], "url_pattern": "/v1/chat/completions"}]},
         llm("/structured/chat/completions", mock_url, {"validation/response-json-schema": {
             "schema": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}}}),
     ]}
@@ -158,6 +161,15 @@ def test_template_and_decorator_render_the_upstream_body(gw, fresh_mock):
     r = post(gw, "/summarise", {"text": "x", "limit": 5})
     assert r.status_code == 400
     assert r.json()["error"]["message"] == "the template value {{ header.x-audience }} is missing in the request"
+
+
+def test_template_on_a_plain_endpoint_rewrites_body_and_length(gw, fresh_mock):
+    r = post(gw, "/plain/acme/ask", {"q": "why é?", "meta": {"n": [1, 2]}})
+    assert r.status_code == 200, r.text
+    rec = fresh_mock.last()
+    sent = json.loads(rec["body"])
+    assert sent == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "[acme] why é?"}], "meta": {"n": [1, 2]}}
+    assert [v for k, v in rec["headers"] if k == "content-length"] == [str(len(rec["body"].encode()))]
 
 
 def test_structured_output_is_validated(gw, fresh_mock):
