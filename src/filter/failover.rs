@@ -85,6 +85,7 @@ impl Flow {
                     Err(w) => wait = Some(wait.map_or(w, |x: u64| x.min(w))),
                 }
             }
+            self.replied = true;
             governance::reply(h, ep.api, &routing::unavailable(wait.unwrap_or(1000)));
             return Some(Action::Pause);
         }

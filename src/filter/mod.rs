@@ -57,6 +57,8 @@ pub struct Flow {
     hold_body: bool,
     /// LLM failover in progress: the request is answered from callouts.
     failover: Option<failover::Failover>,
+    /// Governance answered the client itself (its reply passes the response callbacks too).
+    replied: bool,
 }
 
 impl Flow {
@@ -69,6 +71,7 @@ impl Flow {
             gov: governance::State::default(),
             hold_body: false,
             failover: None,
+            replied: false,
         }
     }
 
@@ -100,6 +103,7 @@ impl Flow {
         // governance: size (content-length) and rate limits, before anything else; the
         // client's headers are still as sent (a limit may key on Authorization).
         if let Some(d) = governance::on_request_headers(h, &ep.governance, &params, &mut self.gov) {
+            self.replied = true;
             governance::reply(h, ep.api, &d);
             return Action::Pause;
         }
@@ -125,6 +129,7 @@ impl Flow {
         };
         // governance: a backend whose circuit breaker is open is not called.
         if let Err(wait) = governance::routing::allow(h, b.rules.breaker.as_ref()) {
+            self.replied = true;
             governance::reply(h, ep.api, &governance::routing::unavailable(wait));
             return Action::Pause;
         }
@@ -142,6 +147,7 @@ impl Flow {
             if end_of_stream {
                 // No body at all: what governance says about an empty one.
                 if let Err(d) = governance::on_request_body(&ep.governance, &self.gov, &[]) {
+                    self.replied = true;
                     governance::reply(h, ep.api, &d);
                     return Action::Pause;
                 }
@@ -181,6 +187,7 @@ impl Flow {
             Ok(Some(rendered)) => rendered,
             Ok(None) => body,
             Err(d) => {
+                self.replied = true;
                 governance::reply(h, ep.api, &d);
                 return Action::Pause;
             }
@@ -219,6 +226,7 @@ impl Flow {
             }
             Ok(None) => {}
             Err(d) => {
+                self.replied = true;
                 governance::reply(h, ep.api, &d);
                 return Action::Pause;
             }
@@ -232,7 +240,7 @@ impl Flow {
         let Some(ep) = self.endpoint.and_then(|i| gw.endpoints.get(i)) else {
             return Action::Continue;
         };
-        if self.failover.is_some() || h.response_header("x-tollgate-error").is_some() {
+        if self.failover.is_some() || self.replied {
             return Action::Continue; // the gateway's own answer, already final
         }
         if let Some(b) = ep.backends.get(self.backend) {
@@ -254,8 +262,8 @@ impl Flow {
         size: usize,
         end_of_stream: bool,
     ) -> Action {
-        if self.failover.is_some() {
-            return Action::Continue; // a failover answer, translated already
+        if self.failover.is_some() || self.replied {
+            return Action::Continue; // the gateway's own answer, already final
         }
         match self.llm.as_mut() {
             Some(call) => call.on_response_body(h, size, end_of_stream),
