@@ -120,6 +120,9 @@ impl Flow {
                 f.wait_ms = Some(f.wait_ms.map_or(w, |x| x.min(w)));
                 continue;
             }
+            if f.next > 1 {
+                h.counter_add(governance::METRIC_FAILOVER, 1);
+            }
             let mut cap = Capture::new(h);
             call.forced_backend = Some(b);
             if call.on_request(&mut cap, ep, &f.body).is_none() {

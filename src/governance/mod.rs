@@ -26,6 +26,13 @@ use std::rc::Rc;
 use template::{Decorator, Template};
 use validate::Schema;
 
+/// Requests refused by a rate limit (429 or 503).
+pub const METRIC_RATE_LIMITED: &str = "tollgate_rate_limited_total";
+/// Failover attempts (every attempt after a request's first).
+pub const METRIC_FAILOVER: &str = "tollgate_failover_attempts_total";
+/// Circuit breakers opening (closed or half-open → open).
+pub const METRIC_BREAKER_OPENED: &str = "tollgate_circuit_breaker_opened_total";
+
 /// The governance settings of one endpoint (all optional).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Policy {
@@ -263,6 +270,7 @@ pub fn on_request_headers<H: Host + ?Sized>(
     if let Some(rl) = &p.rate_limit {
         let client = rl.client_key(h, params);
         if let Some(d) = ratelimit::check(h, rl, client.as_deref()) {
+            h.counter_add(METRIC_RATE_LIMITED, 1);
             return Some(d);
         }
         state.charge = TokenCharge::new(rl, client.as_deref());

@@ -418,6 +418,9 @@ pub fn record<H: Host + ?Sized>(h: &mut H, br: Option<&Breaker>, status: Option<
         }
         Some(encode(&s))
     });
+    if matches!(change, Some("open" | "open again")) {
+        h.counter_add(super::METRIC_BREAKER_OPENED, 1);
+    }
     if let (Some(c), true) = (change, br.log) {
         h.log_warn(&format!(
             "tollgate: circuit breaker {} {c}",

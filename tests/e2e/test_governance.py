@@ -1,6 +1,7 @@
 """Governance through a real Envoy: rate limits, token limits, request and response
 validation, payload size, prompt templates and decorators."""
 import json
+import re
 import time
 
 import httpx
@@ -81,6 +82,7 @@ def test_endpoint_limit_503_at_capacity_and_recovers_after_every(gw, fresh_mock)
     assert_rate_limited(r, 503)
     assert r.headers["retry-after"] == "1"  # one token per 667 ms, rounded up
     assert len(fresh_mock.requests()) == 3
+    assert re.search(r"^tollgate_rate_limited_total\S* [1-9]", gw.stats(), re.M)
     time.sleep(2.1)  # `every`: the bucket is full again
     codes = [post(gw, "/rl/endpoint").status_code for _ in range(4)]
     assert codes == [200, 200, 200, 503]
@@ -260,6 +262,7 @@ def test_failover_to_the_next_provider_on_5xx_and_429(rgw, fresh_mock, path, sta
     r = post(rgw, path)
     assert_fallback_answer(r, fresh_mock, status)
     assert paths(fresh_mock) == ["/v1/chat/completions", "/v1/messages"]
+    assert re.search(r"^tollgate_failover_attempts_total\S* [1-9]", rgw.stats(), re.M)
 
 
 def test_failover_on_connection_failure(rgw, fresh_mock):
@@ -325,3 +328,4 @@ def test_circuit_breaker_opens_half_opens_and_closes(rgw, fresh_mock):
     assert post(rgw, "/cb").status_code == 200  # the probe succeeds: closed
     assert [post(rgw, "/cb").status_code for _ in range(2)] == [200, 200]
     assert len(fresh_mock.requests()) == 6
+    assert re.search(r"^tollgate_circuit_breaker_opened_total\S* ([2-9]|\d\d)", rgw.stats(), re.M)
