@@ -26,6 +26,7 @@ def config(mock_url: str) -> dict:
         plain("/rl/endpoint", {"qos/ratelimit/router": {"max_rate": 3, "every": "2s"}}),
         llm("/rl/client/chat/completions", mock_url, {"qos/ratelimit/router": {
             "client_max_rate": 2, "every": "2s", "strategy": "header", "key": "X-Tenant"}}),
+        plain("/rl/burst", {"qos/ratelimit/router": {"max_rate": 20, "every": "1h"}}),
         plain("/rl/ip", {"qos/ratelimit/router": {"client_max_rate": 1, "every": "2s", "strategy": "ip"}}),
         llm("/rl/tokens/chat/completions", mock_url, {"qos/ratelimit/router": {
             "client_max_tokens": 20, "client_tokens_every": "1m", "strategy": "header", "key": "X-User"}}),
@@ -86,6 +87,15 @@ def test_endpoint_limit_503_at_capacity_and_recovers_after_every(gw, fresh_mock)
     time.sleep(2.1)  # `every`: the bucket is full again
     codes = [post(gw, "/rl/endpoint").status_code for _ in range(4)]
     assert codes == [200, 200, 200, 503]
+
+
+def test_concurrent_burst_is_counted_exactly_across_workers(gw, fresh_mock):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(lambda _: post(gw, "/rl/burst").status_code, range(60)))
+    assert sorted(set(codes)) == [200, 503]
+    assert codes.count(200) == 20  # capacity 20, refill 20 per hour: not one more
+    assert len(fresh_mock.requests()) == 20
 
 
 def test_client_limit_429_per_tenant_header(gw, fresh_mock):
