@@ -63,6 +63,10 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "tollgate",
         "codec_type": "AUTO",
+        // The gateway is the edge: the client is the TCP peer, and a client's own
+        // X-Forwarded-For is not trusted. `source.address` (the rate-limit `ip` strategy)
+        // follows this; behind a trusted load balancer set `xff_num_trusted_hops` instead.
+        "use_remote_address": true,
         "access_log": [{
             "name": "envoy.access_loggers.stdout",
             "typed_config": {

@@ -8,6 +8,7 @@ pub mod cost;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod envoy;
 pub mod filter;
+pub mod governance;
 pub mod host;
 pub mod observe;
 pub mod providers;

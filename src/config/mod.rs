@@ -101,6 +101,8 @@ pub struct Endpoint {
     pub timeout_ms: Option<u64>,
     /// The budget this endpoint charges (its `governance/quota`, else the service's).
     pub quota: Option<QuotaAttach>,
+    /// Rate limits, validation, templates ([`crate::governance`]).
+    pub governance: crate::governance::Policy,
 }
 
 /// The client-facing LLM API of an endpoint, from its path.
@@ -158,6 +160,8 @@ pub struct Backend {
     pub modifiers: Modifiers,
     /// `ai/llm`: the backend is an LLM provider; requests are translated to its API.
     pub llm: Option<LlmBackend>,
+    /// `backend/conditional`, `qos/circuit-breaker` ([`crate::governance::routing`]).
+    pub rules: crate::governance::routing::BackendRules,
 }
 
 impl Backend {
@@ -227,7 +231,7 @@ impl Gateway {
         let mut endpoints: Vec<Endpoint> = Vec::with_capacity(list.len());
         for (i, item) in list.iter().enumerate() {
             let path = format!("$.endpoints[{i}]");
-            let ep = endpoint(item, &path, &default_hosts, &cost, lookup, &mut warnings)?;
+            let ep = endpoint(item, &path, i, &default_hosts, &cost, lookup, &mut warnings)?;
             if let Some(j) = endpoints
                 .iter()
                 .position(|e| e.method == ep.method && e.pattern.same_shape(&ep.pattern))
@@ -279,6 +283,7 @@ impl Gateway {
 fn endpoint(
     v: &Value,
     path: &str,
+    index: usize,
     default_hosts: &[HostUrl],
     cost: &CostConfig,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -290,6 +295,7 @@ fn endpoint(
     let method = method_field(&mut o, "method")?.unwrap_or_else(|| "GET".to_string());
     let timeout_ms = duration_field(&mut o, "timeout")?;
     let mut quota = None;
+    let mut governance = crate::governance::Policy::default();
     if let Some(mut extra) = o.opt_obj("extra_config")? {
         if let Some(v) = extra.get("governance/quota") {
             quota = Some(cost::attach(
@@ -298,6 +304,7 @@ fn endpoint(
                 &cost.quotas,
             )?);
         }
+        governance = crate::governance::compile(&mut extra, index, warnings)?;
         ignore_namespaces(&mut extra, &[], warnings);
     }
     let list = o
@@ -349,15 +356,20 @@ fn endpoint(
             "only one ai/llm backend may be the default",
         ));
     }
+    crate::governance::check_llm_only(&governance, api.is_some(), &o.at("extra_config"))?;
     o.finish(IGNORED_ENDPOINT)?;
-    Ok(Endpoint {
+    let mut ep = Endpoint {
         pattern,
         method,
         backends,
         api,
         timeout_ms,
         quota,
-    })
+        governance,
+    };
+    let (bpath, xpath) = (format!("{path}.backend"), format!("{path}.extra_config"));
+    crate::governance::routing::finish_endpoint(&mut ep, index, &bpath, &xpath)?;
+    Ok(ep)
 }
 
 fn backend(
@@ -384,7 +396,9 @@ fn backend(
     let method = method_field(&mut o, "method")?;
     let mut modifiers = Modifiers::default();
     let mut llm = None;
+    let mut rules = crate::governance::routing::BackendRules::default();
     if let Some(mut extra) = o.opt_obj("extra_config")? {
+        rules = crate::governance::routing::compile_backend(&mut extra)?;
         if let Some(m) = extra.get("modifier/martian") {
             modifiers = martian::compile(m, &extra.at("modifier/martian"), lookup)?;
         }
@@ -402,6 +416,7 @@ fn backend(
         method,
         modifiers,
         llm,
+        rules,
     })
 }
 

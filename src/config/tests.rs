@@ -76,14 +76,14 @@ fn service_host_is_the_default_backend_host() {
 #[test]
 fn unknown_namespaces_warn_once_each() {
     let g = compile(json!({"version": 3, "extra_config": {"telemetry/logging": {}}, "endpoints": [
-        {"endpoint": "/a", "extra_config": {"qos/ratelimit/router": {"max_rate": 1}, "@c": "x"}, "backend": [
+        {"endpoint": "/a", "extra_config": {"qos/ratelimit/proxy": {"max_rate": 1}, "@c": "x"}, "backend": [
             {"host": ["http://h"], "url_pattern": "/", "extra_config": {"backend/http": {}}}]}]}))
     .unwrap();
     let mut w = g.warnings.clone();
     w.sort();
     assert_eq!(w, vec![
         "$.endpoints[0].backend[0].extra_config.backend/http: namespace not supported by tollgate; ignored",
-        "$.endpoints[0].extra_config.qos/ratelimit/router: namespace not supported by tollgate; ignored",
+        "$.endpoints[0].extra_config.qos/ratelimit/proxy: namespace not supported by tollgate; ignored",
         "$.extra_config.telemetry/logging: namespace not supported by tollgate; ignored",
     ]);
     assert_eq!(g.warnings.len(), 3);

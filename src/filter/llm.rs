@@ -48,6 +48,10 @@ pub struct Call {
     pub reserve_hint: u64,
     /// The status the client gets.
     pub status: u16,
+    /// Token charging and response validation ([`crate::governance`]).
+    pub governance: crate::governance::CallHooks,
+    /// The backend chosen by governance routing (else the client's model chooses).
+    pub forced_backend: Option<usize>,
 }
 
 impl Call {
@@ -68,7 +72,14 @@ impl Call {
             buffered: false,
             reserve_hint: 0,
             status: 0,
+            governance: Default::default(),
+            forced_backend: None,
         }
+    }
+
+    /// True when the gateway answered this call itself (no provider was asked).
+    pub fn answered_locally(&self) -> bool {
+        matches!(self.response, Response::Local)
     }
 
     /// Answers the client with an error in its API's shape.
@@ -104,7 +115,7 @@ impl Call {
                 return None;
             }
         };
-        let Some(index) = ep.backend_for(&req.model) else {
+        let Some(index) = self.forced_backend.or_else(|| ep.backend_for(&req.model)) else {
             let msg = format!(
                 "the model \"{}\" does not exist or is not served by this endpoint; GET {} lists the models",
                 req.model,
@@ -129,6 +140,7 @@ impl Call {
                 return None;
             }
         };
+        crate::governance::decorate(&ep.governance, &mut req);
         apply_defaults(&mut req, l);
         self.wire = l.provider.wire();
         self.stream = req.stream;
@@ -242,10 +254,12 @@ impl Call {
                 for ev in &self.events {
                     self.account.observe(ev, now_ms);
                     encoder.encode(ev, &mut out);
+                    self.governance.on_event(ev);
                 }
                 if end_of_stream {
                     encoder.finish(&mut out);
                     self.done = true;
+                    self.governance.finish_stream(h);
                 }
                 h.set_response_body(&out);
                 Action::Continue
@@ -277,7 +291,26 @@ impl Call {
                 if resp.model.is_empty() {
                     resp.model = self.model.clone();
                 }
-                (200, self.front.encode_response(&resp, &self.model))
+                // governance: charge the client's token limit; validate structured output.
+                let used = resp.usage.map(|u| u.total()).unwrap_or(0);
+                crate::governance::ratelimit::charge_tokens(
+                    h,
+                    self.governance.charge.as_ref(),
+                    used,
+                );
+                match self.governance.check_response(&resp) {
+                    Ok(()) => (200, self.front.encode_response(&resp, &self.model)),
+                    Err(d) => {
+                        let body = self.front.gateway_error(
+                            d.status as u16,
+                            d.kind,
+                            d.code,
+                            &d.message,
+                            None,
+                        );
+                        (d.status as u16, body)
+                    }
+                }
             }
             Err(e) => (e.status, self.front.error_body(&upstream_error(e))),
         };

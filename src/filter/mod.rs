@@ -11,11 +11,13 @@
 
 mod account;
 pub mod errors;
+mod failover;
 mod llm;
 mod models;
 
 use crate::config::{Endpoint, Gateway, HeaderOp};
 use crate::cost::{self, Charge, Refusal};
+use crate::governance;
 use crate::host::Host;
 use crate::routing::{self, Miss, CLUSTER_HEADER};
 use errors::{reply_error, ErrorKind};
@@ -59,6 +61,14 @@ pub struct Flow {
     upstream_answered: bool,
     /// Accounting is recorded once.
     recorded: bool,
+    /// Rate-limit client and template inputs ([`crate::governance`]).
+    gov: governance::State,
+    /// A plain endpoint whose body governance reads: headers held until the body is checked.
+    hold_body: bool,
+    /// LLM failover in progress: the request is answered from callouts.
+    failover: Option<failover::Failover>,
+    /// The gateway answered the client itself (its reply passes the response callbacks too).
+    replied: bool,
 }
 
 impl Flow {
@@ -72,6 +82,10 @@ impl Flow {
             tenant: String::from("none"),
             upstream_answered: false,
             recorded: false,
+            gov: governance::State::default(),
+            hold_body: false,
+            failover: None,
+            replied: false,
         }
     }
 
@@ -100,7 +114,15 @@ impl Flow {
         let Some(ep) = gw.endpoints.get(index) else {
             return Action::Continue;
         };
+        // governance: size (content-length) and rate limits, before anything else; the
+        // client's headers are still as sent (a limit may key on Authorization).
+        if let Some(d) = governance::on_request_headers(h, &ep.governance, &params, &mut self.gov) {
+            self.replied = true;
+            governance::reply(h, ep.api, &d);
+            return Action::Pause;
+        }
         if !self.check_quota(h, ep, &params) {
+            self.replied = true;
             return Action::Pause;
         }
         for name in CLIENT_CREDENTIALS {
@@ -108,6 +130,7 @@ impl Flow {
         }
         if let Some(api) = ep.api {
             let mut call = llm::Call::new(api);
+            call.governance = governance::CallHooks::new(&ep.governance, &self.gov);
             if end_of_stream {
                 call.reply(
                     h,
@@ -122,6 +145,12 @@ impl Flow {
         let Some(b) = ep.backend() else {
             return Action::Continue;
         };
+        // governance: a backend whose circuit breaker is open is not called.
+        if let Err(wait) = governance::routing::allow(h, b.rules.breaker.as_ref()) {
+            self.replied = true;
+            governance::reply(h, ep.api, &governance::routing::unavailable(wait));
+            return Action::Pause;
+        }
         let mut upstream_path = b.url_pattern.render(&params);
         if let Some(q) = query {
             upstream_path.push('?');
@@ -132,6 +161,21 @@ impl Flow {
             h.set_request_header(":method", Some(m));
         }
         route_to_backend(h, ep, 0);
+        if ep.governance.needs_body() {
+            if end_of_stream {
+                // No body at all: what governance says about an empty one.
+                if let Err(d) = governance::on_request_body(&ep.governance, &self.gov, &[]) {
+                    self.replied = true;
+                    governance::reply(h, ep.api, &d);
+                    return Action::Pause;
+                }
+                return Action::Continue;
+            }
+            // Hold the headers (allow_on_headers_stop_iteration) until the body is checked:
+            // a refused body never reaches the upstream, a templated one needs a new length.
+            self.hold_body = true;
+            return Action::Pause;
+        }
         Action::Continue
     }
 
@@ -143,8 +187,11 @@ impl Flow {
         end_of_stream: bool,
     ) -> Action {
         let gw = Rc::clone(&self.gw);
-        let (Some(call), Some(ep)) = (
-            self.llm.as_mut(),
+        if self.hold_body {
+            return self.plain_body(h, size, end_of_stream);
+        }
+        let (true, Some(ep)) = (
+            self.llm.is_some(),
             self.endpoint.and_then(|i| gw.endpoints.get(i)),
         ) else {
             return Action::Continue;
@@ -154,12 +201,29 @@ impl Flow {
             return Action::Pause;
         }
         let body = h.request_body(size).unwrap_or_default();
+        let body = match governance::on_request_body(&ep.governance, &self.gov, &body) {
+            Ok(Some(rendered)) => rendered,
+            Ok(None) => body,
+            Err(d) => {
+                self.replied = true;
+                governance::reply(h, ep.api, &d);
+                return Action::Pause;
+            }
+        };
+        // governance: multi-LLM routing (header conditions, weights, breakers, failover).
+        if let Some(action) = self.route_llm(h, &body) {
+            return action;
+        }
+        let Some(call) = self.llm.as_mut() else {
+            return Action::Continue;
+        };
         let Some(backend) = call.on_request(h, ep, &body) else {
             return Action::Pause;
         };
         let hint = call.reserve_hint;
         let model = call.account.model.clone();
         if !self.reserve(h, hint, &model) {
+            self.replied = true;
             return Action::Pause;
         }
         self.backend = backend;
@@ -298,17 +362,49 @@ impl Flow {
         self.record(h, false);
     }
 
+    /// The whole body of a plain endpoint with body governance: check, maybe rewrite, release.
+    fn plain_body<H: Host>(&mut self, h: &mut H, size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let gw = Rc::clone(&self.gw);
+        let Some(ep) = self.endpoint.and_then(|i| gw.endpoints.get(i)) else {
+            return Action::Continue;
+        };
+        let body = h.request_body(size).unwrap_or_default();
+        match governance::on_request_body(&ep.governance, &self.gov, &body) {
+            Ok(Some(rendered)) => {
+                h.set_request_header("content-length", Some(&rendered.len().to_string()));
+                h.set_request_body(&rendered);
+            }
+            Ok(None) => {}
+            Err(d) => {
+                self.replied = true;
+                governance::reply(h, ep.api, &d);
+                return Action::Pause;
+            }
+        }
+        Action::Continue
+    }
+
     /// Response headers: response modifiers; LLM responses are prepared for translation.
     pub fn on_response_headers<H: Host>(&mut self, h: &mut H, end_of_stream: bool) -> Action {
         let gw = Rc::clone(&self.gw);
         let Some(ep) = self.endpoint.and_then(|i| gw.endpoints.get(i)) else {
             return Action::Continue;
         };
+        if self.failover.is_some() || self.replied {
+            return Action::Continue; // the gateway's own answer, already final
+        }
         if let Some(b) = ep.backends.get(self.backend) {
+            // governance: the answer counts for the backend's circuit breaker.
+            let status = h.response_header(":status").and_then(|s| s.parse().ok());
+            governance::routing::record(h, b.rules.breaker.as_ref(), status);
             apply(h, Side::Response, &b.modifiers.response);
         }
-        // Envoy runs the gateway's own replies through these callbacks too.
-        self.upstream_answered = h.response_header("x-tollgate-error").is_none();
+        // Envoy runs the gateway's own replies through these callbacks too: those of an
+        // LLM call (a bad request, an unknown model) are not provider answers.
+        self.upstream_answered = !self.llm.as_ref().is_some_and(llm::Call::answered_locally);
         let Some(call) = self.llm.as_mut() else {
             self.record(h, true);
             return Action::Continue;
@@ -327,6 +423,9 @@ impl Flow {
         size: usize,
         end_of_stream: bool,
     ) -> Action {
+        if self.failover.is_some() || self.replied {
+            return Action::Continue; // the gateway's own answer, already final
+        }
         let Some(call) = self.llm.as_mut() else {
             return Action::Continue;
         };

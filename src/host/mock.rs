@@ -31,12 +31,27 @@ pub struct MockHost {
     pub response_chunk: Vec<u8>,
     pub reply: Option<Reply>,
     pub now: u64,
+    /// Milliseconds clock; `now * 1000` when unset.
+    pub now_ms: Option<u64>,
     pub shared: SharedStore,
     pub properties: Vec<(String, Vec<u8>)>,
     pub counters: HashMap<String, u64>,
     pub histograms: HashMap<String, Vec<u64>>,
     pub source_address: Option<String>,
     pub logs: RefCell<Vec<String>>,
+    /// Callouts sent: (cluster, headers, body, timeout ms).
+    pub callouts: Vec<Callout>,
+    /// The callout answer being delivered: headers and body.
+    pub callout_answer: (Vec<(String, String)>, Vec<u8>),
+}
+
+/// A callout the filter sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Callout {
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
 }
 
 impl MockHost {
@@ -141,6 +156,9 @@ impl Host for MockHost {
     fn now_unix(&self) -> u64 {
         self.now
     }
+    fn now_millis(&self) -> u64 {
+        self.now_ms.unwrap_or(self.now * 1000)
+    }
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         match self.shared.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
@@ -182,5 +200,30 @@ impl Host for MockHost {
     }
     fn log_warn(&self, message: &str) {
         self.logs.borrow_mut().push(message.to_string());
+    }
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Option<u32> {
+        self.callouts.push(Callout {
+            cluster: cluster.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+            timeout_ms,
+        });
+        Some(self.callouts.len() as u32)
+    }
+    fn callout_headers(&self) -> Vec<(String, String)> {
+        self.callout_answer.0.clone()
+    }
+    fn callout_body(&self, size: usize) -> Option<Vec<u8>> {
+        let b = &self.callout_answer.1;
+        Some(b[..size.min(b.len())].to_vec())
     }
 }

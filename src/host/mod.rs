@@ -50,6 +50,20 @@ pub trait Host {
     fn histogram_record(&mut self, name: &str, value: u64);
     /// Logs at warn level (never pass secrets).
     fn log_warn(&self, message: &str);
+    /// Sends an HTTP request to an Envoy cluster (a callout); the answer comes to
+    /// `Flow::on_callout` with the returned token. None: the host refused.
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Option<u32>;
+    /// Headers of the callout answer being delivered (`:status` among them; none when the
+    /// callout failed: connection failure, reset or timeout).
+    fn callout_headers(&self) -> Vec<(String, String)>;
+    /// Body of the callout answer being delivered.
+    fn callout_body(&self, size: usize) -> Option<Vec<u8>>;
 }
 
 /// Why a shared-data write failed.

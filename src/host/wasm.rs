@@ -140,6 +140,32 @@ impl Host for WasmHost {
     fn log_warn(&self, message: &str) {
         log::warn!("{message}");
     }
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Option<u32> {
+        warn_on_err(
+            "dispatch http call",
+            hostcalls::dispatch_http_call(
+                cluster,
+                headers.to_vec(),
+                Some(body),
+                vec![],
+                std::time::Duration::from_millis(timeout_ms),
+            ),
+        )
+    }
+    fn callout_headers(&self) -> Vec<(String, String)> {
+        hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default()
+    }
+    fn callout_body(&self, size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+            .ok()
+            .flatten()
+    }
 }
 
 thread_local! {
@@ -206,7 +232,10 @@ impl RootContext for Root {
                     gw.endpoints.len(),
                     gw.clusters().len()
                 );
+                // Budget counters and rate-limit buckets live in shared data under keys
+                // created here, before traffic (see cost::store for why).
                 crate::cost::store::init(&mut WasmHost);
+                crate::governance::init_shared(&mut WasmHost, &gw.endpoints);
                 self.gateway = Some(Rc::new(gw));
                 true
             }
@@ -243,6 +272,16 @@ impl Context for Filter {
     fn on_done(&mut self) -> bool {
         self.flow.on_log(&mut self.host);
         true
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        self.flow.on_callout(&mut self.host, token, body_size);
     }
 }
 
