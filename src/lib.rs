@@ -12,6 +12,8 @@ pub mod providers;
 pub mod routing;
 #[cfg(feature = "cli")]
 pub mod schema;
+#[allow(dead_code)]
+pub mod security;
 pub mod stream;
 
 #[cfg(target_arch = "wasm32")]
