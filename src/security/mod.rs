@@ -3,4 +3,9 @@
 //! prompt guard. Plain Rust, one concept per file; the filter calls in at three points
 //! (request headers, parsed request, response text).
 
+pub mod apikeys;
+pub mod claims;
 pub mod detect;
+pub mod exfil;
+pub mod guard;
+pub mod pii;
