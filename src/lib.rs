@@ -12,7 +12,6 @@ pub mod providers;
 pub mod routing;
 #[cfg(feature = "cli")]
 pub mod schema;
-#[allow(dead_code)]
 pub mod security;
 pub mod stream;
 

@@ -9,6 +9,7 @@ pub mod env;
 pub mod llm;
 pub mod martian;
 pub mod reader;
+pub mod security;
 
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
 pub use llm::{LlmBackend, Provider, Secret};
@@ -96,6 +97,8 @@ pub struct Endpoint {
     pub api: Option<Api>,
     /// Upstream timeout (endpoint `timeout`, else the service `timeout`).
     pub timeout_ms: Option<u64>,
+    /// Client auth, PII masking, exfiltration and prompt guards ([`security`]).
+    pub security: security::EndpointSecurity,
 }
 
 /// The client-facing LLM API of an endpoint, from its path.
@@ -198,7 +201,9 @@ impl Gateway {
             None => Vec::new(),
         };
         let default_timeout = duration_field(&mut root, "timeout")?;
+        let mut svc = security::ServiceSecurity::default();
         if let Some(mut extra) = root.opt_obj("extra_config")? {
+            svc = security::service(&mut extra, lookup)?;
             ignore_namespaces(&mut extra, &[], &mut warnings);
         }
         let list = root
@@ -207,7 +212,7 @@ impl Gateway {
         let mut endpoints: Vec<Endpoint> = Vec::with_capacity(list.len());
         for (i, item) in list.iter().enumerate() {
             let path = format!("$.endpoints[{i}]");
-            let ep = endpoint(item, &path, &default_hosts, lookup, &mut warnings)?;
+            let ep = endpoint(item, &path, &default_hosts, lookup, &svc, &mut warnings)?;
             if let Some(j) = endpoints
                 .iter()
                 .position(|e| e.method == ep.method && e.pattern.same_shape(&ep.pattern))
@@ -259,6 +264,7 @@ fn endpoint(
     path: &str,
     default_hosts: &[HostUrl],
     lookup: &dyn Fn(&str) -> Option<String>,
+    svc: &security::ServiceSecurity,
     warnings: &mut Vec<String>,
 ) -> Result<Endpoint> {
     let mut o = Obj::new(v, path)?;
@@ -266,7 +272,10 @@ fn endpoint(
         .map_err(|m| ConfigError::new(o.at("endpoint"), m))?;
     let method = method_field(&mut o, "method")?.unwrap_or_else(|| "GET".to_string());
     let timeout_ms = duration_field(&mut o, "timeout")?;
+    let mut sec = security::EndpointSecurity::default();
     if let Some(mut extra) = o.opt_obj("extra_config")? {
+        let is_messages = pattern.as_str().ends_with("/messages");
+        sec = security::endpoint(&mut extra, svc, is_messages)?;
         ignore_namespaces(&mut extra, &[], warnings);
     }
     let list = o
@@ -325,6 +334,7 @@ fn endpoint(
         backends,
         api,
         timeout_ms,
+        security: sec,
     })
 }
 
