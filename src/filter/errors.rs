@@ -19,6 +19,12 @@ pub enum ErrorKind {
     Internal,
     /// The provider failed or answered nonsense (502).
     BadGateway,
+    /// No or unknown client credential (401).
+    Unauthorized,
+    /// The credential may not do this (403).
+    Forbidden,
+    /// A security guard refused the prompt (400).
+    Blocked,
 }
 
 impl ErrorKind {
@@ -31,6 +37,9 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => (405, "invalid_request_error", "method_not_allowed"),
             ErrorKind::Internal => (500, "server_error", "internal_error"),
             ErrorKind::BadGateway => (502, "server_error", "bad_gateway"),
+            ErrorKind::Unauthorized => (401, "authentication_error", "invalid_api_key"),
+            ErrorKind::Forbidden => (403, "permission_error", "forbidden"),
+            ErrorKind::Blocked => (400, "invalid_request_error", "content_blocked"),
         }
     }
 }

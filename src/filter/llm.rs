@@ -34,6 +34,8 @@ pub struct Call {
     model: String,
     response: Response,
     events: Vec<StreamEvent>,
+    /// Prompt guard, PII masking, exfiltration guard ([`super::security`]).
+    pub(super) security: super::security::CallSecurity,
 }
 
 impl Call {
@@ -49,6 +51,7 @@ impl Call {
             model: String::new(),
             response: Response::Pending,
             events: Vec::new(),
+            security: Default::default(),
         }
     }
 
@@ -108,6 +111,12 @@ impl Call {
         self.stream = req.stream;
         self.include_usage = req.include_usage;
         self.model = l.upstream_model(&req.model).to_string();
+        let models = [req.model.clone(), self.model.clone()];
+        let models = [models[0].as_str(), models[1].as_str()];
+        if let Err((kind, msg)) = self.security.on_request(&mut req, &models) {
+            self.reply(h, kind, &msg, None);
+            return None;
+        }
         let host = b.authority();
         let target = Target {
             wire: self.wire,
@@ -196,6 +205,7 @@ impl Call {
                 if end_of_stream {
                     decoder.finish(&mut self.events);
                 }
+                self.security.on_events(&mut self.events, end_of_stream);
                 let mut out = Vec::with_capacity(chunk.len() + 64);
                 for ev in &self.events {
                     encoder.encode(ev, &mut out);
@@ -229,13 +239,26 @@ impl Call {
                 if resp.model.is_empty() {
                     resp.model = self.model.clone();
                 }
-                (200, self.front.encode_response(&resp, &self.model))
+                match self.security.on_response(&mut resp) {
+                    Ok(()) => (200, self.front.encode_response(&resp, &self.model)),
+                    Err(msg) => (502, self.front.error_body(&blocked(msg))),
+                }
             }
             Err(e) => (e.status, self.front.error_body(&upstream_error(e))),
         };
         h.set_response_header(":status", Some(&status.to_string()));
         h.set_response_header("content-type", Some("application/json"));
         h.set_response_body(&out);
+    }
+}
+
+/// An answer stopped by the exfiltration guard.
+fn blocked(message: String) -> ProviderError {
+    ProviderError {
+        status: 502,
+        kind: "server_error".into(),
+        message,
+        code: Some("response_blocked".into()),
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod errors;
 mod llm;
 mod models;
+mod security;
 
 use crate::config::{Endpoint, Gateway, HeaderOp};
 use crate::host::Host;
@@ -86,11 +87,18 @@ impl Flow {
         let Some(ep) = gw.endpoints.get(index) else {
             return Action::Continue;
         };
+        // Client authentication first (auth/api-keys, auth/validator): 401/403 here.
+        let Ok(auth) = security::authenticate(h, ep, query) else {
+            return Action::Pause;
+        };
+        let query = auth.query.as_deref();
         for name in CLIENT_CREDENTIALS {
             h.set_request_header(name, None);
         }
         if let Some(api) = ep.api {
-            self.llm = Some(llm::Call::new(api));
+            let mut call = llm::Call::new(api);
+            call.security = security::CallSecurity::new(&ep.security, auth.roles);
+            self.llm = Some(call);
             if end_of_stream {
                 reply_error(
                     h,
