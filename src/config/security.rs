@@ -6,6 +6,7 @@
 use super::env;
 use super::reader::{ConfigError, Obj, Result};
 use super::Secret;
+use crate::routing::HostUrl;
 use crate::security::apikeys::{default_identifier, ApiKeys, Hash, Key, KeyRule, Strategy};
 use crate::security::claims::ClaimsRule;
 use crate::security::detect::{Detector, Detectors, Pattern, BUILTIN};
@@ -328,8 +329,24 @@ fn validator(v: &Value, path: &str) -> Result<ClaimsRule> {
         jwk_url: o.opt_str("jwk_url")?.map(str::to_string),
         propagate_claims,
     };
+    if let Some(url) = &rule.jwk_url {
+        jwks_host(url).map_err(|m| ConfigError::new(o.at("jwk_url"), m))?;
+    }
     o.finish(VALIDATOR_VERIFY_ONLY)?;
     Ok(rule)
+}
+
+/// The host of a `jwk_url` (Envoy needs a cluster for it).
+pub fn jwks_host(url: &str) -> std::result::Result<HostUrl, String> {
+    let Some(after_scheme) = url.find("://").map(|i| i + 3) else {
+        return Err(format!("\"{url}\" must start with http:// or https://"));
+    };
+    let origin_end = url
+        .get(after_scheme..)
+        .and_then(|rest| rest.find('/'))
+        .map(|p| after_scheme + p)
+        .unwrap_or(url.len());
+    HostUrl::parse(url.get(..origin_end).unwrap_or(url))
 }
 
 /// `detectors` (built-in names, default all) and `custom[{name, pattern}]`.
@@ -585,15 +602,16 @@ mod tests {
         let p = "$.endpoints[0].extra_config";
         for (v, want) in [
             (json!({"security/pii": {"detectors": ["mail"]}}), format!("{p}.security/pii.detectors[0]: unknown detector \"mail\" (known: email, phone, credit_card, iban, ssn, ipv4, ipv6, api_key, aws_access_key)")),
-            (json!({"security/pii": {"custom": [{"name": "x", "pattern": "("}]}}), format!("{p}.security/pii.custom[0].pattern: invalid regex: regex parse error:\n    (\n    ^\nerror: unclosed group")),
+            (json!({"security/pii": {"custom": [{"name": "x", "pattern": "("}]}}), format!("{p}.security/pii.custom[0].pattern: invalid regex: found open group without closing ')'")),
             (json!({"security/pii": {"action": "redact", "restore": true}}), format!("{p}.security/pii.restore: needs \"action\": \"mask\"")),
             (json!({"security/pii": {"detectors": []}}), format!("{p}.security/pii: needs at least one detector")),
             (json!({"security/exfiltration": {"action": "mask"}}), format!("{p}.security/exfiltration.action: \"mask\" is not one of redact, block")),
             (json!({"security/exfiltration": {"window": 1}}), format!("{p}.security/exfiltration.window: must be between 16 and 65536")),
             (json!({"ai/prompt-guard": {"guards": ["nope"]}}), format!("{p}.ai/prompt-guard.guards[0]: no service-level ai/prompt-guard guard is named \"nope\"")),
-            (json!({"ai/prompt-guard": {"deny": ["a{2,1}"]}}), format!("{p}.ai/prompt-guard.deny[0]: invalid regex: regex parse error:\n    a{{2,1}}\n     ^^^^^\nerror: invalid repetition count range, the start must be <= the end")),
+            (json!({"ai/prompt-guard": {"deny": ["a{2,1}"]}}), format!("{p}.ai/prompt-guard.deny[0]: invalid regex: found counted repetition with a min bigger than its max")),
             (json!({"auth/validator": {"scopes_matcher": "most"}}), format!("{p}.auth/validator.scopes_matcher: \"most\" is not one of any, all")),
             (json!({"auth/validator": {"rolez": []}}), format!("{p}.auth/validator.rolez: unknown field")),
+            (json!({"auth/validator": {"jwk_url": "idp/jwks"}}), format!("{p}.auth/validator.jwk_url: \"idp/jwks\" must start with http:// or https://")),
         ] {
             assert_eq!(err(ep(v, &s)), want);
         }

@@ -2,10 +2,11 @@
 //! checksum or range check confirms them (Luhn for cards, mod-97 for IBANs, octet ranges
 //! for IPv4, ...), and word boundaries are checked by hand so patterns stay simple.
 //!
-//! All regexes are compiled once at configure time with size limits; the `regex` crate
-//! runs in time linear in the text, whatever the pattern.
+//! All regexes are compiled once at configure time with a size limit; `regex-lite` runs
+//! in time linear in the text, whatever the pattern (no backreferences or look-around).
+//! Its classes (`\d`, `\w`, `\b`) and case folding (`(?i)`) are ASCII-only.
 
-use regex::{Regex, RegexBuilder};
+use regex_lite::{Regex, RegexBuilder};
 use std::fmt;
 
 /// Upper bound on a compiled regex (bytes of the compiled program).
@@ -20,7 +21,6 @@ impl Pattern {
     pub fn new(source: &str) -> Result<Self, String> {
         RegexBuilder::new(source)
             .size_limit(SIZE_LIMIT)
-            .dfa_size_limit(SIZE_LIMIT)
             .build()
             .map(Pattern)
             .map_err(|e| e.to_string())

@@ -244,5 +244,6 @@ fn overlaps_keep_the_earlier_longer_match_and_custom_labels() {
 fn regex_limits() {
     assert!(Pattern::new("(").is_err());
     // A pattern whose compiled program exceeds the size limit is refused.
-    assert!(Pattern::new(r"\w{1000}\w{1000}\w{1000}").is_err());
+    assert!(Pattern::new(r"(?:a{1000}){1000}").is_err());
+    assert!(Pattern::new(r"(?i)ignore previous").is_ok());
 }
