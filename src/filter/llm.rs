@@ -15,6 +15,9 @@ use super::Action;
 enum Response {
     /// Headers not seen yet.
     Pending,
+    /// The gateway answered itself (a local reply also passes through the response
+    /// callbacks): nothing to translate.
+    Local,
     /// A JSON answer (or an error): buffered whole, translated at the end.
     Buffered { status: u16 },
     /// A stream: each chunk is decoded and re-encoded as it arrives.
@@ -56,7 +59,8 @@ impl Call {
     }
 
     /// Answers the client with an error in its API's shape.
-    fn reply<H: Host>(&self, h: &mut H, kind: ErrorKind, message: &str, param: Option<&str>) {
+    fn reply<H: Host>(&mut self, h: &mut H, kind: ErrorKind, message: &str, param: Option<&str>) {
+        self.response = Response::Local;
         let (status, kind, code) = kind.parts();
         let body = self
             .front
@@ -164,6 +168,9 @@ impl Call {
     }
 
     pub fn on_response_headers<H: Host>(&mut self, h: &mut H, end_of_stream: bool) -> Action {
+        if matches!(self.response, Response::Local) {
+            return Action::Continue;
+        }
         let status: u16 = h
             .response_header(":status")
             .and_then(|s| s.parse().ok())
@@ -222,7 +229,7 @@ impl Call {
                 self.finish_buffered(h, &body);
                 Action::Continue
             }
-            Response::Pending => Action::Continue,
+            Response::Pending | Response::Local => Action::Continue,
         }
     }
 

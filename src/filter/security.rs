@@ -497,10 +497,14 @@ mod tests {
             .with_body(body.as_bytes());
             assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
             flow.on_request_body(&mut h, body.len(), true);
-            let r = h.reply.unwrap();
+            let r = h.reply.clone().unwrap();
             assert_eq!(r.status, 400);
             assert_eq!(r.json()["error"]["code"], "content_blocked");
             assert!(!String::from_utf8_lossy(&r.body).contains("bob@"));
+            // The local reply passes through the response callbacks untranslated.
+            let mut h = h.with_response_headers(&[(":status", "400")]);
+            assert_eq!(flow.on_response_headers(&mut h, false), Action::Continue);
+            assert_eq!(flow.on_response_body(&mut h, 0, true), Action::Continue);
         }
     }
 }
