@@ -115,8 +115,8 @@ impl Call {
         self.stream = req.stream;
         self.include_usage = req.include_usage;
         self.model = l.upstream_model(&req.model).to_string();
-        let models = [req.model.clone(), self.model.clone()];
-        let models = [models[0].as_str(), models[1].as_str()];
+        let client_model = req.model.clone();
+        let models = [client_model.as_str(), self.model.as_str()];
         if let Err((kind, msg)) = self.security.on_request(&mut req, &models) {
             self.reply(h, kind, &msg, None);
             return None;

@@ -69,6 +69,9 @@ pub struct Detector {
     /// On a failed check, retry shorter candidates ending before a separator (a greedy
     /// grouped pattern may have eaten a following word or number).
     shrink: bool,
+    /// Literals one of which every match contains: a text without any is not scanned
+    /// (`regex-lite` has no literal prefilter of its own).
+    needs: &'static [&'static str],
 }
 
 /// Equal when label, pattern and shrinking agree (the check follows from the built-in).
@@ -95,7 +98,9 @@ impl Detector {
                 "PHONE",
                 // E.164 (+ and 8-15 digits, separators allowed) or a national number with
                 // separators: (555) 123-4567, 555-123-4567, 030 1234 5678, 06-12345678.
-                r"\+[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,4}\)?){2,6}|\(?0?[0-9]{2,4}\)?[ .\-/][0-9]{3,4}[ .\-]?[0-9]{3,5}",
+                // (Plain character-class runs keep the automaton small: this detector
+                // was 60% of the scan time with nested counted groups.)
+                r"\+[1-9][0-9 .\-()]{6,20}[0-9]|\(?[0-9]{2,4}\)?[ .\-/][0-9]{3,4}[ .\-]?[0-9]{3,5}",
                 check_phone,
                 true,
             ),
@@ -134,11 +139,21 @@ impl Detector {
             _ => return None,
         };
         let pattern = Pattern::new(source).ok()?;
+        let needs: &'static [&'static str] = match name {
+            "email" => &["@"],
+            "ssn" => &["-"],
+            "ipv4" => &["."],
+            "ipv6" => &[":"],
+            "api_key" => &["sk-", "AIza", "gho_", "ghp_", "ghu_", "ghs_", "ghr_", "xox"],
+            "aws_access_key" => &["AKIA", "ASIA"],
+            _ => &[],
+        };
         Some(Self {
             label: label.to_string(),
             pattern,
             check: Some(check),
             shrink,
+            needs,
         })
     }
 
@@ -159,11 +174,15 @@ impl Detector {
             pattern,
             check: None,
             shrink: false,
+            needs: &[],
         }
     }
 
     /// Confirmed matches in `text`, as byte ranges.
     fn find(&self, text: &str, out: &mut Vec<Found>, index: usize) {
+        if !self.needs.is_empty() && !self.needs.iter().any(|n| text.contains(n)) {
+            return;
+        }
         for m in self.pattern.0.find_iter(text) {
             if m.start() == m.end() {
                 continue;
@@ -296,7 +315,7 @@ fn check_phone(text: &str, start: usize, end: usize) -> bool {
         })
     };
     let ahead = text.get(end..);
-    let behind: Option<String> = text.get(..start).map(|b| b.chars().rev().collect());
+    let behind: Option<String> = text.get(..start).map(|b| b.chars().rev().take(2).collect());
     if !(bounded(text, start, end, joins) && balanced && ends_digit)
         || continues(ahead)
         || continues(behind.as_deref())

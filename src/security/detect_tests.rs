@@ -247,3 +247,31 @@ fn regex_limits() {
     assert!(Pattern::new(r"(?:a{1000}){1000}").is_err());
     assert!(Pattern::new(r"(?i)ignore previous").is_ok());
 }
+
+/// `cargo test --release --lib -- --ignored --nocapture detector_speed`: scan time of all
+/// built-in detectors over a 100 KB prompt (prints, asserts nothing about time).
+#[test]
+#[ignore]
+fn detector_speed() {
+    let d = Detectors {
+        list: BUILTIN
+            .iter()
+            .map(|(n, _)| Detector::builtin(n).unwrap())
+            .collect(),
+    };
+    let para =
+        "The quarterly report for order 1234567812345678 was sent on 2024-01-15 to the team; \
+                contact jane.doe@example.com or +14155552671 for details. ";
+    let text = para.repeat(100_000 / para.len());
+    let t = std::time::Instant::now();
+    let n = d.find(&text).len();
+    println!("{} bytes, {n} matches, {:?}", text.len(), t.elapsed());
+    for (name, _) in BUILTIN {
+        let one = Detectors {
+            list: vec![Detector::builtin(name).unwrap()],
+        };
+        let t = std::time::Instant::now();
+        let n = one.find(&text).len();
+        println!("  {name}: {n} matches, {:?}", t.elapsed());
+    }
+}
