@@ -80,6 +80,9 @@ def config(mock_url: str, jwks_path: str) -> dict:
             {"endpoint": "/strict/v1/chat/completions", "method": "POST", "backend": llm(mock_url),
              "extra_config": {"security/pii": {"action": "block"},
                               "security/exfiltration": {"action": "block"}}},
+            {"endpoint": "/q/chat", "method": "POST",
+             "backend": [{"host": [mock_url], "url_pattern": "/v1/chat/completions"}],
+             "extra_config": {"auth/api-keys": {"roles": [], "strategy": "query_string", "identifier": "key"}}},
             {"endpoint": "/jwt/v1/chat/completions", "method": "POST", "backend": llm(mock_url),
              "extra_config": {"auth/validator": {
                  "alg": "RS256", "jwk_local_path": jwks_path, "issuer": "tollgate-test",
@@ -156,6 +159,16 @@ def test_sdk_clients_authenticate_and_keys_are_replaced(gw, fresh_mock):
     with pytest.raises(anthropic.PermissionDeniedError):
         anthropic.Anthropic(base_url=gw.url, api_key=USER_KEY).messages.create(
             model="claude-x", max_tokens=20, messages=[{"role": "user", "content": "Hello"}])
+
+
+def test_query_string_key_never_goes_upstream(gw, fresh_mock):
+    assert post(gw, "/q/chat?a=1", chat("hi")).status_code == 401
+    r = post(gw, f"/q/chat?a=1&key={USER_KEY}&b=2", chat("hi"))
+    assert r.status_code == 200, r.text
+    rec = fresh_mock.last()
+    assert rec["path"] == "/v1/chat/completions?a=1&b=2"
+    assert header(rec, "x-role") == ["ANY"]
+    assert USER_KEY not in json.dumps(rec)
 
 
 def test_pii_is_masked_at_the_provider_and_restored_for_the_client(gw, fresh_mock):
@@ -266,10 +279,17 @@ def test_jwt_verified_by_envoy_and_roles_checked_by_tollgate(gw, fresh_mock, rsa
 
 
 def test_no_key_in_envoy_log_or_any_response(gw):
-    """Runs last: the provider key and the client keys never appear in Envoy's log, and the
+    """Runs last: the provider key and the client keys never appear in Envoy's log or access
+    log (the query-string key included), and the
     provider key never in a client response (client keys only where the client sent them)."""
     log = gw.log()
     assert log, "empty envoy log"
+    # Envoy flushes the access log periodically: wait (bounded) for the query-string line.
+    deadline = time.time() + 10
+    while "/v1/chat/completions?a=1&b=2" not in (access := gw.access_log()) and time.time() < deadline:
+        time.sleep(0.2)
+    assert "/v1/chat/completions?a=1&b=2" in access, "no access log lines"
+    log += access
     for key in (PROVIDER_KEY, ADMIN_KEY, USER_KEY, SECRET):
         assert key not in log, key
     assert len(SEEN) > 40
