@@ -182,6 +182,14 @@ impl CallSecurity {
     /// A whole answer: exfiltration guard, then placeholder restore. `Err`: stopped.
     pub fn on_response(&mut self, resp: &mut ChatResponse) -> Result<(), String> {
         for c in &mut resp.choices {
+            // Tool-call arguments are JSON text: `[REDACTED]` keeps them valid JSON.
+            if let Some(ex) = &self.exfil {
+                for call in &mut c.message.tool_calls {
+                    if let Some(clean) = ex.scan(&call.arguments).map_err(|b| b.message())? {
+                        call.arguments = clean;
+                    }
+                }
+            }
             for p in &mut c.message.content {
                 if let Part::Text(t) = p {
                     if let Some(ex) = &self.exfil {
@@ -366,6 +374,59 @@ mod tests {
         got += &text(&ev);
         assert!(matches!(ev.last(), Some(StreamEvent::Finish { .. })));
         assert_eq!(got, "Hi bob@example.com, key [REDACTED] bye");
+    }
+
+    #[test]
+    fn json_answer_text_and_tool_arguments_are_scanned() {
+        use crate::providers::model::{Choice, Message, ToolCall};
+        let mut s = sec(Some(ExfilAction::Redact));
+        s.masking
+            .pairs
+            .push(("[EMAIL_1]".into(), "bob@example.com".into()));
+        let mut resp = ChatResponse {
+            id: "x".into(),
+            model: "m".into(),
+            created: 0,
+            usage: None,
+            choices: vec![Choice {
+                index: 0,
+                finish_reason: Some(FinishReason::Stop),
+                message: Message {
+                    role: Role::Assistant,
+                    content: vec![Part::Text(
+                        "to [EMAIL_1]: sk-abcdefghijklmnopqrstuvwxyz0123".into(),
+                    )],
+                    tool_calls: vec![ToolCall {
+                        id: "c".into(),
+                        name: "f".into(),
+                        arguments: r#"{"k":"sk-abcdefghijklmnopqrstuvwxyz0123"}"#.into(),
+                    }],
+                    tool_call_id: None,
+                    name: None,
+                },
+            }],
+        };
+        s.on_response(&mut resp).unwrap();
+        let m = &resp.choices[0].message;
+        assert_eq!(
+            m.content,
+            vec![Part::Text("to bob@example.com: [REDACTED]".into())]
+        );
+        assert_eq!(m.tool_calls[0].arguments, r#"{"k":"[REDACTED]"}"#);
+        let mut b = sec(Some(ExfilAction::Block));
+        assert!(b.on_response(&mut resp.clone()).is_ok());
+        resp.choices[0].message.content = vec![Part::Text("AKIAIOSFODNN7EXAMPLE".into())];
+        let mut b = CallSecurity {
+            exfil: Some(Rc::new(Exfil {
+                detectors: Detectors {
+                    list: vec![Detector::builtin("aws_access_key").unwrap()],
+                },
+                action: ExfilAction::Block,
+                window: 64,
+            })),
+            ..Default::default()
+        };
+        assert!(b.on_response(&mut resp).unwrap_err().contains("AWS_KEY"));
     }
 
     #[test]
