@@ -4,7 +4,8 @@
 //! list (TLS with SNI for https hosts). Host-only; not part of the .wasm.
 
 use crate::config::{env, Gateway};
-use crate::routing::{HostUrl, Scheme, CLUSTER_HEADER};
+use crate::routing::{cluster_name, HostUrl, Scheme, CLUSTER_HEADER};
+use crate::security::claims::PAYLOAD_HEADER;
 use serde_json::{json, Value};
 
 /// Bootstrap settings that differ between a local run and a container.
@@ -59,6 +60,20 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
             }
         }
     });
+    let mut clusters: Vec<Value> = gw
+        .clusters()
+        .into_iter()
+        .map(|(name, hosts)| cluster(name, hosts, o))
+        .collect();
+    let mut http_filters = Vec::new();
+    if let Some(jwt) = jwt_authn(gw, &mut clusters, o) {
+        http_filters.push(jwt);
+    }
+    http_filters.push(wasm_filter);
+    http_filters.push(
+        json!({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
+    );
     let hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "tollgate",
@@ -93,17 +108,8 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
                 }]
             }]
         },
-        "http_filters": [
-            wasm_filter,
-            {"name": "envoy.filters.http.router", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-        ]
+        "http_filters": http_filters,
     });
-    let clusters: Vec<Value> = gw
-        .clusters()
-        .into_iter()
-        .map(|(name, hosts)| cluster(name, hosts, o))
-        .collect();
     let tags: Vec<Value> = crate::observe::stats_tags()
         .into_iter()
         .map(|(tag, regex)| json!({"tag_name": tag, "regex": regex}))
@@ -124,6 +130,89 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
             "clusters": clusters,
         }
     })
+}
+
+/// Envoy's `jwt_authn` filter for endpoints with KrakenD `auth/validator` and a JWKS
+/// (`jwk_local_path`, or `jwk_url` with a cluster added for its host). It verifies the
+/// token, removes it, and forwards the verified payload in [`PAYLOAD_HEADER`], where
+/// tollgate checks roles and scopes. `None` when no endpoint asks for it.
+fn jwt_authn(gw: &Gateway, clusters: &mut Vec<Value>, o: &Options) -> Option<Value> {
+    let mut providers = serde_json::Map::new();
+    let mut rules = Vec::new();
+    for (i, ep) in gw.endpoints.iter().enumerate() {
+        let Some(rule) = &ep.security.jwt else {
+            continue;
+        };
+        let jwks = if let Some(path) = &rule.jwk_local_path {
+            json!({"local_jwks": {"filename": path}})
+        } else if let Some(url) = &rule.jwk_url {
+            // Checked when the config was read.
+            let Ok(host) = crate::config::security::jwks_host(url) else {
+                continue;
+            };
+            let name = cluster_name(std::slice::from_ref(&host));
+            if !clusters.iter().any(|c| c["name"] == name.as_str()) {
+                clusters.push(cluster(&name, std::slice::from_ref(&host), o));
+            }
+            json!({"remote_jwks": {
+                "http_uri": {"uri": url, "cluster": name, "timeout": "5s"},
+                "cache_duration": "300s"}})
+        } else {
+            continue;
+        };
+        let name = format!("tollgate_endpoint_{i}");
+        let mut p = jwks;
+        if let Some(iss) = &rule.issuer {
+            p["issuer"] = json!(iss);
+        }
+        if !rule.audience.is_empty() {
+            p["audiences"] = json!(rule.audience);
+        }
+        p["forward"] = json!(false);
+        p["forward_payload_header"] = json!(PAYLOAD_HEADER);
+        if !rule.propagate_claims.is_empty() {
+            p["claim_to_headers"] = rule
+                .propagate_claims
+                .iter()
+                .map(|(claim, header)| json!({"header_name": header, "claim_name": claim}))
+                .collect();
+        }
+        providers.insert(name.clone(), p);
+        rules.push(json!({
+            "match": path_match(ep.pattern.as_str()),
+            "requires": {"provider_name": name},
+        }));
+    }
+    if providers.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": providers,
+            "rules": rules,
+        }
+    }))
+}
+
+/// An Envoy route match for a KrakenD endpoint path (`{param}` matches one segment).
+fn path_match(pattern: &str) -> Value {
+    if !pattern.contains('{') {
+        return json!({"path": pattern});
+    }
+    let mut re = String::new();
+    for (i, seg) in pattern.split('/').enumerate() {
+        if i > 0 {
+            re.push('/');
+        }
+        if seg.starts_with('{') && seg.ends_with('}') {
+            re.push_str("[^/]+");
+        } else {
+            re.push_str(&regex_lite::escape(seg));
+        }
+    }
+    json!({"safe_regex": {"regex": re}})
 }
 
 fn socket((addr, port): &(String, u16)) -> Value {
@@ -275,8 +364,58 @@ fn scalar_str(s: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwt_authn_only_when_an_endpoint_asks() {
+        let text = r#"{"version": 3, "endpoints": [
+            {"endpoint": "/v1/chat/completions", "method": "POST", "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}],
+             "extra_config": {"auth/validator": {"alg": "RS256", "jwk_local_path": "/etc/jwks.json", "issuer": "me", "audience": ["a"], "roles": ["r"], "propagate_claims": [["sub", "x-user"]]}}},
+            {"endpoint": "/t/{tenant}/x", "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}],
+             "extra_config": {"auth/validator": {"alg": "RS256", "jwk_url": "https://idp.example.com/.well-known/jwks.json"}}},
+            {"endpoint": "/open", "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}]}]}"#;
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+        let b = bootstrap(&gw, &doc, text, &Options::default());
+        let filters = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"];
+        assert_eq!(filters[0]["name"], "envoy.filters.http.jwt_authn");
+        assert_eq!(filters[1]["name"], "tollgate");
+        let cfg = &filters[0]["typed_config"];
+        let p0 = &cfg["providers"]["tollgate_endpoint_0"];
+        assert_eq!(p0["local_jwks"]["filename"], "/etc/jwks.json");
+        assert_eq!(p0["issuer"], "me");
+        assert_eq!(p0["forward_payload_header"], PAYLOAD_HEADER);
+        assert_eq!(
+            p0["claim_to_headers"],
+            json!([{"header_name": "x-user", "claim_name": "sub"}])
+        );
+        let p1 = &cfg["providers"]["tollgate_endpoint_1"];
+        assert_eq!(
+            p1["remote_jwks"]["http_uri"]["cluster"],
+            "tg_https_idp.example.com_443"
+        );
+        assert_eq!(
+            cfg["rules"][1]["match"],
+            json!({"safe_regex": {"regex": "/t/[^/]+/x"}})
+        );
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        assert!(clusters
+            .iter()
+            .any(|c| c["name"] == "tg_https_idp.example.com_443"));
+        // No auth/validator: no jwt_authn.
+        let plain: Value = serde_json::from_str(
+            r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://127.0.0.1:1"], "url_pattern": "/"}]}]}"#,
+        )
+        .unwrap();
+        let gw = Gateway::from_value(&plain, &|_| None).unwrap();
+        let b = bootstrap(&gw, &plain, "{}", &Options::default());
+        let filters = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"];
+        assert_eq!(filters[0]["name"], "tollgate");
+    }
 
     #[test]
     fn yaml_shapes() {

@@ -15,6 +15,7 @@ pub mod providers;
 pub mod routing;
 #[cfg(feature = "cli")]
 pub mod schema;
+pub mod security;
 pub mod stream;
 
 #[cfg(target_arch = "wasm32")]

@@ -378,6 +378,39 @@ mod tests {
     }
 
     #[test]
+    fn security_namespaces_validate_field_by_field() {
+        let schema = extended().unwrap();
+        let ep = |extra: serde_json::Value| {
+            json!({"version": 3,
+                "extra_config": {
+                    "auth/api-keys": {"keys": [{"key": "k", "roles": ["a"]}], "hash": "sha256", "salt": "s", "propagate_role": "X-Role"},
+                    "ai/prompt-guard": {"guards": [{"name": "jb", "kind": "regex", "severity": "high", "config": {"patterns": ["x"]}}]}},
+                "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST", "extra_config": extra,
+                    "backend": [{"host": ["http://127.0.0.1:1"], "url_pattern": "/"}]}]})
+        };
+        let good = ep(json!({
+            "auth/api-keys": {"roles": ["a"], "strategy": "query_string", "identifier": "key"},
+            "security/pii": {"detectors": ["email", "credit_card"], "custom": [{"name": "emp", "pattern": "EMP-[0-9]+"}], "action": "mask", "restore": true},
+            "security/exfiltration": {"action": "block", "window": 128},
+            "ai/prompt-guard": {"guards": ["jb", "!low"], "deny": ["x"], "allow": ["y"], "max_prompt_bytes": 10, "max_prompt_chars": 10, "models_by_role": {"a": ["*"]}}
+        }));
+        assert_eq!(validate(&schema, &good).unwrap(), Vec::<String>::new());
+        for bad in [
+            json!({"security/pii": {"detectors": ["mail"]}}),
+            json!({"security/pii": {"action": "hide"}}),
+            json!({"security/pii": {"custom": [{"name": "x"}]}}),
+            json!({"security/exfiltration": {"window": 1}}),
+            json!({"security/exfiltration": {"nope": 1}}),
+            json!({"ai/prompt-guard": {"max_prompt_bytes": "10"}}),
+        ] {
+            assert!(
+                !validate(&schema, &ep(bad.clone())).unwrap().is_empty(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn pointers_become_paths() {
         assert_eq!(
             pointer_to_path("/endpoints/0/extra_config/ai~1llm"),

@@ -9,6 +9,7 @@ pub mod env;
 pub mod llm;
 pub mod martian;
 pub mod reader;
+pub mod security;
 
 use crate::cost::{self, CostConfig, QuotaAttach};
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
@@ -103,6 +104,8 @@ pub struct Endpoint {
     pub quota: Option<QuotaAttach>,
     /// Rate limits, validation, templates ([`crate::governance`]).
     pub governance: crate::governance::Policy,
+    /// Client auth, PII masking, exfiltration and prompt guards ([`security`]).
+    pub security: security::EndpointSecurity,
 }
 
 /// The client-facing LLM API of an endpoint, from its path.
@@ -209,6 +212,7 @@ impl Gateway {
         let default_timeout = duration_field(&mut root, "timeout")?;
         let mut cost = CostConfig::default();
         let mut default_quota = None;
+        let mut svc = security::ServiceSecurity::default();
         if let Some(mut extra) = root.opt_obj("extra_config")? {
             if let Some(v) = extra.get("governance/processors") {
                 cost.quotas = cost::processors(v, &extra.at("governance/processors"))?;
@@ -223,6 +227,7 @@ impl Gateway {
             if let Some(v) = extra.get("ai/usage") {
                 cost.usage = cost::usage_config(v, &extra.at("ai/usage"))?;
             }
+            svc = security::service(&mut extra, lookup)?;
             ignore_namespaces(&mut extra, &[], &mut warnings);
         }
         let list = root
@@ -231,7 +236,16 @@ impl Gateway {
         let mut endpoints: Vec<Endpoint> = Vec::with_capacity(list.len());
         for (i, item) in list.iter().enumerate() {
             let path = format!("$.endpoints[{i}]");
-            let ep = endpoint(item, &path, i, &default_hosts, &cost, lookup, &mut warnings)?;
+            let ep = endpoint(
+                item,
+                &path,
+                i,
+                &default_hosts,
+                &cost,
+                lookup,
+                &svc,
+                &mut warnings,
+            )?;
             if let Some(j) = endpoints
                 .iter()
                 .position(|e| e.method == ep.method && e.pattern.same_shape(&ep.pattern))
@@ -287,6 +301,7 @@ fn endpoint(
     default_hosts: &[HostUrl],
     cost: &CostConfig,
     lookup: &dyn Fn(&str) -> Option<String>,
+    svc: &security::ServiceSecurity,
     warnings: &mut Vec<String>,
 ) -> Result<Endpoint> {
     let mut o = Obj::new(v, path)?;
@@ -296,6 +311,7 @@ fn endpoint(
     let timeout_ms = duration_field(&mut o, "timeout")?;
     let mut quota = None;
     let mut governance = crate::governance::Policy::default();
+    let mut sec = security::EndpointSecurity::default();
     if let Some(mut extra) = o.opt_obj("extra_config")? {
         if let Some(v) = extra.get("governance/quota") {
             quota = Some(cost::attach(
@@ -305,6 +321,8 @@ fn endpoint(
             )?);
         }
         governance = crate::governance::compile(&mut extra, index, warnings)?;
+        let is_messages = pattern.as_str().ends_with("/messages");
+        sec = security::endpoint(&mut extra, svc, is_messages)?;
         ignore_namespaces(&mut extra, &[], warnings);
     }
     let list = o
@@ -366,6 +384,7 @@ fn endpoint(
         timeout_ms,
         quota,
         governance,
+        security: sec,
     };
     let (bpath, xpath) = (format!("{path}.backend"), format!("{path}.extra_config"));
     crate::governance::routing::finish_endpoint(&mut ep, index, &bpath, &xpath)?;

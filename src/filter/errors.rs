@@ -21,6 +21,12 @@ pub enum ErrorKind {
     Internal,
     /// The provider failed or answered nonsense (502).
     BadGateway,
+    /// No or unknown client credential (401).
+    Unauthorized,
+    /// The credential may not do this (403).
+    Forbidden,
+    /// A security guard refused the prompt (400).
+    Blocked,
 }
 
 impl ErrorKind {
@@ -34,6 +40,9 @@ impl ErrorKind {
             ErrorKind::QuotaExceeded => (429, "rate_limit_error", "quota_exceeded"),
             ErrorKind::Internal => (500, "server_error", "internal_error"),
             ErrorKind::BadGateway => (502, "server_error", "bad_gateway"),
+            ErrorKind::Unauthorized => (401, "authentication_error", "invalid_api_key"),
+            ErrorKind::Forbidden => (403, "permission_error", "forbidden"),
+            ErrorKind::Blocked => (400, "invalid_request_error", "content_blocked"),
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct Call {
     pub governance: crate::governance::CallHooks,
     /// The backend chosen by governance routing (else the client's model chooses).
     pub forced_backend: Option<usize>,
+    /// Prompt guard, PII masking, exfiltration guard ([`super::security`]).
+    pub(super) security: super::security::CallSecurity,
 }
 
 impl Call {
@@ -74,6 +76,7 @@ impl Call {
             status: 0,
             governance: Default::default(),
             forced_backend: None,
+            security: Default::default(),
         }
     }
 
@@ -146,6 +149,12 @@ impl Call {
         self.stream = req.stream;
         self.include_usage = req.include_usage;
         self.model = l.upstream_model(&req.model).to_string();
+        let client_model = req.model.clone();
+        let models = [client_model.as_str(), self.model.as_str()];
+        if let Err((kind, msg)) = self.security.on_request(&mut req, &models) {
+            self.reply(h, kind, &msg, None);
+            return None;
+        }
         self.account.provider = l.provider.name();
         self.account.model = self.model.clone();
         self.account.start_ms = h.now_millis();
@@ -249,6 +258,7 @@ impl Call {
                 if end_of_stream {
                     decoder.finish(&mut self.events);
                 }
+                self.security.on_events(&mut self.events, end_of_stream);
                 let mut out = Vec::with_capacity(chunk.len() + 64);
                 let now_ms = h.now_millis();
                 for ev in &self.events {
@@ -291,25 +301,30 @@ impl Call {
                 if resp.model.is_empty() {
                     resp.model = self.model.clone();
                 }
-                // governance: charge the client's token limit; validate structured output.
+                // governance: charge the client's token limit.
                 let used = resp.usage.map(|u| u.total()).unwrap_or(0);
                 crate::governance::ratelimit::charge_tokens(
                     h,
                     self.governance.charge.as_ref(),
                     used,
                 );
-                match self.governance.check_response(&resp) {
-                    Ok(()) => (200, self.front.encode_response(&resp, &self.model)),
-                    Err(d) => {
-                        let body = self.front.gateway_error(
-                            d.status as u16,
-                            d.kind,
-                            d.code,
-                            &d.message,
-                            None,
-                        );
-                        (d.status as u16, body)
-                    }
+                // security (exfiltration guard, placeholder restore), then governance
+                // (structured output) on what the client would get.
+                match self.security.on_response(&mut resp) {
+                    Err(msg) => (502, self.front.error_body(&blocked(msg))),
+                    Ok(()) => match self.governance.check_response(&resp) {
+                        Ok(()) => (200, self.front.encode_response(&resp, &self.model)),
+                        Err(d) => {
+                            let body = self.front.gateway_error(
+                                d.status as u16,
+                                d.kind,
+                                d.code,
+                                &d.message,
+                                None,
+                            );
+                            (d.status as u16, body)
+                        }
+                    },
                 }
             }
             Err(e) => (e.status, self.front.error_body(&upstream_error(e))),
@@ -319,6 +334,16 @@ impl Call {
         h.set_response_body(&out);
         self.status = status;
         self.done = true;
+    }
+}
+
+/// An answer stopped by the exfiltration guard.
+fn blocked(message: String) -> ProviderError {
+    ProviderError {
+        status: 502,
+        kind: "server_error".into(),
+        message,
+        code: Some("response_blocked".into()),
     }
 }
 

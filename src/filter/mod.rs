@@ -14,6 +14,7 @@ pub mod errors;
 mod failover;
 mod llm;
 mod models;
+mod security;
 
 use crate::config::{Endpoint, Gateway, HeaderOp};
 use crate::cost::{self, Charge, Refusal};
@@ -114,8 +115,14 @@ impl Flow {
         let Some(ep) = gw.endpoints.get(index) else {
             return Action::Continue;
         };
-        // governance: size (content-length) and rate limits, before anything else; the
-        // client's headers are still as sent (a limit may key on Authorization).
+        // Client authentication first (auth/api-keys, auth/validator): 401/403 here.
+        let Ok(auth) = security::authenticate(h, ep, query) else {
+            self.replied = true;
+            return Action::Pause;
+        };
+        let query = auth.query.as_deref();
+        // governance: size (content-length) and rate limits; the client's headers are
+        // still as sent (a limit may key on Authorization).
         if let Some(d) = governance::on_request_headers(h, &ep.governance, &params, &mut self.gov) {
             self.replied = true;
             governance::reply(h, ep.api, &d);
@@ -131,6 +138,7 @@ impl Flow {
         if let Some(api) = ep.api {
             let mut call = llm::Call::new(api);
             call.governance = governance::CallHooks::new(&ep.governance, &self.gov);
+            call.security = security::CallSecurity::new(&ep.security, auth.roles);
             if end_of_stream {
                 call.reply(
                     h,

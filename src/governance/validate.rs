@@ -86,7 +86,7 @@ impl Kind {
 
 /// A compiled `pattern` (compared by its source).
 #[derive(Debug, Clone)]
-pub struct Pattern(regex::Regex);
+pub struct Pattern(regex_lite::Regex);
 
 impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
@@ -239,7 +239,9 @@ pub fn compile(v: &Value, path: &str) -> Result<Schema> {
         let src = p
             .as_str()
             .ok_or_else(|| ConfigError::new(at("pattern"), "expected a string"))?;
-        let re = regex::Regex::new(&ecma_classes(src)).map_err(|e| {
+        let re = // regex-lite's classes are ASCII: `\d`, `\w` and `\b` are ECMA-262's (JSON Schema's
+        // dialect); `\s` lacks ECMA's non-ASCII spaces.
+        regex_lite::Regex::new(src).map_err(|e| {
             ConfigError::new(at("pattern"), format!("invalid regular expression: {e}"))
         })?;
         s.pattern = Some(Pattern(re));
@@ -247,35 +249,6 @@ pub fn compile(v: &Value, path: &str) -> Result<Schema> {
     Ok(s)
 }
 
-/// ECMA-262 (JSON Schema's regex dialect) `\d`, `\w`, `\s` and `\b` are ASCII-only; the
-/// `regex` crate's are Unicode and need its large Unicode tables (kept out of the .wasm).
-/// Rewrites them to ASCII classes, which is also the ECMA meaning.
-fn ecma_classes(src: &str) -> String {
-    let mut out = String::with_capacity(src.len() + 16);
-    let mut chars = src.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('d') => out.push_str("[0-9]"),
-            Some('D') => out.push_str("[^0-9]"),
-            Some('w') => out.push_str("[0-9A-Za-z_]"),
-            Some('W') => out.push_str("[^0-9A-Za-z_]"),
-            Some('s') => out.push_str("[\\t\\n\\x0B\\x0C\\r \\xA0\\x{FEFF}\\x{2028}\\x{2029}]"),
-            Some('S') => out.push_str("[^\\t\\n\\x0B\\x0C\\r \\xA0\\x{FEFF}\\x{2028}\\x{2029}]"),
-            Some('b') => out.push_str("(?-u:\\b)"),
-            Some('B') => out.push_str("(?-u:\\B)"),
-            Some(other) => {
-                out.push('\\');
-                out.push(other);
-            }
-            None => out.push('\\'),
-        }
-    }
-    out
-}
 
 fn is_supported(k: &str) -> bool {
     ANNOTATIONS.contains(&k)

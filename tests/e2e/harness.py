@@ -110,13 +110,16 @@ class Envoy:
         self.yaml = self.tmp / "envoy.yaml"
         self.yaml.write_text(yaml)
         self.log_path = self.tmp / "envoy.log"
+        # stdout carries the access log (StdoutAccessLog in the generated bootstrap).
+        self.stdout_path = self.tmp / "stdout.log"
         self.env = {**os.environ, **(env or {})}
-        self.proc = subprocess.Popen(
-            [envoy_bin(), "-c", str(self.yaml), "--concurrency", str(concurrency),
-             "--base-id", str(next(_base_ids)), "--component-log-level", "wasm:info",
-             "--log-path", str(self.log_path), *extra_args],
-            stdout=open(self.tmp / "access.log", "w"), stderr=subprocess.STDOUT, env=self.env,
-        )
+        with open(self.stdout_path, "w") as stdout:
+            self.proc = subprocess.Popen(
+                [envoy_bin(), "-c", str(self.yaml), "--concurrency", str(concurrency),
+                 "--base-id", str(next(_base_ids)), "--component-log-level", "wasm:info",
+                 "--log-path", str(self.log_path), *extra_args],
+                stdout=stdout, stderr=subprocess.STDOUT, env=self.env,
+            )
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
 
@@ -141,9 +144,8 @@ class Envoy:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def access_log(self) -> str:
-        """Envoy's stdout: the access log lines (one per request)."""
-        p = self.tmp / "access.log"
-        return p.read_text(errors="replace") if p.exists() else ""
+        """Envoy's stdout: the access log lines."""
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
 
     def stats(self) -> str:
         return httpx.get(f"{self.admin}/stats/prometheus", timeout=5).text

@@ -1,0 +1,215 @@
+//! PII masking of prompts (tollgate `security/pii`): detected values are replaced by typed,
+//! numbered placeholders (`[EMAIL_1]`; the same value always gets the same placeholder
+//! within a request), by `[REDACTED]`, or the request is refused. Placeholders can be put
+//! back in the answer, also in streams where a placeholder arrives split across chunks.
+
+use super::detect::Detectors;
+
+/// What happens to a detected value in a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PiiAction {
+    /// A typed placeholder, e.g. `[EMAIL_1]`.
+    #[default]
+    Mask,
+    /// `[REDACTED]`.
+    Redact,
+    /// The request is refused (400) and never reaches the provider.
+    Block,
+}
+
+/// Text that replaces a value when redacting.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Compiled `security/pii` of an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pii {
+    pub detectors: Detectors,
+    pub action: PiiAction,
+    /// Put the original values back in the answer (`mask` only).
+    pub restore: bool,
+}
+
+/// The placeholders given out in one request: (placeholder, original value).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Masking {
+    pub pairs: Vec<(String, String)>,
+}
+
+impl Masking {
+    /// Masks one text. `Ok(None)`: nothing found. `Err(labels)`: blocked, with the kinds
+    /// found (never the values).
+    pub fn apply(&mut self, pii: &Pii, text: &str) -> Result<Option<String>, Vec<String>> {
+        let found = pii.detectors.find(text);
+        if found.is_empty() {
+            return Ok(None);
+        }
+        if pii.action == PiiAction::Block {
+            let mut labels: Vec<String> = Vec::new();
+            for f in &found {
+                let l = pii.detectors.label(f).to_string();
+                if !labels.contains(&l) {
+                    labels.push(l);
+                }
+            }
+            return Err(labels);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for f in &found {
+            out.push_str(text.get(at..f.start).unwrap_or_default());
+            let value = text.get(f.start..f.end).unwrap_or_default();
+            match pii.action {
+                PiiAction::Redact | PiiAction::Block => out.push_str(REDACTED),
+                PiiAction::Mask => {
+                    let label = pii.detectors.label(f);
+                    out.push_str(&self.placeholder(label, value));
+                }
+            }
+            at = f.end;
+        }
+        out.push_str(text.get(at..).unwrap_or_default());
+        Ok(Some(out))
+    }
+
+    fn placeholder(&mut self, label: &str, value: &str) -> String {
+        if let Some((p, _)) = self.pairs.iter().find(|(_, v)| v == value) {
+            return p.clone();
+        }
+        let prefix = format!("[{label}_");
+        let n = self
+            .pairs
+            .iter()
+            .filter(|(p, _)| p.starts_with(&prefix))
+            .count()
+            + 1;
+        let p = format!("{prefix}{n}]");
+        self.pairs.push((p.clone(), value.to_string()));
+        p
+    }
+
+    /// Restores every placeholder in a whole text.
+    pub fn restore(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (p, v) in &self.pairs {
+            if out.contains(p.as_str()) {
+                out = out.replace(p.as_str(), v);
+            }
+        }
+        out
+    }
+}
+
+/// Restores placeholders in a stream of text deltas: a tail that may be the start of a
+/// placeholder (`[EMA`) is held until the next delta shows whether it is one.
+#[derive(Debug, Clone, Default)]
+pub struct Restorer {
+    pending: String,
+}
+
+impl Restorer {
+    pub fn push(&mut self, m: &Masking, delta: &str) -> String {
+        self.pending.push_str(delta);
+        let hold = match self.pending.rfind('[') {
+            Some(i) => {
+                let tail = self.pending.get(i..).unwrap_or_default();
+                let partial =
+                    !tail.contains(']') && m.pairs.iter().any(|(p, _)| p.starts_with(tail));
+                if partial {
+                    i
+                } else {
+                    self.pending.len()
+                }
+            }
+            None => self.pending.len(),
+        };
+        let ready = m.restore(self.pending.get(..hold).unwrap_or_default());
+        self.pending = self.pending.get(hold..).unwrap_or_default().to_string();
+        ready
+    }
+
+    /// The stream ended: whatever is held goes out as is.
+    pub fn finish(&mut self, m: &Masking) -> String {
+        m.restore(&std::mem::take(&mut self.pending))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::security::detect::Detector;
+
+    fn pii(action: PiiAction) -> Pii {
+        Pii {
+            detectors: Detectors {
+                list: ["email", "phone", "credit_card"]
+                    .iter()
+                    .map(|n| Detector::builtin(n).unwrap())
+                    .collect(),
+            },
+            action,
+            restore: true,
+        }
+    }
+
+    #[test]
+    fn masks_with_numbered_placeholders_per_value() {
+        let p = pii(PiiAction::Mask);
+        let mut m = Masking::default();
+        let out = m
+            .apply(
+                &p,
+                "a@x.com wrote to b@y.org; cc a@x.com, card 4111 1111 1111 1111",
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out,
+            "[EMAIL_1] wrote to [EMAIL_2]; cc [EMAIL_1], card [CREDIT_CARD_1]"
+        );
+        // A second message of the same request continues the numbering.
+        let out2 = m.apply(&p, "again b@y.org and c@z.net").unwrap().unwrap();
+        assert_eq!(out2, "again [EMAIL_2] and [EMAIL_3]");
+        assert_eq!(
+            m.restore("hi [EMAIL_3] and [EMAIL_1]"),
+            "hi c@z.net and a@x.com"
+        );
+        assert_eq!(m.apply(&p, "nothing here 12345").unwrap(), None);
+    }
+
+    #[test]
+    fn redact_and_block() {
+        let mut m = Masking::default();
+        assert_eq!(
+            m.apply(&pii(PiiAction::Redact), "mail a@x.com")
+                .unwrap()
+                .unwrap(),
+            "mail [REDACTED]"
+        );
+        assert!(m.pairs.is_empty());
+        assert_eq!(
+            m.apply(&pii(PiiAction::Block), "a@x.com +14155552671 b@x.com")
+                .unwrap_err(),
+            vec!["EMAIL".to_string(), "PHONE".to_string()]
+        );
+    }
+
+    #[test]
+    fn restores_placeholders_split_at_every_offset() {
+        let p = pii(PiiAction::Mask);
+        let mut m = Masking::default();
+        m.apply(&p, "a@x.com b@y.org").unwrap();
+        let answer = "Dear [EMAIL_1], forward to [EMAIL_2] [not a placeholder] [EMAIL_";
+        let want = "Dear a@x.com, forward to b@y.org [not a placeholder] [EMAIL_";
+        for i in 0..=answer.len() {
+            for j in i..=answer.len() {
+                let mut r = Restorer::default();
+                let mut out = r.push(&m, &answer[..i]);
+                out += &r.push(&m, &answer[i..j]);
+                out += &r.push(&m, &answer[j..]);
+                out += &r.finish(&m);
+                assert_eq!(out, want, "split at {i},{j}");
+            }
+        }
+    }
+}
