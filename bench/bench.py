@@ -141,7 +141,7 @@ def body_4k() -> dict:
             {"role": "system", "content": "You are a concise financial analyst. " + para * 3},
             {"role": "user", "content": "Summarise this: " + para * 11},
             {"role": "assistant", "content": "Revenue grew in all regions, led by cloud services."},
-            {"role": "user", "content": "And the risks? " + para * 11},
+            {"role": "user", "content": "And the risks? " + para * 12},
         ],
     }
 

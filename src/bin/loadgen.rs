@@ -104,7 +104,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        let num = |v: &String| v.parse::<f64>().map_err(|_| format!("{flag}: not a number"));
+        let num = |v: &String| {
+            v.parse::<f64>()
+                .map_err(|_| format!("{flag}: not a number"))
+        };
         match flag.as_str() {
             "--addr" => addr = Some(value()?.clone()),
             "--spec" => spec_paths.push(value()?.clone()),
@@ -420,10 +423,7 @@ fn report(args: &Args, samples: &[Sample], conn_errors: u64, elapsed: Duration) 
         .iter()
         .filter(|s| (200..300).contains(&s.status) && s.ok_body)
         .count();
-    let status_json: Vec<String> = status
-        .iter()
-        .map(|(k, v)| format!("\"{k}\":{v}"))
-        .collect();
+    let status_json: Vec<String> = status.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
     let per_spec: Vec<String> = args
         .specs
         .iter()
