@@ -1,6 +1,7 @@
 # tollgate: AI gateway as an Envoy proxy-wasm filter.
 #   make run    build, set up Envoy, start the demo gateway (Envoy + filter + mock provider)
-#   make test   every test: fmt/clippy, unit tests, Envoy end-to-end tests
+#   make test   every test: fmt/clippy, unit tests (incl. a short fuzz pass), Envoy end-to-end tests
+#   make bench  plain Envoy vs tollgate side by side (bench/results.md); make soak: bounded soak
 
 CARGO  ?= cargo
 PY     := .venv/bin/python

@@ -239,7 +239,16 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="time cap of one run")
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--readme", action="store_true", help="refresh the table in README.md")
+    ap.add_argument("--render-only", action="store_true",
+                    help="only re-render results.md (and README with --readme) from results.json")
     args = ap.parse_args()
+    if args.render_only:
+        results = json.loads((OUT / "results.json").read_text())
+        table = render_table(results)
+        (OUT / "results.md").write_text(render_md(results, table))
+        if args.readme:
+            refresh_readme(table)
+        return 0
     for f in (WASM, TOLLGATE, MOCK, LOADGEN):
         if not f.exists():
             print(f"missing {f}: run `make build`", file=sys.stderr)
@@ -407,11 +416,38 @@ to OpenAI chunks). CPU per request = Envoy utime+stime delta over a run / reques
 
 {table}
 
-Targets (DESIGN.md): CPU vs plain ≤ 1.10× on the header path, ≤ 1.20× with translation;
-stream TTFB within 1 ms of the upstream's; .wasm under 1 MB.
+Against the targets (DESIGN.md; the benchmark reports, it does not assert):
+{verdicts(res)}
+
+Caveats: the "translate" plain row routes the same 4 KB OpenAI body to the mock's OpenAI API
+(plain Envoy cannot translate); the tollgate stream's upstream is the mock's Anthropic stream
+(named events, more bytes per chunk) while plain Envoy relays the OpenAI stream, so the stream
+ratio includes reading the bigger stream. p99 on a shared 2-core VM is mostly scheduling noise.
 
 Raw numbers (every run) are in `bench/results.json`.
 """
+
+
+def verdicts(res: dict) -> str:
+    by = {(r["scenario"], r["proxy"]): r for r in res["rows"]}
+
+    def ratio(scen, limit):
+        r = by[(scen, "tollgate")].get("cpu_ratio")
+        if r is None:
+            return "not measured"
+        return f"{r:.2f}× ({'met' if r <= limit else 'not met'}, target ≤ {limit:.2f}×)"
+
+    ttfb = res["stream_ttfb_added_ms"]
+    wasm = res["wasm_bytes"]
+    return "\n".join([
+        f"- CPU per request, header path: {ratio('header', 1.10)}",
+        f"- CPU per request, OpenAI→Anthropic translation: {ratio('translate', 1.20)}",
+        f"- stream TTFB over the upstream's: {ttfb:+.3f} ms ({'met' if ttfb <= 1.0 else 'not met'}, target ≤ 1 ms)",
+        f"- .wasm size: {wasm / 1024:.0f} KB ({'met' if wasm < 1 << 20 else 'not met'}, target < 1 MB)",
+        f"- Envoy RSS, tollgate minus plain at rest (2 VMs: main thread + 1 worker): "
+        f"{res['rss_mb']['at_rest']['tollgate'] - res['rss_mb']['at_rest']['plain']:.0f} MB "
+        f"(target: wasm VM under 20 MB per worker)",
+    ])
 
 
 def refresh_readme(table: str):

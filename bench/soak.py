@@ -40,8 +40,8 @@ def stats(admin: int) -> dict[str, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=200_000)
-    ap.add_argument("--seconds", type=float, default=270.0)
+    ap.add_argument("--requests", type=int, default=1_000_000)
+    ap.add_argument("--seconds", type=float, default=240.0)
     ap.add_argument("--connections", type=int, default=16)
     args = ap.parse_args()
     # The soak uses both cores for Envoy's two workers: no pinning.
