@@ -20,7 +20,19 @@ trap 'kill $mock_pid 2>/dev/null || true' EXIT
 cat <<MSG
 
 tollgate demo: Envoy on http://127.0.0.1:8080 (admin http://127.0.0.1:9901), mock provider on :8081.
-Try:
+Try the unified LLM interface (the client's model picks the provider; all served by the mock):
+  # OpenAI front door, default backend (OpenAI gpt-4o-mini)
+  curl -s http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
+  # alias "claude" -> Anthropic claude-3-5-haiku-latest, answered in OpenAI's format, streamed
+  curl -sN http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model":"claude","stream":true,"messages":[{"role":"user","content":"Hello"}]}'
+  # Anthropic front door, alias "gemini" -> Gemini gemini-2.0-flash
+  curl -s http://127.0.0.1:8080/v1/messages -H 'content-type: application/json' \\
+    -d '{"model":"gemini","max_tokens":256,"messages":[{"role":"user","content":"Hello"}]}'
+  # the models clients may ask for
+  curl -s http://127.0.0.1:8080/v1/models
+  # KrakenD-style pass-through with the provider key injected at the edge
   curl -s http://127.0.0.1:8080/llm/mock -H 'content-type: application/json' \\
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
 

@@ -68,7 +68,7 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
                 "log_format": {"text_format_source": {"inline_string":
-                    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %DURATION%ms\n"}}
+                    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %DURATION%ms provider=%FILTER_STATE(wasm.tollgate_provider:PLAIN)% model=%FILTER_STATE(wasm.tollgate_model:PLAIN)% tenant=%FILTER_STATE(wasm.tollgate_tenant:PLAIN)% prompt_tokens=%FILTER_STATE(wasm.tollgate_prompt_tokens:PLAIN)% completion_tokens=%FILTER_STATE(wasm.tollgate_completion_tokens:PLAIN)% cost=%FILTER_STATE(wasm.tollgate_cost:PLAIN)% estimated=%FILTER_STATE(wasm.tollgate_usage_estimated:PLAIN)%\n"}}
             }
         }],
         "route_config": {
@@ -100,8 +100,14 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         .into_iter()
         .map(|(name, hosts)| cluster(name, hosts, o))
         .collect();
+    let tags: Vec<Value> = crate::observe::stats_tags()
+        .into_iter()
+        .map(|(tag, regex)| json!({"tag_name": tag, "regex": regex}))
+        .collect();
     json!({
         "admin": {"address": socket(&o.admin)},
+        // tollgate metrics carry their labels in the name; these turn them into tags.
+        "stats_config": {"stats_tags": tags, "use_all_default_tags": true},
         "static_resources": {
             "listeners": [{
                 "name": "tollgate",

@@ -4,10 +4,12 @@
 //! lives in plain-Rust modules tested on the host; `host/` is the only proxy-wasm glue.
 
 pub mod config;
+pub mod cost;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod envoy;
 pub mod filter;
 pub mod host;
+pub mod observe;
 pub mod providers;
 pub mod routing;
 #[cfg(feature = "cli")]

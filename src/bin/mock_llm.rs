@@ -16,7 +16,8 @@
 //!
 //! Request headers that steer the answer: `x-mock-text`, `x-mock-chunks`,
 //! `x-mock-delay-ms`, `x-mock-status` (e.g. `503,200`), `x-mock-close-after`,
-//! `x-mock-invalid-json`, `x-mock-hang-ms`, `x-mock-tool: 0`, `x-mock-no-record: 1`.
+//! `x-mock-invalid-json`, `x-mock-hang-ms`, `x-mock-tool: 0`, `x-mock-no-record: 1`,
+//! `x-mock-stream-usage: always` (usage in OpenAI-style streams without `stream_options`).
 //!
 //! Usage accounting: prompt tokens = 3 + whitespace-separated words of the conversation
 //! text (see [`providers::prompt_tokens`]); completion tokens = number of content events
@@ -496,10 +497,13 @@ fn provider_call(
         return Ok(Next::KeepAlive);
     }
 
+    // `x-mock-stream-usage: always`: usage in every OpenAI-style stream, asked for or not
+    // (Mistral's API has no `stream_options` and always ends with usage).
     let include_usage = body
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
-        == Some(&Value::Bool(true));
+        == Some(&Value::Bool(true))
+        || req.header("x-mock-stream-usage") == Some("always");
     let mut events = providers::events(&reply, include_usage, latency_ms);
     if invalid_json {
         if let Some(first) = events.first_mut() {

@@ -10,6 +10,7 @@ pub mod llm;
 pub mod martian;
 pub mod reader;
 
+use crate::cost::{self, CostConfig, QuotaAttach};
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
 pub use llm::{LlmBackend, Provider, Secret};
 pub use martian::{HeaderOp, HeaderValue, Modifiers};
@@ -81,6 +82,8 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gateway {
     pub endpoints: Vec<Endpoint>,
+    /// Quotas, prices and usage reporting.
+    pub cost: CostConfig,
     /// Things accepted but ignored (unknown namespaces, unsupported KrakenD settings);
     /// logged once at configure.
     pub warnings: Vec<String>,
@@ -96,6 +99,8 @@ pub struct Endpoint {
     pub api: Option<Api>,
     /// Upstream timeout (endpoint `timeout`, else the service `timeout`).
     pub timeout_ms: Option<u64>,
+    /// The budget this endpoint charges (its `governance/quota`, else the service's).
+    pub quota: Option<QuotaAttach>,
 }
 
 /// The client-facing LLM API of an endpoint, from its path.
@@ -198,7 +203,22 @@ impl Gateway {
             None => Vec::new(),
         };
         let default_timeout = duration_field(&mut root, "timeout")?;
+        let mut cost = CostConfig::default();
+        let mut default_quota = None;
         if let Some(mut extra) = root.opt_obj("extra_config")? {
+            if let Some(v) = extra.get("governance/processors") {
+                cost.quotas = cost::processors(v, &extra.at("governance/processors"))?;
+            }
+            if let Some(v) = extra.get("governance/quota") {
+                default_quota = Some(cost::attach(
+                    v,
+                    &extra.at("governance/quota"),
+                    &cost.quotas,
+                )?);
+            }
+            if let Some(v) = extra.get("ai/usage") {
+                cost.usage = cost::usage_config(v, &extra.at("ai/usage"))?;
+            }
             ignore_namespaces(&mut extra, &[], &mut warnings);
         }
         let list = root
@@ -207,7 +227,7 @@ impl Gateway {
         let mut endpoints: Vec<Endpoint> = Vec::with_capacity(list.len());
         for (i, item) in list.iter().enumerate() {
             let path = format!("$.endpoints[{i}]");
-            let ep = endpoint(item, &path, &default_hosts, lookup, &mut warnings)?;
+            let ep = endpoint(item, &path, &default_hosts, &cost, lookup, &mut warnings)?;
             if let Some(j) = endpoints
                 .iter()
                 .position(|e| e.method == ep.method && e.pattern.same_shape(&ep.pattern))
@@ -225,6 +245,7 @@ impl Gateway {
             }
             endpoints.push(Endpoint {
                 timeout_ms: ep.timeout_ms.or(default_timeout),
+                quota: ep.quota.or_else(|| default_quota.clone()),
                 ..ep
             });
         }
@@ -238,6 +259,7 @@ impl Gateway {
         root.finish(IGNORED_ROOT)?;
         Ok(Self {
             endpoints,
+            cost,
             warnings,
         })
     }
@@ -258,6 +280,7 @@ fn endpoint(
     v: &Value,
     path: &str,
     default_hosts: &[HostUrl],
+    cost: &CostConfig,
     lookup: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
 ) -> Result<Endpoint> {
@@ -266,7 +289,15 @@ fn endpoint(
         .map_err(|m| ConfigError::new(o.at("endpoint"), m))?;
     let method = method_field(&mut o, "method")?.unwrap_or_else(|| "GET".to_string());
     let timeout_ms = duration_field(&mut o, "timeout")?;
+    let mut quota = None;
     if let Some(mut extra) = o.opt_obj("extra_config")? {
+        if let Some(v) = extra.get("governance/quota") {
+            quota = Some(cost::attach(
+                v,
+                &extra.at("governance/quota"),
+                &cost.quotas,
+            )?);
+        }
         ignore_namespaces(&mut extra, &[], warnings);
     }
     let list = o
@@ -325,6 +356,7 @@ fn endpoint(
         backends,
         api,
         timeout_ms,
+        quota,
     })
 }
 

@@ -15,6 +15,8 @@ pub enum ErrorKind {
     ModelNotFound,
     /// Wrong method for the path (405).
     MethodNotAllowed,
+    /// A budget is spent (429).
+    QuotaExceeded,
     /// The gateway could not do its part (500).
     Internal,
     /// The provider failed or answered nonsense (502).
@@ -29,6 +31,7 @@ impl ErrorKind {
             ErrorKind::NotFound => (404, "invalid_request_error", "not_found"),
             ErrorKind::ModelNotFound => (404, "invalid_request_error", "model_not_found"),
             ErrorKind::MethodNotAllowed => (405, "invalid_request_error", "method_not_allowed"),
+            ErrorKind::QuotaExceeded => (429, "rate_limit_error", "quota_exceeded"),
             ErrorKind::Internal => (500, "server_error", "internal_error"),
             ErrorKind::BadGateway => (502, "server_error", "bad_gateway"),
         }

@@ -2,10 +2,11 @@
 //! Anthropic API), pick the backend by model, translate to the provider's API; then
 //! translate the answer back, buffered for JSON answers and event by event for streams.
 
+use super::account::Account;
 use super::errors::ErrorKind;
-use crate::config::{Api, Endpoint, LlmBackend};
+use crate::config::{Api, Endpoint, LlmBackend, Provider};
 use crate::host::Host;
-use crate::providers::model::{ChatRequest, ProviderError, StreamEvent};
+use crate::providers::model::{ChatRequest, Part, ProviderError, StreamEvent};
 use crate::providers::{self, FrontDoor, FrontEncoder, StreamDecoder, Target, Wire};
 use serde_json::Value;
 
@@ -15,6 +16,9 @@ use super::Action;
 enum Response {
     /// Headers not seen yet.
     Pending,
+    /// The gateway answered itself (an error reply): Envoy runs that local reply through
+    /// the response callbacks too, and it is already in the client's shape.
+    Local,
     /// A JSON answer (or an error): buffered whole, translated at the end.
     Buffered { status: u16 },
     /// A stream: each chunk is decoded and re-encoded as it arrives.
@@ -34,6 +38,16 @@ pub struct Call {
     model: String,
     response: Response,
     events: Vec<StreamEvent>,
+    /// Usage and timing, for accounting.
+    pub account: Account,
+    /// The response is complete (translated to its end).
+    pub done: bool,
+    /// The response headers were held until the end (buffered answer).
+    pub buffered: bool,
+    /// Tokens this call may use: `max_tokens` (client or default) + the prompt estimate.
+    pub reserve_hint: u64,
+    /// The status the client gets.
+    pub status: u16,
 }
 
 impl Call {
@@ -49,11 +63,23 @@ impl Call {
             model: String::new(),
             response: Response::Pending,
             events: Vec::new(),
+            account: Account::default(),
+            done: false,
+            buffered: false,
+            reserve_hint: 0,
+            status: 0,
         }
     }
 
     /// Answers the client with an error in its API's shape.
-    fn reply<H: Host>(&self, h: &mut H, kind: ErrorKind, message: &str, param: Option<&str>) {
+    pub fn reply<H: Host>(
+        &mut self,
+        h: &mut H,
+        kind: ErrorKind,
+        message: &str,
+        param: Option<&str>,
+    ) {
+        self.response = Response::Local;
         let (status, kind, code) = kind.parts();
         let body = self
             .front
@@ -108,6 +134,20 @@ impl Call {
         self.stream = req.stream;
         self.include_usage = req.include_usage;
         self.model = l.upstream_model(&req.model).to_string();
+        self.account.provider = l.provider.name();
+        self.account.model = self.model.clone();
+        self.account.start_ms = h.now_millis();
+        self.account.prompt_bytes = req
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .map(|p| match p {
+                Part::Text(t) => t.len(),
+                Part::Image { .. } => 0,
+            })
+            .sum();
+        self.reserve_hint = req.max_tokens.or(l.defaults.max_tokens).unwrap_or(0)
+            + crate::cost::estimate_tokens(self.account.prompt_bytes);
         let host = b.authority();
         let target = Target {
             wire: self.wire,
@@ -118,7 +158,11 @@ impl Call {
             host: &host,
             now_unix: h.now_unix(),
         };
-        let mut out = match providers::encode_request(&req, &target) {
+        let encoded = match l.provider {
+            Provider::Mistral => providers::openai::encode_mistral_request(&req, &target),
+            _ => providers::encode_request(&req, &target),
+        };
+        let mut out = match encoded {
             Ok(o) => o,
             Err(e) => {
                 let msg = format!("the request cannot be sent to {}: {e}", l.provider.name());
@@ -155,6 +199,9 @@ impl Call {
     }
 
     pub fn on_response_headers<H: Host>(&mut self, h: &mut H, end_of_stream: bool) -> Action {
+        if matches!(self.response, Response::Local) {
+            return Action::Continue;
+        }
         let status: u16 = h
             .response_header(":status")
             .and_then(|s| s.parse().ok())
@@ -162,6 +209,7 @@ impl Call {
         h.set_response_header("content-length", None);
         h.set_response_header("content-encoding", None);
         if self.stream && (200..300).contains(&status) && !end_of_stream {
+            self.status = status;
             h.set_response_header("content-type", Some("text/event-stream"));
             h.set_response_header("cache-control", Some("no-cache"));
             self.response = Response::Streaming {
@@ -173,6 +221,7 @@ impl Call {
             return Action::Continue;
         }
         self.response = Response::Buffered { status };
+        self.buffered = true;
         if end_of_stream {
             self.finish_buffered(h, &[]);
             return Action::Continue;
@@ -197,11 +246,14 @@ impl Call {
                     decoder.finish(&mut self.events);
                 }
                 let mut out = Vec::with_capacity(chunk.len() + 64);
+                let now_ms = h.now_millis();
                 for ev in &self.events {
+                    self.account.observe(ev, now_ms);
                     encoder.encode(ev, &mut out);
                 }
                 if end_of_stream {
                     encoder.finish(&mut out);
+                    self.done = true;
                 }
                 h.set_response_body(&out);
                 Action::Continue
@@ -212,7 +264,7 @@ impl Call {
                 self.finish_buffered(h, &body);
                 Action::Continue
             }
-            Response::Pending => Action::Continue,
+            Response::Pending | Response::Local => Action::Continue,
         }
     }
 
@@ -223,6 +275,17 @@ impl Call {
         };
         let (status, out) = match providers::decode_response(self.wire, status, body) {
             Ok(mut resp) => {
+                self.account.usage = resp.usage;
+                self.account.first_token_ms = Some(h.now_millis());
+                self.account.completion_bytes = resp
+                    .choices
+                    .iter()
+                    .flat_map(|c| &c.message.content)
+                    .map(|p| match p {
+                        Part::Text(t) => t.len(),
+                        Part::Image { .. } => 0,
+                    })
+                    .sum();
                 if resp.created == 0 {
                     resp.created = h.now_unix();
                 }
@@ -236,6 +299,8 @@ impl Call {
         h.set_response_header(":status", Some(&status.to_string()));
         h.set_response_header("content-type", Some("application/json"));
         h.set_response_body(&out);
+        self.status = status;
+        self.done = true;
     }
 }
 

@@ -9,11 +9,13 @@
 //!   is translated to that provider's API; the response is translated back, event by
 //!   event for streams ([`llm`]).
 
+mod account;
 pub mod errors;
 mod llm;
 mod models;
 
 use crate::config::{Endpoint, Gateway, HeaderOp};
+use crate::cost::{self, Charge, Refusal};
 use crate::host::Host;
 use crate::routing::{self, Miss, CLUSTER_HEADER};
 use errors::{reply_error, ErrorKind};
@@ -49,6 +51,14 @@ pub struct Flow {
     backend: usize,
     /// Set on `ai/llm` endpoints.
     llm: Option<llm::Call>,
+    /// The budget this request is charged against.
+    charge: Option<Charge>,
+    /// The caller, for metrics (quota identity, else the `ai/usage` tenant header).
+    tenant: String,
+    /// The upstream answered (only then is there something to account).
+    upstream_answered: bool,
+    /// Accounting is recorded once.
+    recorded: bool,
 }
 
 impl Flow {
@@ -58,6 +68,10 @@ impl Flow {
             endpoint: None,
             backend: 0,
             llm: None,
+            charge: None,
+            tenant: String::from("none"),
+            upstream_answered: false,
+            recorded: false,
         }
     }
 
@@ -86,19 +100,23 @@ impl Flow {
         let Some(ep) = gw.endpoints.get(index) else {
             return Action::Continue;
         };
+        if !self.check_quota(h, ep, &params) {
+            return Action::Pause;
+        }
         for name in CLIENT_CREDENTIALS {
             h.set_request_header(name, None);
         }
         if let Some(api) = ep.api {
-            self.llm = Some(llm::Call::new(api));
+            let mut call = llm::Call::new(api);
             if end_of_stream {
-                reply_error(
+                call.reply(
                     h,
                     ErrorKind::InvalidRequest,
                     "the request body is required",
-                    &[],
+                    None,
                 );
             }
+            self.llm = Some(call);
             return Action::Pause;
         }
         let Some(b) = ep.backend() else {
@@ -136,14 +154,148 @@ impl Flow {
             return Action::Pause;
         }
         let body = h.request_body(size).unwrap_or_default();
-        match call.on_request(h, ep, &body) {
-            Some(backend) => {
-                self.backend = backend;
-                route_to_backend(h, ep, backend);
-                Action::Continue
-            }
-            None => Action::Pause,
+        let Some(backend) = call.on_request(h, ep, &body) else {
+            return Action::Pause;
+        };
+        let hint = call.reserve_hint;
+        let model = call.account.model.clone();
+        if !self.reserve(h, hint, &model) {
+            return Action::Pause;
         }
+        self.backend = backend;
+        route_to_backend(h, ep, backend);
+        Action::Continue
+    }
+
+    /// Quota pre-check on the request headers: 400 when no tier matches, 429 when a
+    /// limit is spent. Returns false after answering.
+    fn check_quota<H: Host>(&mut self, h: &mut H, ep: &Endpoint, params: &routing::Params) -> bool {
+        let gw = Rc::clone(&self.gw);
+        if let Some(th) = &gw.cost.usage.tenant_header {
+            if let Some(t) = h.request_header(th) {
+                self.tenant = t;
+            }
+        }
+        let Some(attach) = &ep.quota else {
+            return true;
+        };
+        let ip = h
+            .property(&["source", "address"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(|a| strip_port(&a).to_string());
+        let param = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let resolved = cost::resolve(
+            attach,
+            &gw.cost.quotas,
+            &|n| h.request_header(n),
+            ip,
+            &param,
+        );
+        let charge = match resolved {
+            Ok(Some(c)) => c,
+            Ok(None) => return true,
+            Err(refusal) => {
+                self.refuse(h, &refusal, attach.disable_quota_headers);
+                return false;
+            }
+        };
+        if let Err(refusal) = charge.precheck(h, h.now_unix(), 0) {
+            self.refuse(h, &refusal, !charge.headers);
+            return false;
+        }
+        self.tenant = charge.identity.clone();
+        self.charge = Some(charge);
+        true
+    }
+
+    /// Pre-flight reservation of what an LLM call may use (`reserve: true`).
+    fn reserve<H: Host>(&mut self, h: &mut H, tokens: u64, model: &str) -> bool {
+        let Some(charge) = self.charge.as_mut().filter(|c| c.reserve) else {
+            return true;
+        };
+        let amount = match charge.weight {
+            cost::Weight::Requests => 0,
+            cost::Weight::Cost => {
+                let u = crate::providers::model::Usage {
+                    completion_tokens: tokens,
+                    ..Default::default()
+                };
+                self.gw.cost.usage.cost_micros(model, &u).unwrap_or(0)
+            }
+            _ => tokens,
+        };
+        let now = h.now_unix();
+        if let Err(refusal) = charge.precheck(h, now, amount) {
+            let quiet = !charge.headers;
+            self.charge = None;
+            self.refuse(h, &refusal, quiet);
+            return false;
+        }
+        charge.add(h, now, amount as i64);
+        charge.reserved = amount;
+        true
+    }
+
+    fn refuse<H: Host>(&mut self, h: &mut H, refusal: &Refusal, quiet: bool) {
+        match refusal {
+            Refusal::UnmatchedTier(msg) => reply_error(h, ErrorKind::InvalidRequest, msg, &[]),
+            Refusal::Exceeded {
+                limit,
+                unit,
+                retry_after,
+            } => {
+                let msg = format!(
+                    "quota exceeded: the limit of {limit} per {} is spent",
+                    unit.name()
+                );
+                let retry = retry_after.to_string();
+                let limit = format!("{limit}");
+                let mut headers = vec![("retry-after", retry.as_str())];
+                if !quiet {
+                    headers.push(("x-quota-limit", limit.as_str()));
+                    headers.push(("x-quota-remaining", "0"));
+                }
+                h.counter_add(cost_rejected_metric(&self.tenant).as_str(), 1);
+                reply_error(h, ErrorKind::QuotaExceeded, &msg, &headers);
+            }
+        }
+    }
+
+    /// Records the call once: budget, metrics, properties, headers.
+    fn record<H: Host>(&mut self, h: &mut H, headers_open: bool) {
+        if self.recorded {
+            return;
+        }
+        self.recorded = true;
+        let gw = Rc::clone(&self.gw);
+        if !self.upstream_answered {
+            // Answered by the gateway or never reached the provider: nothing was used;
+            // a reservation is given back.
+            if let Some(c) = self.charge.as_ref().filter(|c| c.reserved > 0) {
+                let now = h.now_unix();
+                c.add(h, now, -(c.reserved as i64));
+            }
+            return;
+        }
+        let status = self
+            .llm
+            .as_ref()
+            .map(|c| c.status)
+            .or_else(|| h.response_header(":status").and_then(|s| s.parse().ok()))
+            .unwrap_or(0);
+        let outcome = account::Outcome {
+            account: self.llm.as_ref().map(|c| &c.account),
+            charge: self.charge.as_ref(),
+            tenant: &self.tenant,
+            status,
+            headers_open,
+        };
+        account::record(h, &gw, outcome);
+    }
+
+    /// The stream ended (also when cut): record what was not recorded yet.
+    pub fn on_log<H: Host>(&mut self, h: &mut H) {
+        self.record(h, false);
     }
 
     /// Response headers: response modifiers; LLM responses are prepared for translation.
@@ -155,10 +307,16 @@ impl Flow {
         if let Some(b) = ep.backends.get(self.backend) {
             apply(h, Side::Response, &b.modifiers.response);
         }
-        match self.llm.as_mut() {
-            Some(call) => call.on_response_headers(h, end_of_stream),
-            None => Action::Continue,
+        self.upstream_answered = true;
+        let Some(call) = self.llm.as_mut() else {
+            self.record(h, true);
+            return Action::Continue;
+        };
+        let action = call.on_response_headers(h, end_of_stream);
+        if call.done {
+            self.record(h, true);
         }
+        action
     }
 
     /// Response body: LLM responses are translated (streams chunk by chunk).
@@ -168,11 +326,31 @@ impl Flow {
         size: usize,
         end_of_stream: bool,
     ) -> Action {
-        match self.llm.as_mut() {
-            Some(call) => call.on_response_body(h, size, end_of_stream),
-            None => Action::Continue,
+        let Some(call) = self.llm.as_mut() else {
+            return Action::Continue;
+        };
+        let action = call.on_response_body(h, size, end_of_stream);
+        if call.done {
+            let open = call.buffered;
+            self.record(h, open);
         }
+        action
     }
+}
+
+/// `10.0.0.1:5555` → `10.0.0.1`; `[::1]:5555` → `::1`.
+fn strip_port(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match addr.rsplit_once(':') {
+        Some((host, _)) if !host.contains(':') => host,
+        _ => addr,
+    }
+}
+
+fn cost_rejected_metric(tenant: &str) -> String {
+    crate::observe::name(crate::observe::QUOTA_REJECTED, &[("tenant", tenant)])
 }
 
 /// 404 or 405 for a request no endpoint takes.

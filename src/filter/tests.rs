@@ -94,3 +94,65 @@ fn unknown_path_is_404_and_wrong_method_405_in_openai_shape() {
     assert!(r.headers.contains(&("allow".into(), "POST".into())));
     assert_eq!(r.json()["error"]["code"], "method_not_allowed");
 }
+
+fn llm_gateway() -> Rc<Gateway> {
+    let doc = json!({
+        "version": 3,
+        "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST", "backend": [
+            {"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions",
+             "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": "sk-o", "aliases": ["fast"],
+                 "variables": {"model": "gpt-4o-mini"}}}}}},
+            {"host": ["http://127.0.0.1:9002"], "url_pattern": "/v1/messages",
+             "extra_config": {"ai/llm": {"anthropic": {"v1": {"credentials": "sk-a", "aliases": ["claude"],
+                 "variables": {"model": "claude-3-5-haiku-latest"}}}}}}
+        ]}]
+    });
+    Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap())
+}
+
+/// Sends an LLM request through the request callbacks.
+fn llm_request(body: &str) -> (Flow, MockHost) {
+    let mut flow = Flow::new(llm_gateway());
+    let mut h = MockHost::request("POST", "/v1/chat/completions", &[]).with_body(body.as_bytes());
+    assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
+    flow.on_request_body(&mut h, body.len(), true);
+    (flow, h)
+}
+
+/// Envoy runs a local reply through the response callbacks too; returns what the client gets.
+fn through_response(flow: &mut Flow, h: MockHost) -> (u16, serde_json::Value) {
+    let r = h.reply.clone().unwrap();
+    let status = r.status.to_string();
+    let mut headers = vec![(":status", status.as_str())];
+    headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut h = h.with_response_headers(&headers);
+    h.response_chunk = r.body.clone();
+    assert_eq!(flow.on_response_headers(&mut h, false), Action::Continue);
+    assert_eq!(
+        flow.on_response_body(&mut h, r.body.len(), true),
+        Action::Continue
+    );
+    let status = h.response_values(":status")[0].parse().unwrap();
+    (status, serde_json::from_slice(&h.response_chunk).unwrap())
+}
+
+#[test]
+fn unknown_model_is_404_naming_the_model_param() {
+    let (mut flow, h) =
+        llm_request(r#"{"model": "nope", "messages": [{"role": "user", "content": "hi"}]}"#);
+    let (status, body) = through_response(&mut flow, h);
+    assert_eq!(status, 404);
+    let e = &body["error"];
+    assert_eq!(
+        (e["code"].as_str(), e["param"].as_str()),
+        (Some("model_not_found"), Some("model"))
+    );
+}
+
+#[test]
+fn gateway_errors_are_not_translated_again() {
+    let (mut flow, h) = llm_request(r#"{"model": "fast", "messages": [{"role": "wizard"}]}"#);
+    let sent = h.reply.clone().unwrap().json();
+    let (status, body) = through_response(&mut flow, h);
+    assert_eq!((status, body), (400, sent));
+}

@@ -121,6 +121,10 @@ impl Host for WasmHost {
         hostcalls::get_property(path.to_vec()).ok().flatten()
     }
     fn counter_add(&mut self, name: &str, delta: u64) {
+        // Envoy refuses an increment of 0 (BadArgument).
+        if delta == 0 {
+            return;
+        }
         if let Some(id) = metric_id(MetricType::Counter, name) {
             warn_on_err(
                 "increment metric",
@@ -202,6 +206,7 @@ impl RootContext for Root {
                     gw.endpoints.len(),
                     gw.clusters().len()
                 );
+                crate::cost::store::init(&mut WasmHost);
                 self.gateway = Some(Rc::new(gw));
                 true
             }
@@ -231,7 +236,15 @@ pub struct Filter {
     host: WasmHost,
 }
 
-impl Context for Filter {}
+impl Context for Filter {
+    /// The stream is over (also when reset): Envoy 1.40 calls this for every stream,
+    /// while `on_log` is not called for HTTP filters here. Accounting that did not happen
+    /// at the end of the response (a stream cut short) happens now.
+    fn on_done(&mut self) -> bool {
+        self.flow.on_log(&mut self.host);
+        true
+    }
+}
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

@@ -347,6 +347,29 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     })
 }
 
+/// Mistral's chat API takes OpenAI's format but answers 422 (`extra_forbidden`) to fields it
+/// does not know: it has no `stream_options` (its last stream chunk always carries usage), no
+/// `max_completion_tokens` (only `max_tokens`), and names the seed `random_seed`.
+pub fn encode_mistral_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, TranslateError> {
+    let mut body = request_json(req, t.model, t.defaults);
+    if let Value::Object(o) = &mut body {
+        o.remove("stream_options");
+        for (from, to) in [
+            ("max_completion_tokens", "max_tokens"),
+            ("seed", "random_seed"),
+        ] {
+            if let Some(v) = o.remove(from) {
+                o.entry(to).or_insert(v);
+            }
+        }
+    }
+    Ok(Outgoing {
+        path: "/v1/chat/completions".to_string(),
+        body: body.to_string().into_bytes(),
+        headers: Vec::new(),
+    })
+}
+
 /// The OpenAI JSON body (shared with Azure).
 pub(crate) fn request_json(req: &ChatRequest, model: &str, d: &super::Defaults) -> Value {
     let mut o = Map::new();

@@ -783,3 +783,30 @@ fn tool_calls_without_index_are_numbered_by_id() {
         ]
     );
 }
+
+#[test]
+fn mistral_body_has_only_fields_mistral_accepts() {
+    let d = Defaults::default();
+    let req = parse_request(
+        br#"{"model": "m", "stream": true, "stream_options": {"include_usage": false}, "seed": 7,
+             "max_completion_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}"#,
+    )
+    .unwrap();
+    let out = encode_mistral_request(&req, &target("mistral-small-latest", &d)).unwrap();
+    assert_eq!(out.path, "/v1/chat/completions");
+    assert_eq!(
+        body_json(&out),
+        json!({"model": "mistral-small-latest", "stream": true, "random_seed": 7, "max_tokens": 20,
+               "messages": [{"role": "user", "content": "hi"}]})
+    );
+    // The plain OpenAI body keeps OpenAI's names.
+    let openai = body_json(&encode_request(&req, &target("gpt-4o", &d)).unwrap());
+    assert_eq!(
+        (
+            &openai["seed"],
+            &openai["max_completion_tokens"],
+            &openai["stream_options"]
+        ),
+        (&json!(7), &json!(20), &json!({"include_usage": true}))
+    );
+}

@@ -115,7 +115,7 @@ class Envoy:
             [envoy_bin(), "-c", str(self.yaml), "--concurrency", str(concurrency),
              "--base-id", str(next(_base_ids)), "--component-log-level", "wasm:info",
              "--log-path", str(self.log_path), *extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=self.env,
+            stdout=open(self.tmp / "access.log", "w"), stderr=subprocess.STDOUT, env=self.env,
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
@@ -139,6 +139,11 @@ class Envoy:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def access_log(self) -> str:
+        """Envoy's stdout: the access log lines (one per request)."""
+        p = self.tmp / "access.log"
+        return p.read_text(errors="replace") if p.exists() else ""
 
     def stats(self) -> str:
         return httpx.get(f"{self.admin}/stats/prometheus", timeout=5).text

@@ -161,7 +161,7 @@ def test_shipped_envoy_configs_pass_envoy_validate(tmp_path, name):
     out = subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(cfg), "--base-id", str(free_port())],
                          capture_output=True, text=True, env={**DEMO_ENV, "PATH": "/usr/bin:/bin"}, timeout=60)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "configured 2 endpoint(s)" in out.stdout + out.stderr
+    assert "configured 4 endpoint(s)" in out.stdout + out.stderr
 
 
 def test_compose_file_matches_local_setup():
@@ -176,25 +176,46 @@ def test_compose_file_matches_local_setup():
 
 # --- KrakenD schema compatibility ---------------------------------------------------------
 
+SEED = REPO / "envoy/examples/krakend-seed.json"
+
+
 def krakend_schema() -> dict:
     return json.loads((REPO / "schema/krakend-v2.12.json").read_text())
 
 
-def test_demo_config_validates_against_krakend_official_schema():
-    doc = json.loads((REPO / "envoy/krakend.json").read_text())
+def tollgate_schema() -> dict:
+    return json.loads((REPO / "schema/tollgate.schema.json").read_text())
+
+
+def test_seed_example_validates_against_krakend_official_schema():
+    doc = json.loads(SEED.read_text())
+    assert doc["$schema"].startswith("https://www.krakend.io/schema/")
     jsonschema.Draft7Validator(krakend_schema()).validate(doc)
+    ok = subprocess.run([str(TOLLGATE), "check", str(SEED)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok (1 endpoint(s)" in ok.stdout
+
+
+def test_demo_uses_tollgate_additions_and_validates_against_the_extended_schema():
+    doc = json.loads((REPO / "envoy/krakend.json").read_text())
+    assert doc["$schema"] == "../schema/tollgate.schema.json"
+    jsonschema.Draft7Validator(tollgate_schema()).validate(doc)
+    # The unified front doors use tollgate's additions (aliases, default): KrakenD's own
+    # schema refuses them, which is why the KrakenD-only check runs on the seed example.
+    assert not jsonschema.Draft7Validator(krakend_schema()).is_valid(doc)
 
 
 def test_krakend_schema_rejects_unknown_namespaces():
-    doc = json.loads((REPO / "envoy/krakend.json").read_text())
+    doc = json.loads(SEED.read_text())
     doc["endpoints"][0]["extra_config"] = {"tollgate/unknown": {}}
     assert not jsonschema.Draft7Validator(krakend_schema()).is_valid(doc)
+    assert not jsonschema.Draft7Validator(tollgate_schema()).is_valid(doc)
 
 
 def test_tollgate_check_accepts_demo_and_names_paths_of_errors(tmp_path):
     ok = subprocess.run([str(TOLLGATE), "check", str(REPO / "envoy/krakend.json")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert "ok (2 endpoint(s)" in ok.stdout
+    assert "ok (4 endpoint(s)" in ok.stdout
     assert "MOCK_API_KEY, OPENAI_API_KEY" in ok.stdout
     bad = json.loads((REPO / "envoy/krakend.json").read_text())
     bad["endpoints"][1]["backend"][0]["host"] = ["127.0.0.1:8081"]
@@ -206,3 +227,67 @@ def test_tollgate_check_accepts_demo_and_names_paths_of_errors(tmp_path):
     assert "schema: $.endpoints[0].extra_config" in out.stderr
     assert ("tollgate: $.endpoints[1].backend[0].host[0]: \"127.0.0.1:8081\" must start with http:// or https://"
             in out.stderr)
+
+
+def test_tollgate_check_reports_llm_typos_with_their_paths(tmp_path):
+    doc = json.loads((REPO / "envoy/krakend.json").read_text())
+    backends = doc["endpoints"][2]["backend"]
+    backends[0]["extra_config"]["ai/llm"]["openai"]["v1"]["variables"]["modle"] = "gpt-4o"
+    backends[1]["extra_config"]["ai/llm"]["anthropic"]["v1"]["aliase"] = ["fast"]
+    backends[2]["extra_config"]["ai/llm"] = {"cohere": {"v1": {"credentials": "k"}}}
+    p = tmp_path / "typos.json"
+    p.write_text(json.dumps(doc))
+    out = subprocess.run([str(TOLLGATE), "check", str(p)], capture_output=True, text=True)
+    assert out.returncode == 1
+    at = "$.endpoints[2].backend"
+    assert (f"schema: {at}[0].extra_config.ai/llm.openai.v1.variables: "
+            "Additional properties are not allowed ('modle' was unexpected)") in out.stderr
+    assert (f"schema: {at}[1].extra_config.ai/llm.anthropic.v1: "
+            "Additional properties are not allowed ('aliase' was unexpected)") in out.stderr
+    assert (f"schema: {at}[2].extra_config.ai/llm: "
+            "Additional properties are not allowed ('cohere' was unexpected)") in out.stderr
+    # tollgate's own reader stops at the first error, with its path.
+    assert f"tollgate: {at}[0].extra_config.ai/llm.openai.v1.variables.modle: unknown field" in out.stderr
+
+
+# --- the demo's unified LLM interface -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo(mock):
+    text = (REPO / "envoy/krakend.json").read_text().replace("http://127.0.0.1:8081", mock.url)
+    e = Envoy(text, env=DEMO_ENV).wait_ready()
+    yield e
+    e.stop()
+
+
+@pytest.mark.parametrize("front, model, path, upstream_model", [
+    ("/v1/chat/completions", "gpt-4o-mini", "/v1/chat/completions", "gpt-4o-mini"),
+    ("/v1/chat/completions", "anything-else", "/v1/chat/completions", "gpt-4o-mini"),
+    ("/v1/chat/completions", "claude", "/v1/messages", "claude-3-5-haiku-latest"),
+    ("/v1/chat/completions", "gemini", "/v1beta/models/gemini-2.0-flash:generateContent", None),
+    ("/v1/messages", "claude", "/v1/messages", "claude-3-5-haiku-latest"),
+    ("/v1/messages", "gemini", "/v1beta/models/gemini-2.0-flash:generateContent", None),
+    ("/v1/messages", "gpt-4o-mini", "/v1/chat/completions", "gpt-4o-mini"),
+])
+def test_demo_front_doors_route_by_model(demo, fresh_mock, front, model, path, upstream_model):
+    body = {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "Hello"}]}
+    r = httpx.post(f"{demo.url}{front}", json=body, headers={"authorization": f"Bearer {CLIENT_SECRET}"})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["object" if front.endswith("completions") else "type"] == (
+        "chat.completion" if front.endswith("completions") else "message")
+    rec = fresh_mock.last()
+    assert rec["path"] == path
+    if upstream_model:
+        assert json.loads(rec["body"])["model"] == upstream_model
+    assert CLIENT_SECRET not in json.dumps(rec)
+    key = {"/v1/messages": ("x-api-key", "m"), "/v1/chat/completions": ("authorization", "Bearer m")}.get(
+        path, ("x-goog-api-key", "m"))
+    assert header(rec, key[0]) == [key[1]]
+
+
+def test_demo_lists_its_models(demo):
+    r = httpx.get(f"{demo.url}/v1/models")
+    assert r.status_code == 200, r.text
+    ids = [m["id"] for m in r.json()["data"]]
+    assert ids == ["gpt-4o-mini", "claude", "claude-3-5-haiku-latest", "gemini", "gemini-2.0-flash"]

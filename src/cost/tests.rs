@@ -1,0 +1,148 @@
+use super::*;
+use crate::host::mock::MockHost;
+use serde_json::json;
+
+fn quotas() -> Vec<QuotaDef> {
+    processors(
+        &json!({"quotas": [{"name": "llm", "connection_name": "redis", "hash_keys": false, "rules": [
+            {"name": "gold", "limits": [{"amount": 100, "unit": "minute"}, {"amount": 1000, "unit": "day"}]},
+            {"name": "free", "limits": [{"amount": 10, "unit": "minute"}]}]}]}),
+        "$.p",
+    )
+    .unwrap()
+}
+
+fn gold_attach() -> QuotaAttach {
+    attach(
+        &json!({"quota_name": "llm", "tier_key": "X-Plan", "weight_key": "usage.total_tokens", "tiers": [
+            {"rule_name": "gold", "tier_value": "gold", "tier_value_as": "literal", "strategy": "header", "key": "X-User"},
+            {"rule_name": "free", "tier_value_as": "*", "strategy": "ip"}]}),
+        "$.q",
+        &quotas(),
+    )
+    .unwrap()
+}
+
+fn headers(list: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |n: &str| {
+        list.iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+#[test]
+fn tiers_pick_rule_and_identity() {
+    let a = gold_attach();
+    let none = |_: &str| None;
+    let c = resolve(
+        &a,
+        &quotas(),
+        &headers(&[("x-plan", "gold"), ("x-user", "alice")]),
+        None,
+        &none,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (c.key.as_str(), c.identity.as_str(), c.weight),
+        ("llm|gold|alice", "alice", Weight::TotalTokens)
+    );
+    let c = resolve(
+        &a,
+        &quotas(),
+        &headers(&[("x-plan", "silver")]),
+        Some("10.0.0.1".into()),
+        &none,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(c.key, "llm|free|10.0.0.1");
+    let err = resolve(&a, &quotas(), &headers(&[]), None, &none).unwrap_err();
+    assert!(matches!(err, Refusal::UnmatchedTier(_)));
+}
+
+#[test]
+fn budget_is_charged_and_refused_when_spent_and_rolls_over() {
+    let mut h = MockHost::default();
+    store::init(&mut h);
+    let none = |_: &str| None;
+    let c = resolve(
+        &gold_attach(),
+        &quotas(),
+        &headers(&[("x-plan", "gold"), ("x-user", "bob")]),
+        None,
+        &none,
+    )
+    .unwrap()
+    .unwrap();
+    let now = 1_795_597_834;
+    assert!(c.precheck(&h, now, 0).is_ok());
+    c.add(&mut h, now, 60);
+    let s = c.precheck(&h, now, 0).unwrap();
+    assert_eq!(
+        quota_headers(&s, c.weight),
+        Some(("100".into(), "40".into()))
+    );
+    // A reservation that would overshoot is refused; a plain check still passes.
+    assert!(matches!(
+        c.precheck(&h, now, 50),
+        Err(Refusal::Exceeded { .. })
+    ));
+    c.add(&mut h, now, 40);
+    match c.precheck(&h, now, 0) {
+        Err(Refusal::Exceeded {
+            limit,
+            unit,
+            retry_after,
+        }) => {
+            assert_eq!((limit, unit), (100.0, Unit::Minute));
+            assert_eq!(retry_after, 60 - now % 60);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Next minute: the minute window is fresh, the day window still counts 100.
+    let later = now + 60;
+    let s = c.precheck(&h, later, 0).unwrap();
+    assert_eq!(s.iter().map(|x| x.used).collect::<Vec<_>>(), vec![0, 100]);
+}
+
+#[test]
+fn cost_weight_uses_prices_in_millionths() {
+    let u = usage_config(&json!({"currency": "EUR", "prices": {"gpt-4o-mini": {"input": 0.15, "output": 0.6, "cached_input": 0.075}}}), "$.u").unwrap();
+    let usage = Usage {
+        prompt_tokens: 1000,
+        completion_tokens: 500,
+        cached_tokens: 200,
+        reasoning_tokens: 0,
+    };
+    // 800 × 0.15 + 200 × 0.075 + 500 × 0.6 = 120 + 15 + 300 = 435 millionths.
+    assert_eq!(u.cost_micros("gpt-4o-mini", &usage), Some(435));
+    assert_eq!(u.cost_micros("unknown", &usage), None);
+    assert_eq!(u.currency, "EUR");
+}
+
+#[test]
+fn reject_paths() {
+    let q = quotas();
+    let cases = [
+        (json!({"quota_name": "nope", "tier_key": "x", "tiers": []}), "$.q.quota_name: quota \"nope\" is not declared in the service's governance/processors"),
+        (json!({"quota_name": "llm", "tier_key": "x", "tiers": [{"rule_name": "platinum", "tier_value": "p"}]}), "$.q.tiers[0].rule_name: rule \"platinum\" is not a rule of quota \"llm\""),
+        (json!({"quota_name": "llm", "tier_key": "x", "tiers": [{"rule_name": "gold", "tier_value_as": "policy", "tier_value": "x"}]}), "$.q.tiers[0].tier_value_as: CEL policies are not supported by tollgate; use literal or *"),
+        (json!({"quota_name": "llm", "tier_key": "x", "weight_key": "credits", "tiers": []}), "$.q.weight_key: \"credits\" is not supported: use usage.total_tokens, usage.prompt_tokens, usage.completion_tokens or cost"),
+        (json!({"quota_name": "llm", "tier_key": "x", "tiers": [], "typo": 1}), "$.q.typo: unknown field"),
+        (json!({"quota_name": "llm", "tier_key": "x", "tiers": [{"rule_name": "gold", "tier_value": "g", "strategy": "cookie"}]}), "$.q.tiers[0].strategy: \"cookie\" is not one of header, ip, param"),
+    ];
+    for (v, msg) in cases {
+        assert_eq!(attach(&v, "$.q", &q).unwrap_err().to_string(), msg);
+    }
+    let bad_unit = json!({"quotas": [{"name": "a", "connection_name": "r", "rules": [{"name": "r", "limits": [{"amount": 1, "unit": "fortnight"}]}]}]});
+    assert_eq!(processors(&bad_unit, "$.p").unwrap_err().to_string(),
+        "$.p.quotas[0].rules[0].limits[0].unit: \"fortnight\" is not one of second, minute, hour, day, week, month, year");
+    assert_eq!(
+        usage_config(&json!({"prices": {"m": {"input": 1}}}), "$.u")
+            .unwrap_err()
+            .to_string(),
+        "$.u.prices.m: needs input and output prices (per million tokens)"
+    );
+}
