@@ -137,6 +137,9 @@ def test_10mb_body_is_413_in_openai_shape(gw):
                    headers={"content-type": "application/json"}, timeout=60)
     err = openai_error(r, 413)
     assert "Too Large" in err["message"]
+    # Envoy refused it before any provider saw it: the message must not blame the provider.
+    assert "gateway" in err["message"] and "provider" not in err["message"], err
+    assert err["type"] == "invalid_request_error"
 
 
 def test_binary_body_is_400(gw):
