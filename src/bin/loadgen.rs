@@ -501,3 +501,67 @@ fn main() -> ExitCode {
     println!("{}", report(&args, &samples, conn_errors, elapsed));
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Serves `raw` to the first connection, returns what `read_response` made of it.
+    fn serve(raw: &'static [u8], expect: Option<&[u8]>) -> io::Result<Response> {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            // Byte by byte: every boundary is exercised.
+            for b in raw {
+                s.write_all(&[*b]).unwrap();
+            }
+        });
+        let (_w, mut r) = connect(&addr, Duration::from_secs(5)).unwrap();
+        let mut line = Vec::new();
+        let mut buf = vec![0u8; 7];
+        let out = read_response(&mut r, expect, &mut line, &mut buf);
+        t.join().unwrap();
+        out
+    }
+
+    #[test]
+    fn content_length_chunked_close_and_expect() {
+        let r = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", None).unwrap();
+        assert_eq!((r.status, r.bytes, r.close, r.found), (200, 5, false, true));
+
+        let chunked = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\ndata: \r\n8;ext=1\r\n[DONE]\n\n\r\n0\r\nx-trailer: 1\r\n\r\n";
+        let r = serve(chunked, Some(b"[DONE]")).unwrap();
+        assert_eq!((r.status, r.bytes, r.found), (200, 14, true));
+        let r = serve(chunked, Some(b"message_stop")).unwrap();
+        assert!(!r.found);
+
+        let r = serve(b"HTTP/1.1 503 X\r\nconnection: close\r\n\r\nbye", None).unwrap();
+        assert_eq!((r.status, r.bytes, r.close), (503, 3, true));
+
+        assert!(serve(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort", None).is_err());
+        assert!(serve(b"garbage\r\n\r\n", None).is_err());
+    }
+
+    #[test]
+    fn spec_file_becomes_a_request() {
+        let dir = std::env::temp_dir().join(format!("loadgen-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.spec");
+        std::fs::write(
+            &path,
+            "POST /v1/x\ncontent-type: application/json\nx-loadgen-expect: [DONE]\n\n{\"a\":1}",
+        )
+        .unwrap();
+        let spec = parse_spec(path.to_str().unwrap(), "127.0.0.1:9").unwrap();
+        assert_eq!(spec.name, "x");
+        assert_eq!(spec.expect.as_deref(), Some(&b"[DONE]"[..]));
+        assert_eq!(
+            String::from_utf8(spec.wire).unwrap(),
+            "POST /v1/x HTTP/1.1\r\nhost: 127.0.0.1:9\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{\"a\":1}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
