@@ -1,13 +1,14 @@
 # tollgate: AI gateway as an Envoy proxy-wasm filter.
 #   make run    build, set up Envoy, start the demo gateway (Envoy + filter + mock provider)
-#   make test   every test: fmt/clippy, unit tests, Envoy end-to-end tests
+#   make test   every test: fmt/clippy, unit tests (incl. a short fuzz pass), Envoy end-to-end tests
+#   make bench  plain Envoy vs tollgate side by side (bench/results.md); make soak: bounded soak
 
 CARGO  ?= cargo
 PY     := .venv/bin/python
 WASM   := target/wasm32-wasip1/release/tollgate.wasm
 TOOLS  := target/release/tollgate target/release/mock-llm
 
-.PHONY: all setup build run test unit e2e lint fmt bench envoy-configs clean
+.PHONY: all setup build run test unit e2e lint fmt bench soak envoy-configs clean
 
 all: build
 
@@ -37,8 +38,13 @@ lint:
 fmt:
 	$(CARGO) fmt
 
+# Plain Envoy vs tollgate side by side (bench/results.md, bench/results.json); ~2 minutes.
 bench: build
-	@echo "make bench: the benchmark lands with the benchmark issue (#7); nothing measured yet"
+	$(PY) bench/bench.py
+
+# Bounded soak through 2 Envoy workers (bench/soak.md); not part of `make test`; <= ~5 minutes.
+soak: build
+	$(PY) bench/soak.py
 
 # Regenerates the shipped Envoy bootstraps from envoy/krakend.json (tests check they are in sync).
 envoy-configs: build

@@ -234,18 +234,15 @@ impl Gateway {
             .opt_array("endpoints")?
             .ok_or_else(|| ConfigError::new("$.endpoints", "is required"))?;
         let mut endpoints: Vec<Endpoint> = Vec::with_capacity(list.len());
+        let service = Service {
+            default_hosts: &default_hosts,
+            cost: &cost,
+            security: &svc,
+            lookup,
+        };
         for (i, item) in list.iter().enumerate() {
             let path = format!("$.endpoints[{i}]");
-            let ep = endpoint(
-                item,
-                &path,
-                i,
-                &default_hosts,
-                &cost,
-                lookup,
-                &svc,
-                &mut warnings,
-            )?;
+            let ep = endpoint(item, &path, i, &service, &mut warnings)?;
             if let Some(j) = endpoints
                 .iter()
                 .position(|e| e.method == ep.method && e.pattern.same_shape(&ep.pattern))
@@ -294,16 +291,27 @@ impl Gateway {
     }
 }
 
+/// What endpoints inherit from the service level.
+struct Service<'a> {
+    default_hosts: &'a [HostUrl],
+    cost: &'a CostConfig,
+    security: &'a security::ServiceSecurity,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
 fn endpoint(
     v: &Value,
     path: &str,
     index: usize,
-    default_hosts: &[HostUrl],
-    cost: &CostConfig,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    svc: &security::ServiceSecurity,
+    service: &Service<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Endpoint> {
+    let Service {
+        default_hosts,
+        cost,
+        security: svc,
+        lookup,
+    } = *service;
     let mut o = Obj::new(v, path)?;
     let pattern = PathPattern::parse(o.str("endpoint")?)
         .map_err(|m| ConfigError::new(o.at("endpoint"), m))?;

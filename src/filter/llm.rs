@@ -327,7 +327,19 @@ impl Call {
                     },
                 }
             }
-            Err(e) => (e.status, self.front.error_body(&upstream_error(e))),
+            Err(mut e) => {
+                if self.model.is_empty() {
+                    // The body was never translated, so no provider saw the request: this is
+                    // Envoy's own answer (413 over its buffer limit), not the provider's.
+                    let text = String::from_utf8_lossy(body);
+                    e.message = format!(
+                        "the gateway rejected the request (HTTP {}): {}",
+                        e.status,
+                        text.trim()
+                    );
+                }
+                (e.status, self.front.error_body(&upstream_error(e)))
+            }
         };
         h.set_response_header(":status", Some(&status.to_string()));
         h.set_response_header("content-type", Some("application/json"));

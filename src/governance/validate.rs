@@ -249,7 +249,6 @@ pub fn compile(v: &Value, path: &str) -> Result<Schema> {
     Ok(s)
 }
 
-
 fn is_supported(k: &str) -> bool {
     ANNOTATIONS.contains(&k)
         || matches!(

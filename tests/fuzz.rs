@@ -1,0 +1,908 @@
+//! Property-style fuzzing with a seeded generator (no nightly, no extra dependency).
+//!
+//! Each target mutates real inputs (valid configs, client requests, provider answers and
+//! streams captured from `mock-llm` in `tests/fixtures/`) structurally (JSON values swapped,
+//! removed, retyped) and byte-wise (flips, splices, truncation, hostile tokens), feeds them
+//! to the parser or translator, and checks: no panic, no hang (inputs are bounded, and a
+//! case slower than `CASE_LIMIT` fails), and target-specific properties (config errors name
+//! a JSON path; stream decoders and the SSE parser give the same events for any split).
+//!
+//! `cargo test --features cli --test fuzz` runs a short pass (`FUZZ_ITERS`, default 1000
+//! cases per target); `FUZZ_ITERS=1000000 cargo test --release --features cli --test fuzz
+//! -- --nocapture` a long one. `FUZZ_SEED` changes the seed (default: fixed, so a failure
+//! is reproducible); a failure prints the target, case seed and input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{json, Map, Value};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+use tollgate::config::Gateway;
+use tollgate::providers::model::{ChatRequest, StreamEvent};
+use tollgate::providers::{
+    self, anthropic, openai, AwsCredentials, Defaults, FrontDoor, Target, Wire,
+};
+use tollgate::routing::{self, PathPattern, UrlPattern};
+use tollgate::stream::{write_event, SseEvent, SseParser};
+
+/// Largest generated input.
+const MAX_INPUT: usize = 16 * 1024;
+/// A single case slower than this is a hang.
+const CASE_LIMIT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------
+// Generator
+// ---------------------------------------------------------------------------------------
+
+/// SplitMix64: small, fast, good enough for input generation.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+    fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+}
+
+fn iterations() -> u64 {
+    std::env::var("FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+fn base_seed() -> u64 {
+    std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x7011_6A7E)
+}
+
+/// Runs `case` for each iteration with its own seed; reports the failing case.
+/// `case` returns its input (for the failure report) and whether the input was accepted
+/// (parsed / decoded without error), to show how deep the mutations reach.
+fn run(target: &str, mut case: impl FnMut(&mut Rng) -> (Vec<u8>, bool)) {
+    let iters = iterations();
+    let seed = base_seed() ^ fnv(target.as_bytes());
+    let started = Instant::now();
+    let mut accepted = 0u64;
+    for i in 0..iters {
+        let case_seed = seed.wrapping_add(i.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let mut rng = Rng(case_seed);
+        let t = Instant::now();
+        let mut input = Vec::new();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let (bytes, ok) = case(&mut rng);
+            input = bytes;
+            accepted += u64::from(ok);
+        }));
+        let took = t.elapsed();
+        if result.is_err() || took > CASE_LIMIT {
+            // Regenerate the input of this case for the report (the closure is deterministic).
+            let mut rng = Rng(case_seed);
+            let shown = catch_unwind(AssertUnwindSafe(|| case(&mut rng).0)).unwrap_or_default();
+            let shown = if input.is_empty() { shown } else { input };
+            panic!(
+                "fuzz target {target}: case {i} (seed {case_seed}) {} after {took:?}; input ({} bytes): {}",
+                if result.is_err() { "panicked" } else { "was too slow" },
+                shown.len(),
+                escape(&shown, 2000)
+            );
+        }
+    }
+    println!(
+        "fuzz {target}: {iters} cases ({accepted} accepted) in {:.2?} (seed {seed})",
+        started.elapsed()
+    );
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn escape(b: &[u8], max: usize) -> String {
+    let s: String = b
+        .iter()
+        .take(max)
+        .flat_map(|c| c.escape_ascii())
+        .map(char::from)
+        .collect();
+    if b.len() > max {
+        format!("{s}...")
+    } else {
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Mutators
+// ---------------------------------------------------------------------------------------
+
+/// Tokens that tend to break parsers.
+const TOKENS: &[&str] = &[
+    "{",
+    "}",
+    "[",
+    "]",
+    "\"",
+    "\\",
+    ",",
+    ":",
+    "null",
+    "true",
+    "-0",
+    "1e999",
+    "-1",
+    "18446744073709551616",
+    "4294967296",
+    "0.5",
+    "\"\\u0000\"",
+    "\"\\ud800\"",
+    "\"\\uDFFF\"",
+    "\n",
+    "\r",
+    "\r\n",
+    "\n\n",
+    "data: ",
+    "event: ",
+    "data: [DONE]\n\n",
+    ": ping\n",
+    "id: 7\n",
+    "{}",
+    "[]",
+    "\"\"",
+    "é",
+    "💥",
+    "\u{202e}",
+    "{{ env \"X\" }}",
+    "{x}",
+    "/",
+    "//",
+    "%2F",
+    "..",
+    "\u{0}",
+    "\"type\"",
+    "\"text\"",
+    "\"tool_use\"",
+    "\"function\"",
+    "\"role\"",
+    "\"content\"",
+];
+
+fn mutate_bytes(rng: &mut Rng, input: &mut Vec<u8>, others: &[&[u8]]) {
+    let rounds = 1 + rng.below(6);
+    for _ in 0..rounds {
+        let len = input.len();
+        match rng.below(9) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                input[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                input[i] = rng.below(256) as u8;
+            }
+            2 => {
+                let i = rng.below(len + 1);
+                let t = rng.pick(TOKENS).as_bytes();
+                input.splice(i..i, t.iter().copied());
+            }
+            3 if len > 0 => {
+                let a = rng.below(len);
+                let b = (a + 1 + rng.below(64)).min(len);
+                input.drain(a..b);
+            }
+            4 if len > 0 => {
+                let a = rng.below(len);
+                let b = (a + 1 + rng.below(256)).min(len);
+                let copy = input[a..b].to_vec();
+                let at = rng.below(input.len() + 1);
+                input.splice(at..at, copy);
+            }
+            5 if !others.is_empty() => {
+                let o = *rng.pick(others);
+                if !o.is_empty() {
+                    let a = rng.below(o.len());
+                    let b = (a + 1 + rng.below(512)).min(o.len());
+                    let at = rng.below(len + 1);
+                    input.splice(at..at, o[a..b].iter().copied());
+                }
+            }
+            6 if len > 0 => input.truncate(rng.below(len)),
+            7 => {
+                // Invalid UTF-8 and control bytes.
+                let i = rng.below(len + 1);
+                let junk = [0xff, 0xc3, 0x28, 0xe2, 0x82, 0x00, 0x80, 0xf0];
+                input.insert(i, *rng.pick(&junk));
+            }
+            _ => {
+                let i = rng.below(len + 1);
+                let n = rng.below(16);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.below(256) as u8).collect();
+                input.splice(i..i, bytes);
+            }
+        }
+    }
+    input.truncate(MAX_INPUT);
+}
+
+fn random_scalar(rng: &mut Rng) -> Value {
+    match rng.below(10) {
+        0 => Value::Null,
+        1 => json!(rng.chance(2)),
+        2 => json!(rng.next() as i64),
+        3 => json!(-(rng.below(1000) as i64)),
+        4 => json!(rng.below(100) as f64 / 7.0),
+        5 => json!(""),
+        6 => json!(rng.pick(TOKENS)),
+        7 => json!("x".repeat(rng.below(300))),
+        8 => json!(u64::MAX),
+        _ => json!(
+            [
+                "user",
+                "assistant",
+                "system",
+                "tool",
+                "developer",
+                "image_url",
+                "text",
+                "function",
+                "auto",
+                "none",
+                "required",
+                "POST",
+                "GET",
+                "/v1/{model}",
+                "http://127.0.0.1:1",
+                "https://h",
+                "30s",
+                "-1s",
+                "v1",
+                "anthropic"
+            ][rng.below(20)]
+        ),
+    }
+}
+
+fn random_value(rng: &mut Rng, depth: usize) -> Value {
+    if depth == 0 || rng.chance(2) {
+        return random_scalar(rng);
+    }
+    if rng.chance(2) {
+        Value::Array(
+            (0..rng.below(4))
+                .map(|_| random_value(rng, depth - 1))
+                .collect(),
+        )
+    } else {
+        let keys = [
+            "type",
+            "text",
+            "content",
+            "role",
+            "name",
+            "id",
+            "model",
+            "x",
+            "backend",
+            "host",
+            "url_pattern",
+            "extra_config",
+            "arguments",
+            "input",
+            "index",
+        ];
+        let mut m = Map::new();
+        for _ in 0..rng.below(4) {
+            m.insert(rng.pick(&keys).to_string(), random_value(rng, depth - 1));
+        }
+        Value::Object(m)
+    }
+}
+
+/// Changes one node of a JSON document: replaced, removed, retyped, duplicated, or wrapped.
+fn mutate_value(rng: &mut Rng, v: &mut Value) {
+    // Walk to a random node.
+    let mut node = v;
+    loop {
+        let stop = rng.chance(3);
+        let next = match node {
+            Value::Object(m) if !m.is_empty() && !stop => {
+                let k = m.keys().nth(rng.below(m.len())).cloned();
+                k.map(|k| (Some(k), None))
+            }
+            Value::Array(a) if !a.is_empty() && !stop => Some((None, Some(rng.below(a.len())))),
+            _ => None,
+        };
+        match next {
+            Some((Some(k), _)) => node = node.get_mut(&k).unwrap(),
+            Some((None, Some(i))) => node = node.get_mut(i).unwrap(),
+            _ => break,
+        }
+    }
+    match rng.below(7) {
+        0 => *node = random_value(rng, 3),
+        1 => {
+            if let Value::Object(m) = node {
+                if let Some(k) = m.keys().nth(rng.below(m.len().max(1))).cloned() {
+                    m.remove(&k);
+                }
+            } else if let Value::Array(a) = node {
+                if !a.is_empty() {
+                    let i = rng.below(a.len());
+                    a.remove(i);
+                }
+            }
+        }
+        2 => {
+            let inner = node.take();
+            *node = if rng.chance(2) {
+                json!([inner])
+            } else {
+                json!({"x": inner})
+            };
+        }
+        3 => {
+            if let Value::Array(a) = node {
+                if let Some(first) = a.first().cloned() {
+                    for _ in 0..rng.below(50) {
+                        a.push(first.clone());
+                    }
+                }
+            } else if let Value::Object(m) = node {
+                let k = rng
+                    .pick(&[
+                        "type",
+                        "content",
+                        "stream",
+                        "tools",
+                        "max_tokens",
+                        "timeout",
+                        "method",
+                        "endpoint",
+                        "extra_config",
+                        "ai/llm",
+                    ])
+                    .to_string();
+                m.insert(k, random_value(rng, 2));
+            }
+        }
+        4 => {
+            *node = match node {
+                Value::String(s) => json!(s.len()),
+                Value::Number(n) => json!(n.to_string()),
+                Value::Bool(b) => json!(if *b { 1 } else { 0 }),
+                Value::Null => json!({}),
+                Value::Array(_) => json!({}),
+                Value::Object(_) => json!([]),
+            }
+        }
+        5 => {
+            if let Value::String(s) = node {
+                let t = rng.pick(TOKENS);
+                let at = (0..=s.len())
+                    .filter(|i| s.is_char_boundary(*i))
+                    .nth(rng.below(4))
+                    .unwrap_or(0);
+                s.insert_str(at, t);
+            }
+        }
+        _ => {
+            // Deep nesting within serde_json's recursion limit and beyond.
+            let mut inner = node.take();
+            for _ in 0..rng.below(140) {
+                inner = json!([inner]);
+            }
+            *node = inner;
+        }
+    }
+}
+
+/// A mutated version of a JSON seed: structural mutations, sometimes then byte-level ones.
+fn mutate_json(rng: &mut Rng, seed: &[u8], others: &[&[u8]]) -> Vec<u8> {
+    let mut out = match serde_json::from_slice::<Value>(seed) {
+        Ok(mut v) if !rng.chance(4) => {
+            for _ in 0..1 + rng.below(4) {
+                mutate_value(rng, &mut v);
+            }
+            serde_json::to_vec(&v).unwrap()
+        }
+        _ => seed.to_vec(),
+    };
+    if rng.chance(2) {
+        mutate_bytes(rng, &mut out, others);
+    }
+    out.truncate(MAX_INPUT);
+    out
+}
+
+/// Cuts `input` into random pieces (sometimes single bytes).
+fn random_splits<'a>(rng: &mut Rng, input: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut rest = input;
+    let small = rng.chance(4);
+    while !rest.is_empty() {
+        let n = if small {
+            1 + rng.below(3)
+        } else {
+            1 + rng.below(rest.len().min(400))
+        };
+        let (a, b) = rest.split_at(n.min(rest.len()));
+        out.push(a);
+        rest = b;
+    }
+    if rng.chance(3) {
+        out.insert(rng.below(out.len() + 1), &[]);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Seeds
+// ---------------------------------------------------------------------------------------
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn config_seeds() -> Vec<Vec<u8>> {
+    let demo = std::fs::read(format!("{}/envoy/krakend.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let llm = json!({
+        "version": 3, "timeout": "30s", "host": ["http://127.0.0.1:8081"],
+        "endpoints": [
+            {"endpoint": "/v1/chat/completions", "method": "POST", "timeout": "10s", "backend": [
+                {"host": ["https://api.openai.com"], "url_pattern": "/v1/chat/completions",
+                 "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": "{{ env \"OPENAI_API_KEY\" }}",
+                    "variables": {"model": "gpt-4o", "max_tokens": 100, "temperature": 0.5}, "aliases": ["fast"], "default": true}}}}},
+                {"host": ["https://api.anthropic.com"], "url_pattern": "/v1/messages",
+                 "extra_config": {"ai/llm": {"anthropic": {"v1": {"credentials": "k", "variables": {"model": "claude-3-5-haiku-latest"}, "aliases": ["claude"]}}}}},
+                {"host": ["https://generativelanguage.googleapis.com"], "url_pattern": "/",
+                 "extra_config": {"ai/llm": {"gemini": {"v1beta": {"credentials": "k", "variables": {"model": "gemini-2.0-flash"}}}}}},
+                {"host": ["https://bedrock-runtime.us-east-1.amazonaws.com"], "url_pattern": "/",
+                 "extra_config": {"ai/llm": {"bedrock": {"v1": {"credentials": {"access_key_id": "a", "secret_access_key": "s"},
+                    "variables": {"model": "anthropic.claude-3-5-sonnet-20240620-v1:0"}}}}}},
+                {"host": ["https://x.openai.azure.com"], "url_pattern": "/",
+                 "extra_config": {"ai/llm": {"azure": {"v1": {"credentials": "k", "api_version": "2024-10-21", "variables": {"model": "dep"}}}}}},
+                {"host": ["http://127.0.0.1:11434"], "url_pattern": "/v1/chat/completions",
+                 "extra_config": {"ai/llm": {"ollama": {"version": "v1", "variables": {"model": "llama3"}}}}}
+            ]},
+            {"endpoint": "/v1/messages", "method": "POST", "backend": [
+                {"url_pattern": "/v1/messages", "extra_config": {"ai/llm": {"anthropic": {"v1": {"credentials": "k"}}}}}]},
+            {"endpoint": "/api/{a}/{b}", "method": "GET", "backend": [
+                {"host": ["http://10.0.0.1:80", "http://10.0.0.2"], "url_pattern": "/x/{b}/{a}", "method": "POST",
+                 "extra_config": {"modifier/martian": {"fifo.Group": {"scope": ["request", "response"], "modifiers": [
+                    {"header.Modifier": {"scope": ["request"], "name": "X-A", "value": "1"}},
+                    {"header.Append": {"scope": ["response"], "name": "X-B", "value": "2"}},
+                    {"header.Blacklist": {"scope": ["request"], "names": ["Cookie"]}},
+                    {"header.Copy": {"scope": ["request"], "from": "X-A", "to": "X-C"}},
+                    {"priority.Group": {"scope": ["request"], "modifiers": [
+                        {"priority": 1, "modifier": {"header.Modifier": {"scope": ["request"], "name": "X-P", "value": "p"}}}]}}
+                 ]}}}}]}
+        ]
+    });
+    vec![demo, serde_json::to_vec_pretty(&llm).unwrap()]
+}
+
+fn openai_request_seed() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "model": "gpt-4o-mini", "temperature": 0.3, "top_p": 0.9, "max_tokens": 200,
+        "max_completion_tokens": 300, "stop": ["\n\n"], "n": 1, "seed": 7, "user": "u1",
+        "stream": true, "stream_options": {"include_usage": true},
+        "response_format": {"type": "json_object"}, "parallel_tool_calls": false,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}],
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Really brief."}]},
+            {"role": "user", "content": [{"type": "text", "text": "What is in this image?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\":21}"},
+            {"role": "assistant", "content": "It is 21 degrees."},
+            {"role": "user", "content": "Thanks"}
+        ]
+    }))
+    .unwrap()
+}
+
+fn anthropic_request_seed() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "model": "claude-3-5-haiku-latest", "max_tokens": 256, "temperature": 0.2, "top_p": 0.8,
+        "top_k": 5, "stop_sequences": ["END"], "stream": true, "metadata": {"user_id": "u"},
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+        "tools": [{"name": "get_weather", "description": "Weather",
+                   "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Look"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"location": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                "content": [{"type": "text", "text": "21"}], "is_error": false}]},
+            {"role": "assistant", "content": "Warm."},
+            {"role": "user", "content": "Thanks"}
+        ]
+    }))
+    .unwrap()
+}
+
+fn aws() -> AwsCredentials {
+    AwsCredentials {
+        access_key_id: "AKIDEXAMPLE".into(),
+        secret_access_key: "secret".into(),
+        session_token: Some("token".into()),
+        region: "us-east-1".into(),
+    }
+}
+
+const WIRES: [Wire; 5] = [
+    Wire::OpenAi,
+    Wire::Azure,
+    Wire::Anthropic,
+    Wire::Gemini,
+    Wire::Bedrock,
+];
+
+/// Encodes a parsed request for every provider; checks the output is JSON.
+fn encode_everywhere(req: &ChatRequest) {
+    let creds = aws();
+    let defaults = Defaults {
+        max_tokens: Some(64),
+        temperature: Some(0.5),
+        top_p: None,
+    };
+    for wire in WIRES {
+        let t = Target {
+            wire,
+            model: if req.model.is_empty() {
+                "m"
+            } else {
+                &req.model
+            },
+            api_version: (wire == Wire::Azure).then_some("2024-10-21"),
+            defaults: &defaults,
+            aws: (wire == Wire::Bedrock).then_some(&creds),
+            host: "bedrock-runtime.us-east-1.amazonaws.com",
+            now_unix: 1_700_000_000,
+        };
+        if let Ok(out) = providers::encode_request(req, &t) {
+            assert!(out.path.starts_with('/'), "{wire:?} path {:?}", out.path);
+            let v: Result<Value, _> = serde_json::from_slice(&out.body);
+            assert!(
+                v.is_ok(),
+                "{wire:?} body is not JSON: {}",
+                escape(&out.body, 500)
+            );
+            for (k, v) in &out.headers {
+                assert!(
+                    !k.contains(['\r', '\n']) && !v.contains(['\r', '\n']),
+                    "{wire:?} header {k}"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Targets
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn fuzz_config() {
+    let seeds = config_seeds();
+    let others: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+    run("config", |rng| {
+        let seed = rng.pick(&seeds);
+        let input = mutate_json(rng, seed, &others);
+        let text = String::from_utf8_lossy(&input).into_owned();
+        let missing = rng.chance(5);
+        let lookup =
+            move |name: &str| (!missing || name.len() % 2 == 0).then(|| "sk-x".to_string());
+        let parsed = Gateway::from_json(&text, &lookup);
+        let ok = parsed.is_ok();
+        match parsed {
+            Ok(gw) => {
+                // What Envoy would be started with must be buildable too.
+                let doc: Value = serde_json::from_str(&text).unwrap();
+                let b = tollgate::envoy::bootstrap(&gw, &doc, &text, &Default::default());
+                let _ = tollgate::envoy::to_yaml(&b);
+                for ep in &gw.endpoints {
+                    let _ = ep.backend_for("gpt-4o");
+                    let _ = ep.models_path();
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.starts_with('$'),
+                    "config error without a JSON path: {msg}"
+                );
+            }
+        }
+        (input, ok)
+    });
+}
+
+#[test]
+fn fuzz_routing() {
+    const SEGS: &[&str] = &[
+        "v1", "{a}", "{b}", "{model}", "chat", "", "{", "}", "{}", "{a", "a}", "*", "..", "%20",
+        "é", "{a}{b}", "x y", "?", "#", "{a-b}", "{_}",
+    ];
+    run("routing", |rng| {
+        let n = rng.below(6);
+        let mut src = String::new();
+        for _ in 0..n {
+            src.push('/');
+            let seg: &&str = rng.pick(SEGS);
+            src.push_str(seg);
+        }
+        if src.is_empty() || rng.chance(10) {
+            src = rng.pick(SEGS).to_string();
+        }
+        let mut patterns = Vec::new();
+        let parsed = PathPattern::parse(&src);
+        let ok = parsed.is_ok();
+        if let Ok(p) = parsed {
+            // A concrete path built from the pattern matches it and yields the values.
+            let values: Vec<String> = p.params().map(|_| format!("v{}", rng.below(100))).collect();
+            let mut it = values.iter();
+            let concrete: String = p
+                .as_str()
+                .split('/')
+                .map(|seg| {
+                    if seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 {
+                        it.next().cloned().unwrap_or_default()
+                    } else {
+                        seg.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let got = p.matches(&concrete);
+            assert!(got.is_some(), "{src:?} does not match {concrete:?}");
+            let got: Vec<String> = got.unwrap().into_iter().map(|(_, v)| v).collect();
+            assert_eq!(got, values, "{src:?} on {concrete:?}");
+            if let Ok(u) = UrlPattern::parse(&format!("/up{}", p.as_str()), &p) {
+                let _ = u.render(&p.matches(&concrete).unwrap());
+            }
+            patterns.push((p, "POST"));
+        }
+        for _ in 0..rng.below(5) {
+            let extra: String = (0..1 + rng.below(3))
+                .map(|_| format!("/{}", rng.pick(SEGS)))
+                .collect();
+            if let Ok(p) = PathPattern::parse(&extra) {
+                patterns.push((p, *rng.pick(&["GET", "POST"])));
+            }
+        }
+        let mut path: Vec<u8> = src.clone().into_bytes();
+        mutate_bytes(rng, &mut path, &[]);
+        let path = String::from_utf8_lossy(&path).into_owned();
+        for (p, _) in &patterns {
+            let _ = p.matches(&path);
+        }
+        let _ = routing::find(patterns.iter().map(|(p, m)| (p, *m)), "POST", &path);
+        let _ = routing::HostUrl::parse(&path);
+        (src.into_bytes(), ok)
+    });
+}
+
+fn sse_parse(pieces: &[&[u8]]) -> Vec<SseEvent> {
+    let mut p = SseParser::new();
+    let mut out = Vec::new();
+    for piece in pieces {
+        p.feed(piece, &mut out);
+    }
+    p.finish(&mut out);
+    out
+}
+
+#[test]
+fn fuzz_sse() {
+    let seeds: Vec<Vec<u8>> = [
+        "openai_stream.sse",
+        "anthropic_stream.sse",
+        "gemini_stream.sse",
+    ]
+    .iter()
+    .map(|f| fixture(f))
+    .collect();
+    let others: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+    run("sse", |rng| {
+        // Written events come back the same, whatever the split.
+        let mut written = Vec::new();
+        let mut expect = Vec::new();
+        for _ in 0..rng.below(6) {
+            let event = rng.chance(2).then(|| format!("ev{}", rng.below(9)));
+            let data: String = (0..rng.below(40))
+                .map(|_| *rng.pick(&['a', ' ', '\n', ':', 'é', '💥', '{', '"']))
+                .collect();
+            write_event(&mut written, event.as_deref(), &data);
+            expect.push(SseEvent {
+                event,
+                data,
+                id: None,
+            });
+        }
+        let pieces = random_splits(rng, &written);
+        assert_eq!(
+            sse_parse(&pieces),
+            expect,
+            "written: {}",
+            escape(&written, 500)
+        );
+
+        // Hostile bytes: no panic, and split-invariant.
+        let mut input = rng.pick(&seeds).clone();
+        mutate_bytes(rng, &mut input, &others);
+        let whole = sse_parse(&[&input]);
+        let pieces = random_splits(rng, &input);
+        assert_eq!(sse_parse(&pieces), whole);
+        (input, !whole.is_empty())
+    });
+}
+
+#[test]
+fn fuzz_client_requests() {
+    let seeds = [openai_request_seed(), anthropic_request_seed()];
+    let others: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+    run("client_requests", |rng| {
+        let which = rng.below(2);
+        let input = mutate_json(rng, &seeds[which], &others);
+        let mut ok = false;
+        for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
+            match front.parse(&input) {
+                Ok(req) => {
+                    ok = true;
+                    encode_everywhere(&req)
+                }
+                Err(e) => {
+                    let body = anthropic::client_error_body(&e);
+                    assert!(serde_json::from_slice::<Value>(&body).is_ok());
+                }
+            }
+        }
+        let _ = openai::parse_request(&input);
+        let _ = anthropic::parse_request(&input);
+        (input, ok)
+    });
+}
+
+#[test]
+fn fuzz_provider_responses() {
+    let files: [(&str, Wire); 9] = [
+        ("openai_response.json", Wire::OpenAi),
+        ("openai_response_tool.json", Wire::OpenAi),
+        ("openai_error.json", Wire::Azure),
+        ("anthropic_response_tool.json", Wire::Anthropic),
+        ("anthropic_error.json", Wire::Anthropic),
+        ("gemini_response_tool.json", Wire::Gemini),
+        ("gemini_error.json", Wire::Gemini),
+        ("bedrock_response_tool.json", Wire::Bedrock),
+        ("bedrock_error.json", Wire::Bedrock),
+    ];
+    let seeds: Vec<(Vec<u8>, Wire)> = files.iter().map(|(f, w)| (fixture(f), *w)).collect();
+    let others: Vec<&[u8]> = seeds.iter().map(|(b, _)| b.as_slice()).collect();
+    run("provider_responses", |rng| {
+        let (seed, wire) = rng.pick(&seeds);
+        let input = mutate_json(rng, seed, &others);
+        let wire = if rng.chance(4) {
+            *rng.pick(&WIRES)
+        } else {
+            *wire
+        };
+        let status = if rng.chance(3) {
+            *rng.pick(&[400u16, 401, 404, 429, 500, 503, 529, 0, 999])
+        } else {
+            200
+        };
+        let decoded = providers::decode_response(wire, status, &input);
+        let ok = decoded.is_ok();
+        match decoded {
+            Ok(resp) => {
+                for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
+                    let out = front.encode_response(&resp, "m");
+                    assert!(serde_json::from_slice::<Value>(&out).is_ok());
+                }
+            }
+            Err(e) => {
+                assert!(e.status >= 100, "{wire:?} error status {}", e.status);
+                for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
+                    assert!(serde_json::from_slice::<Value>(&front.error_body(&e)).is_ok());
+                }
+            }
+        }
+        let _ = providers::decode_error(wire, status, &input);
+        (input, ok)
+    });
+}
+
+fn decode_stream(wire: Wire, pieces: &[&[u8]]) -> Vec<StreamEvent> {
+    let mut d = providers::stream_decoder(wire);
+    let mut out = Vec::new();
+    for piece in pieces {
+        d.feed(piece, &mut out);
+    }
+    d.finish(&mut out);
+    out
+}
+
+#[test]
+fn fuzz_stream_decoders() {
+    let files: [(&str, Wire); 9] = [
+        ("openai_stream.sse", Wire::OpenAi),
+        ("openai_stream_tool.sse", Wire::Azure),
+        ("anthropic_stream.sse", Wire::Anthropic),
+        ("anthropic_stream_tool.sse", Wire::Anthropic),
+        ("gemini_stream.sse", Wire::Gemini),
+        ("gemini_stream_array.json", Wire::Gemini),
+        ("bedrock_stream.bin", Wire::Bedrock),
+        ("bedrock_stream_tool.bin", Wire::Bedrock),
+        ("openai_error.json", Wire::OpenAi),
+    ];
+    let seeds: Vec<(Vec<u8>, Wire)> = files.iter().map(|(f, w)| (fixture(f), *w)).collect();
+    let others: Vec<&[u8]> = seeds.iter().map(|(b, _)| b.as_slice()).collect();
+    run("stream_decoders", |rng| {
+        let (seed, wire) = rng.pick(&seeds);
+        let mut input = seed.clone();
+        let mutated = !rng.chance(5);
+        if mutated {
+            mutate_bytes(rng, &mut input, &others);
+        }
+        let wire = if rng.chance(6) {
+            *rng.pick(&WIRES)
+        } else {
+            *wire
+        };
+        let whole = decode_stream(wire, &[&input]);
+        let pieces = random_splits(rng, &input);
+        let split = decode_stream(wire, &pieces);
+        if !mutated {
+            // Real streams decode the same whatever the chunk boundaries.
+            assert_eq!(split, whole, "{wire:?} split changes the events");
+        }
+        // Whatever came out can be sent to a client of either API.
+        for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
+            let mut enc = front.stream_encoder("m", rng.chance(2), 1_700_000_000);
+            let mut out = Vec::new();
+            for ev in split.iter().chain(whole.iter()) {
+                enc.encode(ev, &mut out);
+            }
+            enc.finish(&mut out);
+            let events = sse_parse(&[&out]);
+            for ev in &events {
+                if ev.data != "[DONE]" {
+                    assert!(
+                        serde_json::from_str::<Value>(&ev.data).is_ok(),
+                        "{front:?} sent {:?}",
+                        ev.data
+                    );
+                }
+            }
+        }
+        (input, !split.is_empty())
+    });
+}
