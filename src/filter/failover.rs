@@ -194,10 +194,18 @@ impl Flow {
         call.on_response_headers(&mut cap, false);
         let len = cap.resp_body.len();
         call.on_response_body(&mut cap, len, true);
+        let retry = routing::should_fail_over(status) && f.next < f.order.len();
+        if !retry {
+            // The answer the client gets: account it like a proxied one (budget, metrics,
+            // usage and quota headers go into the reply).
+            self.upstream_answered = status.is_some();
+            self.record(&mut cap, true);
+        }
         let answer = cap.answer();
-        let more = f.next < f.order.len();
-        if routing::should_fail_over(status) && more {
-            f.last = Some(answer);
+        if retry {
+            if let Some(f) = self.failover.as_mut() {
+                f.last = Some(answer);
+            }
             self.next_attempt(h);
             return;
         }

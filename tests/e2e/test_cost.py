@@ -15,6 +15,13 @@ PRICES = {"gpt-4o-mini": {"input": 0.15, "output": 0.6, "cached_input": 0.075},
           "claude-3-5-haiku-latest": {"input": 0.8, "output": 4.0}}
 
 
+def failing_openai(mock_url: str) -> dict:
+    """An OpenAI backend whose provider answers 503 (the mock obeys x-mock-status)."""
+    return {"host": [mock_url], "url_pattern": "/v1/chat/completions", "extra_config": {
+        "ai/llm": {"openai": {"v1": {"credentials": "sk-o", "variables": {"model": "gpt-4o-mini"}}}},
+        "modifier/martian": {"header.Modifier": {"scope": ["request"], "name": "X-Mock-Status", "value": "503"}}}}
+
+
 def config(mock_url: str) -> dict:
     llm_backends = [
         {"host": [mock_url], "url_pattern": "/v1/chat/completions",
@@ -58,6 +65,11 @@ def config(mock_url: str) -> dict:
              "extra_config": {"governance/quota": {
                  "quota_name": "money", "tier_key": "X-Plan", "weight_key": "cost",
                  "tiers": [{"rule_name": "usd", "tier_value_as": "*", "strategy": "header", "key": "X-User"}]}}},
+            {"endpoint": "/failover/chat/completions", "method": "POST",
+             "backend": [failing_openai(mock_url), llm_backends[1]],
+             "extra_config": {"ai/routing": {"failover": True}, "governance/quota": {
+                 "quota_name": "tokens", "tier_key": "X-Plan", "weight_key": "usage.total_tokens",
+                 "tiers": [tier("big", "big")]}}},
             {"endpoint": "/reserve/chat/completions", "method": "POST", "backend": llm_backends[:1],
              "extra_config": {"governance/quota": {
                  "quota_name": "reserved", "tier_key": "X-Plan", "weight_key": "usage.total_tokens", "reserve": True,
@@ -293,3 +305,17 @@ def test_cost_config_passes_tollgate_check(tmp_path):
     out = subprocess.run([str(TOLLGATE), "check", str(p)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "$.endpoints[0].extra_config.governance/quota.reserv: unknown field" in out.stderr
+
+
+def test_failover_answers_are_accounted(gw, fresh_mock):
+    user = "acct-failover"
+    r = chat(gw, user, path="/failover/chat/completions", model="gpt-4o-mini")
+    assert r.status_code == 200, r.text
+    assert [x["path"] for x in fresh_mock.requests()] == ["/v1/chat/completions", "/v1/messages"]
+    p, c = mock_usage(r)
+    assert int(r.headers["x-tollgate-prompt-tokens"]) == p
+    assert int(r.headers["x-tollgate-completion-tokens"]) == c
+    assert int(r.headers["x-quota-remaining"]) == 10_000_000 - (p + c)
+    assert metric(gw, "tollgate_tokens_total", tenant=user, provider="anthropic", kind="prompt") == p
+    assert metric(gw, "tollgate_tokens_total", tenant=user, provider="anthropic", kind="completion") == c
+    assert metric(gw, "tollgate_tokens_total", tenant=user, provider="openai", kind="prompt") == 0
