@@ -39,6 +39,19 @@ pub fn reply<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
     if !matched {
         return false;
     }
+    // The list is protected like the models it lists: the client must pass the
+    // authentication of the first LLM endpoint under this prefix that has one.
+    let guarded = gw.endpoints.iter().find(|e| {
+        e.api.is_some()
+            && e.models_path()
+                .is_some_and(|m| path.starts_with(m.as_str()))
+            && (e.security.api_keys.is_some() || e.security.jwt.is_some())
+    });
+    if let Some(ep) = guarded {
+        if super::security::authenticate(h, ep, None).is_err() {
+            return true;
+        }
+    }
     let anthropic = h.request_header("anthropic-version").is_some();
     let object = |id: &str, owner: &str| -> Value {
         if anthropic {

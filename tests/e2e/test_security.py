@@ -121,6 +121,15 @@ def sse_text(raw: str) -> str:
     return "".join(out)
 
 
+def test_model_list_needs_the_same_api_key(gw, fresh_mock):
+    r = httpx.get(f"{gw.url}/v1/models")
+    assert r.status_code == 401
+    assert r.json()["error"]["type"] == "authentication_error"
+    r = httpx.get(f"{gw.url}/v1/models", headers={"Authorization": f"Bearer {USER_KEY}"})
+    assert r.status_code == 200
+    assert r.json()["object"] == "list"
+
+
 def test_401_and_403_never_reach_the_provider(gw, fresh_mock):
     r = post(gw, "/v1/chat/completions", chat("hi"))
     assert r.status_code == 401, r.text
