@@ -16,6 +16,10 @@ pub struct SseEvent {
     pub id: Option<String>,
 }
 
+/// Longest line kept (bytes): a provider sending an endless line cannot grow the VM's
+/// memory; the rest of such a line is dropped and [`SseParser::overflowed`] is set.
+pub const MAX_LINE: usize = 4 << 20;
+
 /// Incremental SSE parser (WHATWG `text/event-stream` rules: LF, CRLF or CR line ends,
 /// `:` comments, one optional space after the colon, multi-line `data`).
 #[derive(Debug, Default)]
@@ -28,6 +32,8 @@ pub struct SseParser {
     data: Vec<String>,
     id: Option<String>,
     has_fields: bool,
+    /// A line longer than [`MAX_LINE`] was cut.
+    pub overflowed: bool,
 }
 
 impl SseParser {
@@ -50,6 +56,7 @@ impl SseParser {
                     self.after_cr = true;
                     self.end_line(out);
                 }
+                _ if self.line.len() >= MAX_LINE => self.overflowed = true,
                 _ => self.line.push(b),
             }
         }
@@ -168,6 +175,21 @@ mod tests {
         let chunks: Vec<&[u8]> = text.as_bytes().chunks(1).collect();
         let events = parse_all(&chunks);
         assert_eq!(events[0].data, "héllo ✓");
+    }
+
+    #[test]
+    fn an_endless_line_is_cut_not_buffered() {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        let chunk = vec![b'x'; 1 << 20];
+        p.feed(b"data: ", &mut out);
+        for _ in 0..6 {
+            p.feed(&chunk, &mut out);
+        }
+        assert!(p.pending() <= MAX_LINE);
+        assert!(p.overflowed);
+        p.feed(b"\n\ndata: ok\n\n", &mut out);
+        assert_eq!(out.last().map(|e| e.data.as_str()), Some("ok"));
     }
 
     #[test]
