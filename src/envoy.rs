@@ -66,15 +66,17 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         .map(|(name, hosts)| cluster(name, hosts, o))
         .collect();
     let mut http_filters = Vec::new();
+    let mut local_reply = None;
     if let Some(jwt) = jwt_authn(gw, &mut clusters, o) {
         http_filters.push(jwt);
+        local_reply = Some(jwt_error_shape());
     }
     http_filters.push(wasm_filter);
     http_filters.push(
         json!({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
     );
-    let hcm = json!({
+    let mut hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "tollgate",
         "codec_type": "AUTO",
@@ -110,6 +112,9 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         },
         "http_filters": http_filters,
     });
+    if let Some(lr) = local_reply {
+        hcm["local_reply_config"] = lr;
+    }
     let tags: Vec<Value> = crate::observe::stats_tags()
         .into_iter()
         .map(|(tag, regex)| json!({"tag_name": tag, "regex": regex}))
@@ -253,6 +258,31 @@ fn cluster(name: &str, hosts: &[HostUrl], o: &Options) -> Value {
         });
     }
     c
+}
+
+/// Envoy's `jwt_authn` answers a missing or bad token with a plain-text 401/403; clients of
+/// an OpenAI-compatible gateway expect OpenAI's error shape. This rewrites those replies (and
+/// only those: tollgate's own carry `x-tollgate-error` and are already shaped).
+fn jwt_error_shape() -> Value {
+    let mapper = |code: u16, kind: &str, err: &str| {
+        json!({
+            "filter": {"extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": format!("response.code == {code} && !('x-tollgate-error' in response.headers)"),
+                }
+            }},
+            "body_format_override": {
+                "json_format": {"error": {"message": "%LOCAL_REPLY_BODY%", "type": kind, "param": null, "code": err}},
+                "content_type": "application/json",
+            }
+        })
+    };
+    json!({"mappers": [
+        mapper(401, "authentication_error", "invalid_token"),
+        mapper(403, "permission_error", "forbidden"),
+    ]})
 }
 
 /// Renders JSON as block-style YAML (strings quoted only when YAML would misread them;

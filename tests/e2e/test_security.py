@@ -283,7 +283,11 @@ def test_jwt_verified_by_envoy_and_roles_checked_by_tollgate(gw, fresh_mock, rsa
     payload = b64url(json.dumps({"roles": ["dev"], "scope": "llm:chat"}).encode())
     for h in [{}, {"Authorization": f"Bearer {forged}"}, {"Authorization": f"Bearer {expired}"},
               {"Authorization": f"Bearer {other}"}, {"x-jwt-payload": payload}]:
-        assert post(gw, "/jwt/v1/chat/completions", chat("hi"), h).status_code == 401, h
+        r = post(gw, "/jwt/v1/chat/completions", chat("hi"), h)
+        assert r.status_code == 401, h
+        # Envoy's own jwt_authn reply, reshaped to OpenAI's error by local_reply_config.
+        assert r.json()["error"]["type"] == "authentication_error", r.text
+        assert r.json()["error"]["message"]
     assert fresh_mock.requests() == []
 
 
