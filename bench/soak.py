@@ -28,6 +28,52 @@ from bench import (LOADGEN, OUT, TOLLGATE, WASM, body_4k, free_port, krakend, sm
                    start_envoy, start_mock, write_spec)
 
 
+# Budgets are on during the soak: every LLM call is charged to a token quota (caller = the
+# client IP) far larger than the run can use, so the totals can be checked to the token.
+BUDGET = 10**12
+
+
+def soak_config(mock_port: int) -> dict:
+    cfg = krakend(mock_port)
+    cfg["extra_config"] = {"governance/processors": {"quotas": [{
+        "name": "soak", "connection_name": "unused",
+        "rules": [{"name": "all", "limits": [{"amount": BUDGET, "unit": "day"}, {"amount": BUDGET, "unit": "hour"}]}]}]}}
+    for ep in cfg["endpoints"]:
+        if ep["endpoint"] == "/v1/chat/completions":
+            ep["extra_config"] = {"governance/quota": {
+                "quota_name": "soak", "tier_key": "X-Plan", "weight_key": "usage.total_tokens",
+                "tiers": [{"rule_name": "all", "tier_value_as": "*", "strategy": "ip"}]}}
+    return cfg
+
+
+def usage_of(port: int, spec_body: dict, headers: dict) -> tuple[int, int]:
+    """The mock's reported usage for one request of a kind (deterministic per body)."""
+    import httpx
+    r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=spec_body, headers=headers, timeout=30)
+    r.raise_for_status()
+    p, c = r.headers["x-mock-usage"].split(",")
+    return int(p), int(c)
+
+
+def prom_tokens(admin: int) -> int:
+    import httpx
+    total = 0
+    for line in httpx.get(f"http://127.0.0.1:{admin}/stats/prometheus", timeout=5).text.splitlines():
+        if line.startswith("tollgate_tokens_total{") and ('kind="prompt"' in line or 'kind="completion"' in line):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def quota_used(port: int) -> tuple[int, int]:
+    """Budget counted before a probe request (read from its X-Quota-Remaining), and the probe's
+    own tokens."""
+    import httpx
+    r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=small_body(), timeout=30)
+    p, c = r.headers["x-mock-usage"].split(",")
+    own = int(p) + int(c)
+    return BUDGET - int(r.headers["x-quota-remaining"]) - own, own
+
+
 def stats(admin: int) -> dict[str, int]:
     import httpx
     out = {}
@@ -53,7 +99,7 @@ def main() -> int:
         mock, mock_port = start_mock()
         procs.append(mock)
         port, admin = free_port(), free_port()
-        (tmp / "krakend.json").write_text(json.dumps(krakend(mock_port), indent=2))
+        (tmp / "krakend.json").write_text(json.dumps(soak_config(mock_port), indent=2))
         gen = subprocess.run([str(TOLLGATE), "envoy", str(tmp / "krakend.json"), "--listen",
                               f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}", "--wasm", str(WASM)],
                              capture_output=True, text=True, check=True)
@@ -72,6 +118,10 @@ def main() -> int:
                         str(args.connections), "--requests", "3000", "--duration", "10"],
                        capture_output=True, check=True)
         stats0 = stats(admin)
+        tokens0 = prom_tokens(admin)
+        used0, probe_tokens = quota_used(port)
+        per_kind = {"translate": usage_of(port, body_4k(), {}),
+                    "stream": usage_of(port, small_body(True), {"x-mock-chunks": "20"})}
         samples: list[tuple[float, float]] = []
         done = threading.Event()
         t0 = time.time()
@@ -97,6 +147,9 @@ def main() -> int:
             return 2
         res = json.loads(run.stdout)
         stats1 = stats(admin)
+        time.sleep(1.0)  # streams end (and are accounted) as their last bytes leave
+        tokens1 = prom_tokens(admin)
+        used1, _ = quota_used(port)
         log_tail = (tmp / f"envoy-{port}.log").read_text(errors="replace")[-2000:]
     finally:
         for p in reversed(procs):
@@ -110,7 +163,16 @@ def main() -> int:
     reloads = stats1.get("wasm.tollgate.vm_reload", 0) - stats0.get("wasm.tollgate.vm_reload", 0)
     created = (stats1.get("wasm.envoy.wasm.runtime.v8.created", 0)
                - stats0.get("wasm.envoy.wasm.runtime.v8.created", 0))
-    ok = five_xx == 0 and res["connection_errors"] == 0 and bad_streams == 0 and reloads == 0 and created == 0
+    counts = {s["name"]: s["requests"] for s in res["specs"]}
+    # Tokens the provider reported for what ran between the two readings: the soak's LLM
+    # calls, plus the first probe and the two per-kind usage calls.
+    reported = (sum(counts.get(k, 0) * (p + c) for k, (p, c) in per_kind.items())
+                + probe_tokens + sum(p + c for p, c in per_kind.values()))
+    counted_metric = tokens1 - tokens0
+    counted_budget = used1 - used0
+    tokens_exact = counted_metric == reported and counted_budget == reported
+    ok = (five_xx == 0 and res["connection_errors"] == 0 and bad_streams == 0 and reloads == 0
+          and created == 0 and tokens_exact)
     summary = {
         "ok": ok, "requests": res["requests"], "elapsed_s": res["elapsed_s"], "rps": res["rps"],
         "status": res["status"], "five_xx": five_xx, "connection_errors": res["connection_errors"],
@@ -119,6 +181,8 @@ def main() -> int:
         "rss_mb": {"start": start, "middle": middle, "end": end, "growth": end - start,
                    "samples": [[round(t, 1), round(m, 1)] for t, m in samples]},
         "specs": res["specs"], "connections": args.connections, "envoy_concurrency": 2,
+        "tokens": {"reported_by_provider": reported, "counted_metrics": counted_metric,
+                   "counted_budget": counted_budget, "exact": tokens_exact},
     }
     (OUT / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = "\n".join(
@@ -135,6 +199,10 @@ OpenAI→Anthropic translation of a ~4 KB body, and a translated 20-chunk stream
 status counts {json.dumps(res['status'])}; 5xx: {five_xx}; connection errors: {res['connection_errors']};
 truncated streams: {bad_streams}; Wasm VM reloads: {reloads}; new VMs: {created}.
 Envoy CPU: {summary['envoy_cpu_us_per_req']:.0f} µs per request.
+
+Budgets on (token quota per client IP): tokens reported by the provider {reported}; counted in
+`tollgate_tokens_total` {counted_metric}; charged to the budget {counted_budget}
+({'exact' if tokens_exact else 'NOT EXACT'}).
 
 Envoy RSS: start {start:.1f} MB, middle {middle:.1f} MB, end {end:.1f} MB (growth {end - start:+.1f} MB).
 
