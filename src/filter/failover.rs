@@ -73,12 +73,24 @@ impl Flow {
         }
         if stream || order.len() == 1 {
             let mut wait: Option<u64> = None;
-            for b in order {
+            for (i, &b) in order.iter().enumerate() {
                 let breaker = ep.backends.get(b).and_then(|x| x.rules.breaker.as_ref());
                 match routing::allow(h, breaker) {
                     Ok(()) => {
                         if let Some(call) = self.llm.as_mut() {
                             call.forced_backend = Some(b);
+                        }
+                        if stream && ep.governance.routing.failover && i + 1 < order.len() {
+                            // A stream is proxied to this backend; should it fail before its
+                            // first byte, the others are tried (on_stream_failure).
+                            self.stream_fallback = Some(Failover {
+                                order: order[i + 1..].to_vec(),
+                                next: 0,
+                                current: None,
+                                body: body.to_vec(),
+                                last: None,
+                                wait_ms: wait,
+                            });
                         }
                         return None;
                     }
@@ -98,6 +110,23 @@ impl Flow {
             wait_ms: None,
         });
         Some(self.next_attempt(h))
+    }
+
+    /// A proxied stream failed before its first byte (429/5xx at its response headers):
+    /// fail over to the next backends through callouts. Their answer reaches the client as
+    /// one translated stream, delivered at once (a callout answers whole). Returns false
+    /// when there is nothing to fail over to.
+    pub(super) fn on_stream_failure<H: Host>(&mut self, h: &mut H, status: Option<u16>) -> bool {
+        if !routing::should_fail_over(status) {
+            return false;
+        }
+        let Some(f) = self.stream_fallback.take() else {
+            return false;
+        };
+        h.counter_add(governance::METRIC_FAILOVER, 1);
+        self.failover = Some(f);
+        self.next_attempt(h);
+        true
     }
 
     /// Sends the request to the next backend that may be tried, or answers the client.
@@ -150,6 +179,7 @@ impl Flow {
         }
         let answer = f.last.take();
         let wait = f.wait_ms;
+        self.awaiting_fallback = false;
         match answer {
             Some(a) => send(h, a),
             None => governance::reply(h, ep.api, &routing::unavailable(wait.unwrap_or(1000))),
@@ -209,6 +239,7 @@ impl Flow {
             self.next_attempt(h);
             return;
         }
+        self.awaiting_fallback = false;
         send(h, answer);
     }
 }

@@ -68,6 +68,10 @@ pub struct Flow {
     hold_body: bool,
     /// LLM failover in progress: the request is answered from callouts.
     failover: Option<failover::Failover>,
+    /// A proxied stream's fallback backends, used if it fails before its first byte.
+    stream_fallback: Option<failover::Failover>,
+    /// The provider's failed answer is held while fallback callouts run.
+    awaiting_fallback: bool,
     /// The gateway answered the client itself (its reply passes the response callbacks too).
     replied: bool,
 }
@@ -86,6 +90,8 @@ impl Flow {
             gov: governance::State::default(),
             hold_body: false,
             failover: None,
+            stream_fallback: None,
+            awaiting_fallback: false,
             replied: false,
         }
     }
@@ -401,13 +407,26 @@ impl Flow {
         let Some(ep) = self.endpoint.and_then(|i| gw.endpoints.get(i)) else {
             return Action::Continue;
         };
+        if self.awaiting_fallback {
+            return Action::Pause; // the failed answer waits for its replacement
+        }
         if self.failover.is_some() || self.replied {
             return Action::Continue; // the gateway's own answer, already final
         }
+        let status: Option<u16> = h.response_header(":status").and_then(|s| s.parse().ok());
         if let Some(b) = ep.backends.get(self.backend) {
             // governance: the answer counts for the backend's circuit breaker.
-            let status = h.response_header(":status").and_then(|s| s.parse().ok());
             governance::routing::record(h, b.rules.breaker.as_ref(), status);
+        }
+        if self.stream_fallback.is_some() {
+            // A stream that failed before its first byte fails over (governance).
+            self.awaiting_fallback = true;
+            if self.on_stream_failure(h, status) {
+                return Action::Pause;
+            }
+            self.awaiting_fallback = false;
+        }
+        if let Some(b) = ep.backends.get(self.backend) {
             apply(h, Side::Response, &b.modifiers.response);
         }
         // Envoy runs the gateway's own replies through these callbacks too: those of an
@@ -431,6 +450,9 @@ impl Flow {
         size: usize,
         end_of_stream: bool,
     ) -> Action {
+        if self.awaiting_fallback {
+            return Action::Pause; // the failed answer waits for its replacement
+        }
         if self.failover.is_some() || self.replied {
             return Action::Continue; // the gateway's own answer, already final
         }

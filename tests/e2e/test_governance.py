@@ -218,6 +218,7 @@ def routing_config(mock_url: str, down_url: str) -> dict:
     ep = lambda path, backends, extra=fo: {"endpoint": path, "method": "POST", "extra_config": extra, "backend": backends}
     return {"version": 3, "endpoints": [
         ep("/fo503/chat/completions", [failing(mock_url, "503"), anthropic_backend(mock_url)]),
+        ep("/fook/chat/completions", [llm_backend(mock_url), anthropic_backend(mock_url)]),
         ep("/fo429/chat/completions", [failing(mock_url, "429"), anthropic_backend(mock_url)]),
         ep("/fodown/chat/completions", [llm_backend(down_url), anthropic_backend(mock_url)]),
         ep("/foall/chat/completions", [failing(mock_url, "503"), failing(mock_url, "502")]),
@@ -303,10 +304,32 @@ def test_every_provider_failing_returns_the_last_error(rgw, fresh_mock):
     assert len(fresh_mock.requests()) == 2
 
 
-def test_streams_go_to_the_first_backend_without_failover(rgw, fresh_mock):
-    r = post(rgw, "/fo503/chat/completions", {**CHAT, "stream": True})
-    assert r.status_code == 503
-    assert paths(fresh_mock) == ["/v1/chat/completions"]
+@pytest.mark.parametrize("path", ["/fo503/chat/completions", "/fo429/chat/completions", "/fodown/chat/completions"])
+def test_a_stream_failing_before_its_first_byte_fails_over(rgw, fresh_mock, path):
+    r = post(rgw, path, {**CHAT, "stream": True, "stream_options": {"include_usage": True}})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(l[6:]) for l in r.text.splitlines() if l.startswith("data: {")]
+    text = "".join((c.get("delta") or {}).get("content") or "" for e in events for c in e["choices"])
+    assert text == "Hello from mock anthropic!"
+    assert events[-1]["usage"]["total_tokens"] > 0
+    assert r.text.rstrip().endswith("data: [DONE]")
+    reqs = fresh_mock.requests()
+    assert reqs[-1]["path"] == "/v1/messages"
+    assert json.loads(reqs[-1]["body"])["stream"] is True  # translated for Anthropic, still a stream
+
+
+def test_a_healthy_stream_is_proxied_incrementally_on_a_failover_endpoint(rgw, fresh_mock):
+    import httpx
+    arrivals = []
+    t0 = time.time()
+    with httpx.stream("POST", f"{rgw.url}/fook/chat/completions", json={**CHAT, "stream": True},
+                      headers={"x-mock-chunks": "5", "x-mock-delay-ms": "150"}, timeout=30) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_raw():
+            arrivals.append(time.time() - t0)
+    assert arrivals[-1] - arrivals[0] > 0.3  # not buffered
+    assert [x["path"] for x in fresh_mock.requests()] == ["/v1/chat/completions"]
 
 
 def test_open_breaker_skips_the_failing_provider(rgw, fresh_mock):
