@@ -906,3 +906,47 @@ fn fuzz_stream_decoders() {
         (input, !split.is_empty())
     });
 }
+
+/// Text with real PII shapes and near misses, for the detector target.
+const PII_SEED: &str = "Mail jane.doe+tag@example.co.uk or call +1 415 555 2671; card 4111 1111 1111 1111 \
+(not 4111 1111 1111 1112), IBAN DE89 3704 0044 0532 0130 00, SSN 123-45-6789, host 10.0.0.1 \
+and fe80::1ff:fe23:4567:890a, key sk-proj-abcdefghijklmnopqrstuvwxyz012345 and AKIAIOSFODNN7EXAMPLE; \
+order 2024-01-15 #12345678, v1.2.3.4, ghp_0123456789abcdefghijABCDEFGHIJ012345 é✓";
+
+#[test]
+fn fuzz_pii_detectors() {
+    use tollgate::security::detect::{Detector, Detectors, BUILTIN};
+    use tollgate::security::pii::{Masking, Pii, PiiAction};
+    let detectors = Detectors {
+        list: BUILTIN
+            .iter()
+            .filter_map(|(name, _)| Detector::builtin(name))
+            .collect(),
+    };
+    assert_eq!(detectors.list.len(), BUILTIN.len());
+    let pii = Pii {
+        detectors: detectors.clone(),
+        action: PiiAction::Mask,
+        restore: true,
+    };
+    let seed = PII_SEED.as_bytes().to_vec();
+    run("pii_detectors", |rng| {
+        let mut bytes = seed.clone();
+        mutate_bytes(rng, &mut bytes, &[PII_SEED.as_bytes()]);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let found = detectors.find(&text);
+        // Matches are in order, do not overlap, and cut the text on character boundaries.
+        let mut last_end = 0;
+        for f in &found {
+            assert!(f.start >= last_end && f.start < f.end && f.end <= text.len());
+            assert!(text.is_char_boundary(f.start) && text.is_char_boundary(f.end));
+            last_end = f.end;
+        }
+        // Masking then restoring gives the text back.
+        let mut m = Masking::default();
+        if let Ok(Some(masked)) = m.apply(&pii, &text) {
+            assert_eq!(m.restore(&masked), text);
+        }
+        (bytes, !found.is_empty())
+    });
+}
