@@ -349,6 +349,9 @@ impl Flow {
             }
             return;
         }
+        if self.llm.is_none() && self.charge.is_none() {
+            return; // a plain call without a quota: nothing to count or to charge
+        }
         let status = self
             .llm
             .as_ref()
@@ -406,8 +409,10 @@ impl Flow {
         }
         if let Some(b) = ep.backends.get(self.backend) {
             // governance: the answer counts for the backend's circuit breaker.
-            let status = h.response_header(":status").and_then(|s| s.parse().ok());
-            governance::routing::record(h, b.rules.breaker.as_ref(), status);
+            if let Some(br) = b.rules.breaker.as_ref() {
+                let status = h.response_header(":status").and_then(|s| s.parse().ok());
+                governance::routing::record(h, Some(br), status);
+            }
             apply(h, Side::Response, &b.modifiers.response);
         }
         // Envoy runs the gateway's own replies through these callbacks too: those of an

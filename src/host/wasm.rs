@@ -1,6 +1,7 @@
 //! proxy-wasm glue: the root context (configuration) and HTTP contexts, and [`Host`]
 //! implemented over hostcalls. Callbacks stay thin: each feeds [`Flow`] and maps its answer.
 
+use super::headers::{cache_set, decode_pairs, unchanged, Headers};
 use super::{Host, SharedError};
 use crate::config::{process_env, Gateway};
 use crate::filter::{Action as FlowAction, Flow};
@@ -15,7 +16,35 @@ use std::time::UNIX_EPOCH;
 /// [`Host`] over the hostcalls of the current HTTP context. Hostcall failures (a header
 /// map that is no longer writable, say) are logged and otherwise ignored: the request
 /// path must never panic.
-pub struct WasmHost;
+///
+/// Every hostcall crosses the V8 boundary (a value coming back costs a second crossing:
+/// the host calls into the VM to allocate it), so header maps are read once and cached
+/// while the filter holds them: the first request-header read fetches the whole map in one
+/// call, later reads are lookups, removing an absent header and setting a header to the
+/// value it already has are skipped. Response headers are remembered per name. The caches
+/// follow the filter's own changes and are dropped as soon as a callback lets the headers
+/// go on (other filters and the router may change them after that): see [`Filter`].
+#[derive(Default)]
+pub struct WasmHost {
+    req: RefCell<Option<Headers>>,
+    resp: RefCell<Vec<Remembered>>,
+}
+
+/// A response header as last read or written.
+struct Remembered {
+    name: String,
+    value: Option<String>,
+    /// `value` is the header's only value (or it is absent), not the first of several.
+    exact: bool,
+}
+
+impl WasmHost {
+    /// Forgets what is cached: the header maps may change outside the filter from now on.
+    fn forget(&mut self) {
+        *self.req.get_mut() = None;
+        self.resp.get_mut().clear();
+    }
+}
 
 fn warn_on_err<T>(what: &str, r: Result<T, proxy_wasm::types::Status>) -> Option<T> {
     match r {
@@ -27,40 +56,122 @@ fn warn_on_err<T>(what: &str, r: Result<T, proxy_wasm::types::Status>) -> Option
     }
 }
 
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// The whole header map in one hostcall. `hostcalls::get_map` would panic (and kill the
+/// VM) on a header value that is not UTF-8, which Envoy lets through: this reads bytes.
+fn header_map(map: MapType) -> Option<Headers> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a buffer it allocated in this VM's memory through
+    // `proxy_on_memory_allocate` (the Rust global allocator, `Vec::with_capacity(size)`),
+    // so taking ownership of it as a Vec of that length and capacity is sound; the SDK's own
+    // `get_map` does the same.
+    let bytes = unsafe {
+        match proxy_get_header_map_pairs(map, &mut data, &mut size) {
+            Status::Ok if data.is_null() => Vec::new(),
+            Status::Ok => Vec::from_raw_parts(data, size, size),
+            _ => return None,
+        }
+    };
+    decode_pairs(&bytes)
+}
+
 impl Host for WasmHost {
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        let mut cache = self.req.borrow_mut();
+        if cache.is_none() {
+            *cache = header_map(MapType::HttpRequestHeaders);
+        }
+        match cache.as_ref() {
+            Some(map) => map
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
+            None => hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+                .ok()
+                .flatten(),
+        }
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        warn_on_err(
+        let cache = self.req.get_mut();
+        if cache.as_ref().is_some_and(|m| unchanged(m, name, value)) {
+            return;
+        }
+        let done = warn_on_err(
             "set request header",
             hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value),
         );
+        match (cache.as_mut(), done) {
+            (Some(map), Some(())) => cache_set(map, name, value),
+            _ => *cache = None,
+        }
     }
     fn add_request_header(&mut self, name: &str, value: &str) {
-        warn_on_err(
+        let done = warn_on_err(
             "add request header",
             hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value),
         );
+        let cache = self.req.get_mut();
+        match (cache.as_mut(), done) {
+            (Some(map), Some(())) => map.push((name.to_ascii_lowercase(), value.to_string())),
+            _ => *cache = None,
+        }
     }
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+        let mut cache = self.resp.borrow_mut();
+        if let Some(r) = cache.iter().find(|r| r.name.eq_ignore_ascii_case(name)) {
+            return r.value.clone();
+        }
+        let value = hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
             .ok()
-            .flatten()
+            .flatten();
+        cache.push(Remembered {
+            name: name.to_ascii_lowercase(),
+            // Envoy returns the first of several values; pseudo-headers are single.
+            exact: value.is_none() || name.starts_with(':'),
+            value: value.clone(),
+        });
+        value
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        warn_on_err(
+        let cache = self.resp.get_mut();
+        let known = cache.iter().position(|r| r.name.eq_ignore_ascii_case(name));
+        if let Some(r) = known.and_then(|i| cache.get(i)) {
+            if r.exact && r.value.as_deref() == value {
+                return;
+            }
+        }
+        let done = warn_on_err(
             "set response header",
             hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value),
         );
+        if let Some(i) = known {
+            cache.swap_remove(i);
+        }
+        if done.is_some() {
+            cache.push(Remembered {
+                name: name.to_ascii_lowercase(),
+                value: value.map(str::to_string),
+                exact: true,
+            });
+        }
     }
     fn add_response_header(&mut self, name: &str, value: &str) {
         warn_on_err(
             "add response header",
             hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value),
         );
+        self.resp
+            .get_mut()
+            .retain(|r| !r.name.eq_ignore_ascii_case(name));
     }
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
@@ -234,8 +345,8 @@ impl RootContext for Root {
                 );
                 // Budget counters and rate-limit buckets live in shared data under keys
                 // created here, before traffic (see cost::store for why).
-                crate::cost::store::init(&mut WasmHost);
-                crate::governance::init_shared(&mut WasmHost, &gw.endpoints);
+                crate::cost::store::init(&mut WasmHost::default());
+                crate::governance::init_shared(&mut WasmHost::default(), &gw.endpoints);
                 self.gateway = Some(Rc::new(gw));
                 true
             }
@@ -250,7 +361,7 @@ impl RootContext for Root {
         let gw = self.gateway.clone()?;
         Some(Box::new(Filter {
             flow: Flow::new(gw),
-            host: WasmHost,
+            host: WasmHost::default(),
         }))
     }
 
@@ -270,6 +381,7 @@ impl Context for Filter {
     /// while `on_log` is not called for HTTP filters here. Accounting that did not happen
     /// at the end of the response (a stream cut short) happens now.
     fn on_done(&mut self) -> bool {
+        self.host.forget();
         self.flow.on_log(&mut self.host);
         true
     }
@@ -281,30 +393,45 @@ impl Context for Filter {
         body_size: usize,
         _trailers: usize,
     ) {
+        self.host.forget();
         self.flow.on_callout(&mut self.host, token, body_size);
+    }
+}
+
+impl Filter {
+    /// Maps the flow's answer; header caches live only while the filter holds the headers
+    /// (a Pause): once a callback lets them go on, later filters and the router may change
+    /// them.
+    fn held(&mut self, a: FlowAction) -> Action {
+        if a == FlowAction::Continue {
+            self.host.forget();
+        }
+        action(a)
     }
 }
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(self.flow.on_request_headers(&mut self.host, end_of_stream))
+        let a = self.flow.on_request_headers(&mut self.host, end_of_stream);
+        self.held(a)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(
-            self.flow
-                .on_request_body(&mut self.host, body_size, end_of_stream),
-        )
+        let a = self
+            .flow
+            .on_request_body(&mut self.host, body_size, end_of_stream);
+        self.held(a)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(self.flow.on_response_headers(&mut self.host, end_of_stream))
+        let a = self.flow.on_response_headers(&mut self.host, end_of_stream);
+        self.held(a)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(
-            self.flow
-                .on_response_body(&mut self.host, body_size, end_of_stream),
-        )
+        let a = self
+            .flow
+            .on_response_body(&mut self.host, body_size, end_of_stream);
+        self.held(a)
     }
 }
