@@ -8,7 +8,7 @@ use crate::filter::{Action as FlowAction, Flow};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -18,31 +18,62 @@ use std::time::UNIX_EPOCH;
 /// path must never panic.
 ///
 /// Every hostcall crosses the V8 boundary (a value coming back costs a second crossing:
-/// the host calls into the VM to allocate it), so header maps are read once and cached
-/// while the filter holds them: the first request-header read fetches the whole map in one
-/// call, later reads are lookups, removing an absent header and setting a header to the
-/// value it already has are skipped. Response headers are remembered per name. The caches
-/// follow the filter's own changes and are dropped as soon as a callback lets the headers
-/// go on (other filters and the router may change them after that): see [`Filter`].
+/// the host calls into the VM to allocate it), so a header map is read whole, in one call,
+/// the first time a header of it is read, and cached while the filter holds the headers:
+/// later reads are lookups; removing an absent header and setting a header to the value it
+/// already has are skipped. The caches follow the filter's own changes and are dropped as
+/// soon as a callback lets the headers go on (other filters and the router may change them
+/// after that): see [`Filter`]. The clock is read once per callback.
 #[derive(Default)]
 pub struct WasmHost {
     req: RefCell<Option<Headers>>,
-    resp: RefCell<Vec<Remembered>>,
-}
-
-/// A response header as last read or written.
-struct Remembered {
-    name: String,
-    value: Option<String>,
-    /// `value` is the header's only value (or it is absent), not the first of several.
-    exact: bool,
+    resp: RefCell<Option<Headers>>,
+    now_ms: Cell<Option<u64>>,
 }
 
 impl WasmHost {
-    /// Forgets what is cached: the header maps may change outside the filter from now on.
+    /// Forgets the header maps: they may change outside the filter from now on.
     fn forget(&mut self) {
         *self.req.get_mut() = None;
-        self.resp.get_mut().clear();
+        *self.resp.get_mut() = None;
+    }
+
+    /// A new callback: time has moved on.
+    fn tick(&mut self) {
+        self.now_ms.set(None);
+    }
+}
+
+fn get_header(cache: &RefCell<Option<Headers>>, map: MapType, name: &str) -> Option<String> {
+    let mut cache = cache.borrow_mut();
+    if cache.is_none() {
+        *cache = header_map(map);
+    }
+    match cache.as_ref() {
+        Some(m) => m
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone()),
+        None => hostcalls::get_map_value(map, name).ok().flatten(),
+    }
+}
+
+fn set_header(cache: &mut Option<Headers>, map: MapType, name: &str, value: Option<&str>) {
+    if cache.as_ref().is_some_and(|m| unchanged(m, name, value)) {
+        return;
+    }
+    let done = warn_on_err("set header", hostcalls::set_map_value(map, name, value));
+    match (cache.as_mut(), done) {
+        (Some(m), Some(())) => cache_set(m, name, value),
+        _ => *cache = None,
+    }
+}
+
+fn add_header(cache: &mut Option<Headers>, map: MapType, name: &str, value: &str) {
+    let done = warn_on_err("add header", hostcalls::add_map_value(map, name, value));
+    match (cache.as_mut(), done) {
+        (Some(m), Some(())) => m.push((name.to_ascii_lowercase(), value.to_string())),
+        _ => *cache = None,
     }
 }
 
@@ -86,92 +117,32 @@ fn header_map(map: MapType) -> Option<Headers> {
 
 impl Host for WasmHost {
     fn request_header(&self, name: &str) -> Option<String> {
-        let mut cache = self.req.borrow_mut();
-        if cache.is_none() {
-            *cache = header_map(MapType::HttpRequestHeaders);
-        }
-        match cache.as_ref() {
-            Some(map) => map
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone()),
-            None => hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-                .ok()
-                .flatten(),
-        }
+        get_header(&self.req, MapType::HttpRequestHeaders, name)
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        let cache = self.req.get_mut();
-        if cache.as_ref().is_some_and(|m| unchanged(m, name, value)) {
-            return;
-        }
-        let done = warn_on_err(
-            "set request header",
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value),
-        );
-        match (cache.as_mut(), done) {
-            (Some(map), Some(())) => cache_set(map, name, value),
-            _ => *cache = None,
-        }
+        set_header(self.req.get_mut(), MapType::HttpRequestHeaders, name, value)
     }
     fn add_request_header(&mut self, name: &str, value: &str) {
-        let done = warn_on_err(
-            "add request header",
-            hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value),
-        );
-        let cache = self.req.get_mut();
-        match (cache.as_mut(), done) {
-            (Some(map), Some(())) => map.push((name.to_ascii_lowercase(), value.to_string())),
-            _ => *cache = None,
-        }
+        add_header(self.req.get_mut(), MapType::HttpRequestHeaders, name, value)
     }
     fn response_header(&self, name: &str) -> Option<String> {
-        let mut cache = self.resp.borrow_mut();
-        if let Some(r) = cache.iter().find(|r| r.name.eq_ignore_ascii_case(name)) {
-            return r.value.clone();
-        }
-        let value = hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-            .ok()
-            .flatten();
-        cache.push(Remembered {
-            name: name.to_ascii_lowercase(),
-            // Envoy returns the first of several values; pseudo-headers are single.
-            exact: value.is_none() || name.starts_with(':'),
-            value: value.clone(),
-        });
-        value
+        get_header(&self.resp, MapType::HttpResponseHeaders, name)
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        let cache = self.resp.get_mut();
-        let known = cache.iter().position(|r| r.name.eq_ignore_ascii_case(name));
-        if let Some(r) = known.and_then(|i| cache.get(i)) {
-            if r.exact && r.value.as_deref() == value {
-                return;
-            }
-        }
-        let done = warn_on_err(
-            "set response header",
-            hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value),
-        );
-        if let Some(i) = known {
-            cache.swap_remove(i);
-        }
-        if done.is_some() {
-            cache.push(Remembered {
-                name: name.to_ascii_lowercase(),
-                value: value.map(str::to_string),
-                exact: true,
-            });
-        }
+        set_header(
+            self.resp.get_mut(),
+            MapType::HttpResponseHeaders,
+            name,
+            value,
+        )
     }
     fn add_response_header(&mut self, name: &str, value: &str) {
-        warn_on_err(
-            "add response header",
-            hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value),
-        );
-        self.resp
-            .get_mut()
-            .retain(|r| !r.name.eq_ignore_ascii_case(name));
+        add_header(
+            self.resp.get_mut(),
+            MapType::HttpResponseHeaders,
+            name,
+            value,
+        )
     }
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
@@ -206,11 +177,16 @@ impl Host for WasmHost {
         self.now_millis() / 1000
     }
     fn now_millis(&self) -> u64 {
-        hostcalls::get_current_time()
+        if let Some(ms) = self.now_ms.get() {
+            return ms;
+        }
+        let ms = hostcalls::get_current_time()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+            .unwrap_or(0);
+        self.now_ms.set(Some(ms));
+        ms
     }
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         hostcalls::get_shared_data(key).unwrap_or((None, None))
@@ -382,6 +358,7 @@ impl Context for Filter {
     /// at the end of the response (a stream cut short) happens now.
     fn on_done(&mut self) -> bool {
         self.host.forget();
+        self.host.tick();
         self.flow.on_log(&mut self.host);
         true
     }
@@ -394,6 +371,7 @@ impl Context for Filter {
         _trailers: usize,
     ) {
         self.host.forget();
+        self.host.tick();
         self.flow.on_callout(&mut self.host, token, body_size);
     }
 }
@@ -412,11 +390,13 @@ impl Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.host.tick();
         let a = self.flow.on_request_headers(&mut self.host, end_of_stream);
         self.held(a)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.host.tick();
         let a = self
             .flow
             .on_request_body(&mut self.host, body_size, end_of_stream);
@@ -424,11 +404,13 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.host.tick();
         let a = self.flow.on_response_headers(&mut self.host, end_of_stream);
         self.held(a)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.host.tick();
         let a = self
             .flow
             .on_response_body(&mut self.host, body_size, end_of_stream);
