@@ -260,7 +260,11 @@ impl Call {
                 }
                 self.security.on_events(&mut self.events, end_of_stream);
                 let mut out = Vec::with_capacity(chunk.len() + 64);
-                let now_ms = h.now_millis();
+                // The clock only matters until the first token is seen (a hostcall per chunk).
+                let now_ms = match self.account.first_token_ms {
+                    None if !self.events.is_empty() => h.now_millis(),
+                    _ => 0,
+                };
                 for ev in &self.events {
                     self.account.observe(ev, now_ms);
                     encoder.encode(ev, &mut out);

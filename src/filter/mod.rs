@@ -355,6 +355,9 @@ impl Flow {
             }
             return;
         }
+        if self.llm.is_none() && self.charge.is_none() {
+            return; // a plain call without a quota: nothing to count or to charge
+        }
         let status = self
             .llm
             .as_ref()
@@ -413,10 +416,17 @@ impl Flow {
         if self.failover.is_some() || self.replied {
             return Action::Continue; // the gateway's own answer, already final
         }
-        let status: Option<u16> = h.response_header(":status").and_then(|s| s.parse().ok());
-        if let Some(b) = ep.backends.get(self.backend) {
+        let backend = ep.backends.get(self.backend);
+        let breaker = backend.and_then(|b| b.rules.breaker.as_ref());
+        // `:status` is read only when something needs it (one less hostcall otherwise).
+        let status: Option<u16> = if breaker.is_some() || self.stream_fallback.is_some() {
+            h.response_header(":status").and_then(|s| s.parse().ok())
+        } else {
+            None
+        };
+        if breaker.is_some() {
             // governance: the answer counts for the backend's circuit breaker.
-            governance::routing::record(h, b.rules.breaker.as_ref(), status);
+            governance::routing::record(h, breaker, status);
         }
         if self.stream_fallback.is_some() {
             // A stream that failed before its first byte fails over (governance).
@@ -426,7 +436,7 @@ impl Flow {
             }
             self.awaiting_fallback = false;
         }
-        if let Some(b) = ep.backends.get(self.backend) {
+        if let Some(b) = backend {
             apply(h, Side::Response, &b.modifiers.response);
         }
         // Envoy runs the gateway's own replies through these callbacks too: those of an

@@ -2,6 +2,7 @@
 //! `wasm` module implements it over proxy-wasm hostcalls (the only code, with `lib.rs`,
 //! that uses `proxy_wasm`), and [`mock::MockHost`] implements it for unit tests.
 
+pub mod headers;
 #[cfg(test)]
 pub mod mock;
 #[cfg(target_arch = "wasm32")]

@@ -1,13 +1,14 @@
 //! proxy-wasm glue: the root context (configuration) and HTTP contexts, and [`Host`]
 //! implemented over hostcalls. Callbacks stay thin: each feeds [`Flow`] and maps its answer.
 
+use super::headers::{cache_set, decode_pairs, unchanged, Headers};
 use super::{Host, SharedError};
 use crate::config::{process_env, Gateway};
 use crate::filter::{Action as FlowAction, Flow};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -15,7 +16,66 @@ use std::time::UNIX_EPOCH;
 /// [`Host`] over the hostcalls of the current HTTP context. Hostcall failures (a header
 /// map that is no longer writable, say) are logged and otherwise ignored: the request
 /// path must never panic.
-pub struct WasmHost;
+///
+/// Every hostcall crosses the V8 boundary (a value coming back costs a second crossing:
+/// the host calls into the VM to allocate it), so a header map is read whole, in one call,
+/// the first time a header of it is read, and cached while the filter holds the headers:
+/// later reads are lookups; removing an absent header and setting a header to the value it
+/// already has are skipped. The caches follow the filter's own changes and are dropped as
+/// soon as a callback lets the headers go on (other filters and the router may change them
+/// after that): see [`Filter`]. The clock is read once per callback.
+#[derive(Default)]
+pub struct WasmHost {
+    req: RefCell<Option<Headers>>,
+    resp: RefCell<Option<Headers>>,
+    now_ms: Cell<Option<u64>>,
+}
+
+impl WasmHost {
+    /// Forgets the header maps: they may change outside the filter from now on.
+    fn forget(&mut self) {
+        *self.req.get_mut() = None;
+        *self.resp.get_mut() = None;
+    }
+
+    /// A new callback: time has moved on.
+    fn tick(&mut self) {
+        self.now_ms.set(None);
+    }
+}
+
+fn get_header(cache: &RefCell<Option<Headers>>, map: MapType, name: &str) -> Option<String> {
+    let mut cache = cache.borrow_mut();
+    if cache.is_none() {
+        *cache = header_map(map);
+    }
+    match cache.as_ref() {
+        Some(m) => m
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone()),
+        None => hostcalls::get_map_value(map, name).ok().flatten(),
+    }
+}
+
+fn set_header(cache: &mut Option<Headers>, map: MapType, name: &str, value: Option<&str>) {
+    if cache.as_ref().is_some_and(|m| unchanged(m, name, value)) {
+        return;
+    }
+    let done = warn_on_err("set header", hostcalls::set_map_value(map, name, value));
+    match (cache.as_mut(), done) {
+        (Some(m), Some(())) => cache_set(m, name, value),
+        _ => *cache = None,
+    }
+}
+
+fn add_header(cache: &mut Option<Headers>, map: MapType, name: &str, value: &str) {
+    let done = warn_on_err("add header", hostcalls::add_map_value(map, name, value));
+    match (cache.as_mut(), done) {
+        (Some(m), Some(())) => m.push((name.to_ascii_lowercase(), value.to_string())),
+        _ => *cache = None,
+    }
+}
 
 fn warn_on_err<T>(what: &str, r: Result<T, proxy_wasm::types::Status>) -> Option<T> {
     match r {
@@ -27,40 +87,62 @@ fn warn_on_err<T>(what: &str, r: Result<T, proxy_wasm::types::Status>) -> Option
     }
 }
 
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// The whole header map in one hostcall. `hostcalls::get_map` would panic (and kill the
+/// VM) on a header value that is not UTF-8, which Envoy lets through: this reads bytes.
+fn header_map(map: MapType) -> Option<Headers> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a buffer it allocated in this VM's memory through
+    // `proxy_on_memory_allocate` (the Rust global allocator, `Vec::with_capacity(size)`),
+    // so taking ownership of it as a Vec of that length and capacity is sound; the SDK's own
+    // `get_map` does the same.
+    let bytes = unsafe {
+        match proxy_get_header_map_pairs(map, &mut data, &mut size) {
+            Status::Ok if data.is_null() => Vec::new(),
+            Status::Ok => Vec::from_raw_parts(data, size, size),
+            _ => return None,
+        }
+    };
+    decode_pairs(&bytes)
+}
+
 impl Host for WasmHost {
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        get_header(&self.req, MapType::HttpRequestHeaders, name)
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        warn_on_err(
-            "set request header",
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value),
-        );
+        set_header(self.req.get_mut(), MapType::HttpRequestHeaders, name, value)
     }
     fn add_request_header(&mut self, name: &str, value: &str) {
-        warn_on_err(
-            "add request header",
-            hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value),
-        );
+        add_header(self.req.get_mut(), MapType::HttpRequestHeaders, name, value)
     }
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-            .ok()
-            .flatten()
+        get_header(&self.resp, MapType::HttpResponseHeaders, name)
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        warn_on_err(
-            "set response header",
-            hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value),
-        );
+        set_header(
+            self.resp.get_mut(),
+            MapType::HttpResponseHeaders,
+            name,
+            value,
+        )
     }
     fn add_response_header(&mut self, name: &str, value: &str) {
-        warn_on_err(
-            "add response header",
-            hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value),
-        );
+        add_header(
+            self.resp.get_mut(),
+            MapType::HttpResponseHeaders,
+            name,
+            value,
+        )
     }
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
@@ -95,11 +177,16 @@ impl Host for WasmHost {
         self.now_millis() / 1000
     }
     fn now_millis(&self) -> u64 {
-        hostcalls::get_current_time()
+        if let Some(ms) = self.now_ms.get() {
+            return ms;
+        }
+        let ms = hostcalls::get_current_time()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+            .unwrap_or(0);
+        self.now_ms.set(Some(ms));
+        ms
     }
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         hostcalls::get_shared_data(key).unwrap_or((None, None))
@@ -234,8 +321,8 @@ impl RootContext for Root {
                 );
                 // Budget counters and rate-limit buckets live in shared data under keys
                 // created here, before traffic (see cost::store for why).
-                crate::cost::store::init(&mut WasmHost);
-                crate::governance::init_shared(&mut WasmHost, &gw.endpoints);
+                crate::cost::store::init(&mut WasmHost::default());
+                crate::governance::init_shared(&mut WasmHost::default(), &gw.endpoints);
                 self.gateway = Some(Rc::new(gw));
                 true
             }
@@ -250,7 +337,7 @@ impl RootContext for Root {
         let gw = self.gateway.clone()?;
         Some(Box::new(Filter {
             flow: Flow::new(gw),
-            host: WasmHost,
+            host: WasmHost::default(),
         }))
     }
 
@@ -270,6 +357,8 @@ impl Context for Filter {
     /// while `on_log` is not called for HTTP filters here. Accounting that did not happen
     /// at the end of the response (a stream cut short) happens now.
     fn on_done(&mut self) -> bool {
+        self.host.forget();
+        self.host.tick();
         self.flow.on_log(&mut self.host);
         true
     }
@@ -281,30 +370,50 @@ impl Context for Filter {
         body_size: usize,
         _trailers: usize,
     ) {
+        self.host.forget();
+        self.host.tick();
         self.flow.on_callout(&mut self.host, token, body_size);
+    }
+}
+
+impl Filter {
+    /// Maps the flow's answer; header caches live only while the filter holds the headers
+    /// (a Pause): once a callback lets them go on, later filters and the router may change
+    /// them.
+    fn held(&mut self, a: FlowAction) -> Action {
+        if a == FlowAction::Continue {
+            self.host.forget();
+        }
+        action(a)
     }
 }
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(self.flow.on_request_headers(&mut self.host, end_of_stream))
+        self.host.tick();
+        let a = self.flow.on_request_headers(&mut self.host, end_of_stream);
+        self.held(a)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(
-            self.flow
-                .on_request_body(&mut self.host, body_size, end_of_stream),
-        )
+        self.host.tick();
+        let a = self
+            .flow
+            .on_request_body(&mut self.host, body_size, end_of_stream);
+        self.held(a)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(self.flow.on_response_headers(&mut self.host, end_of_stream))
+        self.host.tick();
+        let a = self.flow.on_response_headers(&mut self.host, end_of_stream);
+        self.held(a)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(
-            self.flow
-                .on_response_body(&mut self.host, body_size, end_of_stream),
-        )
+        self.host.tick();
+        let a = self
+            .flow
+            .on_response_body(&mut self.host, body_size, end_of_stream);
+        self.held(a)
     }
 }
