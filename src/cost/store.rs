@@ -19,12 +19,7 @@ fn shard_key(counter: &str) -> String {
 
 /// FNV-1a 64: shard choice and `hash_keys`.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    crate::providers::util::fnv1a64(bytes)
 }
 
 /// Creates the shard keys that do not exist yet (configure time, every worker VM).

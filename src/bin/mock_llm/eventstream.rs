@@ -11,37 +11,8 @@
 //! everything before it. Each header is `name_len:u8 | name | type:u8 | value`; only
 //! string headers (type 7: `len:u16 | utf8`) are produced here.
 
-/// CRC32 (IEEE 802.3, reflected polynomial 0xEDB88320) lookup table.
-const CRC_TABLE: [u32; 256] = build_table();
-
-const fn build_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-}
-
-/// CRC32 (IEEE) of `data`.
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in data {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
-    }
-    c ^ 0xFFFF_FFFF
-}
+/// The mock frames with the gateway's own CRC32 (tested there against the IEEE vectors).
+pub use tollgate::providers::eventstream::crc32;
 
 /// Header value type tag for strings.
 const TYPE_STRING: u8 = 7;
