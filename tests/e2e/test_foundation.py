@@ -166,6 +166,14 @@ def test_shipped_envoy_configs_pass_envoy_validate(tmp_path, name):
 
 def test_compose_file_matches_local_setup():
     compose = (REPO / "docker-compose.yml").read_text()
+    # Every secret the docker bootstrap passes to the VM is set in the compose environment
+    # (else Envoy refuses to start in the container).
+    docker = (REPO / "envoy/envoy.docker.yaml").read_text()
+    keys = re.search(r"host_env_keys:\n((?:\s+- \S+\n)+)", docker).group(1).split()
+    keys = [k for k in keys if k != "-"]
+    assert keys
+    for k in keys:
+        assert re.search(rf"^\s+{k}: ", compose, re.M), k
     assert re.search(r"image: envoyproxy/envoy:v1\.40\.\d+", compose)
     assert "./envoy/envoy.docker.yaml:/etc/envoy/envoy.yaml" in compose
     assert "tollgate.wasm:/etc/envoy/tollgate.wasm" in compose
