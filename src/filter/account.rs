@@ -101,56 +101,46 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
     let (Some(a), Some((u, estimated))) = (o.account, usage) else {
         return;
     };
-    let base = [
-        ("provider", a.provider),
-        ("model", a.model.as_str()),
-        ("tenant", o.tenant),
-    ];
+    // The provider/model/tenant labels are the same for every metric of the call:
+    // sanitized and joined once (`observe::name` would redo it for each metric).
+    let base = name("", &[("provider", a.provider), ("model", &a.model)]);
+    let tenant = name("", &[("tenant", o.tenant)]);
+    let metric = |m: &str, extra: Option<(&str, &str)>| {
+        let mut n = String::with_capacity(m.len() + base.len() + tenant.len() + 24);
+        n.push_str(m);
+        n.push_str(&base);
+        n.push_str(&tenant);
+        if let Some(extra) = extra {
+            n.push_str(&name("", &[extra]));
+        }
+        n
+    };
     let status = o.status.to_string();
-    h.counter_add(
-        &name(
-            observe::REQUESTS,
-            &[base[0], base[1], base[2], ("status", &status)],
-        ),
-        1,
-    );
+    h.counter_add(&metric(observe::REQUESTS, Some(("status", &status))), 1);
     for (kind, n) in [
         ("prompt", u.prompt_tokens),
         ("completion", u.completion_tokens),
         ("cached", u.cached_tokens),
         ("reasoning", u.reasoning_tokens),
     ] {
-        h.counter_add(
-            &name(
-                observe::TOKENS,
-                &[base[0], base[1], base[2], ("kind", kind)],
-            ),
-            n,
-        );
+        // A zero add is no change (the wasm host skips it anyway): no name to build.
+        if n > 0 {
+            h.counter_add(&metric(observe::TOKENS, Some(("kind", kind))), n);
+        }
     }
     if estimated {
-        h.counter_add(&name(observe::ESTIMATED, &base), 1);
+        h.counter_add(&metric(observe::ESTIMATED, None), 1);
     }
     let currency = gw.cost.usage.currency.as_str();
     if let Some(c) = cost {
-        h.counter_add(
-            &name(
-                observe::COST,
-                &[base[0], base[1], base[2], ("currency", currency)],
-            ),
-            c,
-        );
+        h.counter_add(&metric(observe::COST, Some(("currency", currency))), c);
     }
     let now_ms = h.now_millis();
-    h.histogram_record(
-        &name(observe::DURATION, &base[..2]),
-        now_ms.saturating_sub(a.start_ms),
-    );
+    let duration = format!("{}{base}", observe::DURATION);
+    h.histogram_record(&duration, now_ms.saturating_sub(a.start_ms));
     if let Some(t) = a.first_token_ms {
-        h.histogram_record(
-            &name(observe::TTFT, &base[..2]),
-            t.saturating_sub(a.start_ms),
-        );
+        let ttft = format!("{}{base}", observe::TTFT);
+        h.histogram_record(&ttft, t.saturating_sub(a.start_ms));
     }
     let cost_text = cost
         .map(|c| format!("{:.6}", c as f64 / 1e6))

@@ -191,7 +191,7 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     }
     Ok(Outgoing {
         path: "/v1/messages".to_string(),
-        body: Value::Object(o).to_string().into_bytes(),
+        body: serde_json::to_vec(&Value::Object(o)).unwrap_or_default(),
         headers: vec![("anthropic-version".to_string(), API_VERSION.to_string())],
     })
 }
@@ -1169,7 +1169,7 @@ fn error_value(e: &ProviderError) -> Value {
 
 /// A provider error in Anthropic's error shape (send with `e.status`).
 pub fn error_body(e: &ProviderError) -> Vec<u8> {
-    error_value(e).to_string().into_bytes()
+    serde_json::to_vec(&error_value(e)).unwrap_or_default()
 }
 
 /// A client error (from [`parse_request`]) in Anthropic's error shape (send with 400).

@@ -365,7 +365,7 @@ pub fn encode_mistral_request(req: &ChatRequest, t: &Target) -> Result<Outgoing,
     }
     Ok(Outgoing {
         path: "/v1/chat/completions".to_string(),
-        body: body.to_string().into_bytes(),
+        body: serde_json::to_vec(&body).unwrap_or_default(),
         headers: Vec::new(),
     })
 }
@@ -972,7 +972,7 @@ pub fn encode_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
     if let Some(u) = &resp.usage {
         o.insert("usage".into(), usage_json(u));
     }
-    Value::Object(o).to_string().into_bytes()
+    serde_json::to_vec(&Value::Object(o)).unwrap_or_default()
 }
 
 /// Encodes canonical stream events as OpenAI `chat.completion.chunk` SSE.
