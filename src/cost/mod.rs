@@ -347,6 +347,24 @@ pub fn usage_config(v: &Value, path: &str) -> Result<UsageConfig> {
     Ok(out)
 }
 
+/// Headers that carry client credentials: an identity read from one is a secret.
+pub fn is_credential_header(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization"
+            | "x-api-key"
+            | "api-key"
+            | "x-goog-api-key"
+            | "proxy-authorization"
+            | "cookie"
+    )
+}
+
+/// A stable, non-reversible stand-in for a secret identity (`key-<16 hex>`).
+pub fn hashed_identity(identity: &str) -> String {
+    format!("key-{:016x}", store::fnv1a(identity.as_bytes()))
+}
+
 /// The quota a request is charged against: resolved from its headers at request time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Charge {
@@ -404,8 +422,11 @@ pub fn resolve(
         let Some(rule) = q.rules.get(t.rule) else {
             continue;
         };
-        let identity = if q.hash_keys {
-            format!("{:016x}", store::fnv1a(identity.as_bytes()))
+        // A caller identified by its credential (Authorization, x-api-key, ...) is never
+        // kept or shown as is: metrics labels and shared-data keys get a hash of it.
+        let secret = matches!(&t.strategy, Strategy::Header(n) if is_credential_header(n));
+        let identity = if q.hash_keys || secret {
+            hashed_identity(&identity)
         } else {
             identity
         };

@@ -146,3 +146,41 @@ fn reject_paths() {
         "$.u.prices.m: needs input and output prices (per million tokens)"
     );
 }
+
+#[test]
+fn identities_from_credential_headers_are_hashed() {
+    let a = attach(
+        &json!({"quota_name": "llm", "tier_key": "X-Plan", "tiers": [
+            {"rule_name": "gold", "tier_value_as": "*", "strategy": "header", "key": "Authorization"}]}),
+        "$.q",
+        &quotas(),
+    )
+    .unwrap();
+    let none = |_: &str| None;
+    let c = resolve(
+        &a,
+        &quotas(),
+        &headers(&[("authorization", "Bearer sk-secret-123")]),
+        None,
+        &none,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(
+        c.identity.starts_with("key-") && c.identity.len() == 20,
+        "{}",
+        c.identity
+    );
+    assert!(!c.key.contains("sk-secret-123") && !c.identity.contains("sk-secret"));
+    // Same key, same identity (budgets still per key).
+    let c2 = resolve(
+        &a,
+        &quotas(),
+        &headers(&[("authorization", "Bearer sk-secret-123")]),
+        None,
+        &none,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(c.key, c2.key);
+}

@@ -251,7 +251,12 @@ impl Flow {
         let gw = Rc::clone(&self.gw);
         if let Some(th) = &gw.cost.usage.tenant_header {
             if let Some(t) = h.request_header(th) {
-                self.tenant = t;
+                // Never a credential as a metrics label.
+                self.tenant = if cost::is_credential_header(th) {
+                    cost::hashed_identity(&t)
+                } else {
+                    t
+                };
             }
         }
         let Some(attach) = &ep.quota else {

@@ -70,6 +70,10 @@ def config(mock_url: str) -> dict:
              "extra_config": {"ai/routing": {"failover": True}, "governance/quota": {
                  "quota_name": "tokens", "tier_key": "X-Plan", "weight_key": "usage.total_tokens",
                  "tiers": [tier("big", "big")]}}},
+            {"endpoint": "/keyed/chat/completions", "method": "POST", "backend": llm_backends[:1],
+             "extra_config": {"governance/quota": {
+                 "quota_name": "tokens", "tier_key": "X-Plan", "weight_key": "usage.total_tokens",
+                 "tiers": [{"rule_name": "big", "tier_value_as": "*", "strategy": "header", "key": "Authorization"}]}}},
             {"endpoint": "/reserve/chat/completions", "method": "POST", "backend": llm_backends[:1],
              "extra_config": {"governance/quota": {
                  "quota_name": "reserved", "tier_key": "X-Plan", "weight_key": "usage.total_tokens", "reserve": True,
@@ -319,3 +323,16 @@ def test_failover_answers_are_accounted(gw, fresh_mock):
     assert metric(gw, "tollgate_tokens_total", tenant=user, provider="anthropic", kind="prompt") == p
     assert metric(gw, "tollgate_tokens_total", tenant=user, provider="anthropic", kind="completion") == c
     assert metric(gw, "tollgate_tokens_total", tenant=user, provider="openai", kind="prompt") == 0
+
+
+def test_a_caller_identified_by_its_key_never_shows_the_key(gw, fresh_mock):
+    secret = "sk-client-secret-0123456789abcdef"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(f"{gw.url}/keyed/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"})
+    assert r.status_code == 200, r.text
+    assert int(r.headers["x-quota-remaining"]) < 10_000_000
+    stats = gw.stats()
+    assert "0123456789abcdef" not in stats and "client_secret" not in stats and "client-secret" not in stats
+    assert re.search(r'tollgate_tokens_total\{provider="openai",model="gpt-4o-mini",tenant="key-[0-9a-f]{16}",kind="prompt"\}', stats)
+    # The client's key does not reach the provider either.
+    assert secret not in json.dumps(fresh_mock.requests())
