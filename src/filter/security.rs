@@ -110,6 +110,8 @@ pub struct CallSecurity {
     guard: Option<Rc<PromptGuard>>,
     masking: Masking,
     choices: Vec<(u32, ChoiceText)>,
+    /// Streamed tool-call arguments, per (choice, call): the same exfiltration window.
+    calls: Vec<((u32, u32), Scanner)>,
     /// The stream was stopped: everything after is dropped.
     blocked: bool,
 }
@@ -227,7 +229,27 @@ impl CallSecurity {
                             out.push(StreamEvent::Text { index, text: t });
                         }
                     }
+                    StreamEvent::ToolCallStart { index, .. } => {
+                        // Held arguments of the previous call go first (block order).
+                        self.flush_args(index, &mut out)?;
+                        out.push(ev);
+                    }
+                    StreamEvent::ToolCallArgs {
+                        index,
+                        call,
+                        arguments,
+                    } => {
+                        let a = self.args(index, call, &arguments)?;
+                        if !a.is_empty() {
+                            out.push(StreamEvent::ToolCallArgs {
+                                index,
+                                call,
+                                arguments: a,
+                            });
+                        }
+                    }
                     StreamEvent::Finish { index, reason } => {
+                        self.flush_args(index, &mut out)?;
                         let t = self.text(index, "", true)?;
                         if !t.is_empty() {
                             out.push(StreamEvent::Text { index, text: t });
@@ -238,6 +260,10 @@ impl CallSecurity {
                 }
             }
             if end_of_stream {
+                let calls: Vec<u32> = self.calls.iter().map(|((i, _), _)| *i).collect();
+                for index in calls {
+                    self.flush_args(index, &mut out)?;
+                }
                 let held: Vec<u32> = self.choices.iter().map(|(i, _)| *i).collect();
                 for index in held {
                     let t = self.text(index, "", true)?;
@@ -258,6 +284,44 @@ impl CallSecurity {
             })];
         }
         *events = out;
+    }
+
+    /// Passes a fragment of a streamed tool call's arguments through the exfiltration window
+    /// (arguments carry no placeholders to restore).
+    fn args(&mut self, index: u32, call: u32, delta: &str) -> Result<String, Blocked> {
+        let Some(ex) = self.exfil.clone() else {
+            return Ok(delta.to_string());
+        };
+        let pos = match self.calls.iter().position(|(k, _)| *k == (index, call)) {
+            Some(p) => p,
+            None => {
+                self.calls.push(((index, call), Scanner::default()));
+                self.calls.len() - 1
+            }
+        };
+        match self.calls.get_mut(pos) {
+            Some((_, scanner)) => scanner.push(&ex, delta),
+            None => Ok(delta.to_string()),
+        }
+    }
+
+    /// Emits what the windows of choice `index`'s tool calls still hold.
+    fn flush_args(&mut self, index: u32, out: &mut Vec<StreamEvent>) -> Result<(), Blocked> {
+        let Some(ex) = self.exfil.clone() else {
+            return Ok(());
+        };
+        while let Some(pos) = self.calls.iter().position(|((i, _), _)| *i == index) {
+            let ((_, call), mut scanner) = self.calls.remove(pos);
+            let rest = scanner.finish(&ex)?;
+            if !rest.is_empty() {
+                out.push(StreamEvent::ToolCallArgs {
+                    index,
+                    call,
+                    arguments: rest,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Passes one delta of choice `index` (or, with `flush`, what it holds) through the
@@ -374,6 +438,41 @@ mod tests {
         got += &text(&ev);
         assert!(matches!(ev.last(), Some(StreamEvent::Finish { .. })));
         assert_eq!(got, "Hi bob@example.com, key [REDACTED] bye");
+    }
+
+    #[test]
+    fn streamed_tool_arguments_are_scanned_across_fragments() {
+        let mut s = sec(Some(ExfilAction::Redact));
+        let args = r#"{"token":"sk-abcdefghijklmnopqrstuvwxyz0123","q":"x"}"#;
+        let mut got = String::new();
+        let collect = |ev: &[StreamEvent], got: &mut String| {
+            for e in ev {
+                if let StreamEvent::ToolCallArgs {
+                    arguments, call, ..
+                } = e
+                {
+                    assert_eq!(*call, 0);
+                    got.push_str(arguments);
+                }
+            }
+        };
+        for (i, ch) in args.char_indices() {
+            let mut ev = vec![StreamEvent::ToolCallArgs {
+                index: 0,
+                call: 0,
+                arguments: args[i..i + ch.len_utf8()].to_string(),
+            }];
+            s.on_events(&mut ev, false);
+            collect(&ev, &mut got);
+        }
+        let mut ev = vec![StreamEvent::Finish {
+            index: 0,
+            reason: FinishReason::ToolCalls,
+        }];
+        s.on_events(&mut ev, true);
+        collect(&ev, &mut got);
+        assert!(matches!(ev.last(), Some(StreamEvent::Finish { .. })));
+        assert_eq!(got, r#"{"token":"[REDACTED]","q":"x"}"#);
     }
 
     #[test]
