@@ -4,6 +4,7 @@
 //! list (TLS with SNI for https hosts). Host-only; not part of the .wasm.
 
 use crate::config::{env, Gateway};
+use crate::filter::errors::{ENVOY_REPLY, ERROR_HEADER};
 use crate::routing::{cluster_name, HostUrl, Scheme, CLUSTER_HEADER};
 use crate::security::claims::PAYLOAD_HEADER;
 use serde_json::{json, Value};
@@ -66,10 +67,10 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         .map(|(name, hosts)| cluster(name, hosts, o))
         .collect();
     let mut http_filters = Vec::new();
-    let mut local_reply = None;
-    if let Some(jwt) = jwt_authn(gw, &mut clusters, o) {
+    let jwt = jwt_authn(gw, &mut clusters, o);
+    let has_jwt = jwt.is_some();
+    if let Some(jwt) = jwt {
         http_filters.push(jwt);
-        local_reply = Some(jwt_error_shape());
     }
     http_filters.push(wasm_filter);
     http_filters.push(
@@ -112,9 +113,7 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         },
         "http_filters": http_filters,
     });
-    if let Some(lr) = local_reply {
-        hcm["local_reply_config"] = lr;
-    }
+    hcm["local_reply_config"] = local_reply_shape(has_jwt);
     let tags: Vec<Value> = crate::observe::stats_tags()
         .into_iter()
         .map(|(tag, regex)| json!({"tag_name": tag, "regex": regex}))
@@ -260,29 +259,55 @@ fn cluster(name: &str, hosts: &[HostUrl], o: &Options) -> Value {
     c
 }
 
-/// Envoy's `jwt_authn` answers a missing or bad token with a plain-text 401/403; clients of
-/// an OpenAI-compatible gateway expect OpenAI's error shape. This rewrites those replies (and
-/// only those: tollgate's own carry `x-tollgate-error` and are already shaped).
-fn jwt_error_shape() -> Value {
-    let mapper = |code: u16, kind: &str, err: &str| {
+/// Envoy's own error replies are plain text (`upstream request timeout`, `jwt_authn`'s
+/// `Jwt is missing`, a reset upstream's `upstream connect error ...`); clients of an
+/// OpenAI-compatible gateway expect OpenAI's error shape. These mappers rewrite every reply
+/// Envoy generates itself (tollgate's own carry `x-tollgate-error: 1` and are already
+/// shaped) and mark it `x-tollgate-error: envoy`. Most such replies then pass through the
+/// filter, which renders LLM calls' errors in the client's API (OpenAI or Anthropic); the
+/// rest reach the client as shaped here: a provider that resets after its headers (the
+/// filter already held them), plain endpoints, `jwt_authn` (before the filter).
+fn local_reply_shape(jwt: bool) -> Value {
+    let mapper = |condition: &str, kind: &str, err: &str| {
         json!({
             "filter": {"extension_filter": {
                 "name": "envoy.access_loggers.extension_filters.cel",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                    "expression": format!("response.code == {code} && !('x-tollgate-error' in response.headers)"),
+                    "expression": format!("{condition} && !('{ERROR_HEADER}' in response.headers)"),
                 }
             }},
+            "headers_to_add": [{"header": {"key": ERROR_HEADER, "value": ENVOY_REPLY}}],
             "body_format_override": {
                 "json_format": {"error": {"message": "%LOCAL_REPLY_BODY%", "type": kind, "param": null, "code": err}},
                 "content_type": "application/json",
             }
         })
     };
-    json!({"mappers": [
-        mapper(401, "authentication_error", "invalid_token"),
-        mapper(403, "permission_error", "forbidden"),
-    ]})
+    let mut mappers = Vec::new();
+    if jwt {
+        mappers.push(mapper(
+            "response.code == 401",
+            "authentication_error",
+            "invalid_token",
+        ));
+        mappers.push(mapper(
+            "response.code == 403",
+            "permission_error",
+            "forbidden",
+        ));
+    }
+    mappers.push(mapper(
+        "response.code >= 500",
+        "server_error",
+        "upstream_error",
+    ));
+    mappers.push(mapper(
+        "response.code >= 400",
+        "invalid_request_error",
+        "invalid_request",
+    ));
+    json!({ "mappers": mappers })
 }
 
 /// Renders JSON as block-style YAML (strings quoted only when YAML would misread them;

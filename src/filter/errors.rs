@@ -47,14 +47,17 @@ impl ErrorKind {
     }
 }
 
+/// Marks an error the gateway answered itself (value `1`: the filter; [`ENVOY_REPLY`]:
+/// Envoy, reshaped by the bootstrap's `local_reply_config`), as opposed to a provider's.
+pub const ERROR_HEADER: &str = "x-tollgate-error";
+/// [`ERROR_HEADER`]'s value on Envoy's own replies.
+pub const ENVOY_REPLY: &str = "envoy";
+
 /// Answers the client with a gateway error.
 pub fn reply_error<H: Host>(h: &mut H, kind: ErrorKind, message: &str, extra: &[(&str, &str)]) {
     let (status, kind, code) = kind.parts();
     let body = error_json(message, kind, Some(code), None);
-    let mut headers = vec![
-        ("content-type", "application/json"),
-        ("x-tollgate-error", "1"),
-    ];
+    let mut headers = vec![("content-type", "application/json"), (ERROR_HEADER, "1")];
     headers.extend_from_slice(extra);
     h.send_reply(status, &headers, &body);
 }

@@ -3,7 +3,7 @@
 //! translate the answer back, buffered for JSON answers and event by event for streams.
 
 use super::account::Account;
-use super::errors::ErrorKind;
+use super::errors::{ErrorKind, ENVOY_REPLY, ERROR_HEADER};
 use crate::config::{Api, Endpoint, LlmBackend, Provider};
 use crate::host::Host;
 use crate::providers::model::{text_len, ChatRequest, ProviderError, StreamEvent};
@@ -19,8 +19,9 @@ enum Response {
     /// The gateway answered itself (an error reply): Envoy runs that local reply through
     /// the response callbacks too, and it is already in the client's shape.
     Local,
-    /// A JSON answer (or an error): buffered whole, translated at the end.
-    Buffered { status: u16 },
+    /// A JSON answer (or an error): buffered whole, translated at the end. `envoy`: the
+    /// answer is Envoy's own error reply (a timeout, its buffer limit), not the provider's.
+    Buffered { status: u16, envoy: bool },
     /// A stream: each chunk is decoded and re-encoded as it arrives.
     Streaming {
         decoder: Box<dyn StreamDecoder>,
@@ -100,10 +101,7 @@ impl Call {
             .gateway_error(status as u16, kind, code, message, param);
         h.send_reply(
             status,
-            &[
-                ("content-type", "application/json"),
-                ("x-tollgate-error", "1"),
-            ],
+            &[("content-type", "application/json"), (ERROR_HEADER, "1")],
             &body,
         );
     }
@@ -233,7 +231,9 @@ impl Call {
             };
             return Action::Continue;
         }
-        self.response = Response::Buffered { status };
+        // Envoy's own replies come already reshaped by the bootstrap's local_reply_config.
+        let envoy = h.response_header(ERROR_HEADER).as_deref() == Some(ENVOY_REPLY);
+        self.response = Response::Buffered { status, envoy };
         self.buffered = true;
         if end_of_stream {
             self.finish_buffered(h, &[]);
@@ -290,9 +290,12 @@ impl Call {
 
     /// Translates a whole provider answer (or error) into the client's API.
     fn finish_buffered<H: Host>(&mut self, h: &mut H, body: &[u8]) {
-        let Response::Buffered { status } = self.response else {
+        let Response::Buffered { status, envoy } = self.response else {
             return;
         };
+        // Envoy's reply is not in the provider's format: its text is the error message.
+        let envoy_text = envoy.then(|| envoy_reply_text(body));
+        let body = envoy_text.as_deref().unwrap_or(body);
         let (status, out) = match providers::decode_response(self.wire, status, body) {
             Ok(mut resp) => {
                 self.account.usage = resp.usage;
@@ -351,6 +354,19 @@ impl Call {
         self.status = status;
         self.done = true;
     }
+}
+
+/// The text of an Envoy reply shaped by the bootstrap's `local_reply_config`
+/// (`{"error": {"message": ...}}`); the body as it is when it is not that shape.
+fn envoy_reply_text(body: &[u8]) -> Vec<u8> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["error"]["message"]
+                .as_str()
+                .map(|m| m.as_bytes().to_vec())
+        })
+        .unwrap_or_else(|| body.to_vec())
 }
 
 /// An answer stopped by the exfiltration guard.

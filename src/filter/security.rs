@@ -39,7 +39,7 @@ pub fn reply<H: Host>(h: &mut H, ep: &Endpoint, kind: ErrorKind, message: &str) 
     let body = front(ep).gateway_error(status as u16, kind_name, code, message, None);
     let mut headers = vec![
         ("content-type", "application/json"),
-        ("x-tollgate-error", "1"),
+        (crate::filter::errors::ERROR_HEADER, "1"),
     ];
     if kind == ErrorKind::Unauthorized {
         headers.push(("www-authenticate", "Bearer"));

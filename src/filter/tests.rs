@@ -156,3 +156,27 @@ fn gateway_errors_are_not_translated_again() {
     let (status, body) = through_response(&mut flow, h);
     assert_eq!((status, body), (400, sent));
 }
+
+#[test]
+fn envoy_replies_are_rendered_once_in_the_clients_api() {
+    // Envoy refuses a body over its buffer limit before the filter reads it; its reply,
+    // already reshaped by local_reply_config, comes back through the filter.
+    let mut flow = Flow::new(llm_gateway());
+    let mut h = MockHost::request("POST", "/v1/chat/completions", &[]);
+    assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
+    let envoy = br#"{"error":{"code":"invalid_request","message":"Payload Too Large","param":null,"type":"invalid_request_error"}}"#;
+    let mut h = h.with_response_headers(&[
+        (":status", "413"),
+        ("content-type", "application/json"),
+        (errors::ERROR_HEADER, errors::ENVOY_REPLY),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut h, false), Action::Pause);
+    h.response_chunk = envoy.to_vec();
+    flow.on_response_body(&mut h, envoy.len(), true);
+    assert_eq!(h.response_values(":status"), vec!["413"]);
+    let body: serde_json::Value = serde_json::from_slice(&h.response_chunk).unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "the gateway rejected the request (HTTP 413): Payload Too Large"
+    );
+}

@@ -233,7 +233,7 @@ pub fn reply<H: Host + ?Sized>(h: &mut H, api: Option<Api>, d: &Denial) {
     let retry = d.retry_after.map(|s| s.to_string());
     let mut headers = vec![
         ("content-type", "application/json"),
-        ("x-tollgate-error", "1"),
+        (crate::filter::errors::ERROR_HEADER, "1"),
     ];
     if let Some(r) = &retry {
         headers.push(("retry-after", r));

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from harness import Envoy
+from harness import Envoy, free_port
 
 MODEL = "claude-3-5-haiku-latest"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there"}]}
@@ -28,9 +28,15 @@ def config(mock_url: str) -> dict:
             # OpenAI clients, OpenAI provider.
             {"endpoint": "/openai/v1/chat/completions", "method": "POST", "timeout": "1s",
              "backend": [{"host": [mock_url], "url_pattern": "/v1/chat/completions", "extra_config": llm("openai")}]},
+            # Anthropic clients, OpenAI provider.
+            {"endpoint": "/v1/messages", "method": "POST", "timeout": "1s",
+             "backend": [{"host": [mock_url], "url_pattern": "/v1/chat/completions", "extra_config": llm("openai")}]},
             # A plain (non-LLM) endpoint: bodies stream through.
             {"endpoint": "/plain", "method": "POST", "timeout": "1s",
              "backend": [{"host": [mock_url], "url_pattern": "/v1/chat/completions"}]},
+            # Nothing listens there: Envoy's connection failure.
+            {"endpoint": "/dead", "method": "POST",
+             "backend": [{"host": [f"http://127.0.0.1:{free_port()}"], "url_pattern": "/v1/chat/completions"}]},
         ],
     }
 
@@ -88,14 +94,13 @@ def test_upstream_closes_mid_stream(gw, path):
 
 @pytest.mark.parametrize("path", LLM_PATHS)
 def test_upstream_closes_mid_body(gw, path):
-    """A JSON answer cut in the middle: Envoy answers 502 (the filter holds the headers, so
-    nothing reached the client yet)."""
+    """A JSON answer cut in the middle: Envoy answers 502 itself (the filter held the
+    headers, so nothing reached the client yet); local_reply_config gives it OpenAI's shape."""
     r = httpx.post(gw.url + path, json=BODY, headers={"x-mock-close-after": "1"}, timeout=10)
-    assert r.status_code == 502, r.text
-    if r.headers.get("content-type", "").startswith("application/json"):
-        openai_error(r, 502)
-    else:
-        assert "reset" in r.text
+    err = openai_error(r, 502)
+    assert "reset" in err["message"], err
+    assert (err["type"], err["code"]) == ("server_error", "upstream_error")
+    assert r.headers["x-tollgate-error"] == "envoy"
 
 
 def test_plain_endpoint_upstream_close_is_a_cut_connection(gw):
@@ -109,6 +114,29 @@ def test_upstream_timeout_is_504_in_openai_shape(gw, path):
     err = openai_error(r, 504)
     assert "timeout" in err["message"]
     assert err["type"] == "server_error"
+    # Rendered once: Envoy's text, not a JSON error inside a JSON error.
+    assert "{" not in err["message"], err
+
+
+def test_upstream_timeout_on_messages_door_is_anthropic_shaped(gw):
+    """Envoy's reply is rendered in the client's API: Anthropic's error shape."""
+    body = {"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(gw.url + "/v1/messages", json=body, headers={"x-mock-hang-ms": "3000"}, timeout=10)
+    assert r.status_code == 504, r.text
+    doc = r.json()
+    assert doc["type"] == "error" and "timeout" in doc["error"]["message"], doc
+
+
+def test_plain_endpoint_envoy_errors_are_openai_shaped(gw):
+    """Plain endpoints pass responses through, but Envoy's own replies (timeout, no
+    connection) get OpenAI's shape too, marked as the gateway's."""
+    r = httpx.post(gw.url + "/plain", json=BODY, headers={"x-mock-hang-ms": "3000"}, timeout=10)
+    err = openai_error(r, 504)
+    assert err["message"] == "upstream request timeout", err
+    assert r.headers["x-tollgate-error"] == "envoy"
+    r = httpx.post(gw.url + "/dead", json=BODY, timeout=10)
+    err = openai_error(r, 503)
+    assert "connect" in err["message"] and err["code"] == "upstream_error", err
 
 
 @pytest.mark.parametrize("path", LLM_PATHS)
