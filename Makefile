@@ -38,7 +38,7 @@ lint:
 fmt:
 	$(CARGO) fmt
 
-# Plain Envoy vs tollgate side by side (bench/results.md, bench/results.json); ~2 minutes.
+# Plain Envoy, the wasm floor and tollgate side by side (bench/results.md, bench/results.json); ~3 minutes.
 bench: build
 	$(PY) bench/bench.py
 
