@@ -47,8 +47,10 @@ pub struct Call {
     pub buffered: bool,
     /// Tokens this call may use: `max_tokens` (client or default) + the prompt estimate.
     pub reserve_hint: u64,
-    /// The status the client gets.
+    /// The status the client gets (0 until the answer's headers or its end are seen).
     pub status: u16,
+    /// The translated request went upstream (a provider was asked).
+    pub sent: bool,
     /// Token charging and response validation ([`crate::governance`]).
     pub governance: crate::governance::CallHooks,
     /// The backend chosen by governance routing (else the client's model chooses).
@@ -75,6 +77,7 @@ impl Call {
             buffered: false,
             reserve_hint: 0,
             status: 0,
+            sent: false,
             governance: Default::default(),
             forced_backend: None,
             security: Default::default(),
@@ -206,6 +209,7 @@ impl Call {
             h.set_request_header(name, Some(value));
         }
         h.set_request_body(&out.body);
+        self.sent = true;
         Some(index)
     }
 

@@ -363,12 +363,17 @@ impl Flow {
         if self.llm.is_none() && self.charge.is_none() {
             return; // a plain call without a quota: nothing to count or to charge
         }
-        let status = self
-            .llm
-            .as_ref()
-            .map(|c| c.status)
-            .or_else(|| h.response_header(":status").and_then(|s| s.parse().ok()))
-            .unwrap_or(0);
+        // An LLM answer cut before its end (the provider reset the connection) has no
+        // status of its own: the client got Envoy's reply, whose code Envoy keeps.
+        let status = match &self.llm {
+            Some(c) if c.status != 0 => Some(c.status),
+            Some(_) => response_code(h),
+            None => h
+                .response_header(":status")
+                .and_then(|s| s.parse().ok())
+                .or_else(|| response_code(h)),
+        }
+        .unwrap_or(0);
         let outcome = account::Outcome {
             account: self.llm.as_ref().map(|c| &c.account),
             charge: self.charge.as_ref(),
@@ -445,8 +450,12 @@ impl Flow {
             apply(h, Side::Response, &b.modifiers.response);
         }
         // Envoy runs the gateway's own replies through these callbacks too: those of an
-        // LLM call (a bad request, an unknown model) are not provider answers.
-        self.upstream_answered = !self.llm.as_ref().is_some_and(llm::Call::answered_locally);
+        // LLM call (a bad request, an unknown model) are not provider answers, nor is an
+        // Envoy reply to a request that never went upstream (a body over the buffer limit).
+        self.upstream_answered = self
+            .llm
+            .as_ref()
+            .is_none_or(|c| c.sent && !c.answered_locally());
         let Some(call) = self.llm.as_mut() else {
             self.record(h, true);
             return Action::Continue;
@@ -492,6 +501,13 @@ fn strip_port(addr: &str) -> &str {
         Some((host, _)) if !host.contains(':') => host,
         _ => addr,
     }
+}
+
+/// The status Envoy answered the client with (its `response.code`, a little-endian integer;
+/// also set for Envoy's own replies).
+fn response_code<H: Host>(h: &H) -> Option<u16> {
+    let bytes: [u8; 8] = h.property(&["response", "code"])?.try_into().ok()?;
+    u16::try_from(u64::from_le_bytes(bytes)).ok()
 }
 
 fn cost_rejected_metric(tenant: &str) -> String {

@@ -181,6 +181,59 @@ fn envoy_replies_are_rendered_once_in_the_clients_api() {
     );
 }
 
+fn requests_counted(h: &MockHost) -> Vec<(&str, u64)> {
+    let mut v: Vec<_> = h
+        .counters
+        .iter()
+        .filter(|(k, _)| k.starts_with(crate::observe::REQUESTS))
+        .map(|(k, n)| (k.as_str(), *n))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_request_envoy_refused_before_any_provider_is_not_counted() {
+    // Envoy's 413 for a body over its buffer limit: the call never went upstream.
+    let mut flow = Flow::new(llm_gateway());
+    let mut h = MockHost::request("POST", "/v1/chat/completions", &[]);
+    assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
+    let mut h = h.with_response_headers(&[
+        (":status", "413"),
+        (errors::ERROR_HEADER, errors::ENVOY_REPLY),
+    ]);
+    flow.on_response_headers(&mut h, false);
+    let envoy = br#"{"error":{"message":"Payload Too Large"}}"#;
+    h.response_chunk = envoy.to_vec();
+    flow.on_response_body(&mut h, envoy.len(), true);
+    flow.on_log(&mut h);
+    assert_eq!(requests_counted(&h), vec![]);
+}
+
+#[test]
+fn an_answer_cut_mid_body_is_counted_with_the_status_the_client_got() {
+    // The provider's 200 headers are held for a buffered answer; the connection resets in
+    // the body and Envoy answers 502 itself, past the filter: only its response code says so.
+    let (mut flow, h) =
+        llm_request(r#"{"model": "claude", "messages": [{"role": "user", "content": "hi"}]}"#);
+    assert!(h.reply.is_none());
+    let mut h =
+        h.with_response_headers(&[(":status", "200"), ("content-type", "application/json")]);
+    assert_eq!(flow.on_response_headers(&mut h, false), Action::Pause);
+    let part = br#"{"content":[{"type":"te"#;
+    h.response_chunk = part.to_vec();
+    flow.on_response_body(&mut h, part.len(), false);
+    h.response_code = Some(502);
+    flow.on_log(&mut h);
+    assert_eq!(
+        requests_counted(&h),
+        vec![(
+            "tollgate_requests_total.provider.anthropic.model.claude-3-5-haiku-latest.tenant.none.status.502",
+            1
+        )]
+    );
+}
+
 /// Host-side timing of one whole translated call (what `make bench`'s "translate" row runs
 /// in the .wasm): request headers, a 4 KB OpenAI body to Anthropic, the Anthropic answer
 /// back, accounting. Measures, asserts only that the call went through; run with

@@ -38,6 +38,8 @@ pub struct MockHost {
     pub counters: HashMap<String, u64>,
     pub histograms: HashMap<String, Vec<u64>>,
     pub source_address: Option<String>,
+    /// Envoy's `response.code` property (the status the client got).
+    pub response_code: Option<u64>,
     pub logs: RefCell<Vec<String>>,
     /// Callouts sent: (cluster, headers, body, timeout ms).
     pub callouts: Vec<Callout>,
@@ -186,6 +188,7 @@ impl Host for MockHost {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         match path {
             ["source", "address"] => self.source_address.clone().map(String::into_bytes),
+            ["response", "code"] => self.response_code.map(|c| c.to_le_bytes().to_vec()),
             _ => None,
         }
     }

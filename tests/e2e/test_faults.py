@@ -1,10 +1,14 @@
 """Fault tolerance and hostile input through a real Envoy: broken upstreams, timeouts, huge,
 binary and invalid bodies, HTTP/2 clients, many concurrent streams. Each case gets a clear
-answer (the OpenAI error shape where the gateway answers), and Envoy keeps serving with no
-Wasm VM failure (checked last, from /stats)."""
+answer (the OpenAI error shape where the gateway answers), accounting records what happened
+(the call's status, usage estimated when the provider never reported it, nothing counted for
+what never reached a provider), and Envoy keeps serving with no Wasm VM failure (checked last,
+from /stats)."""
 import asyncio
 import json
 import re
+import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -64,6 +68,46 @@ def gw(mock):
     e.stop()
 
 
+def ledger(gw: Envoy) -> Counter:
+    """tollgate's call accounting: (metric, provider, status) -> count."""
+    out = Counter()
+    for line in gw.stats().splitlines():
+        m = re.match(r"(tollgate_requests_total|tollgate_usage_estimated_total|tollgate_tokens_total)\{([^}]*)\} (\S+)$", line)
+        if m:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+            out[(m.group(1), labels.get("provider"), labels.get("status") or labels.get("kind"))] += int(float(m.group(3)))
+    return out
+
+
+def provider_of(path: str) -> str:
+    return "openai" if path.startswith("/openai/") or path == "/v1/messages" else "anthropic"
+
+
+def calls(provider: str, status: int, estimated: bool) -> Counter:
+    c = Counter({("tollgate_requests_total", provider, str(status)): 1})
+    if estimated:
+        c[("tollgate_usage_estimated_total", provider, None)] = 1
+    return c
+
+
+def accounted(gw: Envoy, before: Counter, expected: Counter, settle: float = 5.0) -> Counter:
+    """The request and estimate counts added since `before` (tokens left out: they are
+    checked apart), once they equal `expected` or `settle` seconds have passed (Envoy calls
+    the filter's end-of-stream hook after the client has its answer)."""
+    deadline = time.time() + settle
+    while True:
+        added = Counter({k: v for k, v in (ledger(gw) - before).items() if k[0] != "tollgate_tokens_total"})
+        if added == expected or time.time() > deadline:
+            return added
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def books(gw):
+    """The ledger before the test; the test compares what it added."""
+    return ledger(gw)
+
+
 def openai_error(r: httpx.Response, status: int) -> dict:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json"), r.headers
@@ -81,19 +125,30 @@ def sse_data(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("path", LLM_PATHS)
-def test_upstream_closes_mid_stream(gw, path):
-    """The client must not see a complete stream: the connection is cut (no [DONE])."""
-    with httpx.Client(timeout=10) as c:
+def test_upstream_closes_mid_stream(gw, path, books):
+    """The client must not see a complete stream: the connection is cut (no [DONE]). The
+    call is accounted as the 200 it started as, its usage estimated from what was streamed."""
+    received = []
+    with httpx.Client(timeout=10) as c, c.stream(
+            "POST", gw.url + path, json=STREAM, headers={"x-mock-chunks": "10", "x-mock-close-after": "6"}) as r:
+        assert r.status_code == 200
         try:
-            r = c.post(gw.url + path, json=STREAM, headers={"x-mock-chunks": "10", "x-mock-close-after": "3"})
+            received.extend(r.iter_raw())
         except httpx.RemoteProtocolError:
-            return
-    assert r.status_code == 200
-    assert "[DONE]" not in r.text, r.text
+            pass
+    text = b"".join(received).decode()
+    assert "[DONE]" not in text, text
+    contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in sse_data(text)
+                if json.loads(d).get("choices")]
+    assert any(contents), text  # some of the answer arrived before the cut
+    expected = calls(provider_of(path), 200, estimated=True)
+    assert accounted(gw, books, expected) == expected
+    # The completion is estimated from the text that was streamed: never zero.
+    assert (ledger(gw) - books)[("tollgate_tokens_total", provider_of(path), "completion")] > 0
 
 
 @pytest.mark.parametrize("path", LLM_PATHS)
-def test_upstream_closes_mid_body(gw, path):
+def test_upstream_closes_mid_body(gw, path, books):
     """A JSON answer cut in the middle: Envoy answers 502 itself (the filter held the
     headers, so nothing reached the client yet); local_reply_config gives it OpenAI's shape."""
     r = httpx.post(gw.url + path, json=BODY, headers={"x-mock-close-after": "1"}, timeout=10)
@@ -101,30 +156,42 @@ def test_upstream_closes_mid_body(gw, path):
     assert "reset" in err["message"], err
     assert (err["type"], err["code"]) == ("server_error", "upstream_error")
     assert r.headers["x-tollgate-error"] == "envoy"
+    expected = calls(provider_of(path), 502, estimated=True)
+    assert accounted(gw, books, expected) == expected
 
 
-def test_plain_endpoint_upstream_close_is_a_cut_connection(gw):
+def test_plain_endpoint_upstream_close_is_a_cut_connection(gw, books):
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.post(gw.url + "/plain", json=BODY, headers={"x-mock-close-after": "1"}, timeout=10)
+    # Not an LLM call and no quota: nothing for tollgate to count (Envoy's stats have it).
+    assert accounted(gw, books, Counter(), settle=1) == Counter()
 
 
 @pytest.mark.parametrize("path", LLM_PATHS)
-def test_upstream_timeout_is_504_in_openai_shape(gw, path):
+def test_upstream_timeout_is_504_in_openai_shape(gw, path, books):
     r = httpx.post(gw.url + path, json=BODY, headers={"x-mock-hang-ms": "3000"}, timeout=10)
     err = openai_error(r, 504)
     assert "timeout" in err["message"]
     assert err["type"] == "server_error"
     # Rendered once: Envoy's text, not a JSON error inside a JSON error.
     assert "{" not in err["message"], err
+    # The provider had the prompt: the call counts as a 504 with its prompt estimated.
+    expected = calls(provider_of(path), 504, estimated=True)
+    assert accounted(gw, books, expected) == expected
+    added = ledger(gw) - books
+    assert added[("tollgate_tokens_total", provider_of(path), "prompt")] > 0
+    assert added[("tollgate_tokens_total", provider_of(path), "completion")] == 0
 
 
-def test_upstream_timeout_on_messages_door_is_anthropic_shaped(gw):
+def test_upstream_timeout_on_messages_door_is_anthropic_shaped(gw, books):
     """Envoy's reply is rendered in the client's API: Anthropic's error shape."""
     body = {"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
     r = httpx.post(gw.url + "/v1/messages", json=body, headers={"x-mock-hang-ms": "3000"}, timeout=10)
     assert r.status_code == 504, r.text
     doc = r.json()
     assert doc["type"] == "error" and "timeout" in doc["error"]["message"], doc
+    expected = calls("openai", 504, estimated=True)
+    assert accounted(gw, books, expected) == expected
 
 
 def test_plain_endpoint_envoy_errors_are_openai_shaped(gw):
@@ -140,26 +207,30 @@ def test_plain_endpoint_envoy_errors_are_openai_shaped(gw):
 
 
 @pytest.mark.parametrize("path", LLM_PATHS)
-def test_invalid_json_from_provider_is_502(gw, path):
+def test_invalid_json_from_provider_is_502(gw, path, books):
     r = httpx.post(gw.url + path, json=BODY, headers={"x-mock-invalid-json": "1"}, timeout=10)
     err = openai_error(r, 502)
     assert "invalid JSON" in err["message"]
+    expected = calls(provider_of(path), 502, estimated=True)
+    assert accounted(gw, books, expected) == expected
 
 
 @pytest.mark.parametrize("path", LLM_PATHS)
-def test_invalid_json_in_stream_becomes_an_error_event(gw, path):
+def test_invalid_json_in_stream_becomes_an_error_event(gw, path, books):
     r = httpx.post(gw.url + path, json=STREAM, headers={"x-mock-invalid-json": "1"}, timeout=10)
     assert r.status_code == 200
     events = sse_data(r.text)
     errors = [json.loads(d)["error"] for d in events if d != "[DONE]" and "error" in json.loads(d)]
     assert errors and errors[0]["type"] == "server_error", r.text
     assert events[-1] == "[DONE]"
+    expected = calls(provider_of(path), 200, estimated=True)
+    assert accounted(gw, books, expected) == expected
 
 
 # --- hostile request bodies -----------------------------------------------------------
 
 
-def test_10mb_body_is_413_in_openai_shape(gw):
+def test_10mb_body_is_413_in_openai_shape(gw, books):
     big = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"a" * (10 * 1024 * 1024) + b'"}]}'
     r = httpx.post(gw.url + "/v1/chat/completions", content=big,
                    headers={"content-type": "application/json"}, timeout=60)
@@ -168,22 +239,25 @@ def test_10mb_body_is_413_in_openai_shape(gw):
     # Envoy refused it before any provider saw it: the message must not blame the provider.
     assert "gateway" in err["message"] and "provider" not in err["message"], err
     assert err["type"] == "invalid_request_error"
+    assert accounted(gw, books, Counter(), settle=1) == Counter()  # no provider saw it
 
 
-def test_binary_body_is_400(gw):
+def test_binary_body_is_400(gw, books):
     r = httpx.post(gw.url + "/v1/chat/completions", content=bytes(range(256)) * 40,
                    headers={"content-type": "application/octet-stream"}, timeout=10)
     err = openai_error(r, 400)
     assert "not valid JSON" in err["message"]
     assert err["type"] == "invalid_request_error"
+    assert accounted(gw, books, Counter(), settle=1) == Counter()
 
 
-def test_invalid_utf8_is_400(gw):
+def test_invalid_utf8_is_400(gw, books):
     body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"caf\xe9 \xff\xfe"}]}'
     r = httpx.post(gw.url + "/v1/chat/completions", content=body,
                    headers={"content-type": "application/json"}, timeout=10)
     err = openai_error(r, 400)
     assert "JSON" in err["message"]
+    assert accounted(gw, books, Counter(), settle=1) == Counter()
 
 
 def test_empty_and_non_object_bodies_are_400(gw):
