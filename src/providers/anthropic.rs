@@ -16,6 +16,7 @@
 //!   and `permission_error` → 502 with "provider rejected the gateway's credentials: ...",
 //!   because they concern the gateway's key, not the client's.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::json::{
@@ -48,15 +49,16 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
         ));
     }
     let mut system: Vec<String> = Vec::new();
-    // (role, content blocks); consecutive same-role turns are merged.
-    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    // Consecutive same-role turns are merged.
+    let mut turns: Vec<TurnOut> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
-        let path = format!("messages[{i}]");
+        let path = || format!("messages[{i}]");
         let (role, blocks) = match m.role {
             Role::System => {
                 if m.content.iter().any(|p| matches!(p, Part::Image { .. })) {
                     return terr(format!(
-                        "{path}.content: images are not allowed in system messages for Anthropic"
+                        "{}.content: images are not allowed in system messages for Anthropic",
+                        path()
                     ));
                 }
                 let text = text_of(&m.content);
@@ -65,31 +67,42 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
                 }
                 continue;
             }
-            Role::User => ("user", content_blocks(&m.content, &path)?),
+            Role::User => ("user", content_blocks(&m.content, path)?),
             Role::Assistant => {
-                let mut blocks = content_blocks(&m.content, &path)?;
+                let mut blocks = content_blocks(&m.content, path)?;
                 for (j, c) in m.tool_calls.iter().enumerate() {
                     let input = parse_arguments(&c.arguments).map_err(|e| {
-                        TranslateError(format!("{path}.tool_calls[{j}].function.arguments: {e}"))
+                        TranslateError(format!(
+                            "{}.tool_calls[{j}].function.arguments: {e}",
+                            path()
+                        ))
                     })?;
-                    blocks.push(
-                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}),
-                    );
+                    blocks.push(BlockOut::ToolUse {
+                        id: &c.id,
+                        name: &c.name,
+                        input,
+                    });
                 }
                 ("assistant", blocks)
             }
             Role::Tool => {
                 let Some(id) = &m.tool_call_id else {
-                    return terr(format!("{path}.tool_call_id: missing for a tool message"));
+                    return terr(format!(
+                        "{}.tool_call_id: missing for a tool message",
+                        path()
+                    ));
                 };
                 let content = if m.content.iter().all(|p| matches!(p, Part::Text(_))) {
-                    json!(text_of(&m.content))
+                    ResultOut::Text(text_of(&m.content))
                 } else {
-                    Value::Array(content_blocks(&m.content, &path)?)
+                    ResultOut::Blocks(content_blocks(&m.content, path)?)
                 };
                 (
                     "user",
-                    vec![json!({"type": "tool_result", "tool_use_id": id, "content": content})],
+                    vec![BlockOut::ToolResult {
+                        tool_use_id: id,
+                        content,
+                    }],
                 )
             }
         };
@@ -97,14 +110,18 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
             continue;
         }
         match turns.last_mut() {
-            Some((last, b)) if *last == role => b.extend(blocks),
-            _ => turns.push((role, blocks)),
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => turns.push(TurnOut {
+                role,
+                content: blocks,
+            }),
         }
     }
     // In a user turn, tool results must come before any other content.
-    for (role, blocks) in &mut turns {
-        if *role == "user" {
-            blocks.sort_by_key(|b| b.get("type").and_then(Value::as_str) != Some("tool_result"));
+    for turn in &mut turns {
+        if turn.role == "user" {
+            turn.content
+                .sort_by_key(|b| !matches!(b, BlockOut::ToolResult { .. }));
         }
     }
     if let Some(rf) = &req.response_format {
@@ -112,88 +129,169 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
             system.push(instruction);
         }
     }
-    let mut o = Map::new();
-    o.insert("model".into(), json!(t.model));
-    let max_tokens = req
-        .max_tokens
-        .or(t.defaults.max_tokens)
-        .unwrap_or(DEFAULT_MAX_TOKENS);
-    o.insert("max_tokens".into(), json!(max_tokens));
-    if !system.is_empty() {
-        o.insert("system".into(), json!(system.join("\n\n")));
-    }
-    o.insert(
-        "messages".into(),
-        Value::Array(
-            turns
-                .into_iter()
-                .map(|(role, content)| json!({"role": role, "content": content}))
-                .collect(),
-        ),
-    );
-    if let Some(v) = req.temperature.or(t.defaults.temperature) {
-        if !(0.0..=1.0).contains(&v) {
-            return terr(format!(
-                "temperature: {v} is out of range for Anthropic (0 to 1)"
-            ));
-        }
-        o.insert("temperature".into(), json!(v));
-    }
-    if let Some(v) = req.top_p.or(t.defaults.top_p) {
-        o.insert("top_p".into(), json!(v));
-    }
-    if !req.stop.is_empty() {
-        o.insert("stop_sequences".into(), json!(req.stop));
-    }
-    if let Some(u) = &req.user {
-        o.insert("metadata".into(), json!({"user_id": u}));
-    }
-    if req.stream {
-        o.insert("stream".into(), json!(true));
-    }
-    if !req.tools.is_empty() {
-        let tools = req
-            .tools
-            .iter()
-            .map(|tool| {
-                let mut to = Map::new();
-                to.insert("name".into(), json!(tool.name));
-                if let Some(d) = &tool.description {
-                    to.insert("description".into(), json!(d));
-                }
-                let schema = if tool.parameters.is_null() {
-                    json!({"type": "object", "properties": {}})
-                } else {
-                    tool.parameters.clone()
-                };
-                to.insert("input_schema".into(), schema);
-                Value::Object(to)
-            })
-            .collect();
-        o.insert("tools".into(), Value::Array(tools));
+    let temperature = req.temperature.or(t.defaults.temperature);
+    if let Some(v) = temperature.filter(|v| !(0.0..=1.0).contains(v)) {
+        return terr(format!(
+            "temperature: {v} is out of range for Anthropic (0 to 1)"
+        ));
     }
     let no_parallel = req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false));
-    let choice = match &req.tool_choice {
-        Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
-        Some(ToolChoice::None) => Some(json!({"type": "none"})),
-        Some(ToolChoice::Required) => Some(json!({"type": "any"})),
-        Some(ToolChoice::Function(n)) => Some(json!({"type": "tool", "name": n})),
-        None if no_parallel && !req.tools.is_empty() => Some(json!({"type": "auto"})),
+    let choice = |kind, name| ChoiceOut {
+        kind,
+        name,
+        disable_parallel_tool_use: no_parallel,
+    };
+    let tool_choice = match &req.tool_choice {
+        Some(ToolChoice::Auto) => Some(choice("auto", None)),
+        Some(ToolChoice::None) => Some(choice("none", None)),
+        Some(ToolChoice::Required) => Some(choice("any", None)),
+        Some(ToolChoice::Function(n)) => Some(choice("tool", Some(n.as_str()))),
+        None if no_parallel && !req.tools.is_empty() => Some(choice("auto", None)),
         None => None,
     };
-    if let Some(mut c) = choice {
-        if no_parallel {
-            if let Some(co) = c.as_object_mut() {
-                co.insert("disable_parallel_tool_use".into(), json!(true));
-            }
-        }
-        o.insert("tool_choice".into(), c);
-    }
+    let body = RequestOut {
+        model: t.model,
+        max_tokens: req
+            .max_tokens
+            .or(t.defaults.max_tokens)
+            .unwrap_or(DEFAULT_MAX_TOKENS),
+        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        messages: turns,
+        temperature,
+        top_p: req.top_p.or(t.defaults.top_p),
+        stop_sequences: &req.stop,
+        metadata: req.user.as_deref().map(|user_id| MetadataOut { user_id }),
+        stream: req.stream,
+        tools: req.tools.iter().map(ToolOut::from).collect(),
+        tool_choice,
+    };
     Ok(Outgoing {
         path: "/v1/messages".to_string(),
-        body: serde_json::to_vec(&Value::Object(o)).unwrap_or_default(),
+        body: serde_json::to_vec(&body).unwrap_or_default(),
         headers: vec![("anthropic-version".to_string(), API_VERSION.to_string())],
     })
+}
+
+// The request body is written from typed views borrowing the canonical request (no `Value`
+// tree), keys in the order of Anthropic's API reference.
+
+#[derive(Serialize)]
+struct RequestOut<'a> {
+    model: &'a str,
+    max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    messages: Vec<TurnOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<MetadataOut<'a>>,
+    #[serde(skip_serializing_if = "is_false")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<ChoiceOut<'a>>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Serialize)]
+struct TurnOut<'a> {
+    role: &'static str,
+    content: Vec<BlockOut<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockOut<'a> {
+    Text {
+        text: &'a str,
+    },
+    Image {
+        source: ImageOut<'a>,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: ResultOut<'a>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ResultOut<'a> {
+    Text(String),
+    Blocks(Vec<BlockOut<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageOut<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
+}
+
+#[derive(Serialize)]
+struct MetadataOut<'a> {
+    user_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ToolOut<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    /// The tool's JSON Schema; a tool without one takes an empty object.
+    input_schema: SchemaOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SchemaOut<'a> {
+    Given(&'a Value),
+    Empty {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        properties: Map<String, Value>,
+    },
+}
+
+impl<'a> From<&'a Tool> for ToolOut<'a> {
+    fn from(tool: &'a Tool) -> Self {
+        Self {
+            name: &tool.name,
+            description: tool.description.as_deref(),
+            input_schema: if tool.parameters.is_null() {
+                SchemaOut::Empty {
+                    kind: "object",
+                    properties: Map::new(),
+                }
+            } else {
+                SchemaOut::Given(&tool.parameters)
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_false")]
+    disable_parallel_tool_use: bool,
 }
 
 fn parse_arguments(args: &str) -> Result<Value, String> {
@@ -208,23 +306,26 @@ fn parse_arguments(args: &str) -> Result<Value, String> {
 }
 
 /// Text and image blocks (empty texts are dropped: Anthropic rejects them).
-fn content_blocks(parts: &[Part], path: &str) -> Result<Vec<Value>, TranslateError> {
+fn content_blocks(
+    parts: &[Part],
+    path: impl Fn() -> String,
+) -> Result<Vec<BlockOut<'_>>, TranslateError> {
     let mut out = Vec::new();
     for (i, p) in parts.iter().enumerate() {
         match p {
             Part::Text(t) if t.is_empty() => {}
-            Part::Text(t) => out.push(json!({"type": "text", "text": t})),
-            Part::Image { url, .. } => {
-                out.push(image_block(url).map_err(|e| {
-                    TranslateError(format!("{path}.content[{i}].image_url.url: {e}"))
-                })?)
-            }
+            Part::Text(t) => out.push(BlockOut::Text { text: t }),
+            Part::Image { url, .. } => out.push(BlockOut::Image {
+                source: image_source(url).map_err(|e| {
+                    TranslateError(format!("{}.content[{i}].image_url.url: {e}", path()))
+                })?,
+            }),
         }
     }
     Ok(out)
 }
 
-fn image_block(url: &str) -> Result<Value, String> {
+fn image_source(url: &str) -> Result<ImageOut<'_>, String> {
     if let Some(rest) = url.strip_prefix("data:") {
         let Some((meta, data)) = rest.split_once(',') else {
             return Err("malformed data URL (no comma)".into());
@@ -240,12 +341,10 @@ fn image_block(url: &str) -> Result<Value, String> {
                 "image type \"{media_type}\" is not supported by Anthropic (jpeg, png, gif, webp)"
             ));
         }
-        return Ok(
-            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}),
-        );
+        return Ok(ImageOut::Base64 { media_type, data });
     }
     if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok(json!({"type": "image", "source": {"type": "url", "url": url}}));
+        return Ok(ImageOut::Url { url });
     }
     Err("expected an http(s) or data: URL".into())
 }

@@ -9,6 +9,7 @@
 //! [`encode_request`] then sends the number under `max_completion_tokens` (what reasoning
 //! models require); otherwise it sends `max_tokens` (what every OpenAI-compatible server knows).
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::json::{
@@ -502,6 +503,148 @@ fn tool_call_json(c: &ToolCall) -> Value {
     json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
 }
 
+// Front-door output is written from typed views that borrow the canonical values (no
+// `Value` tree, no key strings allocated), with keys in OpenAI's own order.
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    /// Only in stream deltas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+impl<'a> ToolCallOut<'a> {
+    fn whole(c: &'a ToolCall) -> Self {
+        Self {
+            index: None,
+            id: Some(&c.id),
+            kind: Some("function"),
+            function: FunctionOut {
+                name: Some(&c.name),
+                arguments: &c.arguments,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: CachedOut,
+    completion_tokens_details: ReasoningOut,
+}
+
+#[derive(Serialize)]
+struct CachedOut {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct ReasoningOut {
+    reasoning_tokens: u64,
+}
+
+impl From<&Usage> for UsageOut {
+    fn from(u: &Usage) -> Self {
+        Self {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.prompt_tokens.saturating_add(u.completion_tokens),
+            prompt_tokens_details: CachedOut {
+                cached_tokens: u.cached_tokens,
+            },
+            completion_tokens_details: ReasoningOut {
+                reasoning_tokens: u.reasoning_tokens,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CompletionOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<ChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: u32,
+    message: MessageOut<'a>,
+    logprobs: (),
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    role: &'static str,
+    content: Option<std::borrow::Cow<'a, str>>,
+    refusal: (),
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [DeltaChoiceOut<'a>],
+    /// With `include_usage`: `null` on every chunk but the usage one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<UsageOut>>,
+}
+
+#[derive(Serialize)]
+struct DeltaChoiceOut<'a> {
+    index: u32,
+    delta: DeltaOut<'a>,
+    logprobs: (),
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize, Default)]
+struct DeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallOut<'a>; 1]>,
+}
+
+/// The text parts of a content list, concatenated; borrowed when there is one.
+fn text_cow(parts: &[Part]) -> std::borrow::Cow<'_, str> {
+    let mut texts = parts.iter().filter_map(|p| match p {
+        Part::Text(t) => Some(t.as_str()),
+        Part::Image { .. } => None,
+    });
+    match (texts.next(), texts.next()) {
+        (None, _) => "".into(),
+        (Some(t), None) => t.into(),
+        _ => text_of(parts).into(),
+    }
+}
+
 /// The text parts of a content list, concatenated.
 pub(crate) fn text_of(parts: &[Part]) -> String {
     let mut s = String::new();
@@ -922,57 +1065,36 @@ impl Decoder {
 // Front door: response, stream and errors
 // ---------------------------------------------------------------------------------------------
 
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    })
-}
-
 /// Encodes a canonical response as an OpenAI `chat.completion`; `model` is what the client asked for.
 pub fn encode_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
-    let choices: Vec<Value> = resp
+    let choices = resp
         .choices
         .iter()
         .map(|c| {
             let m = &c.message;
-            let text = text_of(&m.content);
-            let mut msg = Map::new();
-            msg.insert("role".into(), json!("assistant"));
-            let content = if text.is_empty() && !m.tool_calls.is_empty() {
-                Value::Null
-            } else {
-                json!(text)
-            };
-            msg.insert("content".into(), content);
-            msg.insert("refusal".into(), Value::Null);
-            if !m.tool_calls.is_empty() {
-                msg.insert(
-                    "tool_calls".into(),
-                    Value::Array(m.tool_calls.iter().map(tool_call_json).collect()),
-                );
+            let text = text_cow(&m.content);
+            ChoiceOut {
+                index: c.index,
+                message: MessageOut {
+                    role: "assistant",
+                    content: (!text.is_empty() || m.tool_calls.is_empty()).then_some(text),
+                    refusal: (),
+                    tool_calls: m.tool_calls.iter().map(ToolCallOut::whole).collect(),
+                },
+                logprobs: (),
+                finish_reason: c.finish_reason.map(FinishReason::as_str),
             }
-            json!({
-                "index": c.index,
-                "message": msg,
-                "logprobs": null,
-                "finish_reason": c.finish_reason.map(FinishReason::as_str),
-            })
         })
         .collect();
-    let mut o = Map::new();
-    o.insert("id".into(), json!(resp.id));
-    o.insert("object".into(), json!("chat.completion"));
-    o.insert("created".into(), json!(resp.created));
-    o.insert("model".into(), json!(model));
-    o.insert("choices".into(), Value::Array(choices));
-    if let Some(u) = &resp.usage {
-        o.insert("usage".into(), usage_json(u));
-    }
-    serde_json::to_vec(&Value::Object(o)).unwrap_or_default()
+    let out = CompletionOut {
+        id: &resp.id,
+        object: "chat.completion",
+        created: resp.created,
+        model,
+        choices,
+        usage: resp.usage.as_ref().map(UsageOut::from),
+    };
+    serde_json::to_vec(&out).unwrap_or_default()
 }
 
 /// Encodes canonical stream events as OpenAI `chat.completion.chunk` SSE.
@@ -1006,37 +1128,41 @@ impl StreamEncoder {
         self.created = unix_seconds;
     }
 
-    fn chunk(&self, choices: Vec<Value>, usage: Option<Value>, out: &mut Vec<u8>) {
-        let mut o = Map::new();
-        o.insert("id".into(), json!(self.id));
-        o.insert("object".into(), json!("chat.completion.chunk"));
-        o.insert("created".into(), json!(self.created));
-        o.insert("model".into(), json!(self.model));
-        o.insert("choices".into(), Value::Array(choices));
-        if self.include_usage {
-            o.insert("usage".into(), usage.unwrap_or(Value::Null));
+    fn chunk(&self, choices: &[DeltaChoiceOut], usage: Option<UsageOut>, out: &mut Vec<u8>) {
+        let chunk = ChunkOut {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage: self.include_usage.then_some(usage),
+        };
+        // One `data:` line: serde_json writes no newline.
+        out.extend_from_slice(b"data: ");
+        if serde_json::to_writer(&mut *out, &chunk).is_err() {
+            out.extend_from_slice(b"{}");
         }
-        write_event(out, None, &Value::Object(o).to_string());
+        out.extend_from_slice(b"\n\n");
     }
 
     fn delta(
         &mut self,
         index: u32,
-        mut delta: Map<String, Value>,
+        mut delta: DeltaOut,
         finish: Option<FinishReason>,
         out: &mut Vec<u8>,
     ) {
         if !self.roles.contains(&index) {
             self.roles.push(index);
-            delta.insert("role".into(), json!("assistant"));
+            delta.role = Some("assistant");
         }
-        let choice = json!({
-            "index": index,
-            "delta": delta,
-            "logprobs": null,
-            "finish_reason": finish.map(FinishReason::as_str),
-        });
-        self.chunk(vec![choice], None, out);
+        let choice = DeltaChoiceOut {
+            index,
+            delta,
+            logprobs: (),
+            finish_reason: finish.map(FinishReason::as_str),
+        };
+        self.chunk(&[choice], None, out);
     }
 
     pub fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
@@ -1046,15 +1172,19 @@ impl StreamEncoder {
         match ev {
             StreamEvent::Start { id, .. } => {
                 if !id.is_empty() {
-                    self.id = id.clone();
+                    self.id.clone_from(id);
                 }
-                let mut d = Map::new();
-                d.insert("content".into(), json!(""));
+                let d = DeltaOut {
+                    content: Some(""),
+                    ..DeltaOut::default()
+                };
                 self.delta(0, d, None, out);
             }
             StreamEvent::Text { index, text } => {
-                let mut d = Map::new();
-                d.insert("content".into(), json!(text));
+                let d = DeltaOut {
+                    content: Some(text),
+                    ..DeltaOut::default()
+                };
                 self.delta(*index, d, None, out);
             }
             StreamEvent::ToolCallStart {
@@ -1063,12 +1193,19 @@ impl StreamEncoder {
                 id,
                 name,
             } => {
-                let mut d = Map::new();
-                d.insert(
-                    "tool_calls".into(),
-                    json!([{"index": call, "id": id, "type": "function",
-                            "function": {"name": name, "arguments": ""}}]),
-                );
+                let call = ToolCallOut {
+                    index: Some(*call),
+                    id: Some(id),
+                    kind: Some("function"),
+                    function: FunctionOut {
+                        name: Some(name),
+                        arguments: "",
+                    },
+                };
+                let d = DeltaOut {
+                    tool_calls: Some([call]),
+                    ..DeltaOut::default()
+                };
                 self.delta(*index, d, None, out);
             }
             StreamEvent::ToolCallArgs {
@@ -1076,15 +1213,23 @@ impl StreamEncoder {
                 call,
                 arguments,
             } => {
-                let mut d = Map::new();
-                d.insert(
-                    "tool_calls".into(),
-                    json!([{"index": call, "function": {"arguments": arguments}}]),
-                );
+                let call = ToolCallOut {
+                    index: Some(*call),
+                    id: None,
+                    kind: None,
+                    function: FunctionOut {
+                        name: None,
+                        arguments,
+                    },
+                };
+                let d = DeltaOut {
+                    tool_calls: Some([call]),
+                    ..DeltaOut::default()
+                };
                 self.delta(*index, d, None, out);
             }
             StreamEvent::Finish { index, reason } => {
-                self.delta(*index, Map::new(), Some(*reason), out);
+                self.delta(*index, DeltaOut::default(), Some(*reason), out);
             }
             StreamEvent::Usage(u) => self.usage = Some(*u),
             StreamEvent::Error(e) => {
@@ -1105,7 +1250,7 @@ impl StreamEncoder {
         self.finished = true;
         if self.include_usage {
             if let Some(u) = self.usage {
-                self.chunk(Vec::new(), Some(usage_json(&u)), out);
+                self.chunk(&[], Some(UsageOut::from(&u)), out);
             }
         }
         write_event(out, None, "[DONE]");
