@@ -2,7 +2,9 @@
 //! "stream" rows run inside the .wasm): OpenAI request of ~4 KB → canonical → Anthropic
 //! body; Anthropic answer → OpenAI answer; an Anthropic stream → OpenAI chunks.
 //! Ignored by default and asserting nothing about time (timings are machine noise):
-//! `cargo test --release --features cli --test translate_timing -- --ignored --nocapture`.
+//! `cargo test --release --test translate_timing -- --ignored --nocapture` (without `cli`, so
+//! no binaries are linked: with them, `--release` builds the library twice, with and without
+//! `panic = "abort"`, under one file name).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::json;
@@ -90,9 +92,30 @@ fn translation_timing() {
         enc.finish(&mut out);
         std::hint::black_box(&out);
     });
+    // The two halves apart: reading the provider's events, writing the client's.
+    let mut decoded = Vec::new();
+    time("  of which: decode Anthropic stream", 5_000, || {
+        let mut dec = providers::stream_decoder(Wire::Anthropic);
+        decoded.clear();
+        for chunk in sse.split_inclusive(|b| *b == b'\n') {
+            dec.feed(chunk, &mut decoded);
+        }
+        dec.finish(&mut decoded);
+        std::hint::black_box(&decoded);
+    });
+    time("  of which: encode OpenAI chunks", 5_000, || {
+        let mut enc = FrontDoor::OpenAi.stream_encoder("m", true, 1);
+        out.clear();
+        for ev in &decoded {
+            enc.encode(ev, &mut out);
+        }
+        enc.finish(&mut out);
+        std::hint::black_box(&out);
+    });
     println!(
-        "stream fixture: {} bytes in, {} bytes out",
+        "stream fixture: {} bytes in, {} events, {} bytes out",
         sse.len(),
+        decoded.len(),
         out.len()
     );
 }

@@ -42,24 +42,41 @@ impl SseParser {
     }
 
     /// Feeds bytes; pushes every event they complete.
-    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) {
-        for &b in bytes {
-            if self.after_cr {
-                self.after_cr = false;
-                if b == b'\n' {
-                    continue;
-                }
-            }
-            match b {
-                b'\n' => self.end_line(out),
-                b'\r' => {
-                    self.after_cr = true;
-                    self.end_line(out);
-                }
-                _ if self.line.len() >= MAX_LINE => self.overflowed = true,
-                _ => self.line.push(b),
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<SseEvent>) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.after_cr {
+            self.after_cr = false;
+            if let Some(rest) = bytes.strip_prefix(b"\n") {
+                bytes = rest;
             }
         }
+        // Whole runs up to each line end are copied at once, not byte by byte.
+        while let Some(i) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (run, rest) = bytes.split_at(i);
+            self.keep(run);
+            self.end_line(out);
+            bytes = match rest {
+                [b'\r', b'\n', rest @ ..] => rest,
+                [b'\r'] => {
+                    self.after_cr = true;
+                    &[]
+                }
+                [_, rest @ ..] => rest,
+                [] => &[],
+            };
+        }
+        self.keep(bytes);
+    }
+
+    /// Adds bytes to the unfinished line, up to [`MAX_LINE`].
+    fn keep(&mut self, run: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.line.len());
+        if run.len() > room {
+            self.overflowed = true;
+        }
+        self.line.extend_from_slice(run.get(..room).unwrap_or(run));
     }
 
     /// The stream ended: dispatches a last event that lacked its blank line.
@@ -80,14 +97,20 @@ impl SseParser {
             self.dispatch(out);
             return;
         }
-        let line = String::from_utf8_lossy(&self.line).into_owned();
+        // The line buffer is lent out and given back, so its capacity is reused.
+        let line = std::mem::take(&mut self.line);
+        self.field(&String::from_utf8_lossy(&line));
+        self.line = line;
         self.line.clear();
+    }
+
+    fn field(&mut self, line: &str) {
         if line.starts_with(':') {
             return;
         }
         let (field, value) = match line.split_once(':') {
             Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line.as_str(), ""),
+            None => (line, ""),
         };
         match field {
             "data" => self.data.push(value.to_string()),
@@ -102,9 +125,13 @@ impl SseParser {
         if !self.has_fields {
             return;
         }
+        let data = match self.data.as_mut_slice() {
+            [one] => std::mem::take(one),
+            more => more.join("\n"),
+        };
         out.push(SseEvent {
             event: self.event.take(),
-            data: self.data.join("\n"),
+            data,
             id: self.id.take(),
         });
         self.data.clear();
