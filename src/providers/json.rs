@@ -58,8 +58,12 @@ pub(crate) fn opt_str<'a>(
     key: &str,
     path: &str,
 ) -> Result<Option<&'a str>, ClientError> {
+    // The path is only formatted for an error: this runs for every string field.
     field(obj, key)
-        .map(|v| as_str(v, &join(path, key)))
+        .map(|v| {
+            v.as_str()
+                .ok_or_else(|| expected(&join(path, key), "a string", v))
+        })
         .transpose()
 }
 
