@@ -29,7 +29,7 @@ use super::model::{
 };
 use super::openai::{text_of, ClientError};
 use super::{Outgoing, StreamDecoder, Target, TranslateError};
-use crate::stream::{write_event, SseParser};
+use crate::stream::{write_json_event, SseParser};
 
 /// The `anthropic-version` header every call carries.
 pub const API_VERSION: &str = "2023-06-01";
@@ -1069,6 +1069,32 @@ pub fn encode_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `content_block_delta`, the event of every streamed piece (typed: no `Value` per piece).
+#[derive(Serialize)]
+struct BlockDeltaOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+    delta: DeltaOut<'a>,
+}
+
+impl<'a> BlockDeltaOut<'a> {
+    fn new(index: u32, delta: DeltaOut<'a>) -> Self {
+        Self {
+            kind: "content_block_delta",
+            index,
+            delta,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum DeltaOut<'a> {
+    TextDelta { text: &'a str },
+    InputJsonDelta { partial_json: &'a str },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Block {
     Text,
@@ -1107,8 +1133,8 @@ impl StreamEncoder {
         }
     }
 
-    fn emit(out: &mut Vec<u8>, name: &str, data: Value) {
-        write_event(out, Some(name), &data.to_string());
+    fn emit(out: &mut Vec<u8>, name: &str, data: impl Serialize) {
+        write_json_event(out, Some(name), &data);
     }
 
     fn start(&mut self, id: &str, out: &mut Vec<u8>) {
@@ -1162,11 +1188,8 @@ impl StreamEncoder {
                     Some((i, Block::Text)) => i,
                     _ => self.open_block(Block::Text, json!({"type": "text", "text": ""}), out),
                 };
-                Self::emit(
-                    out,
-                    "content_block_delta",
-                    json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": text}}),
-                );
+                let delta = DeltaOut::TextDelta { text };
+                Self::emit(out, "content_block_delta", BlockDeltaOut::new(i, delta));
             }
             StreamEvent::ToolCallStart {
                 index: 0,
@@ -1188,11 +1211,10 @@ impl StreamEncoder {
                 arguments,
             } => {
                 if let Some((_, i)) = self.tool_blocks.iter().rev().find(|(c, _)| c == call) {
-                    Self::emit(
-                        out,
-                        "content_block_delta",
-                        json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
-                    );
+                    let delta = DeltaOut::InputJsonDelta {
+                        partial_json: arguments,
+                    };
+                    Self::emit(out, "content_block_delta", BlockDeltaOut::new(*i, delta));
                 }
             }
             StreamEvent::Finish { index: 0, reason } => self.stop = Some(*reason),

@@ -21,7 +21,7 @@ use super::model::{
     StreamEvent, Tool, ToolCall, ToolChoice, Usage,
 };
 use super::{Outgoing, StreamDecoder, Target, TranslateError};
-use crate::stream::{write_event, SseParser};
+use crate::stream::{write_event, write_json_event, SseParser};
 
 /// The client's request is malformed; answer 400 with [`error_json`]
 /// (`invalid_request_error`, `param`).
@@ -1137,12 +1137,7 @@ impl StreamEncoder {
             choices,
             usage: self.include_usage.then_some(usage),
         };
-        // One `data:` line: serde_json writes no newline.
-        out.extend_from_slice(b"data: ");
-        if serde_json::to_writer(&mut *out, &chunk).is_err() {
-            out.extend_from_slice(b"{}");
-        }
-        out.extend_from_slice(b"\n\n");
+        write_json_event(out, None, &chunk);
     }
 
     fn delta(

@@ -154,6 +154,21 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
     out.push(b'\n');
 }
 
+/// Appends one SSE event whose data is `data` as JSON, written straight into `out`
+/// (serde_json writes no newline, so it is a single `data:` line).
+pub fn write_json_event(out: &mut Vec<u8>, event: Option<&str>, data: &impl serde::Serialize) {
+    if let Some(name) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    if serde_json::to_writer(&mut *out, data).is_err() {
+        out.extend_from_slice(b"{}");
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
