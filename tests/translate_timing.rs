@@ -61,6 +61,14 @@ fn translation_timing() {
     time("encode Anthropic request", 20_000, || {
         std::hint::black_box(providers::encode_request(&req, &target).unwrap());
     });
+    let openai = Target {
+        wire: Wire::OpenAi,
+        model: "gpt-4o-mini",
+        ..target.clone()
+    };
+    time("encode OpenAI request (pass-through)", 20_000, || {
+        std::hint::black_box(providers::encode_request(&req, &openai).unwrap());
+    });
     let answer = std::fs::read("tests/fixtures/anthropic_response_tool.json").unwrap();
     let resp = providers::decode_response(Wire::Anthropic, 200, &answer).unwrap();
     time("decode Anthropic answer", 20_000, || {

@@ -36,9 +36,12 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     }
     Ok(Outgoing {
         path: format!("/openai/deployments/{deployment}/chat/completions?api-version={version}"),
-        body: super::openai::request_json(req, deployment, t.defaults)
-            .to_string()
-            .into_bytes(),
+        body: super::openai::request_body(
+            req,
+            deployment,
+            t.defaults,
+            super::openai::Dialect::OpenAi,
+        ),
         headers: Vec::new(),
     })
 }

@@ -341,166 +341,297 @@ fn parse_tool_choice(v: &Value) -> Result<ToolChoice, ClientError> {
 pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, TranslateError> {
     Ok(Outgoing {
         path: "/v1/chat/completions".to_string(),
-        body: request_json(req, t.model, t.defaults)
-            .to_string()
-            .into_bytes(),
+        body: request_body(req, t.model, t.defaults, Dialect::OpenAi),
         headers: Vec::new(),
     })
+}
+
+/// Which flavour of the OpenAI body to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    OpenAi,
+    /// Mistral: no `stream_options`, `max_tokens` only, `random_seed` for `seed`.
+    Mistral,
+}
+
+/// The OpenAI JSON body (shared with Azure and Mistral): the canonical fields, then the
+/// client's other fields (`extra`) that the canonical ones do not replace.
+pub(crate) fn request_body(
+    req: &ChatRequest,
+    model: &str,
+    defaults: &super::Defaults,
+    dialect: Dialect,
+) -> Vec<u8> {
+    let body = RequestOut {
+        req,
+        model,
+        defaults,
+        dialect,
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+struct RequestOut<'a> {
+    req: &'a ChatRequest,
+    model: &'a str,
+    defaults: &'a super::Defaults,
+    dialect: Dialect,
+}
+
+impl Serialize for RequestOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.req;
+        let mistral = self.dialect == Dialect::Mistral;
+        let extra = |k: &str| r.extra.contains_key(k);
+        // The number goes under `max_completion_tokens` when the client used that name
+        // (reasoning models require it), except for Mistral, which knows only `max_tokens`.
+        let max_key = if extra("max_completion_tokens") && !mistral {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        let max = r.max_tokens.or(self.defaults.max_tokens);
+        // Mistral's name for the seed; a `random_seed` the client sent itself wins.
+        let seed = r.seed.filter(|_| !(mistral && extra("random_seed")));
+        let seed_key = if mistral { "random_seed" } else { "seed" };
+        let temperature = r.temperature.or(self.defaults.temperature);
+        let top_p = r.top_p.or(self.defaults.top_p);
+
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("model", self.model)?;
+        m.serialize_entry("messages", &Seq(&r.messages, RequestMessageOut::new))?;
+        if !r.tools.is_empty() {
+            m.serialize_entry("tools", &Seq(&r.tools, ToolDefOut::new))?;
+        }
+        if let Some(tc) = &r.tool_choice {
+            m.serialize_entry("tool_choice", &ToolChoiceOut(tc))?;
+        }
+        if let Some(rf) = &r.response_format {
+            m.serialize_entry("response_format", rf)?;
+        }
+        if let Some(v) = temperature {
+            m.serialize_entry("temperature", &v)?;
+        }
+        if let Some(v) = top_p {
+            m.serialize_entry("top_p", &v)?;
+        }
+        if let Some(v) = max {
+            m.serialize_entry(max_key, &v)?;
+        }
+        if !r.stop.is_empty() {
+            m.serialize_entry("stop", &r.stop)?;
+        }
+        if let Some(n) = r.n {
+            m.serialize_entry("n", &n)?;
+        }
+        if let Some(v) = seed {
+            m.serialize_entry(seed_key, &v)?;
+        }
+        if let Some(u) = &r.user {
+            m.serialize_entry("user", u)?;
+        }
+        if r.stream {
+            m.serialize_entry("stream", &true)?;
+            if !mistral {
+                // Always: the gateway accounts tokens even when the client did not ask.
+                m.serialize_entry(
+                    "stream_options",
+                    &StreamOptionsOut {
+                        include_usage: true,
+                    },
+                )?;
+            }
+        }
+        for (k, v) in &r.extra {
+            let k = match (mistral, k.as_str()) {
+                (_, "stream_options") => continue,
+                (true, "max_completion_tokens") => "max_tokens",
+                (true, "seed") => "random_seed",
+                (_, k) => k,
+            };
+            let written = match k {
+                "model" | "messages" => true,
+                "tools" => !r.tools.is_empty(),
+                "tool_choice" => r.tool_choice.is_some(),
+                "response_format" => r.response_format.is_some(),
+                "temperature" => temperature.is_some(),
+                "top_p" => top_p.is_some(),
+                "stop" => !r.stop.is_empty(),
+                "n" => r.n.is_some(),
+                "user" => r.user.is_some(),
+                "stream" => r.stream,
+                k if k == max_key => max.is_some(),
+                k if k == seed_key => seed.is_some(),
+                _ => false,
+            };
+            if !written {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// A slice written as a JSON array through a typed view of each element.
+struct Seq<'a, T, V>(&'a [T], fn(&'a T) -> V);
+
+impl<'a, T, V: Serialize> Serialize for Seq<'a, T, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(self.1))
+    }
+}
+
+#[derive(Serialize)]
+struct StreamOptionsOut {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+struct ToolDefOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionDefOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDefOut<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a Value>,
+}
+
+impl<'a> ToolDefOut<'a> {
+    fn new(t: &'a Tool) -> Self {
+        Self {
+            kind: "function",
+            function: FunctionDefOut {
+                name: &t.name,
+                description: t.description.as_deref(),
+                parameters: Some(&t.parameters).filter(|p| !p.is_null()),
+            },
+        }
+    }
+}
+
+struct ToolChoiceOut<'a>(&'a ToolChoice);
+
+impl Serialize for ToolChoiceOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            ToolChoice::Auto => s.serialize_str("auto"),
+            ToolChoice::None => s.serialize_str("none"),
+            ToolChoice::Required => s.serialize_str("required"),
+            ToolChoice::Function(name) => ToolDefOut {
+                kind: "function",
+                function: FunctionDefOut {
+                    name,
+                    description: None,
+                    parameters: None,
+                },
+            }
+            .serialize(s),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RequestMessageOut<'a> {
+    role: &'static str,
+    content: ContentOut<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+impl<'a> RequestMessageOut<'a> {
+    fn new(m: &'a Message) -> Self {
+        let content = if m.content.is_empty() {
+            if m.role == Role::Assistant && !m.tool_calls.is_empty() {
+                ContentOut::Null
+            } else {
+                ContentOut::Text("".into())
+            }
+        } else if m.content.iter().all(|p| matches!(p, Part::Text(_))) {
+            ContentOut::Text(text_cow(&m.content))
+        } else {
+            ContentOut::Parts(&m.content)
+        };
+        Self {
+            role: match m.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::Tool => "tool",
+            },
+            content,
+            tool_calls: m.tool_calls.iter().map(ToolCallOut::whole).collect(),
+            tool_call_id: m.tool_call_id.as_deref(),
+            name: m.name.as_deref(),
+        }
+    }
+}
+
+/// A message's `content`: `null` (an assistant turn of tool calls only), a string (text
+/// only), or parts.
+enum ContentOut<'a> {
+    Null,
+    Text(std::borrow::Cow<'a, str>),
+    Parts(&'a [Part]),
+}
+
+impl Serialize for ContentOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ContentOut::Null => s.serialize_unit(),
+            ContentOut::Text(t) => s.serialize_str(t),
+            ContentOut::Parts(parts) => s.collect_seq(parts.iter().map(PartOut::new)),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum PartOut<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: ImageUrlOut<'a> },
+}
+
+#[derive(Serialize)]
+struct ImageUrlOut<'a> {
+    url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
+impl<'a> PartOut<'a> {
+    fn new(p: &'a Part) -> Self {
+        match p {
+            Part::Text(text) => PartOut::Text { text },
+            Part::Image { url, detail } => PartOut::ImageUrl {
+                image_url: ImageUrlOut {
+                    url,
+                    detail: detail.as_deref(),
+                },
+            },
+        }
+    }
 }
 
 /// Mistral's chat API takes OpenAI's format but answers 422 (`extra_forbidden`) to fields it
 /// does not know: it has no `stream_options` (its last stream chunk always carries usage), no
 /// `max_completion_tokens` (only `max_tokens`), and names the seed `random_seed`.
 pub fn encode_mistral_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, TranslateError> {
-    let mut body = request_json(req, t.model, t.defaults);
-    if let Value::Object(o) = &mut body {
-        o.remove("stream_options");
-        for (from, to) in [
-            ("max_completion_tokens", "max_tokens"),
-            ("seed", "random_seed"),
-        ] {
-            if let Some(v) = o.remove(from) {
-                o.entry(to).or_insert(v);
-            }
-        }
-    }
     Ok(Outgoing {
         path: "/v1/chat/completions".to_string(),
-        body: serde_json::to_vec(&body).unwrap_or_default(),
+        body: request_body(req, t.model, t.defaults, Dialect::Mistral),
         headers: Vec::new(),
     })
-}
-
-/// The OpenAI JSON body (shared with Azure).
-pub(crate) fn request_json(req: &ChatRequest, model: &str, d: &super::Defaults) -> Value {
-    let mut o = Map::new();
-    for (k, v) in &req.extra {
-        o.insert(k.clone(), v.clone());
-    }
-    o.insert("model".into(), json!(model));
-    o.insert(
-        "messages".into(),
-        Value::Array(req.messages.iter().map(message_json).collect()),
-    );
-    if !req.tools.is_empty() {
-        let tools = req
-            .tools
-            .iter()
-            .map(|t| {
-                let mut f = Map::new();
-                f.insert("name".into(), json!(t.name));
-                if let Some(d) = &t.description {
-                    f.insert("description".into(), json!(d));
-                }
-                if !t.parameters.is_null() {
-                    f.insert("parameters".into(), t.parameters.clone());
-                }
-                json!({"type": "function", "function": f})
-            })
-            .collect();
-        o.insert("tools".into(), Value::Array(tools));
-    }
-    if let Some(tc) = &req.tool_choice {
-        let v = match tc {
-            ToolChoice::Auto => json!("auto"),
-            ToolChoice::None => json!("none"),
-            ToolChoice::Required => json!("required"),
-            ToolChoice::Function(n) => json!({"type": "function", "function": {"name": n}}),
-        };
-        o.insert("tool_choice".into(), v);
-    }
-    if let Some(rf) = &req.response_format {
-        o.insert("response_format".into(), rf.clone());
-    }
-    if let Some(v) = req.temperature.or(d.temperature) {
-        o.insert("temperature".into(), json!(v));
-    }
-    if let Some(v) = req.top_p.or(d.top_p) {
-        o.insert("top_p".into(), json!(v));
-    }
-    if let Some(v) = req.max_tokens.or(d.max_tokens) {
-        if o.contains_key("max_completion_tokens") {
-            o.insert("max_completion_tokens".into(), json!(v));
-        } else {
-            o.insert("max_tokens".into(), json!(v));
-        }
-    }
-    if !req.stop.is_empty() {
-        o.insert("stop".into(), json!(req.stop));
-    }
-    if let Some(n) = req.n {
-        o.insert("n".into(), json!(n));
-    }
-    if let Some(s) = req.seed {
-        o.insert("seed".into(), json!(s));
-    }
-    if let Some(u) = &req.user {
-        o.insert("user".into(), json!(u));
-    }
-    if req.stream {
-        o.insert("stream".into(), json!(true));
-        // Always: the gateway accounts tokens even when the client did not ask for usage.
-        o.insert("stream_options".into(), json!({"include_usage": true}));
-    } else {
-        o.remove("stream_options");
-    }
-    Value::Object(o)
-}
-
-fn message_json(m: &Message) -> Value {
-    let mut o = Map::new();
-    let role = match m.role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    };
-    o.insert("role".into(), json!(role));
-    let all_text = m.content.iter().all(|p| matches!(p, Part::Text(_)));
-    let content = if m.content.is_empty() {
-        if m.role == Role::Assistant && !m.tool_calls.is_empty() {
-            Value::Null
-        } else {
-            json!("")
-        }
-    } else if all_text {
-        json!(text_of(&m.content))
-    } else {
-        Value::Array(
-            m.content
-                .iter()
-                .map(|p| match p {
-                    Part::Text(t) => json!({"type": "text", "text": t}),
-                    Part::Image { url, detail } => {
-                        let mut i = Map::new();
-                        i.insert("url".into(), json!(url));
-                        if let Some(d) = detail {
-                            i.insert("detail".into(), json!(d));
-                        }
-                        json!({"type": "image_url", "image_url": i})
-                    }
-                })
-                .collect(),
-        )
-    };
-    o.insert("content".into(), content);
-    if !m.tool_calls.is_empty() {
-        o.insert(
-            "tool_calls".into(),
-            Value::Array(m.tool_calls.iter().map(tool_call_json).collect()),
-        );
-    }
-    if let Some(id) = &m.tool_call_id {
-        o.insert("tool_call_id".into(), json!(id));
-    }
-    if let Some(n) = &m.name {
-        o.insert("name".into(), json!(n));
-    }
-    Value::Object(o)
-}
-
-fn tool_call_json(c: &ToolCall) -> Value {
-    json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
 }
 
 // Front-door output is written from typed views that borrow the canonical values (no
