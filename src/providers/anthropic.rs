@@ -28,6 +28,7 @@ use super::model::{
     StreamEvent, Tool, ToolCall, ToolChoice, Usage,
 };
 use super::openai::{text_of, ClientError};
+use super::util::format_instruction;
 use super::{Outgoing, StreamDecoder, Target, TranslateError};
 use crate::stream::{write_json_event, SseParser};
 
@@ -125,7 +126,7 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
         }
     }
     if let Some(rf) = &req.response_format {
-        if let Some(instruction) = format_instruction(rf)? {
+        if let Some(instruction) = format_instruction(rf, "Anthropic")? {
             system.push(instruction);
         }
     }
@@ -347,29 +348,6 @@ fn image_source(url: &str) -> Result<ImageOut<'_>, String> {
         return Ok(ImageOut::Url { url });
     }
     Err("expected an http(s) or data: URL".into())
-}
-
-fn format_instruction(rf: &Value) -> Result<Option<String>, TranslateError> {
-    match rf.get("type").and_then(Value::as_str) {
-        None | Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(
-            "Respond only with a single valid JSON object, with no text before or after it."
-                .to_string(),
-        )),
-        Some("json_schema") => {
-            let schema = rf
-                .get("json_schema")
-                .and_then(|j| j.get("schema"))
-                .cloned()
-                .unwrap_or_else(|| json!({}));
-            Ok(Some(format!(
-                "Respond only with a single valid JSON value, with no text before or after it, that conforms to this JSON Schema:\n{schema}"
-            )))
-        }
-        Some(other) => Err(TranslateError(format!(
-            "response_format.type: \"{other}\" cannot be expressed for Anthropic"
-        ))),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

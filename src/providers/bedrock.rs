@@ -7,9 +7,10 @@
 //! messages of one role are merged (Bedrock wants strict alternation and all the results
 //! of parallel calls in one message). System messages → `system[]`.
 //!
-//! Decisions: `n > 1` and `response_format` `json_schema` cannot be honoured by Converse
-//! and are [`TranslateError`]s; `json_object` is only a hint (the prompt must ask for JSON
-//! anyway, as with OpenAI) and is dropped; `seed` and `user` are dropped. `tool_choice`
+//! Decisions: `n > 1` cannot be honoured by Converse and is a [`TranslateError`]; Converse
+//! has no JSON mode, so `response_format` `json_object` and `json_schema` become an
+//! instruction at the end of `system[]` (the schema verbatim), as for Anthropic; `seed` and
+//! `user` are dropped. `tool_choice`
 //! `none` omits `toolConfig`, except when the history holds tool blocks (Bedrock then
 //! requires `toolConfig`), where the tools are sent without a `toolChoice`.
 //!
@@ -22,7 +23,9 @@ use super::eventstream::{self, FrameError};
 use super::model::{
     Choice, FinishReason, Message, Part, Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
-use super::util::{joined_text, map_error, parse_data_url, snippet, stable_id, uri_encode};
+use super::util::{
+    format_instruction, joined_text, map_error, parse_data_url, snippet, stable_id, uri_encode,
+};
 use super::{
     ChatRequest, ChatResponse, Outgoing, ProviderError, StreamDecoder, Target, TranslateError,
 };
@@ -42,22 +45,6 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
             "Bedrock Converse returns a single choice; n > 1 is not supported",
         ));
     }
-    if let Some(format) = &req.response_format {
-        match format.get("type").and_then(Value::as_str) {
-            Some("json_schema") => {
-                return Err(terr(
-                    "Bedrock Converse cannot enforce response_format json_schema",
-                ))
-            }
-            Some("text") | Some("json_object") | None => {}
-            Some(other) => {
-                return Err(terr(format!(
-                    "response_format type {other:?} is not supported for Bedrock"
-                )))
-            }
-        }
-    }
-
     let mut system: Vec<Value> = Vec::new();
     let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
     let mut has_tool_blocks = false;
@@ -133,6 +120,12 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
                 .collect(),
         ),
     );
+    // Converse has no JSON mode: the format becomes an instruction, as for Anthropic.
+    if let Some(rf) = &req.response_format {
+        if let Some(instruction) = format_instruction(rf, PROVIDER)? {
+            system.push(json!({ "text": instruction }));
+        }
+    }
     if !system.is_empty() {
         body.insert("system".into(), Value::Array(system));
     }
@@ -745,7 +738,7 @@ mod tests {
         assert_eq!(
             body,
             json!({
-                "system": [{"text": "You are terse."}],
+                "system": [{"text": "You are terse."}, {"text": "Respond only with a single valid JSON object, with no text before or after it."}],
                 "messages": [
                     {"role": "user", "content": [{"text": "Hello"}, {"text": "Anyone?"}]},
                     {"role": "assistant", "content": [{"text": "Yes."}, {"text": "Hi."}]},
@@ -933,6 +926,27 @@ mod tests {
     }
 
     #[test]
+    fn json_schema_becomes_a_system_instruction_with_the_schema() {
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+        let body = encode(&ChatRequest {
+            messages: vec![msg(Role::User, "Where?")],
+            response_format: Some(
+                json!({"type": "json_schema", "json_schema": {"name": "place", "schema": schema}}),
+            ),
+            ..Default::default()
+        });
+        let system = body["system"].as_array().unwrap();
+        assert_eq!(system.len(), 1);
+        let text = system[0]["text"].as_str().unwrap();
+        assert!(
+            text.starts_with("Respond only with a single valid JSON value"),
+            "{text}"
+        );
+        let given: Value = serde_json::from_str(text.rsplit_once('\n').unwrap().1).unwrap();
+        assert_eq!(given, schema);
+    }
+
+    #[test]
     fn untranslatable_requests() {
         let d = Defaults::default();
         let base = ChatRequest {
@@ -945,9 +959,7 @@ mod tests {
                 ..base.clone()
             },
             ChatRequest {
-                response_format: Some(
-                    json!({"type": "json_schema", "json_schema": {"schema": {}}}),
-                ),
+                response_format: Some(json!({"type": "xml"})),
                 ..base.clone()
             },
             ChatRequest {

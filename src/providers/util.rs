@@ -2,6 +2,8 @@
 //! HTTP status to OpenAI error mapping. Pure and panic-free.
 
 use super::model::{Part, ProviderError};
+use super::TranslateError;
+use serde_json::Value;
 
 /// FNV-1a 64-bit hash: a cheap, deterministic fingerprint (not cryptographic).
 pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -185,6 +187,34 @@ pub(crate) fn map_error(
         kind: kind.to_string(),
         message,
         code,
+    }
+}
+
+/// `response_format` for providers with no JSON mode (Anthropic, Bedrock Converse): an
+/// instruction for the system prompt (`json_schema`: the schema verbatim), none for `text`.
+pub(crate) fn format_instruction(
+    rf: &Value,
+    provider: &str,
+) -> Result<Option<String>, TranslateError> {
+    match rf.get("type").and_then(Value::as_str) {
+        None | Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(
+            "Respond only with a single valid JSON object, with no text before or after it."
+                .to_string(),
+        )),
+        Some("json_schema") => {
+            let schema = rf
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            Ok(Some(format!(
+                "Respond only with a single valid JSON value, with no text before or after it, that conforms to this JSON Schema:\n{schema}"
+            )))
+        }
+        Some(other) => Err(TranslateError(format!(
+            "response_format.type: \"{other}\" cannot be expressed for {provider}"
+        ))),
     }
 }
 

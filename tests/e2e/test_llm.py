@@ -417,6 +417,43 @@ def test_malformed_json_message_is_precise(gw, fresh_mock):
     assert "line 2" in msg and "column" in msg, msg
 
 
+# --- structured output: response_format reaches every provider in its own terms ---------------
+
+PLACE = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def upstream_format(p, body: dict) -> tuple[str, object]:
+    """How a provider's request carries the JSON format: (where, what)."""
+    if p.wire == "openai":
+        return "response_format", body["response_format"]
+    if p.wire == "gemini":
+        g = body["generationConfig"]
+        return "generationConfig", (g["responseMimeType"], g.get("responseSchema"))
+    system = body["system"]
+    text = system if isinstance(system, str) else system[-1]["text"]
+    return "system", text
+
+
+@pytest.mark.parametrize("alias", ["openai", "claude", "gemini", "bedrock", "mistral"])
+@pytest.mark.parametrize("kind", ["json_object", "json_schema"])
+def test_response_format_reaches_every_provider(oai, fresh_mock, alias, kind):
+    p = BY_ALIAS[alias]
+    fmt = ({"type": "json_object"} if kind == "json_object"
+           else {"type": "json_schema", "json_schema": {"name": "place", "schema": PLACE}})
+    r = oai.chat.completions.create(model=alias, messages=ASK, response_format=fmt)
+    assert r.choices[0].message.content
+    (rec,) = upstream(fresh_mock)
+    where, what = upstream_format(p, json.loads(rec["body"]))
+    if where == "response_format":
+        assert what == fmt
+    elif where == "generationConfig":
+        assert what == ("application/json", PLACE if kind == "json_schema" else None)
+    else:  # Anthropic, Bedrock: no JSON mode, an instruction ends the system prompt
+        assert what.startswith("Respond only with a single valid JSON"), what
+        if kind == "json_schema":
+            assert json.loads(what.rsplit("\n", 1)[1]) == PLACE
+
+
 # --- Bedrock SigV4, checked by botocore ---------------------------------------------------------
 
 @pytest.mark.parametrize("stream", [False, True])
