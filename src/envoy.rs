@@ -4,7 +4,7 @@
 //! list (TLS with SNI for https hosts). Host-only; not part of the .wasm.
 
 use crate::config::{env, Gateway};
-use crate::filter::errors::{ENVOY_REPLY, ERROR_HEADER};
+use crate::filter::errors::{ANTHROPIC_FRONT, ENVOY_REPLY, ERROR_HEADER, FRONT_PROPERTY};
 use crate::routing::{cluster_name, HostUrl, Scheme, CLUSTER_HEADER};
 use crate::security::claims::PAYLOAD_HEADER;
 use serde_json::{json, Value};
@@ -268,41 +268,68 @@ fn cluster(name: &str, hosts: &[HostUrl], o: &Options) -> Value {
 /// rest reach the client as shaped here: a provider that resets after its headers (the
 /// filter already held them), plain endpoints, `jwt_authn` (before the filter).
 fn local_reply_shape(jwt: bool) -> Value {
-    let mapper = |condition: &str, kind: &str, err: &str| {
-        json!({
-            "filter": {"extension_filter": {
-                "name": "envoy.access_loggers.extension_filters.cel",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                    "expression": format!("{condition} && !('{ERROR_HEADER}' in response.headers)"),
-                }
-            }},
-            "headers_to_add": [{"header": {"key": ERROR_HEADER, "value": ENVOY_REPLY}}],
-            "body_format_override": {
-                "json_format": {"error": {"message": "%LOCAL_REPLY_BODY%", "type": kind, "param": null, "code": err}},
-                "content_type": "application/json",
+    // First match wins. Anthropic's shape for `/v1/messages` clients (the filter marks them
+    // in filter state: this reaches the replies that never pass through it), then OpenAI's.
+    let anthropic = format!(
+        "'wasm.{FRONT_PROPERTY}' in filter_state && filter_state['wasm.{FRONT_PROPERTY}'] == b'{ANTHROPIC_FRONT}'"
+    );
+    let cel = |condition: &str| {
+        json!({"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": format!("{condition} && !('{ERROR_HEADER}' in response.headers)"),
             }
+        }})
+    };
+    let mapper = |condition: &str, error: Value| {
+        json!({
+            "filter": cel(condition),
+            "headers_to_add": [{"header": {"key": ERROR_HEADER, "value": ENVOY_REPLY}}],
+            "body_format_override": {"json_format": error, "content_type": "application/json"}
         })
     };
+    let anthropic_mapper = |code: &str, kind: &str| {
+        mapper(
+            &format!("{anthropic} && {code}"),
+            json!({"type": "error", "error": {"type": kind, "message": "%LOCAL_REPLY_BODY%"}}),
+        )
+    };
+    let openai_mapper = |code: &str, kind: &str, err: &str| {
+        mapper(
+            code,
+            json!({"error": {"message": "%LOCAL_REPLY_BODY%", "type": kind, "param": null, "code": err}}),
+        )
+    };
     let mut mappers = Vec::new();
+    // Anthropic's error types by status, as the filter maps provider errors.
+    for (code, kind) in [
+        ("response.code == 504", "timeout_error"),
+        ("response.code == 503", "overloaded_error"),
+        ("response.code >= 500", "api_error"),
+        ("response.code == 413", "request_too_large"),
+        ("response.code >= 400", "invalid_request_error"),
+    ] {
+        mappers.push(anthropic_mapper(code, kind));
+    }
     if jwt {
-        mappers.push(mapper(
+        mappers.push(openai_mapper(
             "response.code == 401",
             "authentication_error",
             "invalid_token",
         ));
-        mappers.push(mapper(
+        mappers.push(openai_mapper(
             "response.code == 403",
             "permission_error",
             "forbidden",
         ));
     }
-    mappers.push(mapper(
+    mappers.push(openai_mapper(
         "response.code >= 500",
         "server_error",
         "upstream_error",
     ));
-    mappers.push(mapper(
+    mappers.push(openai_mapper(
         "response.code >= 400",
         "invalid_request_error",
         "invalid_request",

@@ -52,6 +52,12 @@ impl ErrorKind {
 pub const ERROR_HEADER: &str = "x-tollgate-error";
 /// [`ERROR_HEADER`]'s value on Envoy's own replies.
 pub const ENVOY_REPLY: &str = "envoy";
+/// Filter-state property naming the client's API when it is not OpenAI's
+/// ([`ANTHROPIC_FRONT`]): the bootstrap's `local_reply_config` reads it (as
+/// `wasm.tollgate_front`) to shape Envoy's replies that never pass through the filter.
+pub const FRONT_PROPERTY: &str = "tollgate_front";
+/// [`FRONT_PROPERTY`]'s value for `/v1/messages` clients.
+pub const ANTHROPIC_FRONT: &str = "anthropic";
 
 /// Answers the client with a gateway error.
 pub fn reply_error<H: Host>(h: &mut H, kind: ErrorKind, message: &str, extra: &[(&str, &str)]) {

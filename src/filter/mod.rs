@@ -142,6 +142,10 @@ impl Flow {
             h.set_request_header(name, None);
         }
         if let Some(api) = ep.api {
+            if api == crate::config::Api::AnthropicMessages {
+                // For Envoy's replies that bypass the filter (a reset mid-answer).
+                h.set_property(errors::FRONT_PROPERTY, errors::ANTHROPIC_FRONT.as_bytes());
+            }
             let mut call = llm::Call::new(api);
             call.governance = governance::CallHooks::new(&ep.governance, &self.gov);
             call.security = security::CallSecurity::new(&ep.security, auth.roles);

@@ -160,6 +160,20 @@ def test_upstream_closes_mid_body(gw, path, books):
     assert accounted(gw, books, expected) == expected
 
 
+def test_upstream_closes_mid_body_on_messages_door_is_anthropic_shaped(gw, books):
+    """The same cut for an Anthropic client: Envoy's reply bypasses the filter, and the
+    bootstrap's local_reply_config shapes it by the filter-state mark the filter left."""
+    body = {"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(gw.url + "/v1/messages", json=body, headers={"x-mock-close-after": "1"}, timeout=10)
+    assert r.status_code == 502, r.text
+    assert r.headers["x-tollgate-error"] == "envoy"
+    doc = r.json()
+    assert doc["type"] == "error" and doc["error"]["type"] == "api_error", doc
+    assert "reset" in doc["error"]["message"], doc
+    expected = calls("openai", 502, estimated=True)
+    assert accounted(gw, books, expected) == expected
+
+
 def test_plain_endpoint_upstream_close_is_a_cut_connection(gw, books):
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.post(gw.url + "/plain", json=BODY, headers={"x-mock-close-after": "1"}, timeout=10)
