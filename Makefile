@@ -2,13 +2,14 @@
 #   make run    build, set up Envoy, start the demo gateway (Envoy + filter + mock provider)
 #   make test   every test: fmt/clippy, unit tests (incl. a short fuzz pass), Envoy end-to-end tests
 #   make bench  plain Envoy vs tollgate side by side (bench/results.md); make soak: bounded soak
+#   make fuzz   coverage-guided fuzzing (cargo-fuzz), FUZZ_SECONDS per target (default 60)
 
 CARGO  ?= cargo
 PY     := .venv/bin/python
 WASM   := target/wasm32-wasip1/release/tollgate.wasm
 TOOLS  := target/release/tollgate target/release/mock-llm
 
-.PHONY: all setup build run test unit e2e lint fmt bench soak envoy-configs clean
+.PHONY: all setup build run test unit e2e lint fmt bench soak fuzz envoy-configs clean
 
 all: build
 
@@ -45,6 +46,11 @@ bench: build
 # Bounded soak through 2 Envoy workers (bench/soak.md); not part of `make test`; <= ~5 minutes.
 soak: build
 	$(PY) bench/soak.py
+
+# Coverage-guided fuzzing of every target, one at a time (scripts/fuzz.sh); not part of
+# `make test`. FUZZ_SECONDS per target (default 60), FUZZ_TARGETS to pick some.
+fuzz:
+	@./scripts/fuzz.sh
 
 # Regenerates the shipped Envoy bootstraps from envoy/krakend.json (tests check they are in sync).
 envoy-configs: build

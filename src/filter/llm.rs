@@ -112,6 +112,11 @@ impl Call {
     /// The whole request body arrived: translate it and set the upstream request.
     /// Returns the chosen backend, or `None` after answering the client with an error.
     pub fn on_request<H: Host>(&mut self, h: &mut H, ep: &Endpoint, body: &[u8]) -> Option<usize> {
+        // Failover translates the request once per backend: an earlier attempt's answer, or
+        // its refusal (a local reply), must not decide how this attempt's answer is read.
+        self.response = Response::Pending;
+        self.done = false;
+        self.buffered = false;
         let mut req = match self.front.parse(body) {
             Ok(r) => r,
             Err(e) => {

@@ -12,7 +12,7 @@ use crate::security::apikeys::AuthError;
 use crate::security::claims::{ClaimsError, PAYLOAD_HEADER};
 use crate::security::exfil::{Blocked, Exfil, Scanner};
 use crate::security::guard::{GuardError, PromptGuard};
-use crate::security::pii::{Masking, Pii, Restorer};
+use crate::security::pii::{Masking, Pii, PiiAction, Restorer};
 use std::rc::Rc;
 
 /// An authenticated (or public) request.
@@ -156,6 +156,16 @@ impl CallSecurity {
             }
         }
         if let Some(pii) = &self.pii {
+            if pii.action == PiiAction::Mask {
+                // No placeholder given out may be text the client wrote in any message.
+                for m in &req.messages {
+                    for p in &m.content {
+                        if let Part::Text(t) = p {
+                            self.masking.reserve(t);
+                        }
+                    }
+                }
+            }
             for m in &mut req.messages {
                 for p in &mut m.content {
                     if let Part::Text(t) = p {
@@ -366,7 +376,6 @@ mod tests {
     use crate::providers::model::FinishReason;
     use crate::security::detect::{Detector, Detectors};
     use crate::security::exfil::ExfilAction;
-    use crate::security::pii::PiiAction;
 
     fn sec(exfil: Option<ExfilAction>) -> CallSecurity {
         let all = |names: &[&str]| Detectors {
@@ -438,6 +447,30 @@ mod tests {
         got += &text(&ev);
         assert!(matches!(ev.last(), Some(StreamEvent::Finish { .. })));
         assert_eq!(got, "Hi bob@example.com, key [REDACTED] bye");
+    }
+
+    #[test]
+    fn placeholders_skip_what_any_message_of_the_request_already_says() {
+        let mut s = sec(None);
+        let mut req = ChatRequest::default();
+        for text in ["mail bob@example.com", "the template says [EMAIL_1]"] {
+            req.messages.push(crate::providers::model::Message {
+                role: Role::User,
+                content: vec![Part::Text(text.into())],
+                tool_calls: vec![],
+                tool_call_id: None,
+                name: None,
+            });
+        }
+        s.on_request(&mut req, &["m"]).unwrap();
+        assert_eq!(
+            req.messages[0].content,
+            vec![Part::Text("mail [EMAIL_2]".into())]
+        );
+        assert_eq!(
+            s.masking.restore("[EMAIL_1] is bob? [EMAIL_2]"),
+            "[EMAIL_1] is bob? bob@example.com"
+        );
     }
 
     #[test]

@@ -312,6 +312,41 @@ fn a_failed_callout_without_answer_fails_over_and_the_last_error_is_returned() {
 }
 
 #[test]
+fn an_attempt_after_a_refused_translation_is_still_translated_back() {
+    // Found by the flow fuzz target: the first backend cannot take the request (Gemini
+    // needs a user or assistant message), the next one answers, and its answer reached the
+    // client untranslated, in the provider's own API.
+    let doc = json!({"version": 3, "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST",
+        "extra_config": {"ai/routing": {"failover": true}},
+        "backend": [
+            {"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1beta/models",
+             "extra_config": {"ai/llm": {"gemini": {"v1beta": {"credentials": "g", "variables": {"model": "gemini-2.0-flash"}}}}}},
+            {"host": ["http://127.0.0.1:9002"], "url_pattern": "/v1/messages",
+             "extra_config": {"ai/llm": {"anthropic": {"v1": {"credentials": "ak", "variables": {"model": "claude-x"}}}}}}]}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_| None).unwrap());
+    let body =
+        r#"{"model":"gemini-2.0-flash","messages":[{"role":"system","content":"Be brief."}]}"#;
+    let mut h = MockHost::request("POST", "/v1/chat/completions", &[]).with_body(body.as_bytes());
+    let mut flow = Flow::new(Rc::clone(&gw));
+    assert_eq!(send(&mut flow, &mut h), Action::Pause);
+    assert_eq!(h.callouts.len(), 1, "{:?}", h.reply);
+    assert_eq!(h.callouts[0].cluster, "tg_http_127.0.0.1_9002");
+    let answer = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":1}}"#;
+    h.callout_answer = (
+        vec![
+            (":status".into(), "200".into()),
+            ("content-type".into(), "application/json".into()),
+        ],
+        answer.to_vec(),
+    );
+    flow.on_callout(&mut h, 1, answer.len());
+    let r = h.reply.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["object"], "chat.completion");
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "ok");
+}
+
+#[test]
 fn stream_usage_is_charged_at_the_end_of_the_stream() {
     let rl = json!({"qos/ratelimit/router": {"client_max_tokens": 10, "strategy": "header", "key": "x-user", "client_tokens_every": "1h"}});
     let gw = gateway(json!([llm_endpoint("/v1/chat/completions", rl)]));

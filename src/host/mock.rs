@@ -1,4 +1,5 @@
-//! An in-memory [`Host`] for unit tests of the filter logic.
+//! An in-memory [`Host`] for tests of the filter logic: unit tests, `tests/fuzz.rs` and the
+//! cargo-fuzz targets (feature `mock`).
 
 use super::{Host, SharedError};
 use std::cell::RefCell;

@@ -33,9 +33,37 @@ pub struct Pii {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Masking {
     pub pairs: Vec<(String, String)>,
+    /// Placeholder-shaped text the client wrote itself (`[EMAIL_1]`): never given out, so
+    /// that a placeholder always means one value and restoring leaves the client's own
+    /// text alone.
+    taken: Vec<String>,
 }
 
+/// Longest bracketed token [`Masking::reserve`] keeps (placeholders are much shorter).
+const MAX_PLACEHOLDER: usize = 64;
+
 impl Masking {
+    /// Notes the placeholder-shaped tokens (`[NAME_12]`) of a request text. Call it for
+    /// every text of the request before masking any, so that no placeholder given out
+    /// appears in the request as written.
+    pub fn reserve(&mut self, text: &str) {
+        let mut rest = text;
+        while let Some(open) = rest.find('[') {
+            rest = rest.get(open..).unwrap_or_default();
+            let token = rest
+                .get(1..)
+                .and_then(|r| r.find(['[', ']']))
+                .and_then(|close| rest.get(..close + 2))
+                .filter(|t| t.ends_with(']') && t.len() <= MAX_PLACEHOLDER);
+            if let Some(t) = token.filter(|t| is_placeholder(t)) {
+                if !self.taken.iter().any(|x| x == t) {
+                    self.taken.push(t.to_string());
+                }
+            }
+            rest = rest.get(1..).unwrap_or_default();
+        }
+    }
+
     /// Masks one text. `Ok(None)`: nothing found. `Err(labels)`: blocked, with the kinds
     /// found (never the values).
     pub fn apply(&mut self, pii: &Pii, text: &str) -> Result<Option<String>, Vec<String>> {
@@ -53,6 +81,7 @@ impl Masking {
             }
             return Err(labels);
         }
+        self.reserve(text);
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
         for f in &found {
@@ -76,15 +105,21 @@ impl Masking {
             return p.clone();
         }
         let prefix = format!("[{label}_");
-        let n = self
+        let mut n = self
             .pairs
             .iter()
             .filter(|(p, _)| p.starts_with(&prefix))
             .count()
             + 1;
-        let p = format!("{prefix}{n}]");
-        self.pairs.push((p.clone(), value.to_string()));
-        p
+        loop {
+            let p = format!("{prefix}{n}]");
+            let used = self.pairs.iter().any(|(x, _)| *x == p) || self.taken.contains(&p);
+            if !used {
+                self.pairs.push((p.clone(), value.to_string()));
+                return p;
+            }
+            n += 1;
+        }
     }
 
     /// Restores every placeholder in a whole text.
@@ -97,6 +132,22 @@ impl Masking {
         }
         out
     }
+}
+
+/// `[NAME_12]`: a label (letters, digits, `_`) and a number, as [`Masking`] writes them.
+fn is_placeholder(token: &str) -> bool {
+    let Some(inner) = token.strip_prefix('[').and_then(|t| t.strip_suffix(']')) else {
+        return false;
+    };
+    let Some((label, n)) = inner.rsplit_once('_') else {
+        return false;
+    };
+    !label.is_empty()
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Restores placeholders in a stream of text deltas: a tail that may be the start of a
@@ -175,6 +226,33 @@ mod tests {
             "hi c@z.net and a@x.com"
         );
         assert_eq!(m.apply(&p, "nothing here 12345").unwrap(), None);
+    }
+
+    #[test]
+    fn placeholders_never_collide_with_text_the_client_wrote() {
+        let p = pii(PiiAction::Mask);
+        // Found by `cargo fuzz run pii`: the client's own "[EMAIL_1]" was handed out for
+        // the address too, so restoring turned the client's text into the address.
+        let mut m = Masking::default();
+        let text = "+@e.co[EMAIL_1]";
+        let masked = m.apply(&p, text).unwrap().unwrap();
+        assert_eq!(masked, "[EMAIL_2][EMAIL_1]");
+        assert_eq!(m.restore(&masked), text);
+
+        let mut m = Masking::default();
+        m.reserve("a later message quotes [EMAIL_3] and [PHONE_1]");
+        let text = "mail jane@example.com, not [EMAIL_1] or [EMAIL_2] [x_1 or [EMAIL_4";
+        let masked = m.apply(&p, text).unwrap().unwrap();
+        assert_eq!(
+            masked,
+            "mail [EMAIL_4], not [EMAIL_1] or [EMAIL_2] [x_1 or [EMAIL_4"
+        );
+        assert_eq!(
+            m.restore("[EMAIL_1] [EMAIL_3] [EMAIL_4]"),
+            "[EMAIL_1] [EMAIL_3] jane@example.com"
+        );
+        let next = m.apply(&p, "and bob@example.org").unwrap().unwrap();
+        assert_eq!(next, "and [EMAIL_5]");
     }
 
     #[test]
