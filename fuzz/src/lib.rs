@@ -5,7 +5,6 @@
 #[path = "../../tests/fuzz_flow/mod.rs"]
 pub mod flow;
 
-use serde_json::Value;
 use tollgate::providers::Wire;
 use tollgate::stream::SseParser;
 
@@ -27,10 +26,7 @@ pub fn pieces(seed: u8, data: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
-/// Whether `bytes` are one JSON document.
-pub fn is_json(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(bytes).is_ok()
-}
+pub use flow::is_json;
 
 /// Panics unless every event of an SSE body carries JSON (or `[DONE]`).
 pub fn assert_json_events(what: &str, body: &[u8]) {
@@ -40,7 +36,7 @@ pub fn assert_json_events(what: &str, body: &[u8]) {
     p.finish(&mut events);
     for ev in events {
         assert!(
-            ev.data == "[DONE]" || serde_json::from_str::<Value>(&ev.data).is_ok(),
+            ev.data == "[DONE]" || is_json(ev.data.as_bytes()),
             "{what} sent a non-JSON event: {:?}",
             ev.data
         );

@@ -617,14 +617,14 @@ impl Envoy {
             p.finish(&mut events);
             for ev in events {
                 assert!(
-                    ev.data == "[DONE]" || serde_json::from_str::<Value>(&ev.data).is_ok(),
+                    ev.data == "[DONE]" || is_json(ev.data.as_bytes()),
                     "{what}: an event is not JSON: {:?}",
                     ev.data
                 );
             }
         } else {
             assert!(
-                serde_json::from_slice::<Value>(body).is_ok(),
+                is_json(body),
                 "{what}: the body is not JSON: {}",
                 String::from_utf8_lossy(body)
             );
@@ -641,6 +641,17 @@ impl Envoy {
                 );
             }
         }
+    }
+}
+
+/// Whether `bytes` are one JSON document. serde_json stops at 128 levels of nesting; what
+/// the gateway writes is serialized by serde_json (valid by construction) and may nest a
+/// few levels deeper than the input it translates (a tool schema 127 levels deep), so a
+/// document too deep to read back counts as JSON.
+pub fn is_json(bytes: &[u8]) -> bool {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(_) => true,
+        Err(e) => e.to_string().starts_with("recursion limit exceeded"),
     }
 }
 
