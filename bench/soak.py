@@ -5,7 +5,8 @@ Mixed load from target/release/loadgen, taking in turn: the plain header path, O
 Anthropic translation of a ~4 KB body, and a translated 20-chunk stream (checked for its
 final `[DONE]`). Stops at --requests or --seconds, whichever comes first. Envoy's RSS is
 sampled every few seconds; start (after warm-up), middle and end are reported with the
-growth. Fails (exit 1) on any 5xx, connection error, truncated stream or Wasm VM reload.
+growth. Fails (exit 1) on any 5xx, connection error, truncated stream, Wasm VM reload, token
+totals that are not exact, or RSS growth (end - start) over --max-rss-growth MB.
 
 Usage: bench/soak.py [--requests N] [--seconds S] [--connections N]
 Writes bench/soak.md and bench/soak.json. Everything listens on 127.0.0.1.
@@ -89,6 +90,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=float, default=240.0)
     ap.add_argument("--connections", type=int, default=16)
+    # The stated bound: a leak of even 10 bytes a request would pass 10 MB over 1M requests.
+    ap.add_argument("--max-rss-growth", type=float, default=10.0)
     args = ap.parse_args()
     # The soak uses both cores for Envoy's two workers: no pinning.
     bench.ENVOY_CORE = bench.LOAD_CORES = None
@@ -171,14 +174,16 @@ def main() -> int:
     counted_metric = tokens1 - tokens0
     counted_budget = used1 - used0
     tokens_exact = counted_metric == reported and counted_budget == reported
+    rss_ok = end - start <= args.max_rss_growth
     ok = (five_xx == 0 and res["connection_errors"] == 0 and bad_streams == 0 and reloads == 0
-          and created == 0 and tokens_exact)
+          and created == 0 and tokens_exact and rss_ok)
     summary = {
         "ok": ok, "requests": res["requests"], "elapsed_s": res["elapsed_s"], "rps": res["rps"],
         "status": res["status"], "five_xx": five_xx, "connection_errors": res["connection_errors"],
         "truncated_streams": bad_streams, "vm_reloads": reloads, "vms_created": created,
         "envoy_cpu_us_per_req": (cpu1 - cpu0) * 1e6 / max(res["requests"], 1),
         "rss_mb": {"start": start, "middle": middle, "end": end, "growth": end - start,
+                   "max_growth": args.max_rss_growth, "within_bound": rss_ok,
                    "samples": [[round(t, 1), round(m, 1)] for t, m in samples]},
         "specs": res["specs"], "connections": args.connections, "envoy_concurrency": 2,
         "tokens": {"reported_by_provider": reported, "counted_metrics": counted_metric,
@@ -204,7 +209,8 @@ Budgets on (token quota per client IP): tokens reported by the provider {reporte
 `tollgate_tokens_total` {counted_metric}; charged to the budget {counted_budget}
 ({'exact' if tokens_exact else 'NOT EXACT'}).
 
-Envoy RSS: start {start:.1f} MB, middle {middle:.1f} MB, end {end:.1f} MB (growth {end - start:+.1f} MB).
+Envoy RSS: start {start:.1f} MB, middle {middle:.1f} MB, end {end:.1f} MB (growth {end - start:+.1f} MB;
+bound {args.max_rss_growth:.0f} MB: {'within' if rss_ok else 'EXCEEDED'}).
 
 | request | count | p50 ms | p99 ms | max ms | bad body |
 |---|---:|---:|---:|---:|---:|
