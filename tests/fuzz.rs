@@ -10,10 +10,12 @@
 //! shared with the libFuzzer target `fuzz/fuzz_targets/flow.rs`).
 //!
 //! `cargo test --features cli --test fuzz` runs a short pass (`FUZZ_ITERS`, default 1000
-//! cases per target); `FUZZ_ITERS=1000000 cargo test --release --features cli --test fuzz
-//! -- --nocapture` a long one. `FUZZ_SEED` changes the seed (default: fixed, so a failure
-//! is reproducible); a failure prints the target, case seed and input, and saves the input
-//! in `target/fuzz-failures/` (a failing `flow` input replays as is in `fuzz/`).
+//! cases per target); `FUZZ_ITERS=1000000 cargo test --release --config
+//! 'profile.release.panic="unwind"' --features cli --test fuzz -- --nocapture` a long one
+//! (the release profile aborts on panic; tests need unwinding). `FUZZ_SEED` changes the
+//! seed (default: fixed, so a failure is reproducible); a failure prints the target, case
+//! seed and input, and saves the input in `target/fuzz-failures/` (a failing `flow` input
+//! replays as is in `fuzz/`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod fuzz_flow;
