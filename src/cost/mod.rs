@@ -365,6 +365,34 @@ pub fn hashed_identity(identity: &str) -> String {
     format!("key-{:016x}", store::fnv1a(identity.as_bytes()))
 }
 
+/// The caller identity in the value of header `name`, as budgets, rate limits and metrics
+/// tenants all see it: trimmed; for a credential header, the credential alone (the auth
+/// scheme dropped, whatever its case: `Bearer K`, `bearer  K` and `K` are one client), hashed.
+/// Empty when the header holds nothing (the same as no header).
+pub fn header_identity(name: &str, value: &str) -> String {
+    let value = value.trim();
+    if !is_credential_header(name) {
+        return value.to_string();
+    }
+    let credential = match name {
+        "cookie" => value, // `a=1; b=2`: no scheme, and its spaces separate cookies
+        _ => without_scheme(value),
+    };
+    if credential.is_empty() {
+        return String::new();
+    }
+    hashed_identity(credential)
+}
+
+/// `Scheme credentials` (RFC 9110 §11.4) → `credentials`; a value without a scheme as is.
+fn without_scheme(value: &str) -> &str {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    match value.split_once([' ', '\t']) {
+        Some((scheme, rest)) if scheme.bytes().all(tchar) => rest.trim(),
+        _ => value,
+    }
+}
+
 /// The quota a request is charged against: resolved from its headers at request time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Charge {
@@ -411,8 +439,10 @@ pub fn resolve(
                 continue;
             }
         }
+        // A caller identified by its credential (Authorization, x-api-key, ...) is never
+        // kept or shown as is: metrics labels and shared-data keys get a hash of it.
         let identity = match &t.strategy {
-            Strategy::Header(name) => header(name),
+            Strategy::Header(name) => header(name).map(|v| header_identity(name, &v)),
             Strategy::Ip => ip.clone(),
             Strategy::Param(name) => param(name),
         };
@@ -422,10 +452,8 @@ pub fn resolve(
         let Some(rule) = q.rules.get(t.rule) else {
             continue;
         };
-        // A caller identified by its credential (Authorization, x-api-key, ...) is never
-        // kept or shown as is: metrics labels and shared-data keys get a hash of it.
         let secret = matches!(&t.strategy, Strategy::Header(n) if is_credential_header(n));
-        let identity = if q.hash_keys || secret {
+        let identity = if q.hash_keys && !secret {
             hashed_identity(&identity)
         } else {
             identity

@@ -184,3 +184,69 @@ fn identities_from_credential_headers_are_hashed() {
     .unwrap();
     assert_eq!(c.key, c2.key);
 }
+
+#[test]
+fn a_credential_is_one_identity_however_its_scheme_is_spelled() {
+    let one = header_identity("authorization", "Bearer sk-1");
+    assert!(one.starts_with("key-"), "{one}");
+    for spelling in [
+        "bearer sk-1",
+        "BEARER  sk-1",
+        " Bearer sk-1 ",
+        "Bearer\tsk-1",
+        "bEaReR \t sk-1",
+        "sk-1",
+        "Token sk-1",
+        "Basic sk-1",
+    ] {
+        assert_eq!(
+            header_identity("authorization", spelling),
+            one,
+            "{spelling:?}"
+        );
+    }
+    // The same key in another credential header is the same caller.
+    assert_eq!(header_identity("x-api-key", " sk-1 "), one);
+    assert_eq!(header_identity("proxy-authorization", "bearer sk-1"), one);
+    assert_ne!(header_identity("authorization", "Bearer sk-2"), one);
+    // Nothing but whitespace: no identity (as if absent).
+    assert_eq!(header_identity("authorization", "   "), "");
+    // Cookies keep their spaces (they separate cookies).
+    assert_ne!(
+        header_identity("cookie", "a=1; s=x"),
+        header_identity("cookie", "b=2; s=x")
+    );
+    // Other headers: trimmed, otherwise as sent (not hashed).
+    assert_eq!(header_identity("x-user", "  alice "), "alice");
+    assert_eq!(header_identity("x-user", "Bearer alice"), "Bearer alice");
+}
+
+#[test]
+fn quota_identity_from_a_credential_is_canonical() {
+    let a = attach(
+        &json!({"quota_name": "llm", "tier_key": "X-Plan", "tiers": [
+            {"rule_name": "gold", "tier_value_as": "*", "strategy": "header", "key": "Authorization"}]}),
+        "$.q",
+        &quotas(),
+    )
+    .unwrap();
+    let none = |_: &str| None;
+    let key = |h: &'static [(&'static str, &'static str)]| {
+        resolve(&a, &quotas(), &headers(h), None, &none)
+            .unwrap()
+            .map(|c| c.key)
+    };
+    let one = key(&[("authorization", "Bearer sk-9")]);
+    assert!(one.is_some());
+    assert_eq!(key(&[("authorization", "BEARER   sk-9")]), one);
+    assert_eq!(key(&[("authorization", "sk-9")]), one);
+    // Whitespace alone identifies nobody: no tier matches.
+    assert!(resolve(
+        &a,
+        &quotas(),
+        &headers(&[("authorization", "  ")]),
+        None,
+        &none
+    )
+    .is_err());
+}

@@ -254,13 +254,9 @@ impl Flow {
     fn check_quota<H: Host>(&mut self, h: &mut H, ep: &Endpoint, params: &routing::Params) -> bool {
         let gw = Rc::clone(&self.gw);
         if let Some(th) = &gw.cost.usage.tenant_header {
-            if let Some(t) = h.request_header(th) {
-                // Never a credential as a metrics label.
-                self.tenant = if cost::is_credential_header(th) {
-                    cost::hashed_identity(&t)
-                } else {
-                    t
-                };
+            // Never a credential as a metrics label: the canonical identity (hashed).
+            if let Some(t) = h.request_header(th).map(|t| cost::header_identity(th, &t)) {
+                self.tenant = t;
             }
         }
         let Some(attach) = &ep.quota else {

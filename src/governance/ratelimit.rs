@@ -201,7 +201,10 @@ impl RateLimit {
                 .property(&["source", "address"])
                 .map(|a| strip_port(&String::from_utf8_lossy(&a)).to_string())
                 .unwrap_or_default(),
-            Strategy::Header => h.request_header(&self.key).unwrap_or_default(),
+            Strategy::Header => h
+                .request_header(&self.key)
+                .map(|v| crate::cost::header_identity(&self.key, &v))
+                .unwrap_or_default(),
             Strategy::Param => params
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(&self.key))
