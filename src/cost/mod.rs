@@ -500,6 +500,11 @@ fn scaled(used: u64, weight: Weight) -> f64 {
     }
 }
 
+/// A count as a counter delta, saturating at `i64::MAX`.
+pub fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn counter(c: &Charge, unit: Unit) -> String {
     format!("{}|{}", c.key, unit.name())
 }
@@ -548,6 +553,11 @@ impl Charge {
                 }
             })
             .collect()
+    }
+
+    /// Books a finished call: its `amount` replaces what was reserved (saturating).
+    pub fn settle<H: Host + ?Sized>(&self, h: &mut H, now: u64, amount: u64) -> Vec<Standing> {
+        self.add(h, now, signed(amount).saturating_sub(signed(self.reserved)))
     }
 
     /// The amount a finished call weighs.

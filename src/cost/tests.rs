@@ -250,3 +250,33 @@ fn quota_identity_from_a_credential_is_canonical() {
     )
     .is_err());
 }
+
+#[test]
+fn settling_an_absurd_amount_saturates_and_spends_the_budget() {
+    let mut h = MockHost::default();
+    store::init(&mut h);
+    let none = |_: &str| None;
+    let mut c = resolve(
+        &gold_attach(),
+        &quotas(),
+        &headers(&[("x-plan", "gold"), ("x-user", "eve")]),
+        None,
+        &none,
+    )
+    .unwrap()
+    .unwrap();
+    let now = 1_795_597_834;
+    c.add(&mut h, now, signed(40));
+    c.reserved = 40;
+    // u64::MAX as i64 would be -1: the budget would shrink instead of grow.
+    let s = c.settle(&mut h, now, u64::MAX);
+    assert!(s.iter().all(|x| x.used == i64::MAX as u64), "{s:?}");
+    assert!(c.precheck(&h, now, 0).is_err());
+    // Giving a reservation back never goes below zero.
+    let mut d = c.clone();
+    d.key = "llm|gold|other".into();
+    d.reserved = u64::MAX;
+    let s = d.settle(&mut h, now, 0);
+    assert!(s.iter().all(|x| x.used == 0), "{s:?}");
+    assert_eq!(signed(u64::MAX), i64::MAX);
+}

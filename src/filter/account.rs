@@ -37,7 +37,7 @@ impl Account {
     }
 
     fn output(&mut self, bytes: usize, now_ms: u64) {
-        self.completion_bytes += bytes;
+        self.completion_bytes = self.completion_bytes.saturating_add(bytes);
         self.first_token_ms.get_or_insert(now_ms);
     }
 
@@ -90,7 +90,7 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
             // A plain endpoint: only request counts mean something.
             None => u64::from(charge.weight == cost::Weight::Requests),
         };
-        let standings = charge.add(h, now, amount as i64 - charge.reserved as i64);
+        let standings = charge.settle(h, now, amount);
         if o.headers_open && charge.headers {
             if let Some((limit, remaining)) = cost::quota_headers(&standings, charge.weight) {
                 h.set_response_header("x-quota-limit", Some(&limit));

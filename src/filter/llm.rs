@@ -165,8 +165,11 @@ impl Call {
         self.account.model = self.model.clone();
         self.account.start_ms = h.now_millis();
         self.account.prompt_bytes = text_len(req.messages.iter().flat_map(|m| &m.content));
-        self.reserve_hint = req.max_tokens.or(l.defaults.max_tokens).unwrap_or(0)
-            + crate::cost::estimate_tokens(self.account.prompt_bytes);
+        self.reserve_hint = req
+            .max_tokens
+            .or(l.defaults.max_tokens)
+            .unwrap_or(0)
+            .saturating_add(crate::cost::estimate_tokens(self.account.prompt_bytes));
         let host = b.authority();
         let target = Target {
             wire: self.wire,

@@ -314,7 +314,7 @@ impl Flow {
             self.refuse(h, &refusal, quiet);
             return false;
         }
-        charge.add(h, now, amount as i64);
+        charge.add(h, now, cost::signed(amount));
         charge.reserved = amount;
         true
     }
@@ -356,7 +356,7 @@ impl Flow {
             // a reservation is given back.
             if let Some(c) = self.charge.as_ref().filter(|c| c.reserved > 0) {
                 let now = h.now_unix();
-                c.add(h, now, -(c.reserved as i64));
+                c.settle(h, now, 0);
             }
             return;
         }

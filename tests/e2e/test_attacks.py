@@ -184,3 +184,40 @@ class TestMoneyOneKeyOneBudget:
                  for a in spellings]
         print(f"\nquota of 2 keyed on Authorization: {codes.count(200)} of {len(codes)} spellings accepted")
         assert codes[:2] == [200, 200] and codes[2:] == [429] * 14, codes
+
+
+class TestMoneyAbsurdNumbers:
+    """Item 11: absurd client numbers are refused, absurd provider numbers saturate."""
+
+    def test_max_tokens_beyond_any_model_is_400(self, money_gw, fresh_mock):
+        for n in (18446744073709551615, 18446744073709551614, 2**63, 2**32, 2147483648):
+            r = money_chat(money_gw, "/reserve/chat/completions", "absurd", max_tokens=n)
+            assert r.status_code == 400, (n, r.text)
+            err = r.json()["error"]
+            assert err["param"] == "max_tokens" and "max_tokens" in err["message"], err
+            r = money_chat(money_gw, "/reserve/chat/completions", "absurd", max_completion_tokens=n)
+            assert r.status_code == 400, (n, r.text)
+        assert fresh_mock.requests() == []
+        # The largest accepted value cannot pass a 1000-token budget either.
+        r = money_chat(money_gw, "/reserve/chat/completions", "absurd", max_tokens=2147483647)
+        assert r.status_code == 429, r.text
+        # Anthropic's door answers in its own shape.
+        r = httpx.post(f"{money_gw.url}/v1/messages", headers={"x-user": "absurd"}, timeout=30, json={
+            "model": "gpt-4o-mini", "max_tokens": 18446744073709551615,
+            "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 400, r.text
+        assert r.json()["type"] == "error" and "max_tokens" in r.json()["error"]["message"]
+
+    @pytest.mark.parametrize("usage", [
+        '{"prompt_tokens":18446744073709551615,"completion_tokens":18446744073709551615}',
+        '{"prompt_tokens":9223372036854775808,"completion_tokens":1}',
+        '{"prompt_tokens":1e30,"completion_tokens":5}',
+        '{"prompt_tokens":18446744073709551616,"completion_tokens":5}',
+    ])
+    def test_overflowing_provider_usage_spends_the_budget(self, money_gw, usage):
+        user = "overflow-" + str(abs(hash(usage)) % 10**8)
+        r = money_chat(money_gw, "/stub/chat/completions", user, headers={"x-stub-usage": usage})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-quota-remaining"] == "0", r.headers
+        r = money_chat(money_gw, "/stub/chat/completions", user, headers={"x-stub-usage": usage})
+        assert r.status_code == 429, r.text
