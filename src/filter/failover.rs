@@ -172,6 +172,7 @@ impl Flow {
             match h.dispatch(&backend.cluster, &list, &body, timeout) {
                 Some(token) => {
                     f.current = Some((b, token));
+                    self.sent = true;
                     return Action::Pause;
                 }
                 None => routing::record(h, breaker, None),
@@ -226,9 +227,8 @@ impl Flow {
         call.on_response_body(&mut cap, len, true);
         let retry = routing::should_fail_over(status) && f.next < f.order.len();
         if !retry {
-            // The answer the client gets: account it like a proxied one (budget, metrics,
-            // usage and quota headers go into the reply).
-            self.upstream_answered = status.is_some();
+            // The answer the client gets: account it like a proxied one (budget, token limit,
+            // metrics, usage and quota headers go into the reply).
             self.record(&mut cap, true);
         }
         let answer = cap.answer();

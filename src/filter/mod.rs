@@ -58,8 +58,10 @@ pub struct Flow {
     charge: Option<Charge>,
     /// The caller, for metrics (quota identity, else the `ai/usage` tenant header).
     tenant: String,
-    /// The upstream answered (only then is there something to account).
-    upstream_answered: bool,
+    /// A provider has the request: it was handed to Envoy for the upstream (an LLM call's
+    /// whole translated body) or sent as a failover callout. From then on the call is
+    /// charged, however it ends (an answer, a cut, the client hanging up).
+    sent: bool,
     /// Accounting is recorded once.
     recorded: bool,
     /// Rate-limit client and template inputs ([`crate::governance`]).
@@ -85,7 +87,7 @@ impl Flow {
             llm: None,
             charge: None,
             tenant: String::from("none"),
-            upstream_answered: false,
+            sent: false,
             recorded: false,
             gov: governance::State::default(),
             hold_body: false,
@@ -187,6 +189,7 @@ impl Flow {
                     governance::reply(h, ep.api, &d);
                     return Action::Pause;
                 }
+                self.sent = true;
                 return Action::Continue;
             }
             // Hold the headers (allow_on_headers_stop_iteration) until the body is checked:
@@ -194,6 +197,7 @@ impl Flow {
             self.hold_body = true;
             return Action::Pause;
         }
+        self.sent = true;
         Action::Continue
     }
 
@@ -238,14 +242,13 @@ impl Flow {
         let Some(backend) = call.on_request(h, ep, &body) else {
             return Action::Pause;
         };
-        let hint = call.reserve_hint;
-        let model = call.account.model.clone();
-        if !self.reserve(h, hint, &model) {
+        if !self.reserve(h) {
             self.replied = true;
             return Action::Pause;
         }
         self.backend = backend;
         route_to_backend(h, ep, backend);
+        self.sent = true;
         Action::Continue
     }
 
@@ -291,21 +294,17 @@ impl Flow {
         true
     }
 
-    /// Pre-flight reservation of what an LLM call may use (`reserve: true`).
-    fn reserve<H: Host>(&mut self, h: &mut H, tokens: u64, model: &str) -> bool {
-        let Some(charge) = self.charge.as_mut().filter(|c| c.reserve) else {
+    /// Pre-flight reservation of what an LLM call may use (`reserve: true`): the request as
+    /// sent and `max_tokens` of answer, weighed as the call will be.
+    fn reserve<H: Host>(&mut self, h: &mut H) -> bool {
+        let (Some(charge), Some(call)) = (self.charge.as_mut().filter(|c| c.reserve), &self.llm)
+        else {
             return true;
         };
+        let u = call.account.reservation();
         let amount = match charge.weight {
             cost::Weight::Requests => 0,
-            cost::Weight::Cost => {
-                let u = crate::providers::model::Usage {
-                    completion_tokens: tokens,
-                    ..Default::default()
-                };
-                self.gw.cost.usage.cost_micros(model, &u).unwrap_or(0)
-            }
-            _ => tokens,
+            _ => charge.weigh(&u, self.gw.cost.usage.cost_micros(&call.account.model, &u)),
         };
         let now = h.now_unix();
         if let Err(refusal) = charge.precheck(h, now, amount) {
@@ -351,9 +350,10 @@ impl Flow {
         }
         self.recorded = true;
         let gw = Rc::clone(&self.gw);
-        if !self.upstream_answered {
-            // Answered by the gateway or never reached the provider: nothing was used;
-            // a reservation is given back.
+        if !self.sent {
+            // Answered by the gateway, or refused before any provider had the request (Envoy's
+            // 413 over its buffer limit, a client gone before its body was whole): nothing
+            // was used; a reservation is given back.
             if let Some(c) = self.charge.as_ref().filter(|c| c.reserved > 0) {
                 let now = h.now_unix();
                 c.settle(h, now, 0);
@@ -374,9 +374,12 @@ impl Flow {
                 .or_else(|| response_code(h)),
         }
         .unwrap_or(0);
+        let call = self.llm.as_ref();
         let outcome = account::Outcome {
-            account: self.llm.as_ref().map(|c| &c.account),
+            account: call.map(|c| &c.account),
+            ended: call.is_some_and(|c| c.done),
             charge: self.charge.as_ref(),
+            tokens: call.and_then(|c| c.governance.charge.as_ref()),
             tenant: &self.tenant,
             status,
             headers_open,
@@ -411,6 +414,7 @@ impl Flow {
                 return Action::Pause;
             }
         }
+        self.sent = true;
         Action::Continue
     }
 
@@ -449,13 +453,6 @@ impl Flow {
         if let Some(b) = backend {
             apply(h, Side::Response, &b.modifiers.response);
         }
-        // Envoy runs the gateway's own replies through these callbacks too: those of an
-        // LLM call (a bad request, an unknown model) are not provider answers, nor is an
-        // Envoy reply to a request that never went upstream (a body over the buffer limit).
-        self.upstream_answered = self
-            .llm
-            .as_ref()
-            .is_none_or(|c| c.sent && !c.answered_locally());
         let Some(call) = self.llm.as_mut() else {
             self.record(h, true);
             return Action::Continue;

@@ -409,6 +409,16 @@ pub fn charge_tokens<H: Host + ?Sized>(h: &mut H, charge: Option<&TokenCharge>, 
     }
 }
 
+/// Tokens charged so far to a client's token bucket (tests: the bucket as last written).
+#[cfg(test)]
+pub(crate) fn charged<H: Host + ?Sized>(h: &H, c: &TokenCharge) -> f64 {
+    let (data, _) = h.shared_get(&c.key);
+    decode(data.as_deref())
+        .iter()
+        .find(|r| r.id == c.id)
+        .map_or(0.0, |r| c.bucket.capacity - r.tokens)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

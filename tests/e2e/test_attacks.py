@@ -186,6 +186,75 @@ class TestMoneyOneKeyOneBudget:
         assert codes[:2] == [200, 200] and codes[2:] == [429] * 14, codes
 
 
+class TestMoneyHangUp:
+    """Item 9: a client that hangs up after the provider has the request is charged."""
+
+    PROMPT = "lorem ipsum dolor sit amet " * 1500  # 40.5 KB
+
+    def body(self, **fields) -> bytes:
+        return json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": self.PROMPT}],
+                           **fields}).encode()
+
+    def test_hang_up_is_charged_an_estimate_of_what_was_sent(self, money_gw, fresh_mock):
+        user = "hangup-estimate"
+        body = self.body()
+        money_hang_up(money_gw, "/big/chat/completions", user, body, {"x-mock-hang-ms": "2000"})
+        charged = money_wait(money_gw, user)
+        # The provider had the request ...
+        assert any(self.PROMPT[:100] in r["body"] for r in fresh_mock.requests())
+        print(f"\n{len(body)} B prompt, client hung up while the provider worked: {charged:.0f} tokens charged")
+        # ... so the call counts: at least a token per 4 bytes of the prompt text.
+        assert charged >= len(self.PROMPT) / 4
+        assert money_metric(money_gw, "tollgate_usage_estimated_total", tenant=user) == 1
+        assert money_spent(money_gw, "/big/chat/completions", user) == charged
+
+    def test_hang_up_keeps_the_reservation(self, money_gw, fresh_mock):
+        user = "hangup-reserve"
+        body = self.body(max_tokens=500)
+        money_hang_up(money_gw, "/big-reserve/chat/completions", user, body, {"x-mock-hang-ms": "2000"})
+        charged = money_wait(money_gw, user)
+        print(f"\n{len(body)} B prompt, max_tokens 500, reserved, client hung up: {charged:.0f} tokens charged")
+        assert charged >= len(self.PROMPT) / 4 + 500
+        assert money_spent(money_gw, "/big-reserve/chat/completions", user) == charged
+
+    def test_hang_up_before_the_body_is_complete_costs_nothing(self, money_gw, fresh_mock):
+        user = "hangup-early"
+        body = self.body(max_tokens=500)
+        money_hang_up(money_gw, "/big-reserve/chat/completions", user, body, {}, send=len(body) // 2)
+        time.sleep(1)
+        assert not any(self.PROMPT[:100] in r["body"] for r in fresh_mock.requests())
+        assert money_tokens(money_gw, user) == 0
+        assert money_spent(money_gw, "/big-reserve/chat/completions", user) == 0
+
+
+class TestMoneyCutStreamEstimate:
+    """Item 10: a cut stream's estimate counts the whole request, not only message text."""
+
+    def test_cut_stream_counts_tools_system_and_images(self, money_gw, fresh_mock):
+        user = "cut-tools"
+        tools = [{"type": "function", "function": {"name": f"tool_{i}", "description": "d" * 10_000,
+                                                    "parameters": {"type": "object", "properties": {}}}}
+                 for i in range(10)]
+        body = {"model": "gpt-4o-mini", "stream": True, "tools": tools,
+                "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"x-user": user, "x-mock-tool": "0", "x-mock-text": "Hi", "x-mock-chunks": "1",
+                   "x-mock-close-after": "2"}
+        with httpx.stream("POST", f"{money_gw.url}/big/chat/completions", json=body, headers=headers,
+                          timeout=30) as r:
+            got = b""
+            try:
+                for c in r.iter_raw():
+                    got += c
+            except httpx.HTTPError:
+                pass  # Envoy resets the client stream when the upstream dies mid-stream
+        assert b'"content":"Hi"' in got
+        charged = money_wait(money_gw, user)
+        sent = len(json.dumps(tools))
+        print(f"\nstream cut after \"Hi\" with {sent} B of tools: {charged:.0f} tokens charged")
+        assert charged >= sent / 4
+        assert money_spent(money_gw, "/big/chat/completions", user) == charged
+
+
 class TestMoneyAbsurdNumbers:
     """Item 11: absurd client numbers are refused, absurd provider numbers saturate."""
 
@@ -221,3 +290,48 @@ class TestMoneyAbsurdNumbers:
         assert r.headers["x-quota-remaining"] == "0", r.headers
         r = money_chat(money_gw, "/stub/chat/completions", user, headers={"x-stub-usage": usage})
         assert r.status_code == 429, r.text
+
+
+class TestMoneyOneUsageRecord:
+    """Item 12: one usage record per call feeds metrics, quotas and token limits alike."""
+
+    def test_stream_cut_after_usage_is_charged_to_the_token_limit(self, money_gw, fresh_mock):
+        user = "one-record"
+        text = "one two three four five six seven eight nine ten"  # 13 prompt tokens at the mock
+        body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": text}]}
+        # role chunk, 2 pieces, finish, usage (13 + 2 = 15 tokens): cut before [DONE].
+        headers = {"x-user": user, "x-mock-chunks": "2", "x-mock-close-after": "5"}
+        with httpx.stream("POST", f"{money_gw.url}/tokens/chat/completions", json=body, headers=headers,
+                          timeout=30) as r:
+            assert r.status_code == 200
+            try:
+                for _ in r.iter_raw():
+                    pass
+            except httpx.HTTPError:
+                pass
+        counted = money_wait(money_gw, user)
+        print(f"\nstream cut after reporting usage: {counted:.0f} tokens in metrics")
+        assert counted == 15
+        # The same 15 tokens went to the quota ...
+        assert money_spent_quietly(money_gw, user) == 15
+        # ... and to the token limit (10 per hour): the next request is refused.
+        r = money_chat(money_gw, "/tokens/chat/completions", user)
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "rate_limit_exceeded"
+
+    def test_answer_without_usage_is_charged_to_the_token_limit(self, money_gw, fresh_mock):
+        user = "one-record-buffered"
+        # A provider error without usage: its estimate is charged everywhere alike.
+        r = money_chat(money_gw, "/tokens/chat/completions", user, text="word " * 60,
+                       headers={"x-mock-status": "500"})
+        assert r.status_code == 500
+        counted = money_wait(money_gw, user)
+        assert counted >= 60 * 5 / 4
+        r = money_chat(money_gw, "/tokens/chat/completions", user)
+        assert r.status_code == 429, r.text
+
+
+def money_spent_quietly(gw, user: str) -> int:
+    """The quota spent by `user` on /tokens, read from the response headers of a call to the
+    big endpoint of the same quota rule (the /tokens endpoint itself is rate limited)."""
+    return money_spent(gw, "/big/chat/completions", user)
