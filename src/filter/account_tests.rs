@@ -13,7 +13,23 @@ use std::rc::Rc;
 const LIMIT: u64 = 10_000_000;
 
 fn gateway(reserve: bool) -> Rc<Gateway> {
-    let doc = json!({
+    gateway_with(reserve, false)
+}
+
+/// `failover`: two backends tried one after the other through callouts.
+fn gateway_with(reserve: bool, failover: bool) -> Rc<Gateway> {
+    let backend = |port: u16| {
+        json!({"host": [format!("http://127.0.0.1:{port}")],
+        "url_pattern": "/v1/chat/completions",
+        "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": "sk",
+            "variables": {"model": "gpt-4o-mini"}}}}}})
+    };
+    let backends = if failover {
+        vec![backend(9001), backend(9002)]
+    } else {
+        vec![backend(9001)]
+    };
+    let mut doc = json!({
         "version": 3,
         "extra_config": {"governance/processors": {"quotas": [
             {"name": "q", "rules": [{"name": "r", "limits": [{"amount": LIMIT, "unit": "hour"}]}]}]}},
@@ -24,10 +40,11 @@ fn gateway(reserve: bool) -> Rc<Gateway> {
                     "tiers": [{"rule_name": "r", "tier_value_as": "*", "strategy": "header", "key": "x-user"}]},
                 "qos/ratelimit/router": {"client_max_tokens": LIMIT, "client_tokens_every": "1h",
                     "strategy": "header", "key": "x-user"}},
-            "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions",
-                "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": "sk",
-                    "variables": {"model": "gpt-4o-mini"}}}}}}]}]
+            "backend": backends}]
     });
+    if failover {
+        doc["endpoints"][0]["extra_config"]["ai/routing"] = json!({"failover": true});
+    }
     Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap())
 }
 
@@ -40,7 +57,10 @@ struct Call {
 
 /// Request headers and the whole body (`whole: false`: the client never finished it).
 fn start(reserve: bool, body: &Value, whole: bool) -> Call {
-    let gw = gateway(reserve);
+    start_on(gateway(reserve), body, whole)
+}
+
+fn start_on(gw: Rc<Gateway>, body: &Value, whole: bool) -> Call {
     let body = body.to_string();
     let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-user", "alice")])
         .with_body(body.as_bytes());
@@ -50,9 +70,11 @@ fn start(reserve: bool, body: &Value, whole: bool) -> Call {
     assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
     let a = flow.on_request_body(&mut h, body.len(), whole);
     assert!(h.reply.is_none(), "{:?}", h.reply);
+    // Failover sends through callouts: the request itself is held.
+    let proxied = whole && !gw.endpoints[0].governance.routing.failover;
     assert_eq!(
         a,
-        if whole {
+        if proxied {
             Action::Continue
         } else {
             Action::Pause
@@ -280,4 +302,70 @@ fn a_whole_answer_is_charged_its_usage_everywhere() {
     call.flow.on_response_body(&mut call.h, answer.len(), true);
     call.done();
     assert_eq!(call.charged(), (8, 7, false));
+}
+
+fn answer_json(p: u64, c: u64) -> String {
+    json!({"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}})
+    .to_string()
+}
+
+#[test]
+fn a_failover_answer_is_charged_alike_everywhere() {
+    let mut call = start_on(gateway_with(false, true), &chat("hi"), true);
+    call.h.callout_answer = (
+        vec![(":status".into(), "503".into())],
+        br#"{"error":{"message":"overloaded","type":"server_error"}}"#.to_vec(),
+    );
+    let n = call.h.callout_answer.1.len();
+    call.flow.on_callout(&mut call.h, 1, n);
+    let answer = answer_json(8, 7);
+    call.h.callout_answer = (
+        vec![(":status".into(), "200".into())],
+        answer.clone().into_bytes(),
+    );
+    call.flow.on_callout(&mut call.h, 2, answer.len());
+    assert_eq!(call.h.reply.as_ref().unwrap().status, 200);
+    call.done();
+    assert_eq!(call.charged(), (8, 7, false));
+}
+
+#[test]
+fn a_hang_up_during_a_failover_callout_is_charged() {
+    let mut body = chat("lorem ipsum dolor sit amet");
+    body["max_tokens"] = json!(200);
+    let mut call = start_on(gateway_with(true, true), &body, true);
+    assert_eq!(call.h.callouts.len(), 1);
+    let reserved = call.quota();
+    call.done(); // the client left while the provider worked
+    let (p, c, estimated) = call.charged();
+    assert_eq!((p + c, c, estimated), (reserved, 200, true));
+}
+
+#[test]
+fn failover_reserves_before_its_first_callout() {
+    let mut body = chat("hi");
+    body["max_tokens"] = json!(LIMIT * 2);
+    let gw = gateway_with(true, true);
+    let body = body.to_string();
+    let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-user", "alice")])
+        .with_body(body.as_bytes());
+    store::init(&mut h);
+    crate::governance::init_shared(&mut h, &gw.endpoints);
+    let mut flow = Flow::new(Rc::clone(&gw));
+    flow.on_request_headers(&mut h, false);
+    assert_eq!(
+        flow.on_request_body(&mut h, body.len(), true),
+        Action::Pause
+    );
+    assert_eq!(h.reply.as_ref().map(|r| r.status), Some(429));
+    assert!(h.callouts.is_empty());
+    // With room, the reservation is made once, however many attempts.
+    let mut call = start_on(gateway_with(true, true), &chat("hi"), true);
+    let reserved = call.quota();
+    assert!(reserved > 0);
+    call.h.callout_answer = (vec![(":status".into(), "503".into())], b"{}".to_vec());
+    call.flow.on_callout(&mut call.h, 1, 2);
+    assert_eq!((call.h.callouts.len(), call.quota()), (2, reserved));
 }

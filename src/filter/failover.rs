@@ -16,7 +16,7 @@
 //! are the same on both paths. A callout carries the translated request's headers and the
 //! backend's request modifiers, not the client's other headers.
 
-use super::{apply, route_to_backend, Action, Flow, Side, TIMEOUT_HEADER};
+use super::{apply, reserve_budget, route_to_backend, Action, Flow, Side, TIMEOUT_HEADER};
 use crate::governance::{self, routing};
 use crate::host::{Host, SharedError};
 use crate::routing::CLUSTER_HEADER;
@@ -165,6 +165,15 @@ impl Flow {
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(DEFAULT_TIMEOUT_MS);
             let (headers, body) = cap.upstream_request();
+            // The budget reservation, made once, on the first attempt translated.
+            let reserved = reserve_budget(h, &gw, self.charge.as_mut(), &call.account);
+            if let Err((refusal, quiet)) = reserved {
+                self.charge = None;
+                self.replied = true;
+                self.awaiting_fallback = false;
+                self.refuse(h, &refusal, quiet);
+                return Action::Pause;
+            }
             let list: Vec<(&str, &str)> = headers
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))

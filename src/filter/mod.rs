@@ -294,28 +294,20 @@ impl Flow {
         true
     }
 
-    /// Pre-flight reservation of what an LLM call may use (`reserve: true`): the request as
-    /// sent and `max_tokens` of answer, weighed as the call will be.
+    /// Pre-flight reservation of what an LLM call may use ([`reserve_budget`]); false after
+    /// answering 429.
     fn reserve<H: Host>(&mut self, h: &mut H) -> bool {
-        let (Some(charge), Some(call)) = (self.charge.as_mut().filter(|c| c.reserve), &self.llm)
-        else {
+        let Some(call) = &self.llm else {
             return true;
         };
-        let u = call.account.reservation();
-        let amount = match charge.weight {
-            cost::Weight::Requests => 0,
-            _ => charge.weigh(&u, self.gw.cost.usage.cost_micros(&call.account.model, &u)),
-        };
-        let now = h.now_unix();
-        if let Err(refusal) = charge.precheck(h, now, amount) {
-            let quiet = !charge.headers;
-            self.charge = None;
-            self.refuse(h, &refusal, quiet);
-            return false;
+        match reserve_budget(h, &self.gw, self.charge.as_mut(), &call.account) {
+            Ok(()) => true,
+            Err((refusal, quiet)) => {
+                self.charge = None;
+                self.refuse(h, &refusal, quiet);
+                false
+            }
         }
-        charge.add(h, now, cost::signed(amount));
-        charge.reserved = amount;
-        true
     }
 
     fn refuse<H: Host>(&mut self, h: &mut H, refusal: &Refusal, quiet: bool) {
@@ -487,6 +479,32 @@ impl Flow {
         }
         action
     }
+}
+
+/// Reserves what an LLM call may use on its budget (`reserve: true`), once per call: the
+/// request as sent and `max_tokens` of answer, weighed as the call will be. When it does not
+/// fit: the refusal, and whether quota headers are hidden.
+fn reserve_budget<H: Host>(
+    h: &mut H,
+    gw: &Gateway,
+    charge: Option<&mut Charge>,
+    account: &account::Account,
+) -> Result<(), (Refusal, bool)> {
+    let Some(charge) = charge.filter(|c| c.reserve && c.reserved == 0) else {
+        return Ok(());
+    };
+    let u = account.reservation();
+    let amount = match charge.weight {
+        cost::Weight::Requests => 0,
+        _ => charge.weigh(&u, gw.cost.usage.cost_micros(&account.model, &u)),
+    };
+    let now = h.now_unix();
+    charge
+        .precheck(h, now, amount)
+        .map_err(|refusal| (refusal, !charge.headers))?;
+    charge.add(h, now, cost::signed(amount));
+    charge.reserved = amount;
+    Ok(())
 }
 
 /// `10.0.0.1:5555` → `10.0.0.1`; `[::1]:5555` → `::1`.

@@ -1,7 +1,7 @@
 """Adversarial tests through a real Envoy: every way around the gateway's controls that was
 found, one section per kind of attack. Each test failed against the code before its fix."""
+import asyncio
 import json
-import re
 import socket
 import threading
 import time
@@ -144,13 +144,20 @@ def money_spent(gw, path: str, user: str, limit: int = MONEY_BUDGET) -> int:
 
 
 def money_hang_up(gw, path: str, user: str, body: bytes, headers: dict, send: int | None = None,
-                  wait: float = 0.5):
-    """Sends a request (the first `send` bytes of the body only, when given), waits, and
-    closes the connection without reading an answer."""
+                  wait: float = 0.5, chunked: bool = False):
+    """Sends a request over HTTP/1.1 (the first `send` bytes of the body only, when given;
+    `chunked`: in chunks of 4 KB), waits, and closes the connection without reading an answer."""
+    framing = "transfer-encoding: chunked" if chunked else f"content-length: {len(body)}"
     head = [f"POST {path} HTTP/1.1", f"host: 127.0.0.1:{gw.port}", "content-type: application/json",
-            f"content-length: {len(body)}", f"x-user: {user}", *[f"{k}: {v}" for k, v in headers.items()]]
+            framing, f"x-user: {user}", *[f"{k}: {v}" for k, v in headers.items()]]
+    payload = body[:send]
+    if chunked:
+        pieces = [payload[i:i + 4096] for i in range(0, len(payload), 4096)]
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+        if send is None:
+            payload += b"0\r\n\r\n"
     s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
-    s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body[:send])
+    s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
     time.sleep(wait)
     s.close()
 
@@ -206,6 +213,32 @@ class TestMoneyHangUp:
         # ... so the call counts: at least a token per 4 bytes of the prompt text.
         assert charged >= len(self.PROMPT) / 4
         assert money_metric(money_gw, "tollgate_usage_estimated_total", tenant=user) == 1
+        assert money_spent(money_gw, "/big/chat/completions", user) == charged
+
+    def test_hang_up_of_a_chunked_request_is_charged(self, money_gw, fresh_mock):
+        user = "hangup-chunked"
+        money_hang_up(money_gw, "/big/chat/completions", user, self.body(), {"x-mock-hang-ms": "2000"},
+                      chunked=True)
+        charged = money_wait(money_gw, user)
+        assert charged >= len(self.PROMPT) / 4
+        assert money_spent(money_gw, "/big/chat/completions", user) == charged
+
+    def test_http2_client_that_cancels_its_stream_is_charged(self, money_gw, fresh_mock):
+        user = "hangup-h2"
+
+        async def cancel():
+            async with httpx.AsyncClient(http1=False, http2=True, timeout=30) as c:
+                post = c.post(f"{money_gw.url}/big/chat/completions", content=self.body(),
+                              headers={"x-user": user, "x-mock-hang-ms": "2000",
+                                       "content-type": "application/json"})
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(post, 0.5)
+
+        asyncio.run(cancel())
+        charged = money_wait(money_gw, user)
+        assert any(self.PROMPT[:100] in r["body"] for r in fresh_mock.requests())
+        print(f"\nHTTP/2 stream cancelled while the provider worked: {charged:.0f} tokens charged")
+        assert charged >= len(self.PROMPT) / 4
         assert money_spent(money_gw, "/big/chat/completions", user) == charged
 
     def test_hang_up_keeps_the_reservation(self, money_gw, fresh_mock):
