@@ -147,15 +147,20 @@ fn reject_paths() {
     );
 }
 
-#[test]
-fn identities_from_credential_headers_are_hashed() {
-    let a = attach(
+/// Every caller on `gold`, identified by its `Authorization`.
+fn keyed_attach() -> QuotaAttach {
+    attach(
         &json!({"quota_name": "llm", "tier_key": "X-Plan", "tiers": [
             {"rule_name": "gold", "tier_value_as": "*", "strategy": "header", "key": "Authorization"}]}),
         "$.q",
         &quotas(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn identities_from_credential_headers_are_hashed() {
+    let a = keyed_attach();
     let none = |_: &str| None;
     let c = resolve(
         &a,
@@ -223,13 +228,7 @@ fn a_credential_is_one_identity_however_its_scheme_is_spelled() {
 
 #[test]
 fn quota_identity_from_a_credential_is_canonical() {
-    let a = attach(
-        &json!({"quota_name": "llm", "tier_key": "X-Plan", "tiers": [
-            {"rule_name": "gold", "tier_value_as": "*", "strategy": "header", "key": "Authorization"}]}),
-        "$.q",
-        &quotas(),
-    )
-    .unwrap();
+    let a = keyed_attach();
     let none = |_: &str| None;
     let key = |h: &'static [(&'static str, &'static str)]| {
         resolve(&a, &quotas(), &headers(h), None, &none)

@@ -60,14 +60,20 @@ fn start(reserve: bool, body: &Value, whole: bool) -> Call {
     start_on(gateway(reserve), body, whole)
 }
 
-fn start_on(gw: Rc<Gateway>, body: &Value, whole: bool) -> Call {
-    let body = body.to_string();
+/// A fresh host (empty budgets and buckets) and flow, the request headers passed.
+fn begin(gw: &Rc<Gateway>, body: &str) -> (Flow, MockHost) {
     let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-user", "alice")])
         .with_body(body.as_bytes());
     store::init(&mut h);
     crate::governance::init_shared(&mut h, &gw.endpoints);
-    let mut flow = Flow::new(Rc::clone(&gw));
+    let mut flow = Flow::new(Rc::clone(gw));
     assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
+    (flow, h)
+}
+
+fn start_on(gw: Rc<Gateway>, body: &Value, whole: bool) -> Call {
+    let body = body.to_string();
+    let (mut flow, mut h) = begin(&gw, &body);
     let a = flow.on_request_body(&mut h, body.len(), whole);
     assert!(h.reply.is_none(), "{:?}", h.reply);
     // Failover sends through callouts: the request itself is held.
@@ -347,14 +353,8 @@ fn a_hang_up_during_a_failover_callout_is_charged() {
 fn failover_reserves_before_its_first_callout() {
     let mut body = chat("hi");
     body["max_tokens"] = json!(LIMIT * 2);
-    let gw = gateway_with(true, true);
     let body = body.to_string();
-    let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-user", "alice")])
-        .with_body(body.as_bytes());
-    store::init(&mut h);
-    crate::governance::init_shared(&mut h, &gw.endpoints);
-    let mut flow = Flow::new(Rc::clone(&gw));
-    flow.on_request_headers(&mut h, false);
+    let (mut flow, mut h) = begin(&gateway_with(true, true), &body);
     assert_eq!(
         flow.on_request_body(&mut h, body.len(), true),
         Action::Pause
