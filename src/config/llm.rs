@@ -296,7 +296,18 @@ fn settings_of(
 /// Reads `variables` (KrakenD names per vendor; all accepted for every provider).
 fn variables(v: &mut Obj<'_>, out: &mut LlmBackend) -> Result<()> {
     out.model = v.opt_str("model")?.map(String::from);
-    out.defaults.max_tokens = v.opt_u64("max_tokens")?.or(v.opt_u64("max_output_tokens")?);
+    for key in ["max_tokens", "max_output_tokens"] {
+        let max = crate::providers::model::MAX_TOKENS;
+        match v.opt_u64(key)? {
+            Some(n) if n > max => {
+                return Err(ConfigError::new(
+                    v.at(key),
+                    format!("{n} is more than any model allows (at most {max})"),
+                ))
+            }
+            n => out.defaults.max_tokens = out.defaults.max_tokens.or(n),
+        }
+    }
     out.defaults.temperature = bounded(v, "temperature", 0.0, 2.0)?;
     out.defaults.top_p = bounded(v, "top_p", 0.0, 1.0)?;
     out.stop = v
@@ -451,6 +462,8 @@ mod tests {
             (json!({"openai": {"v1": {"credentials": "k", "input_template": "/t.tmpl"}}}), "$.llm.openai.v1.input_template: Go templates are not supported by tollgate; the provider format is translated natively"),
             (json!({"openai": {"v1": {"credentials": "k", "variables": {"modle": "x"}}}}), "$.llm.openai.v1.variables.modle: unknown field"),
             (json!({"openai": {"v1": {"credentials": "k", "variables": {"temperature": 3}}}}), "$.llm.openai.v1.variables.temperature: 3 is outside 0..=2"),
+            (json!({"openai": {"v1": {"credentials": "k", "variables": {"max_tokens": 18446744073709551615u64}}}}), "$.llm.openai.v1.variables.max_tokens: 18446744073709551615 is more than any model allows (at most 2147483647)"),
+            (json!({"gemini": {"v1beta": {"credentials": "k", "variables": {"max_output_tokens": 4294967296u64}}}}), "$.llm.gemini.v1beta.variables.max_output_tokens: 4294967296 is more than any model allows (at most 2147483647)"),
             (json!({"openai": {"v1": {"credentials": "k", "api_version": "x"}}}), "$.llm.openai.v1.api_version: only applies to azure"),
             (json!({"openai": {"v1": {"credentials": "k", "typo": 1}}}), "$.llm.openai.v1.typo: unknown field"),
             (json!({"bedrock": {"v1": {"variables": {"model": "m"}}}}), "$.llm.bedrock.v1.credentials: is required for bedrock: {\"access_key_id\", \"secret_access_key\", \"session_token\"?}"),

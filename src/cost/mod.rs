@@ -365,6 +365,34 @@ pub fn hashed_identity(identity: &str) -> String {
     format!("key-{:016x}", store::fnv1a(identity.as_bytes()))
 }
 
+/// The caller identity in the value of header `name`, as budgets, rate limits and metrics
+/// tenants all see it: trimmed; for a credential header, the credential alone (the auth
+/// scheme dropped, whatever its case: `Bearer K`, `bearer  K` and `K` are one client), hashed.
+/// Empty when the header holds nothing (the same as no header).
+pub fn header_identity(name: &str, value: &str) -> String {
+    let value = value.trim();
+    if !is_credential_header(name) {
+        return value.to_string();
+    }
+    let credential = match name {
+        "cookie" => value, // `a=1; b=2`: no scheme, and its spaces separate cookies
+        _ => without_scheme(value),
+    };
+    if credential.is_empty() {
+        return String::new();
+    }
+    hashed_identity(credential)
+}
+
+/// `Scheme credentials` (RFC 9110 §11.4) → `credentials`; a value without a scheme as is.
+fn without_scheme(value: &str) -> &str {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    match value.split_once([' ', '\t']) {
+        Some((scheme, rest)) if scheme.bytes().all(tchar) => rest.trim(),
+        _ => value,
+    }
+}
+
 /// The quota a request is charged against: resolved from its headers at request time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Charge {
@@ -411,8 +439,10 @@ pub fn resolve(
                 continue;
             }
         }
+        // A caller identified by its credential (Authorization, x-api-key, ...) is never
+        // kept or shown as is: metrics labels and shared-data keys get a hash of it.
         let identity = match &t.strategy {
-            Strategy::Header(name) => header(name),
+            Strategy::Header(name) => header(name).map(|v| header_identity(name, &v)),
             Strategy::Ip => ip.clone(),
             Strategy::Param(name) => param(name),
         };
@@ -422,10 +452,8 @@ pub fn resolve(
         let Some(rule) = q.rules.get(t.rule) else {
             continue;
         };
-        // A caller identified by its credential (Authorization, x-api-key, ...) is never
-        // kept or shown as is: metrics labels and shared-data keys get a hash of it.
         let secret = matches!(&t.strategy, Strategy::Header(n) if is_credential_header(n));
-        let identity = if q.hash_keys || secret {
+        let identity = if q.hash_keys && !secret {
             hashed_identity(&identity)
         } else {
             identity
@@ -470,6 +498,11 @@ fn scaled(used: u64, weight: Weight) -> f64 {
         Weight::Cost => used as f64 / 1e6,
         _ => used as f64,
     }
+}
+
+/// A count as a counter delta, saturating at `i64::MAX`.
+pub fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn counter(c: &Charge, unit: Unit) -> String {
@@ -522,6 +555,11 @@ impl Charge {
             .collect()
     }
 
+    /// Books a finished call: its `amount` replaces what was reserved (saturating).
+    pub fn settle<H: Host + ?Sized>(&self, h: &mut H, now: u64, amount: u64) -> Vec<Standing> {
+        self.add(h, now, signed(amount).saturating_sub(signed(self.reserved)))
+    }
+
     /// The amount a finished call weighs.
     pub fn weigh(&self, usage: &Usage, cost_micros: Option<u64>) -> u64 {
         match self.weight {
@@ -556,6 +594,20 @@ fn number(x: f64) -> String {
 /// provider never reported usage (a stream cut short).
 pub fn estimate_tokens(bytes: usize) -> u64 {
     (bytes as u64).div_ceil(4)
+}
+
+/// What one image counts in estimates, whatever its encoded size: about the most a provider
+/// charges for one (Anthropic: up to ~1600 tokens at its largest size; OpenAI high detail:
+/// 1105 for six tiles; Gemini: 258 per tile).
+pub const IMAGE_TOKENS: u64 = 1_600;
+
+/// A token estimate for a request as sent upstream, for calls whose usage never comes: every
+/// byte of its body (messages, system, tools and their schemas, tool calls and results, any
+/// other field) at four bytes per token, except `images`, which count [`IMAGE_TOKENS`] each
+/// instead of their `image_bytes` (base64 data or URLs in the body).
+pub fn estimate_request_tokens(body_bytes: usize, images: usize, image_bytes: usize) -> u64 {
+    estimate_tokens(body_bytes.saturating_sub(image_bytes))
+        .saturating_add(IMAGE_TOKENS.saturating_mul(images as u64))
 }
 
 #[cfg(test)]

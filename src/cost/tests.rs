@@ -147,15 +147,20 @@ fn reject_paths() {
     );
 }
 
-#[test]
-fn identities_from_credential_headers_are_hashed() {
-    let a = attach(
+/// Every caller on `gold`, identified by its `Authorization`.
+fn keyed_attach() -> QuotaAttach {
+    attach(
         &json!({"quota_name": "llm", "tier_key": "X-Plan", "tiers": [
             {"rule_name": "gold", "tier_value_as": "*", "strategy": "header", "key": "Authorization"}]}),
         "$.q",
         &quotas(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn identities_from_credential_headers_are_hashed() {
+    let a = keyed_attach();
     let none = |_: &str| None;
     let c = resolve(
         &a,
@@ -183,4 +188,94 @@ fn identities_from_credential_headers_are_hashed() {
     .unwrap()
     .unwrap();
     assert_eq!(c.key, c2.key);
+}
+
+#[test]
+fn a_credential_is_one_identity_however_its_scheme_is_spelled() {
+    let one = header_identity("authorization", "Bearer sk-1");
+    assert!(one.starts_with("key-"), "{one}");
+    for spelling in [
+        "bearer sk-1",
+        "BEARER  sk-1",
+        " Bearer sk-1 ",
+        "Bearer\tsk-1",
+        "bEaReR \t sk-1",
+        "sk-1",
+        "Token sk-1",
+        "Basic sk-1",
+    ] {
+        assert_eq!(
+            header_identity("authorization", spelling),
+            one,
+            "{spelling:?}"
+        );
+    }
+    // The same key in another credential header is the same caller.
+    assert_eq!(header_identity("x-api-key", " sk-1 "), one);
+    assert_eq!(header_identity("proxy-authorization", "bearer sk-1"), one);
+    assert_ne!(header_identity("authorization", "Bearer sk-2"), one);
+    // Nothing but whitespace: no identity (as if absent).
+    assert_eq!(header_identity("authorization", "   "), "");
+    // Cookies keep their spaces (they separate cookies).
+    assert_ne!(
+        header_identity("cookie", "a=1; s=x"),
+        header_identity("cookie", "b=2; s=x")
+    );
+    // Other headers: trimmed, otherwise as sent (not hashed).
+    assert_eq!(header_identity("x-user", "  alice "), "alice");
+    assert_eq!(header_identity("x-user", "Bearer alice"), "Bearer alice");
+}
+
+#[test]
+fn quota_identity_from_a_credential_is_canonical() {
+    let a = keyed_attach();
+    let none = |_: &str| None;
+    let key = |h: &'static [(&'static str, &'static str)]| {
+        resolve(&a, &quotas(), &headers(h), None, &none)
+            .unwrap()
+            .map(|c| c.key)
+    };
+    let one = key(&[("authorization", "Bearer sk-9")]);
+    assert!(one.is_some());
+    assert_eq!(key(&[("authorization", "BEARER   sk-9")]), one);
+    assert_eq!(key(&[("authorization", "sk-9")]), one);
+    // Whitespace alone identifies nobody: no tier matches.
+    assert!(resolve(
+        &a,
+        &quotas(),
+        &headers(&[("authorization", "  ")]),
+        None,
+        &none
+    )
+    .is_err());
+}
+
+#[test]
+fn settling_an_absurd_amount_saturates_and_spends_the_budget() {
+    let mut h = MockHost::default();
+    store::init(&mut h);
+    let none = |_: &str| None;
+    let mut c = resolve(
+        &gold_attach(),
+        &quotas(),
+        &headers(&[("x-plan", "gold"), ("x-user", "eve")]),
+        None,
+        &none,
+    )
+    .unwrap()
+    .unwrap();
+    let now = 1_795_597_834;
+    c.add(&mut h, now, signed(40));
+    c.reserved = 40;
+    // u64::MAX as i64 would be -1: the budget would shrink instead of grow.
+    let s = c.settle(&mut h, now, u64::MAX);
+    assert!(s.iter().all(|x| x.used == i64::MAX as u64), "{s:?}");
+    assert!(c.precheck(&h, now, 0).is_err());
+    // Giving a reservation back never goes below zero.
+    let mut d = c.clone();
+    d.key = "llm|gold|other".into();
+    d.reserved = u64::MAX;
+    let s = d.settle(&mut h, now, 0);
+    assert!(s.iter().all(|x| x.used == 0), "{s:?}");
+    assert_eq!(signed(u64::MAX), i64::MAX);
 }

@@ -1,10 +1,12 @@
-//! Accounting of one call: what it used (reported by the provider, or estimated when a
-//! stream was cut before usage arrived), what it cost, and where that is recorded —
-//! the budget counters, Prometheus metrics, filter-state properties for access logs, and
-//! (opt-in) usage response headers.
+//! Accounting of one call: what it used (reported by the provider, or estimated when no
+//! usage arrived: a stream cut short, a client that hung up), what it cost, and where that
+//! is recorded — one usage record feeds the budget counters, the client's token rate limit,
+//! Prometheus metrics, filter-state properties for access logs, and (opt-in) usage response
+//! headers.
 
 use crate::config::Gateway;
 use crate::cost::{self, Charge};
+use crate::governance::ratelimit::{self, TokenCharge};
 use crate::host::Host;
 use crate::observe::{self, name};
 use crate::providers::model::{StreamEvent, Usage};
@@ -18,17 +20,30 @@ pub struct Account {
     pub first_token_ms: Option<u64>,
     /// The provider's last usage report.
     pub usage: Option<Usage>,
-    /// Text sent as the prompt (for an estimate when no usage comes).
-    pub prompt_bytes: usize,
-    /// Text and tool-argument bytes streamed back so far.
+    /// Estimated tokens of the whole request as sent upstream (messages, system, tools,
+    /// images, tool calls and every other field: [`cost::estimate_request_tokens`]), for an
+    /// estimate when no usage comes.
+    pub request_tokens: u64,
+    /// The most answer tokens the call may produce: `max_tokens` (the client's, else the
+    /// backend default; 0 without either) for each of its `n` choices.
+    pub max_tokens: u64,
+    /// Text, tool-name and tool-argument bytes received so far.
     pub completion_bytes: usize,
+    /// A stream's choice finished (usage reported after this is the final count).
+    finished: bool,
+    /// The last usage report came after the finish.
+    usage_final: bool,
 }
 
 impl Account {
     /// Follows a streamed event.
     pub fn observe(&mut self, ev: &StreamEvent, now_ms: u64) {
         match ev {
-            StreamEvent::Usage(u) => self.usage = Some(*u),
+            StreamEvent::Usage(u) => {
+                self.usage = Some(*u);
+                self.usage_final = self.finished;
+            }
+            StreamEvent::Finish { .. } => self.finished = true,
             StreamEvent::Text { text, .. } => self.output(text.len(), now_ms),
             StreamEvent::ToolCallArgs { arguments, .. } => self.output(arguments.len(), now_ms),
             StreamEvent::ToolCallStart { name, .. } => self.output(name.len(), now_ms),
@@ -37,27 +52,51 @@ impl Account {
     }
 
     fn output(&mut self, bytes: usize, now_ms: u64) {
-        self.completion_bytes += bytes;
+        self.completion_bytes = self.completion_bytes.saturating_add(bytes);
         self.first_token_ms.get_or_insert(now_ms);
     }
 
-    /// The usage to account: the provider's (with `false`), else an estimate (`true`).
-    /// A report without completion tokens (a stream cut after `message_start`) keeps its
-    /// prompt count and estimates the rest.
-    pub fn final_usage(&self) -> (Usage, bool) {
+    /// What a reservation holds for this call: the request as sent and `max_tokens` of
+    /// answer.
+    pub fn reservation(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.request_tokens,
+            completion_tokens: self.max_tokens,
+            ..Usage::default()
+        }
+    }
+
+    /// The usage to account, and whether it is estimated. The provider's report when the
+    /// answer ended with one (or the report came after the finish: a stream cut just before
+    /// its end). Otherwise an estimate: the whole request as sent (or the reported prompt) and
+    /// what was received; a report's running count when it is more. `ended`: the answer
+    /// arrived to its end. `reserved`: the call holds a reservation; when the answer did not
+    /// end (a cut stream, a client that hung up) the provider may have produced up to
+    /// `max_tokens` unseen, and the reservation's count stands.
+    pub fn final_usage(&self, ended: bool, reserved: bool) -> (Usage, bool) {
+        let received = cost::estimate_tokens(self.completion_bytes);
+        let bound = if reserved && !ended {
+            self.max_tokens
+        } else {
+            0
+        };
         match self.usage {
-            Some(u) if u.completion_tokens > 0 || self.completion_bytes == 0 => (u, false),
-            Some(u) => (
-                Usage {
-                    completion_tokens: cost::estimate_tokens(self.completion_bytes),
-                    ..u
-                },
-                true,
-            ),
+            Some(u) if (ended || self.usage_final) && u.completion_tokens > 0 => (u, false),
+            Some(u) => {
+                let completion = u.completion_tokens.max(received).max(bound);
+                let estimated = completion != u.completion_tokens;
+                (
+                    Usage {
+                        completion_tokens: completion,
+                        ..u
+                    },
+                    estimated,
+                )
+            }
             None => (
                 Usage {
-                    prompt_tokens: cost::estimate_tokens(self.prompt_bytes),
-                    completion_tokens: cost::estimate_tokens(self.completion_bytes),
+                    prompt_tokens: self.request_tokens,
+                    completion_tokens: received.max(bound),
                     ..Usage::default()
                 },
                 true,
@@ -69,17 +108,23 @@ impl Account {
 /// Everything the end of a call records.
 pub struct Outcome<'a> {
     pub account: Option<&'a Account>,
+    /// The answer arrived to its end (see [`Account::final_usage`]).
+    pub ended: bool,
     pub charge: Option<&'a Charge>,
+    /// The client's token rate limit (`client_max_tokens`).
+    pub tokens: Option<&'a TokenCharge>,
     pub tenant: &'a str,
     pub status: u16,
     /// Response headers can still change (buffered answers, plain endpoints).
     pub headers_open: bool,
 }
 
-/// Records the call: budget, metrics, properties, headers.
+/// Records the call: budget, token rate limit, metrics, properties, headers — all from one
+/// usage record.
 pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
     let now = h.now_unix();
-    let usage = o.account.map(Account::final_usage);
+    let reserved = o.charge.is_some_and(|c| c.reserved > 0);
+    let usage = o.account.map(|a| a.final_usage(o.ended, reserved));
     let cost = match (o.account, usage) {
         (Some(a), Some((u, _))) => gw.cost.usage.cost_micros(&a.model, &u),
         _ => None,
@@ -90,7 +135,7 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
             // A plain endpoint: only request counts mean something.
             None => u64::from(charge.weight == cost::Weight::Requests),
         };
-        let standings = charge.add(h, now, amount as i64 - charge.reserved as i64);
+        let standings = charge.settle(h, now, amount);
         if o.headers_open && charge.headers {
             if let Some((limit, remaining)) = cost::quota_headers(&standings, charge.weight) {
                 h.set_response_header("x-quota-limit", Some(&limit));
@@ -101,6 +146,7 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
     let (Some(a), Some((u, estimated))) = (o.account, usage) else {
         return;
     };
+    ratelimit::charge_tokens(h, o.tokens, u.total());
     // The provider/model/tenant labels are the same for every metric of the call:
     // sanitized and joined once (`observe::name` would redo it for each metric).
     let base = name("", &[("provider", a.provider), ("model", &a.model)]);
@@ -180,3 +226,7 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "account_tests.rs"]
+mod tests;

@@ -16,7 +16,7 @@
 //! are the same on both paths. A callout carries the translated request's headers and the
 //! backend's request modifiers, not the client's other headers.
 
-use super::{apply, route_to_backend, Action, Flow, Side, TIMEOUT_HEADER};
+use super::{apply, reserve_budget, route_to_backend, Action, Flow, Side, TIMEOUT_HEADER};
 use crate::governance::{self, routing};
 use crate::host::{Host, SharedError};
 use crate::routing::CLUSTER_HEADER;
@@ -165,6 +165,15 @@ impl Flow {
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(DEFAULT_TIMEOUT_MS);
             let (headers, body) = cap.upstream_request();
+            // The budget reservation, made once, on the first attempt translated.
+            let reserved = reserve_budget(h, &gw, self.charge.as_mut(), &call.account);
+            if let Err((refusal, quiet)) = reserved {
+                self.charge = None;
+                self.replied = true;
+                self.awaiting_fallback = false;
+                self.refuse(h, &refusal, quiet);
+                return Action::Pause;
+            }
             let list: Vec<(&str, &str)> = headers
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -172,6 +181,7 @@ impl Flow {
             match h.dispatch(&backend.cluster, &list, &body, timeout) {
                 Some(token) => {
                     f.current = Some((b, token));
+                    self.sent = true;
                     return Action::Pause;
                 }
                 None => routing::record(h, breaker, None),
@@ -226,9 +236,8 @@ impl Flow {
         call.on_response_body(&mut cap, len, true);
         let retry = routing::should_fail_over(status) && f.next < f.order.len();
         if !retry {
-            // The answer the client gets: account it like a proxied one (budget, metrics,
-            // usage and quota headers go into the reply).
-            self.upstream_answered = status.is_some();
+            // The answer the client gets: account it like a proxied one (budget, token limit,
+            // metrics, usage and quota headers go into the reply).
             self.record(&mut cap, true);
         }
         let answer = cap.answer();

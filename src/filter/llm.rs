@@ -6,7 +6,7 @@ use super::account::Account;
 use super::errors::{ErrorKind, ENVOY_REPLY, ERROR_HEADER};
 use crate::config::{Api, Endpoint, LlmBackend, Provider};
 use crate::host::Host;
-use crate::providers::model::{text_len, ChatRequest, ProviderError, StreamEvent};
+use crate::providers::model::{text_len, ChatRequest, Part, ProviderError, StreamEvent};
 use crate::providers::{self, FrontDoor, FrontEncoder, StreamDecoder, Target, Wire};
 use serde_json::Value;
 
@@ -45,13 +45,9 @@ pub struct Call {
     pub done: bool,
     /// The response headers were held until the end (buffered answer).
     pub buffered: bool,
-    /// Tokens this call may use: `max_tokens` (client or default) + the prompt estimate.
-    pub reserve_hint: u64,
     /// The status the client gets (0 until the answer's headers or its end are seen).
     pub status: u16,
-    /// The translated request went upstream (a provider was asked).
-    pub sent: bool,
-    /// Token charging and response validation ([`crate::governance`]).
+    /// Where tokens are charged, and response validation ([`crate::governance`]).
     pub governance: crate::governance::CallHooks,
     /// The backend chosen by governance routing (else the client's model chooses).
     pub forced_backend: Option<usize>,
@@ -75,18 +71,11 @@ impl Call {
             account: Account::default(),
             done: false,
             buffered: false,
-            reserve_hint: 0,
             status: 0,
-            sent: false,
             governance: Default::default(),
             forced_backend: None,
             security: Default::default(),
         }
-    }
-
-    /// True when the gateway answered this call itself (no provider was asked).
-    pub fn answered_locally(&self) -> bool {
-        matches!(self.response, Response::Local)
     }
 
     /// Answers the client with an error in its API's shape.
@@ -164,9 +153,13 @@ impl Call {
         self.account.provider = l.provider.name();
         self.account.model = self.model.clone();
         self.account.start_ms = h.now_millis();
-        self.account.prompt_bytes = text_len(req.messages.iter().flat_map(|m| &m.content));
-        self.reserve_hint = req.max_tokens.or(l.defaults.max_tokens).unwrap_or(0)
-            + crate::cost::estimate_tokens(self.account.prompt_bytes);
+        // `n` choices of up to `max_tokens` each.
+        let choices = u64::from(req.n.unwrap_or(1).max(1));
+        self.account.max_tokens = req
+            .max_tokens
+            .or(l.defaults.max_tokens)
+            .unwrap_or(0)
+            .saturating_mul(choices);
         let host = b.authority();
         let target = Target {
             wire: self.wire,
@@ -192,6 +185,7 @@ impl Call {
         if !l.extra_payload.is_empty() {
             out.body = merge_payload(&out.body, l);
         }
+        self.account.request_tokens = request_tokens(&req, out.body.len());
         // OpenAI-compatible services may live under a prefix (`/openai/v1/chat/completions`):
         // the backend's url_pattern is the path then. Other wires compute theirs (model in path).
         let path = match self.wire {
@@ -214,7 +208,6 @@ impl Call {
             h.set_request_header(name, Some(value));
         }
         h.set_request_body(&out.body);
-        self.sent = true;
         Some(index)
     }
 
@@ -277,12 +270,10 @@ impl Call {
                 for ev in &self.events {
                     self.account.observe(ev, now_ms);
                     encoder.encode(ev, &mut out);
-                    self.governance.on_event(ev);
                 }
                 if end_of_stream {
                     encoder.finish(&mut out);
                     self.done = true;
-                    self.governance.finish_stream(h);
                 }
                 h.set_response_body(&out);
                 Action::Continue
@@ -309,21 +300,22 @@ impl Call {
             Ok(mut resp) => {
                 self.account.usage = resp.usage;
                 self.account.first_token_ms = Some(h.now_millis());
-                self.account.completion_bytes =
-                    text_len(resp.choices.iter().flat_map(|c| &c.message.content));
+                self.account.completion_bytes = resp
+                    .choices
+                    .iter()
+                    .map(|c| {
+                        let calls = c.message.tool_calls.iter();
+                        calls
+                            .map(|t| t.name.len().saturating_add(t.arguments.len()))
+                            .fold(text_len(&c.message.content), usize::saturating_add)
+                    })
+                    .fold(0, usize::saturating_add);
                 if resp.created == 0 {
                     resp.created = h.now_unix();
                 }
                 if resp.model.is_empty() {
                     resp.model = self.model.clone();
                 }
-                // governance: charge the client's token limit.
-                let used = resp.usage.map(|u| u.total()).unwrap_or(0);
-                crate::governance::ratelimit::charge_tokens(
-                    h,
-                    self.governance.charge.as_ref(),
-                    used,
-                );
                 // security (exfiltration guard, placeholder restore), then governance
                 // (structured output) on what the client would get.
                 match self.security.on_response(&mut resp) {
@@ -363,6 +355,23 @@ impl Call {
         self.status = status;
         self.done = true;
     }
+}
+
+/// The token estimate of a request as sent upstream: its translated body, with images
+/// counted by number rather than by the size of their data.
+fn request_tokens(req: &ChatRequest, body_bytes: usize) -> u64 {
+    let (images, image_bytes) = req
+        .messages
+        .iter()
+        .flat_map(|m| &m.content)
+        .filter_map(|p| match p {
+            Part::Image { url, .. } => Some(url.len()),
+            Part::Text(_) => None,
+        })
+        .fold((0usize, 0usize), |(n, bytes), len| {
+            (n.saturating_add(1), bytes.saturating_add(len))
+        });
+    crate::cost::estimate_request_tokens(body_bytes, images, image_bytes)
 }
 
 /// The text of an Envoy reply shaped by the bootstrap's `local_reply_config`

@@ -58,8 +58,10 @@ pub struct Flow {
     charge: Option<Charge>,
     /// The caller, for metrics (quota identity, else the `ai/usage` tenant header).
     tenant: String,
-    /// The upstream answered (only then is there something to account).
-    upstream_answered: bool,
+    /// A provider has the request: it was handed to Envoy for the upstream (an LLM call's
+    /// whole translated body) or sent as a failover callout. From then on the call is
+    /// charged, however it ends (an answer, a cut, the client hanging up).
+    sent: bool,
     /// Accounting is recorded once.
     recorded: bool,
     /// Rate-limit client and template inputs ([`crate::governance`]).
@@ -85,7 +87,7 @@ impl Flow {
             llm: None,
             charge: None,
             tenant: String::from("none"),
-            upstream_answered: false,
+            sent: false,
             recorded: false,
             gov: governance::State::default(),
             hold_body: false,
@@ -187,6 +189,7 @@ impl Flow {
                     governance::reply(h, ep.api, &d);
                     return Action::Pause;
                 }
+                self.sent = true;
                 return Action::Continue;
             }
             // Hold the headers (allow_on_headers_stop_iteration) until the body is checked:
@@ -194,6 +197,7 @@ impl Flow {
             self.hold_body = true;
             return Action::Pause;
         }
+        self.sent = true;
         Action::Continue
     }
 
@@ -238,14 +242,13 @@ impl Flow {
         let Some(backend) = call.on_request(h, ep, &body) else {
             return Action::Pause;
         };
-        let hint = call.reserve_hint;
-        let model = call.account.model.clone();
-        if !self.reserve(h, hint, &model) {
+        if !self.reserve(h) {
             self.replied = true;
             return Action::Pause;
         }
         self.backend = backend;
         route_to_backend(h, ep, backend);
+        self.sent = true;
         Action::Continue
     }
 
@@ -254,13 +257,9 @@ impl Flow {
     fn check_quota<H: Host>(&mut self, h: &mut H, ep: &Endpoint, params: &routing::Params) -> bool {
         let gw = Rc::clone(&self.gw);
         if let Some(th) = &gw.cost.usage.tenant_header {
-            if let Some(t) = h.request_header(th) {
-                // Never a credential as a metrics label.
-                self.tenant = if cost::is_credential_header(th) {
-                    cost::hashed_identity(&t)
-                } else {
-                    t
-                };
+            // Never a credential as a metrics label: the canonical identity (hashed).
+            if let Some(t) = h.request_header(th).map(|t| cost::header_identity(th, &t)) {
+                self.tenant = t;
             }
         }
         let Some(attach) = &ep.quota else {
@@ -295,32 +294,20 @@ impl Flow {
         true
     }
 
-    /// Pre-flight reservation of what an LLM call may use (`reserve: true`).
-    fn reserve<H: Host>(&mut self, h: &mut H, tokens: u64, model: &str) -> bool {
-        let Some(charge) = self.charge.as_mut().filter(|c| c.reserve) else {
+    /// Pre-flight reservation of what an LLM call may use ([`reserve_budget`]); false after
+    /// answering 429.
+    fn reserve<H: Host>(&mut self, h: &mut H) -> bool {
+        let Some(call) = &self.llm else {
             return true;
         };
-        let amount = match charge.weight {
-            cost::Weight::Requests => 0,
-            cost::Weight::Cost => {
-                let u = crate::providers::model::Usage {
-                    completion_tokens: tokens,
-                    ..Default::default()
-                };
-                self.gw.cost.usage.cost_micros(model, &u).unwrap_or(0)
+        match reserve_budget(h, &self.gw, self.charge.as_mut(), &call.account) {
+            Ok(()) => true,
+            Err((refusal, quiet)) => {
+                self.charge = None;
+                self.refuse(h, &refusal, quiet);
+                false
             }
-            _ => tokens,
-        };
-        let now = h.now_unix();
-        if let Err(refusal) = charge.precheck(h, now, amount) {
-            let quiet = !charge.headers;
-            self.charge = None;
-            self.refuse(h, &refusal, quiet);
-            return false;
         }
-        charge.add(h, now, amount as i64);
-        charge.reserved = amount;
-        true
     }
 
     fn refuse<H: Host>(&mut self, h: &mut H, refusal: &Refusal, quiet: bool) {
@@ -355,12 +342,13 @@ impl Flow {
         }
         self.recorded = true;
         let gw = Rc::clone(&self.gw);
-        if !self.upstream_answered {
-            // Answered by the gateway or never reached the provider: nothing was used;
-            // a reservation is given back.
+        if !self.sent {
+            // Answered by the gateway, or refused before any provider had the request (Envoy's
+            // 413 over its buffer limit, a client gone before its body was whole): nothing
+            // was used; a reservation is given back.
             if let Some(c) = self.charge.as_ref().filter(|c| c.reserved > 0) {
                 let now = h.now_unix();
-                c.add(h, now, -(c.reserved as i64));
+                c.settle(h, now, 0);
             }
             return;
         }
@@ -378,9 +366,12 @@ impl Flow {
                 .or_else(|| response_code(h)),
         }
         .unwrap_or(0);
+        let call = self.llm.as_ref();
         let outcome = account::Outcome {
-            account: self.llm.as_ref().map(|c| &c.account),
+            account: call.map(|c| &c.account),
+            ended: call.is_some_and(|c| c.done),
             charge: self.charge.as_ref(),
+            tokens: call.and_then(|c| c.governance.charge.as_ref()),
             tenant: &self.tenant,
             status,
             headers_open,
@@ -415,6 +406,7 @@ impl Flow {
                 return Action::Pause;
             }
         }
+        self.sent = true;
         Action::Continue
     }
 
@@ -453,13 +445,6 @@ impl Flow {
         if let Some(b) = backend {
             apply(h, Side::Response, &b.modifiers.response);
         }
-        // Envoy runs the gateway's own replies through these callbacks too: those of an
-        // LLM call (a bad request, an unknown model) are not provider answers, nor is an
-        // Envoy reply to a request that never went upstream (a body over the buffer limit).
-        self.upstream_answered = self
-            .llm
-            .as_ref()
-            .is_none_or(|c| c.sent && !c.answered_locally());
         let Some(call) = self.llm.as_mut() else {
             self.record(h, true);
             return Action::Continue;
@@ -494,6 +479,32 @@ impl Flow {
         }
         action
     }
+}
+
+/// Reserves what an LLM call may use on its budget (`reserve: true`), once per call: the
+/// request as sent and `max_tokens` of answer, weighed as the call will be. When it does not
+/// fit: the refusal, and whether quota headers are hidden.
+fn reserve_budget<H: Host>(
+    h: &mut H,
+    gw: &Gateway,
+    charge: Option<&mut Charge>,
+    account: &account::Account,
+) -> Result<(), (Refusal, bool)> {
+    let Some(charge) = charge.filter(|c| c.reserve && c.reserved == 0) else {
+        return Ok(());
+    };
+    let u = account.reservation();
+    let amount = match charge.weight {
+        cost::Weight::Requests => 0,
+        _ => charge.weigh(&u, gw.cost.usage.cost_micros(&account.model, &u)),
+    };
+    let now = h.now_unix();
+    charge
+        .precheck(h, now, amount)
+        .map_err(|refusal| (refusal, !charge.headers))?;
+    charge.add(h, now, cost::signed(amount));
+    charge.reserved = amount;
+    Ok(())
 }
 
 /// `10.0.0.1:5555` → `10.0.0.1`; `[::1]:5555` → `::1`.

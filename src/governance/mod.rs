@@ -5,8 +5,8 @@
 //!
 //! The filter calls in at fixed points: [`on_request_headers`] (fast refusals before the body
 //! is read), [`on_request_body`] (size, schema, template on the whole body), [`decorate`]
-//! (on the canonical LLM request) and [`CallHooks`] (on the LLM answer: token charging and
-//! response validation). Everything here is plain Rust over [`Host`].
+//! (on the canonical LLM request) and [`CallHooks`] (on the LLM answer: where its tokens are
+//! charged, and response validation). Everything here is plain Rust over [`Host`].
 
 pub mod ratelimit;
 pub mod routing;
@@ -16,7 +16,7 @@ pub mod validate;
 use crate::config::reader::{ConfigError, Obj, Result};
 use crate::config::Api;
 use crate::host::Host;
-use crate::providers::model::{ChatRequest, ChatResponse, Part, StreamEvent};
+use crate::providers::model::{ChatRequest, ChatResponse, Part};
 use crate::providers::openai::error_json;
 use crate::providers::FrontDoor;
 use crate::routing::Params;
@@ -347,10 +347,10 @@ pub fn decorate(p: &Policy, req: &mut ChatRequest) {
 /// What an LLM call does with its answer for governance.
 #[derive(Debug, Default)]
 pub struct CallHooks {
+    /// Where the call's tokens are charged (by the call's accounting, from its one usage
+    /// record, however the call ends).
     pub charge: Option<TokenCharge>,
     pub response_schema: Option<Rc<ResponseSchema>>,
-    /// Total tokens of the last usage event of a stream.
-    stream_tokens: u64,
 }
 
 impl CallHooks {
@@ -358,21 +358,7 @@ impl CallHooks {
         Self {
             charge: state.charge.clone(),
             response_schema: p.response_schema.clone(),
-            stream_tokens: 0,
         }
-    }
-
-    /// A stream event passed (usage events carry the running total).
-    pub fn on_event(&mut self, ev: &StreamEvent) {
-        if let StreamEvent::Usage(u) = ev {
-            self.stream_tokens = u.total();
-        }
-    }
-
-    /// The stream ended: charge its tokens.
-    pub fn finish_stream<H: Host + ?Sized>(&mut self, h: &mut H) {
-        let n = std::mem::take(&mut self.stream_tokens);
-        ratelimit::charge_tokens(h, self.charge.as_ref(), n);
     }
 
     /// Validates the assistant message of a non-streaming answer (parsed as JSON) against

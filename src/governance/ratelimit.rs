@@ -201,7 +201,10 @@ impl RateLimit {
                 .property(&["source", "address"])
                 .map(|a| strip_port(&String::from_utf8_lossy(&a)).to_string())
                 .unwrap_or_default(),
-            Strategy::Header => h.request_header(&self.key).unwrap_or_default(),
+            Strategy::Header => h
+                .request_header(&self.key)
+                .map(|v| crate::cost::header_identity(&self.key, &v))
+                .unwrap_or_default(),
             Strategy::Param => params
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(&self.key))
@@ -404,6 +407,16 @@ pub fn charge_tokens<H: Host + ?Sized>(h: &mut H, charge: Option<&TokenCharge>, 
             apply(h, &c.key, c.id, &c.bucket, Op::Charge(tokens as f64));
         }
     }
+}
+
+/// Tokens charged so far to a client's token bucket (tests: the bucket as last written).
+#[cfg(test)]
+pub(crate) fn charged<H: Host + ?Sized>(h: &H, c: &TokenCharge) -> f64 {
+    let (data, _) = h.shared_get(&c.key);
+    decode(data.as_deref())
+        .iter()
+        .find(|r| r.id == c.id)
+        .map_or(0.0, |r| c.bucket.capacity - r.tokens)
 }
 
 #[cfg(test)]

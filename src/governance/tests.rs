@@ -43,7 +43,8 @@ fn client_rate_limit_429_in_the_front_doors_shape() {
     let rl = json!({"qos/ratelimit/router": {"client_max_rate": 2, "every": "10s", "strategy": "header", "key": "Authorization"}});
     let gw = gateway(json!([llm_endpoint("/v1/messages", rl)]));
     let mut shared = None;
-    for (i, key) in ["Bearer a", "Bearer a", "Bearer a", "Bearer b"]
+    // One key in three spellings is one client (scheme case and spacing do not matter).
+    for (i, key) in ["Bearer a", "bearer a", "BEARER  a", "Bearer b"]
         .iter()
         .enumerate()
     {

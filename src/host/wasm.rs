@@ -215,7 +215,7 @@ impl Host for WasmHost {
         if let Some(id) = metric_id(MetricType::Counter, name) {
             warn_on_err(
                 "increment metric",
-                hostcalls::increment_metric(id, delta as i64),
+                hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX)),
             );
         }
     }

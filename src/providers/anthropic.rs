@@ -20,8 +20,8 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::json::{
-    as_arr, as_obj, as_str, at, cerr, excerpt, field, join, num, opt_bool, opt_f64, opt_str,
-    opt_u64, parse_body, req, req_str, type_name,
+    as_arr, as_obj, as_str, at, cerr, count, excerpt, field, join, num, opt_bool, opt_f64,
+    opt_max_tokens, opt_str, parse_body, req, req_str, type_name,
 };
 use super::model::{
     ChatRequest, ChatResponse, Choice, FinishReason, Message, Part, ProviderError, Role,
@@ -696,13 +696,13 @@ impl Decoder {
                 }
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                     // Cumulative counts; input fields appear here only in newer API versions.
-                    if u.get("input_tokens").is_some_and(Value::is_u64) {
+                    if u.get("input_tokens").and_then(count).is_some() {
                         let out_tokens = self.usage.completion_tokens;
                         self.usage = usage_from(u);
                         if u.get("output_tokens").is_none() {
                             self.usage.completion_tokens = out_tokens;
                         }
-                    } else if let Some(o) = u.get("output_tokens").and_then(Value::as_u64) {
+                    } else if let Some(o) = u.get("output_tokens").and_then(count) {
                         self.usage.completion_tokens = o;
                     }
                     out.push(StreamEvent::Usage(self.usage));
@@ -741,7 +741,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
         return Err(cerr("model", "must not be empty"));
     }
     r.max_tokens = Some(
-        opt_u64(&obj, "max_tokens", "")?
+        opt_max_tokens(&obj, "max_tokens", "")?
             .ok_or_else(|| cerr("max_tokens", "missing required field"))?,
     );
     let messages = as_arr(req(&obj, "messages", "")?, "messages")?;

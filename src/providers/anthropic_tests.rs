@@ -639,6 +639,8 @@ fn front_door_rejects_with_precise_messages() {
         (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"tool_choice":{"type":"tool"}}"#, "tool_choice.name: missing required field"),
         (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"tool_choice":{"type":"all"}}"#, "tool_choice.type: unknown tool choice type \"all\" (expected auto, any, tool or none)"),
         (r#"{"model":"m","max_tokens":"5","messages":[{"role":"user","content":"hi"}]}"#, "max_tokens: expected a non-negative integer, got a string"),
+        (r#"{"model":"m","max_tokens":18446744073709551615,"messages":[{"role":"user","content":"hi"}]}"#, "max_tokens: 18446744073709551615 is more than any model allows (at most 2147483647)"),
+        (r#"{"model":"m","max_tokens":2147483648,"messages":[{"role":"user","content":"hi"}]}"#, "max_tokens: 2147483648 is more than any model allows (at most 2147483647)"),
     ];
     for (body, msg) in cases {
         assert_eq!(

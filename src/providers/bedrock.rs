@@ -20,6 +20,7 @@
 use serde_json::{json, Map, Value};
 
 use super::eventstream::{self, FrameError};
+use super::json::num;
 use super::model::{
     Choice, FinishReason, Message, Part, Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
@@ -291,10 +292,12 @@ pub fn finish_reason(reason: &str) -> FinishReason {
 /// Bedrock's `inputTokens` excludes cache reads and writes; the canonical prompt count
 /// includes them, with the reads as `cached_tokens`.
 fn usage_of(u: &Value) -> Usage {
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let n = |k: &str| num(u.get(k));
     let cached = n("cacheReadInputTokens");
     Usage {
-        prompt_tokens: n("inputTokens") + cached + n("cacheWriteInputTokens"),
+        prompt_tokens: n("inputTokens")
+            .saturating_add(cached)
+            .saturating_add(n("cacheWriteInputTokens")),
         completion_tokens: n("outputTokens"),
         cached_tokens: cached,
         reasoning_tokens: 0,

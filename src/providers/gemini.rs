@@ -17,6 +17,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::json::num;
 use super::model::{
     Choice, FinishReason, Message, Part, Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
@@ -387,11 +388,11 @@ pub fn finish_reason(reason: &str, had_call: bool) -> FinishReason {
 
 fn usage_of(v: &Value) -> Option<Usage> {
     let u = v.get("usageMetadata")?;
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let n = |k: &str| num(u.get(k));
     let thoughts = n("thoughtsTokenCount");
     Some(Usage {
-        prompt_tokens: n("promptTokenCount") + n("toolUsePromptTokenCount"),
-        completion_tokens: n("candidatesTokenCount") + thoughts,
+        prompt_tokens: n("promptTokenCount").saturating_add(n("toolUsePromptTokenCount")),
+        completion_tokens: n("candidatesTokenCount").saturating_add(thoughts),
         cached_tokens: n("cachedContentTokenCount"),
         reasoning_tokens: thoughts,
     })

@@ -155,7 +155,32 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ClientError>
 
 /// Non-negative integer from provider JSON, 0 when absent or malformed (lenient on output).
 pub(crate) fn num(v: Option<&Value>) -> u64 {
-    v.and_then(Value::as_u64).unwrap_or(0)
+    v.and_then(count).unwrap_or(0)
+}
+
+/// A count (tokens) from provider JSON: an integer, or a number past u64 (serde_json reads
+/// those as floats: `1e30`, `18446744073709551616`) saturated to `u64::MAX`, never wrapped or
+/// dropped to 0. Negative or non-numbers are no count.
+pub(crate) fn count(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+}
+
+/// `max_tokens`-like field of a client request: a non-negative integer up to
+/// [`MAX_TOKENS`](super::model::MAX_TOKENS).
+pub(crate) fn opt_max_tokens(
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<u64>, ClientError> {
+    let max = super::model::MAX_TOKENS;
+    match opt_u64(obj, key, path)? {
+        Some(n) if n > max => Err(cerr(
+            &join(path, key),
+            format!("{n} is more than any model allows (at most {max})"),
+        )),
+        other => Ok(other),
+    }
 }
 
 /// Lossy, bounded excerpt of a provider body for error messages.
@@ -167,4 +192,77 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::providers::{decode_response, stream_decoder, Wire};
+
+    #[test]
+    fn counts_past_u64_saturate_and_never_wrap() {
+        let v = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        assert_eq!(num(Some(&v("18446744073709551615"))), u64::MAX);
+        assert_eq!(num(Some(&v("18446744073709551616"))), u64::MAX);
+        assert_eq!(num(Some(&v("1e30"))), u64::MAX);
+        assert_eq!(num(Some(&v("12"))), 12);
+        assert_eq!(num(Some(&v("-5"))), 0);
+        assert_eq!(num(Some(&v("\"7\""))), 0);
+        assert_eq!(num(None), 0);
+    }
+
+    #[test]
+    fn provider_usage_past_u64_saturates_on_every_wire() {
+        let h = "18446744073709551616"; // u64::MAX + 1: serde_json reads a float
+        let m = "18446744073709551615";
+        let answers = [
+            (
+                Wire::OpenAi,
+                format!(
+                    r#"{{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"a"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{h},"completion_tokens":{m}}}}}"#
+                ),
+            ),
+            (
+                Wire::Anthropic,
+                format!(
+                    r#"{{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{{"type":"text","text":"a"}}],"stop_reason":"end_turn","usage":{{"input_tokens":{h},"cache_read_input_tokens":{m},"output_tokens":{m}}}}}"#
+                ),
+            ),
+            (
+                Wire::Gemini,
+                format!(
+                    r#"{{"candidates":[{{"content":{{"role":"model","parts":[{{"text":"a"}}]}},"finishReason":"STOP"}}],"usageMetadata":{{"promptTokenCount":{h},"toolUsePromptTokenCount":{m},"candidatesTokenCount":{m},"thoughtsTokenCount":{m}}}}}"#
+                ),
+            ),
+            (
+                Wire::Bedrock,
+                format!(
+                    r#"{{"output":{{"message":{{"role":"assistant","content":[{{"text":"a"}}]}}}},"stopReason":"end_turn","usage":{{"inputTokens":{h},"cacheReadInputTokens":{m},"outputTokens":{m}}}}}"#
+                ),
+            ),
+        ];
+        for (wire, body) in answers {
+            let u = decode_response(wire, 200, body.as_bytes())
+                .unwrap()
+                .usage
+                .unwrap();
+            assert_eq!(
+                (u.prompt_tokens, u.completion_tokens),
+                (u64::MAX, u64::MAX),
+                "{wire:?}"
+            );
+            assert_eq!(u.total(), u64::MAX, "{wire:?}");
+        }
+        // Anthropic's streamed usage too.
+        let mut d = stream_decoder(Wire::Anthropic);
+        let mut out = Vec::new();
+        let sse = format!("event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"m\",\"model\":\"m\",\"usage\":{{\"input_tokens\":5,\"output_tokens\":1}}}}}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"output_tokens\":{h}}}}}\n\n");
+        d.feed(sse.as_bytes(), &mut out);
+        let last = out.iter().rev().find_map(|e| match e {
+            crate::providers::model::StreamEvent::Usage(u) => Some(*u),
+            _ => None,
+        });
+        assert_eq!(last.unwrap().completion_tokens, u64::MAX);
+    }
 }

@@ -78,6 +78,12 @@ pub enum ToolChoice {
     Function(String),
 }
 
+/// The largest `max_tokens` accepted, from clients and in backend defaults: providers type
+/// the field as a 32-bit signed integer (Gemini's `maxOutputTokens`, Bedrock's `maxTokens`),
+/// and no model's output limit comes near it. Larger values are refused (400), so that
+/// reservations and estimates built on it stay far from u64 limits.
+pub const MAX_TOKENS: u64 = i32::MAX as u64;
+
 /// A chat request in canonical form.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChatRequest {
@@ -90,7 +96,8 @@ pub struct ChatRequest {
     pub response_format: Option<Value>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
-    /// `max_tokens` or `max_completion_tokens`, whichever the client sent.
+    /// `max_tokens` or `max_completion_tokens`, whichever the client sent (at most
+    /// [`MAX_TOKENS`]).
     pub max_tokens: Option<u64>,
     pub stop: Vec<String>,
     pub n: Option<u32>,
@@ -135,8 +142,9 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Prompt + completion (saturating: the counts are the provider's).
     pub fn total(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 }
 

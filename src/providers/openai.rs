@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::json::{
     as_arr, as_obj, as_str, at, cerr, excerpt, field, join, num, opt_bool, opt_f64, opt_i64,
-    opt_str, opt_u64, parse_body, req, req_str,
+    opt_max_tokens, opt_str, opt_u64, parse_body, req, req_str,
 };
 use super::model::{
     ChatRequest, ChatResponse, Choice, FinishReason, Message, Part, ProviderError, Role,
@@ -89,8 +89,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
     }
     req.temperature = opt_f64(&obj, "temperature", "")?;
     req.top_p = opt_f64(&obj, "top_p", "")?;
-    let max_tokens = opt_u64(&obj, "max_tokens", "")?;
-    let max_completion = opt_u64(&obj, "max_completion_tokens", "")?;
+    let max_tokens = opt_max_tokens(&obj, "max_tokens", "")?;
+    let max_completion = opt_max_tokens(&obj, "max_completion_tokens", "")?;
     req.max_tokens = max_completion.or(max_tokens);
     if let Some(stop) = field(&obj, "stop") {
         req.stop = match stop {

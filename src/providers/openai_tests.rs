@@ -126,6 +126,21 @@ fn rejects_bad_requests_with_precise_messages() {
         (r#"{"model":"m"}"#, "messages: missing required field", Some("messages")),
         (r#"{"model":"m","messages":[]}"#, "messages: must contain at least one message", Some("messages")),
         (r#"{"model":3,"messages":[]}"#, "model: expected a string, got a number", Some("model")),
+        (
+            r#"{"model":"m","max_tokens":18446744073709551615,"messages":[{"role":"user","content":"a"}]}"#,
+            "max_tokens: 18446744073709551615 is more than any model allows (at most 2147483647)",
+            Some("max_tokens"),
+        ),
+        (
+            r#"{"model":"m","max_completion_tokens":2147483648,"messages":[{"role":"user","content":"a"}]}"#,
+            "max_completion_tokens: 2147483648 is more than any model allows (at most 2147483647)",
+            Some("max_completion_tokens"),
+        ),
+        (
+            r#"{"model":"m","max_tokens":18446744073709551616,"messages":[{"role":"user","content":"a"}]}"#,
+            "max_tokens: expected a non-negative integer, got a number",
+            Some("max_tokens"),
+        ),
         (r#"[1]"#, "request body must be a JSON object, got an array", None),
         (
             r#"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"user","content":[{"type":"foo"}]}]}"#,
