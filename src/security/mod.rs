@@ -9,3 +9,5 @@ pub mod detect;
 pub mod exfil;
 pub mod guard;
 pub mod pii;
+pub mod reach;
+pub mod unescape;
