@@ -284,6 +284,7 @@ impl Call {
                     self.done = true;
                     self.governance.finish_stream(h);
                 }
+                let out = self.security.scrub_stream(out, end_of_stream);
                 h.set_response_body(&out);
                 Action::Continue
             }
@@ -357,6 +358,7 @@ impl Call {
                 (e.status, self.front.error_body(&upstream_error(e)))
             }
         };
+        let out = self.security.scrub_answer(out);
         h.set_response_header(":status", Some(&status.to_string()));
         h.set_response_header("content-type", Some("application/json"));
         h.set_response_body(&out);

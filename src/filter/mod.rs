@@ -74,6 +74,8 @@ pub struct Flow {
     awaiting_fallback: bool,
     /// The gateway answered the client itself (its reply passes the response callbacks too).
     replied: bool,
+    /// A plain endpoint's answer scrubbed of secrets its backend was sent (security).
+    body_scrub: Option<security::BodyScrub>,
 }
 
 impl Flow {
@@ -93,6 +95,7 @@ impl Flow {
             stream_fallback: None,
             awaiting_fallback: false,
             replied: false,
+            body_scrub: None,
         }
     }
 
@@ -453,6 +456,11 @@ impl Flow {
         if let Some(b) = backend {
             apply(h, Side::Response, &b.modifiers.response);
         }
+        // security: a provider may echo the secrets it was sent (headers, bodies).
+        security::scrub_headers(h, &ep.security.secrets);
+        if self.llm.is_none() && ep.security.upstream_secret && !end_of_stream {
+            self.body_scrub = Some(security::BodyScrub::default());
+        }
         // Envoy runs the gateway's own replies through these callbacks too: those of an
         // LLM call (a bad request, an unknown model) are not provider answers, nor is an
         // Envoy reply to a request that never went upstream (a body over the buffer limit).
@@ -485,6 +493,11 @@ impl Flow {
             return Action::Continue; // the gateway's own answer, already final
         }
         let Some(call) = self.llm.as_mut() else {
+            let gw = Rc::clone(&self.gw);
+            let ep = self.endpoint.and_then(|i| gw.endpoints.get(i));
+            if let (Some(scrub), Some(ep)) = (self.body_scrub.as_mut(), ep) {
+                scrub.chunk(h, &ep.security.secrets, size, end_of_stream);
+            }
             return Action::Continue;
         };
         let action = call.on_response_body(h, size, end_of_stream);

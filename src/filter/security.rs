@@ -14,6 +14,7 @@ use crate::security::exfil::{Blocked, Exfil, Scanner};
 use crate::security::guard::{GuardError, PromptGuard};
 use crate::security::pii::{Masking, Pii, PiiAction, Restorer};
 use crate::security::reach::{self, joined, splice};
+use crate::security::secrets::{Mask, Scrubber, Secrets};
 use crate::security::unescape::Unescape;
 use std::rc::Rc;
 
@@ -96,6 +97,45 @@ pub fn authenticate<H: Host>(h: &mut H, ep: &Endpoint, query: Option<&str>) -> R
     Ok(auth)
 }
 
+/// Response headers without the gateway's secrets: a header holding one gets it replaced
+/// (every value of that name is rewritten, duplicates kept).
+pub fn scrub_headers<H: Host>(h: &mut H, secrets: &Secrets) {
+    if secrets.is_empty() {
+        return;
+    }
+    let headers = h.response_headers();
+    let mut names: Vec<&str> = Vec::new();
+    for (k, v) in &headers {
+        if !k.starts_with(':') && !names.contains(&k.as_str()) && secrets.any_in(v.as_bytes()) {
+            names.push(k);
+        }
+    }
+    for name in names {
+        h.set_response_header(name, None);
+        for (_, v) in headers.iter().filter(|(k, _)| k == name) {
+            h.add_response_header(name, &secrets.scrub_text(v).unwrap_or_else(|| v.clone()));
+        }
+    }
+}
+
+/// A plain endpoint's response body on its way to the client, when its backend is sent a
+/// secret: the secret is masked with as many bytes (the announced length stays right).
+#[derive(Default)]
+pub struct BodyScrub(Scrubber);
+
+impl BodyScrub {
+    pub fn chunk<H: Host>(&mut self, h: &mut H, secrets: &Secrets, size: usize, end: bool) {
+        let chunk = h.response_body(size).unwrap_or_default();
+        let mut out = self.0.push(secrets, &chunk, Mask::SameLength);
+        if end {
+            out.extend(self.0.finish());
+        }
+        if out != chunk {
+            h.set_response_body(&out);
+        }
+    }
+}
+
 /// Stream state of one choice.
 #[derive(Default)]
 struct ChoiceText {
@@ -134,6 +174,10 @@ pub struct CallSecurity {
     calls: Vec<((u32, u32), CallText)>,
     /// The stream was stopped: everything after is dropped.
     blocked: bool,
+    /// The gateway's secrets, scrubbed from everything the client gets.
+    secrets: Rc<Secrets>,
+    /// A streamed answer's bytes on their way to the client.
+    scrubber: Scrubber,
 }
 
 /// The text of a message's parts, as the provider reads it.
@@ -162,8 +206,27 @@ impl CallSecurity {
             pii: sec.pii.clone(),
             exfil: sec.exfil.clone(),
             guard: sec.guard.clone(),
+            secrets: Rc::clone(&sec.secrets),
             ..Self::default()
         }
+    }
+
+    /// A whole answer for the client (translated JSON or an error), without the
+    /// gateway's secrets (a provider may echo the key it was sent).
+    pub fn scrub_answer(&self, body: Vec<u8>) -> Vec<u8> {
+        self.secrets.scrub(&body, Mask::Redacted).unwrap_or(body)
+    }
+
+    /// The next bytes of a streamed answer for the client, without the gateway's secrets.
+    pub fn scrub_stream(&mut self, chunk: Vec<u8>, end_of_stream: bool) -> Vec<u8> {
+        if self.secrets.is_empty() {
+            return chunk;
+        }
+        let mut out = self.scrubber.push(&self.secrets, &chunk, Mask::Redacted);
+        if end_of_stream {
+            out.extend(self.scrubber.finish());
+        }
+        out
     }
 
     /// The parsed request, before translation: prompt guard, then PII masking, over every

@@ -10,4 +10,5 @@ pub mod exfil;
 pub mod guard;
 pub mod pii;
 pub mod reach;
+pub mod secrets;
 pub mod unescape;

@@ -76,7 +76,7 @@ pub fn splice(parts: &mut [&mut String], edits: &[Edit]) {
 }
 
 /// The text parts of a message list, in order (images skipped).
-fn text_parts<'a>(messages: &'a mut [Message]) -> Vec<&'a mut String> {
+fn text_parts(messages: &mut [Message]) -> Vec<&mut String> {
     messages
         .iter_mut()
         .flat_map(|m| m.content.iter_mut())

@@ -251,3 +251,132 @@ class TestExfilReach:
             r = post(exfil_gw, "/v1/chat/completions", {**body, "stream": True}, {**h, "x-mock-chunks": str(chunks)})
             _, calls = openai_stream(r.text)
             assert json.loads(calls[0]["arguments"]) == {"token": "[REDACTED]"}, (chunks, calls)
+
+
+# --- Item 16: configured secrets never leave in answers or logs -----------------------------
+
+PROVIDER_KEY = "sk-provider-secret-0123456789abcdef"
+PLAIN_KEY = "plain-upstream-token-0123456789"
+CLIENT_KEY = "tg-client-key-0123456789"
+ADMIN_KEY = "tg-admin-key-0123456789"
+ALL_SECRETS = (PROVIDER_KEY, PLAIN_KEY, CLIENT_KEY, ADMIN_KEY)
+
+
+def steered(backend: dict, headers: dict) -> dict:
+    mods = [{"header.Modifier": {"scope": ["request"], "name": k, "value": v}} for k, v in headers.items()]
+    return {**backend, "extra_config": {**backend["extra_config"],
+                                        "modifier/martian": {"fifo.Group": {"scope": ["request"], "modifiers": mods}}}}
+
+
+@pytest.fixture(scope="module")
+def secrets_gw(mock):
+    key = '{{ env "ATTACK_PROVIDER_KEY" }}'
+    openai = {"host": [mock.url], "url_pattern": "/v1/chat/completions",
+              "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": key}}}}}
+    anthropic = {"host": [mock.url], "url_pattern": "/v1/messages",
+                 "extra_config": {"ai/llm": {"anthropic": {"v1": {"credentials": key}}}}}
+    cfg = {
+        "version": 3,
+        "extra_config": {"auth/api-keys": {"keys": [
+            {"key": '{{ env "ATTACK_CLIENT_KEY" }}', "roles": ["user"]},
+            {"key": ADMIN_KEY, "roles": ["admin"]}]}},
+        "endpoints": [
+            {"endpoint": "/v1/chat/completions", "method": "POST", "backend": [openai]},
+            {"endpoint": "/v1/messages", "method": "POST", "backend": [anthropic]},
+            # Failover attempts are callouts: they carry the backends' modifiers, not the
+            # client's headers, so the mock is steered by modifiers here.
+            {"endpoint": "/failover/v1/chat/completions", "method": "POST",
+             "backend": [steered(openai, {"x-mock-status": "503"}),
+                         steered(openai, {"x-mock-status": "401", "x-mock-echo-key": "1"})],
+             "extra_config": {"ai/routing": {"failover": True}}},
+            {"endpoint": "/failover-ok/v1/chat/completions", "method": "POST",
+             "backend": [steered(openai, {"x-mock-status": "503"}), steered(openai, {"x-mock-echo-key": "1"})],
+             "extra_config": {"ai/routing": {"failover": True}}},
+            {"endpoint": "/plain", "method": "POST", "backend": [{
+                "host": [mock.url], "url_pattern": "/v1/chat/completions",
+                "extra_config": {"modifier/martian": {"header.Modifier": {
+                    "scope": ["request"], "name": "Authorization",
+                    "value": 'Bearer {{ env "ATTACK_PLAIN_KEY" }}'}}}}]},
+            {"endpoint": "/q/chat", "method": "POST", "backend": [openai],
+             "extra_config": {"auth/api-keys": {"roles": ["admin"], "strategy": "query_string", "identifier": "key"}}},
+        ],
+    }
+    e = Envoy(cfg, env={"ATTACK_PROVIDER_KEY": PROVIDER_KEY, "ATTACK_PLAIN_KEY": PLAIN_KEY,
+                        "ATTACK_CLIENT_KEY": CLIENT_KEY}).wait_ready()
+    yield e
+    e.stop()
+
+
+def leaks(r: httpx.Response) -> list[str]:
+    seen = r.text + json.dumps(dict(r.headers))
+    return [k for k in (PROVIDER_KEY, PLAIN_KEY) if k in seen]
+
+
+ECHO = {"x-mock-echo-key": "1"}
+ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+ASK_ANTHROPIC = {"model": "m", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+
+
+class TestSecrets:
+    """A provider that echoes the credential the gateway sent it (in an error message, in a
+    response header) never hands it to the client: both front doors, JSON and streams,
+    failover replies, plain endpoints (same length: content-length stays right). A client
+    key in the query string never reaches the access log, nor any secret Envoy's log."""
+
+    def test_provider_echo_in_error_body_and_headers(self, secrets_gw, fresh_mock):
+        for stream in (False, True):
+            for status in ("401", "403", "400", "500"):
+                h = {**ECHO, "x-mock-status": status}
+                r = post(secrets_gw, "/v1/chat/completions", {**ASK, "stream": stream}, h)
+                assert r.status_code >= 400 and not leaks(r), (stream, status, r.text, r.headers)
+                assert "[REDACTED]" in r.text and r.headers["x-echo-credential"] == "Bearer [REDACTED]"
+                r = post(secrets_gw, "/v1/messages", {**ASK_ANTHROPIC, "stream": stream}, h)
+                assert r.status_code >= 400 and not leaks(r), (stream, status, r.text, r.headers)
+                assert r.json()["type"] == "error" and r.headers["x-echo-credential"] == "[REDACTED]"
+        # Successful answers: the echoing header, and a key in the answer text.
+        for stream in (False, True):
+            r = post(secrets_gw, "/v1/chat/completions", {**ASK, "stream": stream},
+                     {**ECHO, "x-mock-text": f"your key is {PROVIDER_KEY}", "x-mock-chunks": "1"})
+            assert r.status_code == 200 and not leaks(r), r.text
+            assert "your key is [REDACTED]" in r.text
+        assert fresh_mock.last()["headers"].count(["authorization", f"Bearer {PROVIDER_KEY}"]) == 1
+
+    def test_failover_reply_is_scrubbed(self, secrets_gw, fresh_mock):
+        r = post(secrets_gw, "/failover/v1/chat/completions", ASK)
+        assert r.status_code == 502 and not leaks(r), (r.text, r.headers)
+        assert r.headers["x-echo-credential"] == "Bearer [REDACTED]" and "[REDACTED]" in r.text
+        r = post(secrets_gw, "/failover-ok/v1/chat/completions", ASK)
+        assert r.status_code == 200 and not leaks(r), (r.text, r.headers)
+        assert r.headers["x-echo-credential"] == "Bearer [REDACTED]"
+        assert len(fresh_mock.requests()) == 4
+
+    def test_plain_endpoint_echo_is_masked_keeping_the_length(self, secrets_gw, fresh_mock):
+        r = post(secrets_gw, "/plain", ASK, {**ECHO, "x-mock-status": "401"})
+        assert r.status_code == 401 and not leaks(r), (r.text, r.headers)
+        assert r.json()["error"]["message"].endswith("Bearer [REDACTED]*********************")
+        for stream in (False, True):
+            r = post(secrets_gw, "/plain", {**ASK, "stream": stream},
+                     {**ECHO, "x-mock-text": f"token {PLAIN_KEY}!", "x-mock-chunks": "1"})
+            assert r.status_code == 200 and not leaks(r), (r.text, r.headers)
+            assert "token [REDACTED]" in r.text
+        assert header(fresh_mock.last(), "authorization") == [f"Bearer {PLAIN_KEY}"]
+
+    def test_query_string_key_never_in_the_access_log(self, secrets_gw, fresh_mock):
+        # 401 (unknown key), 403 (a real key without the role), 200 (the right key).
+        for key, status in ((CLIENT_KEY + "x", 401), (CLIENT_KEY, 403), (ADMIN_KEY, 200)):
+            r = post(secrets_gw, f"/q/chat?trace=1&key={key}", ASK)
+            assert r.status_code == status, r.text
+        deadline = time.time() + 10
+        while secrets_gw.access_log().count('"POST /q/chat"') < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        log = secrets_gw.access_log()
+        assert log.count('"POST /q/chat"') >= 2, log
+        for k in (CLIENT_KEY, ADMIN_KEY):
+            assert k not in log, log
+
+    def test_no_secret_in_envoys_log(self, secrets_gw):
+        """Runs after the others of this class: Envoy's own log (info, filter at info)."""
+        log = secrets_gw.log()
+        assert "tollgate" in log
+        for k in ALL_SECRETS:
+            assert k not in log, k
