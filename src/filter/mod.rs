@@ -345,7 +345,8 @@ impl Flow {
                     headers.push(("x-quota-limit", limit.as_str()));
                     headers.push(("x-quota-remaining", "0"));
                 }
-                h.counter_add(cost_rejected_metric(&self.tenant).as_str(), 1);
+                let tenant = account::tenant_label(h, &self.gw, &self.tenant);
+                h.counter_add(cost_rejected_metric(&tenant).as_str(), 1);
                 reply_error(h, ErrorKind::QuotaExceeded, &msg, &headers);
             }
         }

@@ -391,3 +391,53 @@ fn an_llm_provider_echoing_the_gateways_key_is_scrubbed_in_every_answer() {
         "{text}"
     );
 }
+
+// --- Metric labels come from bounded sets (observe) ----------------------------------------
+
+#[test]
+fn metric_labels_are_configured_models_and_capped_tenants() {
+    let doc = json!({"version": 3,
+        "extra_config": {"ai/usage": {"tenant_header": "x-tenant", "max_tenant_labels": 2}},
+        "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST", "backend": [
+            {"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions",
+             "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": "sk-x", "aliases": ["fast"], "default": true}}}}}]}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap());
+    let shared = crate::host::mock::SharedStore::default();
+    let mut names = std::collections::BTreeSet::new();
+    for i in 0..50 {
+        let model = if i % 2 == 0 {
+            "fast".to_string()
+        } else {
+            format!("random-{i}")
+        };
+        let body =
+            json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+        let tenant = format!("tenant-{i}");
+        let mut flow = Flow::new(Rc::clone(&gw));
+        let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-tenant", &tenant)])
+            .with_body(body.as_bytes());
+        h.shared = Rc::clone(&shared);
+        flow.on_request_headers(&mut h, false);
+        flow.on_request_body(&mut h, body.len(), true);
+        let answer = br#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+        let mut h =
+            h.with_response_headers(&[(":status", "200"), ("content-type", "application/json")]);
+        flow.on_response_headers(&mut h, false);
+        h.response_chunk = answer.to_vec();
+        flow.on_response_body(&mut h, answer.len(), true);
+        names.extend(h.counters.keys().cloned());
+        names.extend(h.histograms.keys().cloned());
+    }
+    let values = |label: &str| -> std::collections::BTreeSet<String> {
+        names
+            .iter()
+            .filter_map(|n| n.split(&format!(".{label}.")).nth(1))
+            .map(|rest| rest.split('.').next().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(values("model"), ["fast", "other"].map(String::from).into());
+    assert_eq!(
+        values("tenant"),
+        ["other", "tenant-0", "tenant-1"].map(String::from).into()
+    );
+}

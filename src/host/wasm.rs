@@ -329,6 +329,7 @@ impl RootContext for Root {
                 // Budget counters and rate-limit buckets live in shared data under keys
                 // created here, before traffic (see cost::store for why).
                 crate::cost::store::init(&mut WasmHost::default());
+                crate::observe::init(&mut WasmHost::default());
                 crate::governance::init_shared(&mut WasmHost::default(), &gw.endpoints);
                 self.gateway = Some(Rc::new(gw));
                 true

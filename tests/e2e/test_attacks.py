@@ -380,3 +380,74 @@ class TestSecrets:
         assert "tollgate" in log
         for k in ALL_SECRETS:
             assert k not in log, k
+
+
+# --- Item 17: metric labels are bounded ------------------------------------------------------
+
+MAX_TENANTS = 5
+
+
+@pytest.fixture(scope="module")
+def metrics_gw(mock):
+    backend = [{"host": [mock.url], "url_pattern": "/v1/chat/completions",
+                "extra_config": {"ai/llm": {"openai": {"v1": {
+                    "credentials": "sk-provider-metrics-0123456789", "aliases": ["fast"], "default": True}}}}}]
+    cfg = {
+        "version": 3,
+        "extra_config": {
+            "ai/usage": {"tenant_header": "x-tenant", "max_tenant_labels": MAX_TENANTS},
+            "governance/processors": {"quotas": [{"name": "q", "connection_name": "none", "rules": [
+                {"name": "tiny", "limits": [{"amount": 1, "unit": "day"}]}]}]},
+        },
+        "endpoints": [
+            {"endpoint": "/v1/chat/completions", "method": "POST", "backend": backend},
+            {"endpoint": "/quota/v1/chat/completions", "method": "POST", "backend": backend,
+             "extra_config": {"governance/quota": {"quota_name": "q", "tier_key": "X-Plan", "tiers": [
+                 {"rule_name": "tiny", "tier_value_as": "*", "strategy": "header", "key": "X-Tenant"}]}}},
+        ],
+    }
+    e = Envoy(cfg).wait_ready()
+    yield e
+    e.stop()
+
+
+def tollgate_series(stats: str) -> list[str]:
+    return [line for line in stats.splitlines() if line.startswith("tollgate_")]
+
+
+def label_values(series: list[str], label: str) -> set[str]:
+    return {m.group(1) for line in series if (m := re.search(label + r'="([^"]*)"', line))}
+
+
+class TestMetricCardinality:
+    """Clients choose model names (a pass-through backend takes any) and tenant values:
+    each new value would be a new Envoy stat for the life of the process. Labels come from
+    bounded sets: configured models and aliases, else `other`; the first MAX_TENANTS
+    tenants, else `other` (quota rejections too). 300 distinct values add no series once
+    the sets are full."""
+
+    def send(self, gw, start: int, n: int):
+        with httpx.Client(timeout=30) as c:
+            for i in range(start, start + n):
+                model = "fast" if i % 3 == 0 else f"model-{i}"
+                body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+                h = {"x-tenant": f"tenant-{i}", "x-mock-no-record": "1"}
+                assert c.post(f"{gw.url}/v1/chat/completions", json=body, headers=h).status_code == 200
+                # A quota of 1 per tenant per day: the first call passes, the second is a 429.
+                for want in (200, 429):
+                    r = c.post(f"{gw.url}/quota/v1/chat/completions", json=body, headers=h)
+                    assert r.status_code == want, r.text
+
+    def test_labels_stay_bounded_under_300_distinct_values(self, metrics_gw):
+        self.send(metrics_gw, 0, 30)
+        early = tollgate_series(metrics_gw.stats())
+        self.send(metrics_gw, 30, 270)
+        stats = metrics_gw.stats()
+        late = tollgate_series(stats)
+        assert label_values(late, "model") == {"fast", "other"}, label_values(late, "model")
+        tenants = label_values(late, "tenant")
+        assert len(tenants - {"other"}) == MAX_TENANTS and "other" in tenants, tenants
+        rejected = [s for s in late if s.startswith("tollgate_quota_rejected_total")]
+        assert label_values(rejected, "tenant") <= tenants and len(rejected) <= MAX_TENANTS + 1, rejected
+        assert len(late) == len(early), (len(early), len(late))
+        assert not [s for s in stats.splitlines() if "model-2" in s or "tenant-29" in s]
