@@ -181,6 +181,11 @@ impl Flow {
         if let Some(m) = &b.method {
             h.set_request_header(":method", Some(m));
         }
+        if ep.security.upstream_secret {
+            // security: the answer is scrubbed of the secret the backend is sent, which
+            // needs it uncompressed.
+            h.set_request_header("accept-encoding", None);
+        }
         route_to_backend(h, ep, 0);
         if ep.governance.needs_body() {
             if end_of_stream {

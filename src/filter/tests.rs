@@ -297,8 +297,10 @@ fn flow_timing() {
 fn a_plain_backend_echoing_its_secret_is_scrubbed_in_headers_and_body() {
     // gateway(): the backend of /llm/{provider}/chat is sent `Bearer {{ env "KEY" }}`.
     let mut flow = Flow::new(gateway());
-    let mut h = MockHost::request("POST", "/llm/openai/chat", &[]);
+    let mut h = MockHost::request("POST", "/llm/openai/chat", &[("accept-encoding", "gzip")]);
     flow.on_request_headers(&mut h, false);
+    // A compressed answer could not be scrubbed.
+    assert!(h.request_values("accept-encoding").is_empty());
     let mut h = h.with_response_headers(&[
         (":status", "401"),
         ("x-echo", "Bearer sk-provider"),
