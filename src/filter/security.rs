@@ -352,25 +352,19 @@ impl CallSecurity {
                             out.push(StreamEvent::Text { index, text: t });
                         }
                     }
-                    StreamEvent::ToolCallStart {
-                        index,
-                        call,
-                        id,
-                        name,
-                    } => {
+                    StreamEvent::ToolCallStart { index, .. } => {
                         // Held arguments of the previous call go first (block order).
                         self.flush_args(index, &mut out)?;
                         // A name comes whole in its event: scanned as it is.
-                        let name = match &self.exfil {
-                            Some(ex) => ex.scan(&name)?.unwrap_or(name),
-                            None => name,
-                        };
-                        out.push(StreamEvent::ToolCallStart {
-                            index,
-                            call,
-                            id,
-                            name,
-                        });
+                        let mut ev = ev;
+                        if let (StreamEvent::ToolCallStart { name, .. }, Some(ex)) =
+                            (&mut ev, &self.exfil)
+                        {
+                            if let Some(clean) = ex.scan(name)? {
+                                *name = clean;
+                            }
+                        }
+                        out.push(ev);
                     }
                     StreamEvent::ToolCallArgs {
                         index,
@@ -564,6 +558,32 @@ mod tests {
             .collect()
     }
 
+    /// A one-choice answer: text parts and one tool call (name, arguments).
+    fn answer(parts: &[&str], call: (&str, &str)) -> ChatResponse {
+        use crate::providers::model::{Choice, Message, ToolCall};
+        ChatResponse {
+            id: "x".into(),
+            model: "m".into(),
+            created: 0,
+            usage: None,
+            choices: vec![Choice {
+                index: 0,
+                finish_reason: Some(FinishReason::Stop),
+                message: Message {
+                    role: Role::Assistant,
+                    content: parts.iter().map(|t| Part::Text(t.to_string())).collect(),
+                    tool_calls: vec![ToolCall {
+                        id: "c".into(),
+                        name: call.0.into(),
+                        arguments: call.1.into(),
+                    }],
+                    tool_call_id: None,
+                    name: None,
+                },
+            }],
+        }
+    }
+
     #[test]
     fn masks_request_and_restores_and_redacts_stream() {
         let mut s = sec(Some(ExfilAction::Redact));
@@ -664,34 +684,14 @@ mod tests {
 
     #[test]
     fn json_answer_text_and_tool_arguments_are_scanned() {
-        use crate::providers::model::{Choice, Message, ToolCall};
         let mut s = sec(Some(ExfilAction::Redact));
         s.masking
             .pairs
             .push(("[EMAIL_1]".into(), "bob@example.com".into()));
-        let mut resp = ChatResponse {
-            id: "x".into(),
-            model: "m".into(),
-            created: 0,
-            usage: None,
-            choices: vec![Choice {
-                index: 0,
-                finish_reason: Some(FinishReason::Stop),
-                message: Message {
-                    role: Role::Assistant,
-                    content: vec![Part::Text(
-                        "to [EMAIL_1]: sk-abcdefghijklmnopqrstuvwxyz0123".into(),
-                    )],
-                    tool_calls: vec![ToolCall {
-                        id: "c".into(),
-                        name: "f".into(),
-                        arguments: r#"{"k":"sk-abcdefghijklmnopqrstuvwxyz0123"}"#.into(),
-                    }],
-                    tool_call_id: None,
-                    name: None,
-                },
-            }],
-        };
+        let mut resp = answer(
+            &["to [EMAIL_1]: sk-abcdefghijklmnopqrstuvwxyz0123"],
+            ("f", r#"{"k":"sk-abcdefghijklmnopqrstuvwxyz0123"}"#),
+        );
         s.on_response(&mut resp).unwrap();
         let m = &resp.choices[0].message;
         assert_eq!(
@@ -862,30 +862,10 @@ mod tests {
             "{out}"
         );
         // The model answers with a call carrying a placeholder: the client gets the value.
-        let mut resp = ChatResponse {
-            id: "x".into(),
-            model: "m".into(),
-            created: 0,
-            usage: None,
-            choices: vec![crate::providers::model::Choice {
-                index: 0,
-                finish_reason: Some(FinishReason::ToolCalls),
-                message: crate::providers::model::Message {
-                    role: Role::Assistant,
-                    content: vec![
-                        Part::Text("Sending to [EMA".into()),
-                        Part::Text("IL_1].".into()),
-                    ],
-                    tool_calls: vec![crate::providers::model::ToolCall {
-                        id: "c".into(),
-                        name: "send".into(),
-                        arguments: r#"{"to":"[EMAIL_1]","card":"[CREDIT_CARD_1]"}"#.into(),
-                    }],
-                    tool_call_id: None,
-                    name: None,
-                },
-            }],
-        };
+        let mut resp = answer(
+            &["Sending to [EMA", "IL_1]."],
+            ("send", r#"{"to":"[EMAIL_1]","card":"[CREDIT_CARD_1]"}"#),
+        );
         s.on_response(&mut resp).unwrap();
         let m = &resp.choices[0].message;
         assert_eq!(message_text(&m.content), "Sending to bob@example.com.");
@@ -898,30 +878,9 @@ mod tests {
 
     #[test]
     fn exfiltration_reads_tool_names_escaped_arguments_and_joined_parts() {
-        use crate::providers::model::{Choice, Message, ToolCall};
         let key = "sk-abcdefghijklmnopqrstuvwxyz0123";
-        let escaped = r#"{"k":"sk-abcdefghijklmnopqrstuvwxyz0123"}"#;
-        let mut resp = ChatResponse {
-            id: "x".into(),
-            model: "m".into(),
-            created: 0,
-            usage: None,
-            choices: vec![Choice {
-                index: 0,
-                finish_reason: Some(FinishReason::ToolCalls),
-                message: Message {
-                    role: Role::Assistant,
-                    content: vec![Part::Text(key[..10].into()), Part::Text(key[10..].into())],
-                    tool_calls: vec![ToolCall {
-                        id: "c".into(),
-                        name: key.into(),
-                        arguments: escaped.into(),
-                    }],
-                    tool_call_id: None,
-                    name: None,
-                },
-            }],
-        };
+        let escaped = r#"{"k":"\u0073k-abcdefghijklmnopqrstuvwxyz0123"}"#;
+        let mut resp = answer(&[&key[..10], &key[10..]], (key, escaped));
         let mut s = sec(Some(ExfilAction::Redact));
         s.on_response(&mut resp).unwrap();
         let m = &resp.choices[0].message;
