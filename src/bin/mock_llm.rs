@@ -17,7 +17,10 @@
 //! Request headers that steer the answer: `x-mock-text`, `x-mock-chunks`,
 //! `x-mock-delay-ms`, `x-mock-status` (e.g. `503,200`), `x-mock-close-after`,
 //! `x-mock-invalid-json`, `x-mock-hang-ms`, `x-mock-tool: 0`, `x-mock-no-record: 1`,
-//! `x-mock-stream-usage: always` (usage in OpenAI-style streams without `stream_options`).
+//! `x-mock-stream-usage: always` (usage in OpenAI-style streams without `stream_options`),
+//! `x-mock-tool-args` (the JSON arguments of the tool call answered), `x-mock-echo-key: 1`
+//! (a careless provider: the credential it received comes back in an `x-echo-credential`
+//! response header and in the message of an error answer).
 //!
 //! Usage accounting: prompt tokens = 3 + whitespace-separated words of the conversation
 //! text (see [`providers::prompt_tokens`]); completion tokens = number of content events
@@ -390,15 +393,35 @@ fn sleep_ms(ms: u64) {
     }
 }
 
+/// With `x-mock-echo-key: 1`, the credential the request carried (any provider's header).
+fn echoed_credential(req: &Request) -> Option<String> {
+    if req.header("x-mock-echo-key") != Some("1") {
+        return None;
+    }
+    ["authorization", "x-api-key", "x-goog-api-key", "api-key"]
+        .iter()
+        .find_map(|h| req.header(h))
+        .map(str::to_string)
+}
+
 fn write_error(
     w: &mut TcpStream,
+    req: &Request,
     provider: Provider,
     status: u16,
     message: &str,
-    ka: bool,
 ) -> io::Result<Next> {
-    let (body, mut headers) = providers::error(provider, status, message);
+    let echo = echoed_credential(req);
+    let message = match &echo {
+        Some(c) => format!("{message}; credential received: {c}"),
+        None => message.to_string(),
+    };
+    let (body, mut headers) = providers::error(provider, status, &message);
     headers.push(("x-mock-usage", "0,0".to_string()));
+    if let Some(c) = echo {
+        headers.push(("x-echo-credential", c));
+    }
+    let ka = req.keep_alive;
     http::write_response(
         w,
         status,
@@ -431,16 +454,16 @@ fn provider_call(
                 "mock error: HTTP {status} {} (x-mock-status)",
                 http::reason(status)
             );
-            return write_error(w, provider, status, &msg, ka);
+            return write_error(w, req, provider, status, &msg);
         }
     }
 
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return write_error(w, provider, 400, "request body must be a JSON object", ka),
+        Ok(_) => return write_error(w, req, provider, 400, "request body must be a JSON object"),
         Err(e) => {
             let msg = format!("mock: invalid JSON request body: {e}");
-            return write_error(w, provider, 400, &msg, ka);
+            return write_error(w, req, provider, 400, &msg);
         }
     };
 
@@ -466,6 +489,7 @@ fn provider_call(
         text: req.header("x-mock-text").map(str::to_string),
         chunks: header_u64(req, "x-mock-chunks").map(|n| n as usize),
         no_tools: req.header("x-mock-tool") == Some("0"),
+        tool_args: req.header("x-mock-tool-args").map(str::to_string),
     };
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let created = SystemTime::now()
@@ -473,7 +497,10 @@ fn provider_call(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let reply = providers::plan(provider, &body, model, &opts, seq, created);
-    let headers: Headers = vec![("x-mock-usage", reply.usage_header())];
+    let mut headers: Headers = vec![("x-mock-usage", reply.usage_header())];
+    if let Some(c) = echoed_credential(req) {
+        headers.push(("x-echo-credential", c));
+    }
     let invalid_json = req.header("x-mock-invalid-json") == Some("1");
     let close_after = header_u64(req, "x-mock-close-after").map(|n| n as usize);
     let latency_ms = started.elapsed().as_millis() as u64;
@@ -517,7 +544,6 @@ fn provider_call(
         Provider::Gemini => Format::JsonArray,
         Provider::Bedrock => Format::EventStream,
     };
-    let mut headers = headers;
     headers.push(("cache-control", "no-cache".to_string()));
     write_stream(w, format, &events, &headers, req, close_after)
 }

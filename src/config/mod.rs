@@ -13,11 +13,13 @@ pub mod security;
 
 use crate::cost::{self, CostConfig, QuotaAttach};
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
+use crate::security::secrets::Secrets;
 pub use llm::{LlmBackend, Provider, Secret};
 pub use martian::{HeaderOp, HeaderValue, Modifiers};
 pub use reader::ConfigError;
 use reader::{Obj, Result};
 use serde_json::Value;
+use std::rc::Rc;
 
 /// KrakenD service-level fields that mean nothing inside Envoy (listener, timeouts of
 /// KrakenD's own HTTP server, ...). Accepted so a KrakenD file loads as is; ignored.
@@ -193,6 +195,16 @@ impl Gateway {
     }
 
     pub fn from_value(doc: &Value, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        // Every value read from the environment is a secret (see `secrets`).
+        let from_env = std::cell::RefCell::new(Vec::new());
+        let recording = |name: &str| {
+            let v = lookup(name);
+            if let Some(v) = &v {
+                from_env.borrow_mut().push(v.clone());
+            }
+            v
+        };
+        let lookup: &dyn Fn(&str) -> Option<String> = &recording;
         let mut warnings = Vec::new();
         let mut root = Obj::new(doc, "$")?;
         match root.get("version") {
@@ -272,6 +284,18 @@ impl Gateway {
             }
         }
         root.finish(IGNORED_ROOT)?;
+        let secrets = Rc::new(secrets(&endpoints, &svc, from_env.take()));
+        for ep in &mut endpoints {
+            ep.security.secrets = Rc::clone(&secrets);
+            ep.security.upstream_secret = ep.backends.iter().any(|b| {
+                b.modifiers.request.iter().any(|op| match op {
+                    HeaderOp::Set { value, .. } | HeaderOp::Append { value, .. } => {
+                        secrets.any_in(value.0.as_bytes())
+                    }
+                    _ => false,
+                })
+            });
+        }
         Ok(Self {
             endpoints,
             cost,
@@ -289,6 +313,44 @@ impl Gateway {
         }
         out
     }
+}
+
+/// The gateway's secrets: every value read from `{{ env }}`, provider credentials (also
+/// literal ones), client API keys stored in plain and the salt, and the values of
+/// credential headers that martian modifiers send upstream (without an auth scheme word
+/// such as `Bearer`).
+fn secrets(
+    endpoints: &[Endpoint],
+    svc: &security::ServiceSecurity,
+    from_env: Vec<String>,
+) -> Secrets {
+    let mut all = from_env;
+    if let Some(keys) = &svc.api_keys {
+        if keys.hash == crate::security::apikeys::Hash::Plain {
+            all.extend(keys.keys.iter().map(|k| k.stored.0.clone()));
+        }
+        all.push(keys.salt.0.clone());
+    }
+    for b in endpoints.iter().flat_map(|e| &e.backends) {
+        if let Some(l) = &b.llm {
+            all.extend(l.credentials.iter().map(|c| c.0.clone()));
+            if let Some(aws) = &l.aws {
+                all.push(aws.0.access_key_id.clone());
+                all.push(aws.0.secret_access_key.clone());
+                all.extend(aws.0.session_token.clone());
+            }
+        }
+        for op in &b.modifiers.request {
+            if let HeaderOp::Set { name, value } | HeaderOp::Append { name, value } = op {
+                if cost::is_credential_header(name) {
+                    let v = value.0.trim();
+                    let token = v.split_once(' ').map_or(v, |(_, t)| t.trim());
+                    all.push(token.to_string());
+                }
+            }
+        }
+    }
+    Secrets::new(all)
 }
 
 /// What endpoints inherit from the service level.

@@ -13,6 +13,7 @@ use crate::security::detect::{Detector, Detectors, Pattern, BUILTIN};
 use crate::security::exfil::{Exfil, ExfilAction, DEFAULT_WINDOW};
 use crate::security::guard::{PromptGuard, RegexGuard};
 use crate::security::pii::{Pii, PiiAction};
+use crate::security::secrets::Secrets;
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -32,6 +33,12 @@ pub struct EndpointSecurity {
     pub pii: Option<Rc<Pii>>,
     pub exfil: Option<Rc<Exfil>>,
     pub guard: Option<Rc<PromptGuard>>,
+    /// The gateway's configured secrets (the same set on every endpoint), scrubbed from
+    /// what clients get.
+    pub secrets: Rc<Secrets>,
+    /// A backend of this endpoint is sent a secret in a header (a martian modifier): what
+    /// it answers may echo it, so a plain endpoint's body is scrubbed too.
+    pub upstream_secret: bool,
 }
 
 /// KrakenD `auth/validator` fields about token verification: Envoy's `jwt_authn` does

@@ -101,6 +101,9 @@ pub struct UsageConfig {
     pub response_headers: bool,
     /// Header naming the tenant for metrics when no quota identifies the caller.
     pub tenant_header: Option<String>,
+    /// Distinct tenants with a metric label of their own (per Envoy; the rest are
+    /// `other`). None: [`crate::observe::DEFAULT_TENANT_LABELS`].
+    pub max_tenant_labels: Option<u64>,
 }
 
 impl UsageConfig {
@@ -307,6 +310,7 @@ pub fn usage_config(v: &Value, path: &str) -> Result<UsageConfig> {
         currency: o.opt_str("currency")?.unwrap_or("USD").to_string(),
         response_headers: o.opt_bool("response_headers")?.unwrap_or(false),
         tenant_header: o.opt_str("tenant_header")?.map(str::to_ascii_lowercase),
+        max_tenant_labels: o.opt_u64("max_tenant_labels")?,
         prices: BTreeMap::new(),
     };
     if let Some(mut prices) = o.opt_obj("prices")? {

@@ -119,6 +119,32 @@ pub struct Outcome<'a> {
     pub headers_open: bool,
 }
 
+/// The model label: a model or alias the configuration names, else `other` (a
+/// pass-through backend takes any name a client sends).
+fn model_label<'a>(gw: &Gateway, model: &'a str) -> &'a str {
+    let known = gw
+        .endpoints
+        .iter()
+        .flat_map(|e| &e.backends)
+        .filter_map(|b| b.llm.as_ref())
+        .any(|l| l.claims(model));
+    if known {
+        model
+    } else {
+        observe::OTHER
+    }
+}
+
+/// The tenant label (capped per Envoy, [`observe::tenant_label`]).
+pub fn tenant_label<H: Host>(h: &mut H, gw: &Gateway, tenant: &str) -> String {
+    let max = gw
+        .cost
+        .usage
+        .max_tenant_labels
+        .unwrap_or(observe::DEFAULT_TENANT_LABELS);
+    observe::tenant_label(h, tenant, max)
+}
+
 /// Records the call: budget, token rate limit, metrics, properties, headers — all from one
 /// usage record.
 pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
@@ -148,9 +174,16 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
     };
     ratelimit::charge_tokens(h, o.tokens, u.total());
     // The provider/model/tenant labels are the same for every metric of the call:
-    // sanitized and joined once (`observe::name` would redo it for each metric).
-    let base = name("", &[("provider", a.provider), ("model", &a.model)]);
-    let tenant = name("", &[("tenant", o.tenant)]);
+    // sanitized and joined once (`observe::name` would redo it for each metric). Model and
+    // tenant come from bounded sets (configured models; capped tenants).
+    let base = name(
+        "",
+        &[
+            ("provider", a.provider),
+            ("model", model_label(gw, &a.model)),
+        ],
+    );
+    let tenant = name("", &[("tenant", &tenant_label(h, gw, o.tenant))]);
     let metric = |m: &str, extra: Option<(&str, &str)>| {
         let mut n = String::with_capacity(m.len() + base.len() + tenant.len() + 24);
         n.push_str(m);

@@ -20,6 +20,7 @@ use super::{apply, reserve_budget, route_to_backend, Action, Flow, Side, TIMEOUT
 use crate::governance::{self, routing};
 use crate::host::{Host, SharedError};
 use crate::routing::CLUSTER_HEADER;
+use crate::security::secrets::{Mask, Secrets};
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -191,7 +192,7 @@ impl Flow {
         let wait = f.wait_ms;
         self.awaiting_fallback = false;
         match answer {
-            Some(a) => send(h, a),
+            Some(a) => send(h, a, &ep.security.secrets),
             None => governance::reply(h, ep.api, &routing::unavailable(wait.unwrap_or(1000))),
         }
         Action::Pause
@@ -249,18 +250,27 @@ impl Flow {
             return;
         }
         self.awaiting_fallback = false;
-        send(h, answer);
+        send(h, answer, &ep.security.secrets);
     }
 }
 
-fn send<H: Host>(h: &mut H, a: Answer) {
-    let headers: Vec<(&str, &str)> = a
+/// Sends the answer; a provider's headers and body may echo the secrets it was sent.
+fn send<H: Host>(h: &mut H, a: Answer, secrets: &Secrets) {
+    let scrubbed: Vec<(String, String)> = a
         .headers
-        .iter()
+        .into_iter()
         .filter(|(k, _)| !k.starts_with(':') && !HOP_BY_HOP.contains(&k.as_str()))
+        .map(|(k, v)| {
+            let v = secrets.scrub_text(&v).unwrap_or(v);
+            (k, v)
+        })
+        .collect();
+    let headers: Vec<(&str, &str)> = scrubbed
+        .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    h.send_reply(a.status, &headers, &a.body);
+    let body = secrets.scrub(&a.body, Mask::Redacted).unwrap_or(a.body);
+    h.send_reply(a.status, &headers, &body);
 }
 
 /// A [`Host`] that records what the pipeline would send upstream and replays a callout
@@ -344,6 +354,9 @@ impl<H: Host> Host for Capture<'_, H> {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
+    }
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.resp_headers.clone()
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         set_in(&mut self.resp_headers, name, value)

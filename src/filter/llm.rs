@@ -275,6 +275,7 @@ impl Call {
                     encoder.finish(&mut out);
                     self.done = true;
                 }
+                let out = self.security.scrub_stream(out, end_of_stream);
                 h.set_response_body(&out);
                 Action::Continue
             }
@@ -349,6 +350,7 @@ impl Call {
                 (e.status, self.front.error_body(&upstream_error(e)))
             }
         };
+        let out = self.security.scrub_answer(out);
         h.set_response_header(":status", Some(&status.to_string()));
         h.set_response_header("content-type", Some("application/json"));
         h.set_response_body(&out);

@@ -76,6 +76,8 @@ pub struct Flow {
     awaiting_fallback: bool,
     /// The gateway answered the client itself (its reply passes the response callbacks too).
     replied: bool,
+    /// A plain endpoint's answer scrubbed of secrets its backend was sent (security).
+    body_scrub: Option<security::BodyScrub>,
 }
 
 impl Flow {
@@ -95,6 +97,7 @@ impl Flow {
             stream_fallback: None,
             awaiting_fallback: false,
             replied: false,
+            body_scrub: None,
         }
     }
 
@@ -179,6 +182,11 @@ impl Flow {
         h.set_request_header(":path", Some(&upstream_path));
         if let Some(m) = &b.method {
             h.set_request_header(":method", Some(m));
+        }
+        if ep.security.upstream_secret {
+            // security: the answer is scrubbed of the secret the backend is sent, which
+            // needs it uncompressed.
+            h.set_request_header("accept-encoding", None);
         }
         route_to_backend(h, ep, 0);
         if ep.governance.needs_body() {
@@ -329,7 +337,8 @@ impl Flow {
                     headers.push(("x-quota-limit", limit.as_str()));
                     headers.push(("x-quota-remaining", "0"));
                 }
-                h.counter_add(cost_rejected_metric(&self.tenant).as_str(), 1);
+                let tenant = account::tenant_label(h, &self.gw, &self.tenant);
+                h.counter_add(cost_rejected_metric(&tenant).as_str(), 1);
                 reply_error(h, ErrorKind::QuotaExceeded, &msg, &headers);
             }
         }
@@ -445,6 +454,11 @@ impl Flow {
         if let Some(b) = backend {
             apply(h, Side::Response, &b.modifiers.response);
         }
+        // security: a provider may echo the secrets it was sent (headers, bodies).
+        security::scrub_headers(h, &ep.security.secrets);
+        if self.llm.is_none() && ep.security.upstream_secret && !end_of_stream {
+            self.body_scrub = Some(security::BodyScrub::default());
+        }
         let Some(call) = self.llm.as_mut() else {
             self.record(h, true);
             return Action::Continue;
@@ -470,6 +484,11 @@ impl Flow {
             return Action::Continue; // the gateway's own answer, already final
         }
         let Some(call) = self.llm.as_mut() else {
+            let gw = Rc::clone(&self.gw);
+            let ep = self.endpoint.and_then(|i| gw.endpoints.get(i));
+            if let (Some(scrub), Some(ep)) = (self.body_scrub.as_mut(), ep) {
+                scrub.chunk(h, &ep.security.secrets, size, end_of_stream);
+            }
             return Action::Continue;
         };
         let action = call.on_response_body(h, size, end_of_stream);

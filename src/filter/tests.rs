@@ -290,3 +290,156 @@ fn flow_timing() {
         t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
     );
 }
+
+// --- Secrets never leave in answers (security::secrets) ------------------------------------
+
+#[test]
+fn a_plain_backend_echoing_its_secret_is_scrubbed_in_headers_and_body() {
+    // gateway(): the backend of /llm/{provider}/chat is sent `Bearer {{ env "KEY" }}`.
+    let mut flow = Flow::new(gateway());
+    let mut h = MockHost::request("POST", "/llm/openai/chat", &[("accept-encoding", "gzip")]);
+    flow.on_request_headers(&mut h, false);
+    // A compressed answer could not be scrubbed.
+    assert!(h.request_values("accept-encoding").is_empty());
+    let mut h = h.with_response_headers(&[
+        (":status", "401"),
+        ("x-echo", "Bearer sk-provider"),
+        ("x-echo", "other"),
+        ("x-fine", "ok"),
+    ]);
+    flow.on_response_headers(&mut h, false);
+    assert_eq!(
+        h.response_values("x-echo"),
+        vec!["Bearer [REDACTED]", "other"]
+    );
+    assert_eq!(h.response_values("x-fine"), vec!["ok"]);
+    // The body keeps its length (content-length stays right); a key split across chunks
+    // is held until it is whole.
+    let body = br#"{"error": "bad key sk-provider"}"#;
+    let mut got = Vec::new();
+    for piece in [&body[..22], &body[22..]] {
+        h.response_chunk = piece.to_vec();
+        flow.on_response_body(&mut h, piece.len(), piece.ends_with(b"}"));
+        got.extend_from_slice(&h.response_chunk);
+    }
+    assert_eq!(got, br#"{"error": "bad key [REDACTED]*"}"#);
+}
+
+#[test]
+fn an_llm_provider_echoing_the_gateways_key_is_scrubbed_in_every_answer() {
+    let key = "sk-ant-gateway-key-0123456789";
+    let doc = json!({"version": 3, "endpoints": [
+        {"endpoint": "/v1/messages", "method": "POST", "backend": [{"host": ["http://127.0.0.1:9002"],
+         "url_pattern": "/v1/messages", "extra_config": {"ai/llm": {"anthropic": {"v1": {
+             "credentials": "{{ env \"ANTHROPIC_KEY\" }}"}}}}}]}]});
+    let env = |n: &str| (n == "ANTHROPIC_KEY").then(|| key.to_string());
+    let gw = Rc::new(Gateway::from_value(&doc, &env).unwrap());
+    let call = |stream: bool, status: &str, answer: &[u8]| {
+        let body = json!({"model": "claude", "max_tokens": 9, "stream": stream,
+                          "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
+        let mut flow = Flow::new(Rc::clone(&gw));
+        let mut h = MockHost::request("POST", "/v1/messages", &[]).with_body(body.as_bytes());
+        flow.on_request_headers(&mut h, false);
+        flow.on_request_body(&mut h, body.len(), true);
+        assert_eq!(h.request_values("x-api-key"), vec![key]);
+        let ctype = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let mut h = h.with_response_headers(&[
+            (":status", status),
+            ("content-type", ctype),
+            ("x-debug-auth", key),
+        ]);
+        flow.on_response_headers(&mut h, false);
+        let mut out = Vec::new();
+        // Envoy buffers a held answer and hands it over whole at its end; a stream comes
+        // in pieces, then an empty last callback.
+        let pieces: Vec<&[u8]> = match status {
+            "200" => answer.chunks(7).chain([&b""[..]]).collect(),
+            _ => vec![answer],
+        };
+        let last = pieces.len() - 1;
+        for (i, piece) in pieces.into_iter().enumerate() {
+            h.response_chunk = piece.to_vec();
+            flow.on_response_body(&mut h, piece.len(), i == last);
+            out.extend_from_slice(&h.response_chunk);
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(h.response_values("x-debug-auth"), vec!["[REDACTED]"]);
+        assert!(!text.contains(key), "{text}");
+        text
+    };
+    let err = format!(
+        r#"{{"type":"error","error":{{"type":"authentication_error","message":"invalid x-api-key: {key}"}}}}"#
+    );
+    let text = call(false, "401", err.as_bytes());
+    assert!(text.contains("invalid x-api-key: [REDACTED]"), "{text}");
+    let err = format!(
+        r#"{{"type":"error","error":{{"type":"invalid_request_error","message":"key {key} over quota"}}}}"#
+    );
+    assert!(call(true, "400", err.as_bytes()).contains("key [REDACTED] over quota"));
+    // Inside a stream: an error event and a text delta carrying the key.
+    let stream = format!(
+        "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"m\",\"model\":\"c\",\"usage\":{{\"input_tokens\":1,\"output_tokens\":0}}}}}}\n\n\
+         event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"echo {key}\"}}}}\n\n\
+         event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"bad {key}\"}}}}\n\n"
+    );
+    let text = call(true, "200", stream.as_bytes());
+    assert!(
+        text.contains("echo [REDACTED]") && text.contains("bad [REDACTED]"),
+        "{text}"
+    );
+}
+
+// --- Metric labels come from bounded sets (observe) ----------------------------------------
+
+#[test]
+fn metric_labels_are_configured_models_and_capped_tenants() {
+    let doc = json!({"version": 3,
+        "extra_config": {"ai/usage": {"tenant_header": "x-tenant", "max_tenant_labels": 2}},
+        "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST", "backend": [
+            {"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions",
+             "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": "sk-x", "aliases": ["fast"], "default": true}}}}}]}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap());
+    let shared = crate::host::mock::SharedStore::default();
+    let mut names = std::collections::BTreeSet::new();
+    for i in 0..50 {
+        let model = if i % 2 == 0 {
+            "fast".to_string()
+        } else {
+            format!("random-{i}")
+        };
+        let body =
+            json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+        let tenant = format!("tenant-{i}");
+        let mut flow = Flow::new(Rc::clone(&gw));
+        let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-tenant", &tenant)])
+            .with_body(body.as_bytes());
+        h.shared = Rc::clone(&shared);
+        flow.on_request_headers(&mut h, false);
+        flow.on_request_body(&mut h, body.len(), true);
+        let answer = br#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+        let mut h =
+            h.with_response_headers(&[(":status", "200"), ("content-type", "application/json")]);
+        flow.on_response_headers(&mut h, false);
+        h.response_chunk = answer.to_vec();
+        flow.on_response_body(&mut h, answer.len(), true);
+        names.extend(h.counters.keys().cloned());
+        names.extend(h.histograms.keys().cloned());
+    }
+    let values = |label: &str| -> std::collections::BTreeSet<String> {
+        names
+            .iter()
+            .filter_map(|n| n.split(&format!(".{label}.")).nth(1))
+            .map(|rest| rest.split('.').next().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(values("model"), ["fast", "other"].map(String::from).into());
+    assert_eq!(
+        values("tenant"),
+        ["other", "tenant-0", "tenant-1"].map(String::from).into()
+    );
+}

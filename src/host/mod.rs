@@ -20,6 +20,8 @@ pub trait Host {
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     fn add_request_header(&mut self, name: &str, value: &str);
     fn response_header(&self, name: &str) -> Option<String>;
+    /// Every response header, in order (names lowercase, duplicates kept).
+    fn response_headers(&self) -> Vec<(String, String)>;
     fn set_response_header(&mut self, name: &str, value: Option<&str>);
     fn add_response_header(&mut self, name: &str, value: &str);
     /// The buffered request body (`size` bytes, as Envoy reported).

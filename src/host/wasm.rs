@@ -128,6 +128,13 @@ impl Host for WasmHost {
     fn response_header(&self, name: &str) -> Option<String> {
         get_header(&self.resp, MapType::HttpResponseHeaders, name)
     }
+    fn response_headers(&self) -> Vec<(String, String)> {
+        let mut cache = self.resp.borrow_mut();
+        if cache.is_none() {
+            *cache = header_map(MapType::HttpResponseHeaders);
+        }
+        cache.clone().unwrap_or_default()
+    }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         set_header(
             self.resp.get_mut(),
@@ -322,6 +329,7 @@ impl RootContext for Root {
                 // Budget counters and rate-limit buckets live in shared data under keys
                 // created here, before traffic (see cost::store for why).
                 crate::cost::store::init(&mut WasmHost::default());
+                crate::observe::init(&mut WasmHost::default());
                 crate::governance::init_shared(&mut WasmHost::default(), &gw.endpoints);
                 self.gateway = Some(Rc::new(gw));
                 true

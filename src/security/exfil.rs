@@ -5,6 +5,7 @@
 
 use super::detect::Detectors;
 use super::pii::REDACTED;
+use super::reach::{splice, Edit};
 
 /// What happens when an answer contains a detected value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,22 +45,30 @@ impl Blocked {
 impl Exfil {
     /// Scans a whole text. `Ok(None)`: clean.
     pub fn scan(&self, text: &str) -> Result<Option<String>, Blocked> {
-        let found = self.detectors.find(text);
-        if found.is_empty() {
+        let edits = self.edits(text)?;
+        if edits.is_empty() {
             return Ok(None);
         }
-        if self.action == ExfilAction::Block {
+        let mut out = text.to_string();
+        splice(&mut [&mut out], &edits);
+        Ok(Some(out))
+    }
+
+    /// The redactions a whole text needs (for a text spread over several parts:
+    /// [`splice`]). `Err`: the answer is stopped.
+    pub fn edits(&self, text: &str) -> Result<Vec<Edit>, Blocked> {
+        let found = self.detectors.find(text);
+        if self.action == ExfilAction::Block && !found.is_empty() {
             return Err(self.blocked(&found));
         }
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
-        for f in &found {
-            out.push_str(text.get(at..f.start).unwrap_or_default());
-            out.push_str(REDACTED);
-            at = f.end;
-        }
-        out.push_str(text.get(at..).unwrap_or_default());
-        Ok(Some(out))
+        Ok(found
+            .iter()
+            .map(|f| Edit {
+                start: f.start,
+                end: f.end,
+                with: REDACTED.to_string(),
+            })
+            .collect())
     }
 
     fn blocked(&self, found: &[super::detect::Found]) -> Blocked {

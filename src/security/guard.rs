@@ -62,7 +62,8 @@ impl GuardError {
 impl PromptGuard {
     /// Checks the texts of all messages (`user_texts`: those of user messages only), the
     /// requested model (as the client named it and as the provider calls it) and the
-    /// caller's roles.
+    /// caller's roles: [`admit`](Self::admit), [`size`](Self::size), [`deny`](Self::deny)
+    /// on each text, [`allow`](Self::allow).
     pub fn check(
         &self,
         texts: &[&str],
@@ -70,18 +71,33 @@ impl PromptGuard {
         models: &[&str],
         roles: &[String],
     ) -> Result<(), GuardError> {
-        if !self.models_by_role.is_empty() {
-            let allowed = self.models_by_role.iter().any(|(role, list)| {
-                (role == "*" || roles.contains(role))
-                    && list
-                        .iter()
-                        .any(|m| m == "*" || models.contains(&m.as_str()))
-            });
-            if !allowed {
-                let name = models.first().copied().unwrap_or_default();
-                return Err(GuardError::ModelForbidden(name.to_string()));
-            }
+        self.admit(models, roles)?;
+        self.size(texts)?;
+        texts.iter().try_for_each(|t| self.deny(t))?;
+        self.allow(user_texts)
+    }
+
+    /// The caller's roles may use the model (as the client named it or as the provider
+    /// calls it).
+    pub fn admit(&self, models: &[&str], roles: &[String]) -> Result<(), GuardError> {
+        if self.models_by_role.is_empty() {
+            return Ok(());
         }
+        let allowed = self.models_by_role.iter().any(|(role, list)| {
+            (role == "*" || roles.contains(role))
+                && list
+                    .iter()
+                    .any(|m| m == "*" || models.contains(&m.as_str()))
+        });
+        if allowed {
+            return Ok(());
+        }
+        let name = models.first().copied().unwrap_or_default();
+        Err(GuardError::ModelForbidden(name.to_string()))
+    }
+
+    /// The size limits, over the message texts.
+    pub fn size(&self, texts: &[&str]) -> Result<(), GuardError> {
         let bytes: usize = texts.iter().map(|t| t.len()).sum();
         if let Some(max) = self.max_bytes {
             if bytes as u64 > max {
@@ -98,17 +114,26 @@ impl PromptGuard {
                 )));
             }
         }
-        for g in &self.deny {
-            if texts
-                .iter()
-                .any(|t| g.patterns.iter().any(|p| p.0.is_match(t)))
-            {
-                return Err(GuardError::Denied {
-                    guard: g.name.clone(),
-                    severity: g.severity.clone(),
-                });
-            }
+        Ok(())
+    }
+
+    /// The deny guards, over one text as the provider receives it.
+    pub fn deny(&self, text: &str) -> Result<(), GuardError> {
+        match self
+            .deny
+            .iter()
+            .find(|g| g.patterns.iter().any(|p| p.0.is_match(text)))
+        {
+            Some(g) => Err(GuardError::Denied {
+                guard: g.name.clone(),
+                severity: g.severity.clone(),
+            }),
+            None => Ok(()),
         }
+    }
+
+    /// With allow patterns, every user message must match one.
+    pub fn allow(&self, user_texts: &[&str]) -> Result<(), GuardError> {
         if !self.allow.is_empty()
             && !user_texts
                 .iter()

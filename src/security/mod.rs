@@ -9,3 +9,6 @@ pub mod detect;
 pub mod exfil;
 pub mod guard;
 pub mod pii;
+pub mod reach;
+pub mod secrets;
+pub mod unescape;

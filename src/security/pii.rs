@@ -4,6 +4,7 @@
 //! back in the answer, also in streams where a placeholder arrives split across chunks.
 
 use super::detect::Detectors;
+use super::reach::{splice, Edit};
 
 /// What happens to a detected value in a prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,9 +68,21 @@ impl Masking {
     /// Masks one text. `Ok(None)`: nothing found. `Err(labels)`: blocked, with the kinds
     /// found (never the values).
     pub fn apply(&mut self, pii: &Pii, text: &str) -> Result<Option<String>, Vec<String>> {
+        let edits = self.edits(pii, text)?;
+        if edits.is_empty() {
+            return Ok(None);
+        }
+        let mut out = text.to_string();
+        splice(&mut [&mut out], &edits);
+        Ok(Some(out))
+    }
+
+    /// The replacements masking makes in `text` (in order), for texts spread over several
+    /// parts ([`splice`]). `Err(labels)`: blocked.
+    pub fn edits(&mut self, pii: &Pii, text: &str) -> Result<Vec<Edit>, Vec<String>> {
         let found = pii.detectors.find(text);
         if found.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         if pii.action == PiiAction::Block {
             let mut labels: Vec<String> = Vec::new();
@@ -82,22 +95,23 @@ impl Masking {
             return Err(labels);
         }
         self.reserve(text);
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
+        let mut edits = Vec::with_capacity(found.len());
         for f in &found {
-            out.push_str(text.get(at..f.start).unwrap_or_default());
             let value = text.get(f.start..f.end).unwrap_or_default();
-            match pii.action {
-                PiiAction::Redact | PiiAction::Block => out.push_str(REDACTED),
+            let with = match pii.action {
+                PiiAction::Redact | PiiAction::Block => REDACTED.to_string(),
                 PiiAction::Mask => {
                     let label = pii.detectors.label(f);
-                    out.push_str(&self.placeholder(label, value));
+                    self.placeholder(label, value)
                 }
-            }
-            at = f.end;
+            };
+            edits.push(Edit {
+                start: f.start,
+                end: f.end,
+                with,
+            });
         }
-        out.push_str(text.get(at..).unwrap_or_default());
-        Ok(Some(out))
+        Ok(edits)
     }
 
     fn placeholder(&mut self, label: &str, value: &str) -> String {
@@ -124,14 +138,34 @@ impl Masking {
 
     /// Restores every placeholder in a whole text.
     pub fn restore(&self, text: &str) -> String {
+        self.restore_as(text, false)
+    }
+
+    /// Restores placeholders in JSON text (tool-call arguments): each value goes in
+    /// escaped for a JSON string, where the model puts a placeholder.
+    pub fn restore_json(&self, text: &str) -> String {
+        self.restore_as(text, true)
+    }
+
+    fn restore_as(&self, text: &str, json: bool) -> String {
         let mut out = text.to_string();
         for (p, v) in &self.pairs {
             if out.contains(p.as_str()) {
-                out = out.replace(p.as_str(), v);
+                let value = if json { json_escaped(v) } else { v.clone() };
+                out = out.replace(p.as_str(), &value);
             }
         }
         out
     }
+}
+
+/// `v` as it is written inside a JSON string (without the quotes).
+fn json_escaped(v: &str) -> String {
+    let quoted = serde_json::to_string(v).unwrap_or_default();
+    quoted
+        .get(1..quoted.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// `[NAME_12]`: a label (letters, digits, `_`) and a number, as [`Masking`] writes them.
@@ -155,9 +189,19 @@ fn is_placeholder(token: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Restorer {
     pending: String,
+    /// The text is JSON (tool-call arguments): values go in JSON-escaped.
+    json: bool,
 }
 
 impl Restorer {
+    /// A restorer for JSON text (streamed tool-call arguments).
+    pub fn json() -> Self {
+        Self {
+            json: true,
+            ..Self::default()
+        }
+    }
+
     pub fn push(&mut self, m: &Masking, delta: &str) -> String {
         self.pending.push_str(delta);
         let hold = match self.pending.rfind('[') {
@@ -173,14 +217,14 @@ impl Restorer {
             }
             None => self.pending.len(),
         };
-        let ready = m.restore(self.pending.get(..hold).unwrap_or_default());
+        let ready = m.restore_as(self.pending.get(..hold).unwrap_or_default(), self.json);
         self.pending = self.pending.get(hold..).unwrap_or_default().to_string();
         ready
     }
 
     /// The stream ended: whatever is held goes out as is.
     pub fn finish(&mut self, m: &Masking) -> String {
-        m.restore(&std::mem::take(&mut self.pending))
+        m.restore_as(&std::mem::take(&mut self.pending), self.json)
     }
 }
 
@@ -270,6 +314,21 @@ mod tests {
                 .unwrap_err(),
             vec!["EMAIL".to_string(), "PHONE".to_string()]
         );
+    }
+
+    #[test]
+    fn restores_into_json_text_escaped() {
+        let mut m = Masking::default();
+        m.pairs.push(("[ID_1]".into(), r#"a"b\c"#.into()));
+        let args = r#"{"id":"[ID_1]"}"#;
+        assert_eq!(m.restore_json(args), r#"{"id":"a\"b\\c"}"#);
+        let v: serde_json::Value = serde_json::from_str(&m.restore_json(args)).unwrap();
+        assert_eq!(v["id"], r#"a"b\c"#);
+        let mut r = Restorer::json();
+        let mut out = r.push(&m, r#"{"id":"[ID"#);
+        out += &r.push(&m, r#"_1]"}"#);
+        out += &r.finish(&m);
+        assert_eq!(out, m.restore_json(args));
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Opts {
     pub chunks: Option<usize>,
     /// `x-mock-tool: 0` disables tool calls.
     pub no_tools: bool,
+    /// `x-mock-tool-args`: the JSON text of a tool call's arguments (default [`TOOL_ARGS`]).
+    pub tool_args: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,14 +284,15 @@ pub fn plan(
     };
     match tool {
         Some(name) => {
+            let args = opts.tool_args.as_deref().unwrap_or(TOOL_ARGS);
             let pieces = if provider == Provider::Gemini {
-                vec![TOOL_ARGS.to_string()]
+                vec![args.to_string()]
             } else {
                 let n = opts
                     .chunks
                     .unwrap_or(DEFAULT_TOOL_PIECES)
-                    .clamp(2, TOOL_ARGS.len());
-                split_even(TOOL_ARGS, n)
+                    .clamp(2, args.chars().count().max(2));
+                split_even(args, n)
             };
             Reply {
                 provider,
