@@ -1059,11 +1059,12 @@ fn flow_request_body(rng: &mut Rng, path: &str, model: &str, stream: bool) -> Ve
 /// A flow input (see `fuzz_flow`): a request to one of the configured paths with some of
 /// the headers the configuration reacts to, the provider's answer, and callout answers.
 fn flow_input(rng: &mut Rng) -> Vec<u8> {
-    use fuzz_flow::{write_message, CLIENT_KEYS, MODELS, PATHS, SEP};
+    use fuzz_flow::{write_message, CLIENT_CLUSTERS, CLIENT_KEYS, MODELS, PATHS, SEP};
     let bit = |rng: &mut Rng, one_in: usize, at: u8| u8::from(rng.chance(one_in)) << at;
     let flags = bit(rng, 2, 0) | bit(rng, 4, 1) | bit(rng, 8, 2) | bit(rng, 4, 3);
     let flags = flags | (rng.below(16) as u8) << 4;
-    let address = rng.below(4) as u8 | bit(rng, 10, 2);
+    let address = rng.below(4) as u8 | bit(rng, 10, 2) | bit(rng, 3, 3);
+    let address = address | (rng.below(4) as u8) << 4;
     let mut out = vec![flags, rng.below(256) as u8, rng.below(256) as u8, address];
     let path = *rng.pick(PATHS);
     let method = if rng.chance(10) {
@@ -1093,7 +1094,9 @@ fn flow_input(rng: &mut Rng) -> Vec<u8> {
         "eyJyZWFsbSI6eyJyb2xlcyI6WyJvcHMiXX19",
         "not base64!",
     ]);
-    let optional: [(&str, &str); 10] = [
+    let optional: [(&str, &str); 12] = [
+        ("x-tollgate-cluster", *rng.pick(CLIENT_CLUSTERS)),
+        ("x-role", "admin"),
         ("authorization", &bearer),
         ("x-api-key", key),
         ("x-user", *rng.pick(&["u1", "u2", ""])),

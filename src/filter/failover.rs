@@ -19,6 +19,7 @@
 use super::{apply, route_to_backend, Action, Flow, Side, TIMEOUT_HEADER};
 use crate::governance::{self, routing};
 use crate::host::{Host, SharedError};
+use crate::routing::forward::Forward;
 use crate::routing::CLUSTER_HEADER;
 use serde_json::Value;
 use std::rc::Rc;
@@ -164,7 +165,7 @@ impl Flow {
                 .request_header(TIMEOUT_HEADER)
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(DEFAULT_TIMEOUT_MS);
-            let (headers, body) = cap.upstream_request();
+            let (headers, body) = cap.upstream_request(&backend.forward);
             let list: Vec<(&str, &str)> = headers
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -278,14 +279,26 @@ impl<'a, H: Host> Capture<'a, H> {
         }
     }
 
-    /// The headers (set by translation and modifiers) and body of the upstream request.
-    fn upstream_request(&self) -> (Vec<(String, String)>, Vec<u8>) {
+    /// The headers (the client's that `forward` lets through and the gateway's own, such
+    /// as a propagated role; then those set by translation and modifiers) and body of the
+    /// upstream request.
+    fn upstream_request(&self, forward: &Forward) -> (Vec<(String, String)>, Vec<u8>) {
+        let set_here = |k: &str| self.req.iter().any(|(n, _)| n == k);
+        let passes = |k: &str| forward.client_header(k) || forward.owned.iter().any(|o| o == k);
         let mut out: Vec<(String, String)> = self
-            .req
-            .iter()
-            .filter(|(k, _)| k != CLUSTER_HEADER && k != TIMEOUT_HEADER && k != "content-length")
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+            .inner
+            .request_headers()
+            .into_iter()
+            .filter(|(k, _)| passes(k) && !set_here(k) && k != "content-length")
             .collect();
+        out.extend(
+            self.req
+                .iter()
+                .filter(|(k, _)| {
+                    k != CLUSTER_HEADER && k != TIMEOUT_HEADER && k != "content-length"
+                })
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone()))),
+        );
         out.push(("content-length".into(), self.req_body.len().to_string()));
         (out, self.req_body.clone())
     }
@@ -323,10 +336,18 @@ impl<H: Host> Host for Capture<'_, H> {
             None => self.inner.request_header(name),
         }
     }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        let mut out = self.inner.request_headers();
+        for (k, v) in &self.req {
+            set_in(&mut out, k, v.as_deref());
+        }
+        out
+    }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         self.req.retain(|(k, _)| k != name);
         self.req.push((name.to_string(), value.map(String::from)));
     }
+    fn clear_request_trailers(&mut self) {}
     fn add_request_header(&mut self, name: &str, value: &str) {
         self.req.push((name.to_string(), Some(value.to_string())));
     }

@@ -8,6 +8,7 @@ use crate::config::{Api, Endpoint, LlmBackend, Provider};
 use crate::host::Host;
 use crate::providers::model::{text_len, ChatRequest, ProviderError, StreamEvent};
 use crate::providers::{self, FrontDoor, FrontEncoder, StreamDecoder, Target, Wire};
+use crate::security::guard::CallModel;
 use serde_json::Value;
 
 use super::Action;
@@ -149,15 +150,31 @@ impl Call {
                 return None;
             }
         };
+        // The client's headers the provider may get (`input_headers`); the translation
+        // then sets what the provider's API needs.
+        super::forward_only(h, &b.forward);
         crate::governance::decorate(&ep.governance, &mut req);
         apply_defaults(&mut req, l);
         self.wire = l.provider.wire();
         self.stream = req.stream;
         self.include_usage = req.include_usage;
         self.model = l.upstream_model(&req.model).to_string();
+        // Role and model checks judge the model this provider receives (after model
+        // routing, header conditions, weights, or on a failover attempt).
         let client_model = req.model.clone();
-        let models = [client_model.as_str(), self.model.as_str()];
-        if let Err((kind, msg)) = self.security.on_request(&mut req, &models) {
+        let resolve = |name: &str| {
+            ep.backends
+                .iter()
+                .filter_map(|b| b.llm.as_ref())
+                .find(|l| l.claims(name))
+                .map(|l| l.upstream_model(name).to_string())
+        };
+        let model = CallModel {
+            requested: &client_model,
+            upstream: &self.model,
+            resolve: &resolve,
+        };
+        if let Err((kind, msg)) = self.security.on_request(&mut req, &model) {
             self.reply(h, kind, &msg, None);
             return None;
         }

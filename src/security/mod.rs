@@ -8,4 +8,5 @@ pub mod claims;
 pub mod detect;
 pub mod exfil;
 pub mod guard;
+pub mod metadata;
 pub mod pii;
