@@ -66,15 +66,7 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         .into_iter()
         .map(|(name, hosts)| cluster(name, hosts, o))
         .collect();
-    // First of all, a client's own routing header goes: only the filter picks the cluster
-    // (the filter removes it too; this also covers any filter before it).
-    let mut http_filters = vec![json!({
-        "name": "envoy.filters.http.header_mutation",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            "mutations": {"request_mutations": [{"remove": CLUSTER_HEADER}]},
-        }
-    })];
+    let mut http_filters = Vec::new();
     let jwt = jwt_authn(gw, &mut clusters, o);
     let has_jwt = jwt.is_some();
     if let Some(jwt) = jwt {
@@ -89,6 +81,18 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "tollgate",
         "codec_type": "AUTO",
+        // First of all, a client's own routing header goes: only the filter picks the
+        // cluster. Early header mutations run before the route is chosen and before any
+        // filter (an HTTP filter removing it would come too late: jwt_authn and
+        // header_mutation look the route up, and Envoy keeps that choice). The tollgate
+        // filter removes it again (for hand-written bootstraps).
+        "early_header_mutation_extensions": [{
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                "mutations": [{"remove": CLUSTER_HEADER}],
+            }
+        }],
         // The gateway is the edge: the client is the TCP peer, and a client's own
         // X-Forwarded-For is not trusted. `source.address` (the rate-limit `ip` strategy)
         // follows this; behind a trusted load balancer set `xff_num_trusted_hops` instead.
@@ -509,10 +513,9 @@ mod tests {
         let gw = Gateway::from_value(&doc, &|_| None).unwrap();
         let b = bootstrap(&gw, &doc, text, &Options::default());
         let filters = http_filters(&b);
-        assert_eq!(filters[0]["name"], "envoy.filters.http.header_mutation");
-        assert_eq!(filters[1]["name"], "envoy.filters.http.jwt_authn");
-        assert_eq!(filters[2]["name"], "tollgate");
-        let cfg = &filters[1]["typed_config"];
+        assert_eq!(filters[0]["name"], "envoy.filters.http.jwt_authn");
+        assert_eq!(filters[1]["name"], "tollgate");
+        let cfg = &filters[0]["typed_config"];
         let p0 = &cfg["providers"]["tollgate_endpoint_0"];
         assert_eq!(p0["local_jwks"]["filename"], "/etc/jwks.json");
         assert_eq!(p0["issuer"], "me");
@@ -550,11 +553,13 @@ mod tests {
         let gw = Gateway::from_value(&plain, &|_| None).unwrap();
         let b = bootstrap(&gw, &plain, "{}", &Options::default());
         let filters = http_filters(&b);
+        assert_eq!(filters[0]["name"], "tollgate");
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
         assert_eq!(
-            filters[0]["typed_config"]["mutations"],
-            json!({"request_mutations": [{"remove": CLUSTER_HEADER}]})
+            hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"],
+            json!([{"remove": CLUSTER_HEADER}])
         );
-        assert_eq!(filters[1]["name"], "tollgate");
     }
 
     /// jwt_authn checks the first rule that matches; tollgate picks the most literal
@@ -580,7 +585,7 @@ mod tests {
         let doc: Value = serde_json::from_str(&text).unwrap();
         let gw = Gateway::from_value(&doc, &|_| None).unwrap();
         let b = bootstrap(&gw, &doc, &text, &Options::default());
-        let rules = http_filters(&b)[1]["typed_config"]["rules"].clone();
+        let rules = http_filters(&b)[0]["typed_config"]["rules"].clone();
         let order: Vec<(String, String, String)> = rules
             .as_array()
             .unwrap()
@@ -666,7 +671,7 @@ mod tests {
         );
         assert_eq!(clusters[1]["type"], "STATIC");
         assert!(clusters[1].get("transport_socket").is_none());
-        let wasm = &http_filters(&b)[1]["typed_config"]["config"];
+        let wasm = &http_filters(&b)[0]["typed_config"]["config"];
         assert_eq!(
             wasm["vm_config"]["environment_variables"]["host_env_keys"],
             json!(["OPENAI_API_KEY"])

@@ -50,6 +50,10 @@ pub struct Failover {
     current: Option<(usize, u32)>,
     /// The client's request body (after templates).
     body: Vec<u8>,
+    /// The request headers as the client sent them (credentials removed, the gateway's
+    /// role and claims set), before any backend rewrote them: each attempt gets those its
+    /// backend may get, never another attempt's.
+    client: Vec<(String, String)>,
     /// The last failed answer (returned when no backend is left).
     last: Option<Answer>,
     /// Shortest breaker wait among skipped backends.
@@ -89,6 +93,7 @@ impl Flow {
                                 next: 0,
                                 current: None,
                                 body: body.to_vec(),
+                                client: h.request_headers(),
                                 last: None,
                                 wait_ms: wait,
                             });
@@ -107,6 +112,7 @@ impl Flow {
             next: 0,
             current: None,
             body: body.to_vec(),
+            client: h.request_headers(),
             last: None,
             wait_ms: None,
         });
@@ -165,7 +171,7 @@ impl Flow {
                 .request_header(TIMEOUT_HEADER)
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(DEFAULT_TIMEOUT_MS);
-            let (headers, body) = cap.upstream_request(&backend.forward);
+            let (headers, body) = cap.upstream_request(&backend.forward, &f.client);
             let list: Vec<(&str, &str)> = headers
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -279,17 +285,20 @@ impl<'a, H: Host> Capture<'a, H> {
         }
     }
 
-    /// The headers (the client's that `forward` lets through and the gateway's own, such
-    /// as a propagated role; then those set by translation and modifiers) and body of the
-    /// upstream request.
-    fn upstream_request(&self, forward: &Forward) -> (Vec<(String, String)>, Vec<u8>) {
+    /// The headers (of the `client`'s, those `forward` lets through and the gateway's own,
+    /// such as a propagated role; then those set by translation and modifiers) and body of
+    /// the upstream request.
+    fn upstream_request(
+        &self,
+        forward: &Forward,
+        client: &[(String, String)],
+    ) -> (Vec<(String, String)>, Vec<u8>) {
         let set_here = |k: &str| self.req.iter().any(|(n, _)| n == k);
         let passes = |k: &str| forward.client_header(k) || forward.owned.iter().any(|o| o == k);
-        let mut out: Vec<(String, String)> = self
-            .inner
-            .request_headers()
-            .into_iter()
+        let mut out: Vec<(String, String)> = client
+            .iter()
             .filter(|(k, _)| passes(k) && !set_here(k) && k != "content-length")
+            .cloned()
             .collect();
         out.extend(
             self.req

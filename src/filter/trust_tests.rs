@@ -292,3 +292,47 @@ fn role_limits_judge_the_model_the_provider_receives() {
     assert_eq!(sent, vec!["tg_http_127.0.0.1_9001"]);
     assert!(String::from_utf8_lossy(&f.callouts[0].body).contains("\"gpt-4o-mini\""));
 }
+
+/// A stream that fails before its first byte fails over through callouts: each attempt
+/// carries the client's listed headers, never what the first backend's translation and
+/// modifiers wrote on the proxied request.
+#[test]
+fn a_failover_attempt_carries_only_its_own_headers() {
+    let doc = json!({"version": 3, "endpoints": [
+        {"endpoint": "/v1/chat/completions", "method": "POST", "input_headers": ["*"],
+         "extra_config": {"ai/routing": {"failover": true}},
+         "backend": [
+            {"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions",
+             "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": "sk-first"}}},
+                 "modifier/martian": {"header.Modifier": {"scope": ["request"], "name": "X-First-Only", "value": "1"}}}},
+            {"host": ["http://127.0.0.1:9002"], "url_pattern": "/v1/messages",
+             "extra_config": {"ai/llm": {"anthropic": {"v1": {"credentials": "sk-second",
+                 "variables": {"model": "claude-3-5-haiku-latest"}}}}}}]}]});
+    let chat =
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut flow = Flow::new(gw(doc));
+    let mut h = MockHost::request(
+        "POST",
+        "/v1/chat/completions",
+        &[("x-client", "1"), ("authorization", "Bearer client")],
+    )
+    .with_body(chat.as_bytes());
+    flow.on_request_headers(&mut h, false);
+    flow.on_request_body(&mut h, chat.len(), true);
+    assert_eq!(h.request_values("x-first-only"), vec!["1"]);
+    let mut h = h.with_response_headers(&[(":status", "503")]);
+    assert_eq!(flow.on_response_headers(&mut h, false), Action::Pause);
+    let c = h.callouts.first().unwrap();
+    let get = |n: &str| -> Vec<&str> {
+        c.headers
+            .iter()
+            .filter(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(c.cluster, "tg_http_127.0.0.1_9002");
+    assert_eq!(get("x-client"), vec!["1"]);
+    assert_eq!(get("x-api-key"), vec!["sk-second"]);
+    assert!(get("x-first-only").is_empty());
+    assert!(get("authorization").is_empty());
+}
