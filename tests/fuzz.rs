@@ -695,7 +695,18 @@ fn fuzz_routing() {
         let ok = parsed.is_ok();
         if let Ok(p) = parsed {
             // A concrete path built from the pattern matches it and yields the values.
-            let values: Vec<String> = p.params().map(|_| format!("v{}", rng.below(100))).collect();
+            // Values as a client may send them: plain, or shaped to climb out of the path.
+            const VALUES: &[&str] = &[
+                "..", ".", "%2e%2e", "%2E.", "a%2Fb", "%5c", "%252f", "a;b", "..;", "%", "%zz",
+                "a%00", "%3f", "x&y=z", ".a.",
+            ];
+            let values: Vec<String> = p
+                .params()
+                .map(|_| match rng.chance(2) {
+                    true => rng.pick(VALUES).to_string(),
+                    false => format!("v{}", rng.below(100)),
+                })
+                .collect();
             let mut it = values.iter();
             let concrete: String = p
                 .as_str()
@@ -714,7 +725,23 @@ fn fuzz_routing() {
             let got: Vec<String> = got.unwrap().into_iter().map(|(_, v)| v).collect();
             assert_eq!(got, values, "{src:?} on {concrete:?}");
             if let Ok(u) = UrlPattern::parse(&format!("/up{}", p.as_str()), &p) {
-                let _ = u.render(&p.matches(&concrete).unwrap());
+                // A rendered path keeps the pattern's shape: as many segments, and no dot
+                // segment or encoded separator that was not in the pattern.
+                if let Ok(out) = u.render(&p.matches(&concrete).unwrap()) {
+                    let shape = |s: &str| s.split('/').count();
+                    assert_eq!(shape(&out), shape(u.as_str()), "{u:?} rendered {out:?}");
+                    for seg in out.split('/') {
+                        let lower = seg.to_ascii_lowercase();
+                        assert!(
+                            !matches!(seg, "." | "..") || u.as_str().split('/').any(|x| x == seg),
+                            "{u:?} rendered {out:?}"
+                        );
+                        assert!(
+                            !lower.contains("%2f") && !lower.contains("%5c"),
+                            "{u:?} rendered {out:?}"
+                        );
+                    }
+                }
             }
             patterns.push((p, "POST"));
         }
