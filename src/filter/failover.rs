@@ -72,9 +72,21 @@ impl Flow {
         let doc: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = doc.get("model").and_then(Value::as_str).unwrap_or_default();
         let stream = doc.get("stream").and_then(Value::as_bool).unwrap_or(false);
-        let order = routing::order(h, ep, model);
+        let mut order = routing::order(h, ep, model);
         if order.is_empty() {
             return None; // model routing answers (unknown model: 404)
+        }
+        // security: backends whose model the caller may not use (models_by_role) are not
+        // tried while one it may use remains; with none, the first one's check answers 403.
+        if let Some(call) = &self.llm {
+            let allowed: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&b| call.may_use(ep, b, model))
+                .collect();
+            if !allowed.is_empty() {
+                order = allowed;
+            }
         }
         if stream || order.len() == 1 {
             let mut wait: Option<u64> = None;

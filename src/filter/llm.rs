@@ -85,6 +85,20 @@ impl Call {
         }
     }
 
+    /// Whether the caller's roles may use the model backend `b` would send for
+    /// `client_model` (`models_by_role`; true without a prompt guard).
+    pub fn may_use(&self, ep: &Endpoint, b: usize, client_model: &str) -> bool {
+        let Some(l) = ep.backends.get(b).and_then(|b| b.llm.as_ref()) else {
+            return true;
+        };
+        let resolve = |name: &str| resolve_model(ep, name);
+        self.security.may_use(&CallModel {
+            requested: client_model,
+            upstream: l.upstream_model(client_model),
+            resolve: &resolve,
+        })
+    }
+
     /// True when the gateway answered this call itself (no provider was asked).
     pub fn answered_locally(&self) -> bool {
         matches!(self.response, Response::Local)
@@ -162,13 +176,7 @@ impl Call {
         // Role and model checks judge the model this provider receives (after model
         // routing, header conditions, weights, or on a failover attempt).
         let client_model = req.model.clone();
-        let resolve = |name: &str| {
-            ep.backends
-                .iter()
-                .filter_map(|b| b.llm.as_ref())
-                .find(|l| l.claims(name))
-                .map(|l| l.upstream_model(name).to_string())
-        };
+        let resolve = |name: &str| resolve_model(ep, name);
         let model = CallModel {
             requested: &client_model,
             upstream: &self.model,
@@ -380,6 +388,16 @@ impl Call {
         self.status = status;
         self.done = true;
     }
+}
+
+/// The provider model a client name stands for on an endpoint: the model of the backend
+/// that claims the name (alias or configured model).
+fn resolve_model(ep: &Endpoint, name: &str) -> Option<String> {
+    ep.backends
+        .iter()
+        .filter_map(|b| b.llm.as_ref())
+        .find(|l| l.claims(name))
+        .map(|l| l.upstream_model(name).to_string())
 }
 
 /// The text of an Envoy reply shaped by the bootstrap's `local_reply_config`

@@ -143,6 +143,13 @@ impl CallSecurity {
         }
     }
 
+    /// Whether the caller's roles may use this model (`models_by_role`).
+    pub fn may_use(&self, model: &CallModel<'_>) -> bool {
+        self.guard
+            .as_ref()
+            .is_none_or(|g| g.allows_model(model, &self.roles))
+    }
+
     /// The parsed request, before translation: prompt guard, then PII masking.
     /// `model`: the model the provider would receive, after every routing decision.
     pub fn on_request(

@@ -261,7 +261,11 @@ fn role_limits_judge_the_model_the_provider_receives() {
                           "ai/prompt-guard": {"models_by_role": {"user": ["gpt-4o-mini"]}}}},
         {"endpoint": "/failover/v1/chat/completions", "method": "POST",
          "backend": [be(9002, "o1-pro", None), be(9001, "gpt-4o-mini", None)],
-         "extra_config": {"auth/api-keys": {"roles": []}, "ai/routing": {"failover": true},
+         "extra_config": {"auth/api-keys": {"roles": []}, "ai/routing": {"failover": true, "weights": [1, 0]},
+                          "ai/prompt-guard": {"models_by_role": {"user": ["gpt-4o-mini"]}}}},
+        {"endpoint": "/premium/v1/chat/completions", "method": "POST",
+         "backend": [be(9002, "o1-pro", None), be(9003, "o3", None)],
+         "extra_config": {"auth/api-keys": {"roles": []}, "ai/routing": {"failover": true, "weights": [1, 1]},
                           "ai/prompt-guard": {"models_by_role": {"user": ["gpt-4o-mini"]}}}}
     ]});
     let chat = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
@@ -285,12 +289,21 @@ fn role_limits_judge_the_model_the_provider_receives() {
         "your key or token may not use the model \"gpt-4o-mini\" (routed to \"o1-pro\")"
     );
     assert!(clusters(&premium).is_empty());
-    // Failover: the o1-pro attempt is refused and never sent; gpt-4o-mini is tried.
+    // Failover whose weighted primary is o1-pro: that backend is not tried, gpt-4o-mini is.
     let f = run("/failover/v1/chat/completions", &[]);
     assert!(f.reply.is_none());
-    let sent: Vec<&str> = f.callouts.iter().map(|c| c.cluster.as_str()).collect();
-    assert_eq!(sent, vec!["tg_http_127.0.0.1_9001"]);
-    assert!(String::from_utf8_lossy(&f.callouts[0].body).contains("\"gpt-4o-mini\""));
+    assert!(f.callouts.is_empty());
+    assert_eq!(clusters(&f), vec!["tg_http_127.0.0.1_9001"]);
+    assert!(String::from_utf8_lossy(&f.request_body).contains("\"gpt-4o-mini\""));
+    // Every backend forbidden: each attempt is checked, none is sent, 403.
+    let p = run("/premium/v1/chat/completions", &[]);
+    assert!(p.callouts.is_empty());
+    let r = p.reply.unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("routed to"));
 }
 
 /// A stream that fails before its first byte fails over through callouts: each attempt

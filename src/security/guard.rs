@@ -87,6 +87,14 @@ impl GuardError {
 }
 
 impl PromptGuard {
+    /// Whether `roles` may use the model (`models_by_role`; no list: any model).
+    pub fn allows_model(&self, model: &CallModel<'_>, roles: &[String]) -> bool {
+        self.models_by_role.is_empty()
+            || self.models_by_role.iter().any(|(role, list)| {
+                (role == "*" || roles.contains(role)) && list.iter().any(|m| model.allowed_by(m))
+            })
+    }
+
     /// Checks the texts of all messages (`user_texts`: those of user messages only), the
     /// model the provider would receive and the caller's roles.
     pub fn check(
@@ -96,16 +104,11 @@ impl PromptGuard {
         model: &CallModel<'_>,
         roles: &[String],
     ) -> Result<(), GuardError> {
-        if !self.models_by_role.is_empty() {
-            let allowed = self.models_by_role.iter().any(|(role, list)| {
-                (role == "*" || roles.contains(role)) && list.iter().any(|m| model.allowed_by(m))
+        if !self.allows_model(model, roles) {
+            return Err(GuardError::ModelForbidden {
+                requested: model.requested.to_string(),
+                upstream: model.upstream.to_string(),
             });
-            if !allowed {
-                return Err(GuardError::ModelForbidden {
-                    requested: model.requested.to_string(),
-                    upstream: model.upstream.to_string(),
-                });
-            }
         }
         let bytes: usize = texts.iter().map(|t| t.len()).sum();
         if let Some(max) = self.max_bytes {
