@@ -144,16 +144,21 @@ def floor_bootstrap(port: int, admin: int, mock_port: int, wasm: Path) -> dict:
     return bs
 
 
+# The mock provider's control headers (x-mock-chunks, ...) reach it only when listed
+# (KrakenD's input_headers: by default only Content-Type is forwarded).
+MOCK_HEADERS = ["Content-Type", "X-Mock-Chunks", "X-Mock-Delay-Ms", "X-Mock-No-Record"]
+
+
 def krakend(mock_port: int) -> dict:
     host = [f"http://127.0.0.1:{mock_port}"]
     return {
         "version": 3,
         "endpoints": [
-            {"endpoint": "/bench/header", "method": "POST", "backend": [{
+            {"endpoint": "/bench/header", "method": "POST", "input_headers": MOCK_HEADERS, "backend": [{
                 "host": host, "url_pattern": "/v1/chat/completions",
                 "extra_config": {"modifier/martian": {"header.Modifier": {
                     "scope": ["request"], "name": "Authorization", "value": "Bearer sk-bench"}}}}]},
-            {"endpoint": "/v1/chat/completions", "method": "POST", "backend": [{
+            {"endpoint": "/v1/chat/completions", "method": "POST", "input_headers": MOCK_HEADERS, "backend": [{
                 "host": host, "url_pattern": "/v1/messages",
                 "extra_config": {"ai/llm": {"anthropic": {"v1": {
                     "credentials": "sk-bench", "variables": {"model": "claude-3-5-haiku-latest"}}}}}}]},

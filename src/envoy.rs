@@ -6,7 +6,7 @@
 use crate::config::{env, Gateway};
 use crate::filter::errors::{ANTHROPIC_FRONT, ENVOY_REPLY, ERROR_HEADER, FRONT_PROPERTY};
 use crate::routing::{cluster_name, HostUrl, Scheme, CLUSTER_HEADER};
-use crate::security::claims::PAYLOAD_HEADER;
+use crate::security::claims::provider_name;
 use serde_json::{json, Value};
 
 /// Bootstrap settings that differ between a local run and a container.
@@ -81,6 +81,18 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "tollgate",
         "codec_type": "AUTO",
+        // First of all, a client's own routing header goes: only the filter picks the
+        // cluster. Early header mutations run before the route is chosen and before any
+        // filter (an HTTP filter removing it would come too late: jwt_authn and
+        // header_mutation look the route up, and Envoy keeps that choice). The tollgate
+        // filter removes it again (for hand-written bootstraps).
+        "early_header_mutation_extensions": [{
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                "mutations": [{"remove": CLUSTER_HEADER}],
+            }
+        }],
         // The gateway is the edge: the client is the TCP peer, and a client's own
         // X-Forwarded-For is not trusted. `source.address` (the rate-limit `ip` strategy)
         // follows this; behind a trusted load balancer set `xff_num_trusted_hops` instead.
@@ -142,13 +154,17 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
     })
 }
 
-/// Envoy's `jwt_authn` filter for endpoints with KrakenD `auth/validator` and a JWKS
-/// (`jwk_local_path`, or `jwk_url` with a cluster added for its host). It verifies the
-/// token, removes it, and forwards the verified payload in [`PAYLOAD_HEADER`], where
-/// tollgate checks roles and scopes. `None` when no endpoint asks for it.
+/// Envoy's `jwt_authn` filter for endpoints with KrakenD `auth/validator` (each has a
+/// JWKS: `jwk_local_path`, or `jwk_url` with a cluster added for its host). One provider per
+/// endpoint ([`provider_name`]) verifies the token (signature, expiry, issuer, audiences),
+/// removes it, and stores the payload in dynamic metadata under its own name, where tollgate
+/// reads the claims of the endpoint it matched. Rules: one per endpoint, in the order
+/// tollgate matches (most literal segments first, then configuration order), each on path
+/// and method, so the first rule that matches a request is the endpoint tollgate picks and
+/// the token checked is the one that endpoint requires; endpoints without `auth/validator`
+/// get a rule that requires nothing. `None` when no endpoint asks for a token.
 fn jwt_authn(gw: &Gateway, clusters: &mut Vec<Value>, o: &Options) -> Option<Value> {
     let mut providers = serde_json::Map::new();
-    let mut rules = Vec::new();
     for (i, ep) in gw.endpoints.iter().enumerate() {
         let Some(rule) = &ep.security.jwt else {
             continue;
@@ -168,9 +184,9 @@ fn jwt_authn(gw: &Gateway, clusters: &mut Vec<Value>, o: &Options) -> Option<Val
                 "http_uri": {"uri": url, "cluster": name, "timeout": "5s"},
                 "cache_duration": "300s"}})
         } else {
-            continue;
+            continue; // refused when the config was read
         };
-        let name = format!("tollgate_endpoint_{i}");
+        let name = provider_name(i);
         let mut p = jwks;
         if let Some(iss) = &rule.issuer {
             p["issuer"] = json!(iss);
@@ -179,22 +195,52 @@ fn jwt_authn(gw: &Gateway, clusters: &mut Vec<Value>, o: &Options) -> Option<Val
             p["audiences"] = json!(rule.audience);
         }
         p["forward"] = json!(false);
-        p["forward_payload_header"] = json!(PAYLOAD_HEADER);
-        if !rule.propagate_claims.is_empty() {
-            p["claim_to_headers"] = rule
-                .propagate_claims
-                .iter()
-                .map(|(claim, header)| json!({"header_name": header, "claim_name": claim}))
-                .collect();
-        }
-        providers.insert(name.clone(), p);
-        rules.push(json!({
-            "match": path_match(ep.pattern.as_str()),
-            "requires": {"provider_name": name},
-        }));
+        p["payload_in_metadata"] = json!(name);
+        providers.insert(name, p);
     }
     if providers.is_empty() {
         return None;
+    }
+    let mut order: Vec<usize> = (0..gw.endpoints.len()).collect();
+    order.sort_by_key(|&i| {
+        std::cmp::Reverse(gw.endpoints.get(i).map_or(0, |e| e.pattern.literal_count()))
+    });
+    let rules: Vec<Value> = order
+        .into_iter()
+        .filter_map(|i| Some((i, gw.endpoints.get(i)?)))
+        .map(|(i, ep)| {
+            let mut m = path_match(ep.pattern.as_str());
+            m["headers"] = json!([{"name": ":method", "string_match": {"exact": ep.method}}]);
+            let name = provider_name(i);
+            if providers.contains_key(&name) {
+                json!({"match": m, "requires": {"provider_name": name}})
+            } else {
+                json!({"match": m})
+            }
+        })
+        .collect();
+    // `GET {prefix}/models[/{id}]` (answered by the filter when no endpoint matches) is
+    // guarded like the first LLM endpoint under that prefix with authentication.
+    let mut rules = rules;
+    let mut seen: Vec<String> = Vec::new();
+    for (i, ep) in gw.endpoints.iter().enumerate() {
+        let guarded = ep.security.api_keys.is_some() || ep.security.jwt.is_some();
+        let Some(m) = ep.models_path().filter(|_| ep.api.is_some() && guarded) else {
+            continue;
+        };
+        if seen.contains(&m) {
+            continue;
+        }
+        let name = provider_name(i);
+        if providers.contains_key(&name) {
+            let get = json!([{"name": ":method", "string_match": {"exact": "GET"}}]);
+            for m in [json!({"path": m}), json!({"prefix": format!("{m}/")})] {
+                let mut m = m;
+                m["headers"] = get.clone();
+                rules.push(json!({"match": m, "requires": {"provider_name": name}}));
+            }
+        }
+        seen.push(m);
     }
     Some(json!({
         "name": "envoy.filters.http.jwt_authn",
@@ -456,6 +502,11 @@ fn scalar_str(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn http_filters(b: &Value) -> &Value {
+        &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["http_filters"]
+    }
+
     #[test]
     fn jwt_authn_only_when_an_endpoint_asks() {
         let text = r#"{"version": 3, "endpoints": [
@@ -467,42 +518,135 @@ mod tests {
         let doc: Value = serde_json::from_str(text).unwrap();
         let gw = Gateway::from_value(&doc, &|_| None).unwrap();
         let b = bootstrap(&gw, &doc, text, &Options::default());
-        let filters = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-            ["typed_config"]["http_filters"];
+        let filters = http_filters(&b);
         assert_eq!(filters[0]["name"], "envoy.filters.http.jwt_authn");
         assert_eq!(filters[1]["name"], "tollgate");
         let cfg = &filters[0]["typed_config"];
         let p0 = &cfg["providers"]["tollgate_endpoint_0"];
         assert_eq!(p0["local_jwks"]["filename"], "/etc/jwks.json");
         assert_eq!(p0["issuer"], "me");
-        assert_eq!(p0["forward_payload_header"], PAYLOAD_HEADER);
-        assert_eq!(
-            p0["claim_to_headers"],
-            json!([{"header_name": "x-user", "claim_name": "sub"}])
-        );
+        assert_eq!(p0["audiences"], json!(["a"]));
+        assert_eq!(p0["payload_in_metadata"], "tollgate_endpoint_0");
+        assert_eq!(p0["forward"], false);
+        // The payload and the claims reach tollgate through metadata only.
+        assert!(p0.get("forward_payload_header").is_none());
+        assert!(p0.get("claim_to_headers").is_none());
         let p1 = &cfg["providers"]["tollgate_endpoint_1"];
         assert_eq!(
             p1["remote_jwks"]["http_uri"]["cluster"],
             "tg_https_idp.example.com_443"
         );
+        let method = |m: &str| json!([{"name": ":method", "string_match": {"exact": m}}]);
         assert_eq!(
-            cfg["rules"][1]["match"],
-            json!({"safe_regex": {"regex": "/t/[^/]+/x"}})
+            cfg["rules"],
+            json!([
+                {"match": {"path": "/v1/chat/completions", "headers": method("POST")},
+                 "requires": {"provider_name": "tollgate_endpoint_0"}},
+                {"match": {"safe_regex": {"regex": "/t/[^/]+/x"}, "headers": method("GET")},
+                 "requires": {"provider_name": "tollgate_endpoint_1"}},
+                {"match": {"path": "/open", "headers": method("GET")}}
+            ])
         );
         let clusters = b["static_resources"]["clusters"].as_array().unwrap();
         assert!(clusters
             .iter()
             .any(|c| c["name"] == "tg_https_idp.example.com_443"));
-        // No auth/validator: no jwt_authn.
+        // No auth/validator: no jwt_authn; the routing header is removed all the same.
         let plain: Value = serde_json::from_str(
             r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://127.0.0.1:1"], "url_pattern": "/"}]}]}"#,
         )
         .unwrap();
         let gw = Gateway::from_value(&plain, &|_| None).unwrap();
         let b = bootstrap(&gw, &plain, "{}", &Options::default());
-        let filters = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-            ["typed_config"]["http_filters"];
+        let filters = http_filters(&b);
         assert_eq!(filters[0]["name"], "tollgate");
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        assert_eq!(
+            hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"],
+            json!([{"remove": CLUSTER_HEADER}])
+        );
+    }
+
+    /// jwt_authn checks the first rule that matches; tollgate picks the most literal
+    /// endpoint of the request's method. The rules come in tollgate's order, per method, so
+    /// both pick the same endpoint (and the token that endpoint requires).
+    #[test]
+    fn jwt_rules_follow_tollgates_match_order() {
+        let be = r#"[{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}]"#;
+        let jwt = |iss: &str| {
+            format!(r#"{{"auth/validator": {{"jwk_local_path": "/j.json", "issuer": "{iss}"}}}}"#)
+        };
+        let text = format!(
+            r#"{{"version": 3, "endpoints": [
+            {{"endpoint": "/v1/{{x}}", "method": "POST", "backend": {be}, "extra_config": {a}}},
+            {{"endpoint": "/v1/admin", "method": "POST", "backend": {be}, "extra_config": {b}}},
+            {{"endpoint": "/v2/thing", "method": "GET", "backend": {be}, "extra_config": {a}}},
+            {{"endpoint": "/v2/thing", "method": "POST", "backend": {be}, "extra_config": {b}}},
+            {{"endpoint": "/v1/{{x}}/{{y}}", "method": "POST", "backend": {be}}},
+            {{"endpoint": "/v1/public", "method": "POST", "backend": {be}}}]}}"#,
+            a = jwt("A"),
+            b = jwt("B")
+        );
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+        let b = bootstrap(&gw, &doc, &text, &Options::default());
+        let rules = http_filters(&b)[0]["typed_config"]["rules"].clone();
+        let order: Vec<(String, String, String)> = rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let m = &r["match"];
+                let path = m["path"]
+                    .as_str()
+                    .or(m["safe_regex"]["regex"].as_str())
+                    .unwrap();
+                let method = m["headers"][0]["string_match"]["exact"].as_str().unwrap();
+                let p = r["requires"]["provider_name"].as_str().unwrap_or("-");
+                (path.to_string(), method.to_string(), p.to_string())
+            })
+            .collect();
+        let t = |p: &str, m: &str, r: &str| (p.to_string(), m.to_string(), r.to_string());
+        assert_eq!(
+            order,
+            [
+                t("/v1/admin", "POST", "tollgate_endpoint_1"),
+                t("/v2/thing", "GET", "tollgate_endpoint_2"),
+                t("/v2/thing", "POST", "tollgate_endpoint_3"),
+                t("/v1/public", "POST", "-"),
+                t("/v1/[^/]+", "POST", "tollgate_endpoint_0"),
+                t("/v1/[^/]+/[^/]+", "POST", "-"),
+            ]
+        );
+        // For each request, the first rule matching path and method is tollgate's endpoint.
+        for (method, path) in [
+            ("POST", "/v1/admin"),
+            ("POST", "/v1/other"),
+            ("POST", "/v1/public"),
+            ("GET", "/v2/thing"),
+            ("POST", "/v2/thing"),
+            ("POST", "/v1/a/b"),
+        ] {
+            let candidates = gw.endpoints.iter().map(|e| (&e.pattern, e.method.as_str()));
+            let (want, _) = crate::routing::find(candidates, method, path).unwrap();
+            let first = order
+                .iter()
+                .position(|(p, m, _)| {
+                    m == method
+                        && regex_lite::Regex::new(&format!("^{p}$"))
+                            .unwrap()
+                            .is_match(path)
+                })
+                .unwrap();
+            let name = &order[first].2;
+            let expected = if gw.endpoints[want].security.jwt.is_some() {
+                provider_name(want)
+            } else {
+                "-".to_string()
+            };
+            assert_eq!(name, &expected, "{method} {path}");
+        }
     }
 
     #[test]
@@ -533,8 +677,7 @@ mod tests {
         );
         assert_eq!(clusters[1]["type"], "STATIC");
         assert!(clusters[1].get("transport_socket").is_none());
-        let wasm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-            ["typed_config"]["http_filters"][0]["typed_config"]["config"];
+        let wasm = &http_filters(&b)[0]["typed_config"]["config"];
         assert_eq!(
             wasm["vm_config"]["environment_variables"]["host_env_keys"],
             json!(["OPENAI_API_KEY"])

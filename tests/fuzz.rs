@@ -695,7 +695,18 @@ fn fuzz_routing() {
         let ok = parsed.is_ok();
         if let Ok(p) = parsed {
             // A concrete path built from the pattern matches it and yields the values.
-            let values: Vec<String> = p.params().map(|_| format!("v{}", rng.below(100))).collect();
+            // Values as a client may send them: plain, or shaped to climb out of the path.
+            const VALUES: &[&str] = &[
+                "..", ".", "%2e%2e", "%2E.", "a%2Fb", "%5c", "%252f", "a;b", "..;", "%", "%zz",
+                "a%00", "%3f", "x&y=z", ".a.",
+            ];
+            let values: Vec<String> = p
+                .params()
+                .map(|_| match rng.chance(2) {
+                    true => rng.pick(VALUES).to_string(),
+                    false => format!("v{}", rng.below(100)),
+                })
+                .collect();
             let mut it = values.iter();
             let concrete: String = p
                 .as_str()
@@ -714,7 +725,23 @@ fn fuzz_routing() {
             let got: Vec<String> = got.unwrap().into_iter().map(|(_, v)| v).collect();
             assert_eq!(got, values, "{src:?} on {concrete:?}");
             if let Ok(u) = UrlPattern::parse(&format!("/up{}", p.as_str()), &p) {
-                let _ = u.render(&p.matches(&concrete).unwrap());
+                // A rendered path keeps the pattern's shape: as many segments, and no dot
+                // segment or encoded separator that was not in the pattern.
+                if let Ok(out) = u.render(&p.matches(&concrete).unwrap()) {
+                    let shape = |s: &str| s.split('/').count();
+                    assert_eq!(shape(&out), shape(u.as_str()), "{u:?} rendered {out:?}");
+                    for seg in out.split('/') {
+                        let lower = seg.to_ascii_lowercase();
+                        assert!(
+                            !matches!(seg, "." | "..") || u.as_str().split('/').any(|x| x == seg),
+                            "{u:?} rendered {out:?}"
+                        );
+                        assert!(
+                            !lower.contains("%2f") && !lower.contains("%5c"),
+                            "{u:?} rendered {out:?}"
+                        );
+                    }
+                }
             }
             patterns.push((p, "POST"));
         }
@@ -1059,11 +1086,12 @@ fn flow_request_body(rng: &mut Rng, path: &str, model: &str, stream: bool) -> Ve
 /// A flow input (see `fuzz_flow`): a request to one of the configured paths with some of
 /// the headers the configuration reacts to, the provider's answer, and callout answers.
 fn flow_input(rng: &mut Rng) -> Vec<u8> {
-    use fuzz_flow::{write_message, CLIENT_KEYS, MODELS, PATHS, SEP};
+    use fuzz_flow::{write_message, CLIENT_CLUSTERS, CLIENT_KEYS, MODELS, PATHS, SEP};
     let bit = |rng: &mut Rng, one_in: usize, at: u8| u8::from(rng.chance(one_in)) << at;
     let flags = bit(rng, 2, 0) | bit(rng, 4, 1) | bit(rng, 8, 2) | bit(rng, 4, 3);
     let flags = flags | (rng.below(16) as u8) << 4;
-    let address = rng.below(4) as u8 | bit(rng, 10, 2);
+    let address = rng.below(4) as u8 | bit(rng, 10, 2) | bit(rng, 3, 3);
+    let address = address | (rng.below(4) as u8) << 4;
     let mut out = vec![flags, rng.below(256) as u8, rng.below(256) as u8, address];
     let path = *rng.pick(PATHS);
     let method = if rng.chance(10) {
@@ -1093,7 +1121,9 @@ fn flow_input(rng: &mut Rng) -> Vec<u8> {
         "eyJyZWFsbSI6eyJyb2xlcyI6WyJvcHMiXX19",
         "not base64!",
     ]);
-    let optional: [(&str, &str); 10] = [
+    let optional: [(&str, &str); 12] = [
+        ("x-tollgate-cluster", *rng.pick(CLIENT_CLUSTERS)),
+        ("x-role", "admin"),
         ("authorization", &bearer),
         ("x-api-key", key),
         ("x-user", *rng.pick(&["u1", "u2", ""])),

@@ -12,6 +12,7 @@ pub mod reader;
 pub mod security;
 
 use crate::cost::{self, CostConfig, QuotaAttach};
+use crate::routing::forward::{Allow, Forward};
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
 use crate::security::secrets::Secrets;
 pub use llm::{LlmBackend, Provider, Secret};
@@ -56,21 +57,13 @@ const IGNORED_ROOT: &[&str] = &[
     "use_h2c",
     "max_shutdown_wait_time",
 ];
-const IGNORED_ENDPOINT: &[&str] = &[
-    "cache_ttl",
-    "concurrent_calls",
-    "input_headers",
-    "input_query_strings",
-    "output_encoding",
-];
+const IGNORED_ENDPOINT: &[&str] = &["cache_ttl", "concurrent_calls", "output_encoding"];
 const IGNORED_BACKEND: &[&str] = &[
     "allow",
     "deny",
     "disable_host_sanitize",
     "encoding",
     "group",
-    "input_headers",
-    "input_query_strings",
     "is_collection",
     "mapping",
     "sd",
@@ -108,6 +101,9 @@ pub struct Endpoint {
     pub governance: crate::governance::Policy,
     /// Client auth, PII masking, exfiltration and prompt guards ([`security`]).
     pub security: security::EndpointSecurity,
+    /// What of the client's request goes upstream (`input_headers`,
+    /// `input_query_strings`); each backend holds its own, narrowed by its lists.
+    pub forward: Forward,
 }
 
 /// The client-facing LLM API of an endpoint, from its path.
@@ -167,6 +163,8 @@ pub struct Backend {
     pub llm: Option<LlmBackend>,
     /// `backend/conditional`, `qos/circuit-breaker` ([`crate::governance::routing`]).
     pub rules: crate::governance::routing::BackendRules,
+    /// What of the client's request goes to this backend ([`Forward`]).
+    pub forward: Forward,
 }
 
 impl Backend {
@@ -379,6 +377,10 @@ fn endpoint(
         .map_err(|m| ConfigError::new(o.at("endpoint"), m))?;
     let method = method_field(&mut o, "method")?.unwrap_or_else(|| "GET".to_string());
     let timeout_ms = duration_field(&mut o, "timeout")?;
+    let mut forward = Forward::new(
+        o.opt_strings("input_headers")?.as_deref(),
+        o.opt_strings("input_query_strings")?.as_deref(),
+    );
     let mut quota = None;
     let mut governance = crate::governance::Policy::default();
     let mut sec = security::EndpointSecurity::default();
@@ -412,6 +414,12 @@ fn endpoint(
             lookup,
             warnings,
         )?);
+    }
+    // Headers the gateway writes itself are kept; the client's API key never leaves.
+    forward.owned = sec.owned_headers();
+    forward.never = sec.secret_headers();
+    for b in &mut backends {
+        b.forward = forward.narrow(Some(&b.forward.headers), Some(&b.forward.query));
     }
     let llm_count = backends.iter().filter(|b| b.llm.is_some()).count();
     if backends.len() > 1 && llm_count < backends.len() {
@@ -455,6 +463,7 @@ fn endpoint(
         quota,
         governance,
         security: sec,
+        forward,
     };
     let (bpath, xpath) = (format!("{path}.backend"), format!("{path}.extra_config"));
     crate::governance::routing::finish_endpoint(&mut ep, index, &bpath, &xpath)?;
@@ -483,6 +492,18 @@ fn backend(
     let url_pattern = UrlPattern::parse(o.str("url_pattern")?, endpoint)
         .map_err(|m| ConfigError::new(o.at("url_pattern"), m))?;
     let method = method_field(&mut o, "method")?;
+    // The backend's own lists (KrakenD's second-level filter), narrowed into the
+    // endpoint's policy by `endpoint`; absent lists let everything through here.
+    let list = |o: &mut Obj<'_>, key: &str, lower: bool| -> Result<Allow> {
+        Ok(o.opt_strings(key)?
+            .filter(|l| !l.is_empty())
+            .map_or(Allow::All, |l| Allow::from_list(&l, lower)))
+    };
+    let forward = Forward {
+        headers: list(&mut o, "input_headers", true)?,
+        query: list(&mut o, "input_query_strings", false)?,
+        ..Forward::default()
+    };
     let mut modifiers = Modifiers::default();
     let mut llm = None;
     let mut rules = crate::governance::routing::BackendRules::default();
@@ -506,6 +527,7 @@ fn backend(
         modifiers,
         llm,
         rules,
+        forward,
     })
 }
 

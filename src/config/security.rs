@@ -41,6 +41,38 @@ pub struct EndpointSecurity {
     pub upstream_secret: bool,
 }
 
+impl EndpointSecurity {
+    /// Headers the gateway writes for this endpoint (lowercase): the API-key role
+    /// (`propagate_role`) and the JWT claims (`propagate_claims`). A client's own copies
+    /// are removed before authentication.
+    pub fn owned_headers(&self) -> Vec<String> {
+        let role = self
+            .api_keys
+            .as_ref()
+            .and_then(|k| k.store.propagate_role.as_deref());
+        let claims = self.jwt.iter().flat_map(|j| &j.propagate_claims);
+        role.into_iter()
+            .chain(claims.map(|(_, header)| header.as_str()))
+            .map(str::to_ascii_lowercase)
+            .collect()
+    }
+
+    /// Headers that never leave the gateway (lowercase): client credentials and the
+    /// API-key identifier header of this endpoint.
+    pub fn secret_headers(&self) -> Vec<String> {
+        let identifier = self
+            .api_keys
+            .as_ref()
+            .filter(|k| k.strategy == Strategy::Header)
+            .map(|k| k.identifier.to_ascii_lowercase());
+        crate::routing::forward::CLIENT_CREDENTIALS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(identifier)
+            .collect()
+    }
+}
+
 /// KrakenD `auth/validator` fields about token verification: Envoy's `jwt_authn` does
 /// that part (see `tollgate envoy`); tollgate accepts and does not use them.
 const VALIDATOR_VERIFY_ONLY: &[&str] = &[
@@ -339,7 +371,20 @@ fn validator(v: &Value, path: &str) -> Result<ClaimsRule> {
     if let Some(url) = &rule.jwk_url {
         jwks_host(url).map_err(|m| ConfigError::new(o.at("jwk_url"), m))?;
     }
+    if rule.jwk_local_path.as_deref() == Some("") {
+        return Err(ConfigError::new(
+            o.at("jwk_local_path"),
+            "must not be empty",
+        ));
+    }
     o.finish(VALIDATOR_VERIFY_ONLY)?;
+    if rule.jwk_local_path.is_none() && rule.jwk_url.is_none() {
+        // Without keys Envoy's jwt_authn cannot verify anything: tokens would go unchecked.
+        return Err(ConfigError::new(
+            path,
+            "needs jwk_local_path or jwk_url: tollgate has Envoy's jwt_authn verify the tokens with those keys",
+        ));
+    }
     Ok(rule)
 }
 
@@ -618,6 +663,9 @@ mod tests {
             (json!({"ai/prompt-guard": {"deny": ["a{2,1}"]}}), format!("{p}.ai/prompt-guard.deny[0]: invalid regex: found counted repetition with a min bigger than its max")),
             (json!({"auth/validator": {"scopes_matcher": "most"}}), format!("{p}.auth/validator.scopes_matcher: \"most\" is not one of any, all")),
             (json!({"auth/validator": {"rolez": []}}), format!("{p}.auth/validator.rolez: unknown field")),
+            (json!({"auth/validator": {"alg": "RS256", "roles": ["admin"]}}), format!("{p}.auth/validator: needs jwk_local_path or jwk_url: tollgate has Envoy's jwt_authn verify the tokens with those keys")),
+            (json!({"auth/validator": {"alg": "HS256", "secret_url": "base64://c2VjcmV0", "disable_jwk_security": true}}), format!("{p}.auth/validator: needs jwk_local_path or jwk_url: tollgate has Envoy's jwt_authn verify the tokens with those keys")),
+            (json!({"auth/validator": {"jwk_local_path": ""}}), format!("{p}.auth/validator.jwk_local_path: must not be empty")),
             (json!({"auth/validator": {"jwk_url": "idp/jwks"}}), format!("{p}.auth/validator.jwk_url: \"idp/jwks\" must start with http:// or https://")),
         ] {
             assert_eq!(err(ep(v, &s)), want);

@@ -19,6 +19,7 @@
 use super::{apply, reserve_budget, route_to_backend, Action, Flow, Side, TIMEOUT_HEADER};
 use crate::governance::{self, routing};
 use crate::host::{Host, SharedError};
+use crate::routing::forward::Forward;
 use crate::routing::CLUSTER_HEADER;
 use crate::security::secrets::{Mask, Secrets};
 use serde_json::Value;
@@ -50,6 +51,10 @@ pub struct Failover {
     current: Option<(usize, u32)>,
     /// The client's request body (after templates).
     body: Vec<u8>,
+    /// The request headers as the client sent them (credentials removed, the gateway's
+    /// role and claims set), before any backend rewrote them: each attempt gets those its
+    /// backend may get, never another attempt's.
+    client: Vec<(String, String)>,
     /// The last failed answer (returned when no backend is left).
     last: Option<Answer>,
     /// Shortest breaker wait among skipped backends.
@@ -68,9 +73,21 @@ impl Flow {
         let doc: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = doc.get("model").and_then(Value::as_str).unwrap_or_default();
         let stream = doc.get("stream").and_then(Value::as_bool).unwrap_or(false);
-        let order = routing::order(h, ep, model);
+        let mut order = routing::order(h, ep, model);
         if order.is_empty() {
             return None; // model routing answers (unknown model: 404)
+        }
+        // security: backends whose model the caller may not use (models_by_role) are not
+        // tried while one it may use remains; with none, the first one's check answers 403.
+        if let Some(call) = &self.llm {
+            let allowed: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&b| call.may_use(ep, b, model))
+                .collect();
+            if !allowed.is_empty() {
+                order = allowed;
+            }
         }
         if stream || order.len() == 1 {
             let mut wait: Option<u64> = None;
@@ -89,6 +106,7 @@ impl Flow {
                                 next: 0,
                                 current: None,
                                 body: body.to_vec(),
+                                client: h.request_headers(),
                                 last: None,
                                 wait_ms: wait,
                             });
@@ -107,6 +125,7 @@ impl Flow {
             next: 0,
             current: None,
             body: body.to_vec(),
+            client: h.request_headers(),
             last: None,
             wait_ms: None,
         });
@@ -165,7 +184,7 @@ impl Flow {
                 .request_header(TIMEOUT_HEADER)
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(DEFAULT_TIMEOUT_MS);
-            let (headers, body) = cap.upstream_request();
+            let (headers, body) = cap.upstream_request(&backend.forward, &f.client);
             // The budget reservation, made once, on the first attempt translated.
             let reserved = reserve_budget(h, &gw, self.charge.as_mut(), &call.account);
             if let Err((refusal, quiet)) = reserved {
@@ -297,14 +316,29 @@ impl<'a, H: Host> Capture<'a, H> {
         }
     }
 
-    /// The headers (set by translation and modifiers) and body of the upstream request.
-    fn upstream_request(&self) -> (Vec<(String, String)>, Vec<u8>) {
-        let mut out: Vec<(String, String)> = self
-            .req
+    /// The headers (of the `client`'s, those `forward` lets through and the gateway's own,
+    /// such as a propagated role; then those set by translation and modifiers) and body of
+    /// the upstream request.
+    fn upstream_request(
+        &self,
+        forward: &Forward,
+        client: &[(String, String)],
+    ) -> (Vec<(String, String)>, Vec<u8>) {
+        let set_here = |k: &str| self.req.iter().any(|(n, _)| n == k);
+        let passes = |k: &str| forward.client_header(k) || forward.owned.iter().any(|o| o == k);
+        let mut out: Vec<(String, String)> = client
             .iter()
-            .filter(|(k, _)| k != CLUSTER_HEADER && k != TIMEOUT_HEADER && k != "content-length")
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+            .filter(|(k, _)| passes(k) && !set_here(k) && k != "content-length")
+            .cloned()
             .collect();
+        out.extend(
+            self.req
+                .iter()
+                .filter(|(k, _)| {
+                    k != CLUSTER_HEADER && k != TIMEOUT_HEADER && k != "content-length"
+                })
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone()))),
+        );
         out.push(("content-length".into(), self.req_body.len().to_string()));
         (out, self.req_body.clone())
     }
@@ -342,10 +376,18 @@ impl<H: Host> Host for Capture<'_, H> {
             None => self.inner.request_header(name),
         }
     }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        let mut out = self.inner.request_headers();
+        for (k, v) in &self.req {
+            set_in(&mut out, k, v.as_deref());
+        }
+        out
+    }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         self.req.retain(|(k, _)| k != name);
         self.req.push((name.to_string(), value.map(String::from)));
     }
+    fn clear_request_trailers(&mut self) {}
     fn add_request_header(&mut self, name: &str, value: &str) {
         self.req.push((name.to_string(), Some(value.to_string())));
     }

@@ -8,6 +8,7 @@ use crate::config::{Api, Endpoint, LlmBackend, Provider};
 use crate::host::Host;
 use crate::providers::model::{text_len, ChatRequest, Part, ProviderError, StreamEvent};
 use crate::providers::{self, FrontDoor, FrontEncoder, StreamDecoder, Target, Wire};
+use crate::security::guard::CallModel;
 use serde_json::Value;
 
 use super::Action;
@@ -78,6 +79,20 @@ impl Call {
         }
     }
 
+    /// Whether the caller's roles may use the model backend `b` would send for
+    /// `client_model` (`models_by_role`; true without a prompt guard).
+    pub fn may_use(&self, ep: &Endpoint, b: usize, client_model: &str) -> bool {
+        let Some(l) = ep.backends.get(b).and_then(|b| b.llm.as_ref()) else {
+            return true;
+        };
+        let resolve = |name: &str| resolve_model(ep, name);
+        self.security.may_use(&CallModel {
+            requested: client_model,
+            upstream: l.upstream_model(client_model),
+            resolve: &resolve,
+        })
+    }
+
     /// Answers the client with an error in its API's shape.
     pub fn reply<H: Host>(
         &mut self,
@@ -138,15 +153,25 @@ impl Call {
                 return None;
             }
         };
+        // The client's headers the provider may get (`input_headers`); the translation
+        // then sets what the provider's API needs.
+        super::forward_only(h, &b.forward);
         crate::governance::decorate(&ep.governance, &mut req);
         apply_defaults(&mut req, l);
         self.wire = l.provider.wire();
         self.stream = req.stream;
         self.include_usage = req.include_usage;
         self.model = l.upstream_model(&req.model).to_string();
+        // Role and model checks judge the model this provider receives (after model
+        // routing, header conditions, weights, or on a failover attempt).
         let client_model = req.model.clone();
-        let models = [client_model.as_str(), self.model.as_str()];
-        if let Err((kind, msg)) = self.security.on_request(&mut req, &models) {
+        let resolve = |name: &str| resolve_model(ep, name);
+        let model = CallModel {
+            requested: &client_model,
+            upstream: &self.model,
+            resolve: &resolve,
+        };
+        if let Err((kind, msg)) = self.security.on_request(&mut req, &model) {
             self.reply(h, kind, &msg, None);
             return None;
         }
@@ -374,6 +399,16 @@ fn request_tokens(req: &ChatRequest, body_bytes: usize) -> u64 {
             (n.saturating_add(1), bytes.saturating_add(len))
         });
     crate::cost::estimate_request_tokens(body_bytes, images, image_bytes)
+}
+
+/// The provider model a client name stands for on an endpoint: the model of the backend
+/// that claims the name (alias or configured model).
+fn resolve_model(ep: &Endpoint, name: &str) -> Option<String> {
+    ep.backends
+        .iter()
+        .filter_map(|b| b.llm.as_ref())
+        .find(|l| l.claims(name))
+        .map(|l| l.upstream_model(name).to_string())
 }
 
 /// The text of an Envoy reply shaped by the bootstrap's `local_reply_config`

@@ -20,6 +20,7 @@ use crate::config::{Endpoint, Gateway, HeaderOp};
 use crate::cost::{self, Charge, Refusal};
 use crate::governance;
 use crate::host::Host;
+use crate::routing::forward::Forward;
 use crate::routing::{self, Miss, CLUSTER_HEADER};
 use errors::{reply_error, ErrorKind};
 use std::rc::Rc;
@@ -30,10 +31,6 @@ pub enum Action {
     Continue,
     Pause,
 }
-
-/// Client credential headers of every front door (OpenAI, Anthropic, Azure, Gemini).
-/// They authenticate the client to the gateway and are never forwarded to a provider.
-const CLIENT_CREDENTIALS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
 /// Envoy's per-request upstream timeout header, honoured by the router filter.
 const TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
@@ -104,6 +101,10 @@ impl Flow {
     /// Request headers: match the endpoint; rewrite plain requests at once, hold LLM
     /// requests until their body is read.
     pub fn on_request_headers<H: Host>(&mut self, h: &mut H, end_of_stream: bool) -> Action {
+        // Only the filter chooses the upstream cluster: a client's own routing header is
+        // gone before anything else (the generated bootstrap removes it before the filter
+        // too), so a request the filter does not route has no cluster.
+        h.set_request_header(CLUSTER_HEADER, None);
         let method = h.request_header(":method").unwrap_or_default();
         let full_path = h.request_header(":path").unwrap_or_default();
         let (path, query) = match full_path.split_once('?') {
@@ -126,12 +127,28 @@ impl Flow {
         let Some(ep) = gw.endpoints.get(index) else {
             return Action::Continue;
         };
-        // Client authentication first (auth/api-keys, auth/validator): 401/403 here.
-        let Ok(auth) = security::authenticate(h, ep, query) else {
+        // Headers the gateway writes for this endpoint (role, claims): the client's own
+        // copies go first. Then client authentication (auth/api-keys, auth/validator).
+        for name in &ep.forward.owned {
+            h.set_request_header(name, None);
+        }
+        let Ok(auth) = security::authenticate(h, ep, index, query) else {
             self.replied = true;
             return Action::Pause;
         };
         let query = auth.query.as_deref();
+        // A plain endpoint's upstream path: a `{param}` may not change its structure.
+        let upstream_path = match ep.api.is_none().then(|| ep.backend()).flatten() {
+            Some(b) => match upstream_path(b, &params, query) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.replied = true;
+                    security::reply(h, ep, ErrorKind::InvalidRequest, &e.to_string());
+                    return Action::Pause;
+                }
+            },
+            None => None,
+        };
         // governance: size (content-length) and rate limits; the client's headers are
         // still as sent (a limit may key on Authorization).
         if let Some(d) = governance::on_request_headers(h, &ep.governance, &params, &mut self.gov) {
@@ -143,7 +160,8 @@ impl Flow {
             self.replied = true;
             return Action::Pause;
         }
-        for name in CLIENT_CREDENTIALS {
+        // Client credentials and the API-key identifier never leave the gateway.
+        for name in &ep.forward.never {
             h.set_request_header(name, None);
         }
         if let Some(api) = ep.api {
@@ -174,12 +192,10 @@ impl Flow {
             governance::reply(h, ep.api, &governance::routing::unavailable(wait));
             return Action::Pause;
         }
-        let mut upstream_path = b.url_pattern.render(&params);
-        if let Some(q) = query {
-            upstream_path.push('?');
-            upstream_path.push_str(q);
+        forward_only(h, &b.forward);
+        if let Some(p) = &upstream_path {
+            h.set_request_header(":path", Some(p));
         }
-        h.set_request_header(":path", Some(&upstream_path));
         if let Some(m) = &b.method {
             h.set_request_header(":method", Some(m));
         }
@@ -207,6 +223,18 @@ impl Flow {
         }
         self.sent = true;
         Action::Continue
+    }
+
+    /// Request trailers: the request ended with them, so no body callback saw
+    /// `end_of_stream` and the body stage runs now, on the whole buffered body (whatever
+    /// the framing, a request never reaches the upstream without it). Client trailers
+    /// are never forwarded.
+    pub fn on_request_trailers<H: Host>(&mut self, h: &mut H) -> Action {
+        h.clear_request_trailers();
+        if self.replied {
+            return Action::Pause;
+        }
+        self.on_request_body(h, usize::MAX, true)
     }
 
     /// Request body: only LLM endpoints read it (whole), translate it, and route.
@@ -563,6 +591,37 @@ fn not_routed<H: Host>(h: &mut H, miss: Miss, method: &str, path: &str) {
     }
 }
 
+/// The upstream path of a plain backend: `url_pattern` with the params, then the client's
+/// query parameters the backend may get.
+fn upstream_path(
+    b: &crate::config::Backend,
+    params: &routing::Params,
+    query: Option<&str>,
+) -> Result<String, routing::ParamError> {
+    let mut path = b.url_pattern.render(params)?;
+    if let Some(q) = query.and_then(|q| b.forward.query(q)) {
+        path.push(if path.contains('?') { '&' } else { '?' });
+        path.push_str(&q);
+    }
+    Ok(path)
+}
+
+/// Removes every request header the backend may not get ([`Forward::keeps`]). Runs after
+/// everything that reads the client's headers (auth, limits, quotas, routing) and before
+/// the gateway sets its own.
+fn forward_only<H: Host>(h: &mut H, forward: &Forward) {
+    let mut dropped: Vec<String> = h
+        .request_headers()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !forward.keeps(k))
+        .collect();
+    dropped.dedup();
+    for name in dropped {
+        h.set_request_header(&name, None);
+    }
+}
+
 /// Points the request at a backend: authority, timeout, request modifiers, and last the
 /// cluster header (that change makes Envoy pick the backend's cluster).
 fn route_to_backend<H: Host>(h: &mut H, ep: &Endpoint, backend: usize) {
@@ -615,3 +674,5 @@ fn apply<H: Host>(h: &mut H, side: Side, ops: &[HeaderOp]) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trust_tests;

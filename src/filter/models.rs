@@ -41,14 +41,14 @@ pub fn reply<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
     }
     // The list is protected like the models it lists: the client must pass the
     // authentication of the first LLM endpoint under this prefix that has one.
-    let guarded = gw.endpoints.iter().find(|e| {
+    let guarded = gw.endpoints.iter().enumerate().find(|(_, e)| {
         e.api.is_some()
             && e.models_path()
                 .is_some_and(|m| path.starts_with(m.as_str()))
             && (e.security.api_keys.is_some() || e.security.jwt.is_some())
     });
-    if let Some(ep) = guarded {
-        if super::security::authenticate(h, ep, None).is_err() {
+    if let Some((index, ep)) = guarded {
+        if super::security::authenticate(h, ep, index, None).is_err() {
             return true;
         }
     }

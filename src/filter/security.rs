@@ -9,9 +9,10 @@ use crate::host::Host;
 use crate::providers::model::{ChatRequest, ChatResponse, Part, ProviderError, Role, StreamEvent};
 use crate::providers::FrontDoor;
 use crate::security::apikeys::AuthError;
-use crate::security::claims::{ClaimsError, PAYLOAD_HEADER};
+use crate::security::claims::{self, ClaimsError};
 use crate::security::exfil::{Blocked, Exfil, Scanner};
-use crate::security::guard::{GuardError, PromptGuard};
+use crate::security::guard::{CallModel, GuardError, PromptGuard};
+use crate::security::metadata;
 use crate::security::pii::{Masking, Pii, PiiAction, Restorer};
 use crate::security::reach::{self, joined, splice};
 use crate::security::secrets::{Mask, Scrubber, Secrets};
@@ -50,8 +51,14 @@ pub fn reply<H: Host>(h: &mut H, ep: &Endpoint, kind: ErrorKind, message: &str) 
     h.send_reply(status, &headers, &body);
 }
 
-/// Request headers: `auth/api-keys` and `auth/validator`. `Err` after answering 401/403.
-pub fn authenticate<H: Host>(h: &mut H, ep: &Endpoint, query: Option<&str>) -> Result<Auth, ()> {
+/// Request headers: `auth/api-keys` and `auth/validator` of endpoint `index`. `Err` after
+/// answering 401/403.
+pub fn authenticate<H: Host>(
+    h: &mut H,
+    ep: &Endpoint,
+    index: usize,
+    query: Option<&str>,
+) -> Result<Auth, ()> {
     let sec = &ep.security;
     let mut auth = Auth {
         roles: Vec::new(),
@@ -80,20 +87,29 @@ pub fn authenticate<H: Host>(h: &mut H, ep: &Endpoint, query: Option<&str>) -> R
         }
     }
     if let Some(rule) = &sec.jwt {
-        match rule.check(h.request_header(PAYLOAD_HEADER).as_deref()) {
+        // The payload jwt_authn verified with this endpoint's own provider, from the
+        // dynamic metadata (never from a header: a client can write those).
+        let payload = h
+            .property(&["metadata"])
+            .and_then(|m| metadata::jwt_payload(&m, &claims::provider_name(index)));
+        match rule.check(payload.as_ref()) {
             Ok(roles) => auth.roles.extend(roles),
             Err(e) => {
                 let kind = match e {
-                    ClaimsError::Missing | ClaimsError::Invalid => ErrorKind::Unauthorized,
+                    ClaimsError::Missing | ClaimsError::WrongIssuer => ErrorKind::Unauthorized,
                     ClaimsError::Forbidden(_) => ErrorKind::Forbidden,
                 };
                 reply(h, ep, kind, e.message());
                 return Err(());
             }
         }
+        for (claim, header) in &rule.propagate_claims {
+            let value = payload
+                .as_ref()
+                .and_then(|p| claims::header_value(p, claim));
+            h.set_request_header(&header.to_ascii_lowercase(), value.as_deref());
+        }
     }
-    // The verified claims are for the gateway, not for the provider.
-    h.set_request_header(PAYLOAD_HEADER, None);
     Ok(auth)
 }
 
@@ -193,7 +209,7 @@ fn message_text(content: &[Part]) -> String {
 
 fn refused(e: GuardError) -> (ErrorKind, String) {
     let kind = match e {
-        GuardError::ModelForbidden(_) => ErrorKind::Forbidden,
+        GuardError::ModelForbidden { .. } => ErrorKind::Forbidden,
         _ => ErrorKind::Blocked,
     };
     (kind, e.message())
@@ -229,16 +245,23 @@ impl CallSecurity {
         out
     }
 
+    /// Whether the caller's roles may use this model (`models_by_role`).
+    pub fn may_use(&self, model: &CallModel<'_>) -> bool {
+        self.guard
+            .as_ref()
+            .is_none_or(|g| g.allows_model(model, &self.roles))
+    }
+
     /// The parsed request, before translation: prompt guard, then PII masking, over every
     /// text the provider receives, each as the provider receives it ([`reach`]).
-    /// `models`: the model as the client named it and as the provider calls it.
+    /// `model`: the model the provider would receive, after every routing decision.
     pub fn on_request(
         &mut self,
         req: &mut ChatRequest,
-        models: &[&str],
+        model: &CallModel<'_>,
     ) -> Result<(), (ErrorKind, String)> {
         if let Some(g) = self.guard.clone() {
-            g.admit(models, &self.roles).map_err(refused)?;
+            g.admit(model, &self.roles).map_err(refused)?;
             let texts: Vec<String> = req
                 .messages
                 .iter()
@@ -525,6 +548,14 @@ mod tests {
     use crate::security::detect::{Detector, Detectors};
     use crate::security::exfil::ExfilAction;
 
+    fn model() -> CallModel<'static> {
+        CallModel {
+            requested: "m",
+            upstream: "m",
+            resolve: &|_| None,
+        }
+    }
+
     fn sec(exfil: Option<ExfilAction>) -> CallSecurity {
         let all = |names: &[&str]| Detectors {
             list: names
@@ -598,7 +629,7 @@ mod tests {
             tool_call_id: None,
             name: None,
         });
-        s.on_request(&mut req, &["m"]).unwrap();
+        s.on_request(&mut req, &model()).unwrap();
         assert_eq!(
             req.messages[0].content,
             vec![Part::Text("mail [EMAIL_1]".into())]
@@ -636,7 +667,7 @@ mod tests {
                 name: None,
             });
         }
-        s.on_request(&mut req, &["m"]).unwrap();
+        s.on_request(&mut req, &model()).unwrap();
         assert_eq!(
             req.messages[0].content,
             vec![Part::Text("mail [EMAIL_2]".into())]
@@ -767,7 +798,7 @@ mod tests {
             {"type": "text", "text": "ce@example.org"}]}]});
         let mut req = crate::providers::openai::parse_request(body.to_string().as_bytes()).unwrap();
         let mut s = sec(None);
-        s.on_request(&mut req, &["m"]).unwrap();
+        s.on_request(&mut req, &model()).unwrap();
         let out = sent(&req);
         assert!(!out.contains("exa") && !out.contains("ali"), "{out}");
         assert_eq!(
@@ -795,7 +826,7 @@ mod tests {
             })
         });
         assert_eq!(
-            b.on_request(&mut req, &["m"]).unwrap_err().0,
+            b.on_request(&mut req, &model()).unwrap_err().0,
             ErrorKind::Blocked
         );
         let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [
@@ -805,7 +836,7 @@ mod tests {
             guard: Some(guard("(?i)ignore (all )?previous instructions")),
             ..Default::default()
         };
-        let (kind, msg) = g.on_request(&mut req, &["m"]).unwrap_err();
+        let (kind, msg) = g.on_request(&mut req, &model()).unwrap_err();
         assert_eq!(kind, ErrorKind::Blocked);
         assert!(msg.contains("jailbreak"), "{msg}");
     }
@@ -823,7 +854,7 @@ mod tests {
             "user": "bob@example.com"});
         let mut req = crate::providers::openai::parse_request(body.to_string().as_bytes()).unwrap();
         let mut s = sec(None);
-        s.on_request(&mut req, &["m"]).unwrap();
+        s.on_request(&mut req, &model()).unwrap();
         let out = sent(&req);
         for v in ["boss@", "bob@", "x@corp", "y@corp", "u0040"] {
             assert!(!out.contains(v), "{v} in {out}");
@@ -855,7 +886,7 @@ mod tests {
             })),
             ..Default::default()
         };
-        s.on_request(&mut req, &["m"]).unwrap();
+        s.on_request(&mut req, &model()).unwrap();
         let out = sent(&req);
         assert!(
             !out.contains("bob@") && !out.contains("4111") && !out.contains("exam"),
@@ -964,11 +995,13 @@ mod tests {
                     {"endpoint": "/v1/messages", "method": "POST", "backend": llm("/v1/chat/completions"),
                      "extra_config": {"auth/api-keys": {"roles": ["admin"]}}},
                     {"endpoint": "/plain", "method": "GET",
+                     "input_query_strings": ["a", "b", "api_key"],
                      "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/p"}],
                      "extra_config": {"auth/api-keys": {"roles": [], "strategy": "query_string", "identifier": "api_key"}}},
                     {"endpoint": "/jwt", "method": "GET",
                      "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/j"}],
-                     "extra_config": {"auth/validator": {"alg": "RS256", "jwk_local_path": "/k.json", "roles": ["r1"]}}}
+                     "extra_config": {"auth/validator": {"alg": "RS256", "jwk_local_path": "/k.json", "roles": ["r1"],
+                        "issuer": "idp", "propagate_claims": [["sub", "x-user"]]}}}
                 ]
             });
             Rc::new(Gateway::from_value(&doc, &|_| None).unwrap())
@@ -1018,25 +1051,68 @@ mod tests {
             assert_eq!(run("GET", "/plain?a=1", &[]).reply.unwrap().status, 401);
         }
 
+        /// The claims come from what jwt_authn verified for this endpoint (dynamic
+        /// metadata), never from a header the client can write.
         #[test]
-        fn jwt_payload_roles() {
-            // {"roles":["r1"]} and {"roles":["r2"]}, base64url
-            let ok = run(
+        fn jwt_claims_come_from_verified_metadata_only() {
+            use crate::security::metadata::encode_jwt_metadata;
+            // The /jwt endpoint is endpoint 3: its provider is tollgate_endpoint_3.
+            let with = |key: &str, claims: serde_json::Value, headers: &[(&str, &str)]| {
+                let mut flow = Flow::new(gateway());
+                let mut h = MockHost::request("GET", "/jwt", headers);
+                h.metadata = Some(encode_jwt_metadata(&[(key, &claims)]));
+                flow.on_request_headers(&mut h, false);
+                h
+            };
+            let ok = with(
+                "tollgate_endpoint_3",
+                json!({"iss": "idp", "sub": "u-1", "roles": ["r1"]}),
+                &[
+                    ("x-user", "forged"),
+                    ("x-jwt-payload", "eyJyb2xlcyI6WyJyMSJdfQ"),
+                ],
+            );
+            assert!(ok.reply.is_none());
+            assert_eq!(ok.request_values("x-user"), vec!["u-1"]);
+            assert!(ok.request_values("x-jwt-payload").is_empty());
+            // A claim the token lacks: the client's own header does not stand in for it.
+            let no_sub = with(
+                "tollgate_endpoint_3",
+                json!({"iss": "idp", "roles": ["r1"]}),
+                &[("x-user", "forged")],
+            );
+            assert!(no_sub.reply.is_none());
+            assert!(no_sub.request_values("x-user").is_empty());
+            let r = with(
+                "tollgate_endpoint_3",
+                json!({"iss": "idp", "roles": ["r2"]}),
+                &[],
+            );
+            assert_eq!(r.reply.unwrap().status, 403);
+            // Another issuer, or a payload verified for another endpoint: 401.
+            let r = with(
+                "tollgate_endpoint_3",
+                json!({"iss": "other", "roles": ["r1"]}),
+                &[],
+            );
+            assert_eq!(r.reply.unwrap().status, 401);
+            let r = with(
+                "tollgate_endpoint_0",
+                json!({"iss": "idp", "roles": ["r1"]}),
+                &[],
+            );
+            assert_eq!(r.reply.unwrap().status, 401);
+            // A self-written payload header alone (what main accepted): 401.
+            let mut flow = Flow::new(gateway());
+            let mut h = MockHost::request(
                 "GET",
                 "/jwt",
                 &[("x-jwt-payload", "eyJyb2xlcyI6WyJyMSJdfQ")],
             );
-            assert!(ok.reply.is_none());
-            assert!(ok.request_values("x-jwt-payload").is_empty());
-            let r = run(
-                "GET",
-                "/jwt",
-                &[("x-jwt-payload", "eyJyb2xlcyI6WyJyMiJdfQ")],
-            )
-            .reply
-            .unwrap();
-            assert_eq!(r.status, 403);
-            assert_eq!(run("GET", "/jwt", &[]).reply.unwrap().status, 401);
+            flow.on_request_headers(&mut h, false);
+            let r = h.reply.unwrap();
+            assert_eq!(r.status, 401);
+            assert_eq!(r.json()["error"]["type"], "authentication_error");
         }
 
         #[test]

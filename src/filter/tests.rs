@@ -7,7 +7,8 @@ fn gateway() -> Rc<Gateway> {
         "version": 3,
         "timeout": "45s",
         "endpoints": [
-            {"endpoint": "/llm/{provider}/chat", "method": "POST", "backend": [{
+            {"endpoint": "/llm/{provider}/chat", "method": "POST",
+             "input_headers": ["X-Tag"], "input_query_strings": ["trace", "x"], "backend": [{
                 "host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/{provider}/completions",
                 "extra_config": {"modifier/martian": {"fifo.Group": {"scope": ["request", "response"], "modifiers": [
                     {"header.Modifier": {"scope": ["request"], "name": "Authorization", "value": "Bearer {{ env \"KEY\" }}"}},

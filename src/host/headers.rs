@@ -43,9 +43,10 @@ pub fn cache_set(map: &mut Headers, name: &str, value: Option<&str>) {
 
 /// Whether setting `name` to `value` would change nothing in the cached map: a removal of
 /// an absent header, or the header's only value already being `value`. The cluster header
-/// is always written (that write is what makes Envoy route the request).
+/// is always set (that write is what makes Envoy route the request); removing it when it is
+/// absent (the filter does so first thing on every request) changes nothing.
 pub fn unchanged(map: &Headers, name: &str, value: Option<&str>) -> bool {
-    if name == CLUSTER_HEADER {
+    if name == CLUSTER_HEADER && value.is_some() {
         return false;
     }
     let mut found = map.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
@@ -120,6 +121,11 @@ mod tests {
         assert!(
             !unchanged(&m, CLUSTER_HEADER, Some("c")),
             "the route write is kept"
+        );
+        assert!(!unchanged(&m, CLUSTER_HEADER, None));
+        assert!(
+            unchanged(&Vec::new(), CLUSTER_HEADER, None),
+            "nothing to remove"
         );
         cache_set(&mut m, "X-Dup", Some("3"));
         assert!(unchanged(&m, "x-dup", Some("3")));

@@ -29,6 +29,7 @@ pub struct MockHost {
     pub request_headers: Vec<(String, String)>,
     pub response_headers: Vec<(String, String)>,
     pub request_body: Vec<u8>,
+    pub request_trailers: Vec<(String, String)>,
     pub response_chunk: Vec<u8>,
     pub reply: Option<Reply>,
     pub now: u64,
@@ -46,6 +47,9 @@ pub struct MockHost {
     pub callouts: Vec<Callout>,
     /// The callout answer being delivered: headers and body.
     pub callout_answer: (Vec<(String, String)>, Vec<u8>),
+    /// Envoy's dynamic metadata (the `metadata` property: a serialized
+    /// `envoy.config.core.v3.Metadata`), where `jwt_authn` puts verified payloads.
+    pub metadata: Option<Vec<u8>>,
 }
 
 /// A callout the filter sent.
@@ -119,8 +123,14 @@ impl Host for MockHost {
     fn request_header(&self, name: &str) -> Option<String> {
         get(&self.request_headers, name)
     }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.request_headers.clone()
+    }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         set(&mut self.request_headers, name, value)
+    }
+    fn clear_request_trailers(&mut self) {
+        self.request_trailers.clear()
     }
     fn add_request_header(&mut self, name: &str, value: &str) {
         self.request_headers.push((name.into(), value.into()))
@@ -193,6 +203,7 @@ impl Host for MockHost {
         match path {
             ["source", "address"] => self.source_address.clone().map(String::into_bytes),
             ["response", "code"] => self.response_code.map(|c| c.to_le_bytes().to_vec()),
+            ["metadata"] => self.metadata.clone(),
             _ => None,
         }
     }

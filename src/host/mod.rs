@@ -17,7 +17,11 @@ pub mod wasm;
 /// change clears Envoy's route cache, so setting the cluster header re-routes.
 pub trait Host {
     fn request_header(&self, name: &str) -> Option<String>;
+    /// Every request header as it stands (names lowercase, in order, duplicates kept).
+    fn request_headers(&self) -> Vec<(String, String)>;
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// Removes the request's trailers (only while the trailers callback runs).
+    fn clear_request_trailers(&mut self);
     fn add_request_header(&mut self, name: &str, value: &str);
     fn response_header(&self, name: &str) -> Option<String>;
     /// Every response header, in order (names lowercase, duplicates kept).

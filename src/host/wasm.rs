@@ -119,8 +119,21 @@ impl Host for WasmHost {
     fn request_header(&self, name: &str) -> Option<String> {
         get_header(&self.req, MapType::HttpRequestHeaders, name)
     }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        let mut cache = self.req.borrow_mut();
+        if cache.is_none() {
+            *cache = header_map(MapType::HttpRequestHeaders);
+        }
+        cache.clone().unwrap_or_default()
+    }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         set_header(self.req.get_mut(), MapType::HttpRequestHeaders, name, value)
+    }
+    fn clear_request_trailers(&mut self) {
+        warn_on_err(
+            "remove request trailers",
+            hostcalls::set_map(MapType::HttpRequestTrailers, vec![]),
+        );
     }
     fn add_request_header(&mut self, name: &str, value: &str) {
         add_header(self.req.get_mut(), MapType::HttpRequestHeaders, name, value)
@@ -408,6 +421,14 @@ impl HttpContext for Filter {
         let a = self
             .flow
             .on_request_body(&mut self.host, body_size, end_of_stream);
+        self.held(a)
+    }
+
+    /// A request that ends with trailers (HTTP/2; HTTP/1.1 chunked when Envoy keeps
+    /// trailers): no body callback had `end_of_stream`, so the body stage runs here.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.host.tick();
+        let a = self.flow.on_request_trailers(&mut self.host);
         self.held(a)
     }
 

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+pub mod forward;
+
 /// One segment of an endpoint path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -153,8 +155,9 @@ impl UrlPattern {
         &self.source
     }
 
-    /// Substitutes the captured parameters.
-    pub fn render(&self, params: &Params) -> String {
+    /// Substitutes the captured parameters. A value that would change the structure of
+    /// the upstream path (see [`param_value_ok`]) is refused with the parameter's name.
+    pub fn render(&self, params: &Params) -> Result<String, ParamError> {
         let mut out = String::with_capacity(self.source.len() + 16);
         let mut rest = self.source.as_str();
         while let Some(open) = rest.find('{') {
@@ -162,17 +165,77 @@ impl UrlPattern {
             let after = &rest[open + 1..];
             let Some(close) = after.find('}') else {
                 out.push_str(&rest[open..]);
-                return out;
+                return Ok(out);
             };
             let name = &after[..close];
             if let Some((_, v)) = params.iter().find(|(n, _)| n == name) {
+                if !param_value_ok(v, out.contains('?')) {
+                    return Err(ParamError(name.to_string()));
+                }
                 out.push_str(v);
             }
             rest = &after[close + 1..];
         }
         out.push_str(rest);
-        out
+        Ok(out)
     }
+}
+
+/// A `{param}` value that would change the upstream path's structure (its name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamError(pub String);
+
+impl fmt::Display for ParamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the path parameter {{{}}} may not contain a path separator, a dot segment or an \
+             escape that makes one (/, \\, %2F, %5C, . or .., %2E%2E, %25)",
+            self.0
+        )
+    }
+}
+
+/// Whether a captured segment may be copied into an upstream path as it is. The value is
+/// one raw segment (it holds no `/`), but the backend decodes it: after one round of
+/// percent-decoding it must hold no `/`, `\`, `%` (a second round), `?`, `#` or control
+/// character, and must not be a dot segment (`.`, `..`, also before a `;` path parameter as
+/// in `..;`). In the query part of a `url_pattern` (`in_query`), `&` and `=` would add
+/// parameters and are refused too. A malformed escape (`%zz`) is refused.
+pub fn param_value_ok(raw: &str, in_query: bool) -> bool {
+    let Some(decoded) = percent_decode(raw) else {
+        return false;
+    };
+    let forbidden = |b: u8| {
+        matches!(b, b'/' | b'\\' | b'%' | b'?' | b'#')
+            || b < 0x20
+            || b == 0x7f
+            || (in_query && matches!(b, b'&' | b'='))
+    };
+    if decoded.iter().any(|&b| forbidden(b)) {
+        return false;
+    }
+    let before_params = decoded.split(|&b| b == b';').next().unwrap_or_default();
+    !matches!(before_params, b"." | b"..")
+}
+
+/// One round of percent-decoding; None on a malformed escape.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = |at: usize| b.get(at).and_then(|h| (*h as char).to_digit(16));
+            let (hi, lo) = (hex(i + 1)?, hex(i + 2)?);
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// URL scheme of a backend host.
@@ -352,7 +415,7 @@ mod tests {
         let ep = PathPattern::parse("/m/{model}/{op}").unwrap();
         let u = UrlPattern::parse("/v1/{model}:{op}", &ep).unwrap();
         let params = ep.matches("/m/gpt/gen").unwrap();
-        assert_eq!(u.render(&params), "/v1/gpt:gen");
+        assert_eq!(u.render(&params).unwrap(), "/v1/gpt:gen");
         assert_eq!(
             UrlPattern::parse("/v1/{nope}", &ep).unwrap_err(),
             "\"/v1/{nope}\": {nope} is not a parameter of endpoint \"/m/{model}/{op}\""
@@ -364,6 +427,63 @@ mod tests {
         assert_eq!(
             UrlPattern::parse("v1", &ep).unwrap_err(),
             "\"v1\" must start with /"
+        );
+    }
+
+    #[test]
+    fn params_never_change_the_upstream_path() {
+        let ep = PathPattern::parse("/store/{name}/meta").unwrap();
+        let u = UrlPattern::parse("/store/{name}/meta?v={name}", &ep).unwrap();
+        let render = |v: &str| u.render(&vec![("name".into(), v.into())]);
+        for ok in [
+            "abc",
+            "a.b",
+            "...",
+            "a..b",
+            ".hidden",
+            "caf%C3%A9",
+            "a;b",
+            "x%20y",
+            "%41",
+        ] {
+            assert_eq!(
+                render(ok).unwrap(),
+                format!("/store/{ok}/meta?v={ok}"),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "..",
+            ".",
+            "%2e%2e",
+            "%2E%2E",
+            ".%2e",
+            "%2e",
+            "..;",
+            "..;x",
+            "a%2Fb",
+            "%2f",
+            "a%5Cb",
+            "a\\b",
+            "%252e%252e",
+            "%",
+            "%2",
+            "%zz",
+            "a%00b",
+            "a%0Ab",
+            "a%3Fb",
+            "a%23b",
+            "a\u{7f}",
+        ] {
+            assert_eq!(render(bad), Err(ParamError("name".into())), "{bad}");
+        }
+        // In the query part `&` and `=` would add parameters; in the path they are data.
+        assert!(param_value_ok("a&b=c", false));
+        assert!(!param_value_ok("a&b=c", true));
+        assert!(!param_value_ok("a%26b", true));
+        assert_eq!(
+            ParamError("name".into()).to_string(),
+            "the path parameter {name} may not contain a path separator, a dot segment or an escape that makes one (/, \\, %2F, %5C, . or .., %2E%2E, %25)"
         );
     }
 

@@ -1,13 +1,20 @@
 //! JWT claims checks (KrakenD `auth/validator` `roles`, `roles_key`,
-//! `roles_key_is_nested`, `scopes`, `scopes_key`, `scopes_matcher`). tollgate does not
-//! verify tokens: Envoy's `jwt_authn` filter, placed before tollgate, verifies them and
-//! forwards the verified payload (base64url JSON) in [`PAYLOAD_HEADER`]; this module reads
-//! that payload. No payload: 401; roles or scopes not satisfied: 403.
+//! `roles_key_is_nested`, `scopes`, `scopes_key`, `scopes_matcher`, `issuer`, `audience`,
+//! `propagate_claims`). tollgate does not verify tokens: Envoy's `jwt_authn` filter, placed
+//! before tollgate, verifies each endpoint's token with that endpoint's own provider
+//! ([`provider_name`]) and stores the verified payload in the request's dynamic metadata
+//! under the same name ([`super::metadata`]), which no client can write. This module checks
+//! that payload against the endpoint tollgate matched: no payload 401; another issuer or
+//! audience 401; roles or scopes not satisfied 403.
 
 use serde_json::Value;
 
-/// The header Envoy's `jwt_authn` writes the verified payload to (`forward_payload_header`).
-pub const PAYLOAD_HEADER: &str = "x-jwt-payload";
+/// The `jwt_authn` provider (and its `payload_in_metadata` key) of endpoint `index`. The
+/// bootstrap generator and the filter both name it here, so the filter reads exactly the
+/// payload verified for the endpoint it matched.
+pub fn provider_name(index: usize) -> String {
+    format!("tollgate_endpoint_{index}")
+}
 
 /// Endpoint-level `auth/validator`: what tollgate enforces, and what `tollgate envoy`
 /// needs to generate the verifying `jwt_authn` provider.
@@ -24,23 +31,26 @@ pub struct ClaimsRule {
     pub scopes_key: String,
     /// All listed scopes are required (`scopes_matcher: all`), else any one.
     pub scopes_all: bool,
-    // Verification settings, used by the Envoy bootstrap generator only.
     pub alg: Option<String>,
+    /// The token's `iss` must be this (checked by `jwt_authn` and again here).
     pub issuer: Option<String>,
+    /// The token's `aud` must name one of these (checked by `jwt_authn` and again here).
     pub audience: Vec<String>,
+    /// Where `jwt_authn` finds the keys: one of the two is required.
     pub jwk_local_path: Option<String>,
     pub jwk_url: Option<String>,
-    /// `propagate_claims`: (claim, header) pairs, done by `jwt_authn` `claim_to_headers`.
+    /// `propagate_claims`: (claim, header) pairs; tollgate writes the headers from the
+    /// verified payload.
     pub propagate_claims: Vec<(String, String)>,
 }
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimsError {
-    /// No verified payload (401).
+    /// No payload verified for this endpoint (401).
     Missing,
-    /// The payload is not base64url JSON (401).
-    Invalid,
+    /// A verified token of another issuer or audience (401).
+    WrongIssuer,
     /// Roles or scopes do not match (403).
     Forbidden(&'static str),
 }
@@ -49,23 +59,31 @@ impl ClaimsError {
     pub fn message(&self) -> &'static str {
         match self {
             ClaimsError::Missing => "a valid bearer token is required",
-            ClaimsError::Invalid => "the token payload cannot be read",
+            ClaimsError::WrongIssuer => "the token was not issued for this endpoint",
             ClaimsError::Forbidden(m) => m,
         }
     }
 }
 
 impl ClaimsRule {
-    /// Checks the payload header; returns the caller's roles.
-    pub fn check(&self, payload: Option<&str>) -> Result<Vec<String>, ClaimsError> {
-        let payload = payload
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
+    /// Checks the verified payload of this endpoint's provider; returns the caller's roles.
+    pub fn check(&self, claims: Option<&Value>) -> Result<Vec<String>, ClaimsError> {
+        let claims = claims
+            .filter(|c| c.is_object())
             .ok_or(ClaimsError::Missing)?;
-        let bytes = base64url_decode(payload).ok_or(ClaimsError::Invalid)?;
-        let claims: Value = serde_json::from_slice(&bytes).map_err(|_| ClaimsError::Invalid)?;
+        if let Some(iss) = &self.issuer {
+            if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
+                return Err(ClaimsError::WrongIssuer);
+            }
+        }
+        if !self.audience.is_empty() {
+            let aud = strings(claims.get("aud"));
+            if !self.audience.iter().any(|a| aud.contains(a)) {
+                return Err(ClaimsError::WrongIssuer);
+            }
+        }
         let role_claim = if self.roles_key_is_nested {
-            nested(&claims, &self.roles_key)
+            nested(claims, &self.roles_key)
         } else {
             claims.get(&self.roles_key)
         };
@@ -76,7 +94,7 @@ impl ClaimsRule {
             ));
         }
         if !self.scopes.is_empty() {
-            let have = strings(nested(&claims, &self.scopes_key));
+            let have = strings(nested(claims, &self.scopes_key));
             let ok = if self.scopes_all {
                 self.scopes.iter().all(|s| have.contains(s))
             } else {
@@ -90,6 +108,24 @@ impl ClaimsRule {
         }
         Ok(roles)
     }
+}
+
+/// The header value for a `propagate_claims` claim (a name, else a dot path): strings as
+/// they are, arrays joined with `,`, other values as JSON. None when the claim is absent,
+/// null, or would not be a valid header value.
+pub fn header_value(claims: &Value, claim: &str) -> Option<String> {
+    let v = claims.get(claim).or_else(|| nested(claims, claim))?;
+    let text = match v {
+        Value::Null => return None,
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    };
+    (!text.chars().any(|c| c.is_control())).then_some(text)
 }
 
 /// Follows a dot path through objects.
@@ -110,60 +146,11 @@ fn strings(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-/// Decodes base64url (or standard base64), padding optional.
-pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    /// base64url without padding, as Envoy forwards it.
-    fn b64(s: &str) -> String {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let b = s.as_bytes();
-        let mut out = String::new();
-        for chunk in b.chunks(3) {
-            let n =
-                chunk.iter().fold(0u32, |a, &c| (a << 8) | u32::from(c)) << (8 * (3 - chunk.len()));
-            for i in 0..=chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn decodes_base64url() {
-        for s in ["", "a", "ab", "abc", "abcd", "{\"sub\":\"ü?>\"}"] {
-            assert_eq!(base64url_decode(&b64(s)).unwrap(), s.as_bytes());
-        }
-        assert_eq!(base64url_decode("YQ==").unwrap(), b"a");
-        assert!(base64url_decode("a*b").is_none());
-    }
+    use serde_json::json;
 
     #[test]
     fn roles_and_scopes() {
@@ -176,9 +163,9 @@ mod tests {
             scopes_all: true,
             ..Default::default()
         };
-        let ok = b64(r#"{"realm_access":{"roles":["dev"]},"scope":"llm:chat llm:stream x"}"#);
+        let ok = json!({"realm_access": {"roles": ["dev"]}, "scope": "llm:chat llm:stream x"});
         assert_eq!(rule.check(Some(&ok)).unwrap(), ["dev"]);
-        let one_scope = b64(r#"{"realm_access":{"roles":["dev"]},"scope":["llm:chat"]}"#);
+        let one_scope = json!({"realm_access": {"roles": ["dev"]}, "scope": ["llm:chat"]});
         assert!(matches!(
             rule.check(Some(&one_scope)),
             Err(ClaimsError::Forbidden(_))
@@ -188,20 +175,68 @@ mod tests {
             ..rule.clone()
         };
         assert!(any.check(Some(&one_scope)).is_ok());
-        let no_role = b64(r#"{"realm_access":{"roles":["guest"]},"scope":"llm:chat llm:stream"}"#);
+        let no_role = json!({"realm_access": {"roles": ["guest"]}, "scope": "llm:chat llm:stream"});
         assert!(matches!(
             rule.check(Some(&no_role)),
             Err(ClaimsError::Forbidden(_))
         ));
         assert_eq!(rule.check(None), Err(ClaimsError::Missing));
-        assert_eq!(rule.check(Some("%%%")), Err(ClaimsError::Invalid));
+        assert_eq!(rule.check(Some(&json!("x"))), Err(ClaimsError::Missing));
         // Not nested: the dotted name is a literal claim.
         let flat = ClaimsRule {
             roles: vec!["a".into()],
             roles_key: "x.y".into(),
             ..Default::default()
         };
-        assert!(flat.check(Some(&b64(r#"{"x.y":["a"]}"#))).is_ok());
-        assert!(flat.check(Some(&b64(r#"{"x":{"y":["a"]}}"#))).is_err());
+        assert!(flat.check(Some(&json!({"x.y": ["a"]}))).is_ok());
+        assert!(flat.check(Some(&json!({"x": {"y": ["a"]}}))).is_err());
+    }
+
+    #[test]
+    fn issuer_and_audience_of_the_matched_endpoint() {
+        let rule = ClaimsRule {
+            issuer: Some("https://b.example".into()),
+            audience: vec!["api-b".into(), "api-c".into()],
+            ..Default::default()
+        };
+        let b = json!({"iss": "https://b.example", "aud": ["x", "api-c"]});
+        assert!(rule.check(Some(&b)).is_ok());
+        assert!(rule
+            .check(Some(&json!({"iss": "https://b.example", "aud": "api-b"})))
+            .is_ok());
+        for wrong in [
+            json!({"iss": "https://a.example", "aud": "api-b"}),
+            json!({"aud": "api-b"}),
+            json!({"iss": "https://b.example", "aud": "api-a"}),
+            json!({"iss": "https://b.example"}),
+            json!({"iss": ["https://b.example"], "aud": "api-b"}),
+        ] {
+            assert_eq!(
+                rule.check(Some(&wrong)),
+                Err(ClaimsError::WrongIssuer),
+                "{wrong}"
+            );
+        }
+    }
+
+    #[test]
+    fn claim_header_values() {
+        let c = json!({"sub": "u-1", "n": 42, "ok": true, "groups": ["a", "b", 3],
+                       "realm": {"id": "r1"}, "bad": "a\r\nx-admin: 1", "none": null});
+        assert_eq!(header_value(&c, "sub").as_deref(), Some("u-1"));
+        assert_eq!(header_value(&c, "n").as_deref(), Some("42"));
+        assert_eq!(header_value(&c, "ok").as_deref(), Some("true"));
+        assert_eq!(header_value(&c, "groups").as_deref(), Some("a,b,3"));
+        assert_eq!(header_value(&c, "realm.id").as_deref(), Some("r1"));
+        assert_eq!(header_value(&c, "realm").as_deref(), Some(r#"{"id":"r1"}"#));
+        for none in ["bad", "none", "missing", "realm.nope"] {
+            assert_eq!(header_value(&c, none), None, "{none}");
+        }
+    }
+
+    #[test]
+    fn provider_names_are_per_endpoint() {
+        assert_eq!(provider_name(0), "tollgate_endpoint_0");
+        assert_ne!(provider_name(1), provider_name(11));
     }
 }

@@ -8,6 +8,7 @@ pub mod claims;
 pub mod detect;
 pub mod exfil;
 pub mod guard;
+pub mod metadata;
 pub mod pii;
 pub mod reach;
 pub mod secrets;

@@ -79,15 +79,36 @@ def header(record: dict, name: str) -> list[str]:
     return [v for k, v in record["headers"] if k == name]
 
 
+# The mock provider's control headers. KrakenD forwards only the client headers an
+# endpoint lists in `input_headers` (only Content-Type without a list), so a test that steers
+# the mock lists them: the harness adds this list to every endpoint of a dict config that has
+# no `input_headers` of its own (`mock_headers=False` leaves the config as written).
+MOCK_HEADERS = ["Content-Type", "X-Mock-Text", "X-Mock-Chunks", "X-Mock-Delay-Ms", "X-Mock-Status",
+                "X-Mock-Close-After", "X-Mock-Invalid-Json", "X-Mock-Hang-Ms", "X-Mock-Tool",
+                "X-Mock-No-Record", "X-Mock-Stream-Usage", "X-Mock-Usage", "X-Mock-Tool-Args",
+                "X-Mock-Echo-Key", "X-Mock-Refusal", "X-Mock-Cache-Write", "X-Stub-Usage"]
+
+
+def with_mock_headers(config: dict) -> dict:
+    config = json.loads(json.dumps(config))
+    for ep in config.get("endpoints", []):
+        ep.setdefault("input_headers", MOCK_HEADERS)
+    return config
+
+
 class Envoy:
     """Envoy running the tollgate filter with a KrakenD config (dict or JSON text)."""
 
     def __init__(self, config, env: dict | None = None, concurrency: int = 2, extra_args=(),
-                 plugin_config: str | None = None):
+                 plugin_config: str | None = None, mock_headers: bool = True,
+                 edit_bootstrap=None):
         """`plugin_config`, when given, replaces the filter's configuration after the
         bootstrap was generated from `config` (to start Envoy with a config the generator
-        itself would refuse)."""
+        itself would refuse). `mock_headers`: see [`MOCK_HEADERS`]. `edit_bootstrap`, when
+        given, maps the generated bootstrap (YAML text) to the one Envoy runs."""
         self.tmp = Path(tempfile.mkdtemp(prefix="tollgate-e2e-"))
+        if isinstance(config, dict) and mock_headers:
+            config = with_mock_headers(config)
         text = config if isinstance(config, str) else json.dumps(config, indent=2)
         (self.tmp / "krakend.json").write_text(text)
         self.port = free_port()
@@ -107,6 +128,8 @@ class Envoy:
             indent = lambda t: "\n".join(pad + line if line else line for line in t.rstrip().splitlines())
             assert indent(text) in yaml
             yaml = yaml.replace(indent(text), indent(plugin_config))
+        if edit_bootstrap is not None:
+            yaml = edit_bootstrap(yaml)
         self.yaml = self.tmp / "envoy.yaml"
         self.yaml.write_text(yaml)
         self.log_path = self.tmp / "envoy.log"

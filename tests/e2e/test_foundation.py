@@ -7,7 +7,7 @@ import httpx
 import jsonschema
 import pytest
 
-from harness import REPO, TOLLGATE, WASM, Envoy, envoy_bin, free_port, header, martian_auth
+from harness import MOCK_HEADERS, REPO, TOLLGATE, WASM, Envoy, envoy_bin, free_port, header, martian_auth
 
 CLIENT_SECRET = "client-secret-never-forwarded"
 PROVIDER_KEY = "sk-provider-test-0123456789"
@@ -19,6 +19,10 @@ def config(mock_url: str) -> dict:
         "endpoints": [
             {
                 "endpoint": "/llm/mock", "method": "POST",
+                # KrakenD forwards only listed client headers and query parameters: these
+                # are the ones the rewrite below works on (X-Internal then blacklisted).
+                "input_headers": [*MOCK_HEADERS, "X-Tag", "X-Internal"],
+                "input_query_strings": ["trace", "q"],
                 "backend": [{
                     "host": [mock_url], "url_pattern": "/v1/chat/completions",
                     "extra_config": {"modifier/martian": {"fifo.Group": {"scope": ["request", "response"], "modifiers": [

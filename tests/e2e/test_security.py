@@ -80,7 +80,8 @@ def config(mock_url: str, jwks_path: str) -> dict:
             {"endpoint": "/strict/v1/chat/completions", "method": "POST", "backend": llm(mock_url),
              "extra_config": {"security/pii": {"action": "block"},
                               "security/exfiltration": {"action": "block"}}},
-            {"endpoint": "/q/chat", "method": "POST",
+            # The key's parameter is listed too: it still never goes upstream.
+            {"endpoint": "/q/chat", "method": "POST", "input_query_strings": ["a", "b", "key"],
              "backend": [{"host": [mock_url], "url_pattern": "/v1/chat/completions"}],
              "extra_config": {"auth/api-keys": {"roles": [], "strategy": "query_string", "identifier": "key"}}},
             {"endpoint": "/jwt/v1/chat/completions", "method": "POST", "backend": llm(mock_url),

@@ -15,12 +15,18 @@
 //! - 1 and 2: how the request and response bodies are split into callbacks ([`splits`]);
 //! - 3: bits 0-1 the client address (`source.address`): none, IPv4, IPv6, not an address;
 //!   bit 2 the request body never reaches the filter: Envoy answers first (over its buffer
-//!   limit: 413, or a timeout), the response message being its reply.
+//!   limit: 413, or a timeout), the response message being its reply; bit 3 the request ends
+//!   with trailers (HTTP/2): no body callback has `end_of_stream`, the trailers callback
+//!   comes last; bits 4-5 what `jwt_authn` verified (the `metadata` property): nothing, the
+//!   JWT endpoint's payload with its role and scope, one without them, the request body as
+//!   raw bytes.
 //!
 //! Properties: no panic; every local reply has a status in 200..=599 and a JSON body (an SSE
 //! body whose events are JSON when it is a failed-over stream), and is still that after
 //! Envoy runs it through the response callbacks; a translated LLM answer the client gets
-//! whole is JSON (SSE with JSON events for streams); no client credential reaches a provider.
+//! whole is JSON (SSE with JSON events for streams); no client credential reaches a provider;
+//! no cluster is chosen except by the filter's match (whatever routing header the client
+//! sent: the request goes to a backend of the endpoint the filter matched, or nowhere).
 // Each of the two crates that include this file uses a part of it.
 #![allow(dead_code)]
 
@@ -47,6 +53,17 @@ pub const PROVIDER_KEYS: &[&str] = &[
 
 /// Client API keys of `auth/api-keys` (`admin`, `user`).
 pub const CLIENT_KEYS: &[&str] = &["k-admin", "k-user"];
+
+/// Routing headers a client may send (every one names a real cluster but the filter's).
+pub const CLIENT_CLUSTERS: &[&str] = &[
+    "tg_http_127.0.0.1_9007",
+    "tg_http_10.0.0.1_80+http_10.0.0.2_80",
+    "tg_http_127.0.0.1_9001",
+    "nonexistent",
+];
+
+/// The index of the `auth/validator` endpoint in [`config`] (its `jwt_authn` provider).
+const JWT_ENDPOINT: usize = 7;
 
 /// Request paths the configuration serves (and a few it does not).
 pub const PATHS: &[&str] = &[
@@ -384,6 +401,18 @@ pub fn run(data: &[u8]) -> Reached {
         2 => Some("[2001:db8::1]:443".into()),
         _ => Some("not an address".into()),
     };
+    let provider = tollgate::security::claims::provider_name(JWT_ENDPOINT);
+    let encode = |claims: Value| {
+        tollgate::security::metadata::encode_jwt_metadata(&[(provider.as_str(), &claims)])
+    };
+    h.metadata = match (input.control[3] >> 4) & 3 {
+        0 => None,
+        1 => Some(encode(
+            json!({"realm": {"roles": ["dev"]}, "scope": "llm:chat", "sub": "u"}),
+        )),
+        2 => Some(encode(json!({"realm": {"roles": ["ops"]}}))),
+        _ => Some(req.body.clone()),
+    };
     tollgate::cost::store::init(&mut h);
     tollgate::governance::init_shared(&mut h, &gw.endpoints);
     let client_credentials = req
@@ -406,6 +435,7 @@ pub fn run(data: &[u8]) -> Reached {
         client_credentials,
     };
     let reached = envoy.stream();
+    envoy.check_cluster(reached);
     envoy.flow.on_log(&mut envoy.h);
     for (i, c) in envoy.h.callouts.iter().enumerate() {
         let what = format!("callout {i}");
@@ -452,10 +482,16 @@ impl Envoy {
             return self.response();
         }
         // Request body: Envoy buffers while the filter pauses (`body_size` is then the
-        // whole buffer); a chunk let through is gone upstream.
+        // whole buffer); a chunk let through is gone upstream. With trailers, no body
+        // callback ends the stream: the trailers callback does.
+        let trailers = self.input.control[3] & 8 != 0;
         if !eos {
             let parts = splits(self.input.control[1], body.len());
-            let last = parts.len() - 1;
+            let last = if trailers {
+                usize::MAX
+            } else {
+                parts.len() - 1
+            };
             let mut action = Action::Continue;
             for (i, part) in parts.into_iter().enumerate() {
                 self.tick();
@@ -465,6 +501,18 @@ impl Envoy {
                 self.h.request_body.extend_from_slice(&body[part]);
                 let size = self.h.request_body.len();
                 action = self.flow.on_request_body(&mut self.h, size, i == last);
+                if let Some(r) = self.h.reply.take() {
+                    return self.local_reply(r);
+                }
+            }
+            if trailers {
+                self.tick();
+                self.h.request_trailers = vec![("x-trailer".into(), "1".into())];
+                self.flow.on_request_trailers(&mut self.h);
+                assert!(
+                    self.h.request_trailers.is_empty(),
+                    "client trailers are forwarded"
+                );
                 if let Some(r) = self.h.reply.take() {
                     return self.local_reply(r);
                 }
@@ -590,8 +638,29 @@ impl Envoy {
         Reached::LocalReply
     }
 
-    /// Whether the request was routed to an `ai/llm` endpoint.
-    fn llm_endpoint(&self) -> bool {
+    /// The request names (at most) one cluster, of the endpoint the filter matched; with no
+    /// endpoint matched, none: never one the client named. A request that went upstream
+    /// (not answered by Envoy first) names one.
+    fn check_cluster(&self, reached: Reached) {
+        let routed = self.h.request_values(tollgate::routing::CLUSTER_HEADER);
+        let allowed: Vec<String> = GATEWAY.with(|gw| {
+            self.matched()
+                .and_then(|i| gw.endpoints.get(i))
+                .map(|e| e.backends.iter().map(|b| b.cluster.clone()).collect())
+                .unwrap_or_default()
+        });
+        assert!(
+            routed.len() <= 1 && routed.iter().all(|c| allowed.iter().any(|a| a == c)),
+            "routed to {routed:?}; the filter's match allows {allowed:?}"
+        );
+        let envoy_answered = self.input.control[3] & 4 != 0;
+        if reached == Reached::Upstream && self.h.callouts.is_empty() && !envoy_answered {
+            assert_eq!(routed.len(), 1, "proxied upstream without a cluster");
+        }
+    }
+
+    /// The endpoint the filter matches for this request.
+    fn matched(&self) -> Option<usize> {
         let req = &self.input.request;
         let method = req.header(":method").unwrap_or("POST");
         let path = req.header(":path").unwrap_or("/v1/chat/completions");
@@ -600,7 +669,16 @@ impl Envoy {
             let candidates = gw.endpoints.iter().map(|e| (&e.pattern, e.method.as_str()));
             tollgate::routing::find(candidates, method, path)
                 .ok()
-                .and_then(|(i, _)| gw.endpoints.get(i))
+                .map(|(i, _)| i)
+        })
+    }
+
+    /// Whether the request was routed to an `ai/llm` endpoint.
+    fn llm_endpoint(&self) -> bool {
+        let matched = self.matched();
+        GATEWAY.with(|gw| {
+            matched
+                .and_then(|i| gw.endpoints.get(i))
                 .is_some_and(|e| e.api.is_some())
         })
     }
