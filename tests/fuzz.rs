@@ -642,7 +642,14 @@ fn fuzz_config() {
     let others: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
     run("config", |rng| {
         let seed = rng.pick(&seeds);
-        let input = mutate_json(rng, seed, &others);
+        let mut input = mutate_json(rng, seed, &others);
+        if rng.chance(3) {
+            // Indented, blank-line-led documents (YAML takes a block's indentation from them).
+            let lead: Vec<u8> = (0..1 + rng.below(6))
+                .map(|_| *rng.pick(b" \t\n\r"))
+                .collect();
+            input.splice(0..0, lead);
+        }
         exercising(&input);
         let text = String::from_utf8_lossy(&input).into_owned();
         let missing = rng.chance(5);
@@ -655,7 +662,10 @@ fn fuzz_config() {
                 // What Envoy would be started with must be buildable too.
                 let doc: Value = serde_json::from_str(&text).unwrap();
                 let b = tollgate::envoy::bootstrap(&gw, &doc, &text, &Default::default());
-                let _ = tollgate::envoy::to_yaml(&b);
+                // The YAML Envoy reads is the bootstrap, whatever the text holds.
+                let yaml = tollgate::envoy::to_yaml(&b).unwrap();
+                let back: Value = serde_norway::from_str(&yaml).unwrap();
+                assert_eq!(back, b, "the bootstrap YAML reads back differently");
                 for ep in &gw.endpoints {
                     let _ = ep.backend_for("gpt-4o");
                     let _ = ep.models_path();

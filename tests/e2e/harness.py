@@ -83,10 +83,10 @@ class Envoy:
     """Envoy running the tollgate filter with a KrakenD config (dict or JSON text)."""
 
     def __init__(self, config, env: dict | None = None, concurrency: int = 2, extra_args=(),
-                 plugin_config: str | None = None):
+                 plugin_config: str | None = None, gen_args=()):
         """`plugin_config`, when given, replaces the filter's configuration after the
         bootstrap was generated from `config` (to start Envoy with a config the generator
-        itself would refuse)."""
+        itself would refuse). `gen_args` go to `tollgate envoy` (e.g. `--edge`)."""
         self.tmp = Path(tempfile.mkdtemp(prefix="tollgate-e2e-"))
         text = config if isinstance(config, str) else json.dumps(config, indent=2)
         (self.tmp / "krakend.json").write_text(text)
@@ -95,7 +95,7 @@ class Envoy:
         gen = subprocess.run(
             [str(TOLLGATE), "envoy", str(self.tmp / "krakend.json"),
              "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin_port}",
-             "--wasm", str(WASM)],
+             "--wasm", str(WASM), *gen_args],
             capture_output=True, text=True,
         )
         if gen.returncode != 0:

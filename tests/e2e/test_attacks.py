@@ -1,0 +1,227 @@
+"""Adversarial end-to-end tests: ways around the gateway's controls, each through a real Envoy.
+
+Sections (one class each, to keep merges of parallel work easy):
+- TestBootstrapYaml: any configuration `tollgate check` accepts becomes a bootstrap Envoy
+  accepts, whatever its text looks like (indentation, YAML indicators, secrets).
+- TestEdgeLimits: the generated bootstrap is hardened for the edge (header and idle
+  timeouts, connection limit, header size).
+"""
+from __future__ import annotations
+
+import json
+import random
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from harness import TOLLGATE, WASM, Envoy, envoy_bin, free_port
+
+# --- TestBootstrapYaml ---------------------------------------------------------------------
+
+# Strings YAML reads as something else when written naively.
+HOSTILE = [
+    "a: b", "# not a comment", "*alias", "&anchor", "!tag", "%directive", "@at", "`backtick`",
+    "---", "...", "- item", "? key", "| literal", "> folded", "\ttab\t", "unicode ✓ ü 漢字",
+    "'single' \"double\"", "null", "true", "0x1F", "1e3", "{flow: map}", "[flow, seq]",
+    "trailing space ", " leading space", "line\nbreak", "\\backslash", "~",
+]
+# Secret values are read at Envoy start (a CR or LF in a header value is refused there, with
+# the JSON path: `tollgate check` cannot know them), so these are hostile but valid.
+SECRETS = {"TG_SECRET_A": "sk-a: #*&!%@`", "TG_SECRET_B": "--- &x *y !z   \t|"}
+
+
+def hostile_config(rng: random.Random, mock_port: int) -> tuple[str, int]:
+    """A KrakenD document tollgate accepts, with hostile strings where any string may go
+    (`@` comments at every level, header values, env secrets), written with random
+    indentation, line ends and leading whitespace. Returns (text, endpoints)."""
+    def word():
+        return "".join(rng.sample(HOSTILE, rng.randint(1, 4))) + ("x" * rng.choice([0, 0, 5000]))
+
+    endpoints = []
+    for i in range(rng.randint(1, 4)):
+        value = rng.choice([word(), '{{ env "TG_SECRET_A" }}', 'Bearer {{ env "TG_SECRET_B" }}'])
+        backend = {
+            "@note": word(),
+            "host": [f"http://127.0.0.1:{mock_port}"],
+            "url_pattern": "/v1/chat/completions",
+            "extra_config": {"modifier/martian": {"header.Modifier": {
+                "scope": ["request"], "name": "X-Note", "value": value}}},
+        }
+        if rng.random() < 0.4:
+            backend["extra_config"] = {"ai/llm": {"openai": {"v1": {
+                "credentials": '{{ env "TG_SECRET_A" }}', "aliases": [f"m{i}"],
+                "variables": {"model": "gpt-4o-mini"}}}}}
+            path = f"/e{i}/v1/chat/completions" if rng.random() < 0.5 else f"/e{i}/v1/messages"
+            endpoints.append({"endpoint": path, "method": "POST", "@comment": word(), "backend": [backend]})
+        else:
+            endpoints.append({"endpoint": f"/e{i}/{{p}}", "@comment": word(), "backend": [backend]})
+    doc = {"@comment": word(), "version": 3, "endpoints": endpoints}
+    if rng.random() < 0.3:
+        doc["read_header_timeout"] = rng.choice(["5s", "1m30s", "0s"])
+        doc["max_header_bytes"] = rng.choice([0, 4096, 100000])
+    indent = rng.choice([None, 0, 1, 2, 4, "\t", " \t "])
+    text = json.dumps(doc, indent=indent, ensure_ascii=rng.random() < 0.5)
+    if rng.random() < 0.5:
+        text = text.replace("\n", "\r\n")
+    lead = "".join(rng.choice([" ", "\t", "\n", "\r\n"]) for _ in range(rng.randint(0, 5)))
+    if rng.random() < 0.7:
+        lead += rng.choice(["  ", "\t", "    "])  # the first line is indented
+    return lead + text + rng.choice(["", "\n", "  \n\n"]), len(endpoints)
+
+
+def validate(yaml_path, env) -> subprocess.CompletedProcess:
+    return subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(yaml_path),
+                           "--base-id", str(free_port())],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+class TestBootstrapYaml:
+    def test_indented_config_gives_a_bootstrap_envoy_accepts(self, tmp_path):
+        """The reported case: a KrakenD file whose first line is indented."""
+        text = ('  {"version": 3,\n"endpoints": [{"endpoint": "/a", "backend": '
+                '[{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}]}]}\n')
+        (tmp_path / "k.json").write_text(text)
+        gen = subprocess.run([str(TOLLGATE), "envoy", str(tmp_path / "k.json"), "--wasm", str(WASM)],
+                             capture_output=True, text=True, check=True)
+        (tmp_path / "e.yaml").write_text(gen.stdout)
+        out = validate(tmp_path / "e.yaml", {"PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert "configured 1 endpoint(s)" in out.stdout + out.stderr
+
+    def test_every_accepted_hostile_config_passes_envoy_validate(self, tmp_path, mock):
+        """Property (bounded sample, ~1 s each): what `tollgate check` accepts, Envoy accepts,
+        and the filter reads the same document (its endpoint count)."""
+        rng = random.Random(20261201)
+        env = {"PATH": "/usr/bin:/bin", **SECRETS}
+        accepted = 0
+        for case in range(24):
+            text, n = hostile_config(rng, mock.port)
+            cfg = tmp_path / f"k{case}.json"
+            cfg.write_text(text, newline="")
+            check = subprocess.run([str(TOLLGATE), "check", str(cfg)], capture_output=True, text=True)
+            if check.returncode != 0:
+                continue
+            accepted += 1
+            gen = subprocess.run([str(TOLLGATE), "envoy", str(cfg), "--wasm", str(WASM)],
+                                 capture_output=True, text=True)
+            assert gen.returncode == 0, (text, gen.stderr)
+            (tmp_path / "e.yaml").write_text(gen.stdout)
+            out = validate(tmp_path / "e.yaml", env)
+            log = out.stdout + out.stderr
+            assert out.returncode == 0, f"case {case}: {text[:300]!r}\n{log[-2000:]}"
+            assert f"configured {n} endpoint(s)" in log, f"case {case}: {log[-1500:]}"
+            for secret in SECRETS.values():
+                assert secret not in gen.stdout  # names of variables only, never values
+        assert accepted >= 20, f"only {accepted} of 24 generated configs were accepted"
+
+
+# --- TestEdgeLimits ------------------------------------------------------------------------
+
+PLAIN = {"version": 3, "endpoints": [{"endpoint": "/ok", "backend": [
+    {"host": ["http://127.0.0.1:{port}"], "url_pattern": "/__mock/requests"}]}]}
+
+
+def plain_config(mock, **service) -> dict:
+    doc = json.loads(json.dumps(PLAIN).replace("{port}", str(mock.port)))
+    doc.update(service)
+    return doc
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """True when the peer closes (or resets) the connection within `seconds`."""
+    sock.settimeout(seconds)
+    deadline = time.time() + seconds
+    try:
+        while time.time() < deadline:
+            if not sock.recv(4096):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+    return False
+
+
+class TestEdgeLimits:
+    def test_slow_headers_are_cut_by_the_request_headers_timeout(self, mock):
+        """Slowloris: headers trickled in never finish; KrakenD's `read_header_timeout`
+        becomes Envoy's `request_headers_timeout` and the connection is closed."""
+        e = Envoy(plain_config(mock, read_header_timeout="1s")).wait_ready()
+        try:
+            with socket.create_connection(("127.0.0.1", e.port)) as s:
+                s.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n")
+                start = time.time()
+                for i in range(3):  # keeps sending, but never ends the headers
+                    time.sleep(0.3)
+                    s.sendall(f"X-Slow-{i}: y\r\n".encode())
+                assert closed_within(s, 3.0), "the slow client kept its connection"
+                assert time.time() - start < 3.5
+            assert httpx.get(f"{e.url}/ok", timeout=5).status_code == 200
+        finally:
+            e.stop()
+
+    def test_connection_limit_refuses_the_next_connection(self, mock):
+        e = Envoy(plain_config(mock), gen_args=["--edge", "max_connections=3"]).wait_ready()
+        try:
+            held = []
+            for _ in range(3):
+                s = socket.create_connection(("127.0.0.1", e.port))
+                s.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.settimeout(5)
+                assert s.recv(64).startswith(b"HTTP/1.1 200")
+                held.append(s)
+            extra = socket.create_connection(("127.0.0.1", e.port))
+            try:
+                extra.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            except OSError:
+                pass
+            assert closed_within(extra, 3.0), "a 4th connection was served past max_connections=3"
+            extra.close()
+            for s in held:
+                s.close()
+            time.sleep(0.5)
+            assert httpx.get(f"{e.url}/ok", timeout=5).status_code == 200
+            assert "global_downstream_max_connections" in httpx.get(f"{e.admin}/config_dump", timeout=5).text
+        finally:
+            e.stop()
+
+    def test_header_size_and_underscore_headers_are_refused(self, mock):
+        e = Envoy(plain_config(mock, max_header_bytes=4096)).wait_ready()
+        try:
+            r = httpx.get(f"{e.url}/ok", headers={"x-big": "a" * 6000}, timeout=5)
+            assert r.status_code == 431
+            # `x_api_key` could be read as `x-api-key` by an upstream: refused at the edge.
+            r = httpx.get(f"{e.url}/ok", headers={"x_api_key": "k"}, timeout=5)
+            assert r.status_code == 400
+            assert httpx.get(f"{e.url}/ok", timeout=5).status_code == 200
+        finally:
+            e.stop()
+
+    @pytest.mark.parametrize("flag", ["nope=1", "max_request_headers_kb=0", "idle_timeout=forever",
+                                      "max_connections"])
+    def test_bad_edge_overrides_are_refused(self, tmp_path, flag):
+        (tmp_path / "k.json").write_text(json.dumps(plain_config(type("M", (), {"port": 1}))))
+        out = subprocess.run([str(TOLLGATE), "envoy", str(tmp_path / "k.json"), "--edge", flag],
+                             capture_output=True, text=True)
+        assert out.returncode == 1 and "--edge" in out.stderr, out.stderr
+
+    def test_overrides_reach_the_bootstrap_and_pass_envoy_validate(self, tmp_path):
+        (tmp_path / "k.json").write_text(json.dumps(plain_config(
+            type("M", (), {"port": 1}), read_header_timeout="7s", idle_timeout="2m", read_timeout="0s")))
+        gen = subprocess.run([str(TOLLGATE), "envoy", str(tmp_path / "k.json"), "--wasm", str(WASM),
+                              "--edge", "max_heap_bytes=536870912", "--edge", "stream_idle_timeout=45s",
+                              "--edge", "max_concurrent_streams=50", "--edge", "idle_timeout=90s"],
+                             capture_output=True, text=True, check=True)
+        y = gen.stdout
+        for line in ["max_heap_size_bytes: 536870912", "request_headers_timeout: 7.000s",
+                     "stream_idle_timeout: 45.000s", "idle_timeout: 90.000s", "request_timeout: 0.000s",
+                     "max_concurrent_streams: 50", "max_active_downstream_connections: 10000",
+                     "per_connection_buffer_limit_bytes: 32768", "request_body_buffer_limit: 1048576"]:
+            assert line in y, line
+        (tmp_path / "e.yaml").write_text(y)
+        out = validate(tmp_path / "e.yaml", {"PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "Deprecated" not in out.stdout + out.stderr
