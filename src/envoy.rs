@@ -5,6 +5,7 @@
 
 use crate::config::{env, Gateway};
 use crate::filter::errors::{ANTHROPIC_FRONT, ENVOY_REPLY, ERROR_HEADER, FRONT_PROPERTY};
+use crate::providers::FrontDoor;
 use crate::routing::{cluster_name, HostUrl, Scheme, CLUSTER_HEADER};
 use crate::security::claims::PAYLOAD_HEADER;
 use serde_json::{json, Value};
@@ -321,7 +322,7 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         },
         "http_filters": http_filters,
     });
-    hcm["local_reply_config"] = local_reply_shape(has_jwt);
+    hcm["local_reply_config"] = local_reply_shape(gw, has_jwt);
     let tags: Vec<Value> = crate::observe::stats_tags()
         .into_iter()
         .map(|(tag, regex)| json!({"tag_name": tag, "regex": regex}))
@@ -429,6 +430,19 @@ fn path_match(pattern: &str) -> Value {
     json!({"safe_regex": {"regex": re}})
 }
 
+/// A CEL condition true when the request's path is a KrakenD endpoint path.
+fn path_cel(pattern: &str) -> String {
+    // CEL single-quoted strings: backslashes and quotes escaped.
+    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    match path_match(pattern).get("safe_regex") {
+        Some(re) => {
+            let re = re["regex"].as_str().unwrap_or_default();
+            format!("request.url_path.matches({})", quote(&format!("^{re}$")))
+        }
+        None => format!("request.url_path == {}", quote(pattern)),
+    }
+}
+
 fn socket((addr, port): &(String, u16)) -> Value {
     json!({"socket_address": {"address": addr, "port_value": port}})
 }
@@ -478,11 +492,19 @@ fn cluster(name: &str, hosts: &[HostUrl], o: &Options) -> Value {
 /// filter, which renders LLM calls' errors in the client's API (OpenAI or Anthropic); the
 /// rest reach the client as shaped here: a provider that resets after its headers (the
 /// filter already held them), plain endpoints, `jwt_authn` (before the filter).
-fn local_reply_shape(jwt: bool) -> Value {
+fn local_reply_shape(gw: &Gateway, jwt: bool) -> Value {
     // First match wins. Anthropic's shape for `/v1/messages` clients (the filter marks them
-    // in filter state: this reaches the replies that never pass through it), then OpenAI's.
+    // in filter state: this reaches the replies that never pass through it; the path
+    // reaches those made before the filter ran, `jwt_authn`'s, the codec's), then OpenAI's.
+    // The path only where the filter did not record the front (it rewrites paths).
+    let mut by_path = String::from("false");
+    for ep in gw.endpoints.iter() {
+        if crate::filter::errors::front(ep) == FrontDoor::Anthropic {
+            by_path = format!("{by_path} || {}", path_cel(ep.pattern.as_str()));
+        }
+    }
     let anthropic = format!(
-        "'wasm.{FRONT_PROPERTY}' in filter_state && filter_state['wasm.{FRONT_PROPERTY}'] == b'{ANTHROPIC_FRONT}'"
+        "(('wasm.{FRONT_PROPERTY}' in filter_state) ? filter_state['wasm.{FRONT_PROPERTY}'] == b'{ANTHROPIC_FRONT}' : ({by_path}))"
     );
     let cel = |condition: &str| {
         json!({"extension_filter": {
@@ -501,10 +523,15 @@ fn local_reply_shape(jwt: bool) -> Value {
         })
     };
     let anthropic_mapper = |code: &str, kind: &str| {
-        mapper(
+        let mut m = mapper(
             &format!("{anthropic} && {code}"),
             json!({"type": "error", "error": {"type": kind, "message": "%LOCAL_REPLY_BODY%"}}),
-        )
+        );
+        if kind == "overloaded_error" {
+            // Anthropic's status for it (the SDK's OverloadedError).
+            m["status_code"] = json!(crate::providers::anthropic::OVERLOADED);
+        }
+        m
     };
     let openai_mapper = |code: &str, kind: &str, err: &str| {
         mapper(

@@ -872,7 +872,7 @@ fn fuzz_provider_responses() {
             Err(e) => {
                 assert!(e.status >= 100, "{wire:?} error status {}", e.status);
                 for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
-                    assert!(is_json(&front.error_body(&e)));
+                    assert!(is_json(&front.error(&e).1));
                 }
             }
         }

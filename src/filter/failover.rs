@@ -98,7 +98,11 @@ impl Flow {
                 }
             }
             self.replied = true;
-            governance::reply(h, ep.api, &routing::unavailable(wait.unwrap_or(1000)));
+            governance::reply(
+                h,
+                super::errors::front(ep),
+                &routing::unavailable(wait.unwrap_or(1000)),
+            );
             return Some(Action::Pause);
         }
         self.failover = Some(Failover {
@@ -182,7 +186,11 @@ impl Flow {
         self.awaiting_fallback = false;
         match answer {
             Some(a) => send(h, a),
-            None => governance::reply(h, ep.api, &routing::unavailable(wait.unwrap_or(1000))),
+            None => governance::reply(
+                h,
+                super::errors::front(ep),
+                &routing::unavailable(wait.unwrap_or(1000)),
+            ),
         }
         Action::Pause
     }

@@ -3,7 +3,7 @@
 //! translate the answer back, buffered for JSON answers and event by event for streams.
 
 use super::account::Account;
-use super::errors::{ErrorKind, ENVOY_REPLY, ERROR_HEADER};
+use super::errors::{reply_error, ErrorKind, GatewayError, ENVOY_REPLY, ERROR_HEADER};
 use crate::config::{Api, Endpoint, LlmBackend, Provider};
 use crate::host::Host;
 use crate::providers::model::{text_len, ChatRequest, ProviderError, StreamEvent};
@@ -98,15 +98,11 @@ impl Call {
         param: Option<&str>,
     ) {
         self.response = Response::Local;
-        let (status, kind, code) = kind.parts();
-        let body = self
-            .front
-            .gateway_error(status as u16, kind, code, message, param);
-        h.send_reply(
-            status,
-            &[("content-type", "application/json"), (ERROR_HEADER, "1")],
-            &body,
-        );
+        let e = GatewayError {
+            param,
+            ..GatewayError::new(kind, message)
+        };
+        reply_error(h, self.front, e, &[]);
     }
 
     /// The whole request body arrived: translate it and set the upstream request.
@@ -327,19 +323,16 @@ impl Call {
                 // security (exfiltration guard, placeholder restore), then governance
                 // (structured output) on what the client would get.
                 match self.security.on_response(&mut resp) {
-                    Err(msg) => (502, self.front.error_body(&blocked(msg))),
+                    Err(msg) => self.front.error(&blocked(msg)),
                     Ok(()) => match self.governance.check_response(&resp) {
                         Ok(()) => (200, self.front.encode_response(&resp, &self.model)),
-                        Err(d) => {
-                            let body = self.front.gateway_error(
-                                d.status as u16,
-                                d.kind,
-                                d.code,
-                                &d.message,
-                                None,
-                            );
-                            (d.status as u16, body)
-                        }
+                        Err(d) => self.front.gateway_error(
+                            d.status as u16,
+                            d.kind,
+                            d.code,
+                            &d.message,
+                            None,
+                        ),
                     },
                 }
             }
@@ -354,7 +347,7 @@ impl Call {
                         text.trim()
                     );
                 }
-                (e.status, self.front.error_body(&upstream_error(e)))
+                self.front.error(&upstream_error(e))
             }
         };
         h.set_response_header(":status", Some(&status.to_string()));

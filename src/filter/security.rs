@@ -2,12 +2,11 @@
 //! and mask the parsed request, and scan (and restore) the answer, buffered or streamed.
 //! Kept apart from the pipeline so the wire-in points stay one call each.
 
-use super::errors::ErrorKind;
+use super::errors::{self, ErrorKind, GatewayError};
+use crate::config::security::EndpointSecurity;
 use crate::config::Endpoint;
-use crate::config::{security::EndpointSecurity, Api};
 use crate::host::Host;
 use crate::providers::model::{ChatRequest, ChatResponse, Part, ProviderError, Role, StreamEvent};
-use crate::providers::FrontDoor;
 use crate::security::apikeys::AuthError;
 use crate::security::claims::{ClaimsError, PAYLOAD_HEADER};
 use crate::security::exfil::{Blocked, Exfil, Scanner};
@@ -23,28 +22,19 @@ pub struct Auth {
     pub query: Option<String>,
 }
 
-/// The client API of an endpoint, for error shapes (Anthropic on `/messages`).
-fn front(ep: &Endpoint) -> FrontDoor {
-    match ep.api {
-        Some(Api::AnthropicMessages) => FrontDoor::Anthropic,
-        Some(Api::OpenAiChat) => FrontDoor::OpenAi,
-        None if ep.pattern.as_str().ends_with("/messages") => FrontDoor::Anthropic,
-        None => FrontDoor::OpenAi,
-    }
-}
-
 /// Answers with a gateway error in the endpoint's API shape.
 pub fn reply<H: Host>(h: &mut H, ep: &Endpoint, kind: ErrorKind, message: &str) {
-    let (status, kind_name, code) = kind.parts();
-    let body = front(ep).gateway_error(status as u16, kind_name, code, message, None);
-    let mut headers = vec![
-        ("content-type", "application/json"),
-        (crate::filter::errors::ERROR_HEADER, "1"),
-    ];
-    if kind == ErrorKind::Unauthorized {
-        headers.push(("www-authenticate", "Bearer"));
-    }
-    h.send_reply(status, &headers, &body);
+    let extra: &[(&str, &str)] = if kind == ErrorKind::Unauthorized {
+        &[("www-authenticate", "Bearer")]
+    } else {
+        &[]
+    };
+    errors::reply_error(
+        h,
+        errors::front(ep),
+        GatewayError::new(kind, message),
+        extra,
+    );
 }
 
 /// Request headers: `auth/api-keys` and `auth/validator`. `Err` after answering 401/403.

@@ -12,7 +12,8 @@
 //!   `parallel_tool_calls: false` → `tool_choice.disable_parallel_tool_use`.
 //! - `temperature` above 1 (Anthropic's maximum) is rejected rather than silently clamped.
 //! - Error statuses (see [`decode_error`]): `overloaded_error` (529) → 503 `server_error`
-//!   (a standard status that OpenAI SDKs retry); `api_error` → 502; `authentication_error`
+//!   (a standard status that OpenAI SDKs retry) on the OpenAI front door, 529 again on this
+//!   one ([`error_reply`]); `api_error` → 502; `authentication_error`
 //!   and `permission_error` → 502 with "provider rejected the gateway's credentials: ...",
 //!   because they concern the gateway's key, not the client's.
 
@@ -1270,6 +1271,20 @@ fn error_value(e: &ProviderError) -> Value {
 pub fn error_body(e: &ProviderError) -> Vec<u8> {
     serde_json::to_vec(&error_value(e)).unwrap_or_default()
 }
+
+/// A provider or gateway error as Anthropic's API answers it: its shape, and 529 for
+/// `overloaded_error` (Anthropic's own status for it; the SDK raises `OverloadedError`).
+pub fn error_reply(e: &ProviderError) -> (u16, Vec<u8>) {
+    let status = if anthropic_type(e) == "overloaded_error" {
+        OVERLOADED
+    } else {
+        e.status
+    };
+    (status, error_body(e))
+}
+
+/// Anthropic's status for `overloaded_error`.
+pub const OVERLOADED: u16 = 529;
 
 /// A client error (from [`parse_request`]) in Anthropic's error shape (send with 400).
 pub fn client_error_body(e: &ClientError) -> Vec<u8> {

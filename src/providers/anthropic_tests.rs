@@ -936,3 +936,36 @@ fn never_panics_on_truncated_or_hostile_input() {
     let _ = openai::encode_response(&r, "m");
     let _ = encode_response(&r, "m");
 }
+
+/// Anthropic's 529 `overloaded_error` (recorded body shape: tests/fixtures/anthropic_error.json's
+/// form, Anthropic's documented errors) stays 529 on the Anthropic door (the SDK's
+/// `OverloadedError`) and is 503 on the OpenAI door; any provider's 503 is overloaded on the
+/// Anthropic door too.
+#[test]
+fn overloaded_is_529_on_the_anthropic_door_and_503_on_the_openai_door() {
+    use crate::providers::FrontDoor;
+    let body = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    let e = decode_error(529, body);
+    let (status, out) = FrontDoor::Anthropic.error(&e);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(status, 529);
+    assert_eq!(
+        v,
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    );
+    let (status, out) = FrontDoor::OpenAi.error(&e);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(v["error"]["type"], "server_error");
+    let other = crate::providers::openai::decode_error(503, b"{}");
+    assert_eq!(FrontDoor::Anthropic.error(&other).0, 529);
+    // Gemini and Bedrock keep a provider's status: a 529 from them is 503 for OpenAI clients.
+    let gemini = crate::providers::gemini::decode_error(529, b"{}");
+    assert_eq!(FrontDoor::OpenAi.error(&gemini).0, 503);
+    assert_eq!(FrontDoor::Anthropic.error(&gemini).0, 529);
+    let not_overloaded = decode_error(
+        429,
+        br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#,
+    );
+    assert_eq!(FrontDoor::Anthropic.error(&not_overloaded).0, 429);
+}

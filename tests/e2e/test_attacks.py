@@ -8,6 +8,7 @@ Sections (one class each, to keep merges of parallel work easy):
 """
 from __future__ import annotations
 
+import base64
 import json
 import random
 import socket
@@ -200,13 +201,22 @@ class TestEdgeLimits:
         finally:
             e.stop()
 
-    @pytest.mark.parametrize("flag", ["nope=1", "max_request_headers_kb=0", "idle_timeout=forever",
-                                      "max_connections"])
-    def test_bad_edge_overrides_are_refused(self, tmp_path, flag):
+    @pytest.mark.parametrize("flag,why", [
+        ("nope=1", "unknown edge setting"), ("max_request_headers_kb=0", "outside 1..=8192"),
+        ("idle_timeout=forever", "is not a duration"), ("max_connections", "expected NAME=VALUE"),
+        ("max_connections=-1", "not a non-negative integer")])
+    def test_bad_edge_overrides_are_refused(self, tmp_path, flag, why):
         (tmp_path / "k.json").write_text(json.dumps(plain_config(type("M", (), {"port": 1}))))
         out = subprocess.run([str(TOLLGATE), "envoy", str(tmp_path / "k.json"), "--edge", flag],
                              capture_output=True, text=True)
-        assert out.returncode == 1 and "--edge" in out.stderr, out.stderr
+        assert out.returncode == 1 and why in out.stderr, out.stderr
+        assert not out.stdout
+
+    def test_bad_krakend_edge_settings_name_their_path(self, tmp_path):
+        (tmp_path / "k.json").write_text(json.dumps(plain_config(
+            type("M", (), {"port": 1}), read_header_timeout="soon")))
+        out = subprocess.run([str(TOLLGATE), "envoy", str(tmp_path / "k.json")], capture_output=True, text=True)
+        assert out.returncode == 1 and "$.read_header_timeout" in out.stderr, out.stderr
 
     def test_overrides_reach_the_bootstrap_and_pass_envoy_validate(self, tmp_path):
         (tmp_path / "k.json").write_text(json.dumps(plain_config(
@@ -225,3 +235,200 @@ class TestEdgeLimits:
         out = validate(tmp_path / "e.yaml", {"PATH": "/usr/bin:/bin"})
         assert out.returncode == 0, out.stderr[-2000:]
         assert "Deprecated" not in out.stdout + out.stderr
+
+
+# --- TestRefusalShapes ---------------------------------------------------------------------
+
+import anthropic  # noqa: E402
+import openai  # noqa: E402
+# The SDK raises these for 529 and 413 but does not export them at the top level.
+from anthropic._exceptions import OverloadedError, RequestTooLargeError  # noqa: E402
+
+from llm_config import BY_ALIAS, CLIENT_KEY, PROVIDER_KEYS, backend  # noqa: E402
+
+ASK = [{"role": "user", "content": "hi"}]
+TEAM_KEY = "team-key-0001"
+NOBODY_KEY = "nobody-key-0002"
+
+
+def refusal_config(mock_url: str, down_url: str, jwks: str) -> dict:
+    """A pair of front doors (`{prefix}/v1/messages`, `{prefix}/v1/chat/completions`) per
+    refusal kind."""
+    llm = [backend(mock_url, BY_ALIAS["openai"]), backend(mock_url, BY_ALIAS["claude"])]
+    breaker = backend(mock_url, BY_ALIAS["claude"])
+    breaker["extra_config"]["qos/circuit-breaker"] = {"max_errors": 1, "interval": 60, "timeout": 60}
+    kinds = {
+        "quota": {"governance/quota": {"quota_name": "q", "tier_key": "X-Plan", "tiers": [
+            {"rule_name": "one", "tier_value_as": "*", "strategy": "header", "key": "X-User"}]}},
+        "rl": {"qos/ratelimit/router": {"client_max_rate": 1, "every": "1h", "strategy": "header", "key": "X-User"}},
+        "busy": {"qos/ratelimit/router": {"max_rate": 1, "every": "1h"}},
+        "auth": {"auth/api-keys": {"roles": ["team"]}},
+        "size": {"proxy": {"max_payload": 200}},
+        "schema": {"validation/json-schema": {"type": "object", "required": ["metadata"]}},
+        "jwt": {"auth/validator": {"alg": "RS256", "jwk_local_path": jwks}},
+        "plain": {},
+    }
+    endpoints = []
+    for prefix, extra in kinds.items():
+        for door in ("/v1/messages", "/v1/chat/completions"):
+            backends = llm
+            if prefix == "breaker":
+                backends = [breaker]
+            endpoints.append({"endpoint": f"/{prefix}{door}", "method": "POST",
+                              "extra_config": extra, "backend": backends})
+    for door in ("/v1/messages", "/v1/chat/completions"):
+        endpoints.append({"endpoint": f"/breaker{door}", "method": "POST", "backend": [breaker]})
+        endpoints.append({"endpoint": f"/down{door}", "method": "POST",
+                          "backend": [backend(down_url, BY_ALIAS["claude"])]})
+    return {"version": 3, "endpoints": endpoints, "extra_config": {
+        "governance/processors": {"quotas": [{"name": "q", "rules": [
+            {"name": "one", "limits": [{"amount": 1, "unit": "day"}]}]}]},
+        "auth/api-keys": {"keys": [{"key": TEAM_KEY, "roles": ["team"]}, {"key": NOBODY_KEY, "roles": ["other"]}]},
+    }}
+
+
+@pytest.fixture(scope="module")
+def rgw(mock, tmp_path_factory):
+    # A JWKS Envoy's jwt_authn loads (any RSA key: no test presents a token).
+    d = tmp_path_factory.mktemp("jwks")
+    subprocess.run(["openssl", "genrsa", "-out", str(d / "k.pem"), "2048"], check=True, capture_output=True)
+    mod = subprocess.run(["openssl", "rsa", "-in", str(d / "k.pem"), "-noout", "-modulus"],
+                         check=True, capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+    n = base64.urlsafe_b64encode(bytes.fromhex(mod)).rstrip(b"=").decode()
+    (d / "jwks.json").write_text(json.dumps({"keys": [{"kty": "RSA", "alg": "RS256", "kid": "k", "n": n, "e": "AQAB"}]}))
+    e = Envoy(refusal_config(mock.url, f"http://127.0.0.1:{free_port()}", str(d / "jwks.json")),
+              env=PROVIDER_KEYS).wait_ready()
+    yield e
+    e.stop()
+
+
+def ant_client(rgw, prefix, key=CLIENT_KEY):
+    return anthropic.Anthropic(base_url=f"{rgw.url}/{prefix}", api_key=key, max_retries=0, timeout=20)
+
+
+def oai_client(rgw, prefix, key=CLIENT_KEY):
+    return openai.OpenAI(base_url=f"{rgw.url}/{prefix}/v1", api_key=key, max_retries=0, timeout=20)
+
+
+def anthropic_call(rgw, prefix, key=CLIENT_KEY, **kw):
+    kw = {"model": "claude", "max_tokens": 16, "messages": ASK, **kw}
+    with ant_client(rgw, prefix, key) as c:
+        return c.messages.create(**kw)
+
+
+def openai_call(rgw, prefix, key=CLIENT_KEY, **kw):
+    kw = {"model": "claude", "messages": ASK, **kw}
+    with oai_client(rgw, prefix, key) as c:
+        return c.chat.completions.create(**kw)
+
+
+def assert_anthropic_shape(e: anthropic.APIStatusError):
+    body = e.response.json()
+    assert body["type"] == "error" and set(body["error"]) >= {"type", "message"}, body
+
+
+def assert_openai_shape(e: openai.APIStatusError):
+    body = e.response.json()
+    assert set(body["error"]) >= {"type", "message", "code"}, body
+
+
+# (refusal, how to provoke it on a door, Anthropic SDK class, OpenAI SDK class and status)
+def _user(n):
+    return {"extra_headers": {"X-User": f"user-{n}-{random.random()}"}}
+
+
+class TestRefusalShapes:
+    """Every answer the gateway makes itself speaks the client's front door: the Anthropic
+    SDK on /v1/messages raises its own class for each refusal, the OpenAI SDK its own."""
+
+    def both(self, rgw, prefix, ant_exc, oai_exc, oai_status, setup=None, key=CLIENT_KEY,
+             gateway=True, **kw):
+        for door, call, exc, shape in (
+            ("anthropic", anthropic_call, ant_exc, assert_anthropic_shape),
+            ("openai", openai_call, oai_exc, assert_openai_shape),
+        ):
+            extra = dict(kw)
+            if setup:
+                extra = setup(door, call, extra)
+            with pytest.raises(exc) as e:
+                call(rgw, prefix, key, **extra)
+            shape(e.value)
+            # The gateway's own answer (a provider's error is translated, not marked).
+            assert bool(e.value.response.headers.get("x-tollgate-error")) == gateway, door
+            if door == "openai":
+                assert e.value.status_code == oai_status
+        return e
+
+    def test_quota_429(self, rgw):
+        def spend(door, call, kw):
+            kw = {**kw, **_user(door)}
+            call(rgw, "quota", **kw)  # the one request of the day
+            return kw
+        self.both(rgw, "quota", anthropic.RateLimitError, openai.RateLimitError, 429, setup=spend)
+
+    def test_client_rate_limit_429(self, rgw):
+        def spend(door, call, kw):
+            kw = {**kw, **_user(door)}
+            call(rgw, "rl", **kw)
+            return kw
+        self.both(rgw, "rl", anthropic.RateLimitError, openai.RateLimitError, 429, setup=spend)
+
+    def test_endpoint_rate_limit_is_overloaded(self, rgw):
+        def spend(door, call, kw):
+            call(rgw, "busy", **kw)
+            return kw
+        e = self.both(rgw, "busy", OverloadedError, openai.InternalServerError, 503, setup=spend)
+        assert e.value.response.headers["retry-after"]
+
+    def test_auth_401_and_403(self, rgw):
+        self.both(rgw, "auth", anthropic.AuthenticationError, openai.AuthenticationError, 401, key="wrong")
+        self.both(rgw, "auth", anthropic.PermissionDeniedError, openai.PermissionDeniedError, 403,
+                  key=NOBODY_KEY)
+        assert anthropic_call(rgw, "auth", TEAM_KEY).content[0].text
+
+    def test_payload_too_large_413(self, rgw):
+        self.both(rgw, "size", RequestTooLargeError, openai.APIStatusError, 413,
+                  messages=[{"role": "user", "content": "x" * 300}])
+
+    def test_schema_validation_400(self, rgw):
+        self.both(rgw, "schema", anthropic.BadRequestError, openai.BadRequestError, 400)
+
+    def test_unknown_model_404(self, rgw):
+        self.both(rgw, "plain", anthropic.NotFoundError, openai.NotFoundError, 404, model="no-such-model")
+
+    def test_unknown_path_404(self, rgw):
+        # The SDKs' paths under a prefix no endpoint has.
+        self.both(rgw, "nowhere", anthropic.NotFoundError, openai.NotFoundError, 404)
+
+    def test_open_circuit_breaker_is_overloaded(self, rgw):
+        def trip(door, call, kw):
+            with pytest.raises(Exception):
+                call(rgw, "breaker", **kw, extra_headers={"x-mock-status": "500"})
+            return kw
+        self.both(rgw, "breaker", OverloadedError, openai.InternalServerError, 503, setup=trip)
+
+    def test_provider_overloaded_529(self, rgw):
+        """Anthropic's 529 `overloaded_error` reaches the Anthropic SDK as OverloadedError
+        (it got 503 before); the OpenAI door keeps 503."""
+        e = self.both(rgw, "plain", OverloadedError, openai.InternalServerError, 503,
+                      gateway=False, extra_headers={"x-mock-status": "529"})
+        with pytest.raises(OverloadedError) as a:
+            anthropic_call(rgw, "plain", extra_headers={"x-mock-status": "529"})
+        assert a.value.status_code == 529
+        assert a.value.body["error"]["type"] == "overloaded_error"
+        # Streams fail before their first byte the same way.
+        with pytest.raises(OverloadedError):
+            with ant_client(rgw, "plain") as c:
+                with c.messages.stream(model="claude", max_tokens=16, messages=ASK,
+                                       extra_headers={"x-mock-status": "529"}) as s:
+                    list(s.text_stream)
+        assert e.value.status_code == 503
+
+    def test_envoy_replies(self, rgw):
+        """Envoy's own replies: no upstream (503 → Anthropic's 529), its body buffer limit
+        (413), and jwt_authn's 401, made before the filter ran (shaped by the path)."""
+        self.both(rgw, "down", OverloadedError, openai.InternalServerError, 503)
+        self.both(rgw, "plain", RequestTooLargeError, openai.APIStatusError, 413,
+                  messages=[{"role": "user", "content": "x" * 1_200_000}])
+        e = self.both(rgw, "jwt", anthropic.AuthenticationError, openai.AuthenticationError, 401)
+        assert e.value.response.json()["error"]["message"].startswith("Jwt")
