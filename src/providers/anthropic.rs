@@ -374,16 +374,19 @@ fn stop_to(r: Option<FinishReason>) -> &'static str {
     }
 }
 
-/// Anthropic usage → canonical: prompt = input + cache reads + cache writes; cached = reads.
+/// Anthropic usage → canonical: prompt = input + cache reads + cache writes; cached = reads;
+/// cache writes kept as their own figure.
 fn usage_from(u: &Value) -> Usage {
     let read = num(u.get("cache_read_input_tokens"));
+    let write = num(u.get("cache_creation_input_tokens"));
     Usage {
         prompt_tokens: num(u.get("input_tokens"))
             .saturating_add(read)
-            .saturating_add(num(u.get("cache_creation_input_tokens"))),
+            .saturating_add(write),
         completion_tokens: num(u.get("output_tokens")),
         cached_tokens: read,
         reasoning_tokens: 0,
+        cache_write_tokens: write,
     }
 }
 
@@ -992,10 +995,11 @@ fn parse_image(b: &Map<String, Value>, path: &str) -> Result<Part, ClientError> 
 // Front door: response, stream and errors
 // ---------------------------------------------------------------------------------------------
 
+/// Canonical usage → Anthropic's: `input_tokens` excludes cache reads and writes.
 fn usage_json(u: &Usage) -> Value {
     json!({
-        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens),
-        "cache_creation_input_tokens": 0,
+        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens).saturating_sub(u.cache_write_tokens),
+        "cache_creation_input_tokens": u.cache_write_tokens,
         "cache_read_input_tokens": u.cached_tokens,
         "output_tokens": u.completion_tokens,
     })

@@ -289,15 +289,19 @@ pub fn finish_reason(reason: &str) -> FinishReason {
 }
 
 /// Bedrock's `inputTokens` excludes cache reads and writes; the canonical prompt count
-/// includes them, with the reads as `cached_tokens`.
+/// includes them, with the reads as `cached_tokens` and the writes as `cache_write_tokens`.
 fn usage_of(u: &Value) -> Usage {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     let cached = n("cacheReadInputTokens");
+    let written = n("cacheWriteInputTokens");
     Usage {
-        prompt_tokens: n("inputTokens") + cached + n("cacheWriteInputTokens"),
+        prompt_tokens: n("inputTokens")
+            .saturating_add(cached)
+            .saturating_add(written),
         completion_tokens: n("outputTokens"),
         cached_tokens: cached,
         reasoning_tokens: 0,
+        cache_write_tokens: written,
     }
 }
 
@@ -1103,7 +1107,8 @@ mod tests {
                 prompt_tokens: 475,
                 completion_tokens: 70,
                 cached_tokens: 60,
-                reasoning_tokens: 0
+                reasoning_tokens: 0,
+                cache_write_tokens: 40,
             })
         );
         assert!(decode_response(200, b"{}").is_err());

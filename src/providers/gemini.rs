@@ -394,6 +394,7 @@ fn usage_of(v: &Value) -> Option<Usage> {
         completion_tokens: n("candidatesTokenCount") + thoughts,
         cached_tokens: n("cachedContentTokenCount"),
         reasoning_tokens: thoughts,
+        cache_write_tokens: 0,
     })
 }
 
@@ -1198,7 +1199,8 @@ mod tests {
                 prompt_tokens: 10,
                 completion_tokens: 17,
                 cached_tokens: 4,
-                reasoning_tokens: 12
+                reasoning_tokens: 12,
+                cache_write_tokens: 0,
             })
         );
     }
@@ -1413,6 +1415,7 @@ mod tests {
                 completion_tokens: c,
                 cached_tokens: 0,
                 reasoning_tokens: r,
+                cache_write_tokens: 0,
             })
         };
         assert_eq!(

@@ -132,6 +132,9 @@ pub struct Usage {
     pub cached_tokens: u64,
     /// Reasoning tokens (included in `completion_tokens`).
     pub reasoning_tokens: u64,
+    /// Prompt tokens written to the provider's cache (included in `prompt_tokens`; Anthropic
+    /// `cache_creation_input_tokens`, Bedrock `cacheWriteInputTokens`), priced apart.
+    pub cache_write_tokens: u64,
 }
 
 impl Usage {

@@ -918,6 +918,8 @@ fn usage_from(v: &Value) -> Usage {
         reasoning_tokens: num(v
             .get("completion_tokens_details")
             .and_then(|d| d.get("reasoning_tokens"))),
+        // OpenAI's usage has no cache-write figure.
+        cache_write_tokens: 0,
     }
 }
 

@@ -328,7 +328,8 @@ fn decodes_responses() {
             prompt_tokens: 9,
             completion_tokens: 12,
             cached_tokens: 2,
-            reasoning_tokens: 3
+            reasoning_tokens: 3,
+            cache_write_tokens: 0,
         })
     );
     let r = decode_response(200, TOOL_RESPONSE.as_bytes()).unwrap();
@@ -517,6 +518,7 @@ fn stream_events() -> Vec<StreamEvent> {
             completion_tokens: 12,
             cached_tokens: 0,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         }),
     ]
 }

@@ -432,3 +432,77 @@ class TestRefusalShapes:
                   messages=[{"role": "user", "content": "x" * 1_200_000}])
         e = self.both(rgw, "jwt", anthropic.AuthenticationError, openai.AuthenticationError, 401)
         assert e.value.response.json()["error"]["message"].startswith("Jwt")
+
+
+# --- TestTranslationCacheWrites ------------------------------------------------------------
+
+CLAUDE_MODEL = BY_ALIAS["claude"].model
+PRICE = {"input": 1.0, "output": 2.0, "cached_input": 0.1, "cache_write": 1.25}
+
+
+@pytest.fixture(scope="module")
+def cgw(mock):
+    llm = [backend(mock.url, BY_ALIAS[a]) for a in ("claude", "bedrock", "openai")]
+    doc = {"version": 3,
+           "extra_config": {"ai/usage": {"response_headers": True, "tenant_header": "X-Tenant",
+                                         "prices": {CLAUDE_MODEL: PRICE}}},
+           "endpoints": [{"endpoint": "/v1/messages", "method": "POST", "backend": llm},
+                         {"endpoint": "/v1/chat/completions", "method": "POST", "backend": llm}]}
+    e = Envoy(doc, env=PROVIDER_KEYS).wait_ready()
+    yield e
+    e.stop()
+
+
+def prom(gw, name: str, **labels) -> float:
+    total = 0.0
+    for line in gw.stats().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class TestTranslationCacheWrites:
+    """Anthropic's `cache_creation_input_tokens` was folded into `input_tokens` and reported
+    as 0: cache writes are now their own figure in the Anthropic door's usage, the token
+    metrics (`kind="cache_write"`) and the cost (`cache_write` price)."""
+
+    WRITE = 1000
+
+    def test_anthropic_door_reports_cache_writes(self, cgw, fresh_mock):
+        for alias in ("claude", "bedrock"):
+            with anthropic.Anthropic(base_url=cgw.url, api_key=CLIENT_KEY, max_retries=0, timeout=20) as c:
+                raw = c.messages.with_raw_response.create(
+                    model=alias, max_tokens=16, messages=ASK,
+                    extra_headers={"x-mock-cache-write": str(self.WRITE)})
+                m = raw.parse()
+                prompt = int(raw.headers["x-mock-usage"].split(",")[0])
+                assert m.usage.cache_creation_input_tokens == self.WRITE, alias
+                assert m.usage.input_tokens == prompt - self.WRITE, alias
+                with c.messages.stream(model=alias, max_tokens=16, messages=ASK,
+                                       extra_headers={"x-mock-cache-write": str(self.WRITE)}) as s:
+                    final = s.get_final_message()
+                assert final.usage.cache_creation_input_tokens == self.WRITE, alias
+                assert final.usage.input_tokens == prompt - self.WRITE, alias
+
+    def test_openai_door_counts_writes_in_the_prompt(self, cgw, fresh_mock):
+        with openai.OpenAI(base_url=cgw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20) as c:
+            raw = c.chat.completions.with_raw_response.create(
+                model="claude", messages=ASK, extra_headers={"x-mock-cache-write": str(self.WRITE)})
+        r = raw.parse()
+        assert r.usage.prompt_tokens == int(raw.headers["x-mock-usage"].split(",")[0])
+
+    def test_cache_writes_are_metered_and_priced(self, cgw, fresh_mock):
+        tenant = f"cw-{random.randrange(10**9)}"
+        r = httpx.post(cgw.url + "/v1/messages", timeout=20, json={
+            "model": "claude", "max_tokens": 16, "messages": ASK},
+            headers={"x-mock-cache-write": str(self.WRITE), "X-Tenant": tenant, "anthropic-version": "2023-06-01"})
+        assert r.status_code == 200, r.text
+        prompt, completion = map(int, r.headers["x-mock-usage"].split(","))
+        uncached = prompt - self.WRITE
+        micros = uncached * PRICE["input"] + self.WRITE * PRICE["cache_write"] + completion * PRICE["output"]
+        assert r.headers["x-tollgate-cost"] == f"{micros / 1e6:.6f} USD"
+        assert r.headers["x-tollgate-prompt-tokens"] == str(prompt)
+        labels = {"tenant": tenant, "provider": "anthropic"}
+        assert prom(cgw, "tollgate_tokens_total", kind="cache_write", **labels) == self.WRITE
+        assert prom(cgw, "tollgate_tokens_total", kind="prompt", **labels) == prompt
+        assert prom(cgw, "tollgate_cost_total", **labels) == micros

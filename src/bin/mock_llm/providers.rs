@@ -44,6 +44,9 @@ pub struct Opts {
     pub chunks: Option<usize>,
     /// `x-mock-tool: 0` disables tool calls.
     pub no_tools: bool,
+    /// `x-mock-cache-write: N`: Anthropic and Bedrock report N prompt tokens written to
+    /// their cache (beside the uncached ones).
+    pub cache_write: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +67,8 @@ pub struct Reply {
     /// Content pieces: one per streamed content event.
     pub pieces: Vec<String>,
     pub prompt_tokens: u64,
+    /// Prompt tokens reported as cache writes (Anthropic, Bedrock), on top of `prompt_tokens`.
+    pub cache_write: u64,
     /// Sequence number used in ids.
     pub seq: u64,
     /// Unix seconds.
@@ -80,9 +85,13 @@ impl Reply {
     pub fn full(&self) -> String {
         self.pieces.concat()
     }
-    /// Value of the `x-mock-usage` response header.
+    /// Value of the `x-mock-usage` response header (prompt tokens include cache writes).
     pub fn usage_header(&self) -> String {
-        format!("{},{}", self.prompt_tokens, self.completion_tokens())
+        format!(
+            "{},{}",
+            self.prompt_tokens + self.cache_write,
+            self.completion_tokens()
+        )
     }
     fn is_tool(&self) -> bool {
         matches!(self.kind, Kind::Tool { .. })
@@ -265,16 +274,23 @@ pub fn plan(
     created: u64,
 ) -> Reply {
     let prompt_tokens = prompt_tokens(provider, req);
+    let cache_write = match provider {
+        Provider::Anthropic | Provider::Bedrock => opts.cache_write,
+        Provider::OpenAi | Provider::Gemini => 0,
+    };
     let tool = if let Some(result) = last_tool_result(provider, req) {
-        return text_reply(
-            provider,
-            model,
-            &format!("The tool said: {result}"),
-            opts,
-            prompt_tokens,
-            seq,
-            created,
-        );
+        return Reply {
+            cache_write,
+            ..text_reply(
+                provider,
+                model,
+                &format!("The tool said: {result}"),
+                opts,
+                prompt_tokens,
+                seq,
+                created,
+            )
+        };
     } else if opts.no_tools {
         None
     } else {
@@ -297,6 +313,7 @@ pub fn plan(
                 kind: Kind::Tool { name },
                 pieces,
                 prompt_tokens,
+                cache_write,
                 seq,
                 created,
             }
@@ -304,7 +321,10 @@ pub fn plan(
         None => {
             let default = format!("Hello from mock {}!", provider.name());
             let text = opts.text.as_deref().unwrap_or(&default);
-            text_reply(provider, model, text, opts, prompt_tokens, seq, created)
+            Reply {
+                cache_write,
+                ..text_reply(provider, model, text, opts, prompt_tokens, seq, created)
+            }
         }
     }
 }
@@ -328,6 +348,7 @@ fn text_reply(
         kind: Kind::Text,
         pieces,
         prompt_tokens,
+        cache_write: 0,
         seq,
         created,
     }
@@ -388,12 +409,12 @@ fn openai_body(r: &Reply) -> Value {
     })
 }
 
-fn anthropic_usage(input: u64, output: u64) -> Value {
+fn anthropic_usage(r: &Reply, output: u64) -> Value {
     json!({
-        "input_tokens": input,
+        "input_tokens": r.prompt_tokens,
         "output_tokens": output,
         "cache_read_input_tokens": 0,
-        "cache_creation_input_tokens": 0
+        "cache_creation_input_tokens": r.cache_write
     })
 }
 
@@ -413,7 +434,7 @@ fn anthropic_body(r: &Reply) -> Value {
         "content": [block],
         "stop_reason": stop,
         "stop_sequence": null,
-        "usage": anthropic_usage(r.prompt_tokens, r.completion_tokens())
+        "usage": anthropic_usage(r, r.completion_tokens())
     })
 }
 
@@ -443,11 +464,16 @@ fn gemini_chunk(r: &Reply, text: &str, last: bool, output: u64) -> Value {
 }
 
 fn bedrock_usage(r: &Reply) -> Value {
-    json!({
+    let mut u = json!({
         "inputTokens": r.prompt_tokens,
         "outputTokens": r.completion_tokens(),
-        "totalTokens": r.total_tokens()
-    })
+        "totalTokens": r.total_tokens() + r.cache_write
+    });
+    // Bedrock names cache figures only when the prompt used the cache.
+    if r.cache_write > 0 {
+        u["cacheWriteInputTokens"] = json!(r.cache_write);
+    }
+    u
 }
 
 fn bedrock_body(r: &Reply, latency_ms: u64) -> Value {
@@ -624,7 +650,7 @@ fn anthropic_events(r: &Reply) -> Vec<Ev> {
                 "content": [],
                 "stop_reason": null,
                 "stop_sequence": null,
-                "usage": anthropic_usage(r.prompt_tokens, 1)
+                "usage": anthropic_usage(r, 1)
             }
         }),
     ));
