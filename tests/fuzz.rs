@@ -833,8 +833,9 @@ fn fuzz_client_requests() {
 
 #[test]
 fn fuzz_provider_responses() {
-    let files: [(&str, Wire); 9] = [
+    let files: [(&str, Wire); 10] = [
         ("openai_response.json", Wire::OpenAi),
+        ("openai_response_refusal.json", Wire::OpenAi),
         ("openai_response_tool.json", Wire::OpenAi),
         ("openai_error.json", Wire::Azure),
         ("anthropic_response_tool.json", Wire::Anthropic),
@@ -893,8 +894,9 @@ fn decode_stream(wire: Wire, pieces: &[&[u8]]) -> Vec<StreamEvent> {
 
 #[test]
 fn fuzz_stream_decoders() {
-    let files: [(&str, Wire); 9] = [
+    let files: [(&str, Wire); 10] = [
         ("openai_stream.sse", Wire::OpenAi),
+        ("openai_stream_refusal.sse", Wire::OpenAi),
         ("openai_stream_tool.sse", Wire::Azure),
         ("anthropic_stream.sse", Wire::Anthropic),
         ("anthropic_stream_tool.sse", Wire::Anthropic),

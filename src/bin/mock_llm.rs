@@ -18,7 +18,8 @@
 //! `x-mock-delay-ms`, `x-mock-status` (e.g. `503,200`), `x-mock-close-after`,
 //! `x-mock-invalid-json`, `x-mock-hang-ms`, `x-mock-tool: 0`, `x-mock-no-record: 1`,
 //! `x-mock-stream-usage: always` (usage in OpenAI-style streams without `stream_options`),
-//! `x-mock-cache-write: N` (Anthropic and Bedrock report N cache-write prompt tokens).
+//! `x-mock-cache-write: N` (Anthropic and Bedrock report N cache-write prompt tokens),
+//! `x-mock-refusal: TEXT` (OpenAI refuses with TEXT).
 //!
 //! Usage accounting: prompt tokens = 3 + whitespace-separated words of the conversation
 //! text (see [`providers::prompt_tokens`]); completion tokens = number of content events
@@ -468,6 +469,7 @@ fn provider_call(
         chunks: header_u64(req, "x-mock-chunks").map(|n| n as usize),
         no_tools: req.header("x-mock-tool") == Some("0"),
         cache_write: header_u64(req, "x-mock-cache-write").unwrap_or(0),
+        refusal: req.header("x-mock-refusal").map(str::to_string),
     };
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let created = SystemTime::now()

@@ -29,7 +29,9 @@ impl Account {
     pub fn observe(&mut self, ev: &StreamEvent, now_ms: u64) {
         match ev {
             StreamEvent::Usage(u) => self.usage = Some(*u),
-            StreamEvent::Text { text, .. } => self.output(text.len(), now_ms),
+            StreamEvent::Text { text, .. } | StreamEvent::Refusal { text, .. } => {
+                self.output(text.len(), now_ms)
+            }
             StreamEvent::ToolCallArgs { arguments, .. } => self.output(arguments.len(), now_ms),
             StreamEvent::ToolCallStart { name, .. } => self.output(name.len(), now_ms),
             _ => {}

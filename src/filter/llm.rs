@@ -306,7 +306,13 @@ impl Call {
                 self.account.usage = resp.usage;
                 self.account.first_token_ms = Some(h.now_millis());
                 self.account.completion_bytes =
-                    text_len(resp.choices.iter().flat_map(|c| &c.message.content));
+                    text_len(resp.choices.iter().flat_map(|c| &c.message.content))
+                        + resp
+                            .choices
+                            .iter()
+                            .filter_map(|c| c.refusal.as_ref())
+                            .map(String::len)
+                            .sum::<usize>();
                 if resp.created == 0 {
                     resp.created = h.now_unix();
                 }

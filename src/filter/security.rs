@@ -100,6 +100,8 @@ pub struct CallSecurity {
     guard: Option<Rc<PromptGuard>>,
     masking: Masking,
     choices: Vec<(u32, ChoiceText)>,
+    /// Streamed refusal text per choice: its own window (it is sent apart from the content).
+    refusals: Vec<(u32, ChoiceText)>,
     /// Streamed tool-call arguments, per (choice, call): the same exfiltration window.
     calls: Vec<((u32, u32), Scanner)>,
     /// The stream was stopped: everything after is dropped.
@@ -192,16 +194,18 @@ impl CallSecurity {
                     }
                 }
             }
-            for p in &mut c.message.content {
-                if let Part::Text(t) = p {
-                    if let Some(ex) = &self.exfil {
-                        if let Some(clean) = ex.scan(t).map_err(|b| b.message())? {
-                            *t = clean;
-                        }
+            let texts = c.message.content.iter_mut().filter_map(|p| match p {
+                Part::Text(t) => Some(t),
+                Part::Image { .. } => None,
+            });
+            for t in texts.chain(c.refusal.as_mut()) {
+                if let Some(ex) = &self.exfil {
+                    if let Some(clean) = ex.scan(t).map_err(|b| b.message())? {
+                        *t = clean;
                     }
-                    if self.restoring() {
-                        *t = self.masking.restore(t);
-                    }
+                }
+                if self.restoring() {
+                    *t = self.masking.restore(t);
                 }
             }
         }
@@ -224,9 +228,15 @@ impl CallSecurity {
             for ev in events.drain(..) {
                 match ev {
                     StreamEvent::Text { index, text } => {
-                        let t = self.text(index, &text, false)?;
+                        let t = self.text(index, &text, false, false)?;
                         if !t.is_empty() {
                             out.push(StreamEvent::Text { index, text: t });
+                        }
+                    }
+                    StreamEvent::Refusal { index, text } => {
+                        let t = self.text(index, &text, false, true)?;
+                        if !t.is_empty() {
+                            out.push(StreamEvent::Refusal { index, text: t });
                         }
                     }
                     StreamEvent::ToolCallStart { index, .. } => {
@@ -250,10 +260,7 @@ impl CallSecurity {
                     }
                     StreamEvent::Finish { index, reason } => {
                         self.flush_args(index, &mut out)?;
-                        let t = self.text(index, "", true)?;
-                        if !t.is_empty() {
-                            out.push(StreamEvent::Text { index, text: t });
-                        }
+                        self.flush_text(index, &mut out)?;
                         out.push(StreamEvent::Finish { index, reason });
                     }
                     other => out.push(other),
@@ -264,12 +271,11 @@ impl CallSecurity {
                 for index in calls {
                     self.flush_args(index, &mut out)?;
                 }
-                let held: Vec<u32> = self.choices.iter().map(|(i, _)| *i).collect();
+                let held = self.choices.iter().chain(&self.refusals);
+                let mut held: Vec<u32> = held.map(|(i, _)| *i).collect();
+                held.dedup();
                 for index in held {
-                    let t = self.text(index, "", true)?;
-                    if !t.is_empty() {
-                        out.push(StreamEvent::Text { index, text: t });
-                    }
+                    self.flush_text(index, &mut out)?;
                 }
             }
             Ok(())
@@ -324,19 +330,44 @@ impl CallSecurity {
         Ok(())
     }
 
-    /// Passes one delta of choice `index` (or, with `flush`, what it holds) through the
-    /// exfiltration window and the restorer.
-    fn text(&mut self, index: u32, delta: &str, flush: bool) -> Result<String, Blocked> {
+    /// Emits what choice `index` still holds back: content text, then refusal text.
+    fn flush_text(&mut self, index: u32, out: &mut Vec<StreamEvent>) -> Result<(), Blocked> {
+        let text = self.text(index, "", true, false)?;
+        if !text.is_empty() {
+            out.push(StreamEvent::Text { index, text });
+        }
+        let text = self.text(index, "", true, true)?;
+        if !text.is_empty() {
+            out.push(StreamEvent::Refusal { index, text });
+        }
+        Ok(())
+    }
+
+    /// Passes one delta of choice `index`'s content (or refusal) text, or with `flush` what it
+    /// holds, through the exfiltration window and the restorer.
+    fn text(
+        &mut self,
+        index: u32,
+        delta: &str,
+        flush: bool,
+        refusal: bool,
+    ) -> Result<String, Blocked> {
         let exfil = self.exfil.clone();
         let restoring = self.restoring();
-        let pos = match self.choices.iter().position(|(i, _)| *i == index) {
+        let list = if refusal {
+            &mut self.refusals
+        } else {
+            &mut self.choices
+        };
+        let pos = match list.iter().position(|(i, _)| *i == index) {
             Some(p) => p,
+            None if flush => return Ok(String::new()),
             None => {
-                self.choices.push((index, ChoiceText::default()));
-                self.choices.len() - 1
+                list.push((index, ChoiceText::default()));
+                list.len() - 1
             }
         };
-        let Some((_, st)) = self.choices.get_mut(pos) else {
+        let Some((_, st)) = list.get_mut(pos) else {
             return Ok(delta.to_string());
         };
         let scanned = match (&exfil, flush) {
@@ -346,14 +377,14 @@ impl CallSecurity {
         };
         if !restoring {
             if flush {
-                self.choices.remove(pos);
+                list.remove(pos);
             }
             return Ok(scanned);
         }
         let mut out = st.restorer.push(&self.masking, &scanned);
         if flush {
             out += &st.restorer.finish(&self.masking);
-            self.choices.remove(pos);
+            list.remove(pos);
         }
         Ok(out)
     }
@@ -526,6 +557,8 @@ mod tests {
                     tool_call_id: None,
                     name: None,
                 },
+                // A refusal is model output too: scanned and restored like content.
+                refusal: Some("no, [EMAIL_1], sk-abcdefghijklmnopqrstuvwxyz0123".into()),
             }],
         };
         s.on_response(&mut resp).unwrap();
@@ -533,6 +566,10 @@ mod tests {
         assert_eq!(
             m.content,
             vec![Part::Text("to bob@example.com: [REDACTED]".into())]
+        );
+        assert_eq!(
+            resp.choices[0].refusal.as_deref(),
+            Some("no, bob@example.com, [REDACTED]")
         );
         assert_eq!(m.tool_calls[0].arguments, r#"{"k":"[REDACTED]"}"#);
         let mut b = sec(Some(ExfilAction::Block));
@@ -549,6 +586,42 @@ mod tests {
             ..Default::default()
         };
         assert!(b.on_response(&mut resp).unwrap_err().contains("AWS_KEY"));
+    }
+
+    /// Streamed refusal text goes through its own exfiltration window and the restorer, and
+    /// stays a refusal: a key split across refusal deltas is caught.
+    #[test]
+    fn streamed_refusals_are_scanned_and_restored() {
+        let mut s = sec(Some(ExfilAction::Redact));
+        s.masking
+            .pairs
+            .push(("[EMAIL_1]".into(), "bob@example.com".into()));
+        let mut got = String::new();
+        for piece in ["no [EMA", "IL_1], sk-abcdefghij", "klmnopqrstuvwxyz0123 ok"] {
+            let mut ev = vec![StreamEvent::Refusal {
+                index: 0,
+                text: piece.into(),
+            }];
+            s.on_events(&mut ev, false);
+            for e in ev {
+                match e {
+                    StreamEvent::Refusal { text, .. } => got.push_str(&text),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        let mut ev = vec![StreamEvent::Finish {
+            index: 0,
+            reason: FinishReason::Stop,
+        }];
+        s.on_events(&mut ev, true);
+        for e in &ev {
+            if let StreamEvent::Refusal { text, .. } = e {
+                got.push_str(text);
+            }
+        }
+        assert!(matches!(ev.last(), Some(StreamEvent::Finish { .. })));
+        assert_eq!(got, "no bob@example.com, [REDACTED] ok");
     }
 
     #[test]

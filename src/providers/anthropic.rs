@@ -461,6 +461,7 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
             index: 0,
             message,
             finish_reason: v.get("stop_reason").and_then(Value::as_str).map(stop_from),
+            refusal: None,
         }],
         usage: v.get("usage").filter(|u| u.is_object()).map(usage_from),
     })
@@ -1037,14 +1038,23 @@ pub fn encode_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
         for tc in &c.message.tool_calls {
             content.push(json!({"type": "tool_use", "id": tc.id, "name": tc.name, "input": input_of(&tc.arguments)}));
         }
+        // A refusal (OpenAI `message.refusal`): its text as a text block, and `refusal` as the
+        // stop reason, Anthropic's own mark of a declined answer.
+        if let Some(r) = &c.refusal {
+            content.push(json!({"type": "text", "text": r}));
+        }
     }
+    let stop = match choice {
+        Some(c) if c.refusal.is_some() => "refusal",
+        _ => stop_to(choice.and_then(|c| c.finish_reason)),
+    };
     json!({
         "id": message_id(&resp.id),
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_to(choice.and_then(|c| c.finish_reason)),
+        "stop_reason": stop,
         "stop_sequence": null,
         "usage": usage_json(&resp.usage.unwrap_or_default()),
     })
@@ -1099,6 +1109,8 @@ pub struct StreamEncoder {
     /// Tool call number → block index.
     tool_blocks: Vec<(u32, u32)>,
     stop: Option<FinishReason>,
+    /// Refusal text was streamed: the stop reason is `refusal`.
+    refused: bool,
     usage: Usage,
 }
 
@@ -1112,6 +1124,7 @@ impl StreamEncoder {
             next_block: 0,
             tool_blocks: Vec::new(),
             stop: None,
+            refused: false,
             usage: Usage::default(),
         }
     }
@@ -1165,7 +1178,9 @@ impl StreamEncoder {
         }
         match ev {
             StreamEvent::Start { id, .. } => self.start(id, out),
-            StreamEvent::Text { index: 0, text } => {
+            StreamEvent::Text { index: 0, text } | StreamEvent::Refusal { index: 0, text } => {
+                // A refusal is text to Anthropic's clients, marked by the stop reason.
+                self.refused |= matches!(ev, StreamEvent::Refusal { .. });
                 self.start("", out);
                 let i = match self.open {
                     Some((i, Block::Text)) => i,
@@ -1225,7 +1240,7 @@ impl StreamEncoder {
             out,
             "message_delta",
             json!({"type": "message_delta",
-                   "delta": {"stop_reason": stop_to(self.stop), "stop_sequence": null},
+                   "delta": {"stop_reason": if self.refused { "refusal" } else { stop_to(self.stop) }, "stop_sequence": null},
                    "usage": usage_json(u)}),
         );
         Self::emit(out, "message_stop", json!({"type": "message_stop"}));

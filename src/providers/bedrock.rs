@@ -373,6 +373,7 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
                 name: None,
             },
             finish_reason: finish,
+            refusal: None,
         }],
         usage: v.get("usage").map(usage_of),
     })

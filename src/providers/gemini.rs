@@ -476,6 +476,7 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
             index: candidate_index(c, pos),
             message: assistant_message(text, calls),
             finish_reason: finish,
+            refusal: None,
         });
     }
     if choices.is_empty() {
@@ -484,6 +485,7 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
                 index: 0,
                 message: assistant_message(String::new(), Vec::new()),
                 finish_reason: Some(FinishReason::ContentFilter),
+                refusal: None,
             }),
             None => {
                 return Err(unreadable(

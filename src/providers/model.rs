@@ -150,6 +150,9 @@ pub struct Choice {
     /// Role is always assistant; `content` holds text parts only.
     pub message: Message,
     pub finish_reason: Option<FinishReason>,
+    /// The model declined (OpenAI `message.refusal`): its explanation, kept apart from the
+    /// content so each front door can mark it as a refusal.
+    pub refusal: Option<String>,
 }
 
 /// A non-streaming chat response in canonical form.
@@ -175,6 +178,8 @@ pub enum StreamEvent {
     Start { id: String, model: String },
     /// Text for choice `index`.
     Text { index: u32, text: String },
+    /// Refusal text for choice `index` (OpenAI `delta.refusal`).
+    Refusal { index: u32, text: String },
     /// A tool call began in choice `index`; `call` numbers calls within the choice.
     ToolCallStart {
         index: u32,

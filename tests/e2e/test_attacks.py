@@ -506,3 +506,46 @@ class TestTranslationCacheWrites:
         assert prom(cgw, "tollgate_tokens_total", kind="cache_write", **labels) == self.WRITE
         assert prom(cgw, "tollgate_tokens_total", kind="prompt", **labels) == prompt
         assert prom(cgw, "tollgate_cost_total", **labels) == micros
+
+
+# --- TestTranslationRefusal ----------------------------------------------------------------
+
+REFUSAL = "I'm very sorry, but I can't assist with that request."
+
+
+class TestTranslationRefusal:
+    """OpenAI's refusal (`message.refusal`, `delta.refusal`) was turned into content. The
+    OpenAI door carries it as a refusal; the Anthropic door as text with `stop_reason:
+    "refusal"` (Anthropic's mark of a declined answer)."""
+
+    H = {"x-mock-refusal": REFUSAL}
+
+    def test_openai_door_keeps_the_refusal(self, cgw, fresh_mock):
+        with openai.OpenAI(base_url=cgw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20) as c:
+            m = c.chat.completions.create(model="openai", messages=ASK, extra_headers=self.H).choices[0].message
+            assert (m.refusal, m.content) == (REFUSAL, None)
+            refusal, content = "", ""
+            for chunk in c.chat.completions.create(model="openai", messages=ASK, stream=True,
+                                                   extra_headers=self.H):
+                for ch in chunk.choices:
+                    refusal += ch.delta.refusal or ""
+                    content += ch.delta.content or ""
+            assert (refusal, content) == (REFUSAL, "")
+            # The SDK's structured-output helper sees the refusal as one.
+            parsed = c.beta.chat.completions.parse(
+                model="openai", messages=ASK, extra_headers=self.H,
+                response_format={"type": "json_schema", "json_schema": {
+                    "name": "x", "schema": {"type": "object", "properties": {}}}})
+            assert parsed.choices[0].message.refusal == REFUSAL
+            assert parsed.choices[0].message.parsed is None
+
+    def test_anthropic_door_marks_it_with_stop_reason(self, cgw, fresh_mock):
+        with anthropic.Anthropic(base_url=cgw.url, api_key=CLIENT_KEY, max_retries=0, timeout=20) as c:
+            m = c.messages.create(model="openai", max_tokens=64, messages=ASK, extra_headers=self.H)
+            assert m.stop_reason == "refusal"
+            assert [b.text for b in m.content] == [REFUSAL]
+            with c.messages.stream(model="openai", max_tokens=64, messages=ASK, extra_headers=self.H) as s:
+                text = "".join(s.text_stream)
+                final = s.get_final_message()
+            assert text == REFUSAL
+            assert final.stop_reason == "refusal"

@@ -47,6 +47,9 @@ pub struct Opts {
     /// `x-mock-cache-write: N`: Anthropic and Bedrock report N prompt tokens written to
     /// their cache (beside the uncached ones).
     pub cache_write: u64,
+    /// `x-mock-refusal: TEXT`: OpenAI declines with TEXT (`message.refusal`, `delta.refusal`,
+    /// `content: null`), the way its structured outputs refuse.
+    pub refusal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +72,8 @@ pub struct Reply {
     pub prompt_tokens: u64,
     /// Prompt tokens reported as cache writes (Anthropic, Bedrock), on top of `prompt_tokens`.
     pub cache_write: u64,
+    /// OpenAI answers the text as a refusal.
+    pub refusal: bool,
     /// Sequence number used in ids.
     pub seq: u64,
     /// Unix seconds.
@@ -314,8 +319,16 @@ pub fn plan(
                 pieces,
                 prompt_tokens,
                 cache_write,
+                refusal: false,
                 seq,
                 created,
+            }
+        }
+        None if provider == Provider::OpenAi && opts.refusal.is_some() => {
+            let text = opts.refusal.as_deref().unwrap_or_default();
+            Reply {
+                refusal: true,
+                ..text_reply(provider, model, text, opts, prompt_tokens, seq, created)
             }
         }
         None => {
@@ -349,6 +362,7 @@ fn text_reply(
         pieces,
         prompt_tokens,
         cache_write: 0,
+        refusal: false,
         seq,
         created,
     }
@@ -380,6 +394,10 @@ fn openai_usage(r: &Reply) -> Value {
 
 fn openai_body(r: &Reply) -> Value {
     let (message, finish) = match &r.kind {
+        Kind::Text if r.refusal => (
+            json!({"role": "assistant", "content": null, "refusal": r.full()}),
+            "stop",
+        ),
         Kind::Text => (
             json!({"role": "assistant", "content": r.full(), "refusal": null}),
             "stop",
@@ -581,6 +599,15 @@ fn openai_events(r: &Reply, include_usage: bool) -> Vec<Ev> {
     };
     let mut out = Vec::with_capacity(r.pieces.len() + 4);
     match &r.kind {
+        Kind::Text if r.refusal => {
+            out.push(chunk(
+                json!({"role": "assistant", "content": null, "refusal": ""}),
+                Value::Null,
+            ));
+            for p in &r.pieces {
+                out.push(chunk(json!({"refusal": p}), Value::Null));
+            }
+        }
         Kind::Text => {
             out.push(chunk(
                 json!({"role": "assistant", "content": "", "refusal": null}),
