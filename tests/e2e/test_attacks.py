@@ -38,12 +38,14 @@ def hostile_config(rng: random.Random, mock_port: int) -> tuple[str, int]:
     """A KrakenD document tollgate accepts, with hostile strings where any string may go
     (`@` comments at every level, header values, env secrets), written with random
     indentation, line ends and leading whitespace. Returns (text, endpoints)."""
-    def word():
-        return "".join(rng.sample(HOSTILE, rng.randint(1, 4))) + ("x" * rng.choice([0, 0, 5000]))
+    def word(pool=HOSTILE):
+        return "".join(rng.sample(pool, rng.randint(1, 4))) + ("x" * rng.choice([0, 0, 5000]))
 
     endpoints = []
     for i in range(rng.randint(1, 4)):
-        value = rng.choice([word(), '{{ env "TG_SECRET_A" }}', 'Bearer {{ env "TG_SECRET_B" }}'])
+        # A header value may not hold a line break (refused with its path); comments may.
+        one_line = [h for h in HOSTILE if "\n" not in h]
+        value = rng.choice([word(one_line), '{{ env "TG_SECRET_A" }}', 'Bearer {{ env "TG_SECRET_B" }}'])
         backend = {
             "@note": word(),
             "host": [f"http://127.0.0.1:{mock_port}"],
@@ -61,7 +63,7 @@ def hostile_config(rng: random.Random, mock_port: int) -> tuple[str, int]:
             endpoints.append({"endpoint": f"/e{i}/{{p}}", "@comment": word(), "backend": [backend]})
     doc = {"@comment": word(), "version": 3, "endpoints": endpoints}
     if rng.random() < 0.3:
-        doc["read_header_timeout"] = rng.choice(["5s", "1m30s", "0s"])
+        doc["read_header_timeout"] = rng.choice(["5s", "90s", "0s"])
         doc["max_header_bytes"] = rng.choice([0, 4096, 100000])
     indent = rng.choice([None, 0, 1, 2, 4, "\t", " \t "])
     text = json.dumps(doc, indent=indent, ensure_ascii=rng.random() < 0.5)
@@ -116,7 +118,7 @@ class TestBootstrapYaml:
             assert f"configured {n} endpoint(s)" in log, f"case {case}: {log[-1500:]}"
             for secret in SECRETS.values():
                 assert secret not in gen.stdout  # names of variables only, never values
-        assert accepted >= 20, f"only {accepted} of 24 generated configs were accepted"
+        assert accepted == 24, f"only {accepted} of 24 generated configs were accepted"
 
 
 # --- TestEdgeLimits ------------------------------------------------------------------------
