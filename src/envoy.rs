@@ -5,6 +5,7 @@
 
 use crate::config::{env, Gateway};
 use crate::filter::errors::{ANTHROPIC_FRONT, ENVOY_REPLY, ERROR_HEADER, FRONT_PROPERTY};
+use crate::providers::FrontDoor;
 use crate::routing::{cluster_name, HostUrl, Scheme, CLUSTER_HEADER};
 use crate::security::claims::provider_name;
 use serde_json::{json, Value};
@@ -18,6 +19,194 @@ pub struct Options {
     pub ca_file: String,
     /// Envoy worker threads are set on the command line; this only names the VM.
     pub vm_id: String,
+    /// Edge-proxy limits and timeouts.
+    pub edge: Edge,
+}
+
+/// Hardening of an edge proxy, after Envoy's "Configuring Envoy as an edge proxy": the
+/// overload manager (heap limit, global connection limit), buffer limits, timeouts and
+/// HTTP/2 limits. Defaults are the best-practice values; KrakenD's service settings that
+/// mean the same thing replace them ([`Edge::from_doc`]); `tollgate envoy --edge NAME=VALUE`
+/// replaces either ([`Edge::set`]). Durations in milliseconds; 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    /// `fixed_heap` resource monitor: shrink the heap at 95%, stop keep-alive at 95%, refuse
+    /// new requests at 98% of this.
+    pub max_heap_bytes: u64,
+    /// `global_downstream_max_connections`: connections past this are closed at accept.
+    pub max_connections: u64,
+    /// Listener and cluster `per_connection_buffer_limit_bytes`.
+    pub connection_buffer_bytes: u64,
+    /// Request bodies the gateway reads whole (LLM calls, body governance) may be this large;
+    /// Envoy answers 413 past it (route `per_request_buffer_limit_bytes`).
+    pub request_buffer_bytes: u64,
+    /// Time to receive the request headers (slowloris). KrakenD `read_header_timeout`.
+    pub request_headers_timeout_ms: u64,
+    /// Time to receive the whole request. KrakenD `read_timeout`.
+    pub request_timeout_ms: u64,
+    /// A connection without streams is closed after this. KrakenD `idle_timeout`.
+    pub idle_timeout_ms: u64,
+    /// A stream without activity (no byte either way) is reset after this.
+    pub stream_idle_timeout_ms: u64,
+    /// Request header size limit in KiB (1..8192). KrakenD `max_header_bytes` (rounded up).
+    pub max_request_headers_kb: u64,
+    /// HTTP/2 concurrent streams per connection.
+    pub max_concurrent_streams: u64,
+    /// HTTP/2 initial stream and connection flow-control windows.
+    pub initial_stream_window_size: u64,
+    pub initial_connection_window_size: u64,
+}
+
+impl Default for Edge {
+    fn default() -> Self {
+        Self {
+            max_heap_bytes: 1 << 30,
+            max_connections: 10_000,
+            connection_buffer_bytes: 32 * 1024,
+            request_buffer_bytes: 1 << 20,
+            request_headers_timeout_ms: 10_000,
+            request_timeout_ms: 300_000,
+            idle_timeout_ms: 3_600_000,
+            stream_idle_timeout_ms: 300_000,
+            max_request_headers_kb: 60,
+            max_concurrent_streams: 100,
+            initial_stream_window_size: 64 * 1024,
+            initial_connection_window_size: 1 << 20,
+        }
+    }
+}
+
+/// `--edge` names, with the KrakenD service setting that feeds each (if any).
+const EDGE_SETTINGS: &[(&str, Option<&str>)] = &[
+    ("max_heap_bytes", None),
+    ("max_connections", None),
+    ("connection_buffer_bytes", None),
+    ("request_buffer_bytes", None),
+    ("request_headers_timeout", Some("read_header_timeout")),
+    ("request_timeout", Some("read_timeout")),
+    ("idle_timeout", Some("idle_timeout")),
+    ("stream_idle_timeout", None),
+    ("max_request_headers_kb", None),
+    ("max_concurrent_streams", None),
+    ("initial_stream_window_size", None),
+    ("initial_connection_window_size", None),
+];
+
+impl Edge {
+    /// The defaults with a KrakenD document's `read_header_timeout`, `read_timeout`,
+    /// `idle_timeout` (Go durations; `0s` = no timeout, as in KrakenD) and
+    /// `max_header_bytes` (bytes; 0 = the default).
+    pub fn from_doc(doc: &Value) -> Result<Self, String> {
+        let mut e = Self::default();
+        for (name, krakend) in EDGE_SETTINGS {
+            let Some(key) = krakend else { continue };
+            match doc.get(key) {
+                None => {}
+                Some(Value::String(v)) => e.set(name, v).map_err(|m| format!("$.{key}: {m}"))?,
+                Some(_) => return Err(format!("$.{key}: must be a duration string")),
+            }
+        }
+        match doc.get("max_header_bytes") {
+            None => {}
+            Some(v) => match v.as_u64() {
+                Some(0) => {}
+                Some(n) => e.max_request_headers_kb = n.div_ceil(1024).min(8192),
+                None => return Err("$.max_header_bytes: must be a non-negative integer".into()),
+            },
+        }
+        Ok(e)
+    }
+
+    /// Sets one value by its `--edge` name (durations as Go durations: `10s`, `5m`).
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let int = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{name}: \"{value}\" is not a non-negative integer"))
+        };
+        let dur = || crate::config::parse_duration_ms(value).map_err(|m| format!("{name}: {m}"));
+        let range = |n: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!("{name}: {n} is outside {lo}..={hi}"))
+            }
+        };
+        match name {
+            "max_heap_bytes" => self.max_heap_bytes = int()?,
+            "max_connections" => self.max_connections = int()?,
+            "connection_buffer_bytes" => {
+                self.connection_buffer_bytes = range(int()?, 1024, u64::from(u32::MAX))?
+            }
+            "request_buffer_bytes" => {
+                self.request_buffer_bytes = range(int()?, 1024, u64::from(u32::MAX))?
+            }
+            "request_headers_timeout" => self.request_headers_timeout_ms = dur()?,
+            "request_timeout" => self.request_timeout_ms = dur()?,
+            "idle_timeout" => self.idle_timeout_ms = dur()?,
+            "stream_idle_timeout" => self.stream_idle_timeout_ms = dur()?,
+            "max_request_headers_kb" => self.max_request_headers_kb = range(int()?, 1, 8192)?,
+            "max_concurrent_streams" => {
+                self.max_concurrent_streams = range(int()?, 1, 2_147_483_647)?
+            }
+            "initial_stream_window_size" => {
+                self.initial_stream_window_size = range(int()?, 65_535, 2_147_483_647)?
+            }
+            "initial_connection_window_size" => {
+                self.initial_connection_window_size = range(int()?, 65_535, 2_147_483_647)?
+            }
+            _ => {
+                let names: Vec<&str> = EDGE_SETTINGS.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "unknown edge setting \"{name}\" (known: {})",
+                    names.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Envoy's `overload_manager`: heap actions and the global connection limit.
+    fn overload_manager(&self) -> Value {
+        let mut monitors = Vec::new();
+        let mut actions = Vec::new();
+        if self.max_heap_bytes > 0 {
+            monitors.push(json!({
+                "name": HEAP_MONITOR,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": self.max_heap_bytes,
+                }
+            }));
+            for (action, threshold) in [
+                ("envoy.overload_actions.shrink_heap", 0.95),
+                ("envoy.overload_actions.disable_http_keepalive", 0.95),
+                ("envoy.overload_actions.stop_accepting_requests", 0.98),
+            ] {
+                actions.push(json!({
+                    "name": action,
+                    "triggers": [{"name": HEAP_MONITOR, "threshold": {"value": threshold}}],
+                }));
+            }
+        }
+        if self.max_connections > 0 {
+            monitors.push(json!({
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": self.max_connections,
+                }
+            }));
+        }
+        json!({"refresh_interval": "0.25s", "resource_monitors": monitors, "actions": actions})
+    }
+}
+
+const HEAP_MONITOR: &str = "envoy.resource_monitors.fixed_heap";
+
+/// A duration in Envoy's JSON form (`"1.500s"`).
+fn seconds(ms: u64) -> String {
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
 }
 
 impl Default for Options {
@@ -28,6 +217,7 @@ impl Default for Options {
             wasm_path: "target/wasm32-wasip1/release/tollgate.wasm".into(),
             ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
             vm_id: "tollgate".into(),
+            edge: Edge::default(),
         }
     }
 }
@@ -35,6 +225,7 @@ impl Default for Options {
 /// Builds the bootstrap for a compiled gateway and its source document.
 pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> Value {
     let env_keys = env::referenced(doc);
+    let e = &o.edge;
     let wasm_filter = json!({
         "name": "tollgate",
         "typed_config": {
@@ -97,6 +288,21 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         // X-Forwarded-For is not trusted. `source.address` (the rate-limit `ip` strategy)
         // follows this; behind a trusted load balancer set `xff_num_trusted_hops` instead.
         "use_remote_address": true,
+        // Edge limits (see `Edge`): slow or idle clients cannot hold connections and streams.
+        "request_headers_timeout": seconds(e.request_headers_timeout_ms),
+        "request_timeout": seconds(e.request_timeout_ms),
+        "stream_idle_timeout": seconds(e.stream_idle_timeout_ms),
+        "max_request_headers_kb": e.max_request_headers_kb,
+        "common_http_protocol_options": {
+            "idle_timeout": seconds(e.idle_timeout_ms),
+            // Upstreams may read `x_api_key` as `x-api-key`: such headers are refused.
+            "headers_with_underscores_action": "REJECT_REQUEST",
+        },
+        "http2_protocol_options": {
+            "max_concurrent_streams": e.max_concurrent_streams,
+            "initial_stream_window_size": e.initial_stream_window_size,
+            "initial_connection_window_size": e.initial_connection_window_size,
+        },
         // The path is logged without its query string: a client key sent as `?key=...`
         // (auth/api-keys `query_string`) never reaches the log, not even on a 401/403 the
         // filter answered before rewriting the path.
@@ -118,6 +324,9 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
                 "domains": ["*"],
                 "routes": [{
                     "match": {"prefix": "/"},
+                    // The bodies the filter reads whole (LLM calls) may exceed the
+                    // connection buffer limit; Envoy answers 413 past this.
+                    "request_body_buffer_limit": e.request_buffer_bytes,
                     "route": {
                         "cluster_header": CLUSTER_HEADER,
                         // LLM answers are slow; endpoints with a KrakenD `timeout`
@@ -131,19 +340,21 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         },
         "http_filters": http_filters,
     });
-    hcm["local_reply_config"] = local_reply_shape(has_jwt);
+    hcm["local_reply_config"] = local_reply_shape(gw, has_jwt);
     let tags: Vec<Value> = crate::observe::stats_tags()
         .into_iter()
         .map(|(tag, regex)| json!({"tag_name": tag, "regex": regex}))
         .collect();
     json!({
         "admin": {"address": socket(&o.admin)},
+        "overload_manager": e.overload_manager(),
         // tollgate metrics carry their labels in the name; these turn them into tags.
         "stats_config": {"stats_tags": tags, "use_all_default_tags": true},
         "static_resources": {
             "listeners": [{
                 "name": "tollgate",
                 "address": socket(&o.listen),
+                "per_connection_buffer_limit_bytes": e.connection_buffer_bytes,
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": hcm,
@@ -271,6 +482,19 @@ fn path_match(pattern: &str) -> Value {
     json!({"safe_regex": {"regex": re}})
 }
 
+/// A CEL condition true when the request's path is a KrakenD endpoint path.
+fn path_cel(pattern: &str) -> String {
+    // CEL single-quoted strings: backslashes and quotes escaped.
+    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    match path_match(pattern).get("safe_regex") {
+        Some(re) => {
+            let re = re["regex"].as_str().unwrap_or_default();
+            format!("request.url_path.matches({})", quote(&format!("^{re}$")))
+        }
+        None => format!("request.url_path == {}", quote(pattern)),
+    }
+}
+
 fn socket((addr, port): &(String, u16)) -> Value {
     json!({"socket_address": {"address": addr, "port_value": port}})
 }
@@ -290,6 +514,7 @@ fn cluster(name: &str, hosts: &[HostUrl], o: &Options) -> Value {
         "name": name,
         "type": if all_ip { "STATIC" } else { "STRICT_DNS" },
         "connect_timeout": "10s",
+        "per_connection_buffer_limit_bytes": o.edge.connection_buffer_bytes,
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
     });
@@ -319,11 +544,19 @@ fn cluster(name: &str, hosts: &[HostUrl], o: &Options) -> Value {
 /// filter, which renders LLM calls' errors in the client's API (OpenAI or Anthropic); the
 /// rest reach the client as shaped here: a provider that resets after its headers (the
 /// filter already held them), plain endpoints, `jwt_authn` (before the filter).
-fn local_reply_shape(jwt: bool) -> Value {
+fn local_reply_shape(gw: &Gateway, jwt: bool) -> Value {
     // First match wins. Anthropic's shape for `/v1/messages` clients (the filter marks them
-    // in filter state: this reaches the replies that never pass through it), then OpenAI's.
+    // in filter state: this reaches the replies that never pass through it; the path
+    // reaches those made before the filter ran, `jwt_authn`'s, the codec's), then OpenAI's.
+    // The path only where the filter did not record the front (it rewrites paths).
+    let mut by_path = String::from("false");
+    for ep in gw.endpoints.iter() {
+        if crate::filter::errors::front(ep) == FrontDoor::Anthropic {
+            by_path = format!("{by_path} || {}", path_cel(ep.pattern.as_str()));
+        }
+    }
     let anthropic = format!(
-        "'wasm.{FRONT_PROPERTY}' in filter_state && filter_state['wasm.{FRONT_PROPERTY}'] == b'{ANTHROPIC_FRONT}'"
+        "(('wasm.{FRONT_PROPERTY}' in filter_state) ? filter_state['wasm.{FRONT_PROPERTY}'] == b'{ANTHROPIC_FRONT}' : ({by_path}))"
     );
     let cel = |condition: &str| {
         json!({"extension_filter": {
@@ -342,10 +575,15 @@ fn local_reply_shape(jwt: bool) -> Value {
         })
     };
     let anthropic_mapper = |code: &str, kind: &str| {
-        mapper(
+        let mut m = mapper(
             &format!("{anthropic} && {code}"),
             json!({"type": "error", "error": {"type": kind, "message": "%LOCAL_REPLY_BODY%"}}),
-        )
+        );
+        if kind == "overloaded_error" {
+            // Anthropic's status for it (the SDK's OverloadedError).
+            m["status_code"] = json!(crate::providers::anthropic::OVERLOADED);
+        }
+        m
     };
     let openai_mapper = |code: &str, kind: &str, err: &str| {
         mapper(
@@ -389,112 +627,11 @@ fn local_reply_shape(jwt: bool) -> Value {
     json!({ "mappers": mappers })
 }
 
-/// Renders JSON as block-style YAML (strings quoted only when YAML would misread them;
-/// multi-line strings as literal blocks).
-pub fn to_yaml(v: &Value) -> String {
-    let mut out = String::new();
-    write_node(v, 0, &mut out);
-    out
-}
-
-fn write_node(v: &Value, indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, val) in m {
-                out.push_str(&pad);
-                out.push_str(&scalar_str(k));
-                out.push(':');
-                write_child(val, indent, out);
-            }
-        }
-        Value::Array(a) if !a.is_empty() => {
-            for item in a {
-                out.push_str(&pad);
-                out.push('-');
-                match item {
-                    Value::Object(m) if !m.is_empty() => {
-                        // First key on the dash line, the rest aligned under it.
-                        let mut first = true;
-                        for (k, val) in m {
-                            if first {
-                                out.push(' ');
-                                first = false;
-                            } else {
-                                out.push_str(&pad);
-                                out.push_str("  ");
-                            }
-                            out.push_str(&scalar_str(k));
-                            out.push(':');
-                            write_child(val, indent + 2, out);
-                        }
-                    }
-                    other => write_child(other, indent, out),
-                }
-            }
-        }
-        other => {
-            out.push_str(&pad);
-            out.push_str(&inline(other));
-            out.push('\n');
-        }
-    }
-}
-
-/// Writes what follows `key:` or `-`.
-fn write_child(v: &Value, indent: usize, out: &mut String) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            out.push('\n');
-            write_node(v, indent + 2, out);
-        }
-        Value::Array(a) if !a.is_empty() => {
-            out.push('\n');
-            write_node(v, indent + 2, out);
-        }
-        Value::String(s) if s.contains('\n') => {
-            out.push_str(" |-\n");
-            let pad = " ".repeat(indent + 2);
-            for line in s.lines() {
-                if !line.is_empty() {
-                    out.push_str(&pad);
-                }
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        other => {
-            out.push(' ');
-            out.push_str(&inline(other));
-            out.push('\n');
-        }
-    }
-}
-
-fn inline(v: &Value) -> String {
-    match v {
-        Value::String(s) => scalar_str(s),
-        Value::Object(_) => "{}".into(),
-        Value::Array(_) => "[]".into(),
-        other => other.to_string(),
-    }
-}
-
-/// A string as a YAML scalar: plain when unambiguous, else JSON-quoted (valid YAML).
-fn scalar_str(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./@+".contains(c))
-        && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '/' || c == '_')
-        && !matches!(
-            s.to_ascii_lowercase().as_str(),
-            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
-        );
-    if plain {
-        s.to_string()
-    } else {
-        Value::String(s.to_string()).to_string()
-    }
+/// Renders the bootstrap as YAML with a real serializer (libyaml's emitter): any string,
+/// the KrakenD document included, reads back as itself, whatever its indentation, quotes,
+/// YAML indicators (`: `, `#`, `&`, `*`, `!`, `%`, `@`, `---`), tabs or unicode.
+pub fn to_yaml(v: &Value) -> Result<String, String> {
+    serde_norway::to_string(v).map_err(|e| format!("cannot write the bootstrap as YAML: {e}"))
 }
 
 #[cfg(test)]
@@ -649,14 +786,61 @@ mod tests {
         }
     }
 
+    /// Config texts YAML could misread if written naively: an indented first line (the
+    /// literal block of the old hand-written writer took its indentation from it and Envoy
+    /// refused the file), YAML indicators inside strings, tabs, CR, unicode, `---`, long lines.
+    fn hostile_texts() -> Vec<String> {
+        let base = r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/",
+            "extra_config": {"modifier/martian": {"header.Modifier": {"scope": ["request"], "name": "X-Note", "value": "VALUE"}}}}]}]}"#;
+        let values = [
+            "a: b # not a comment",
+            "*alias &anchor !tag %directive @at `tick`",
+            "---",
+            "...",
+            "- item",
+            "? key",
+            "| literal > folded",
+            "\ttab\tinside",
+            "unicode ✓ ü 漢字 \u{2028} line separator",
+            "\"double\" and 'single' quotes",
+            "{{ env \"SECRET_KEY\" }}",
+            "trailing spaces   ",
+            "null",
+            "0x1F",
+            "1e3",
+        ];
+        let mut texts = vec![];
+        for v in values {
+            let escaped = serde_json::to_string(v).unwrap();
+            let one = base.replace("\"VALUE\"", &escaped);
+            texts.push(format!("    {one}"));
+            texts.push(format!("\n\n  {}", one.replace(", ", ",\n\t ")));
+            texts.push(one.replace(
+                "{\"version\"",
+                "{ \"@comment\": \"# ---\\n  indented: yes\", \"version\"",
+            ));
+        }
+        let long = "x".repeat(20_000);
+        texts.push(base.replace("VALUE", &long));
+        texts.push(format!("\r\n   {}\r\n", base.replace(", ", ",\r\n      ")));
+        texts.push(format!("---\n{base}").replacen("---\n", " ", 1));
+        texts
+    }
+
     #[test]
-    fn yaml_shapes() {
-        let v = json!({"a": [{"b": 1, "c": "x y"}, "s", []], "d": {}, "e": "line1\nline2", "f": "true", "g": "@type"});
-        assert_eq!(
-            to_yaml(&v),
-            "a:\n  - b: 1\n    c: \"x y\"\n  - s\n  - []\nd: {}\ne: |-\n  line1\n  line2\nf: \"true\"\ng: @type\n"
-                .replace("g: @type", "g: \"@type\"")
-        );
+    fn yaml_reads_back_as_the_bootstrap_for_hostile_config_texts() {
+        for text in hostile_texts() {
+            let doc: Value = serde_json::from_str(&text).unwrap();
+            let gw = Gateway::from_value(&doc, &|_| Some("x".into())).unwrap();
+            let b = bootstrap(&gw, &doc, &text, &Options::default());
+            let yaml = to_yaml(&b).unwrap();
+            let back: Value = serde_norway::from_str(&yaml)
+                .unwrap_or_else(|e| panic!("YAML does not parse for {text:?}: {e}\n{yaml}"));
+            assert_eq!(back, b, "YAML reads back differently for {text:?}");
+            let cfg = &back["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"]["http_filters"][0]["typed_config"]["config"];
+            assert_eq!(cfg["configuration"]["value"], text.trim_end());
+        }
     }
 
     #[test]

@@ -642,7 +642,14 @@ fn fuzz_config() {
     let others: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
     run("config", |rng| {
         let seed = rng.pick(&seeds);
-        let input = mutate_json(rng, seed, &others);
+        let mut input = mutate_json(rng, seed, &others);
+        if rng.chance(3) {
+            // Indented, blank-line-led documents (YAML takes a block's indentation from them).
+            let lead: Vec<u8> = (0..1 + rng.below(6))
+                .map(|_| *rng.pick(b" \t\n\r"))
+                .collect();
+            input.splice(0..0, lead);
+        }
         exercising(&input);
         let text = String::from_utf8_lossy(&input).into_owned();
         let missing = rng.chance(5);
@@ -655,7 +662,10 @@ fn fuzz_config() {
                 // What Envoy would be started with must be buildable too.
                 let doc: Value = serde_json::from_str(&text).unwrap();
                 let b = tollgate::envoy::bootstrap(&gw, &doc, &text, &Default::default());
-                let _ = tollgate::envoy::to_yaml(&b);
+                // The YAML Envoy reads is the bootstrap, whatever the text holds.
+                let yaml = tollgate::envoy::to_yaml(&b).unwrap();
+                let back: Value = serde_norway::from_str(&yaml).unwrap();
+                assert_eq!(back, b, "the bootstrap YAML reads back differently");
                 for ep in &gw.endpoints {
                     let _ = ep.backend_for("gpt-4o");
                     let _ = ep.models_path();
@@ -850,8 +860,9 @@ fn fuzz_client_requests() {
 
 #[test]
 fn fuzz_provider_responses() {
-    let files: [(&str, Wire); 9] = [
+    let files: [(&str, Wire); 10] = [
         ("openai_response.json", Wire::OpenAi),
+        ("openai_response_refusal.json", Wire::OpenAi),
         ("openai_response_tool.json", Wire::OpenAi),
         ("openai_error.json", Wire::Azure),
         ("anthropic_response_tool.json", Wire::Anthropic),
@@ -889,7 +900,7 @@ fn fuzz_provider_responses() {
             Err(e) => {
                 assert!(e.status >= 100, "{wire:?} error status {}", e.status);
                 for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
-                    assert!(is_json(&front.error_body(&e)));
+                    assert!(is_json(&front.error(&e).1));
                 }
             }
         }
@@ -910,8 +921,9 @@ fn decode_stream(wire: Wire, pieces: &[&[u8]]) -> Vec<StreamEvent> {
 
 #[test]
 fn fuzz_stream_decoders() {
-    let files: [(&str, Wire); 9] = [
+    let files: [(&str, Wire); 10] = [
         ("openai_stream.sse", Wire::OpenAi),
+        ("openai_stream_refusal.sse", Wire::OpenAi),
         ("openai_stream_tool.sse", Wire::Azure),
         ("anthropic_stream.sse", Wire::Anthropic),
         ("anthropic_stream_tool.sse", Wire::Anthropic),

@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
                 panic!("an accepted configuration is not JSON");
             };
             let b = tollgate::envoy::bootstrap(&gw, &doc, &text, &Default::default());
-            let _ = tollgate::envoy::to_yaml(&b);
+            if tollgate::envoy::to_yaml(&b).is_err() {
+                panic!("an accepted configuration gives no bootstrap YAML");
+            }
             for ep in &gw.endpoints {
                 let _ = ep.backend_for("gpt-4o");
                 let _ = ep.models_path();

@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             assert!(e.status >= 100, "{wire:?} error status {}", e.status);
             for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
-                assert!(is_json(&front.error_body(&e)), "{front:?} error body");
+                assert!(is_json(&front.error(&e).1), "{front:?} error body");
             }
         }
     }

@@ -20,7 +20,9 @@
 //! `x-mock-stream-usage: always` (usage in OpenAI-style streams without `stream_options`),
 //! `x-mock-tool-args` (the JSON arguments of the tool call answered), `x-mock-echo-key: 1`
 //! (a careless provider: the credential it received comes back in an `x-echo-credential`
-//! response header and in the message of an error answer).
+//! response header and in the message of an error answer), `x-mock-cache-write: N`
+//! (Anthropic and Bedrock report N cache-write prompt tokens), `x-mock-refusal: TEXT`
+//! (OpenAI refuses with TEXT).
 //!
 //! Usage accounting: prompt tokens = 3 + whitespace-separated words of the conversation
 //! text (see [`providers::prompt_tokens`]); completion tokens = number of content events
@@ -490,6 +492,8 @@ fn provider_call(
         chunks: header_u64(req, "x-mock-chunks").map(|n| n as usize),
         no_tools: req.header("x-mock-tool") == Some("0"),
         tool_args: req.header("x-mock-tool-args").map(str::to_string),
+        cache_write: header_u64(req, "x-mock-cache-write").unwrap_or(0),
+        refusal: req.header("x-mock-refusal").map(str::to_string),
     };
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let created = SystemTime::now()

@@ -2,8 +2,9 @@
 //!
 //! - `tollgate check krakend.json`: validate against the extended KrakenD schema and
 //!   tollgate's own rules; print every error with its JSON path; exit 1 on error.
-//! - `tollgate envoy krakend.json [--listen A:P] [--admin A:P] [--wasm PATH] [--ca-file PATH]`:
-//!   print an Envoy bootstrap (YAML) that runs the config.
+//! - `tollgate envoy krakend.json [--listen A:P] [--admin A:P] [--wasm PATH] [--ca-file PATH]
+//!   [--edge NAME=VALUE]...`: print an Envoy bootstrap (YAML) that runs the config, hardened
+//!   for the edge (`envoy::Edge`).
 //! - `tollgate schema`: print the extended JSON Schema (for editors' `$schema`).
 
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use tollgate::schema;
 const USAGE: &str = "usage:
   tollgate check <krakend.json>
   tollgate envoy <krakend.json> [--listen ADDR:PORT] [--admin ADDR:PORT] [--wasm PATH] [--ca-file PATH]
+                 [--edge NAME=VALUE]...   (edge limits: README, \"Edge limits\")
   tollgate schema";
 
 fn main() -> ExitCode {
@@ -85,7 +87,10 @@ fn check(args: &[String]) -> Result<(), String> {
 fn emit_envoy(args: &[String]) -> Result<(), String> {
     let (text, doc) = load(args.first())?;
     let gw = Gateway::from_value(&doc, &placeholder).map_err(|e| e.to_string())?;
-    let mut o = Options::default();
+    let mut o = Options {
+        edge: envoy::Edge::from_doc(&doc)?,
+        ..Options::default()
+    };
     let mut rest = args.iter().skip(1);
     while let Some(flag) = rest.next() {
         let value = rest
@@ -96,12 +101,18 @@ fn emit_envoy(args: &[String]) -> Result<(), String> {
             "--admin" => o.admin = addr(value)?,
             "--wasm" => o.wasm_path = value.clone(),
             "--ca-file" => o.ca_file = value.clone(),
+            "--edge" => {
+                let (name, v) = value
+                    .split_once('=')
+                    .ok_or(format!("--edge {value}: expected NAME=VALUE"))?;
+                o.edge.set(name, v).map_err(|e| format!("--edge {e}"))?;
+            }
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
     print!(
         "{}",
-        envoy::to_yaml(&envoy::bootstrap(&gw, &doc, &text, &o))
+        envoy::to_yaml(&envoy::bootstrap(&gw, &doc, &text, &o))?
     );
     Ok(())
 }

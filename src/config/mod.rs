@@ -57,6 +57,14 @@ const IGNORED_ROOT: &[&str] = &[
     "use_h2c",
     "max_shutdown_wait_time",
 ];
+/// Of those, the ones `tollgate envoy` turns into Envoy settings (`envoy::Edge`): no warning.
+const BOOTSTRAP_ROOT: &[&str] = &[
+    "name",
+    "read_header_timeout",
+    "read_timeout",
+    "idle_timeout",
+    "max_header_bytes",
+];
 const IGNORED_ENDPOINT: &[&str] = &["cache_ttl", "concurrent_calls", "output_encoding"];
 const IGNORED_BACKEND: &[&str] = &[
     "allow",
@@ -275,7 +283,7 @@ impl Gateway {
             });
         }
         for (key, _) in root.unread() {
-            if IGNORED_ROOT.contains(&key) && key != "name" {
+            if IGNORED_ROOT.contains(&key) && !BOOTSTRAP_ROOT.contains(&key) {
                 warnings.push(format!(
                     "$.{key}: KrakenD server setting, not used inside Envoy; ignored"
                 ));

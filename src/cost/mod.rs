@@ -84,12 +84,14 @@ pub struct QuotaAttach {
     pub reserve: bool,
 }
 
-/// Prices per million tokens.
+/// Prices per million tokens; cache reads and writes default to the input price.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Price {
     pub input: f64,
     pub output: f64,
     pub cached_input: f64,
+    /// Prompt tokens written to the provider's cache (Anthropic charges 1.25× or 2× input).
+    pub cache_write: f64,
 }
 
 /// `ai/usage` (tollgate, service level).
@@ -112,8 +114,10 @@ impl UsageConfig {
     pub fn cost_micros(&self, model: &str, u: &Usage) -> Option<u64> {
         let p = self.prices.get(model)?;
         let cached = u.cached_tokens.min(u.prompt_tokens);
-        let micros = (u.prompt_tokens - cached) as f64 * p.input
+        let written = u.cache_write_tokens.min(u.prompt_tokens - cached);
+        let micros = (u.prompt_tokens - cached - written) as f64 * p.input
             + cached as f64 * p.cached_input
+            + written as f64 * p.cache_write
             + u.completion_tokens as f64 * p.output;
         Some(micros.round() as u64)
     }
@@ -329,6 +333,7 @@ pub fn usage_config(v: &Value, path: &str) -> Result<UsageConfig> {
             let input = get("input")?;
             let output = get("output")?;
             let cached = get("cached_input")?;
+            let cache_write = get("cache_write")?;
             if input.is_nan() || output.is_nan() {
                 return Err(ConfigError::new(
                     p.path(),
@@ -342,6 +347,11 @@ pub fn usage_config(v: &Value, path: &str) -> Result<UsageConfig> {
                     input,
                     output,
                     cached_input: if cached.is_nan() { input } else { cached },
+                    cache_write: if cache_write.is_nan() {
+                        input
+                    } else {
+                        cache_write
+                    },
                 },
             );
         }

@@ -115,11 +115,49 @@ fn cost_weight_uses_prices_in_millionths() {
         completion_tokens: 500,
         cached_tokens: 200,
         reasoning_tokens: 0,
+        cache_write_tokens: 0,
     };
     // 800 × 0.15 + 200 × 0.075 + 500 × 0.6 = 120 + 15 + 300 = 435 millionths.
     assert_eq!(u.cost_micros("gpt-4o-mini", &usage), Some(435));
     assert_eq!(u.cost_micros("unknown", &usage), None);
     assert_eq!(u.currency, "EUR");
+}
+
+/// Anthropic cache writes are their own figure, priced `cache_write` (default: input).
+#[test]
+fn cache_writes_are_priced_apart() {
+    let prices = json!({"prices": {"claude": {"input": 3, "output": 15, "cached_input": 0.3, "cache_write": 3.75},
+                                   "plain": {"input": 3, "output": 15}}});
+    let u = usage_config(&prices, "$.u").unwrap();
+    // Anthropic usage {input 100, cache_read 1000, cache_creation 2000, output 50}.
+    let usage = Usage {
+        prompt_tokens: 3100,
+        completion_tokens: 50,
+        cached_tokens: 1000,
+        reasoning_tokens: 0,
+        cache_write_tokens: 2000,
+    };
+    // 100 × 3 + 1000 × 0.3 + 2000 × 3.75 + 50 × 15 = 300 + 300 + 7500 + 750.
+    assert_eq!(u.cost_micros("claude", &usage), Some(8850));
+    // No cache prices: reads and writes cost the input price (as before writes were counted).
+    assert_eq!(u.cost_micros("plain", &usage), Some(3100 * 3 + 50 * 15));
+    // A provider claiming more cached than prompt tokens cannot make the cost negative.
+    let odd = Usage {
+        prompt_tokens: 10,
+        cached_tokens: 8,
+        cache_write_tokens: 8,
+        ..usage
+    };
+    assert_eq!(
+        u.cost_micros("claude", &odd),
+        Some((8.0f64 * 0.3 + 2.0 * 3.75 + 750.0).round() as u64)
+    );
+    let err = usage_config(
+        &json!({"prices": {"m": {"input": 1, "output": 1, "cache_write": -1}}}),
+        "$.u",
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "$.u.prices.m.cache_write: must be >= 0");
 }
 
 #[test]

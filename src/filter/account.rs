@@ -44,7 +44,9 @@ impl Account {
                 self.usage_final = self.finished;
             }
             StreamEvent::Finish { .. } => self.finished = true,
-            StreamEvent::Text { text, .. } => self.output(text.len(), now_ms),
+            StreamEvent::Text { text, .. } | StreamEvent::Refusal { text, .. } => {
+                self.output(text.len(), now_ms)
+            }
             StreamEvent::ToolCallArgs { arguments, .. } => self.output(arguments.len(), now_ms),
             StreamEvent::ToolCallStart { name, .. } => self.output(name.len(), now_ms),
             _ => {}
@@ -201,6 +203,7 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
         ("completion", u.completion_tokens),
         ("cached", u.cached_tokens),
         ("reasoning", u.reasoning_tokens),
+        ("cache_write", u.cache_write_tokens),
     ] {
         // A zero add is no change (the wasm host skips it anyway): no name to build.
         if n > 0 {
@@ -224,7 +227,7 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
     let cost_text = cost
         .map(|c| format!("{:.6}", c as f64 / 1e6))
         .unwrap_or_default();
-    let props: [(&str, String); 9] = [
+    let props: [(&str, String); 10] = [
         ("tollgate_provider", a.provider.to_string()),
         ("tollgate_model", a.model.clone()),
         ("tollgate_tenant", o.tenant.to_string()),
@@ -235,6 +238,10 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
         ),
         ("tollgate_total_tokens", u.total().to_string()),
         ("tollgate_cached_tokens", u.cached_tokens.to_string()),
+        (
+            "tollgate_cache_write_tokens",
+            u.cache_write_tokens.to_string(),
+        ),
         ("tollgate_cost", cost_text.clone()),
         ("tollgate_usage_estimated", estimated.to_string()),
     ];

@@ -117,7 +117,11 @@ impl Flow {
                 }
             }
             self.replied = true;
-            governance::reply(h, ep.api, &routing::unavailable(wait.unwrap_or(1000)));
+            governance::reply(
+                h,
+                super::errors::front(ep),
+                &routing::unavailable(wait.unwrap_or(1000)),
+            );
             return Some(Action::Pause);
         }
         self.failover = Some(Failover {
@@ -212,7 +216,11 @@ impl Flow {
         self.awaiting_fallback = false;
         match answer {
             Some(a) => send(h, a, &ep.security.secrets),
-            None => governance::reply(h, ep.api, &routing::unavailable(wait.unwrap_or(1000))),
+            None => governance::reply(
+                h,
+                super::errors::front(ep),
+                &routing::unavailable(wait.unwrap_or(1000)),
+            ),
         }
         Action::Pause
     }

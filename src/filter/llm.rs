@@ -3,7 +3,7 @@
 //! translate the answer back, buffered for JSON answers and event by event for streams.
 
 use super::account::Account;
-use super::errors::{ErrorKind, ENVOY_REPLY, ERROR_HEADER};
+use super::errors::{reply_error, ErrorKind, GatewayError, ENVOY_REPLY, ERROR_HEADER};
 use crate::config::{Api, Endpoint, LlmBackend, Provider};
 use crate::host::Host;
 use crate::providers::model::{text_len, ChatRequest, Part, ProviderError, StreamEvent};
@@ -102,15 +102,11 @@ impl Call {
         param: Option<&str>,
     ) {
         self.response = Response::Local;
-        let (status, kind, code) = kind.parts();
-        let body = self
-            .front
-            .gateway_error(status as u16, kind, code, message, param);
-        h.send_reply(
-            status,
-            &[("content-type", "application/json"), (ERROR_HEADER, "1")],
-            &body,
-        );
+        let e = GatewayError {
+            param,
+            ..GatewayError::new(kind, message)
+        };
+        reply_error(h, self.front, e, &[]);
     }
 
     /// The whole request body arrived: translate it and set the upstream request.
@@ -331,9 +327,11 @@ impl Call {
                     .iter()
                     .map(|c| {
                         let calls = c.message.tool_calls.iter();
+                        let refusal = c.refusal.as_ref().map_or(0, String::len);
                         calls
                             .map(|t| t.name.len().saturating_add(t.arguments.len()))
                             .fold(text_len(&c.message.content), usize::saturating_add)
+                            .saturating_add(refusal)
                     })
                     .fold(0, usize::saturating_add);
                 if resp.created == 0 {
@@ -345,19 +343,16 @@ impl Call {
                 // security (exfiltration guard, placeholder restore), then governance
                 // (structured output) on what the client would get.
                 match self.security.on_response(&mut resp) {
-                    Err(msg) => (502, self.front.error_body(&blocked(msg))),
+                    Err(msg) => self.front.error(&blocked(msg)),
                     Ok(()) => match self.governance.check_response(&resp) {
                         Ok(()) => (200, self.front.encode_response(&resp, &self.model)),
-                        Err(d) => {
-                            let body = self.front.gateway_error(
-                                d.status as u16,
-                                d.kind,
-                                d.code,
-                                &d.message,
-                                None,
-                            );
-                            (d.status as u16, body)
-                        }
+                        Err(d) => self.front.gateway_error(
+                            d.status as u16,
+                            d.kind,
+                            d.code,
+                            &d.message,
+                            None,
+                        ),
                     },
                 }
             }
@@ -372,7 +367,7 @@ impl Call {
                         text.trim()
                     );
                 }
-                (e.status, self.front.error_body(&upstream_error(e)))
+                self.front.error(&upstream_error(e))
             }
         };
         let out = self.security.scrub_answer(out);

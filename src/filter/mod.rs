@@ -20,9 +20,10 @@ use crate::config::{Endpoint, Gateway, HeaderOp};
 use crate::cost::{self, Charge, Refusal};
 use crate::governance;
 use crate::host::Host;
+use crate::providers::FrontDoor;
 use crate::routing::forward::Forward;
 use crate::routing::{self, Miss, CLUSTER_HEADER};
-use errors::{reply_error, ErrorKind};
+use errors::{reply_error, ErrorKind, GatewayError};
 use std::rc::Rc;
 
 /// What Envoy should do after a callback.
@@ -119,7 +120,8 @@ impl Flow {
                 if method == "GET" && models::reply(h, &gw, path) {
                     return Action::Pause;
                 }
-                not_routed(h, miss, &method, path);
+                let front = errors::front_of_request(h, path);
+                not_routed(h, front, miss, &method, path);
                 return Action::Pause;
             }
         };
@@ -153,7 +155,7 @@ impl Flow {
         // still as sent (a limit may key on Authorization).
         if let Some(d) = governance::on_request_headers(h, &ep.governance, &params, &mut self.gov) {
             self.replied = true;
-            governance::reply(h, ep.api, &d);
+            governance::reply(h, errors::front(ep), &d);
             return Action::Pause;
         }
         if !self.check_quota(h, ep, &params) {
@@ -165,10 +167,8 @@ impl Flow {
             h.set_request_header(name, None);
         }
         if let Some(api) = ep.api {
-            if api == crate::config::Api::AnthropicMessages {
-                // For Envoy's replies that bypass the filter (a reset mid-answer).
-                h.set_property(errors::FRONT_PROPERTY, errors::ANTHROPIC_FRONT.as_bytes());
-            }
+            // For Envoy's replies that bypass the filter (a reset mid-answer).
+            errors::mark_front(h, ep, None);
             let mut call = llm::Call::new(api);
             call.governance = governance::CallHooks::new(&ep.governance, &self.gov);
             call.security = security::CallSecurity::new(&ep.security, auth.roles);
@@ -189,10 +189,18 @@ impl Flow {
         // governance: a backend whose circuit breaker is open is not called.
         if let Err(wait) = governance::routing::allow(h, b.rules.breaker.as_ref()) {
             self.replied = true;
-            governance::reply(h, ep.api, &governance::routing::unavailable(wait));
+            governance::reply(
+                h,
+                errors::front(ep),
+                &governance::routing::unavailable(wait),
+            );
             return Action::Pause;
         }
         forward_only(h, &b.forward);
+        let bare = upstream_path
+            .as_deref()
+            .map(|p| p.split('?').next().unwrap_or(p));
+        errors::mark_front(h, ep, bare);
         if let Some(p) = &upstream_path {
             h.set_request_header(":path", Some(p));
         }
@@ -210,7 +218,7 @@ impl Flow {
                 // No body at all: what governance says about an empty one.
                 if let Err(d) = governance::on_request_body(&ep.governance, &self.gov, &[]) {
                     self.replied = true;
-                    governance::reply(h, ep.api, &d);
+                    governance::reply(h, errors::front(ep), &d);
                     return Action::Pause;
                 }
                 self.sent = true;
@@ -264,7 +272,7 @@ impl Flow {
             Ok(None) => body,
             Err(d) => {
                 self.replied = true;
-                governance::reply(h, ep.api, &d);
+                governance::reply(h, errors::front(ep), &d);
                 return Action::Pause;
             }
         };
@@ -347,8 +355,16 @@ impl Flow {
     }
 
     fn refuse<H: Host>(&mut self, h: &mut H, refusal: &Refusal, quiet: bool) {
+        let gw = Rc::clone(&self.gw);
+        let front = self
+            .endpoint
+            .and_then(|i| gw.endpoints.get(i))
+            .map_or(FrontDoor::OpenAi, errors::front);
         match refusal {
-            Refusal::UnmatchedTier(msg) => reply_error(h, ErrorKind::InvalidRequest, msg, &[]),
+            Refusal::UnmatchedTier(msg) => {
+                let e = GatewayError::new(ErrorKind::InvalidRequest, msg);
+                reply_error(h, front, e, &[]);
+            }
             Refusal::Exceeded {
                 limit,
                 unit,
@@ -367,7 +383,12 @@ impl Flow {
                 }
                 let tenant = account::tenant_label(h, &self.gw, &self.tenant);
                 h.counter_add(cost_rejected_metric(&tenant).as_str(), 1);
-                reply_error(h, ErrorKind::QuotaExceeded, &msg, &headers);
+                reply_error(
+                    h,
+                    front,
+                    GatewayError::new(ErrorKind::QuotaExceeded, &msg),
+                    &headers,
+                );
             }
         }
     }
@@ -439,7 +460,7 @@ impl Flow {
             Ok(None) => {}
             Err(d) => {
                 self.replied = true;
-                governance::reply(h, ep.api, &d);
+                governance::reply(h, errors::front(ep), &d);
                 return Action::Pause;
             }
         }
@@ -577,16 +598,17 @@ fn cost_rejected_metric(tenant: &str) -> String {
 }
 
 /// 404 or 405 for a request no endpoint takes.
-fn not_routed<H: Host>(h: &mut H, miss: Miss, method: &str, path: &str) {
+fn not_routed<H: Host>(h: &mut H, front: FrontDoor, miss: Miss, method: &str, path: &str) {
     match miss {
         Miss::NotFound => {
             let msg = format!("no endpoint matches {method} {path}");
-            reply_error(h, ErrorKind::NotFound, &msg, &[]);
+            reply_error(h, front, GatewayError::new(ErrorKind::NotFound, &msg), &[]);
         }
         Miss::MethodNotAllowed(allowed) => {
             let allow = allowed.join(", ");
             let msg = format!("method {method} is not allowed on {path} (allowed: {allow})");
-            reply_error(h, ErrorKind::MethodNotAllowed, &msg, &[("allow", &allow)]);
+            let e = GatewayError::new(ErrorKind::MethodNotAllowed, &msg);
+            reply_error(h, front, e, &[("allow", &allow)]);
         }
     }
 }

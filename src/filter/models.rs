@@ -7,7 +7,7 @@ use crate::config::Gateway;
 use crate::host::Host;
 use serde_json::{json, Value};
 
-use super::errors::{reply_error, ErrorKind};
+use super::errors::{front_of_request, reply_error, ErrorKind, GatewayError};
 
 /// Answers a models request if `path` is a models path of some LLM endpoint.
 pub fn reply<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
@@ -65,7 +65,13 @@ pub fn reply<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
             Some((m, owner)) => object(m, owner),
             None => {
                 let msg = format!("the model \"{id}\" does not exist");
-                reply_error(h, ErrorKind::ModelNotFound, &msg, &[]);
+                let front = front_of_request(h, path);
+                reply_error(
+                    h,
+                    front,
+                    GatewayError::new(ErrorKind::ModelNotFound, &msg),
+                    &[],
+                );
                 return true;
             }
         },

@@ -2,12 +2,11 @@
 //! and mask the parsed request, and scan (and restore) the answer, buffered or streamed.
 //! Kept apart from the pipeline so the wire-in points stay one call each.
 
-use super::errors::ErrorKind;
+use super::errors::{self, ErrorKind, GatewayError};
+use crate::config::security::EndpointSecurity;
 use crate::config::Endpoint;
-use crate::config::{security::EndpointSecurity, Api};
 use crate::host::Host;
 use crate::providers::model::{ChatRequest, ChatResponse, Part, ProviderError, Role, StreamEvent};
-use crate::providers::FrontDoor;
 use crate::security::apikeys::AuthError;
 use crate::security::claims::{self, ClaimsError};
 use crate::security::exfil::{Blocked, Exfil, Scanner};
@@ -27,28 +26,19 @@ pub struct Auth {
     pub query: Option<String>,
 }
 
-/// The client API of an endpoint, for error shapes (Anthropic on `/messages`).
-fn front(ep: &Endpoint) -> FrontDoor {
-    match ep.api {
-        Some(Api::AnthropicMessages) => FrontDoor::Anthropic,
-        Some(Api::OpenAiChat) => FrontDoor::OpenAi,
-        None if ep.pattern.as_str().ends_with("/messages") => FrontDoor::Anthropic,
-        None => FrontDoor::OpenAi,
-    }
-}
-
 /// Answers with a gateway error in the endpoint's API shape.
 pub fn reply<H: Host>(h: &mut H, ep: &Endpoint, kind: ErrorKind, message: &str) {
-    let (status, kind_name, code) = kind.parts();
-    let body = front(ep).gateway_error(status as u16, kind_name, code, message, None);
-    let mut headers = vec![
-        ("content-type", "application/json"),
-        (crate::filter::errors::ERROR_HEADER, "1"),
-    ];
-    if kind == ErrorKind::Unauthorized {
-        headers.push(("www-authenticate", "Bearer"));
-    }
-    h.send_reply(status, &headers, &body);
+    let extra: &[(&str, &str)] = if kind == ErrorKind::Unauthorized {
+        &[("www-authenticate", "Bearer")]
+    } else {
+        &[]
+    };
+    errors::reply_error(
+        h,
+        errors::front(ep),
+        GatewayError::new(kind, message),
+        extra,
+    );
 }
 
 /// Request headers: `auth/api-keys` and `auth/validator` of endpoint `index`. `Err` after
@@ -186,6 +176,8 @@ pub struct CallSecurity {
     guard: Option<Rc<PromptGuard>>,
     masking: Masking,
     choices: Vec<(u32, ChoiceText)>,
+    /// Streamed refusal text per choice: its own window (it is sent apart from the content).
+    refusals: Vec<(u32, ChoiceText)>,
     /// Streamed tool-call arguments, per (choice, call).
     calls: Vec<((u32, u32), CallText)>,
     /// The stream was stopped: everything after is dropped.
@@ -337,6 +329,17 @@ impl CallSecurity {
                 }
                 Ok(())
             })?;
+            // A refusal is model output too: scanned and restored like content.
+            if let Some(t) = c.refusal.as_mut() {
+                if let Some(ex) = exfil {
+                    if let Some(clean) = ex.scan(t).map_err(|b| b.message())? {
+                        *t = clean;
+                    }
+                }
+                if restoring {
+                    *t = self.masking.restore(t);
+                }
+            }
             for call in &mut c.message.tool_calls {
                 if let Some(ex) = &self.exfil {
                     if let Some(clean) = ex.scan(&call.name).map_err(|b| b.message())? {
@@ -370,9 +373,15 @@ impl CallSecurity {
             for ev in events.drain(..) {
                 match ev {
                     StreamEvent::Text { index, text } => {
-                        let t = self.text(index, &text, false)?;
+                        let t = self.text(index, &text, false, false)?;
                         if !t.is_empty() {
                             out.push(StreamEvent::Text { index, text: t });
+                        }
+                    }
+                    StreamEvent::Refusal { index, text } => {
+                        let t = self.text(index, &text, false, true)?;
+                        if !t.is_empty() {
+                            out.push(StreamEvent::Refusal { index, text: t });
                         }
                     }
                     StreamEvent::ToolCallStart { index, .. } => {
@@ -405,10 +414,7 @@ impl CallSecurity {
                     }
                     StreamEvent::Finish { index, reason } => {
                         self.flush_args(index, &mut out)?;
-                        let t = self.text(index, "", true)?;
-                        if !t.is_empty() {
-                            out.push(StreamEvent::Text { index, text: t });
-                        }
+                        self.flush_text(index, &mut out)?;
                         out.push(StreamEvent::Finish { index, reason });
                     }
                     other => out.push(other),
@@ -419,12 +425,11 @@ impl CallSecurity {
                 for index in calls {
                     self.flush_args(index, &mut out)?;
                 }
-                let held: Vec<u32> = self.choices.iter().map(|(i, _)| *i).collect();
+                let held = self.choices.iter().chain(&self.refusals);
+                let mut held: Vec<u32> = held.map(|(i, _)| *i).collect();
+                held.dedup();
                 for index in held {
-                    let t = self.text(index, "", true)?;
-                    if !t.is_empty() {
-                        out.push(StreamEvent::Text { index, text: t });
-                    }
+                    self.flush_text(index, &mut out)?;
                 }
             }
             Ok(())
@@ -505,19 +510,44 @@ impl CallSecurity {
         Ok(())
     }
 
-    /// Passes one delta of choice `index` (or, with `flush`, what it holds) through the
-    /// exfiltration window and the restorer.
-    fn text(&mut self, index: u32, delta: &str, flush: bool) -> Result<String, Blocked> {
+    /// Emits what choice `index` still holds back: content text, then refusal text.
+    fn flush_text(&mut self, index: u32, out: &mut Vec<StreamEvent>) -> Result<(), Blocked> {
+        let text = self.text(index, "", true, false)?;
+        if !text.is_empty() {
+            out.push(StreamEvent::Text { index, text });
+        }
+        let text = self.text(index, "", true, true)?;
+        if !text.is_empty() {
+            out.push(StreamEvent::Refusal { index, text });
+        }
+        Ok(())
+    }
+
+    /// Passes one delta of choice `index`'s content (or refusal) text, or with `flush` what it
+    /// holds, through the exfiltration window and the restorer.
+    fn text(
+        &mut self,
+        index: u32,
+        delta: &str,
+        flush: bool,
+        refusal: bool,
+    ) -> Result<String, Blocked> {
         let exfil = self.exfil.clone();
         let restoring = self.restoring();
-        let pos = match self.choices.iter().position(|(i, _)| *i == index) {
+        let list = if refusal {
+            &mut self.refusals
+        } else {
+            &mut self.choices
+        };
+        let pos = match list.iter().position(|(i, _)| *i == index) {
             Some(p) => p,
+            None if flush => return Ok(String::new()),
             None => {
-                self.choices.push((index, ChoiceText::default()));
-                self.choices.len() - 1
+                list.push((index, ChoiceText::default()));
+                list.len() - 1
             }
         };
-        let Some((_, st)) = self.choices.get_mut(pos) else {
+        let Some((_, st)) = list.get_mut(pos) else {
             return Ok(delta.to_string());
         };
         let scanned = match (&exfil, flush) {
@@ -527,14 +557,14 @@ impl CallSecurity {
         };
         if !restoring {
             if flush {
-                self.choices.remove(pos);
+                list.remove(pos);
             }
             return Ok(scanned);
         }
         let mut out = st.restorer.push(&self.masking, &scanned);
         if flush {
             out += &st.restorer.finish(&self.masking);
-            self.choices.remove(pos);
+            list.remove(pos);
         }
         Ok(out)
     }
@@ -611,6 +641,7 @@ mod tests {
                     tool_call_id: None,
                     name: None,
                 },
+                refusal: None,
             }],
         }
     }
@@ -723,11 +754,17 @@ mod tests {
             &["to [EMAIL_1]: sk-abcdefghijklmnopqrstuvwxyz0123"],
             ("f", r#"{"k":"sk-abcdefghijklmnopqrstuvwxyz0123"}"#),
         );
+        // A refusal is model output too: scanned and restored like content.
+        resp.choices[0].refusal = Some("no, [EMAIL_1], sk-abcdefghijklmnopqrstuvwxyz0123".into());
         s.on_response(&mut resp).unwrap();
         let m = &resp.choices[0].message;
         assert_eq!(
             m.content,
             vec![Part::Text("to bob@example.com: [REDACTED]".into())]
+        );
+        assert_eq!(
+            resp.choices[0].refusal.as_deref(),
+            Some("no, bob@example.com, [REDACTED]")
         );
         assert_eq!(m.tool_calls[0].arguments, r#"{"k":"[REDACTED]"}"#);
         let mut b = sec(Some(ExfilAction::Block));
@@ -744,6 +781,42 @@ mod tests {
             ..Default::default()
         };
         assert!(b.on_response(&mut resp).unwrap_err().contains("AWS_KEY"));
+    }
+
+    /// Streamed refusal text goes through its own exfiltration window and the restorer, and
+    /// stays a refusal: a key split across refusal deltas is caught.
+    #[test]
+    fn streamed_refusals_are_scanned_and_restored() {
+        let mut s = sec(Some(ExfilAction::Redact));
+        s.masking
+            .pairs
+            .push(("[EMAIL_1]".into(), "bob@example.com".into()));
+        let mut got = String::new();
+        for piece in ["no [EMA", "IL_1], sk-abcdefghij", "klmnopqrstuvwxyz0123 ok"] {
+            let mut ev = vec![StreamEvent::Refusal {
+                index: 0,
+                text: piece.into(),
+            }];
+            s.on_events(&mut ev, false);
+            for e in ev {
+                match e {
+                    StreamEvent::Refusal { text, .. } => got.push_str(&text),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        let mut ev = vec![StreamEvent::Finish {
+            index: 0,
+            reason: FinishReason::Stop,
+        }];
+        s.on_events(&mut ev, true);
+        for e in &ev {
+            if let StreamEvent::Refusal { text, .. } = e {
+                got.push_str(text);
+            }
+        }
+        assert!(matches!(ev.last(), Some(StreamEvent::Finish { .. })));
+        assert_eq!(got, "no bob@example.com, [REDACTED] ok");
     }
 
     #[test]

@@ -444,3 +444,70 @@ fn metric_labels_are_configured_models_and_capped_tenants() {
         ["other", "tenant-0", "tenant-1"].map(String::from).into()
     );
 }
+
+/// Every refusal the gateway makes itself is in the client's front door: Anthropic's shape
+/// on `/v1/messages` (and for Anthropic's SDK, which sends `anthropic-version`), OpenAI's on
+/// `/v1/chat/completions`, whichever stage refuses.
+#[test]
+fn refusals_use_the_clients_front_door() {
+    let llm = |p: &str| {
+        json!({"host": ["http://127.0.0.1:9002"], "url_pattern": p,
+               "extra_config": {"ai/llm": {"anthropic": {"v1": {"credentials": "sk-a"}}}}})
+    };
+    let quota = json!({"quota_name": "q", "tier_key": "X-Plan",
+                       "tiers": [{"rule_name": "r", "tier_value": "gold", "tier_value_as": "literal", "strategy": "ip"}]});
+    let doc = json!({
+        "version": 3,
+        "extra_config": {"governance/processors": {"quotas": [{"name": "q", "rules": [
+            {"name": "r", "limits": [{"amount": 10, "unit": "day"}]}]}]}},
+        "endpoints": [
+            {"endpoint": "/v1/messages", "method": "POST", "backend": [llm("/v1/messages")],
+             "extra_config": {"governance/quota": quota.clone()}},
+            {"endpoint": "/v1/chat/completions", "method": "POST", "backend": [llm("/v1/messages")],
+             "extra_config": {"governance/quota": quota}}]
+    });
+    let gw = Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap());
+    let anthropic = |r: &crate::host::mock::Reply| {
+        let v = r.json();
+        v["type"] == "error" && v["error"]["type"].is_string() && v["error"]["message"].is_string()
+    };
+    let openai = |r: &crate::host::mock::Reply| r.json()["error"]["code"].is_string();
+    // (method, path, headers, status, Anthropic shape?)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u32, bool);
+    let cases: &[Case] = &[
+        ("POST", "/v1/messages", &[], 400, true), // quota: no tier matches
+        ("POST", "/v1/chat/completions", &[], 400, false),
+        ("GET", "/v1/messages", &[], 405, true),
+        ("GET", "/v1/chat/completions", &[], 405, false),
+        ("POST", "/v2/messages", &[], 404, true),
+        (
+            "POST",
+            "/nope",
+            &[("anthropic-version", "2023-06-01")],
+            404,
+            true,
+        ),
+        ("POST", "/nope", &[], 404, false),
+        (
+            "GET",
+            "/v1/models/nope",
+            &[("anthropic-version", "2023-06-01")],
+            404,
+            true,
+        ),
+        ("GET", "/v1/models/nope", &[], 404, false),
+    ];
+    for (method, path, headers, status, want_anthropic) in cases {
+        let mut flow = Flow::new(Rc::clone(&gw));
+        let mut h = MockHost::request(method, path, headers);
+        assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
+        let r = h.reply.clone().unwrap();
+        assert_eq!(r.status, *status, "{method} {path}");
+        let shaped = if *want_anthropic {
+            anthropic(&r)
+        } else {
+            openai(&r)
+        };
+        assert!(shaped, "{method} {path} {headers:?}: {}", r.json());
+    }
+}

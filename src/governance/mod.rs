@@ -14,10 +14,9 @@ pub mod template;
 pub mod validate;
 
 use crate::config::reader::{ConfigError, Obj, Result};
-use crate::config::Api;
+use crate::filter::errors::GatewayError;
 use crate::host::Host;
 use crate::providers::model::{ChatRequest, ChatResponse, Part};
-use crate::providers::openai::error_json;
 use crate::providers::FrontDoor;
 use crate::routing::Params;
 use ratelimit::{RateLimit, TokenCharge};
@@ -218,27 +217,21 @@ impl Denial {
     }
 }
 
-/// Answers the client with a denial, in the endpoint's API error shape.
-pub fn reply<H: Host + ?Sized>(h: &mut H, api: Option<Api>, d: &Denial) {
-    let body = match api {
-        Some(Api::AnthropicMessages) => FrontDoor::Anthropic.gateway_error(
-            d.status as u16,
-            d.kind,
-            d.code,
-            &d.message,
-            d.param.as_deref(),
-        ),
-        _ => error_json(&d.message, d.kind, Some(d.code), d.param.as_deref()),
-    };
+/// Answers the client with a denial, in its front door's shape.
+pub fn reply<H: Host + ?Sized>(h: &mut H, front: FrontDoor, d: &Denial) {
     let retry = d.retry_after.map(|s| s.to_string());
-    let mut headers = vec![
-        ("content-type", "application/json"),
-        (crate::filter::errors::ERROR_HEADER, "1"),
-    ];
+    let mut extra = Vec::new();
     if let Some(r) = &retry {
-        headers.push(("retry-after", r));
+        extra.push(("retry-after", r.as_str()));
     }
-    h.send_reply(d.status, &headers, &body);
+    let e = GatewayError {
+        status: d.status,
+        kind: d.kind,
+        code: d.code,
+        message: &d.message,
+        param: d.param.as_deref(),
+    };
+    crate::filter::errors::reply_error(h, front, e, &extra);
 }
 
 /// Per-stream governance state.

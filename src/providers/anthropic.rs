@@ -12,7 +12,8 @@
 //!   `parallel_tool_calls: false` → `tool_choice.disable_parallel_tool_use`.
 //! - `temperature` above 1 (Anthropic's maximum) is rejected rather than silently clamped.
 //! - Error statuses (see [`decode_error`]): `overloaded_error` (529) → 503 `server_error`
-//!   (a standard status that OpenAI SDKs retry); `api_error` → 502; `authentication_error`
+//!   (a standard status that OpenAI SDKs retry) on the OpenAI front door, 529 again on this
+//!   one ([`error_reply`]); `api_error` → 502; `authentication_error`
 //!   and `permission_error` → 502 with "provider rejected the gateway's credentials: ...",
 //!   because they concern the gateway's key, not the client's.
 
@@ -373,16 +374,19 @@ fn stop_to(r: Option<FinishReason>) -> &'static str {
     }
 }
 
-/// Anthropic usage → canonical: prompt = input + cache reads + cache writes; cached = reads.
+/// Anthropic usage → canonical: prompt = input + cache reads + cache writes; cached = reads;
+/// cache writes kept as their own figure.
 fn usage_from(u: &Value) -> Usage {
     let read = num(u.get("cache_read_input_tokens"));
+    let write = num(u.get("cache_creation_input_tokens"));
     Usage {
         prompt_tokens: num(u.get("input_tokens"))
             .saturating_add(read)
-            .saturating_add(num(u.get("cache_creation_input_tokens"))),
+            .saturating_add(write),
         completion_tokens: num(u.get("output_tokens")),
         cached_tokens: read,
         reasoning_tokens: 0,
+        cache_write_tokens: write,
     }
 }
 
@@ -457,6 +461,7 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
             index: 0,
             message,
             finish_reason: v.get("stop_reason").and_then(Value::as_str).map(stop_from),
+            refusal: None,
         }],
         usage: v.get("usage").filter(|u| u.is_object()).map(usage_from),
     })
@@ -991,10 +996,11 @@ fn parse_image(b: &Map<String, Value>, path: &str) -> Result<Part, ClientError> 
 // Front door: response, stream and errors
 // ---------------------------------------------------------------------------------------------
 
+/// Canonical usage → Anthropic's: `input_tokens` excludes cache reads and writes.
 fn usage_json(u: &Usage) -> Value {
     json!({
-        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens),
-        "cache_creation_input_tokens": 0,
+        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens).saturating_sub(u.cache_write_tokens),
+        "cache_creation_input_tokens": u.cache_write_tokens,
         "cache_read_input_tokens": u.cached_tokens,
         "output_tokens": u.completion_tokens,
     })
@@ -1032,14 +1038,23 @@ pub fn encode_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
         for tc in &c.message.tool_calls {
             content.push(json!({"type": "tool_use", "id": tc.id, "name": tc.name, "input": input_of(&tc.arguments)}));
         }
+        // A refusal (OpenAI `message.refusal`): its text as a text block, and `refusal` as the
+        // stop reason, Anthropic's own mark of a declined answer.
+        if let Some(r) = &c.refusal {
+            content.push(json!({"type": "text", "text": r}));
+        }
     }
+    let stop = match choice {
+        Some(c) if c.refusal.is_some() => "refusal",
+        _ => stop_to(choice.and_then(|c| c.finish_reason)),
+    };
     json!({
         "id": message_id(&resp.id),
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_to(choice.and_then(|c| c.finish_reason)),
+        "stop_reason": stop,
         "stop_sequence": null,
         "usage": usage_json(&resp.usage.unwrap_or_default()),
     })
@@ -1094,6 +1109,8 @@ pub struct StreamEncoder {
     /// Tool call number → block index.
     tool_blocks: Vec<(u32, u32)>,
     stop: Option<FinishReason>,
+    /// Refusal text was streamed: the stop reason is `refusal`.
+    refused: bool,
     usage: Usage,
 }
 
@@ -1107,6 +1124,7 @@ impl StreamEncoder {
             next_block: 0,
             tool_blocks: Vec::new(),
             stop: None,
+            refused: false,
             usage: Usage::default(),
         }
     }
@@ -1160,7 +1178,9 @@ impl StreamEncoder {
         }
         match ev {
             StreamEvent::Start { id, .. } => self.start(id, out),
-            StreamEvent::Text { index: 0, text } => {
+            StreamEvent::Text { index: 0, text } | StreamEvent::Refusal { index: 0, text } => {
+                // A refusal is text to Anthropic's clients, marked by the stop reason.
+                self.refused |= matches!(ev, StreamEvent::Refusal { .. });
                 self.start("", out);
                 let i = match self.open {
                     Some((i, Block::Text)) => i,
@@ -1220,7 +1240,7 @@ impl StreamEncoder {
             out,
             "message_delta",
             json!({"type": "message_delta",
-                   "delta": {"stop_reason": stop_to(self.stop), "stop_sequence": null},
+                   "delta": {"stop_reason": if self.refused { "refusal" } else { stop_to(self.stop) }, "stop_sequence": null},
                    "usage": usage_json(u)}),
         );
         Self::emit(out, "message_stop", json!({"type": "message_stop"}));
@@ -1270,6 +1290,20 @@ fn error_value(e: &ProviderError) -> Value {
 pub fn error_body(e: &ProviderError) -> Vec<u8> {
     serde_json::to_vec(&error_value(e)).unwrap_or_default()
 }
+
+/// A provider or gateway error as Anthropic's API answers it: its shape, and 529 for
+/// `overloaded_error` (Anthropic's own status for it; the SDK raises `OverloadedError`).
+pub fn error_reply(e: &ProviderError) -> (u16, Vec<u8>) {
+    let status = if anthropic_type(e) == "overloaded_error" {
+        OVERLOADED
+    } else {
+        e.status
+    };
+    (status, error_body(e))
+}
+
+/// Anthropic's status for `overloaded_error`.
+pub const OVERLOADED: u16 = 529;
 
 /// A client error (from [`parse_request`]) in Anthropic's error shape (send with 400).
 pub fn client_error_body(e: &ClientError) -> Vec<u8> {

@@ -221,7 +221,8 @@ fn decodes_responses() {
             prompt_tokens: 2205,
             completion_tokens: 503,
             cached_tokens: 100,
-            reasoning_tokens: 0
+            reasoning_tokens: 0,
+            cache_write_tokens: 10,
         })
     );
     let r = decode_response(200, TOOL_RESPONSE.as_bytes()).unwrap();
@@ -486,6 +487,7 @@ fn stream_events() -> Vec<StreamEvent> {
             completion_tokens: 89,
             cached_tokens: 8,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         }),
     ]
 }
@@ -826,6 +828,7 @@ fn stream_encoder_produces_an_accumulable_message() {
             completion_tokens: 5,
             cached_tokens: 4,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         }),
     ];
     for e in &events {
@@ -937,4 +940,93 @@ fn never_panics_on_truncated_or_hostile_input() {
     assert_eq!(r.usage.unwrap().prompt_tokens, u64::MAX);
     let _ = openai::encode_response(&r, "m");
     let _ = encode_response(&r, "m");
+}
+
+/// Anthropic's 529 `overloaded_error` (recorded body shape: tests/fixtures/anthropic_error.json's
+/// form, Anthropic's documented errors) stays 529 on the Anthropic door (the SDK's
+/// `OverloadedError`) and is 503 on the OpenAI door; any provider's 503 is overloaded on the
+/// Anthropic door too.
+#[test]
+fn overloaded_is_529_on_the_anthropic_door_and_503_on_the_openai_door() {
+    use crate::providers::FrontDoor;
+    let body = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    let e = decode_error(529, body);
+    let (status, out) = FrontDoor::Anthropic.error(&e);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(status, 529);
+    assert_eq!(
+        v,
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    );
+    let (status, out) = FrontDoor::OpenAi.error(&e);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(v["error"]["type"], "server_error");
+    let other = crate::providers::openai::decode_error(503, b"{}");
+    assert_eq!(FrontDoor::Anthropic.error(&other).0, 529);
+    // Gemini and Bedrock keep a provider's status: a 529 from them is 503 for OpenAI clients.
+    let gemini = crate::providers::gemini::decode_error(529, b"{}");
+    assert_eq!(FrontDoor::OpenAi.error(&gemini).0, 503);
+    assert_eq!(FrontDoor::Anthropic.error(&gemini).0, 529);
+    let not_overloaded = decode_error(
+        429,
+        br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#,
+    );
+    assert_eq!(FrontDoor::Anthropic.error(&not_overloaded).0, 429);
+}
+
+/// Cache writes survive Anthropic → canonical → Anthropic, whole and streamed: they were
+/// folded into `input_tokens` and reported as 0. Usage as Anthropic's Messages API reference
+/// documents it (`input_tokens` excludes cache reads and writes).
+#[test]
+fn cache_writes_reach_the_anthropic_door() {
+    let r = decode_response(200, RESPONSE.as_bytes()).unwrap();
+    let v: Value = serde_json::from_slice(&encode_response(&r, "x")).unwrap();
+    assert_eq!(
+        v["usage"],
+        json!({"input_tokens": 2095, "output_tokens": 503, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 100})
+    );
+    // A stream: usage arrives in message_start, the final counts in message_delta.
+    let stream = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,",
+        "\"usage\":{\"input_tokens\":21,\"cache_creation_input_tokens\":1888,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":12}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+    let events = decode_all(&[stream.as_bytes()]);
+    let last = events.iter().rev().find_map(|e| match e {
+        StreamEvent::Usage(u) => Some(*u),
+        _ => None,
+    });
+    assert_eq!(
+        last,
+        Some(Usage {
+            prompt_tokens: 1909,
+            completion_tokens: 12,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            cache_write_tokens: 1888,
+        })
+    );
+    let mut enc = StreamEncoder::new("claude");
+    let mut out = Vec::new();
+    for e in &events {
+        enc.encode(e, &mut out);
+    }
+    enc.finish(&mut out);
+    let mut sse = SseParser::default();
+    let mut parsed = Vec::new();
+    sse.feed(&out, &mut parsed);
+    let delta = parsed
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .find(|v| v["type"] == "message_delta")
+        .unwrap();
+    assert_eq!(
+        delta["usage"],
+        json!({"input_tokens": 21, "cache_creation_input_tokens": 1888, "cache_read_input_tokens": 0, "output_tokens": 12})
+    );
 }

@@ -290,17 +290,19 @@ pub fn finish_reason(reason: &str) -> FinishReason {
 }
 
 /// Bedrock's `inputTokens` excludes cache reads and writes; the canonical prompt count
-/// includes them, with the reads as `cached_tokens`.
+/// includes them, with the reads as `cached_tokens` and the writes as `cache_write_tokens`.
 fn usage_of(u: &Value) -> Usage {
     let n = |k: &str| num(u.get(k));
     let cached = n("cacheReadInputTokens");
+    let written = n("cacheWriteInputTokens");
     Usage {
         prompt_tokens: n("inputTokens")
             .saturating_add(cached)
-            .saturating_add(n("cacheWriteInputTokens")),
+            .saturating_add(written),
         completion_tokens: n("outputTokens"),
         cached_tokens: cached,
         reasoning_tokens: 0,
+        cache_write_tokens: written,
     }
 }
 
@@ -372,6 +374,7 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
                 name: None,
             },
             finish_reason: finish,
+            refusal: None,
         }],
         usage: v.get("usage").map(usage_of),
     })
@@ -1106,7 +1109,8 @@ mod tests {
                 prompt_tokens: 475,
                 completion_tokens: 70,
                 cached_tokens: 60,
-                reasoning_tokens: 0
+                reasoning_tokens: 0,
+                cache_write_tokens: 40,
             })
         );
         assert!(decode_response(200, b"{}").is_err());

@@ -395,6 +395,7 @@ fn usage_of(v: &Value) -> Option<Usage> {
         completion_tokens: n("candidatesTokenCount").saturating_add(thoughts),
         cached_tokens: n("cachedContentTokenCount"),
         reasoning_tokens: thoughts,
+        cache_write_tokens: 0,
     })
 }
 
@@ -476,6 +477,7 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
             index: candidate_index(c, pos),
             message: assistant_message(text, calls),
             finish_reason: finish,
+            refusal: None,
         });
     }
     if choices.is_empty() {
@@ -484,6 +486,7 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
                 index: 0,
                 message: assistant_message(String::new(), Vec::new()),
                 finish_reason: Some(FinishReason::ContentFilter),
+                refusal: None,
             }),
             None => {
                 return Err(unreadable(
@@ -1199,7 +1202,8 @@ mod tests {
                 prompt_tokens: 10,
                 completion_tokens: 17,
                 cached_tokens: 4,
-                reasoning_tokens: 12
+                reasoning_tokens: 12,
+                cache_write_tokens: 0,
             })
         );
     }
@@ -1414,6 +1418,7 @@ mod tests {
                 completion_tokens: c,
                 cached_tokens: 0,
                 reasoning_tokens: r,
+                cache_write_tokens: 0,
             })
         };
         assert_eq!(

@@ -200,15 +200,21 @@ impl FrontDoor {
         }
     }
 
-    /// A provider error in the client's error shape.
-    pub fn error_body(self, e: &ProviderError) -> Vec<u8> {
+    /// A provider error in the client's error shape, with the status to answer it with
+    /// (Anthropic's clients get `overloaded_error` with 529, its SDK's `OverloadedError`;
+    /// OpenAI's keep 503).
+    pub fn error(self, e: &ProviderError) -> (u16, Vec<u8>) {
         match self {
-            FrontDoor::OpenAi => openai::error_body(e),
-            FrontDoor::Anthropic => anthropic::error_body(e),
+            // 529 is Anthropic's own status (any provider may send it): OpenAI's is 503.
+            FrontDoor::OpenAi if e.status == anthropic::OVERLOADED => (503, openai::error_body(e)),
+            FrontDoor::OpenAi => (e.status, openai::error_body(e)),
+            FrontDoor::Anthropic => anthropic::error_reply(e),
         }
     }
 
-    /// A gateway-side error (`kind`: OpenAI error type) in the client's error shape.
+    /// A gateway-side refusal (`kind`: OpenAI error type) in the client's error shape, with
+    /// the status to answer it with (see [`FrontDoor::error`]). Every answer the gateway
+    /// makes itself goes through here.
     pub fn gateway_error(
         self,
         status: u16,
@@ -216,10 +222,10 @@ impl FrontDoor {
         code: &str,
         message: &str,
         param: Option<&str>,
-    ) -> Vec<u8> {
+    ) -> (u16, Vec<u8>) {
         match self {
-            FrontDoor::OpenAi => openai::error_json(message, kind, Some(code), param),
-            FrontDoor::Anthropic => anthropic::error_body(&ProviderError {
+            FrontDoor::OpenAi => (status, openai::error_json(message, kind, Some(code), param)),
+            FrontDoor::Anthropic => anthropic::error_reply(&ProviderError {
                 status,
                 kind: kind.to_string(),
                 message: message.to_string(),

@@ -139,6 +139,9 @@ pub struct Usage {
     pub cached_tokens: u64,
     /// Reasoning tokens (included in `completion_tokens`).
     pub reasoning_tokens: u64,
+    /// Prompt tokens written to the provider's cache (included in `prompt_tokens`; Anthropic
+    /// `cache_creation_input_tokens`, Bedrock `cacheWriteInputTokens`), priced apart.
+    pub cache_write_tokens: u64,
 }
 
 impl Usage {
@@ -155,6 +158,9 @@ pub struct Choice {
     /// Role is always assistant; `content` holds text parts only.
     pub message: Message,
     pub finish_reason: Option<FinishReason>,
+    /// The model declined (OpenAI `message.refusal`): its explanation, kept apart from the
+    /// content so each front door can mark it as a refusal.
+    pub refusal: Option<String>,
 }
 
 /// A non-streaming chat response in canonical form.
@@ -180,6 +186,8 @@ pub enum StreamEvent {
     Start { id: String, model: String },
     /// Text for choice `index`.
     Text { index: u32, text: String },
+    /// Refusal text for choice `index` (OpenAI `delta.refusal`).
+    Refusal { index: u32, text: String },
     /// A tool call began in choice `index`; `call` numbers calls within the choice.
     ToolCallStart {
         index: u32,

@@ -728,7 +728,7 @@ struct ChoiceOut<'a> {
 struct MessageOut<'a> {
     role: &'static str,
     content: Option<std::borrow::Cow<'a, str>>,
-    refusal: (),
+    refusal: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallOut<'a>>,
 }
@@ -759,6 +759,8 @@ struct DeltaOut<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<[ToolCallOut<'a>; 1]>,
 }
@@ -856,11 +858,10 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
             }
             _ => {}
         }
-        if message.content.is_empty() {
-            if let Some(r) = field(m, "refusal").and_then(Value::as_str) {
-                message.content.push(Part::Text(r.to_string()));
-            }
-        }
+        let refusal = field(m, "refusal")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string);
         if let Some(Value::Array(tcs)) = field(m, "tool_calls") {
             for tc in tcs {
                 let f = tc.get("function");
@@ -890,6 +891,7 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
                 .get("finish_reason")
                 .and_then(Value::as_str)
                 .map(finish_from),
+            refusal,
         });
     }
     Ok(out)
@@ -918,6 +920,8 @@ fn usage_from(v: &Value) -> Usage {
         reasoning_tokens: num(v
             .get("completion_tokens_details")
             .and_then(|d| d.get("reasoning_tokens"))),
+        // OpenAI's usage has no cache-write figure.
+        cache_write_tokens: 0,
     }
 }
 
@@ -1139,17 +1143,18 @@ impl Decoder {
     }
 
     fn on_delta(&mut self, index: u32, delta: &Value, out: &mut Vec<StreamEvent>) {
-        for key in ["content", "refusal"] {
-            if let Some(t) = delta
+        let text = |key: &str| {
+            delta
                 .get(key)
                 .and_then(Value::as_str)
                 .filter(|t| !t.is_empty())
-            {
-                out.push(StreamEvent::Text {
-                    index,
-                    text: t.to_string(),
-                });
-            }
+                .map(str::to_string)
+        };
+        if let Some(text) = text("content") {
+            out.push(StreamEvent::Text { index, text });
+        }
+        if let Some(text) = text("refusal") {
+            out.push(StreamEvent::Refusal { index, text });
         }
         let Some(tcs) = delta.get("tool_calls").and_then(Value::as_array) else {
             return;
@@ -1204,12 +1209,14 @@ pub fn encode_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
         .map(|c| {
             let m = &c.message;
             let text = text_cow(&m.content);
+            // A refusal alone has `content: null`, as OpenAI answers it.
+            let bare = m.tool_calls.is_empty() && c.refusal.is_none();
             ChoiceOut {
                 index: c.index,
                 message: MessageOut {
                     role: "assistant",
-                    content: (!text.is_empty() || m.tool_calls.is_empty()).then_some(text),
-                    refusal: (),
+                    content: (!text.is_empty() || bare).then_some(text),
+                    refusal: c.refusal.as_deref(),
                     tool_calls: m.tool_calls.iter().map(ToolCallOut::whole).collect(),
                 },
                 logprobs: (),
@@ -1309,6 +1316,13 @@ impl StreamEncoder {
             StreamEvent::Text { index, text } => {
                 let d = DeltaOut {
                     content: Some(text),
+                    ..DeltaOut::default()
+                };
+                self.delta(*index, d, None, out);
+            }
+            StreamEvent::Refusal { index, text } => {
+                let d = DeltaOut {
+                    refusal: Some(text),
                     ..DeltaOut::default()
                 };
                 self.delta(*index, d, None, out);

@@ -343,7 +343,8 @@ fn decodes_responses() {
             prompt_tokens: 9,
             completion_tokens: 12,
             cached_tokens: 2,
-            reasoning_tokens: 3
+            reasoning_tokens: 3,
+            cache_write_tokens: 0,
         })
     );
     let r = decode_response(200, TOOL_RESPONSE.as_bytes()).unwrap();
@@ -532,6 +533,7 @@ fn stream_events() -> Vec<StreamEvent> {
             completion_tokens: 12,
             cached_tokens: 0,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         }),
     ]
 }
@@ -824,4 +826,89 @@ fn mistral_body_has_only_fields_mistral_accepts() {
         ),
         (&json!(7), &json!(20), &json!({"include_usage": true}))
     );
+}
+
+/// OpenAI's refusal (`message.refusal`, `delta.refusal`; tests/fixtures/README.md says where
+/// the shape comes from) was turned into content. The OpenAI door carries it as a refusal;
+/// the Anthropic door as text with `stop_reason: "refusal"`.
+#[test]
+fn refusals_keep_their_form_on_each_door() {
+    use crate::providers::anthropic;
+    let fixture = |name: &str| {
+        std::fs::read(format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    const TEXT: &str = "I'm very sorry, but I can't assist with that request.";
+    let r = decode_response(200, &fixture("openai_response_refusal.json")).unwrap();
+    assert_eq!(r.choices[0].refusal.as_deref(), Some(TEXT));
+    assert!(r.choices[0].message.content.is_empty());
+    let v: Value = serde_json::from_slice(&encode_response(&r, "gpt-4o")).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"],
+        json!({"role": "assistant", "content": null, "refusal": TEXT})
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let v: Value = serde_json::from_slice(&anthropic::encode_response(&r, "m")).unwrap();
+    assert_eq!(v["content"], json!([{"type": "text", "text": TEXT}]));
+    assert_eq!(v["stop_reason"], "refusal");
+    // An ordinary answer keeps `refusal: null` and its content.
+    let plain = decode_response(200, &fixture("openai_response.json")).unwrap();
+    let v: Value = serde_json::from_slice(&encode_response(&plain, "m")).unwrap();
+    assert_eq!(v["choices"][0]["message"]["refusal"], Value::Null);
+    assert!(v["choices"][0]["message"]["content"].is_string());
+
+    // Streamed.
+    let mut d = crate::providers::stream_decoder(Wire::OpenAi);
+    let mut events = Vec::new();
+    d.feed(&fixture("openai_stream_refusal.sse"), &mut events);
+    d.finish(&mut events);
+    let refused: String = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Refusal { text, .. } => Some(text.as_str()),
+            StreamEvent::Text { text, .. } => panic!("refusal decoded as content: {text}"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, TEXT);
+    let datas = |bytes: &[u8]| -> Vec<Value> {
+        let mut p = SseParser::default();
+        let mut evs = Vec::new();
+        p.feed(bytes, &mut evs);
+        evs.iter()
+            .filter_map(|e| serde_json::from_str(&e.data).ok())
+            .collect()
+    };
+    let mut enc = StreamEncoder::new("gpt-4o", false);
+    let mut out = Vec::new();
+    for e in &events {
+        enc.encode(e, &mut out);
+    }
+    enc.finish(&mut out);
+    let chunks = datas(&out);
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["refusal"].as_str())
+        .collect();
+    assert_eq!(streamed, TEXT);
+    assert!(chunks.iter().all(|c| c["choices"][0]["delta"]
+        .get("content")
+        .is_none_or(|t| t == "")));
+    let mut enc = anthropic::StreamEncoder::new("claude");
+    let mut out = Vec::new();
+    for e in &events {
+        enc.encode(e, &mut out);
+    }
+    enc.finish(&mut out);
+    let evs = datas(&out);
+    let text: String = evs
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, TEXT);
+    let delta = evs.iter().find(|e| e["type"] == "message_delta").unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "refusal");
 }

@@ -101,11 +101,12 @@ class Envoy:
 
     def __init__(self, config, env: dict | None = None, concurrency: int = 2, extra_args=(),
                  plugin_config: str | None = None, mock_headers: bool = True,
-                 edit_bootstrap=None):
+                 edit_bootstrap=None, gen_args=()):
         """`plugin_config`, when given, replaces the filter's configuration after the
         bootstrap was generated from `config` (to start Envoy with a config the generator
         itself would refuse). `mock_headers`: see [`MOCK_HEADERS`]. `edit_bootstrap`, when
-        given, maps the generated bootstrap (YAML text) to the one Envoy runs."""
+        given, maps the generated bootstrap (YAML text) to the one Envoy runs. `gen_args` go
+        to `tollgate envoy` (e.g. `--edge`)."""
         self.tmp = Path(tempfile.mkdtemp(prefix="tollgate-e2e-"))
         if isinstance(config, dict) and mock_headers:
             config = with_mock_headers(config)
@@ -116,7 +117,7 @@ class Envoy:
         gen = subprocess.run(
             [str(TOLLGATE), "envoy", str(self.tmp / "krakend.json"),
              "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin_port}",
-             "--wasm", str(WASM)],
+             "--wasm", str(WASM), *gen_args],
             capture_output=True, text=True,
         )
         if gen.returncode != 0:

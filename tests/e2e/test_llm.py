@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import anthropic
 import httpx
+from anthropic._exceptions import OverloadedError  # raised for 529; not exported at the top
 import openai
 import pytest
 
@@ -342,6 +343,8 @@ def test_server_errors(oai, alias, status):
     with pytest.raises(openai.APIStatusError) as e:
         oai.chat.completions.create(model=alias, messages=ASK, extra_headers={"x-mock-status": str(status)})
     assert 500 <= e.value.status_code <= 599
+    if status == 529:
+        assert e.value.status_code == 503  # 529 is Anthropic's; OpenAI clients get 503
     assert f"mock error: HTTP {status}" in e.value.body["message"]
 
 
@@ -562,9 +565,19 @@ def test_anthropic_errors(ant, alias):
         with ant.messages.stream(model=alias, max_tokens=64, messages=ASK, extra_headers={"x-mock-status": "429"}) as s:
             list(s.text_stream)
     assert e.value.body["error"]["type"] == "rate_limit_error"
-    with pytest.raises(anthropic.InternalServerError) as e:
+    # A provider's 503: Anthropic's `api_error` is a 502 (as its 500); any other provider's 503 is
+    # `overloaded_error`, which the Anthropic door answers with Anthropic's 529.
+    with pytest.raises(anthropic.APIStatusError) as e:
         ant.messages.create(model=alias, max_tokens=64, messages=ASK, extra_headers={"x-mock-status": "503"})
-    assert 500 <= e.value.status_code <= 599
+    overloaded = BY_ALIAS[alias].wire != "anthropic"
+    assert e.value.status_code == (529 if overloaded else 502)
+    assert isinstance(e.value, OverloadedError if overloaded else anthropic.InternalServerError)
+    assert e.value.body["error"]["type"] == ("overloaded_error" if overloaded else "api_error")
+    # Any provider's 529 is Anthropic's OverloadedError (the OpenAI door keeps 503:
+    # test_server_errors).
+    with pytest.raises(OverloadedError) as e:
+        ant.messages.create(model=alias, max_tokens=64, messages=ASK, extra_headers={"x-mock-status": "529"})
+    assert e.value.status_code == 529
     with pytest.raises(anthropic.APIStatusError) as e:
         ant.messages.create(model=alias, max_tokens=64, messages=ASK, extra_headers={"x-mock-status": "401"})
     assert e.value.status_code == 502

@@ -46,6 +46,12 @@ pub struct Opts {
     pub no_tools: bool,
     /// `x-mock-tool-args`: the JSON text of a tool call's arguments (default [`TOOL_ARGS`]).
     pub tool_args: Option<String>,
+    /// `x-mock-cache-write: N`: Anthropic and Bedrock report N prompt tokens written to
+    /// their cache (beside the uncached ones).
+    pub cache_write: u64,
+    /// `x-mock-refusal: TEXT`: OpenAI declines with TEXT (`message.refusal`, `delta.refusal`,
+    /// `content: null`), the way its structured outputs refuse.
+    pub refusal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +72,10 @@ pub struct Reply {
     /// Content pieces: one per streamed content event.
     pub pieces: Vec<String>,
     pub prompt_tokens: u64,
+    /// Prompt tokens reported as cache writes (Anthropic, Bedrock), on top of `prompt_tokens`.
+    pub cache_write: u64,
+    /// OpenAI answers the text as a refusal.
+    pub refusal: bool,
     /// Sequence number used in ids.
     pub seq: u64,
     /// Unix seconds.
@@ -82,9 +92,13 @@ impl Reply {
     pub fn full(&self) -> String {
         self.pieces.concat()
     }
-    /// Value of the `x-mock-usage` response header.
+    /// Value of the `x-mock-usage` response header (prompt tokens include cache writes).
     pub fn usage_header(&self) -> String {
-        format!("{},{}", self.prompt_tokens, self.completion_tokens())
+        format!(
+            "{},{}",
+            self.prompt_tokens + self.cache_write,
+            self.completion_tokens()
+        )
     }
     fn is_tool(&self) -> bool {
         matches!(self.kind, Kind::Tool { .. })
@@ -267,16 +281,23 @@ pub fn plan(
     created: u64,
 ) -> Reply {
     let prompt_tokens = prompt_tokens(provider, req);
+    let cache_write = match provider {
+        Provider::Anthropic | Provider::Bedrock => opts.cache_write,
+        Provider::OpenAi | Provider::Gemini => 0,
+    };
     let tool = if let Some(result) = last_tool_result(provider, req) {
-        return text_reply(
-            provider,
-            model,
-            &format!("The tool said: {result}"),
-            opts,
-            prompt_tokens,
-            seq,
-            created,
-        );
+        return Reply {
+            cache_write,
+            ..text_reply(
+                provider,
+                model,
+                &format!("The tool said: {result}"),
+                opts,
+                prompt_tokens,
+                seq,
+                created,
+            )
+        };
     } else if opts.no_tools {
         None
     } else {
@@ -300,14 +321,26 @@ pub fn plan(
                 kind: Kind::Tool { name },
                 pieces,
                 prompt_tokens,
+                cache_write,
+                refusal: false,
                 seq,
                 created,
+            }
+        }
+        None if provider == Provider::OpenAi && opts.refusal.is_some() => {
+            let text = opts.refusal.as_deref().unwrap_or_default();
+            Reply {
+                refusal: true,
+                ..text_reply(provider, model, text, opts, prompt_tokens, seq, created)
             }
         }
         None => {
             let default = format!("Hello from mock {}!", provider.name());
             let text = opts.text.as_deref().unwrap_or(&default);
-            text_reply(provider, model, text, opts, prompt_tokens, seq, created)
+            Reply {
+                cache_write,
+                ..text_reply(provider, model, text, opts, prompt_tokens, seq, created)
+            }
         }
     }
 }
@@ -331,6 +364,8 @@ fn text_reply(
         kind: Kind::Text,
         pieces,
         prompt_tokens,
+        cache_write: 0,
+        refusal: false,
         seq,
         created,
     }
@@ -362,6 +397,10 @@ fn openai_usage(r: &Reply) -> Value {
 
 fn openai_body(r: &Reply) -> Value {
     let (message, finish) = match &r.kind {
+        Kind::Text if r.refusal => (
+            json!({"role": "assistant", "content": null, "refusal": r.full()}),
+            "stop",
+        ),
         Kind::Text => (
             json!({"role": "assistant", "content": r.full(), "refusal": null}),
             "stop",
@@ -391,12 +430,12 @@ fn openai_body(r: &Reply) -> Value {
     })
 }
 
-fn anthropic_usage(input: u64, output: u64) -> Value {
+fn anthropic_usage(r: &Reply, output: u64) -> Value {
     json!({
-        "input_tokens": input,
+        "input_tokens": r.prompt_tokens,
         "output_tokens": output,
         "cache_read_input_tokens": 0,
-        "cache_creation_input_tokens": 0
+        "cache_creation_input_tokens": r.cache_write
     })
 }
 
@@ -416,7 +455,7 @@ fn anthropic_body(r: &Reply) -> Value {
         "content": [block],
         "stop_reason": stop,
         "stop_sequence": null,
-        "usage": anthropic_usage(r.prompt_tokens, r.completion_tokens())
+        "usage": anthropic_usage(r, r.completion_tokens())
     })
 }
 
@@ -446,11 +485,16 @@ fn gemini_chunk(r: &Reply, text: &str, last: bool, output: u64) -> Value {
 }
 
 fn bedrock_usage(r: &Reply) -> Value {
-    json!({
+    let mut u = json!({
         "inputTokens": r.prompt_tokens,
         "outputTokens": r.completion_tokens(),
-        "totalTokens": r.total_tokens()
-    })
+        "totalTokens": r.total_tokens() + r.cache_write
+    });
+    // Bedrock names cache figures only when the prompt used the cache.
+    if r.cache_write > 0 {
+        u["cacheWriteInputTokens"] = json!(r.cache_write);
+    }
+    u
 }
 
 fn bedrock_body(r: &Reply, latency_ms: u64) -> Value {
@@ -558,6 +602,15 @@ fn openai_events(r: &Reply, include_usage: bool) -> Vec<Ev> {
     };
     let mut out = Vec::with_capacity(r.pieces.len() + 4);
     match &r.kind {
+        Kind::Text if r.refusal => {
+            out.push(chunk(
+                json!({"role": "assistant", "content": null, "refusal": ""}),
+                Value::Null,
+            ));
+            for p in &r.pieces {
+                out.push(chunk(json!({"refusal": p}), Value::Null));
+            }
+        }
         Kind::Text => {
             out.push(chunk(
                 json!({"role": "assistant", "content": "", "refusal": null}),
@@ -627,7 +680,7 @@ fn anthropic_events(r: &Reply) -> Vec<Ev> {
                 "content": [],
                 "stop_reason": null,
                 "stop_sequence": null,
-                "usage": anthropic_usage(r.prompt_tokens, 1)
+                "usage": anthropic_usage(r, 1)
             }
         }),
     ));
