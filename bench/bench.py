@@ -47,7 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests/e2e"))
 from harness import envoy_bin, free_port  # noqa: E402
 
-WASM = REPO / "target/wasm32-wasip1/release/tollgate.wasm"
+# TOLLGATE_WASM: bench another build of the filter (say, an older commit's) with the same tools.
+WASM = Path(os.environ.get("TOLLGATE_WASM", REPO / "target/wasm32-wasip1/release/tollgate.wasm"))
 TOLLGATE = REPO / "target/release/tollgate"
 MOCK = REPO / "target/release/mock-llm"
 LOADGEN = REPO / "target/release/loadgen"
