@@ -17,6 +17,7 @@ pub mod routing;
 pub mod schema;
 pub mod security;
 pub mod stream;
+pub mod support;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

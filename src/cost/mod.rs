@@ -10,14 +10,13 @@
 //! `cost`), and `reserve` (pre-flight reservation from `max_tokens`).
 
 pub mod store;
-pub mod window;
 
 use crate::config::reader::{ConfigError, Obj, Result};
 use crate::host::Host;
 use crate::providers::model::Usage;
+use crate::support::calendar::Unit;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use window::Unit;
 
 /// One limit of a rule: `amount` per `unit`.
 #[derive(Debug, Clone, PartialEq)]
@@ -376,7 +375,10 @@ pub fn is_credential_header(name: &str) -> bool {
 
 /// A stable, non-reversible stand-in for a secret identity (`key-<16 hex>`).
 pub fn hashed_identity(identity: &str) -> String {
-    format!("key-{:016x}", store::fnv1a(identity.as_bytes()))
+    format!(
+        "key-{:016x}",
+        crate::support::hash::fnv1a64(identity.as_bytes())
+    )
 }
 
 /// The caller identity in the value of header `name`, as budgets, rate limits and metrics

@@ -23,6 +23,7 @@ use crate::host::Host;
 use crate::providers::FrontDoor;
 use crate::routing::forward::Forward;
 use crate::routing::{self, Miss, CLUSTER_HEADER};
+use crate::support::addr::strip_port;
 use errors::{reply_error, ErrorKind, GatewayError};
 use std::rc::Rc;
 
@@ -573,17 +574,6 @@ fn reserve_budget<H: Host>(
     charge.add(h, now, cost::signed(amount));
     charge.reserved = amount;
     Ok(())
-}
-
-/// `10.0.0.1:5555` → `10.0.0.1`; `[::1]:5555` → `::1`.
-fn strip_port(addr: &str) -> &str {
-    if let Some(rest) = addr.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match addr.rsplit_once(':') {
-        Some((host, _)) if !host.contains(':') => host,
-        _ => addr,
-    }
 }
 
 /// The status Envoy answered the client with (its `response.code`, a little-endian integer;

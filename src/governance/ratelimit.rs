@@ -25,6 +25,7 @@ use super::Denial;
 use crate::config::reader::{ConfigError, Obj, Result};
 use crate::host::{shared_update, Host};
 use crate::routing::Params;
+use crate::support::addr::strip_port;
 use serde_json::Value;
 
 /// Shards per bucket family and endpoint.
@@ -214,19 +215,6 @@ impl RateLimit {
     }
 }
 
-/// `10.0.0.1:5555` → `10.0.0.1`; `[::1]:5555` → `::1`.
-pub fn strip_port(addr: &str) -> &str {
-    if let Some(rest) = addr.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match addr.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
-            host
-        }
-        _ => addr,
-    }
-}
-
 /// Creates the shard keys of `rl` that do not exist yet (configure time; see module docs).
 pub fn init_shared<H: Host + ?Sized>(h: &mut H, rl: &RateLimit) {
     for key in rl.keys() {
@@ -239,12 +227,7 @@ pub fn init_shared<H: Host + ?Sized>(h: &mut H, rl: &RateLimit) {
 
 /// FNV-1a, 64 bits: the client's record id (never 0, which marks the endpoint bucket).
 fn hash(key: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h.max(1)
+    crate::support::hash::fnv1a64(key.as_bytes()).max(1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -562,13 +545,5 @@ mod tests {
         }
         let r = rl(json!({"max_rate": 0.5, "num_shards": 4}));
         assert_eq!(r.endpoint.unwrap().capacity, 1.0);
-    }
-
-    #[test]
-    fn strip_port_handles_v4_v6() {
-        assert_eq!(strip_port("10.0.0.1:5555"), "10.0.0.1");
-        assert_eq!(strip_port("[::1]:5555"), "::1");
-        assert_eq!(strip_port("::1"), "::1");
-        assert_eq!(strip_port("10.0.0.1"), "10.0.0.1");
     }
 }

@@ -254,11 +254,7 @@ fn weighted<H: Host + ?Sized>(h: &H, eligible: &[usize], weights: &[u32]) -> Opt
 }
 
 fn fnv(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = crate::support::hash::fnv1a64(s.as_bytes());
     // Mix the high bits down: request ids differ mostly in their last characters.
     h ^ (h >> 29) ^ (h >> 47)
 }

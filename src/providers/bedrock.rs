@@ -24,12 +24,11 @@ use super::json::num;
 use super::model::{
     Choice, FinishReason, Message, Part, Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
-use super::util::{
-    format_instruction, joined_text, map_error, parse_data_url, snippet, stable_id, uri_encode,
-};
+use super::util::{format_instruction, joined_text, map_error, parse_data_url, snippet, stable_id};
 use super::{
     ChatRequest, ChatResponse, Outgoing, ProviderError, StreamDecoder, Target, TranslateError,
 };
+use crate::support::encoding::uri_encode;
 
 const PROVIDER: &str = "Bedrock";
 
@@ -1010,7 +1009,7 @@ mod tests {
         assert_eq!(header(&out, "x-amz-date"), Some("20150830T123600Z"));
         assert_eq!(header(&out, "x-amz-security-token"), Some("SESSION"));
         assert_eq!(header(&out, "accept"), Some("application/json"));
-        let sha = crate::providers::util::hex_lower(&crate::providers::sigv4::sha256(&out.body));
+        let sha = crate::support::encoding::hex_lower(&crate::support::sha256::sha256(&out.body));
         assert_eq!(header(&out, "x-amz-content-sha256"), Some(sha.as_str()));
         let auth = header(&out, "authorization").unwrap();
         assert!(auth.starts_with(

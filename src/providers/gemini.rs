@@ -21,13 +21,12 @@ use super::json::num;
 use super::model::{
     Choice, FinishReason, Message, Part, Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
-use super::util::{
-    guess_image_mime, joined_text, map_error, parse_data_url, snippet, stable_id, uri_encode,
-};
+use super::util::{guess_image_mime, joined_text, map_error, parse_data_url, snippet, stable_id};
 use super::{
     ChatRequest, ChatResponse, Outgoing, ProviderError, StreamDecoder, Target, TranslateError,
 };
 use crate::stream::SseParser;
+use crate::support::encoding::uri_encode;
 
 const PROVIDER: &str = "Gemini";
 /// Largest unfinished SSE event the stream decoder holds before giving up.
