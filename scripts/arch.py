@@ -4,6 +4,7 @@ its circles, imports that run up the layer order, long functions, README length.
 
     python3 scripts/arch.py            # the figures
     python3 scripts/arch.py --verbose  # and every circle, upward import and long function
+    python3 scripts/arch.py --root DIR # the figures of another checkout, with today's layers
 
 Read from the source text, test code left out (`#[cfg(test)]`/`#[test]` items and the files
 they declare). An import is a `use` path or an inline `crate::`/`super::`/`self::`/child-module
@@ -17,6 +18,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if "--root" in sys.argv:  # another checkout, e.g. `git archive <commit> | tar -x -C dir`
+    REPO = Path(sys.argv[sys.argv.index("--root") + 1]).resolve()
 SRC = REPO / "src"
 
 # Low to high. A module imports only modules of its own layer or of a lower one. Finer
@@ -24,15 +27,16 @@ SRC = REPO / "src"
 # tests/boundaries.rs and the README's layout section.
 LAYERS = [
     ["support", "host"],
-    ["config"],
+    ["config::reader", "config::env"],
     ["stream"],
     ["providers"],
     ["refusal"],
-    ["routing", "security", "cost", "observe"],
+    ["routing", "observe"],
+    ["security", "cost"],
     ["governance"],
-    ["gateway"],
+    ["config"],
     ["filter"],
-    ["host::wasm", "host::mock", "envoy", "schema"],
+    ["host::wasm", "host::mock", "host::headers", "host::native", "envoy", "schema"],
     ["crate"],
 ]
 

@@ -6,16 +6,16 @@
 //! Envoy (kept, ignored, and reported once as warnings).
 
 pub mod env;
-pub mod llm;
 pub mod martian;
 pub mod reader;
 pub mod security;
 
 use crate::cost::{self, CostConfig, QuotaAttach};
+use crate::providers::backend::{self as llm, LlmBackend};
+use crate::providers::FrontDoor;
 use crate::routing::forward::{Allow, Forward};
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
 use crate::security::secrets::Secrets;
-pub use llm::{LlmBackend, Provider, Secret};
 pub use martian::{HeaderOp, HeaderValue, Modifiers};
 pub use reader::ConfigError;
 use reader::{Obj, Result};
@@ -99,8 +99,9 @@ pub struct Endpoint {
     pub method: String,
     /// One backend, or several `ai/llm` backends among which the client's model chooses.
     pub backends: Vec<Backend>,
-    /// Set when the backends are LLMs: the API clients speak to this endpoint.
-    pub api: Option<Api>,
+    /// Set when the backends are LLMs: the API clients speak to this endpoint (Anthropic
+    /// Messages on a path ending in `/messages`, else OpenAI Chat Completions).
+    pub api: Option<FrontDoor>,
     /// Upstream timeout (endpoint `timeout`, else the service `timeout`).
     pub timeout_ms: Option<u64>,
     /// The budget this endpoint charges (its `governance/quota`, else the service's).
@@ -112,15 +113,6 @@ pub struct Endpoint {
     /// What of the client's request goes upstream (`input_headers`,
     /// `input_query_strings`); each backend holds its own, narrowed by its lists.
     pub forward: Forward,
-}
-
-/// The client-facing LLM API of an endpoint, from its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// OpenAI Chat Completions (any path not ending in `/messages`).
-    OpenAiChat,
-    /// Anthropic Messages (a path ending in `/messages`).
-    AnthropicMessages,
 }
 
 impl Endpoint {
@@ -438,9 +430,9 @@ fn endpoint(
     }
     let api = (llm_count > 0).then(|| {
         if pattern.as_str().ends_with("/messages") {
-            Api::AnthropicMessages
+            FrontDoor::Anthropic
         } else {
-            Api::OpenAiChat
+            FrontDoor::OpenAi
         }
     });
     if api.is_some() && method != "POST" {

@@ -3,9 +3,8 @@
 //! KrakenD 3.0 `ai/prompt-guard` (service guards + endpoint selection, with tollgate
 //! additions), and tollgate's `security/pii` and `security/exfiltration` (endpoint).
 
-use super::env;
+use super::env::{self, Secret};
 use super::reader::{ConfigError, Obj, Result};
-use super::Secret;
 use crate::routing::HostUrl;
 use crate::security::apikeys::{default_identifier, ApiKeys, Hash, Key, KeyRule, Strategy};
 use crate::security::claims::ClaimsRule;

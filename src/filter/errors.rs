@@ -2,7 +2,7 @@
 //! Anthropic's), with one mapping from error kind to HTTP status. Every reply the gateway
 //! makes itself goes through [`reply_error`].
 
-use crate::config::{Api, Endpoint};
+use crate::config::Endpoint;
 use crate::host::Host;
 use crate::providers::FrontDoor;
 
@@ -111,8 +111,7 @@ impl<'a> GatewayError<'a> {
 /// Anthropic front door, and plain endpoints by that name), else OpenAI's.
 pub fn front(ep: &Endpoint) -> FrontDoor {
     match ep.api {
-        Some(Api::AnthropicMessages) => FrontDoor::Anthropic,
-        Some(Api::OpenAiChat) => FrontDoor::OpenAi,
+        Some(front) => front,
         None if ep.pattern.as_str().ends_with("/messages") => FrontDoor::Anthropic,
         None => FrontDoor::OpenAi,
     }

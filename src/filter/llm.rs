@@ -4,8 +4,9 @@
 
 use super::account::Account;
 use super::errors::{reply_error, ErrorKind, GatewayError, ENVOY_REPLY, ERROR_HEADER};
-use crate::config::{Api, Endpoint, LlmBackend, Provider};
+use crate::config::Endpoint;
 use crate::host::Host;
+use crate::providers::backend::{LlmBackend, Provider};
 use crate::providers::model::{text_len, ChatRequest, Part, ProviderError, StreamEvent};
 use crate::providers::{self, FrontDoor, FrontEncoder, StreamDecoder, Target, Wire};
 use crate::security::guard::CallModel;
@@ -57,12 +58,9 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn new(api: Api) -> Self {
+    pub fn new(front: FrontDoor) -> Self {
         Self {
-            front: match api {
-                Api::OpenAiChat => FrontDoor::OpenAi,
-                Api::AnthropicMessages => FrontDoor::Anthropic,
-            },
+            front,
             wire: Wire::OpenAi,
             stream: false,
             include_usage: false,

@@ -267,7 +267,7 @@ fn by_model(ep: &Endpoint, eligible: &[usize], model: &str) -> Option<usize> {
             return Some(*only);
         }
     }
-    let by = |f: &dyn Fn(&crate::config::LlmBackend) -> bool| {
+    let by = |f: &dyn Fn(&crate::providers::backend::LlmBackend) -> bool| {
         eligible.iter().copied().find(|i| llm(i).is_some_and(f))
     };
     by(&|l| l.claims(model))

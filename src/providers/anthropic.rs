@@ -20,6 +20,7 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use super::json::ClientError;
 use super::json::{
     as_arr, as_obj, as_str, at, cerr, count, excerpt, field, join, num, opt_bool, opt_f64,
     opt_max_tokens, opt_str, parse_body, req, req_str, type_name,
@@ -28,7 +29,7 @@ use super::model::{
     ChatRequest, ChatResponse, Choice, FinishReason, Message, Part, ProviderError, Role,
     StreamEvent, Tool, ToolCall, ToolChoice, Usage,
 };
-use super::openai::{text_of, ClientError};
+use super::openai::text_of;
 use super::util::format_instruction;
 use super::{Outgoing, StreamDecoder, Target, TranslateError};
 use crate::stream::{write_json_event, SseParser};

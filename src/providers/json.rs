@@ -3,7 +3,22 @@
 
 use serde_json::{Map, Value};
 
-use super::openai::ClientError;
+/// The client's request is malformed; answer 400 with `openai::error_json`
+/// (`invalid_request_error`, `param`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientError {
+    pub message: String,
+    /// The offending field, e.g. `messages[2].content[0].type`.
+    pub param: Option<String>,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ClientError {}
 
 /// `a.b`, or `b` at the top level.
 pub(crate) fn join(path: &str, key: &str) -> String {

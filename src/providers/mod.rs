@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod backend;
 pub mod bedrock;
 pub mod eventstream;
 pub mod gemini;

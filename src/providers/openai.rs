@@ -12,6 +12,7 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+pub use super::json::ClientError;
 use super::json::{
     as_arr, as_obj, as_str, at, cerr, excerpt, field, join, num, opt_bool, opt_f64, opt_i64,
     opt_max_tokens, opt_str, opt_u64, parse_body, req, req_str,
@@ -22,23 +23,6 @@ use super::model::{
 };
 use super::{Outgoing, StreamDecoder, Target, TranslateError};
 use crate::stream::{write_event, write_json_event, SseParser};
-
-/// The client's request is malformed; answer 400 with [`error_json`]
-/// (`invalid_request_error`, `param`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClientError {
-    pub message: String,
-    /// The offending field, e.g. `messages[2].content[0].type`.
-    pub param: Option<String>,
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 // ---------------------------------------------------------------------------------------------
 // Front door: request

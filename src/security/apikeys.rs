@@ -9,7 +9,7 @@
 //! what `echo -n "$SALT$KEY" | sha256sum` prints). `fnv128` and `sha1` are refused at
 //! configure time.
 
-use crate::config::Secret;
+use crate::config::env::Secret;
 use crate::support::encoding::{form_decode, hex_lower};
 use crate::support::sha256::sha256;
 use std::rc::Rc;

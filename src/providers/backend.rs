@@ -1,25 +1,15 @@
-//! KrakenD `ai/llm` (backend namespace): which LLM provider a backend is, its credentials,
-//! model and default variables, plus tollgate's additions (more providers, model aliases,
-//! a default backend for model routing).
+//! An LLM backend: which provider it is (name, wire format, how its key travels), its
+//! credentials, model and default variables, compiled from KrakenD's `ai/llm` (backend
+//! namespace) plus tollgate's additions (more providers, model aliases, a default backend for
+//! model routing).
 //!
 //! Shape (KrakenD): `{"openai": {"v1": {"credentials": "...", "variables": {"model": "gpt-4o"}}}}`;
 //! the older flat form `{"openai": {"version": "v1", "credentials": "...", ...}}` is accepted too.
 
-use super::env;
-use super::reader::{ConfigError, Obj, Result};
-use crate::providers::{AwsCredentials, Defaults, Wire};
+use super::{AwsCredentials, Defaults, Wire};
+use crate::config::env::{self, Secret};
+use crate::config::reader::{self, ConfigError, Obj, Result};
 use serde_json::{Map, Value};
-use std::fmt;
-
-/// A configured secret: Debug never prints it.
-#[derive(Clone, PartialEq)]
-pub struct Secret<T>(pub T);
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// An LLM provider tollgate can talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +127,7 @@ pub fn compile(
 ) -> Result<LlmBackend> {
     let o = Obj::new(v, path)?;
     let names: Vec<&str> = PROVIDERS.iter().map(|p| p.0).collect();
-    let mut found = o.unread().filter(|(k, _)| !super::reader::is_meta_key(k));
+    let mut found = o.unread().filter(|(k, _)| !reader::is_meta_key(k));
     let (key, body) = found.next().ok_or_else(|| {
         ConfigError::new(path, format!("expected one provider: {}", names.join(", ")))
     })?;
@@ -297,7 +287,7 @@ fn settings_of(
 fn variables(v: &mut Obj<'_>, out: &mut LlmBackend) -> Result<()> {
     out.model = v.opt_str("model")?.map(String::from);
     for key in ["max_tokens", "max_output_tokens"] {
-        let max = crate::providers::model::MAX_TOKENS;
+        let max = super::model::MAX_TOKENS;
         match v.opt_u64(key)? {
             Some(n) if n > max => {
                 return Err(ConfigError::new(
