@@ -4,8 +4,8 @@
 //! list (TLS with SNI for https hosts). Host-only; not part of the .wasm.
 
 use crate::config::{env, Gateway};
-use crate::filter::errors::{ANTHROPIC_FRONT, ENVOY_REPLY, ERROR_HEADER, FRONT_PROPERTY};
 use crate::providers::FrontDoor;
+use crate::refusal::{ANTHROPIC_FRONT, ENVOY_REPLY, ERROR_HEADER, FRONT_PROPERTY};
 use crate::routing::{cluster_name, HostUrl, Scheme, CLUSTER_HEADER};
 use crate::security::claims::provider_name;
 use serde_json::{json, Value};
@@ -551,7 +551,7 @@ fn local_reply_shape(gw: &Gateway, jwt: bool) -> Value {
     // The path only where the filter did not record the front (it rewrites paths).
     let mut by_path = String::from("false");
     for ep in gw.endpoints.iter() {
-        if crate::filter::errors::front(ep) == FrontDoor::Anthropic {
+        if ep.front_door() == FrontDoor::Anthropic {
             by_path = format!("{by_path} || {}", path_cel(ep.pattern.as_str()));
         }
     }

@@ -12,6 +12,7 @@ pub mod governance;
 pub mod host;
 pub mod observe;
 pub mod providers;
+pub mod refusal;
 pub mod routing;
 #[cfg(feature = "cli")]
 pub mod schema;

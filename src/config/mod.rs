@@ -135,6 +135,16 @@ impl Endpoint {
             .or_else(|| by(&|l| l.default))
     }
 
+    /// The client's API on this endpoint: Anthropic's on `/messages` endpoints (the `ai/llm`
+    /// Anthropic front door, and plain endpoints by that name), else OpenAI's.
+    pub fn front_door(&self) -> FrontDoor {
+        match self.api {
+            Some(front) => front,
+            None if self.pattern.as_str().ends_with("/messages") => FrontDoor::Anthropic,
+            None => FrontDoor::OpenAi,
+        }
+    }
+
     /// The single backend of a non-LLM endpoint (the first otherwise).
     pub fn backend(&self) -> Option<&Backend> {
         self.backends.first()

@@ -14,6 +14,7 @@ pub mod store;
 use crate::config::reader::{ConfigError, Obj, Result};
 use crate::host::Host;
 use crate::providers::model::Usage;
+use crate::refusal::{ErrorKind, Refusal};
 use crate::support::calendar::Unit;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -426,7 +427,7 @@ pub struct Charge {
 
 /// Why a request cannot be charged.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Refusal {
+pub enum QuotaError {
     /// No tier matches and `on_unmatched_tier_allow` is false (400).
     UnmatchedTier(String),
     /// A limit is reached (429).
@@ -437,6 +438,32 @@ pub enum Refusal {
     },
 }
 
+impl QuotaError {
+    /// The answer: 400 when no tier matches; 429 with `Retry-After` when a limit is spent,
+    /// and the quota headers unless `quiet` (`disable_quota_headers`).
+    pub fn refusal(&self, quiet: bool) -> Refusal {
+        match self {
+            QuotaError::UnmatchedTier(msg) => Refusal::new(ErrorKind::InvalidRequest, msg),
+            QuotaError::Exceeded {
+                limit,
+                unit,
+                retry_after,
+            } => {
+                let msg = format!(
+                    "quota exceeded: the limit of {limit} per {} is spent",
+                    unit.name()
+                );
+                let r = Refusal::new(ErrorKind::QuotaExceeded, msg).retry_after(*retry_after);
+                if quiet {
+                    return r;
+                }
+                r.header("x-quota-limit", format!("{limit}"))
+                    .header("x-quota-remaining", "0")
+            }
+        }
+    }
+}
+
 /// Picks the tier and identity for a request.
 pub fn resolve(
     a: &QuotaAttach,
@@ -444,7 +471,7 @@ pub fn resolve(
     header: &dyn Fn(&str) -> Option<String>,
     ip: Option<String>,
     param: &dyn Fn(&str) -> Option<String>,
-) -> std::result::Result<Option<Charge>, Refusal> {
+) -> std::result::Result<Option<Charge>, QuotaError> {
     let Some(q) = quotas.get(a.quota) else {
         return Ok(None);
     };
@@ -487,7 +514,7 @@ pub fn resolve(
     if a.on_unmatched_tier_allow {
         return Ok(None);
     }
-    Err(Refusal::UnmatchedTier(format!(
+    Err(QuotaError::UnmatchedTier(format!(
         "no quota tier matches this request (tier header \"{}\" and the caller's identity are required)",
         a.tier_key
     )))
@@ -533,7 +560,7 @@ impl Charge {
         h: &H,
         now: u64,
         extra: u64,
-    ) -> std::result::Result<Vec<Standing>, Refusal> {
+    ) -> std::result::Result<Vec<Standing>, QuotaError> {
         let mut out = Vec::with_capacity(self.limits.len());
         for l in &self.limits {
             let (start, end) = l.unit.window(now);
@@ -541,7 +568,7 @@ impl Charge {
             let would = scaled(used.saturating_add(extra), self.weight);
             let spent = scaled(used, self.weight) >= l.amount;
             if spent || (extra > 0 && would > l.amount) {
-                return Err(Refusal::Exceeded {
+                return Err(QuotaError::Exceeded {
                     limit: l.amount,
                     unit: l.unit,
                     retry_after: end.saturating_sub(now).max(1),

@@ -217,7 +217,7 @@ fn a_client_gone_before_its_body_was_whole_costs_nothing() {
     assert_eq!((call.quota(), call.token_limit()), (0, 0));
     // No accounting property (the front door is marked for Envoy's own replies).
     let accounted: Vec<_> = (call.h.properties.iter())
-        .filter(|(k, _)| k.as_str() != crate::filter::errors::FRONT_PROPERTY)
+        .filter(|(k, _)| k.as_str() != crate::refusal::FRONT_PROPERTY)
         .collect();
     assert!(accounted.is_empty(), "{accounted:?}");
 }

@@ -16,6 +16,7 @@
 //! are the same on both paths. A callout carries the translated request's headers and the
 //! backend's request modifiers, not the client's other headers.
 
+use super::reply::reply;
 use super::{apply, reserve_budget, route_to_backend, Action, Flow, Side, TIMEOUT_HEADER};
 use crate::governance::{self, routing};
 use crate::host::{Host, SharedError};
@@ -117,9 +118,9 @@ impl Flow {
                 }
             }
             self.replied = true;
-            governance::reply(
+            reply(
                 h,
-                super::errors::front(ep),
+                ep.front_door(),
                 &routing::unavailable(wait.unwrap_or(1000)),
             );
             return Some(Action::Pause);
@@ -216,9 +217,9 @@ impl Flow {
         self.awaiting_fallback = false;
         match answer {
             Some(a) => send(h, a, &ep.security.secrets),
-            None => governance::reply(
+            None => reply(
                 h,
-                super::errors::front(ep),
+                ep.front_door(),
                 &routing::unavailable(wait.unwrap_or(1000)),
             ),
         }

@@ -3,12 +3,13 @@
 //! translate the answer back, buffered for JSON answers and event by event for streams.
 
 use super::account::Account;
-use super::errors::{reply_error, ErrorKind, GatewayError, ENVOY_REPLY, ERROR_HEADER};
+use super::reply::reply;
 use crate::config::Endpoint;
 use crate::host::Host;
 use crate::providers::backend::{LlmBackend, Provider};
 use crate::providers::model::{text_len, ChatRequest, Part, ProviderError, StreamEvent};
 use crate::providers::{self, FrontDoor, FrontEncoder, StreamDecoder, Target, Wire};
+use crate::refusal::{ErrorKind, Refusal, ENVOY_REPLY, ERROR_HEADER};
 use crate::security::guard::CallModel;
 use serde_json::Value;
 
@@ -100,11 +101,7 @@ impl Call {
         param: Option<&str>,
     ) {
         self.response = Response::Local;
-        let e = GatewayError {
-            param,
-            ..GatewayError::new(kind, message)
-        };
-        reply_error(h, self.front, e, &[]);
+        reply(h, self.front, &Refusal::new(kind, message).param(param));
     }
 
     /// The whole request body arrived: translate it and set the upstream request.
@@ -344,13 +341,7 @@ impl Call {
                     Err(msg) => self.front.error(&blocked(msg)),
                     Ok(()) => match self.governance.check_response(&resp) {
                         Ok(()) => (200, self.front.encode_response(&resp, &self.model)),
-                        Err(d) => self.front.gateway_error(
-                            d.status as u16,
-                            d.kind,
-                            d.code,
-                            &d.message,
-                            None,
-                        ),
+                        Err(refusal) => refusal.render(self.front),
                     },
                 }
             }

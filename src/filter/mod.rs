@@ -10,21 +10,22 @@
 //!   event for streams ([`llm`]).
 
 mod account;
-pub mod errors;
 mod failover;
 mod llm;
 mod models;
+pub mod reply;
 mod security;
 
 use crate::config::{Endpoint, Gateway, HeaderOp};
-use crate::cost::{self, Charge, Refusal};
+use crate::cost::{self, Charge, QuotaError};
 use crate::governance;
 use crate::host::Host;
 use crate::providers::FrontDoor;
+use crate::refusal::{ErrorKind, Refusal};
 use crate::routing::forward::Forward;
 use crate::routing::{self, Miss, CLUSTER_HEADER};
 use crate::support::addr::strip_port;
-use errors::{reply_error, ErrorKind, GatewayError};
+use reply::reply;
 use std::rc::Rc;
 
 /// What Envoy should do after a callback.
@@ -118,10 +119,10 @@ impl Flow {
         let (index, params) = match routing::find(candidates, &method, path) {
             Ok(found) => found,
             Err(miss) => {
-                if method == "GET" && models::reply(h, &gw, path) {
+                if method == "GET" && models::answer(h, &gw, path) {
                     return Action::Pause;
                 }
-                let front = errors::front_of_request(h, path);
+                let front = reply::front_of_request(h, path);
                 not_routed(h, front, miss, &method, path);
                 return Action::Pause;
             }
@@ -146,7 +147,11 @@ impl Flow {
                 Ok(p) => Some(p),
                 Err(e) => {
                     self.replied = true;
-                    security::reply(h, ep, ErrorKind::InvalidRequest, &e.to_string());
+                    reply(
+                        h,
+                        ep.front_door(),
+                        &Refusal::new(ErrorKind::InvalidRequest, e.to_string()),
+                    );
                     return Action::Pause;
                 }
             },
@@ -156,7 +161,7 @@ impl Flow {
         // still as sent (a limit may key on Authorization).
         if let Some(d) = governance::on_request_headers(h, &ep.governance, &params, &mut self.gov) {
             self.replied = true;
-            governance::reply(h, errors::front(ep), &d);
+            reply(h, ep.front_door(), &d);
             return Action::Pause;
         }
         if !self.check_quota(h, ep, &params) {
@@ -169,7 +174,7 @@ impl Flow {
         }
         if let Some(api) = ep.api {
             // For Envoy's replies that bypass the filter (a reset mid-answer).
-            errors::mark_front(h, ep, None);
+            reply::mark_front(h, ep, None);
             let mut call = llm::Call::new(api);
             call.governance = governance::CallHooks::new(&ep.governance, &self.gov);
             call.security = security::CallSecurity::new(&ep.security, auth.roles);
@@ -190,18 +195,14 @@ impl Flow {
         // governance: a backend whose circuit breaker is open is not called.
         if let Err(wait) = governance::routing::allow(h, b.rules.breaker.as_ref()) {
             self.replied = true;
-            governance::reply(
-                h,
-                errors::front(ep),
-                &governance::routing::unavailable(wait),
-            );
+            reply(h, ep.front_door(), &governance::routing::unavailable(wait));
             return Action::Pause;
         }
         forward_only(h, &b.forward);
         let bare = upstream_path
             .as_deref()
             .map(|p| p.split('?').next().unwrap_or(p));
-        errors::mark_front(h, ep, bare);
+        reply::mark_front(h, ep, bare);
         if let Some(p) = &upstream_path {
             h.set_request_header(":path", Some(p));
         }
@@ -219,7 +220,7 @@ impl Flow {
                 // No body at all: what governance says about an empty one.
                 if let Err(d) = governance::on_request_body(&ep.governance, &self.gov, &[]) {
                     self.replied = true;
-                    governance::reply(h, errors::front(ep), &d);
+                    reply(h, ep.front_door(), &d);
                     return Action::Pause;
                 }
                 self.sent = true;
@@ -273,7 +274,7 @@ impl Flow {
             Ok(None) => body,
             Err(d) => {
                 self.replied = true;
-                governance::reply(h, errors::front(ep), &d);
+                reply(h, ep.front_door(), &d);
                 return Action::Pause;
             }
         };
@@ -355,43 +356,17 @@ impl Flow {
         }
     }
 
-    fn refuse<H: Host>(&mut self, h: &mut H, refusal: &Refusal, quiet: bool) {
+    fn refuse<H: Host>(&mut self, h: &mut H, refusal: &QuotaError, quiet: bool) {
         let gw = Rc::clone(&self.gw);
         let front = self
             .endpoint
             .and_then(|i| gw.endpoints.get(i))
-            .map_or(FrontDoor::OpenAi, errors::front);
-        match refusal {
-            Refusal::UnmatchedTier(msg) => {
-                let e = GatewayError::new(ErrorKind::InvalidRequest, msg);
-                reply_error(h, front, e, &[]);
-            }
-            Refusal::Exceeded {
-                limit,
-                unit,
-                retry_after,
-            } => {
-                let msg = format!(
-                    "quota exceeded: the limit of {limit} per {} is spent",
-                    unit.name()
-                );
-                let retry = retry_after.to_string();
-                let limit = format!("{limit}");
-                let mut headers = vec![("retry-after", retry.as_str())];
-                if !quiet {
-                    headers.push(("x-quota-limit", limit.as_str()));
-                    headers.push(("x-quota-remaining", "0"));
-                }
-                let tenant = account::tenant_label(h, &self.gw, &self.tenant);
-                h.counter_add(cost_rejected_metric(&tenant).as_str(), 1);
-                reply_error(
-                    h,
-                    front,
-                    GatewayError::new(ErrorKind::QuotaExceeded, &msg),
-                    &headers,
-                );
-            }
+            .map_or(FrontDoor::OpenAi, Endpoint::front_door);
+        if let QuotaError::Exceeded { .. } = refusal {
+            let tenant = account::tenant_label(h, &self.gw, &self.tenant);
+            h.counter_add(cost_rejected_metric(&tenant).as_str(), 1);
         }
+        reply(h, front, &refusal.refusal(quiet));
     }
 
     /// Records the call once: budget, metrics, properties, headers.
@@ -461,7 +436,7 @@ impl Flow {
             Ok(None) => {}
             Err(d) => {
                 self.replied = true;
-                governance::reply(h, errors::front(ep), &d);
+                reply(h, ep.front_door(), &d);
                 return Action::Pause;
             }
         }
@@ -558,7 +533,7 @@ fn reserve_budget<H: Host>(
     gw: &Gateway,
     charge: Option<&mut Charge>,
     account: &account::Account,
-) -> Result<(), (Refusal, bool)> {
+) -> Result<(), (QuotaError, bool)> {
     let Some(charge) = charge.filter(|c| c.reserve && c.reserved == 0) else {
         return Ok(());
     };
@@ -589,18 +564,18 @@ fn cost_rejected_metric(tenant: &str) -> String {
 
 /// 404 or 405 for a request no endpoint takes.
 fn not_routed<H: Host>(h: &mut H, front: FrontDoor, miss: Miss, method: &str, path: &str) {
-    match miss {
-        Miss::NotFound => {
-            let msg = format!("no endpoint matches {method} {path}");
-            reply_error(h, front, GatewayError::new(ErrorKind::NotFound, &msg), &[]);
-        }
+    let refusal = match miss {
+        Miss::NotFound => Refusal::new(
+            ErrorKind::NotFound,
+            format!("no endpoint matches {method} {path}"),
+        ),
         Miss::MethodNotAllowed(allowed) => {
             let allow = allowed.join(", ");
             let msg = format!("method {method} is not allowed on {path} (allowed: {allow})");
-            let e = GatewayError::new(ErrorKind::MethodNotAllowed, &msg);
-            reply_error(h, front, e, &[("allow", &allow)]);
+            Refusal::new(ErrorKind::MethodNotAllowed, msg).header("allow", allow)
         }
-    }
+    };
+    reply(h, front, &refusal);
 }
 
 /// The upstream path of a plain backend: `url_pattern` with the params, then the client's

@@ -2,11 +2,12 @@
 //! and mask the parsed request, and scan (and restore) the answer, buffered or streamed.
 //! Kept apart from the pipeline so the wire-in points stay one call each.
 
-use super::errors::{self, ErrorKind, GatewayError};
+use super::reply::reply;
 use crate::config::security::EndpointSecurity;
 use crate::config::Endpoint;
 use crate::host::Host;
 use crate::providers::model::{ChatRequest, ChatResponse, Part, ProviderError, Role, StreamEvent};
+use crate::refusal::{ErrorKind, Refusal};
 use crate::security::apikeys::AuthError;
 use crate::security::claims::{self, ClaimsError};
 use crate::security::exfil::{Blocked, Exfil, Scanner};
@@ -26,19 +27,13 @@ pub struct Auth {
     pub query: Option<String>,
 }
 
-/// Answers with a gateway error in the endpoint's API shape.
-pub fn reply<H: Host>(h: &mut H, ep: &Endpoint, kind: ErrorKind, message: &str) {
-    let extra: &[(&str, &str)] = if kind == ErrorKind::Unauthorized {
-        &[("www-authenticate", "Bearer")]
-    } else {
-        &[]
-    };
-    errors::reply_error(
-        h,
-        errors::front(ep),
-        GatewayError::new(kind, message),
-        extra,
-    );
+/// A 401 or 403 in the endpoint's API shape (a 401 asks for a bearer credential).
+fn deny<H: Host>(h: &mut H, ep: &Endpoint, kind: ErrorKind, message: &str) {
+    let mut refusal = Refusal::new(kind, message);
+    if kind == ErrorKind::Unauthorized {
+        refusal = refusal.header("www-authenticate", "Bearer");
+    }
+    reply(h, ep.front_door(), &refusal);
 }
 
 /// Request headers: `auth/api-keys` and `auth/validator` of endpoint `index`. `Err` after
@@ -71,7 +66,7 @@ pub fn authenticate<H: Host>(
                     AuthError::Missing | AuthError::Unknown => ErrorKind::Unauthorized,
                     AuthError::Forbidden => ErrorKind::Forbidden,
                 };
-                reply(h, ep, kind, e.message());
+                deny(h, ep, kind, e.message());
                 return Err(());
             }
         }
@@ -89,7 +84,7 @@ pub fn authenticate<H: Host>(
                     ClaimsError::Missing | ClaimsError::WrongIssuer => ErrorKind::Unauthorized,
                     ClaimsError::Forbidden(_) => ErrorKind::Forbidden,
                 };
-                reply(h, ep, kind, e.message());
+                deny(h, ep, kind, e.message());
                 return Err(());
             }
         }

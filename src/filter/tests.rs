@@ -169,7 +169,7 @@ fn envoy_replies_are_rendered_once_in_the_clients_api() {
     let mut h = h.with_response_headers(&[
         (":status", "413"),
         ("content-type", "application/json"),
-        (errors::ERROR_HEADER, errors::ENVOY_REPLY),
+        (crate::refusal::ERROR_HEADER, crate::refusal::ENVOY_REPLY),
     ]);
     assert_eq!(flow.on_response_headers(&mut h, false), Action::Pause);
     h.response_chunk = envoy.to_vec();
@@ -201,7 +201,7 @@ fn a_request_envoy_refused_before_any_provider_is_not_counted() {
     assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
     let mut h = h.with_response_headers(&[
         (":status", "413"),
-        (errors::ERROR_HEADER, errors::ENVOY_REPLY),
+        (crate::refusal::ERROR_HEADER, crate::refusal::ENVOY_REPLY),
     ]);
     flow.on_response_headers(&mut h, false);
     let envoy = br#"{"error":{"message":"Payload Too Large"}}"#;

@@ -14,10 +14,9 @@ pub mod template;
 pub mod validate;
 
 use crate::config::reader::{ConfigError, Obj, Result};
-use crate::filter::errors::GatewayError;
 use crate::host::Host;
 use crate::providers::model::{ChatRequest, ChatResponse, Part};
-use crate::providers::FrontDoor;
+use crate::refusal::{ErrorKind, Refusal};
 use crate::routing::Params;
 use ratelimit::{RateLimit, TokenCharge};
 use serde_json::Value;
@@ -167,71 +166,23 @@ pub fn init_shared<H: Host + ?Sized>(h: &mut H, endpoints: &[crate::config::Endp
     }
 }
 
-/// A refusal the gateway answers itself.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Denial {
-    pub status: u32,
-    /// OpenAI error `type`.
-    pub kind: &'static str,
-    pub code: &'static str,
-    pub message: String,
-    pub param: Option<String>,
-    /// `Retry-After` seconds.
-    pub retry_after: Option<u64>,
+/// 429 (client limit) or 503 (endpoint limit), code `rate_limit_exceeded`; `kind`: OpenAI's
+/// error type for rate limits (`requests` or `tokens`).
+pub fn rate_limited(status: u16, kind: &'static str, message: &str, retry_after: u64) -> Refusal {
+    Refusal::custom(status, kind, "rate_limit_exceeded", message).retry_after(retry_after)
 }
 
-impl Denial {
-    fn new(status: u32, kind: &'static str, code: &'static str, message: String) -> Self {
-        Self {
-            status,
-            kind,
-            code,
-            message,
-            param: None,
-            retry_after: None,
-        }
-    }
-
-    /// 429 (client limit) or 503 (endpoint limit), code `rate_limit_exceeded`.
-    pub fn rate_limited(status: u32, kind: &'static str, message: &str, retry_after: u64) -> Self {
-        Self {
-            retry_after: Some(retry_after),
-            ..Self::new(status, kind, "rate_limit_exceeded", message.to_string())
-        }
-    }
-
-    fn too_large(limit: u64) -> Self {
-        Self::new(
-            413,
-            "invalid_request_error",
-            "request_too_large",
-            format!("the request body is larger than this endpoint accepts ({limit} bytes)"),
-        )
-    }
-
-    fn invalid(message: String, param: Option<String>) -> Self {
-        Self {
-            param,
-            ..Self::new(400, "invalid_request_error", "invalid_request", message)
-        }
-    }
+fn too_large(limit: u64) -> Refusal {
+    Refusal::custom(
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        format!("the request body is larger than this endpoint accepts ({limit} bytes)"),
+    )
 }
 
-/// Answers the client with a denial, in its front door's shape.
-pub fn reply<H: Host + ?Sized>(h: &mut H, front: FrontDoor, d: &Denial) {
-    let retry = d.retry_after.map(|s| s.to_string());
-    let mut extra = Vec::new();
-    if let Some(r) = &retry {
-        extra.push(("retry-after", r.as_str()));
-    }
-    let e = GatewayError {
-        status: d.status,
-        kind: d.kind,
-        code: d.code,
-        message: &d.message,
-        param: d.param.as_deref(),
-    };
-    crate::filter::errors::reply_error(h, front, e, &extra);
+fn invalid(message: String, param: Option<String>) -> Refusal {
+    Refusal::new(ErrorKind::InvalidRequest, message).param(param)
 }
 
 /// Per-stream governance state.
@@ -251,13 +202,13 @@ pub fn on_request_headers<H: Host + ?Sized>(
     p: &Policy,
     params: &Params,
     state: &mut State,
-) -> Option<Denial> {
+) -> Option<Refusal> {
     if let Some(max) = p.max_payload {
         let len = h
             .request_header("content-length")
             .and_then(|v| v.parse::<u64>().ok());
         if len.is_some_and(|n| n > max) {
-            return Some(Denial::too_large(max));
+            return Some(too_large(max));
         }
     }
     if let Some(rl) = &p.rate_limit {
@@ -291,20 +242,20 @@ pub fn on_request_body(
     p: &Policy,
     state: &State,
     body: &[u8],
-) -> std::result::Result<Option<Vec<u8>>, Denial> {
+) -> std::result::Result<Option<Vec<u8>>, Refusal> {
     if let Some(max) = p.max_payload {
         if body.len() as u64 > max {
-            return Err(Denial::too_large(max));
+            return Err(too_large(max));
         }
     }
     if p.request_schema.is_none() && p.template.is_none() {
         return Ok(None);
     }
     let doc: Value = serde_json::from_slice(body)
-        .map_err(|e| Denial::invalid(format!("the request body is not valid JSON: {e}"), None))?;
+        .map_err(|e| invalid(format!("the request body is not valid JSON: {e}"), None))?;
     if let Some(s) = &p.request_schema {
         s.validate(&doc).map_err(|e| {
-            Denial::invalid(
+            invalid(
                 format!("the request body does not match the endpoint's schema: {e}"),
                 Some(e.path.clone()),
             )
@@ -325,9 +276,7 @@ pub fn on_request_body(
         header: &header,
         params: &state.params,
     };
-    t.render(&inputs)
-        .map(Some)
-        .map_err(|m| Denial::invalid(m, None))
+    t.render(&inputs).map(Some).map_err(|m| invalid(m, None))
 }
 
 /// Adds the endpoint's decorator messages to a canonical LLM request.
@@ -356,7 +305,7 @@ impl CallHooks {
 
     /// Validates the assistant message of a non-streaming answer (parsed as JSON) against
     /// `validation/response-json-schema`.
-    pub fn check_response(&self, resp: &ChatResponse) -> std::result::Result<(), Denial> {
+    pub fn check_response(&self, resp: &ChatResponse) -> std::result::Result<(), Refusal> {
         let Some(rs) = &self.response_schema else {
             return Ok(());
         };
@@ -366,12 +315,7 @@ impl CallHooks {
                     "the model's answer does not match the endpoint's response schema: {detail}"
                 )
             });
-            Denial::new(
-                u32::from(rs.status),
-                "server_error",
-                "invalid_response",
-                message,
-            )
+            Refusal::custom(rs.status, "server_error", "invalid_response", message)
         };
         let text: String = resp
             .choices

@@ -21,9 +21,10 @@
 //! Values: one format byte, then fixed-size little-endian records (client hash u64, tokens f64,
 //! last refill time in ms u64). The endpoint bucket is a single record with hash 0.
 
-use super::Denial;
+use super::rate_limited;
 use crate::config::reader::{ConfigError, Obj, Result};
 use crate::host::{shared_update, Host};
+use crate::refusal::Refusal;
 use crate::routing::Params;
 use crate::support::addr::strip_port;
 use serde_json::Value;
@@ -319,14 +320,14 @@ fn retry_after(wait_ms: u64) -> u64 {
 
 /// Before the request: client token balance, client request bucket, then endpoint bucket.
 /// A client refused by its own limit does not consume the endpoint's tokens.
-pub fn check<H: Host + ?Sized>(h: &mut H, rl: &RateLimit, client: Option<&str>) -> Option<Denial> {
+pub fn check<H: Host + ?Sized>(h: &mut H, rl: &RateLimit, client: Option<&str>) -> Option<Refusal> {
     if let Some(client) = client {
         let id = hash(client);
         let shard = id % SHARDS;
         if let Some(b) = &rl.tokens {
             let key = format!("{}t{shard}", rl.id);
             if let Some(wait) = apply(h, &key, id, b, Op::Check) {
-                return Some(Denial::rate_limited(
+                return Some(rate_limited(
                     429,
                     "tokens",
                     "token rate limit exceeded for this client; retry later",
@@ -337,7 +338,7 @@ pub fn check<H: Host + ?Sized>(h: &mut H, rl: &RateLimit, client: Option<&str>) 
         if let Some(b) = &rl.client {
             let key = format!("{}c{shard}", rl.id);
             if let Some(wait) = apply(h, &key, id, b, Op::Take) {
-                return Some(Denial::rate_limited(
+                return Some(rate_limited(
                     429,
                     "requests",
                     "rate limit exceeded for this client; retry later",
@@ -349,7 +350,7 @@ pub fn check<H: Host + ?Sized>(h: &mut H, rl: &RateLimit, client: Option<&str>) 
     if let Some(b) = &rl.endpoint {
         let key = format!("{}g", rl.id);
         if let Some(wait) = apply(h, &key, 0, b, Op::Take) {
-            return Some(Denial::rate_limited(
+            return Some(rate_limited(
                 503,
                 "requests",
                 "the endpoint's rate limit is exceeded; retry later",

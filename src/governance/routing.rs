@@ -14,10 +14,10 @@
 //!   (half-open): success closes the breaker, failure opens it again. State in shared data
 //!   (exact across workers; keys created at configure time like the rate-limit shards).
 
-use super::Denial;
 use crate::config::reader::{ConfigError, Obj, Result};
 use crate::config::Endpoint;
 use crate::host::{shared_update, Host};
+use crate::refusal::Refusal;
 use serde_json::Value;
 
 const FORMAT: u8 = 1;
@@ -430,17 +430,14 @@ pub fn record<H: Host + ?Sized>(h: &mut H, br: Option<&Breaker>, status: Option<
 }
 
 /// The refusal when every backend's breaker is open.
-pub fn unavailable(wait_ms: u64) -> Denial {
-    Denial {
-        status: 503,
-        kind: "server_error",
-        code: "backend_unavailable",
-        message:
-            "the backend is failing and temporarily not used (circuit breaker open); retry later"
-                .into(),
-        param: None,
-        retry_after: Some(wait_ms.div_ceil(1000).max(1)),
-    }
+pub fn unavailable(wait_ms: u64) -> Refusal {
+    Refusal::custom(
+        503,
+        "server_error",
+        "backend_unavailable",
+        "the backend is failing and temporarily not used (circuit breaker open); retry later",
+    )
+    .retry_after(wait_ms.div_ceil(1000).max(1))
 }
 
 #[cfg(test)]

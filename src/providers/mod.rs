@@ -212,26 +212,4 @@ impl FrontDoor {
             FrontDoor::Anthropic => anthropic::error_reply(e),
         }
     }
-
-    /// A gateway-side refusal (`kind`: OpenAI error type) in the client's error shape, with
-    /// the status to answer it with (see [`FrontDoor::error`]). Every answer the gateway
-    /// makes itself goes through here.
-    pub fn gateway_error(
-        self,
-        status: u16,
-        kind: &str,
-        code: &str,
-        message: &str,
-        param: Option<&str>,
-    ) -> (u16, Vec<u8>) {
-        match self {
-            FrontDoor::OpenAi => (status, openai::error_json(message, kind, Some(code), param)),
-            FrontDoor::Anthropic => anthropic::error_reply(&ProviderError {
-                status,
-                kind: kind.to_string(),
-                message: message.to_string(),
-                code: None,
-            }),
-        }
-    }
 }

@@ -1,0 +1,42 @@
+//! The gateway's own answers, written to the host in one place ([`reply`]): a [`Refusal`]
+//! rendered in the client's front door. The door is chosen by one rule: the endpoint's
+//! ([`Endpoint::front_door`]); with no endpoint, Anthropic's for clients that send
+//! `anthropic-version` or ask for a `/messages` path, else OpenAI's ([`front_of_request`]).
+
+use crate::config::Endpoint;
+use crate::host::Host;
+use crate::providers::FrontDoor;
+use crate::refusal::{front_property, Refusal, ERROR_HEADER, FRONT_PROPERTY};
+
+/// Answers the client with a refusal in its front door's shape (and status: 529 for
+/// Anthropic's `overloaded_error`), marked with [`ERROR_HEADER`].
+pub fn reply<H: Host + ?Sized>(h: &mut H, front: FrontDoor, r: &Refusal) {
+    let (status, body) = r.render(front);
+    let extra = r.extra_headers();
+    let mut headers = vec![("content-type", "application/json"), (ERROR_HEADER, "1")];
+    headers.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+    h.send_reply(u32::from(status), &headers, &body);
+}
+
+/// The client's API when no endpoint took the request: Anthropic's SDKs always send
+/// `anthropic-version`, and `/messages` is their path.
+pub fn front_of_request<H: Host + ?Sized>(h: &H, path: &str) -> FrontDoor {
+    if h.request_header("anthropic-version").is_some() || path.ends_with("/messages") {
+        FrontDoor::Anthropic
+    } else {
+        FrontDoor::OpenAi
+    }
+}
+
+/// Records the client's API for Envoy's replies when the path Envoy will see does not tell
+/// it: on LLM endpoints (the path becomes the provider's) and wherever the upstream path ends
+/// in `/messages` or the client's does (plain endpoints otherwise skip the hostcall).
+pub fn mark_front<H: Host + ?Sized>(h: &mut H, ep: &Endpoint, upstream_path: Option<&str>) {
+    let front = ep.front_door();
+    let needed = ep.api.is_some()
+        || front == FrontDoor::Anthropic
+        || upstream_path.is_some_and(|p| p.ends_with("/messages"));
+    if needed {
+        h.set_property(FRONT_PROPERTY, front_property(front).as_bytes());
+    }
+}
