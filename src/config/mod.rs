@@ -11,13 +11,14 @@ pub mod reader;
 pub mod security;
 
 use crate::cost::{self, CostConfig, QuotaAttach};
+use crate::host::Host;
 use crate::providers::backend::{self as llm, LlmBackend};
 use crate::providers::FrontDoor;
 use crate::routing::forward::{Allow, Forward};
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
 use crate::security::secrets::Secrets;
 pub use martian::{HeaderOp, HeaderValue, Modifiers};
-pub use reader::ConfigError;
+pub use reader::{parse_duration_ms, ConfigError};
 use reader::{Obj, Result};
 use serde_json::Value;
 use std::rc::Rc;
@@ -120,19 +121,35 @@ impl Endpoint {
     /// pass-through backend (no configured model), then the default; a single backend
     /// without aliases takes every model. `None`: no backend serves this model.
     pub fn backend_for(&self, model: &str) -> Option<usize> {
-        if let [only] = self.backends.as_slice() {
-            if only.llm.as_ref().is_none_or(|l| l.aliases.is_empty()) {
-                return Some(0);
+        let all: Vec<usize> = (0..self.backends.len()).collect();
+        self.model_backend(model, &all)
+    }
+
+    /// Model routing restricted to `eligible` backends (aliases/model, then pass-through, then
+    /// default; a single one without aliases takes every model).
+    pub fn model_backend(&self, model: &str, eligible: &[usize]) -> Option<usize> {
+        let llm = |i: &usize| self.backends.get(*i).and_then(|b| b.llm.as_ref());
+        if let [only] = eligible {
+            if llm(only).is_none_or(|l| l.aliases.is_empty()) {
+                return Some(*only);
             }
         }
         let by = |f: &dyn Fn(&LlmBackend) -> bool| {
-            self.backends
-                .iter()
-                .position(|b| b.llm.as_ref().is_some_and(f))
+            eligible.iter().copied().find(|i| llm(i).is_some_and(f))
         };
         by(&|l| l.claims(model))
             .or_else(|| by(&|l| l.model.is_none() && l.aliases.is_empty()))
             .or_else(|| by(&|l| l.default))
+    }
+
+    /// Whether routing beyond "the client's model chooses" is configured (conditions,
+    /// weights, failover, breakers).
+    pub fn is_routed(&self) -> bool {
+        self.governance.routing != crate::governance::routing::Routing::default()
+            || self
+                .backends
+                .iter()
+                .any(|b| b.rules.conditional.is_some() || b.rules.breaker.is_some())
     }
 
     /// The client's API on this endpoint: Anthropic's on `/messages` endpoints (the `ai/llm`
@@ -311,6 +328,18 @@ impl Gateway {
         })
     }
 
+    /// Creates the shared-data keys of every rate limit and circuit breaker (configure time,
+    /// before traffic: see `governance::ratelimit`).
+    pub fn init_shared<H: Host + ?Sized>(&self, h: &mut H) {
+        for ep in &self.endpoints {
+            if let Some(rl) = &ep.governance.rate_limit {
+                crate::governance::ratelimit::init_shared(h, rl);
+            }
+            let breakers = ep.backends.iter().filter_map(|b| b.rules.breaker.as_ref());
+            crate::governance::routing::init_breakers(h, breakers);
+        }
+    }
+
     /// Every distinct backend host list with its cluster name (for the bootstrap generator).
     pub fn clusters(&self) -> Vec<(&str, &[HostUrl])> {
         let mut out: Vec<(&str, &[HostUrl])> = Vec::new();
@@ -476,7 +505,16 @@ fn endpoint(
         forward,
     };
     let (bpath, xpath) = (format!("{path}.backend"), format!("{path}.extra_config"));
-    crate::governance::routing::finish_endpoint(&mut ep, index, &bpath, &xpath)?;
+    let rules = ep.backends.iter_mut().map(|b| &mut b.rules).collect();
+    let is_llm = ep.api.is_some();
+    crate::governance::routing::finish_endpoint(
+        &ep.governance.routing,
+        rules,
+        is_llm,
+        index,
+        &bpath,
+        &xpath,
+    )?;
     Ok(ep)
 }
 
@@ -592,38 +630,6 @@ fn duration_field(o: &mut Obj<'_>, key: &str) -> Result<Option<u64>> {
             .map(Some)
             .map_err(|m| ConfigError::new(o.at(key), m)),
     }
-}
-
-/// Parses a Go duration (`2s`, `500ms`, `1m30s`, `1.5h`) into milliseconds.
-pub fn parse_duration_ms(s: &str) -> std::result::Result<u64, String> {
-    let bad = || format!("\"{s}\" is not a duration (examples: 500ms, 30s, 2m, 1h30m)");
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ns" => 1e-6,
-            "us" | "µs" => 1e-3,
-            "ms" => 1.0,
-            "s" => 1e3,
-            "m" => 60e3,
-            "h" => 3600e3,
-            _ => return Err(bad()),
-        };
-        total += n * factor;
-        rest = &rest[unit_len..];
-    }
-    Ok(total.round() as u64)
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ fn begin(gw: &Rc<Gateway>, body: &str) -> (Flow, MockHost) {
     let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-user", "alice")])
         .with_body(body.as_bytes());
     store::init(&mut h);
-    crate::governance::init_shared(&mut h, &gw.endpoints);
+    gw.init_shared(&mut h);
     let mut flow = Flow::new(Rc::clone(gw));
     assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
     (flow, h)

@@ -68,13 +68,13 @@ impl Flow {
     pub(super) fn route_llm<H: Host>(&mut self, h: &mut H, body: &[u8]) -> Option<Action> {
         let gw = Rc::clone(&self.gw);
         let ep = self.endpoint.and_then(|i| gw.endpoints.get(i))?;
-        if !routing::is_routed(ep) {
+        if !ep.is_routed() {
             return None;
         }
         let doc: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let model = doc.get("model").and_then(Value::as_str).unwrap_or_default();
         let stream = doc.get("stream").and_then(Value::as_bool).unwrap_or(false);
-        let mut order = routing::order(h, ep, model);
+        let mut order = super::choose::order(h, ep, model);
         if order.is_empty() {
             return None; // model routing answers (unknown model: 404)
         }

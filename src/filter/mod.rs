@@ -10,6 +10,7 @@
 //!   event for streams ([`llm`]).
 
 mod account;
+mod choose;
 mod failover;
 mod llm;
 mod models;

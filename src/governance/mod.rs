@@ -155,17 +155,6 @@ fn response_schema(v: &Value, path: &str) -> Result<ResponseSchema> {
     })
 }
 
-/// Creates the shared-data keys of every rate limit and circuit breaker (from
-/// `Root::on_configure`).
-pub fn init_shared<H: Host + ?Sized>(h: &mut H, endpoints: &[crate::config::Endpoint]) {
-    for ep in endpoints {
-        if let Some(rl) = &ep.governance.rate_limit {
-            ratelimit::init_shared(h, rl);
-        }
-        routing::init_breakers(h, ep);
-    }
-}
-
 /// 429 (client limit) or 503 (endpoint limit), code `rate_limit_exceeded`; `kind`: OpenAI's
 /// error type for rate limits (`requests` or `tokens`).
 pub fn rate_limited(status: u16, kind: &'static str, message: &str, retry_after: u64) -> Refusal {

@@ -91,9 +91,8 @@ pub fn compile(v: &Value, path: &str, index: usize) -> Result<RateLimit> {
     let mut o = Obj::new(v, path)?;
     let every_ms = match o.opt_str("every")? {
         None => 1000,
-        Some(s) => {
-            crate::config::parse_duration_ms(s).map_err(|m| ConfigError::new(o.at("every"), m))?
-        }
+        Some(s) => crate::config::reader::parse_duration_ms(s)
+            .map_err(|m| ConfigError::new(o.at("every"), m))?,
     };
     if every_ms == 0 {
         return Err(ConfigError::new(o.at("every"), "must be longer than 0"));
@@ -102,7 +101,7 @@ pub fn compile(v: &Value, path: &str, index: usize) -> Result<RateLimit> {
     let client = bucket(&mut o, "client_max_rate", "client_capacity", every_ms)?;
     let tokens_every = match o.opt_str("client_tokens_every")? {
         None => every_ms,
-        Some(s) => crate::config::parse_duration_ms(s)
+        Some(s) => crate::config::reader::parse_duration_ms(s)
             .ok()
             .filter(|ms| *ms > 0)
             .ok_or_else(|| {
