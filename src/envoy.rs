@@ -384,7 +384,7 @@ fn jwt_authn(gw: &Gateway, clusters: &mut Vec<Value>, o: &Options) -> Option<Val
             json!({"local_jwks": {"filename": path}})
         } else if let Some(url) = &rule.jwk_url {
             // Checked when the config was read.
-            let Ok(host) = crate::config::security::jwks_host(url) else {
+            let Ok(host) = crate::security::config::jwks_host(url) else {
                 continue;
             };
             let name = cluster_name(std::slice::from_ref(&host));

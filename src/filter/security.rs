@@ -3,13 +3,13 @@
 //! Kept apart from the pipeline so the wire-in points stay one call each.
 
 use super::reply::reply;
-use crate::config::security::EndpointSecurity;
 use crate::config::Endpoint;
 use crate::host::Host;
 use crate::providers::model::{ChatRequest, ChatResponse, Part, ProviderError, Role, StreamEvent};
 use crate::refusal::{ErrorKind, Refusal};
 use crate::security::apikeys::AuthError;
 use crate::security::claims::{self, ClaimsError};
+use crate::security::config::EndpointSecurity;
 use crate::security::exfil::{Blocked, Exfil, Scanner};
 use crate::security::guard::{CallModel, GuardError, PromptGuard};
 use crate::security::metadata;

@@ -3,6 +3,7 @@
 //! of structured LLM output (`validation/response-json-schema`), prompt templates
 //! (`ai/prompt-template`) and decorators (`ai/prompt-decorator`).
 //!
+//! Each namespace has its compiler here or in its submodule; `config::namespaces` lists them.
 //! The filter calls in at fixed points: [`on_request_headers`] (fast refusals before the body
 //! is read), [`on_request_body`] (size, schema, template on the whole body), [`decorate`]
 //! (on the canonical LLM request) and [`CallHooks`] (on the LLM answer: where its tokens are
@@ -55,47 +56,18 @@ pub struct ResponseSchema {
     pub message: Option<String>,
 }
 
-/// Reads the governance namespaces of an endpoint's `extra_config`.
-pub fn compile(extra: &mut Obj<'_>, index: usize, warnings: &mut Vec<String>) -> Result<Policy> {
-    let mut p = Policy::default();
-    if let Some(v) = extra.get("qos/ratelimit/router") {
-        p.rate_limit = Some(ratelimit::compile(
-            v,
-            &extra.at("qos/ratelimit/router"),
-            index,
-        )?);
+/// Reads `proxy` (KrakenD EE, endpoint): `max_payload`, the largest request body in bytes
+/// (0: none); its other fields are listed as ignored.
+pub fn max_payload(v: &Value, path: &str, warnings: &mut Vec<String>) -> Result<Option<u64>> {
+    let mut proxy = Obj::new(v, path)?;
+    let max = proxy.opt_u64("max_payload")?.filter(|n| *n > 0);
+    for (key, _) in proxy.unread() {
+        warnings.push(format!(
+            "{}: not supported by tollgate; ignored",
+            proxy.at(key)
+        ));
     }
-    if let Some(mut proxy) = extra.opt_obj("proxy")? {
-        p.max_payload = proxy.opt_u64("max_payload")?.filter(|n| *n > 0);
-        for (key, _) in proxy.unread() {
-            warnings.push(format!(
-                "{}: not supported by tollgate; ignored",
-                proxy.at(key)
-            ));
-        }
-    }
-    if let Some(v) = extra.get("validation/json-schema") {
-        p.request_schema = Some(validate::compile(v, &extra.at("validation/json-schema"))?);
-    }
-    if let Some(v) = extra.get("validation/response-json-schema") {
-        p.response_schema = Some(Rc::new(response_schema(
-            v,
-            &extra.at("validation/response-json-schema"),
-        )?));
-    }
-    if let Some(v) = extra.get("ai/prompt-template") {
-        p.template = Some(template::compile(v, &extra.at("ai/prompt-template"))?);
-    }
-    if let Some(v) = extra.get("ai/routing") {
-        p.routing = routing::compile_endpoint(v, &extra.at("ai/routing"))?;
-    }
-    if let Some(v) = extra.get("ai/prompt-decorator") {
-        p.decorator = Some(template::compile_decorator(
-            v,
-            &extra.at("ai/prompt-decorator"),
-        )?);
-    }
-    Ok(p)
+    Ok(max)
 }
 
 /// Settings that only mean something on `ai/llm` endpoints.
@@ -127,7 +99,8 @@ pub fn check_llm_only(p: &Policy, is_llm: bool, extra_path: &str) -> Result<()> 
     Ok(())
 }
 
-fn response_schema(v: &Value, path: &str) -> Result<ResponseSchema> {
+/// Reads `validation/response-json-schema` (KrakenD EE, endpoint).
+pub fn response_schema(v: &Value, path: &str) -> Result<ResponseSchema> {
     let mut o = Obj::new(v, path)?;
     let schema = validate::compile(o.required("schema")?, &o.at("schema"))?;
     let (mut status, mut message) = (502, None);

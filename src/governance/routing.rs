@@ -56,11 +56,11 @@ pub struct Routing {
     pub failover: bool,
 }
 
-/// Reads `backend/conditional` and `qos/circuit-breaker` from a backend's `extra_config`.
-pub fn compile_backend(extra: &mut Obj<'_>) -> Result<BackendRules> {
-    let mut r = BackendRules::default();
-    if let Some(mut c) = extra.opt_obj("backend/conditional")? {
-        r.conditional = Some(match c.str("strategy")? {
+/// Reads a backend's `backend/conditional` (KrakenD EE).
+pub fn conditional(v: &Value, path: &str) -> Result<Conditional> {
+    let mut c = Obj::new(v, path)?;
+    let out =
+        match c.str("strategy")? {
             "header" => Conditional::Header {
                 name: c.str("name")?.to_ascii_lowercase(),
                 value: c.str("value")?.to_string(),
@@ -76,33 +76,35 @@ pub fn compile_backend(extra: &mut Obj<'_>) -> Result<BackendRules> {
                     format!("\"{other}\" is not one of header, fallback"),
                 ))
             }
-        });
-        c.finish(&[])?;
-    }
-    if let Some(mut b) = extra.opt_obj("qos/circuit-breaker")? {
-        let mut secs = |k: &str| -> Result<u64> {
-            match b.opt_u64(k)? {
-                Some(n) if n > 0 => Ok(n),
-                Some(_) => Err(ConfigError::new(b.at(k), "must be at least 1")),
-                None => Err(ConfigError::new(b.at(k), "is required")),
-            }
         };
-        let max_errors = secs("max_errors")?.min(u64::from(u32::MAX)) as u32;
-        let interval_ms = secs("interval")?.saturating_mul(1000);
-        let timeout_ms = secs("timeout")?.saturating_mul(1000);
-        let name = b.opt_str("name")?.unwrap_or_default().to_string();
-        let log = b.opt_bool("log_status_change")?.unwrap_or(false);
-        b.finish(&[])?;
-        r.breaker = Some(Breaker {
-            key: String::new(),
-            name,
-            max_errors,
-            interval_ms,
-            timeout_ms,
-            log,
-        });
-    }
-    Ok(r)
+    c.finish(&[])?;
+    Ok(out)
+}
+
+/// Reads a backend's `qos/circuit-breaker` (KrakenD); its key is named by [`finish_endpoint`].
+pub fn breaker(v: &Value, path: &str) -> Result<Breaker> {
+    let mut b = Obj::new(v, path)?;
+    let mut secs = |k: &str| -> Result<u64> {
+        match b.opt_u64(k)? {
+            Some(n) if n > 0 => Ok(n),
+            Some(_) => Err(ConfigError::new(b.at(k), "must be at least 1")),
+            None => Err(ConfigError::new(b.at(k), "is required")),
+        }
+    };
+    let max_errors = secs("max_errors")?.min(u64::from(u32::MAX)) as u32;
+    let interval_ms = secs("interval")?.saturating_mul(1000);
+    let timeout_ms = secs("timeout")?.saturating_mul(1000);
+    let name = b.opt_str("name")?.unwrap_or_default().to_string();
+    let log = b.opt_bool("log_status_change")?.unwrap_or(false);
+    b.finish(&[])?;
+    Ok(Breaker {
+        key: String::new(),
+        name,
+        max_errors,
+        interval_ms,
+        timeout_ms,
+        log,
+    })
 }
 
 /// Reads the endpoint's `ai/routing` (the weight count is checked in [`finish_endpoint`]).

@@ -5,6 +5,7 @@ use crate::support::encoding::percent_decode_strict;
 use std::fmt;
 
 pub mod forward;
+pub mod martian;
 
 /// One segment of an endpoint path.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 
 pub mod apikeys;
 pub mod claims;
+pub mod config;
 pub mod detect;
 pub mod exfil;
 pub mod guard;

@@ -5,8 +5,8 @@
 //! martian modifiers are valid KrakenD but not implemented here: they are rejected at
 //! configure time rather than silently ignored.
 
-use super::env;
-use super::reader::{ConfigError, Obj, Result};
+use crate::config::env;
+use crate::config::reader::{ConfigError, Obj, Result};
 use serde_json::Value;
 use std::fmt;
 
@@ -66,7 +66,9 @@ fn modifier(
     out: &mut Modifiers,
 ) -> Result<()> {
     let o = Obj::new(v, path)?;
-    let mut kinds = o.unread().filter(|(k, _)| !super::reader::is_meta_key(k));
+    let mut kinds = o
+        .unread()
+        .filter(|(k, _)| !crate::config::reader::is_meta_key(k));
     let (kind, body) = kinds
         .next()
         .ok_or_else(|| ConfigError::new(path, "expected one martian modifier"))?;
