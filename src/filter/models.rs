@@ -49,7 +49,8 @@ pub fn answer<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
             && (e.security.api_keys.is_some() || e.security.jwt.is_some())
     });
     if let Some((index, ep)) = guarded {
-        if super::security::authenticate(h, ep, index, None).is_err() {
+        if let Err(refusal) = super::security::authenticate(h, ep, index, None) {
+            reply(h, ep.front_door(), &refusal);
             return true;
         }
     }

@@ -11,11 +11,20 @@ use crate::refusal::{front_property, Refusal, ERROR_HEADER, FRONT_PROPERTY};
 /// Answers the client with a refusal in its front door's shape (and status: 529 for
 /// Anthropic's `overloaded_error`), marked with [`ERROR_HEADER`].
 pub fn reply<H: Host + ?Sized>(h: &mut H, front: FrontDoor, r: &Refusal) {
-    let (status, body) = r.render(front);
-    let extra = r.extra_headers();
-    let mut headers = vec![("content-type", "application/json"), (ERROR_HEADER, "1")];
-    headers.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+    let (status, headers, body) = rendered(front, r);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     h.send_reply(u32::from(status), &headers, &body);
+}
+
+/// A refusal as the client gets it: status, headers, body.
+pub fn rendered(front: FrontDoor, r: &Refusal) -> (u16, Vec<(&'static str, String)>, Vec<u8>) {
+    let (status, body) = r.render(front);
+    let mut headers = vec![
+        ("content-type", "application/json".to_string()),
+        (ERROR_HEADER, "1".to_string()),
+    ];
+    headers.extend(r.extra_headers());
+    (status, headers, body)
 }
 
 /// The client's API when no endpoint took the request: Anthropic's SDKs always send

@@ -1,5 +1,7 @@
+use super::upstream::TIMEOUT_HEADER;
 use super::*;
 use crate::host::mock::MockHost;
+use crate::routing::CLUSTER_HEADER;
 use serde_json::json;
 
 fn gateway() -> Rc<Gateway> {

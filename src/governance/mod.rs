@@ -198,20 +198,26 @@ impl Policy {
     }
 }
 
-/// The whole request body: size, schema, then template. Returns the new body when the
-/// template rewrote it.
-pub fn on_request_body(
-    p: &Policy,
-    state: &State,
-    body: &[u8],
-) -> std::result::Result<Option<Vec<u8>>, Refusal> {
+/// What governance made of a whole request body.
+#[derive(Debug)]
+pub enum Body {
+    /// Nothing here needed to parse it.
+    Unread,
+    /// Parsed and valid (a request schema): the document, for the next reader.
+    Parsed(Value),
+    /// Rewritten by the template: the new body.
+    Rendered(Vec<u8>),
+}
+
+/// The whole request body: size, then (parsed once) schema, then template.
+pub fn read_body(p: &Policy, state: &State, body: &[u8]) -> std::result::Result<Body, Refusal> {
     if let Some(max) = p.max_payload {
         if body.len() as u64 > max {
             return Err(too_large(max));
         }
     }
     if p.request_schema.is_none() && p.template.is_none() {
-        return Ok(None);
+        return Ok(Body::Unread);
     }
     let doc: Value = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("the request body is not valid JSON: {e}"), None))?;
@@ -224,7 +230,7 @@ pub fn on_request_body(
         })?;
     }
     let Some(t) = &p.template else {
-        return Ok(None);
+        return Ok(Body::Parsed(doc));
     };
     let header = |n: &str| {
         state
@@ -238,7 +244,21 @@ pub fn on_request_body(
         header: &header,
         params: &state.params,
     };
-    t.render(&inputs).map(Some).map_err(|m| invalid(m, None))
+    t.render(&inputs)
+        .map(Body::Rendered)
+        .map_err(|m| invalid(m, None))
+}
+
+/// The whole request body of a plain endpoint: the new body when the template rewrote it.
+pub fn on_request_body(
+    p: &Policy,
+    state: &State,
+    body: &[u8],
+) -> std::result::Result<Option<Vec<u8>>, Refusal> {
+    Ok(match read_body(p, state, body)? {
+        Body::Rendered(b) => Some(b),
+        Body::Unread | Body::Parsed(_) => None,
+    })
 }
 
 /// Adds the endpoint's decorator messages to a canonical LLM request.

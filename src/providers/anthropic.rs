@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 
 use super::json::ClientError;
 use super::json::{
-    as_arr, as_obj, as_str, at, cerr, count, excerpt, field, join, num, opt_bool, opt_f64,
+    as_arr, as_obj, as_str, at, cerr, count, excerpt, field, join, num, object, opt_bool, opt_f64,
     opt_max_tokens, opt_str, parse_body, req, req_str, type_name,
 };
 use super::model::{
@@ -738,49 +738,30 @@ impl Decoder {
 
 /// Parses an Anthropic Messages request body into the canonical request.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
-    let obj = parse_body(body)?;
+    parse_object(&parse_body(body)?)
+}
+
+/// Reads an Anthropic Messages request already parsed as JSON.
+pub fn parse_value(doc: Value) -> Result<ChatRequest, ClientError> {
+    parse_object(&object(doc)?)
+}
+
+fn parse_object(obj: &Map<String, Value>) -> Result<ChatRequest, ClientError> {
     let mut r = ChatRequest {
-        model: req_str(&obj, "model", "")?.to_string(),
+        model: req_str(obj, "model", "")?.to_string(),
         ..ChatRequest::default()
     };
     if r.model.is_empty() {
         return Err(cerr("model", "must not be empty"));
     }
     r.max_tokens = Some(
-        opt_max_tokens(&obj, "max_tokens", "")?
+        opt_max_tokens(obj, "max_tokens", "")?
             .ok_or_else(|| cerr("max_tokens", "missing required field"))?,
     );
-    let messages = as_arr(req(&obj, "messages", "")?, "messages")?;
-    if let Some(sys) = field(&obj, "system") {
-        let text = match sys {
-            Value::String(s) => s.clone(),
-            Value::Array(blocks) => {
-                let mut parts = Vec::new();
-                for (i, b) in blocks.iter().enumerate() {
-                    let p = at("system", i);
-                    let bo = as_obj(b, &p)?;
-                    let t = req_str(bo, "type", &p)?;
-                    if t != "text" {
-                        return Err(cerr(
-                            &join(&p, "type"),
-                            format!("expected a text block, got \"{t}\""),
-                        ));
-                    }
-                    parts.push(req_str(bo, "text", &p)?.to_string());
-                }
-                parts.join("\n\n")
-            }
-            other => {
-                return Err(cerr(
-                    "system",
-                    format!(
-                        "expected a string or an array of text blocks, got {}",
-                        type_name(other)
-                    ),
-                ))
-            }
-        };
-        r.messages.push(msg(Role::System, vec![Part::Text(text)]));
+    let messages = as_arr(req(obj, "messages", "")?, "messages")?;
+    if let Some(sys) = field(obj, "system") {
+        r.messages
+            .push(msg(Role::System, vec![Part::Text(system(sys)?)]));
     }
     if messages.is_empty() {
         return Err(cerr("messages", "must contain at least one message"));
@@ -788,61 +769,98 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
     for (i, m) in messages.iter().enumerate() {
         parse_turn(m, &at("messages", i), &mut r.messages)?;
     }
-    if let Some(tools) = field(&obj, "tools") {
+    if let Some(tools) = field(obj, "tools") {
         for (i, t) in as_arr(tools, "tools")?.iter().enumerate() {
-            let p = at("tools", i);
-            let to = as_obj(t, &p)?;
-            if let Some(kind) = opt_str(to, "type", &p)? {
-                if kind != "custom" {
-                    return Err(cerr(
-                        &join(&p, "type"),
-                        format!("server tool \"{kind}\" is not supported by this gateway"),
-                    ));
-                }
-            }
-            let schema = req(to, "input_schema", &p)?;
-            as_obj(schema, &join(&p, "input_schema"))?;
-            r.tools.push(Tool {
-                name: req_str(to, "name", &p)?.to_string(),
-                description: opt_str(to, "description", &p)?.map(str::to_string),
-                parameters: schema.clone(),
-            });
+            r.tools.push(tool(t, &at("tools", i))?);
         }
     }
-    if let Some(tc) = field(&obj, "tool_choice") {
+    if let Some(tc) = field(obj, "tool_choice") {
         let tco = as_obj(tc, "tool_choice")?;
-        r.tool_choice = Some(match req_str(tco, "type", "tool_choice")? {
-            "auto" => ToolChoice::Auto,
-            "any" => ToolChoice::Required,
-            "none" => ToolChoice::None,
-            "tool" => ToolChoice::Function(req_str(tco, "name", "tool_choice")?.to_string()),
-            other => {
-                return Err(cerr(
-                    "tool_choice.type",
-                    format!(
-                        "unknown tool choice type \"{other}\" (expected auto, any, tool or none)"
-                    ),
-                ))
-            }
-        });
+        r.tool_choice = Some(tool_choice(tco)?);
         if opt_bool(tco, "disable_parallel_tool_use", "tool_choice")? == Some(true) {
             r.extra.insert("parallel_tool_calls".into(), json!(false));
         }
     }
-    r.temperature = opt_f64(&obj, "temperature", "")?;
-    r.top_p = opt_f64(&obj, "top_p", "")?;
-    if let Some(ss) = field(&obj, "stop_sequences") {
+    r.temperature = opt_f64(obj, "temperature", "")?;
+    r.top_p = opt_f64(obj, "top_p", "")?;
+    if let Some(ss) = field(obj, "stop_sequences") {
         for (i, s) in as_arr(ss, "stop_sequences")?.iter().enumerate() {
             r.stop
                 .push(as_str(s, &at("stop_sequences", i))?.to_string());
         }
     }
-    if let Some(md) = field(&obj, "metadata") {
+    if let Some(md) = field(obj, "metadata") {
         r.user = opt_str(as_obj(md, "metadata")?, "user_id", "metadata")?.map(str::to_string);
     }
-    r.stream = opt_bool(&obj, "stream", "")?.unwrap_or(false);
+    r.stream = opt_bool(obj, "stream", "")?.unwrap_or(false);
     // top_k, thinking, service_tier, ...: Anthropic-only knobs without an OpenAI equivalent.
     Ok(r)
+}
+
+/// `system`: a string or an array of text blocks (joined by blank lines).
+fn system(sys: &Value) -> Result<String, ClientError> {
+    match sys {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => {
+            let mut parts = Vec::new();
+            for (i, b) in blocks.iter().enumerate() {
+                let p = at("system", i);
+                let bo = as_obj(b, &p)?;
+                let t = req_str(bo, "type", &p)?;
+                if t != "text" {
+                    return Err(cerr(
+                        &join(&p, "type"),
+                        format!("expected a text block, got \"{t}\""),
+                    ));
+                }
+                parts.push(req_str(bo, "text", &p)?.to_string());
+            }
+            Ok(parts.join("\n\n"))
+        }
+        other => Err(cerr(
+            "system",
+            format!(
+                "expected a string or an array of text blocks, got {}",
+                type_name(other)
+            ),
+        )),
+    }
+}
+
+/// One `tools[i]`: a custom tool (server tools are refused).
+fn tool(t: &Value, p: &str) -> Result<Tool, ClientError> {
+    let to = as_obj(t, p)?;
+    if let Some(kind) = opt_str(to, "type", p)? {
+        if kind != "custom" {
+            return Err(cerr(
+                &join(p, "type"),
+                format!("server tool \"{kind}\" is not supported by this gateway"),
+            ));
+        }
+    }
+    let schema = req(to, "input_schema", p)?;
+    as_obj(schema, &join(p, "input_schema"))?;
+    Ok(Tool {
+        name: req_str(to, "name", p)?.to_string(),
+        description: opt_str(to, "description", p)?.map(str::to_string),
+        parameters: schema.clone(),
+    })
+}
+
+/// `tool_choice`: auto, any, none, or one named tool.
+fn tool_choice(tco: &Map<String, Value>) -> Result<ToolChoice, ClientError> {
+    Ok(match req_str(tco, "type", "tool_choice")? {
+        "auto" => ToolChoice::Auto,
+        "any" => ToolChoice::Required,
+        "none" => ToolChoice::None,
+        "tool" => ToolChoice::Function(req_str(tco, "name", "tool_choice")?.to_string()),
+        other => {
+            return Err(cerr(
+                "tool_choice.type",
+                format!("unknown tool choice type \"{other}\" (expected auto, any, tool or none)"),
+            ))
+        }
+    })
 }
 
 fn msg(role: Role, content: Vec<Part>) -> Message {

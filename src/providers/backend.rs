@@ -6,7 +6,8 @@
 //! Shape (KrakenD): `{"openai": {"v1": {"credentials": "...", "variables": {"model": "gpt-4o"}}}}`;
 //! the older flat form `{"openai": {"version": "v1", "credentials": "...", ...}}` is accepted too.
 
-use super::{AwsCredentials, Defaults, Wire};
+use super::model::ChatRequest;
+use super::{AwsCredentials, Defaults, Outgoing, Target, TranslateError, Wire};
 use crate::config::env::{self, Secret};
 use crate::config::reader::{self, ConfigError, Obj, Result};
 use serde_json::{Map, Value};
@@ -115,6 +116,60 @@ impl LlmBackend {
     /// The model id to send upstream for a client's model.
     pub fn upstream_model<'a>(&'a self, client_model: &'a str) -> &'a str {
         self.model.as_deref().unwrap_or(client_model)
+    }
+
+    /// Backend `variables` fill what the client did not send (max_tokens, temperature and
+    /// top_p travel in `Target::defaults`).
+    pub fn fill_defaults(&self, req: &mut ChatRequest) {
+        if req.stop.is_empty() {
+            req.stop = self.stop.clone();
+        }
+        if req.n.is_none() {
+            req.n = self.n;
+        }
+        if req.seed.is_none() {
+            req.seed = self.seed;
+        }
+    }
+
+    /// The request this backend's provider receives, as data: the path (OpenAI-compatible
+    /// services may live under a prefix, `/openai/v1/chat/completions`: then the backend's
+    /// `url_pattern` is the path; other wires compute theirs, the model in it), the headers
+    /// (the credential first, as the provider expects it), and the body with
+    /// `variables.extra_payload` merged in.
+    pub fn request(
+        &self,
+        req: &ChatRequest,
+        t: &Target,
+        url_pattern: &str,
+    ) -> std::result::Result<Outgoing, TranslateError> {
+        let mut out = match self.provider {
+            Provider::Mistral => super::openai::encode_mistral_request(req, t),
+            _ => super::encode_request(req, t),
+        }?;
+        if !self.extra_payload.is_empty() {
+            out.body = self.merge_payload(&out.body);
+        }
+        if t.wire == Wire::OpenAi && url_pattern.ends_with("/chat/completions") {
+            out.path = url_pattern.to_string();
+        }
+        if let Some(key) = &self.credentials {
+            let (name, value) = self.provider.auth_header(&key.0);
+            out.headers.insert(0, (name.to_string(), value));
+        }
+        Ok(out)
+    }
+
+    /// Merges `variables.extra_payload` into the provider body (the body's own fields win).
+    /// The one place a body is read back: the provider's, only when the backend has one.
+    fn merge_payload(&self, body: &[u8]) -> Vec<u8> {
+        let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
+            return body.to_vec();
+        };
+        for (k, v) in &self.extra_payload {
+            map.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        serde_json::to_vec(&Value::Object(map)).unwrap_or_else(|_| body.to_vec())
     }
 }
 

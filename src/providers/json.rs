@@ -156,6 +156,11 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ClientError>
         message: format!("request body is not valid JSON: {e}"),
         param: None,
     })?;
+    object(v)
+}
+
+/// A parsed client body: it must be a JSON object.
+pub(crate) fn object(v: Value) -> Result<Map<String, Value>, ClientError> {
     match v {
         Value::Object(m) => Ok(m),
         other => Err(ClientError {

@@ -183,6 +183,14 @@ impl FrontDoor {
         }
     }
 
+    /// Reads a client request already parsed as JSON (the same errors as [`FrontDoor::parse`]).
+    pub fn parse_value(self, doc: serde_json::Value) -> Result<ChatRequest, openai::ClientError> {
+        match self {
+            FrontDoor::OpenAi => openai::parse_value(doc),
+            FrontDoor::Anthropic => anthropic::parse_value(doc),
+        }
+    }
+
     pub fn encode_response(self, resp: &ChatResponse, model: &str) -> Vec<u8> {
         match self {
             FrontDoor::OpenAi => openai::encode_response(resp, model),

@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 
 pub use super::json::ClientError;
 use super::json::{
-    as_arr, as_obj, as_str, at, cerr, excerpt, field, join, num, opt_bool, opt_f64, opt_i64,
-    opt_max_tokens, opt_str, opt_u64, parse_body, req, req_str,
+    as_arr, as_obj, as_str, at, cerr, excerpt, field, join, num, object, opt_bool, opt_f64,
+    opt_i64, opt_max_tokens, opt_str, opt_u64, parse_body, req, req_str,
 };
 use super::model::{
     ChatRequest, ChatResponse, Choice, FinishReason, Message, Part, ProviderError, Role,
@@ -30,7 +30,15 @@ use crate::stream::{write_event, write_json_event, SseParser};
 
 /// Parses an OpenAI Chat Completions request body.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
-    let obj = parse_body(body)?;
+    parse_object(parse_body(body)?)
+}
+
+/// Reads an OpenAI Chat Completions request already parsed as JSON.
+pub fn parse_value(doc: Value) -> Result<ChatRequest, ClientError> {
+    parse_object(object(doc)?)
+}
+
+fn parse_object(obj: Map<String, Value>) -> Result<ChatRequest, ClientError> {
     let mut req = ChatRequest {
         model: req_str(&obj, "model", "")?.to_string(),
         ..ChatRequest::default()
@@ -54,21 +62,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
         req.tool_choice = Some(parse_tool_choice(tc)?);
     }
     if let Some(rf) = field(&obj, "response_format") {
-        let rfo = as_obj(rf, "response_format")?;
-        let kind = req_str(rfo, "type", "response_format")?;
-        if !matches!(kind, "text" | "json_object" | "json_schema") {
-            return Err(cerr(
-                "response_format.type",
-                format!("unknown response format \"{kind}\" (expected text, json_object or json_schema)"),
-            ));
-        }
-        if kind == "json_schema" {
-            let js = as_obj(
-                self::req(rfo, "json_schema", "response_format")?,
-                "response_format.json_schema",
-            )?;
-            req_str(js, "name", "response_format.json_schema")?;
-        }
+        check_response_format(rf)?;
         req.response_format = Some(rf.clone());
     }
     req.temperature = opt_f64(&obj, "temperature", "")?;
@@ -77,23 +71,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
     let max_completion = opt_max_tokens(&obj, "max_completion_tokens", "")?;
     req.max_tokens = max_completion.or(max_tokens);
     if let Some(stop) = field(&obj, "stop") {
-        req.stop = match stop {
-            Value::String(s) => vec![s.clone()],
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, s)| as_str(s, &at("stop", i)).map(str::to_string))
-                .collect::<Result<_, _>>()?,
-            other => {
-                return Err(cerr(
-                    "stop",
-                    format!(
-                        "expected a string or an array of strings, got {}",
-                        super::json::type_name(other)
-                    ),
-                ))
-            }
-        };
+        req.stop = stop_list(stop)?;
     }
     if let Some(n) = opt_u64(&obj, "n", "")? {
         req.n = Some(u32::try_from(n).map_err(|_| cerr("n", "too large"))?);
@@ -121,12 +99,55 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
         "stream",
         "stream_options",
     ];
-    for (k, v) in &obj {
+    // The fields without a canonical place travel on (moved, not copied: the client's
+    // document was parsed once and is not needed after this).
+    for (k, v) in obj {
         if !TYPED.contains(&k.as_str()) {
-            req.extra.insert(k.clone(), v.clone());
+            req.extra.insert(k, v);
         }
     }
     Ok(req)
+}
+
+/// `response_format`: `text`, `json_object`, or `json_schema` with a named schema.
+fn check_response_format(rf: &Value) -> Result<(), ClientError> {
+    let rfo = as_obj(rf, "response_format")?;
+    let kind = req_str(rfo, "type", "response_format")?;
+    if !matches!(kind, "text" | "json_object" | "json_schema") {
+        return Err(cerr(
+            "response_format.type",
+            format!(
+                "unknown response format \"{kind}\" (expected text, json_object or json_schema)"
+            ),
+        ));
+    }
+    if kind == "json_schema" {
+        let js = as_obj(
+            self::req(rfo, "json_schema", "response_format")?,
+            "response_format.json_schema",
+        )?;
+        req_str(js, "name", "response_format.json_schema")?;
+    }
+    Ok(())
+}
+
+/// `stop`: one string or a list of them.
+fn stop_list(stop: &Value) -> Result<Vec<String>, ClientError> {
+    match stop {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| as_str(s, &at("stop", i)).map(str::to_string))
+            .collect(),
+        other => Err(cerr(
+            "stop",
+            format!(
+                "expected a string or an array of strings, got {}",
+                super::json::type_name(other)
+            ),
+        )),
+    }
 }
 
 fn parse_message(v: &Value, path: &str) -> Result<Message, ClientError> {

@@ -10,6 +10,7 @@
 //! configure time.
 
 use crate::config::env::Secret;
+use crate::refusal::{ErrorKind, Refusal};
 use crate::support::encoding::{form_decode, hex_lower};
 use crate::support::sha256::sha256;
 use std::rc::Rc;
@@ -73,6 +74,17 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The answer: 401 asking for a bearer credential (none, or an unknown one), or 403.
+    pub fn refusal(self) -> Refusal {
+        match self {
+            AuthError::Missing | AuthError::Unknown => {
+                Refusal::new(ErrorKind::Unauthorized, self.message())
+                    .header("www-authenticate", "Bearer")
+            }
+            AuthError::Forbidden => Refusal::new(ErrorKind::Forbidden, self.message()),
+        }
+    }
+
     pub fn message(self) -> &'static str {
         match self {
             AuthError::Missing => "an API key is required",

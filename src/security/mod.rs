@@ -4,6 +4,7 @@
 //! (request headers, parsed request, response text).
 
 pub mod apikeys;
+pub mod call;
 pub mod claims;
 pub mod config;
 pub mod detect;
