@@ -40,8 +40,9 @@ LAYERS = [
     ["crate"],
 ]
 
-# Functions allowed over the limit: tables (one arm or entry per line), not logic.
-TABLE_LIKE: set[str] = set()
+# Functions allowed over the limit: tables and document literals, not logic. src/envoy.rs:
+# the Envoy bootstrap document and the table of local-reply mappers, written as JSON.
+TABLE_LIKE: set[str] = {"bootstrap", "local_reply_shape"}
 
 
 def strip(text: str) -> str:

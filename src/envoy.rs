@@ -380,34 +380,9 @@ fn jwt_authn(gw: &Gateway, clusters: &mut Vec<Value>, o: &Options) -> Option<Val
         let Some(rule) = &ep.security.jwt else {
             continue;
         };
-        let jwks = if let Some(path) = &rule.jwk_local_path {
-            json!({"local_jwks": {"filename": path}})
-        } else if let Some(url) = &rule.jwk_url {
-            // Checked when the config was read.
-            let Ok(host) = crate::security::config::jwks_host(url) else {
-                continue;
-            };
-            let name = cluster_name(std::slice::from_ref(&host));
-            if !clusters.iter().any(|c| c["name"] == name.as_str()) {
-                clusters.push(cluster(&name, std::slice::from_ref(&host), o));
-            }
-            json!({"remote_jwks": {
-                "http_uri": {"uri": url, "cluster": name, "timeout": "5s"},
-                "cache_duration": "300s"}})
-        } else {
-            continue; // refused when the config was read
-        };
-        let name = provider_name(i);
-        let mut p = jwks;
-        if let Some(iss) = &rule.issuer {
-            p["issuer"] = json!(iss);
+        if let Some(p) = jwt_provider(rule, i, clusters, o) {
+            providers.insert(provider_name(i), p);
         }
-        if !rule.audience.is_empty() {
-            p["audiences"] = json!(rule.audience);
-        }
-        p["forward"] = json!(false);
-        p["payload_in_metadata"] = json!(name);
-        providers.insert(name, p);
     }
     if providers.is_empty() {
         return None;
@@ -461,6 +436,42 @@ fn jwt_authn(gw: &Gateway, clusters: &mut Vec<Value>, o: &Options) -> Option<Val
             "rules": rules,
         }
     }))
+}
+
+/// The `jwt_authn` provider of endpoint `i`: its JWKS (a local file, or a URL whose host
+/// gets a cluster), issuer and audiences; the payload goes to dynamic metadata.
+fn jwt_provider(
+    rule: &crate::security::claims::ClaimsRule,
+    i: usize,
+    clusters: &mut Vec<Value>,
+    o: &Options,
+) -> Option<Value> {
+    let jwks = if let Some(path) = &rule.jwk_local_path {
+        json!({"local_jwks": {"filename": path}})
+    } else if let Some(url) = &rule.jwk_url {
+        // Checked when the config was read.
+        let host = crate::security::config::jwks_host(url).ok()?;
+        let name = cluster_name(std::slice::from_ref(&host));
+        if !clusters.iter().any(|c| c["name"] == name.as_str()) {
+            clusters.push(cluster(&name, std::slice::from_ref(&host), o));
+        }
+        json!({"remote_jwks": {
+            "http_uri": {"uri": url, "cluster": name, "timeout": "5s"},
+            "cache_duration": "300s"}})
+    } else {
+        return None; // refused when the config was read
+    };
+    let name = provider_name(i);
+    let mut p = jwks;
+    if let Some(iss) = &rule.issuer {
+        p["issuer"] = json!(iss);
+    }
+    if !rule.audience.is_empty() {
+        p["audiences"] = json!(rule.audience);
+    }
+    p["forward"] = json!(false);
+    p["payload_in_metadata"] = json!(name);
+    Some(p)
 }
 
 /// An Envoy route match for a KrakenD endpoint path (`{param}` matches one segment).

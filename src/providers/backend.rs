@@ -238,9 +238,6 @@ fn settings_of(
     host: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LlmBackend> {
-    let secret = |s: &Obj<'_>, key: &str, raw: &str| {
-        env::resolve(raw, lookup).map_err(|e| ConfigError::new(s.at(key), e.to_string()))
-    };
     for unsupported in ["input_template", "output_template"] {
         if s.get(unsupported).is_some() {
             return Err(ConfigError::new(
@@ -250,51 +247,10 @@ fn settings_of(
         }
     }
     s.opt_bool("debug")?;
-    let mut aws = None;
-    let credentials = if provider == Provider::Bedrock {
-        let mut c = s
-            .opt_obj("credentials")?
-            .ok_or_else(|| ConfigError::new(s.at("credentials"), "is required for bedrock: {\"access_key_id\", \"secret_access_key\", \"session_token\"?}"))?;
-        let id = c.str("access_key_id")?;
-        let access_key_id = secret(&c, "access_key_id", id)?;
-        let sk = c.str("secret_access_key")?;
-        let secret_access_key = secret(&c, "secret_access_key", sk)?;
-        let session_token = match c.opt_str("session_token")? {
-            Some(t) => Some(secret(&c, "session_token", t)?),
-            None => None,
-        };
-        c.finish(&[])?;
-        let region = match s.opt_str("region")? {
-            Some(r) => r.to_string(),
-            None => region_from_host(host).ok_or_else(|| {
-                ConfigError::new(
-                    s.at("region"),
-                    "is required when the host is not bedrock-runtime.<region>.amazonaws.com",
-                )
-            })?,
-        };
-        aws = Some(Secret(AwsCredentials {
-            access_key_id,
-            secret_access_key,
-            session_token,
-            region,
-        }));
-        None
+    let (credentials, aws) = if provider == Provider::Bedrock {
+        (None, Some(aws_credentials(&mut s, host, lookup)?))
     } else {
-        match s.opt_str("credentials")? {
-            Some(raw) => {
-                let key = secret(&s, "credentials", raw)?;
-                if key.contains(['\r', '\n', '\0']) {
-                    return Err(ConfigError::new(
-                        s.at("credentials"),
-                        "contains CR, LF or NUL",
-                    ));
-                }
-                Some(Secret(key))
-            }
-            None if needs_key => return Err(ConfigError::new(s.at("credentials"), "is required")),
-            None => None,
-        }
+        (api_key(&mut s, needs_key, lookup)?, None)
     };
     let aliases = s
         .opt_strings("aliases")?
@@ -336,6 +292,69 @@ fn settings_of(
     }
     s.finish(&[])?;
     Ok(out)
+}
+
+/// Bedrock's `credentials` (AWS keys, `{{ env }}` resolved) and region (`region`, else
+/// the host's `bedrock-runtime.<region>.amazonaws.com`).
+fn aws_credentials(
+    s: &mut Obj<'_>,
+    host: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret<AwsCredentials>> {
+    let secret = |s: &Obj<'_>, key: &str, raw: &str| {
+        env::resolve(raw, lookup).map_err(|e| ConfigError::new(s.at(key), e.to_string()))
+    };
+    let mut c = s
+        .opt_obj("credentials")?
+        .ok_or_else(|| ConfigError::new(s.at("credentials"), "is required for bedrock: {\"access_key_id\", \"secret_access_key\", \"session_token\"?}"))?;
+    let id = c.str("access_key_id")?;
+    let access_key_id = secret(&c, "access_key_id", id)?;
+    let sk = c.str("secret_access_key")?;
+    let secret_access_key = secret(&c, "secret_access_key", sk)?;
+    let session_token = match c.opt_str("session_token")? {
+        Some(t) => Some(secret(&c, "session_token", t)?),
+        None => None,
+    };
+    c.finish(&[])?;
+    let region = match s.opt_str("region")? {
+        Some(r) => r.to_string(),
+        None => region_from_host(host).ok_or_else(|| {
+            ConfigError::new(
+                s.at("region"),
+                "is required when the host is not bedrock-runtime.<region>.amazonaws.com",
+            )
+        })?,
+    };
+    Ok(Secret(AwsCredentials {
+        access_key_id,
+        secret_access_key,
+        session_token,
+        region,
+    }))
+}
+
+/// Every other provider's `credentials`: its API key (`{{ env }}` resolved; required where
+/// the provider needs one).
+fn api_key(
+    s: &mut Obj<'_>,
+    needs_key: bool,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret<String>>> {
+    match s.opt_str("credentials")? {
+        Some(raw) => {
+            let key = env::resolve(raw, lookup)
+                .map_err(|e| ConfigError::new(s.at("credentials"), e.to_string()))?;
+            if key.contains(['\r', '\n', '\0']) {
+                return Err(ConfigError::new(
+                    s.at("credentials"),
+                    "contains CR, LF or NUL",
+                ));
+            }
+            Ok(Some(Secret(key)))
+        }
+        None if needs_key => Err(ConfigError::new(s.at("credentials"), "is required")),
+        None => Ok(None),
+    }
 }
 
 /// Reads `variables` (KrakenD names per vendor; all accepted for every provider).

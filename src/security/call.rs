@@ -243,66 +243,10 @@ impl CallSecurity {
         let mut out = Vec::with_capacity(events.len());
         let result = (|| -> Result<(), Blocked> {
             for ev in events.drain(..) {
-                match ev {
-                    StreamEvent::Text { index, text } => {
-                        let t = self.text(index, &text, false, false)?;
-                        if !t.is_empty() {
-                            out.push(StreamEvent::Text { index, text: t });
-                        }
-                    }
-                    StreamEvent::Refusal { index, text } => {
-                        let t = self.text(index, &text, false, true)?;
-                        if !t.is_empty() {
-                            out.push(StreamEvent::Refusal { index, text: t });
-                        }
-                    }
-                    StreamEvent::ToolCallStart { index, .. } => {
-                        // Held arguments of the previous call go first (block order).
-                        self.flush_args(index, &mut out)?;
-                        // A name comes whole in its event: scanned as it is.
-                        let mut ev = ev;
-                        if let (StreamEvent::ToolCallStart { name, .. }, Some(ex)) =
-                            (&mut ev, &self.exfil)
-                        {
-                            if let Some(clean) = ex.scan(name)? {
-                                *name = clean;
-                            }
-                        }
-                        out.push(ev);
-                    }
-                    StreamEvent::ToolCallArgs {
-                        index,
-                        call,
-                        arguments,
-                    } => {
-                        let a = self.args(index, call, &arguments)?;
-                        if !a.is_empty() {
-                            out.push(StreamEvent::ToolCallArgs {
-                                index,
-                                call,
-                                arguments: a,
-                            });
-                        }
-                    }
-                    StreamEvent::Finish { index, reason } => {
-                        self.flush_args(index, &mut out)?;
-                        self.flush_text(index, &mut out)?;
-                        out.push(StreamEvent::Finish { index, reason });
-                    }
-                    other => out.push(other),
-                }
+                self.event(ev, &mut out)?;
             }
             if end_of_stream {
-                let calls: Vec<u32> = self.calls.iter().map(|((i, _), _)| *i).collect();
-                for index in calls {
-                    self.flush_args(index, &mut out)?;
-                }
-                let held = self.choices.iter().chain(&self.refusals);
-                let mut held: Vec<u32> = held.map(|(i, _)| *i).collect();
-                held.dedup();
-                for index in held {
-                    self.flush_text(index, &mut out)?;
-                }
+                self.flush_all(&mut out)?;
             }
             Ok(())
         })();
@@ -316,6 +260,73 @@ impl CallSecurity {
             })];
         }
         *events = out;
+    }
+
+    /// One streamed event through the guards (held text may come out later).
+    fn event(&mut self, ev: StreamEvent, out: &mut Vec<StreamEvent>) -> Result<(), Blocked> {
+        match ev {
+            StreamEvent::Text { index, text } => {
+                let t = self.text(index, &text, false, false)?;
+                if !t.is_empty() {
+                    out.push(StreamEvent::Text { index, text: t });
+                }
+            }
+            StreamEvent::Refusal { index, text } => {
+                let t = self.text(index, &text, false, true)?;
+                if !t.is_empty() {
+                    out.push(StreamEvent::Refusal { index, text: t });
+                }
+            }
+            StreamEvent::ToolCallStart { index, .. } => {
+                // Held arguments of the previous call go first (block order).
+                self.flush_args(index, out)?;
+                // A name comes whole in its event: scanned as it is.
+                let mut ev = ev;
+                if let (StreamEvent::ToolCallStart { name, .. }, Some(ex)) = (&mut ev, &self.exfil)
+                {
+                    if let Some(clean) = ex.scan(name)? {
+                        *name = clean;
+                    }
+                }
+                out.push(ev);
+            }
+            StreamEvent::ToolCallArgs {
+                index,
+                call,
+                arguments,
+            } => {
+                let a = self.args(index, call, &arguments)?;
+                if !a.is_empty() {
+                    out.push(StreamEvent::ToolCallArgs {
+                        index,
+                        call,
+                        arguments: a,
+                    });
+                }
+            }
+            StreamEvent::Finish { index, reason } => {
+                self.flush_args(index, out)?;
+                self.flush_text(index, out)?;
+                out.push(StreamEvent::Finish { index, reason });
+            }
+            other => out.push(other),
+        }
+        Ok(())
+    }
+
+    /// The end of the stream: every held argument and text goes out.
+    fn flush_all(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), Blocked> {
+        let calls: Vec<u32> = self.calls.iter().map(|((i, _), _)| *i).collect();
+        for index in calls {
+            self.flush_args(index, out)?;
+        }
+        let held = self.choices.iter().chain(&self.refusals);
+        let mut held: Vec<u32> = held.map(|(i, _)| *i).collect();
+        held.dedup();
+        for index in held {
+            self.flush_text(index, out)?;
+        }
+        Ok(())
     }
 
     /// Passes a fragment of a streamed tool call's arguments (or, with `flush`, what its
