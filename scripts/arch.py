@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Architecture figures of the library crate (src/, without src/bin/): the module import graph,
-its circles, imports that run up the layer order, long functions, README length.
+its circles, imports that run up the layer order, long functions, README length. The
+layer order is tests/boundaries.rs's (`LAYERS`), which enforces it in `make test`.
 
     python3 scripts/arch.py            # the figures
     python3 scripts/arch.py --verbose  # and every circle, upward import and long function
@@ -8,8 +9,8 @@ its circles, imports that run up the layer order, long functions, README length.
 
 Read from the source text, test code left out (`#[cfg(test)]`/`#[test]` items and the files
 they declare). An import is a `use` path or an inline `crate::`/`super::`/`self::`/child-module
-path; `a -> b` counts once per file and imported module. The layer order is `LAYERS` below
-(the same as tests/boundaries.rs enforces); a module may import its own layer or a lower one.
+path; `a -> b` counts once per file and imported module. A module may import its own layer
+or a lower one.
 Functions are measured from the `fn` line to the closing brace, tests left out.
 """
 
@@ -22,23 +23,16 @@ if "--root" in sys.argv:  # another checkout, e.g. `git archive <commit> | tar -
     REPO = Path(sys.argv[sys.argv.index("--root") + 1]).resolve()
 SRC = REPO / "src"
 
-# Low to high. A module imports only modules of its own layer or of a lower one. Finer
-# entries (`host::wasm`) override their parent's (`host`). Keep in sync with
-# tests/boundaries.rs and the README's layout section.
-LAYERS = [
-    ["support", "host"],
-    ["config::reader", "config::env"],
-    ["stream"],
-    ["providers"],
-    ["refusal"],
-    ["routing", "observe"],
-    ["security", "cost"],
-    ["governance"],
-    ["config"],
-    ["filter"],
-    ["host::wasm", "host::mock", "host::headers", "host::native", "envoy", "schema"],
-    ["crate"],
-]
+def layers() -> list[list[str]]:
+    """The layer order, low to high, as tests/boundaries.rs declares it (`LAYERS`)."""
+    text = (Path(__file__).resolve().parents[1] / "tests/boundaries.rs").read_text()
+    block = text[text.index("const LAYERS"):]
+    block = block[block.index("= &[") + 4:block.index("\n];")]
+    block = re.sub(r"//[^\n]*", "", block)
+    return [re.findall(r'"([^"]+)"', group) for group in re.findall(r"&\[([^\]]*)\]", block)]
+
+
+LAYERS = layers()
 
 # Functions allowed over the limit: tables and document literals, not logic. src/envoy.rs:
 # the Envoy bootstrap document and the table of local-reply mappers, written as JSON.
