@@ -385,7 +385,10 @@ fn unit(path: &[String]) -> Option<(usize, &'static str)> {
         .max_by_key(|(_, e)| e.len())
 }
 
-fn graph() -> (Vec<Module>, BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) {
+/// Each module's imports.
+type Edges = BTreeMap<Vec<String>, BTreeSet<Vec<String>>>;
+
+fn graph() -> (Vec<Module>, Edges) {
     let mods = modules();
     let known: BTreeSet<Vec<String>> = mods.iter().map(|m| m.path.clone()).collect();
     let edges = mods
