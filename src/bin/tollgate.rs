@@ -15,7 +15,7 @@ use tollgate::schema;
 const USAGE: &str = "usage:
   tollgate check <krakend.json>
   tollgate envoy <krakend.json> [--listen ADDR:PORT] [--admin ADDR:PORT] [--wasm PATH] [--ca-file PATH]
-                 [--edge NAME=VALUE]...   (edge limits: README, \"Edge limits\")
+                 [--edge NAME=VALUE]...   (edge limits: docs/operations.md)
   tollgate schema";
 
 fn main() -> ExitCode {

@@ -4,7 +4,7 @@
 //! The filter receives the whole KrakenD JSON as its plugin configuration. Reading is
 //! strict where tollgate acts (unknown fields in the namespaces it implements are errors,
 //! named by JSON path) and tolerant where KrakenD has settings that do not apply inside
-//! Envoy (kept, ignored, and reported once as warnings). [`reader`] and [`env`] are the
+//! Envoy (kept, ignored, and reported once as warnings). [`reader`] and [`mod@env`] are the
 //! vocabulary every domain compiles its namespaces with (they sit below the domains);
 //! `compile.rs` assembles the gateway, and [`namespaces`] is the table of namespaces, each
 //! compiled by its domain.
@@ -50,7 +50,7 @@ pub struct Endpoint {
     pub quota: Option<QuotaAttach>,
     /// Rate limits, validation, templates ([`crate::governance`]).
     pub governance: crate::governance::Policy,
-    /// Client auth, PII masking, exfiltration and prompt guards ([`security`]).
+    /// Client auth, PII masking, exfiltration and prompt guards ([`crate::security`]).
     pub security: EndpointSecurity,
     /// What of the client's request goes upstream (`input_headers`,
     /// `input_query_strings`); each backend holds its own, narrowed by its lists.
@@ -124,7 +124,7 @@ pub struct Backend {
     pub url_pattern: UrlPattern,
     /// Method to use upstream when it differs from the endpoint's.
     pub method: Option<String>,
-    /// Envoy cluster for `hosts` ([`cluster_name`]).
+    /// Envoy cluster for `hosts` ([`crate::routing::cluster_name`]).
     pub cluster: String,
     pub modifiers: Modifiers,
     /// `ai/llm`: the backend is an LLM provider; requests are translated to its API.

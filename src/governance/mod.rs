@@ -5,8 +5,9 @@
 //!
 //! Each namespace has its compiler here or in its submodule; `config::namespaces` lists them.
 //! The filter calls in at fixed points: [`on_request_headers`] (fast refusals before the body
-//! is read), [`on_request_body`] (size, schema, template on the whole body), [`decorate`]
-//! (on the canonical LLM request) and [`CallHooks`] (on the LLM answer: where its tokens are
+//! is read), [`read_body`] (size, schema, template on the whole body, parsed once; an LLM
+//! call's front door reads the same document) or [`on_request_body`] on plain endpoints,
+//! [`decorate`] (on the canonical LLM request) and [`CallHooks`] (on the LLM answer: where its tokens are
 //! charged, and response validation). Everything here is plain Rust over [`Host`].
 
 pub mod ratelimit;
