@@ -45,7 +45,6 @@ impl Call {
             return out;
         }
         self.response = Response::Buffered { status, envoy };
-        self.buffered = true;
         if end {
             let done = self.finish_buffered(&[], clock);
             out.headers.extend(done.headers);
@@ -78,7 +77,7 @@ impl Call {
                 }
                 if end {
                     encoder.finish(&mut out);
-                    self.done = true;
+                    self.response = Response::Done { held: false };
                 }
                 Out {
                     body: Some(self.security.scrub_stream(out, end)),
@@ -90,7 +89,7 @@ impl Call {
                 ..Out::default()
             },
             Response::Buffered { .. } => self.finish_buffered(chunk, clock),
-            Response::Pending => Out::default(),
+            Response::Pending | Response::Done { .. } => Out::default(),
         }
     }
 
@@ -119,7 +118,7 @@ impl Call {
             }
         };
         self.status = status;
-        self.done = true;
+        self.response = Response::Done { held: true };
         Out {
             headers: vec![
                 (":status", Some(status.to_string())),

@@ -24,6 +24,9 @@ pub enum Response {
         decoder: Box<dyn StreamDecoder>,
         encoder: FrontEncoder,
     },
+    /// Translated to its end; `held`: its headers were held until then (a buffered answer,
+    /// whose headers can still take the usage headers).
+    Done { held: bool },
 }
 
 /// The time, read only when needed (on the wasm host a read may be a hostcall).
@@ -55,10 +58,6 @@ pub struct Call {
     pub(super) events: Vec<StreamEvent>,
     /// Usage and timing, for accounting.
     pub account: Account,
-    /// The response is complete (translated to its end).
-    pub done: bool,
-    /// The response headers were held until the end (buffered answer).
-    pub buffered: bool,
     /// The status the client gets (0 until the answer's headers or its end are seen).
     pub status: u16,
     /// Where tokens are charged, and response validation ([`crate::governance`]).
@@ -79,12 +78,20 @@ impl Call {
             response: Response::Pending,
             events: Vec::new(),
             account: Account::default(),
-            done: false,
-            buffered: false,
             status: 0,
             governance,
             security,
         }
+    }
+
+    /// The answer is translated to its end.
+    pub fn done(&self) -> bool {
+        matches!(self.response, Response::Done { .. })
+    }
+
+    /// The answer is complete and its headers were held until then (they can still change).
+    pub fn held(&self) -> bool {
+        matches!(self.response, Response::Done { held: true })
     }
 
     /// The client's model.
@@ -155,8 +162,6 @@ impl Call {
         // Failover prepares once per backend: an earlier attempt's answer must not decide
         // how this attempt's answer is read.
         self.response = Response::Pending;
-        self.done = false;
-        self.buffered = false;
         let Some((b, l)) = ep
             .backends
             .get(index)

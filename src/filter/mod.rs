@@ -199,8 +199,8 @@ impl Flow {
         let chunk = h.response_body(size).unwrap_or_default();
         let out = call.chunk(&chunk, end, &*h);
         let action = write(h, out);
-        if call.done {
-            let open = call.buffered;
+        if call.done() {
+            let open = call.held();
             self.record_into(h, open);
         }
         action
@@ -276,7 +276,7 @@ impl Flow {
         let envoy = h.response_header(ERROR_HEADER).as_deref() == Some(ENVOY_REPLY);
         let out = call.head(status, envoy, end_of_stream, &*h);
         let action = write(h, out);
-        if call.done {
+        if call.done() {
             self.record_into(h, true);
         }
         action
@@ -325,7 +325,7 @@ impl Flow {
         let call = self.llm.as_ref();
         let outcome = account::Outcome {
             account: call.map(|c| &c.account),
-            ended: call.is_some_and(|c| c.done),
+            ended: call.is_some_and(Call::done),
             charge: self.quota.charge.as_ref(),
             tokens: call.and_then(|c| c.governance.charge.as_ref()),
             tenant: &self.quota.tenant,
