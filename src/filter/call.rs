@@ -149,12 +149,39 @@ impl Call {
         })
     }
 
-    /// The provider request for backend `index`, computed from the parsed request: the
-    /// endpoint's decorator, the backend's defaults, the security checks (judging the model
-    /// this provider receives), the translation. No host call; the call's state (answer
-    /// expected, accounting) is set for this attempt.
+    /// The provider request for backend `index`, computed from a copy of the parsed request
+    /// (a failover attempt: others may follow). See [`Call::prepare_last`].
     pub fn prepare(
         &mut self,
+        ep: &Endpoint,
+        index: usize,
+        clock: &impl Clock,
+    ) -> Result<Outgoing, Refusal> {
+        let req = self.request.clone();
+        self.prepare_from(req, ep, index, clock)
+    }
+
+    /// The provider request for backend `index` when no other attempt follows: the parsed
+    /// request itself is used up (no copy).
+    pub fn prepare_last(
+        &mut self,
+        ep: &Endpoint,
+        index: usize,
+        clock: &impl Clock,
+    ) -> Result<Outgoing, Refusal> {
+        let req = ChatRequest {
+            model: self.request.model.clone(),
+            ..std::mem::take(&mut self.request)
+        };
+        self.prepare_from(req, ep, index, clock)
+    }
+
+    /// The endpoint's decorator, the backend's defaults, the security checks (judging the
+    /// model this provider receives), the translation. No host call; the call's state (answer
+    /// expected, accounting) is set for this attempt.
+    fn prepare_from(
+        &mut self,
+        mut req: ChatRequest,
         ep: &Endpoint,
         index: usize,
         clock: &impl Clock,
@@ -170,7 +197,6 @@ impl Call {
             let msg = "the backend is not an LLM backend";
             return Err(Refusal::new(ErrorKind::Internal, msg));
         };
-        let mut req = self.request.clone();
         governance::decorate(&ep.governance, &mut req);
         l.fill_defaults(&mut req);
         self.wire = l.provider.wire();

@@ -223,7 +223,11 @@ impl Flow {
             Some(b) => b,
             None => call.model_backend(ep)?,
         };
-        let out = call.prepare(ep, backend, &*h)?;
+        // A stream that may fail over keeps the parsed request for the other attempts.
+        let out = match fallback {
+            Some(_) => call.prepare(ep, backend, &*h)?,
+            None => call.prepare_last(ep, backend, &*h)?,
+        };
         self.quota.reserve(h, &self.gw, &call.account)?;
         upstream::write_llm(h, ep, backend, &out);
         self.backend = backend;
