@@ -73,32 +73,29 @@ pub fn percent_decode_strict(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Decodes a form value (`application/x-www-form-urlencoded`): `%XX` escapes (a malformed one
-/// kept as `%`) and `+` as a space.
+/// Decodes a form value or name (`application/x-www-form-urlencoded`): `%XX` escapes (a
+/// malformed one kept as written) and `+` as a space; lossy where the result is not UTF-8 (a
+/// query parameter name that is not matches no list entry).
 pub fn form_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        match b.get(i) {
-            Some(b'%') => {
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
+    while let Some(&c) = b.get(i) {
+        let hex = |at: usize| b.get(at).and_then(|h| char::from(*h).to_digit(16));
+        match (c, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
             }
-            Some(b'+') => out.push(b' '),
-            Some(&c) => out.push(c),
-            None => break,
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
         }
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -107,6 +104,16 @@ pub fn form_decode(s: &str) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// One form decoder for API-key query parameters and forwarded query names: a sign is
+    /// not a hex digit (`u8::from_str_radix` would read `%+f` as an escape).
+    #[test]
+    fn form_values_and_names() {
+        assert_eq!(form_decode("a%20b+c%2Fd"), "a b c/d");
+        assert_eq!(form_decode("%+f%4"), "% f%4");
+        assert_eq!(form_decode("k%C3%A9y"), "k\u{e9}y");
+        assert_eq!(form_decode("%FF"), "\u{fffd}");
+    }
 
     #[test]
     fn uri_encoding_follows_aws_rules() {

@@ -107,11 +107,7 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::support::encoding::hex_lower;
-
-    fn hex(b: &[u8]) -> String {
-        hex_lower(b)
-    }
+    use crate::support::encoding::hex_lower as hex;
 
     #[test]
     fn sha256_fips_vectors() {
