@@ -24,7 +24,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("check") => check(&args[1..]),
         Some("envoy") => emit_envoy(&args[1..]),
-        Some("limits") => load(args.get(1)).and_then(|(_, doc)| tollgate::limits::run::main(&doc, &args[2..])),
+        Some("limits") => {
+            load(args.get(1)).and_then(|(_, doc)| tollgate::limits::run::main(&doc, &args[2..]))
+        }
         Some("schema") => schema::extended().map(|s| {
             println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
         }),

@@ -171,15 +171,18 @@ pub fn compile(
         out.rate_limits.push(rl);
     }
     for (i, ep) in endpoints(doc) {
-        let Some(v) = ep.get("extra_config").and_then(|e| e.get("qos/ratelimit/router/redis"))
+        let Some(v) = ep
+            .get("extra_config")
+            .and_then(|e| e.get("qos/ratelimit/router/redis"))
         else {
             continue;
         };
         let path = format!("$.endpoints[{i}].extra_config.qos/ratelimit/router/redis");
         let method = ep.get("method").and_then(Value::as_str).unwrap_or("GET");
-        let endpoint = ep.get("endpoint").and_then(Value::as_str).ok_or_else(|| {
-            ConfigError::new(format!("$.endpoints[{i}].endpoint"), "is required")
-        })?;
+        let endpoint = ep
+            .get("endpoint")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ConfigError::new(format!("$.endpoints[{i}].endpoint"), "is required"))?;
         let scope = scheme::endpoint_scope(method, endpoint);
         out.rate_limits
             .push(redis_rate_limit(v, &path, &scope, &out.pools, &clusters)?);
@@ -225,13 +228,19 @@ fn pools(
     if let Some(list) = o.opt_array("clusters")? {
         for (i, c) in list.iter().enumerate() {
             let at = format!("{}[{i}]", o.at("clusters"));
-            let name = c.get("name").and_then(Value::as_str).ok_or_else(|| {
-                ConfigError::new(format!("{at}.name"), "is required")
-            })?;
+            let name = c
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ConfigError::new(format!("{at}.name"), "is required"))?;
             clusters.push((name.to_string(), at));
         }
     }
-    for (i, p) in o.opt_array("connection_pools")?.into_iter().flatten().enumerate() {
+    for (i, p) in o
+        .opt_array("connection_pools")?
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let mut p = Obj::new(p, &format!("{path}.connection_pools[{i}]"))?;
         let name = p.str("name")?.to_string();
         if out.pools.iter().any(|q| q.name == name) || clusters.iter().any(|(c, _)| *c == name) {
@@ -249,7 +258,10 @@ fn pools(
         })?;
         if resolve {
             resolves(&host, port).map_err(|e| {
-                ConfigError::new(p.at("address"), format!("\"{address}\" does not resolve: {e}"))
+                ConfigError::new(
+                    p.at("address"),
+                    format!("\"{address}\" does not resolve: {e}"),
+                )
             })?;
         }
         let secret = |p: &mut Obj<'_>, key: &str| -> Result<Option<String>> {
@@ -264,9 +276,10 @@ fn pools(
         let password = secret(&mut p, "password")?.map(Password);
         let db = match p.get("db") {
             None => 0,
-            Some(v) => v.as_i64().filter(|d| *d >= 0).ok_or_else(|| {
-                ConfigError::new(p.at("db"), "expected a database number >= 0")
-            })?,
+            Some(v) => v
+                .as_i64()
+                .filter(|d| *d >= 0)
+                .ok_or_else(|| ConfigError::new(p.at("db"), "expected a database number >= 0"))?,
         };
         let dial_timeout_ms = match p.opt_str("dial_timeout")? {
             None => 5_000,
@@ -274,7 +287,10 @@ fn pools(
                 .ok()
                 .filter(|ms| *ms > 0)
                 .ok_or_else(|| {
-                    ConfigError::new(p.at("dial_timeout"), format!("\"{s}\" is not a duration longer than 0 (examples: 500ms, 5s)"))
+                    ConfigError::new(
+                        p.at("dial_timeout"),
+                        format!("\"{s}\" is not a duration longer than 0 (examples: 500ms, 5s)"),
+                    )
                 })?,
         };
         if p.get("tls").is_some() {
@@ -421,11 +437,17 @@ fn weights(doc: &Value, defs: &[cost::QuotaDef], quotas: &mut [Quota]) -> Result
             }
         }
     };
-    if let Some(v) = doc.get("extra_config").and_then(|e| e.get("governance/quota")) {
+    if let Some(v) = doc
+        .get("extra_config")
+        .and_then(|e| e.get("governance/quota"))
+    {
         visit(v, "$.extra_config.governance/quota".to_string())?;
     }
     for (i, ep) in endpoints(doc) {
-        if let Some(v) = ep.get("extra_config").and_then(|e| e.get("governance/quota")) {
+        if let Some(v) = ep
+            .get("extra_config")
+            .and_then(|e| e.get("governance/quota"))
+        {
             visit(v, format!("$.endpoints[{i}].extra_config.governance/quota"))?;
         }
     }
@@ -516,7 +538,11 @@ mod tests {
         let t = &c.quotas[0];
         assert_eq!(
             t.failure,
-            Failure { allow: true, max_retries: 2, backoff: Backoff::Linear }
+            Failure {
+                allow: true,
+                max_retries: 2,
+                backoff: Backoff::Linear
+            }
         );
         assert_eq!(t.rules[0].limits.len(), 2);
         assert!(!t.cost && c.quotas[1].cost);
@@ -532,7 +558,12 @@ mod tests {
     fn errors_name_the_path() {
         let set = |ptr: &str, v: Value| {
             let mut d = doc();
-            *d.pointer_mut(ptr).unwrap() = v;
+            let (parent, key) = ptr.rsplit_once('/').unwrap();
+            d.pointer_mut(parent)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .insert(key.into(), v);
             compile(&d, &env, true).unwrap_err().to_string()
         };
         let q = "/extra_config/governance~1processors/quotas/0";
@@ -542,24 +573,48 @@ mod tests {
         );
         assert!(set("/extra_config/redis/connection_pools/0/address", json!("no-such-host.invalid:6379"))
             .starts_with("$.extra_config.redis.connection_pools[0].address: \"no-such-host.invalid:6379\" does not resolve"));
-        assert!(set("/extra_config/redis/connection_pools/0/address", json!("a:b:c"))
-            .starts_with("$.extra_config.redis.connection_pools[0].address: \"a:b:c\" is not host:port"));
+        assert!(set(
+            "/extra_config/redis/connection_pools/0/address",
+            json!("a:b:c")
+        )
+        .starts_with(
+            "$.extra_config.redis.connection_pools[0].address: \"a:b:c\" is not host:port"
+        ));
         assert!(set(&format!("{q}/rules/0/limits/1/unit"), json!("fortnight"))
             .starts_with("$.extra_config.governance/processors.quotas[0].rules[0].limits[1].unit: \"fortnight\" is not one of"));
-        assert!(set(&format!("{q}/on_failure_backoff_strategy"), json!("random"))
-            .ends_with("on_failure_backoff_strategy: \"random\" is not one of linear, exponential"));
-        assert!(set("/extra_config/redis/connection_pools/0/tls", json!({}))
-            .starts_with("$.extra_config.redis.connection_pools[0].tls: TLS to Redis is not supported"));
-        assert!(set("/extra_config/redis/connection_pools/0/password", json!("{{ env \"MISSING\" }}"))
-            .starts_with("$.extra_config.redis.connection_pools[0].password: environment variable MISSING"));
+        assert!(
+            set(&format!("{q}/on_failure_backoff_strategy"), json!("random")).ends_with(
+                "on_failure_backoff_strategy: \"random\" is not one of linear, exponential"
+            )
+        );
+        assert!(
+            set("/extra_config/redis/connection_pools/0/tls", json!({})).starts_with(
+                "$.extra_config.redis.connection_pools[0].tls: TLS to Redis is not supported"
+            )
+        );
+        assert!(set(
+            "/extra_config/redis/connection_pools/0/password",
+            json!("{{ env \"MISSING\" }}")
+        )
+        .starts_with(
+            "$.extra_config.redis.connection_pools[0].password: environment variable MISSING"
+        ));
         let mut d = doc();
         d["extra_config"]["redis"]["clusters"] = json!([{"name": "c", "addresses": ["a:1"]}]);
         d["extra_config"]["governance/processors"]["quotas"][0]["connection_name"] = json!("c");
         let e = compile(&d, &env, false).unwrap_err().to_string();
-        assert!(e.contains("connection_name: \"c\" is a Redis Cluster ($.extra_config.redis.clusters[0])"), "{e}");
+        assert!(
+            e.contains(
+                "connection_name: \"c\" is a Redis Cluster ($.extra_config.redis.clusters[0])"
+            ),
+            "{e}"
+        );
         let mut d = doc();
         d["extra_config"].as_object_mut().unwrap().remove("redis");
-        assert!(compile(&d, &env, false).unwrap_err().to_string().starts_with("$.extra_config.redis: is required"));
+        assert!(compile(&d, &env, false)
+            .unwrap_err()
+            .to_string()
+            .starts_with("$.extra_config.redis: is required"));
         let mut d = doc();
         d["extra_config"]["governance/quota"] = json!({"quota_name": "money", "tier_key": "x",
             "tiers": [{"rule_name": "std", "tier_value_as": "*", "strategy": "ip"}]});

@@ -57,8 +57,12 @@ fn window(amount: u64, unit: Unit, what: &str, notes: &mut Vec<String>) -> (u64,
         Unit::Year => 31_536_000,
     };
     match unit {
-        Unit::Week => notes.push(format!("{what}: a week of 7 days counted from the epoch (Thursday 00:00 UTC), not from Monday")),
-        Unit::Month => notes.push(format!("{what}: a month of 30 days, not the calendar month")),
+        Unit::Week => notes.push(format!(
+            "{what}: a week of 7 days counted from the epoch (Thursday 00:00 UTC), not from Monday"
+        )),
+        Unit::Month => notes.push(format!(
+            "{what}: a month of 30 days, not the calendar month"
+        )),
         Unit::Year => notes.push(format!("{what}: a year of 365 days, not the calendar year")),
         _ => {}
     }
@@ -92,13 +96,18 @@ fn rate_limit(count: u64, seconds: u64, what: &str, notes: &mut Vec<String>) -> 
     let (per_unit, unit) = match unit_name(seconds) {
         Some(u) => (count, u),
         None => {
-            notes.push(format!("{what}: {count} per {seconds} s becomes {} per second", count.div_ceil(seconds)));
+            notes.push(format!(
+                "{what}: {count} per {seconds} s becomes {} per second",
+                count.div_ceil(seconds)
+            ));
             (count.div_ceil(seconds), "second")
         }
     };
     let capped = u32::try_from(per_unit).unwrap_or(u32::MAX);
     if u64::from(capped) != per_unit {
-        notes.push(format!("{what}: {per_unit} is above requests_per_unit's 32 bits; capped at {capped}"));
+        notes.push(format!(
+            "{what}: {per_unit} is above requests_per_unit's 32 bits; capped at {capped}"
+        ));
     }
     json!({"unit": unit, "requests_per_unit": capped})
 }
@@ -130,7 +139,10 @@ fn envoy_ratelimit(cfg: &LimitsConfig, notes: &mut Vec<String>) -> Value {
             let (c, s) = bucket_window(b, &what, notes);
             node["rate_limit"] = rate_limit(c, s, &what, notes);
         }
-        for (key, b) in [("client", &rl.limit.client), ("client_tokens", &rl.limit.tokens)] {
+        for (key, b) in [
+            ("client", &rl.limit.client),
+            ("client_tokens", &rl.limit.tokens),
+        ] {
             if let Some(b) = b {
                 let what = format!("rate limit {} {key}", rl.scope);
                 let (c, s) = bucket_window(b, &what, notes);
@@ -175,12 +187,17 @@ fn limitador(cfg: &LimitsConfig, notes: &mut Vec<String>) -> Value {
                 "conditions": [scope, "!('client' in descriptors[0])", "!('client_tokens' in descriptors[0])"],
                 "variables": []}));
         }
-        for (key, b) in [("client", &rl.limit.client), ("client_tokens", &rl.limit.tokens)] {
+        for (key, b) in [
+            ("client", &rl.limit.client),
+            ("client_tokens", &rl.limit.tokens),
+        ] {
             if let Some(b) = b {
                 let what = format!("rate limit {} {key}", rl.scope);
                 let (c, s) = bucket_window(b, &what, notes);
-                out.push(json!({"namespace": scheme::DOMAIN, "name": what, "max_value": c, "seconds": s,
-                    "conditions": [scope.clone()], "variables": [d0(key)]}));
+                out.push(
+                    json!({"namespace": scheme::DOMAIN, "name": what, "max_value": c, "seconds": s,
+                    "conditions": [scope.clone()], "variables": [d0(key)]}),
+                );
             }
         }
     }
@@ -210,10 +227,16 @@ mod tests {
         let month = &v["descriptors"][0]["descriptors"][0]["descriptors"][1];
         assert_eq!(month["value"], "month");
         assert_eq!(month["descriptors"][0]["key"], "identity");
-        assert_eq!(month["descriptors"][0]["rate_limit"], json!({"unit": "month", "requests_per_unit": 20000}));
+        assert_eq!(
+            month["descriptors"][0]["rate_limit"],
+            json!({"unit": "month", "requests_per_unit": 20000})
+        );
         let rl = &v["descriptors"][1];
         assert_eq!(rl["value"], "POST /v1/chat");
-        assert_eq!(rl["rate_limit"], json!({"unit": "minute", "requests_per_unit": 10}));
+        assert_eq!(
+            rl["rate_limit"],
+            json!({"unit": "minute", "requests_per_unit": 10})
+        );
         assert_eq!(rl["descriptors"][0]["key"], "client");
         assert!(notes.iter().any(|n| n.contains("a month of 30 days")));
         assert!(notes.iter().any(|n| n.contains("no refunds")));

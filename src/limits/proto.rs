@@ -168,7 +168,10 @@ mod tests {
         assert_eq!(r.domain, "abc");
         assert_eq!(r.hits_addend, 5);
         let d = &r.descriptors[0];
-        assert_eq!((d.entries[0].key.as_str(), d.entries[0].value.as_str()), ("k", "v"));
+        assert_eq!(
+            (d.entries[0].key.as_str(), d.entries[0].value.as_str()),
+            ("k", "v")
+        );
         assert_eq!(d.hits_addend, Some(7));
         assert!(d.is_negative_hits);
         // A zero wrapper is present (a check), not absent.

@@ -22,14 +22,18 @@ pub fn main(doc: &Value, args: &[String]) -> Result<(), String> {
     let mut engine = None;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
-        let value = rest.next().ok_or(format!("{flag} needs a value\nusage: {USAGE}"))?;
+        let value = rest
+            .next()
+            .ok_or(format!("{flag} needs a value\nusage: {USAGE}"))?;
         match flag.as_str() {
             "--listen" => listen = value.clone(),
             "--timeout" => {
                 timeout_ms = crate::config::parse_duration_ms(value)
                     .ok()
                     .filter(|ms| *ms > 0)
-                    .ok_or(format!("--timeout: \"{value}\" is not a duration above 0 (examples: 250ms, 1s)"))?
+                    .ok_or(format!(
+                        "--timeout: \"{value}\" is not a duration above 0 (examples: 250ms, 1s)"
+                    ))?
             }
             "--print-config" => {
                 engine = Some(Engine::parse(value).ok_or(format!(
@@ -51,7 +55,10 @@ pub fn main(doc: &Value, args: &[String]) -> Result<(), String> {
         return Ok(());
     }
     if cfg.quotas.is_empty() && cfg.rate_limits.is_empty() {
-        return Err("nothing to serve: no quota names a Redis pool and no qos/ratelimit/*/redis is set".into());
+        return Err(
+            "nothing to serve: no quota names a Redis pool and no qos/ratelimit/*/redis is set"
+                .into(),
+        );
     }
     for w in &cfg.warnings {
         eprintln!("warning: {w}");

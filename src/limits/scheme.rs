@@ -216,7 +216,9 @@ mod tests {
     #[test]
     fn foreign_descriptors_are_named() {
         let e = vec![("generic_key".to_string(), "x".to_string())];
-        assert!(parse(&e).unwrap_err().contains("[generic_key] is not one of tollgate's"));
+        assert!(parse(&e)
+            .unwrap_err()
+            .contains("[generic_key] is not one of tollgate's"));
         let e = Target::Quota {
             quota: "q".into(),
             rule: "r".into(),

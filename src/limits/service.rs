@@ -16,7 +16,9 @@
 
 use crate::cost::{self, window::Unit, Standing};
 use crate::limits::config::{Backoff, LimitsConfig};
-use crate::limits::proto::{self, Code, DescriptorStatus, HeaderValue, RateLimitRequest, RateLimitResponse};
+use crate::limits::proto::{
+    self, Code, DescriptorStatus, HeaderValue, RateLimitRequest, RateLimitResponse,
+};
 use crate::limits::scheme::{self, Bucket, Op, Target};
 use crate::limits::store::{self, Item, Kind, Outcome, Store, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,11 +79,17 @@ impl Meta {
         let op = match text(scheme::OP)? {
             None => Op::Reserve,
             Some(s) => Op::parse(&s).ok_or_else(|| {
-                Status::invalid_argument(format!("{}: \"{s}\" is not reserve or charge", scheme::OP))
+                Status::invalid_argument(format!(
+                    "{}: \"{s}\" is not reserve or charge",
+                    scheme::OP
+                ))
             })?,
         };
         let id = text(scheme::ID)?;
-        if id.as_ref().is_some_and(|i| i.is_empty() || i.len() > scheme::MAX_ID) {
+        if id
+            .as_ref()
+            .is_some_and(|i| i.is_empty() || i.len() > scheme::MAX_ID)
+        {
             return Err(Status::invalid_argument(format!(
                 "{}: 1 to {} characters",
                 scheme::ID,
@@ -141,7 +149,11 @@ impl Limits {
     }
 
     /// Answers one `ShouldRateLimit`.
-    pub async fn answer(&self, req: &RateLimitRequest, meta: &Meta) -> Result<RateLimitResponse, Status> {
+    pub async fn answer(
+        &self,
+        req: &RateLimitRequest,
+        meta: &Meta,
+    ) -> Result<RateLimitResponse, Status> {
         if req.domain != scheme::DOMAIN {
             return Err(Status::invalid_argument(format!(
                 "domain \"{}\" is not \"{}\"",
@@ -176,7 +188,8 @@ impl Limits {
             let target = Target::parse(&entries)
                 .map_err(|m| Status::invalid_argument(format!("descriptors[{i}]: {m}")))?;
             let hits = d.hits_addend.unwrap_or(u64::from(req.hits_addend.max(1)));
-            let (p, plan) = self.plan(&target, hits, d.is_negative_hits, at_s, now_ms, &mut items)
+            let (p, plan) = self
+                .plan(&target, hits, d.is_negative_hits, at_s, now_ms, &mut items)
                 .map_err(|m| Status::invalid_argument(format!("descriptors[{i}]: {m}")))?;
             if let Some(q) = match &plan {
                 Planned::Window { quota, .. } => self.cfg.quotas.get(*quota),
@@ -203,14 +216,19 @@ impl Limits {
                     Some(id) if writes => Some(store::op_key(meta.op, id)),
                     None if writes && retries.0 > 0 => {
                         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-                        Some(store::op_key(meta.op, &format!("svc-{:016x}-{n}", self.nonce)))
+                        Some(store::op_key(
+                            meta.op,
+                            &format!("svc-{:016x}-{n}", self.nonce),
+                        ))
                     }
                     _ => None,
                 };
                 let run = self.run(store, meta.op, &items, dedup.as_deref(), now_ms, retries);
                 tokio::time::timeout(self.timeout, run)
                     .await
-                    .map_err(|_| StoreError::Unavailable(format!("no answer within {:?}", self.timeout)))
+                    .map_err(|_| {
+                        StoreError::Unavailable(format!("no answer within {:?}", self.timeout))
+                    })
                     .and_then(|r| r)
                     .map_err(|e| match e {
                         StoreError::Unavailable(m) => Status::unavailable(format!("redis: {m}")),
@@ -275,17 +293,19 @@ impl Limits {
                     .iter()
                     .enumerate()
                     .find(|(_, q)| q.name == *quota)
-                    .ok_or_else(|| format!("quota \"{quota}\" is not a Redis quota of this configuration"))?;
-                let r = q
-                    .rules
-                    .iter()
-                    .find(|r| r.name == *rule)
-                    .ok_or_else(|| format!("rule \"{rule}\" is not a rule of quota \"{quota}\""))?;
-                let l = r
-                    .limits
-                    .iter()
-                    .find(|l| l.unit == *unit)
-                    .ok_or_else(|| format!("rule \"{rule}\" of quota \"{quota}\" has no {} limit", unit.name()))?;
+                    .ok_or_else(|| {
+                        format!("quota \"{quota}\" is not a Redis quota of this configuration")
+                    })?;
+                let r =
+                    q.rules.iter().find(|r| r.name == *rule).ok_or_else(|| {
+                        format!("rule \"{rule}\" is not a rule of quota \"{quota}\"")
+                    })?;
+                let l = r.limits.iter().find(|l| l.unit == *unit).ok_or_else(|| {
+                    format!(
+                        "rule \"{rule}\" of quota \"{quota}\" has no {} limit",
+                        unit.name()
+                    )
+                })?;
                 let (start, end_s) = unit.window(at_s);
                 let max = q.max(l.amount);
                 let item = (end_s > now_s).then(|| {
@@ -328,11 +348,14 @@ impl Limits {
                     Bucket::Tokens(c) => (rl.limit.tokens, "t", Some(c.as_str())),
                 };
                 let b = b.ok_or_else(|| {
-                    format!("rate limit \"{scope}\" has no {} bucket", match kind {
-                        "e" => "max_rate",
-                        "c" => "client_max_rate",
-                        _ => "client_max_tokens",
-                    })
+                    format!(
+                        "rate limit \"{scope}\" has no {} bucket",
+                        match kind {
+                            "e" => "max_rate",
+                            "c" => "client_max_rate",
+                            _ => "client_max_tokens",
+                        }
+                    )
                 })?;
                 items.push(Item {
                     key: store::bucket_key(scope, kind, client),
@@ -347,7 +370,11 @@ impl Limits {
                     rl.pool,
                     Planned::Bucket {
                         bucket: b,
-                        need: if hits == 0 { f64::MIN_POSITIVE } else { hits as f64 },
+                        need: if hits == 0 {
+                            f64::MIN_POSITIVE
+                        } else {
+                            hits as f64
+                        },
                         item: items.len() - 1,
                         name: format!("{scope}/{kind}"),
                     },
@@ -356,7 +383,13 @@ impl Limits {
         }
     }
 
-    fn respond(&self, planned: &[Planned], out: &Outcome, now_s: u64, now_ms: u64) -> RateLimitResponse {
+    fn respond(
+        &self,
+        planned: &[Planned],
+        out: &Outcome,
+        now_s: u64,
+        now_ms: u64,
+    ) -> RateLimitResponse {
         let mut statuses = Vec::with_capacity(planned.len());
         let mut standings: Vec<Standing> = Vec::new();
         let mut weight = cost::Weight::TotalTokens;
@@ -388,19 +421,26 @@ impl Limits {
                     if !ok {
                         retry_after = retry_after.max(Some(reset.max(1)));
                     }
-                    (ok, DescriptorStatus {
-                        code: code(ok),
-                        current_limit: Some(proto::RateLimit {
-                            name: self.cfg.quotas.get(*quota).map_or(String::new(), |q| q.name.clone()),
-                            requests_per_unit: sat(*max),
-                            unit: proto_unit(*unit) as i32,
-                        }),
-                        limit_remaining: sat(max.saturating_sub(used)),
-                        duration_until_reset: Some(proto::Duration {
-                            seconds: i64::try_from(reset).unwrap_or(i64::MAX),
-                            nanos: 0,
-                        }),
-                    })
+                    (
+                        ok,
+                        DescriptorStatus {
+                            code: code(ok),
+                            current_limit: Some(proto::RateLimit {
+                                name: self
+                                    .cfg
+                                    .quotas
+                                    .get(*quota)
+                                    .map_or(String::new(), |q| q.name.clone()),
+                                requests_per_unit: sat(*max),
+                                unit: proto_unit(*unit) as i32,
+                            }),
+                            limit_remaining: sat(max.saturating_sub(used)),
+                            duration_until_reset: Some(proto::Duration {
+                                seconds: i64::try_from(reset).unwrap_or(i64::MAX),
+                                nanos: 0,
+                            }),
+                        },
+                    )
                 }
                 Planned::Bucket {
                     bucket,
@@ -408,28 +448,37 @@ impl Limits {
                     item,
                     name,
                 } => {
-                    let (ok, tokens) = out.items.get(*item).copied().unwrap_or((true, bucket.capacity));
+                    let (ok, tokens) = out
+                        .items
+                        .get(*item)
+                        .copied()
+                        .unwrap_or((true, bucket.capacity));
                     // As the local bucket: multiply before dividing (60 tokens at 100 a
                     // minute is 36000 ms, not 36000.000000000004).
                     let every = bucket.every_ms.max(1) as f64;
-                    let wait_ms = |want: f64| ((want - tokens).max(0.0) * every / bucket.rate).ceil() as u64;
+                    let wait_ms =
+                        |want: f64| ((want - tokens).max(0.0) * every / bucket.rate).ceil() as u64;
                     if !ok {
                         let s = wait_ms(*need).div_ceil(1000).max(1);
                         retry_after = retry_after.max(Some(s));
                     }
-                    (ok, DescriptorStatus {
-                        code: code(ok),
-                        current_limit: Some(proto::RateLimit {
-                            name: name.clone(),
-                            requests_per_unit: sat(bucket.rate.ceil() as u64),
-                            unit: every_unit(bucket.every_ms) as i32,
-                        }),
-                        limit_remaining: sat(tokens.max(0.0).floor() as u64),
-                        duration_until_reset: Some(proto::Duration {
-                            seconds: i64::try_from(wait_ms(bucket.capacity).div_ceil(1000)).unwrap_or(i64::MAX),
-                            nanos: 0,
-                        }),
-                    })
+                    (
+                        ok,
+                        DescriptorStatus {
+                            code: code(ok),
+                            current_limit: Some(proto::RateLimit {
+                                name: name.clone(),
+                                requests_per_unit: sat(bucket.rate.ceil() as u64),
+                                unit: every_unit(bucket.every_ms) as i32,
+                            }),
+                            limit_remaining: sat(tokens.max(0.0).floor() as u64),
+                            duration_until_reset: Some(proto::Duration {
+                                seconds: i64::try_from(wait_ms(bucket.capacity).div_ceil(1000))
+                                    .unwrap_or(i64::MAX),
+                                nanos: 0,
+                            }),
+                        },
+                    )
                 }
             };
             over |= !ok;

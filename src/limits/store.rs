@@ -294,7 +294,10 @@ mod tests {
             window_key("a", "b|c", "i", "day", 0)
         );
         assert_eq!(escape("50%|x"), "50%25%7Cx");
-        assert_eq!(bucket_key("POST /x", "c", Some("k")), "tollgate:b|POST /x|c|k");
+        assert_eq!(
+            bucket_key("POST /x", "c", Some("k")),
+            "tollgate:b|POST /x|c|k"
+        );
         assert_eq!(op_key(Op::Charge, "r1"), "tollgate:op|charge|r1");
     }
 
