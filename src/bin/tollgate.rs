@@ -6,6 +6,8 @@
 //!   [--edge NAME=VALUE]...`: print an Envoy bootstrap (YAML) that runs the config, hardened
 //!   for the edge (`envoy::Edge`).
 //! - `tollgate schema`: print the extended JSON Schema (for editors' `$schema`).
+//! - `tollgate limits krakend.json [--listen A:P] ...`: the fleet limits service (Envoy's rate
+//!   limit protocol, counters in Redis), or `--print-config` for envoyproxy/ratelimit or Limitador.
 
 use std::process::ExitCode;
 use tollgate::config::{env, Gateway};
@@ -16,13 +18,17 @@ const USAGE: &str = "usage:
   tollgate check <krakend.json>
   tollgate envoy <krakend.json> [--listen ADDR:PORT] [--admin ADDR:PORT] [--wasm PATH] [--ca-file PATH]
                  [--edge NAME=VALUE]...   (edge limits: README, \"Edge limits\")
-  tollgate schema";
+  tollgate schema
+  tollgate limits <krakend.json> [--listen ADDR:PORT] [--timeout DURATION] [--print-config envoy-ratelimit|limitador]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("check") => check(&args[1..]),
         Some("envoy") => emit_envoy(&args[1..]),
+        Some("limits") => {
+            load(args.get(1)).and_then(|(_, doc)| tollgate::limits::run::main(&doc, &args[2..]))
+        }
         Some("schema") => schema::extended().map(|s| {
             println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
         }),
@@ -62,6 +68,8 @@ fn check(args: &[String]) -> Result<(), String> {
     if let Err(e) = &compiled {
         errors.push(format!("tollgate: {e}"));
     }
+    let (fleet_errors, fleet_warnings) = tollgate::limits::run::check(&doc);
+    errors.extend(fleet_errors.into_iter().map(|e| format!("tollgate: {e}")));
     if !errors.is_empty() {
         return Err(format!(
             "{path}: {} error(s)\n  {}",
@@ -70,7 +78,7 @@ fn check(args: &[String]) -> Result<(), String> {
         ));
     }
     if let Ok(gw) = compiled {
-        for w in &gw.warnings {
+        for w in gw.warnings.iter().chain(&fleet_warnings) {
             println!("warning: {w}");
         }
         let vars = env::referenced(&doc);
