@@ -3,6 +3,7 @@
 //! This file is the Wasm entry point only: log level, panic hook, root context. All logic
 //! lives in plain-Rust modules tested on the host; `host/` is the only proxy-wasm glue.
 
+pub mod cel;
 pub mod config;
 pub mod cost;
 #[cfg(not(target_arch = "wasm32"))]
