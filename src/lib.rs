@@ -9,6 +9,7 @@ pub mod cost;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod envoy;
 pub mod filter;
+pub mod gofmt;
 pub mod governance;
 pub mod host;
 pub mod observe;
@@ -18,6 +19,7 @@ pub mod routing;
 pub mod schema;
 pub mod security;
 pub mod stream;
+pub mod template;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

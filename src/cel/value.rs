@@ -295,14 +295,15 @@ pub fn param_key(name: &str) -> String {
 }
 
 impl fmt::Display for Value<'_> {
-    /// The text `string(x)` gives (cel-go's formatting for scalars).
+    /// The text `string(x)` gives (cel-go's formatting for scalars: doubles as Go's
+    /// `strconv.FormatFloat(d, 'g', -1, 64)`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Null => f.write_str("null"),
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
             Value::Uint(u) => write!(f, "{u}"),
-            Value::Double(d) => write!(f, "{}", format_double(*d)),
+            Value::Double(d) => f.write_str(&crate::gofmt::float_text(*d, 6)),
             Value::Str(s) => f.write_str(s.as_str()),
             Value::Timestamp(t) => write!(f, "{t}"),
             Value::Duration(d) => write!(f, "{d}"),
@@ -310,40 +311,4 @@ impl fmt::Display for Value<'_> {
             Value::Map(_) => f.write_str("{map}"),
         }
     }
-}
-
-/// Go's `strconv.FormatFloat(d, 'g', -1, 64)` for the usual range: shortest text that reads
-/// back as the same double, exponent form for very large or small magnitudes.
-pub fn format_double(d: f64) -> String {
-    if d.is_nan() {
-        return "NaN".into();
-    }
-    if d.is_infinite() {
-        return if d > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    let abs = d.abs();
-    if abs != 0.0 && !(1e-4..1e21).contains(&abs) {
-        let s = format!("{d:e}");
-        // Rust writes 1e21 / 1.5e-7; Go writes 1e+21 / 1.5e-07.
-        return match s.split_once('e') {
-            Some((m, e)) => {
-                let (sign, digits) = match e.strip_prefix('-') {
-                    Some(rest) => ('-', rest),
-                    None => ('+', e),
-                };
-                let digits = if digits.len() < 2 {
-                    format!("0{digits}")
-                } else {
-                    digits.to_string()
-                };
-                format!("{m}e{sign}{digits}")
-            }
-            None => s,
-        };
-    }
-    format!("{d}")
 }
