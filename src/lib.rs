@@ -3,11 +3,13 @@
 //! This file is the Wasm entry point only: log level, panic hook, root context. All logic
 //! lives in plain-Rust modules tested on the host; `host/` is the only proxy-wasm glue.
 
+pub mod cel;
 pub mod config;
 pub mod cost;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod envoy;
 pub mod filter;
+pub mod gofmt;
 pub mod governance;
 pub mod host;
 pub mod limits;
@@ -18,6 +20,7 @@ pub mod routing;
 pub mod schema;
 pub mod security;
 pub mod stream;
+pub mod template;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
