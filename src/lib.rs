@@ -3,6 +3,8 @@
 //! This file is the Wasm entry point only: log level, panic hook, root context. All logic
 //! lives in plain-Rust modules tested on the host; `host/` is the only proxy-wasm glue.
 
+#[cfg(feature = "cli")]
+pub mod apply;
 pub mod config;
 pub mod cost;
 #[cfg(not(target_arch = "wasm32"))]
