@@ -12,6 +12,8 @@ pub mod envoy;
 pub mod filter;
 pub mod governance;
 pub mod host;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod k8s;
 pub mod observe;
 pub mod providers;
 pub mod routing;
