@@ -100,8 +100,9 @@ pub fn init_dynamic(
 #[derive(Debug)]
 struct Running {
     args: Vec<String>,
-    /// The ECDS file as written.
+    /// The ECDS and CDS files as written.
     ecds_text: String,
+    cds_text: String,
     config_text: String,
     env_keys: Vec<String>,
 }
@@ -120,6 +121,7 @@ fn read_running(dir: &Path) -> Result<Running, String> {
     let args: Vec<String> = serde_json::from_str(&read(ARGS_FILE)?)
         .map_err(|e| format!("{}: {e}", dir.join(ARGS_FILE).display()))?;
     let ecds_text = read(ECDS_FILE)?;
+    let cds_text = read(CDS_FILE)?;
     let ecds: Value = serde_json::from_str(&ecds_text)
         .map_err(|e| format!("{}: {e}", dir.join(ECDS_FILE).display()))?;
     let config = &ecds["resources"][0]["typed_config"]["config"];
@@ -141,6 +143,7 @@ fn read_running(dir: &Path) -> Result<Running, String> {
     Ok(Running {
         args,
         ecds_text,
+        cds_text,
         config_text,
         env_keys,
     })
@@ -289,7 +292,12 @@ pub fn apply(config_path: &str, dir: &Path, wait: Duration) -> Result<String, St
         ));
     }
     let admin = Admin(format!("{}:{}", o.admin.0, o.admin.1));
-    write_atomic(dir, CDS_FILE, &pretty(&plan.cds))?;
+    // A file moved into DIR makes Envoy read both files again (and rebuild the filter from
+    // an unchanged one): the clusters are written only when they change.
+    let cds = pretty(&plan.cds);
+    if cds != run.cds_text {
+        write_atomic(dir, CDS_FILE, &cds)?;
+    }
     let deadline = Instant::now() + wait;
     if admin.get("/ready").is_err() {
         write_atomic(dir, ECDS_FILE, &pretty(&plan.ecds))?;
