@@ -260,7 +260,7 @@ impl Gateway {
         };
         for (i, item) in list.iter().enumerate() {
             let path = format!("$.endpoints[{i}]");
-            let ep = endpoint(item, &path, i, &service, &mut warnings)?;
+            let ep = endpoint(item, &path, &service, &mut warnings)?;
             if let Some(j) = endpoints
                 .iter()
                 .position(|e| e.method == ep.method && e.pattern.same_shape(&ep.pattern))
@@ -370,7 +370,6 @@ struct Service<'a> {
 fn endpoint(
     v: &Value,
     path: &str,
-    index: usize,
     service: &Service<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Endpoint> {
@@ -385,6 +384,7 @@ fn endpoint(
         .map_err(|m| ConfigError::new(o.at("endpoint"), m))?;
     let method = method_field(&mut o, "method")?.unwrap_or_else(|| "GET".to_string());
     let timeout_ms = duration_field(&mut o, "timeout")?;
+    let shared_id = crate::governance::shared_id(&method, pattern.as_str());
     let mut forward = Forward::new(
         o.opt_strings("input_headers")?.as_deref(),
         o.opt_strings("input_query_strings")?.as_deref(),
@@ -400,7 +400,7 @@ fn endpoint(
                 &cost.quotas,
             )?);
         }
-        governance = crate::governance::compile(&mut extra, index, warnings)?;
+        governance = crate::governance::compile(&mut extra, &shared_id, warnings)?;
         let is_messages = pattern.as_str().ends_with("/messages");
         sec = security::endpoint(&mut extra, svc, is_messages)?;
         ignore_namespaces(&mut extra, &[], warnings);
@@ -474,7 +474,7 @@ fn endpoint(
         forward,
     };
     let (bpath, xpath) = (format!("{path}.backend"), format!("{path}.extra_config"));
-    crate::governance::routing::finish_endpoint(&mut ep, index, &bpath, &xpath)?;
+    crate::governance::routing::finish_endpoint(&mut ep, &shared_id, &bpath, &xpath)?;
     Ok(ep)
 }
 

@@ -57,13 +57,25 @@ pub struct ResponseSchema {
 }
 
 /// Reads the governance namespaces of an endpoint's `extra_config`.
-pub fn compile(extra: &mut Obj<'_>, index: usize, warnings: &mut Vec<String>) -> Result<Policy> {
+/// The shared-data name of an endpoint: its method and path, so that its rate-limit buckets
+/// and circuit breakers stay its own when a configuration is replaced live (`tollgate
+/// apply`) with endpoints added, removed or reordered (an endpoint's position would hand
+/// them to another endpoint; method and path are unique per configuration).
+pub fn shared_id(method: &str, pattern: &str) -> String {
+    format!(
+        "{:016x}",
+        crate::cost::store::fnv1a(format!("{method} {pattern}").as_bytes())
+    )
+}
+
+/// Reads an endpoint's governance namespaces; `id` is its [`shared_id`].
+pub fn compile(extra: &mut Obj<'_>, id: &str, warnings: &mut Vec<String>) -> Result<Policy> {
     let mut p = Policy::default();
     if let Some(v) = extra.get("qos/ratelimit/router") {
         p.rate_limit = Some(ratelimit::compile(
             v,
             &extra.at("qos/ratelimit/router"),
-            index,
+            id,
         )?);
     }
     if let Some(mut proxy) = extra.opt_obj("proxy")? {

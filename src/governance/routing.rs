@@ -137,7 +137,7 @@ pub fn compile_endpoint(v: &Value, path: &str) -> Result<Routing> {
 /// Cross-checks an endpoint's backends and names the breaker keys.
 pub fn finish_endpoint(
     ep: &mut Endpoint,
-    index: usize,
+    endpoint_id: &str,
     backend_path: &str,
     extra_path: &str,
 ) -> Result<()> {
@@ -169,7 +169,7 @@ pub fn finish_endpoint(
     }
     for (j, b) in ep.backends.iter_mut().enumerate() {
         if let Some(br) = &mut b.rules.breaker {
-            br.key = format!("tollgate.cb.{index}.{j}");
+            br.key = format!("tollgate.cb.{endpoint_id}.{j}");
         }
     }
     Ok(())
