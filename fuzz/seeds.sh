@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 fx=tests/fixtures
 corpus=fuzz/corpus
 
-for t in config routing sse client_request provider_response stream_decoders pii flow; do
+for t in config routing sse client_request provider_response stream_decoders pii flow cel template; do
   mkdir -p "$corpus/$t"
 done
 
@@ -135,6 +135,30 @@ flow_seed models "1 0 0 0" $':method: GET\n:path: /v1/models\nx-api-key: k-user'
 flow_seed envoy-413 "0 0 0 5" "$(post /v1/chat/completions)" '' \
   $':status: 413\ncontent-type: application/json\nx-tollgate-error: envoy' "$fx/openai_error.json"
 
-for t in config routing sse client_request provider_response stream_decoders pii flow; do
+for t in config routing sse client_request provider_response stream_decoders pii flow cel template; do
   echo "$t: $(ls "$corpus/$t" | wc -l) files"
+done
+
+# cel: KrakenD's expressions of the corpus; template: KrakenD's published templates.
+python3 - "$corpus/cel" <<'PY' 2>/dev/null || true
+import json, glob, sys, hashlib
+out = sys.argv[1]
+def walk(o):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if k in ("check_expr",) and isinstance(v, str): yield v
+            elif k == "value" and isinstance(v, str) and ("(" in v or "[" in v): yield v
+            elif k == "tier_value" and isinstance(v, str) and "(" in v: yield v
+            elif k == "policies" and isinstance(v, list): yield from (p for p in v if isinstance(p, str))
+            else: yield from walk(v)
+    elif isinstance(o, list):
+        for v in o: yield from walk(v)
+for f in glob.glob("tests/krakend_corpus/*.json"):
+    try: doc = json.load(open(f))
+    except Exception: continue
+    for e in walk(doc):
+        open(f"{out}/seed-{hashlib.sha1(e.encode()).hexdigest()[:12]}", "w").write(e)
+PY
+for f in tests/fixtures/krakend_templates/*.tmpl; do
+  seed template "$(basename "$f" .tmpl)" < "$f"
 done

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
 
 secs=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-config routing sse client_request provider_response stream_decoders pii flow}
+targets=${FUZZ_TARGETS:-config routing sse client_request provider_response stream_decoders pii flow cel template}
 max_len=${FUZZ_MAX_LEN:-16384}
 sanitizer=${FUZZ_SANITIZER:-address}
 

@@ -21,6 +21,13 @@ pub struct Options {
     pub vm_id: String,
     /// Edge-proxy limits and timeouts.
     pub edge: Edge,
+    /// `--dynamic DIR`: the filter configuration (ECDS) and the clusters (CDS) come from
+    /// files in DIR that Envoy watches, so `tollgate apply` changes them without a restart.
+    pub dynamic: Option<String>,
+    /// Environment variables passed to the VM besides those the config references
+    /// (`--env-key`): a later `tollgate apply` may reference them; no other (a VM's
+    /// environment is fixed when Envoy starts).
+    pub extra_env_keys: Vec<String>,
 }
 
 /// Hardening of an edge proxy, after Envoy's "Configuring Envoy as an edge proxy": the
@@ -204,6 +211,63 @@ impl Edge {
 
 const HEAP_MONITOR: &str = "envoy.resource_monitors.fixed_heap";
 
+/// `tollgate envoy`'s options after the config path, usage text for errors.
+pub const OPTIONS_USAGE: &str =
+    "[--listen ADDR:PORT] [--admin ADDR:PORT] [--wasm PATH] [--ca-file PATH]
+                 [--edge NAME=VALUE]... [--dynamic DIR [--env-key NAME]...]";
+
+impl Options {
+    /// Options from `tollgate envoy`'s command line (after the config path); the edge
+    /// defaults come from the document's KrakenD service settings.
+    pub fn from_args(doc: &Value, args: &[String]) -> Result<Self, String> {
+        let mut o = Options {
+            edge: Edge::from_doc(doc)?,
+            ..Options::default()
+        };
+        let mut rest = args.iter();
+        while let Some(flag) = rest.next() {
+            let value = rest
+                .next()
+                .ok_or(format!("{flag} needs a value\n{OPTIONS_USAGE}"))?;
+            match flag.as_str() {
+                "--listen" => o.listen = addr(value)?,
+                "--admin" => o.admin = addr(value)?,
+                "--wasm" => o.wasm_path = value.clone(),
+                "--ca-file" => o.ca_file = value.clone(),
+                "--dynamic" => o.dynamic = Some(value.clone()),
+                "--env-key" => {
+                    if value.is_empty()
+                        || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        return Err(format!("--env-key {value}: not a variable name"));
+                    }
+                    o.extra_env_keys.push(value.clone());
+                }
+                "--edge" => {
+                    let (name, v) = value
+                        .split_once('=')
+                        .ok_or(format!("--edge {value}: expected NAME=VALUE"))?;
+                    o.edge.set(name, v).map_err(|e| format!("--edge {e}"))?;
+                }
+                _ => return Err(format!("unknown option {flag}\n{OPTIONS_USAGE}")),
+            }
+        }
+        if !o.extra_env_keys.is_empty() && o.dynamic.is_none() {
+            return Err("--env-key needs --dynamic (it is for configs applied later)".into());
+        }
+        Ok(o)
+    }
+}
+
+/// `ADDR:PORT`.
+pub fn addr(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or(format!("{s}: expected ADDR:PORT"))?;
+    let port = port.parse().map_err(|_| format!("{s}: bad port"))?;
+    Ok((host.to_string(), port))
+}
+
 /// A duration in Envoy's JSON form (`"1.500s"`).
 fn seconds(ms: u64) -> String {
     format!("{}.{:03}s", ms / 1000, ms % 1000)
@@ -218,52 +282,108 @@ impl Default for Options {
             ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
             vm_id: "tollgate".into(),
             edge: Edge::default(),
+            dynamic: None,
+            extra_env_keys: Vec::new(),
         }
     }
 }
 
-/// Builds the bootstrap for a compiled gateway and its source document.
-pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> Value {
-    let env_keys = env::referenced(doc);
-    let e = &o.edge;
-    let wasm_filter = json!({
-        "name": "tollgate",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "tollgate",
-                "root_id": "tollgate",
-                // Reload a VM that panicked instead of failing every later request,
-                // and never skip the filter (FAIL_OPEN would bypass auth and budgets).
-                "failure_policy": "FAIL_RELOAD",
-                // Lets the filter hold the headers until it has read the body
-                // (model routing and body translation need it).
-                "allow_on_headers_stop_iteration": true,
-                "vm_config": {
-                    "vm_id": o.vm_id,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": o.wasm_path}},
-                    "environment_variables": {"host_env_keys": env_keys},
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": config_text.trim_end(),
-                },
-            }
+/// The name of the tollgate HTTP filter (and of its ECDS resource).
+pub const FILTER_NAME: &str = "tollgate";
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// The environment variables the VM is given: those the config references and `--env-key`s.
+pub fn env_keys(doc: &Value, o: &Options) -> Vec<String> {
+    let mut keys = env::referenced(doc);
+    keys.extend(o.extra_env_keys.iter().cloned());
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The tollgate Wasm filter's `typed_config` (an `envoy.extensions.filters.http.wasm.v3.Wasm`).
+pub fn wasm_config(config_text: &str, env_keys: &[String], o: &Options) -> Value {
+    json!({
+        "@type": WASM_TYPE,
+        "config": {
+            "name": "tollgate",
+            "root_id": "tollgate",
+            // Reload a VM that panicked instead of failing every later request,
+            // and never skip the filter (FAIL_OPEN would bypass auth and budgets).
+            "failure_policy": "FAIL_RELOAD",
+            // Lets the filter hold the headers until it has read the body
+            // (model routing and body translation need it).
+            "allow_on_headers_stop_iteration": true,
+            "vm_config": {
+                "vm_id": o.vm_id,
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": o.wasm_path}},
+                "environment_variables": {"host_env_keys": env_keys},
+            },
+            "configuration": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": config_text.trim_end(),
+            },
         }
-    });
+    })
+}
+
+/// Every cluster the config routes to (one per backend host list), and the clusters of
+/// `jwt_authn`'s remote JWKS; with the `jwt_authn` filter when an endpoint asks for it.
+fn clusters_and_jwt(gw: &Gateway, o: &Options) -> (Vec<Value>, Option<Value>) {
     let mut clusters: Vec<Value> = gw
         .clusters()
         .into_iter()
         .map(|(name, hosts)| cluster(name, hosts, o))
         .collect();
-    let mut http_filters = Vec::new();
     let jwt = jwt_authn(gw, &mut clusters, o);
+    (clusters, jwt)
+}
+
+/// Every cluster the config needs (for the CDS file of `--dynamic`).
+pub fn clusters(gw: &Gateway, o: &Options) -> Vec<Value> {
+    clusters_and_jwt(gw, o).0
+}
+
+/// An xDS config source reading `file` in `dir`, reloaded when a file is moved into `dir`
+/// (`tollgate apply` writes a temporary file there and renames it: the swap is atomic).
+fn file_source(dir: &str, file: &str) -> Value {
+    let dir = dir.trim_end_matches('/');
+    json!({
+        "path_config_source": {"path": format!("{dir}/{file}"), "watched_directory": {"path": dir}},
+        "resource_api_version": "V3",
+    })
+}
+
+/// The ECDS resource file of `--dynamic` (the filter configuration).
+pub const ECDS_FILE: &str = "tollgate.ecds.json";
+/// The CDS resource file of `--dynamic` (the clusters).
+pub const CDS_FILE: &str = "tollgate.cds.json";
+
+/// Builds the bootstrap for a compiled gateway and its source document.
+pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> Value {
+    let e = &o.edge;
+    let (clusters, jwt) = clusters_and_jwt(gw, o);
+    let mut http_filters = Vec::new();
     let has_jwt = jwt.is_some();
     if let Some(jwt) = jwt {
         http_filters.push(jwt);
     }
-    http_filters.push(wasm_filter);
+    http_filters.push(match &o.dynamic {
+        None => json!({
+            "name": FILTER_NAME,
+            "typed_config": wasm_config(config_text, &env_keys(doc, o), o),
+        }),
+        // No default config: until the file has been read the listener is not ready, and
+        // a filter config Envoy refuses (on_configure fails) leaves the previous one serving.
+        Some(dir) => json!({
+            "name": FILTER_NAME,
+            "config_discovery": {
+                "config_source": file_source(dir, ECDS_FILE),
+                "type_urls": [WASM_TYPE],
+            }
+        }),
+    });
     http_filters.push(
         json!({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
@@ -345,7 +465,7 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         .into_iter()
         .map(|(tag, regex)| json!({"tag_name": tag, "regex": regex}))
         .collect();
-    json!({
+    let mut b = json!({
         "admin": {"address": socket(&o.admin)},
         "overload_manager": e.overload_manager(),
         // tollgate metrics carry their labels in the name; these turn them into tags.
@@ -362,7 +482,48 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
             }],
             "clusters": clusters,
         }
-    })
+    });
+    if let Some(dir) = &o.dynamic {
+        b["static_resources"]["clusters"] = json!([]);
+        b["dynamic_resources"] = json!({"cds_config": file_source(dir, CDS_FILE)});
+        // File-based xDS needs a node identity.
+        b["node"] = json!({"id": "tollgate", "cluster": "tollgate"});
+    }
+    b
+}
+
+/// An xDS `DiscoveryResponse` as Envoy reads it from a file: the resources and a version
+/// (a hash of their content, shown by the admin's `/config_dump` and the
+/// `extension_config_discovery.http_filter.tollgate.version_text` stat).
+pub fn discovery_response(type_url: &str, resources: Vec<Value>) -> Value {
+    let resources: Vec<Value> = resources
+        .into_iter()
+        .map(|mut r| {
+            if let Some(m) = r.as_object_mut() {
+                m.insert("@type".into(), json!(type_url));
+            }
+            r
+        })
+        .collect();
+    let text = serde_json::to_string(&resources).unwrap_or_default();
+    let version = format!("{:016x}", crate::support::hash::fnv1a64(text.as_bytes()));
+    json!({"version_info": version, "resources": resources})
+}
+
+/// The ECDS file's content: the tollgate filter with `config_text`.
+pub fn ecds_resource(config_text: &str, env_keys: &[String], o: &Options) -> Value {
+    discovery_response(
+        "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        vec![json!({"name": FILTER_NAME, "typed_config": wasm_config(config_text, env_keys, o)})],
+    )
+}
+
+/// The CDS file's content.
+pub fn cds_resource(clusters: Vec<Value>) -> Value {
+    discovery_response(
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        clusters,
+    )
 }
 
 /// Envoy's `jwt_authn` filter for endpoints with KrakenD `auth/validator` (each has a

@@ -12,20 +12,21 @@ use std::path::{Path, PathBuf};
 /// (`config::reader`) overrides its parent's (`config`). Kept in the README's layout.
 const LAYERS: &[&[&str]] = &[
     // Primitives, and the Host trait the logic runs on (the port).
-    &["support", "host"],
+    &["support", "host", "gofmt"],
     // The vocabulary every domain compiles its namespaces with.
     &["config::reader", "config::env"],
-    &["stream"],
+    // Formats and languages: SSE, KrakenD's CEL and Go-template subsets.
+    &["stream", "cel", "template"],
     &["providers"],
     &["refusal"],
     &["routing", "observe"],
-    &["security", "cost"],
+    &["security", "cost", "limits::scheme"],
     &["governance"],
     // The compiled gateway and the table of namespaces.
     &["config"],
     &["filter"],
-    // Adapters and tools: the hosts over proxy-wasm (and natively), the bootstrap generator,
-    // the schema.
+    // Adapters and tools: the hosts over proxy-wasm and Envoy's dynamic modules, the bootstrap
+    // generator, the schema, live changes, Kubernetes, the fleet limits service.
     &[
         "host::wasm",
         "host::mock",
@@ -33,6 +34,9 @@ const LAYERS: &[&[&str]] = &[
         "host::native",
         "envoy",
         "schema",
+        "apply",
+        "k8s",
+        "limits",
     ],
     &["crate"],
 ];

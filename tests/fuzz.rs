@@ -1212,3 +1212,132 @@ fn fuzz_flow() {
         (input, reached == fuzz_flow::Reached::Upstream)
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// CEL and templates (src/cel, src/template)
+// ---------------------------------------------------------------------------------------
+
+/// CEL seeds: KrakenD's published expressions (src/cel/tests.rs has their sources) and
+/// the language's corners.
+const CEL_SEEDS: &[&str] = &[
+    "has(JWT.user_id) && has(JWT.enabled_days) && (timestamp(now).getDayOfWeek() in JWT.enabled_days)",
+    "size(req_headers['X-User-Id']) == 1",
+    "req_params.Nick.matches('k.*')",
+    "'company' in resp_data.github",
+    "(timestamp(now).getDayOfWeek() + 6) % 7 <= 4",
+    "req_headers['X-Llm'][0] in ['gemini','openai']",
+    "req_headers.containsCookie('ab-test-xyz', '1') || getCookie('GDPR') == 'yes'",
+    "value.matches('free.*')",
+    "int(req_params.Id) % 3 == 0 ? -9223372036854775808 / -1 : 0x7fffffffffffffff + 1",
+    "req_querystring.user.exists(u, u.matches('[0-9]+')) && hasQuerystring('user')",
+    "timestamp(now) > timestamp('2023-01-01T10:00:20.000-05:00') + duration('1h30m')",
+    r#"{'a': [1, 2u, 3.5e2, "x\u00e9\101", r'\d', '''t''', null, true]}.a.all(x, x != 0)"#,
+];
+
+fn cel_activation(resp: &Value) -> tollgate::cel::Activation<'_> {
+    use tollgate::cel::{Activation, Value as V};
+    let mut a = Activation::new();
+    a.bind("req_method", V::str("POST"))
+        .bind("req_path", V::str("/cel"))
+        .bind(
+            "req_headers",
+            V::string_lists([
+                ("X-User-Id", "1"),
+                ("X-Llm", "gemini"),
+                ("Cookie", "GDPR=yes"),
+            ]),
+        )
+        .bind("req_querystring", V::string_lists([("user", "123")]))
+        .bind(
+            "req_params",
+            V::string_map([("Nick", "kate"), ("Id", "30")]),
+        )
+        .bind("resp_data", V::from_json(resp))
+        .bind("JWT", V::from_json(resp))
+        .bind("now", V::str("2024-01-15T09:30:00Z"))
+        .bind("value", V::str("free-tier"));
+    a
+}
+
+#[test]
+fn fuzz_cel() {
+    use tollgate::cel::Program;
+    let seeds: Vec<&[u8]> = CEL_SEEDS.iter().map(|s| s.as_bytes()).collect();
+    let resp = json!({"github": {"company": "x"}, "user_id": 1, "enabled_days": [1, 2.5, "x"], "n": [[[]]]});
+    let act = cel_activation(&resp);
+    run("cel", |rng| {
+        let mut bytes = seeds[rng.below(seeds.len())].to_vec();
+        mutate_bytes(rng, &mut bytes, &seeds);
+        exercising(&bytes);
+        let text = String::from_utf8_lossy(&bytes);
+        match Program::compile(&text) {
+            Err(e) => {
+                // A compile error points inside the expression.
+                assert!(e.pos <= text.len(), "{e}");
+                (bytes, false)
+            }
+            Ok(p) => {
+                // Evaluation is deterministic and never panics; check() agrees with eval().
+                let a = p.eval(&act).map(|v| v.to_string());
+                let b = p.eval(&act).map(|v| v.to_string());
+                assert_eq!(a, b);
+                assert_eq!(
+                    p.check(&act),
+                    matches!(p.eval(&act), Ok(tollgate::cel::Value::Bool(true)))
+                );
+                (bytes, true)
+            }
+        }
+    });
+}
+
+fn template_seeds() -> Vec<Vec<u8>> {
+    let dir = format!(
+        "{}/tests/fixtures/krakend_templates",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tmpl"))
+        .collect();
+    names.sort();
+    names.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+#[test]
+fn fuzz_templates() {
+    use tollgate::template::Template;
+    let seeds = template_seeds();
+    let others: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+    let data = json!({
+        "req_body": {"content": "a \"b\" <c>", "contents": "x", "message": "1234 5678", "documents": [{"text": "d"}]},
+        "req_headers": {"X-Name": ["n"], "X-Locale": ["l"], "X-Position": ["p"]},
+        "req_params": {"Resp0": "{\"embeddings\":[{\"values\":[1]}],\"embedding\":{\"values\":[2]}}",
+                       "Resp1": "{\"data\":{\"Get\":{\"Document\":[{\"text\":\"t\"}]}}}", "Resp0_contents": "c"},
+        "resp_body": {"candidates": [{"content": {"parts": [{"text": "t"}]}}], "usageMetadata": {"totalTokenCount": 1},
+                      "output": [{"content": [{"text": "t"}]}], "usage": {"total_tokens": 1}, "collection": []}
+    });
+    const LIMIT: usize = 64 * 1024;
+    run("templates", |rng| {
+        let mut bytes = seeds[rng.below(seeds.len())].clone();
+        mutate_bytes(rng, &mut bytes, &others);
+        exercising(&bytes);
+        let text = String::from_utf8_lossy(&bytes);
+        match Template::compile(&text) {
+            Err(e) => {
+                assert!(e.line >= 1 && e.col >= 1, "{e}");
+                (bytes, false)
+            }
+            Ok(t) => {
+                // Output bounded, rendering deterministic.
+                let a = t.render_limited(&data, LIMIT);
+                if let Ok(out) = &a {
+                    assert!(out.len() <= LIMIT);
+                }
+                assert_eq!(a, t.render_limited(&data, LIMIT));
+                (bytes, true)
+            }
+        }
+    });
+}

@@ -158,7 +158,7 @@ fn service(
         let cx = Context {
             lookup,
             service: &none,
-            index: 0,
+            id: "",
             is_messages: false,
             host: "",
         };
@@ -189,7 +189,7 @@ fn endpoints(
     let mut endpoints: Vec<Endpoint> = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
         let path = format!("$.endpoints[{i}]");
-        let ep = endpoint(item, &path, i, inherited, warnings)?;
+        let ep = endpoint(item, &path, inherited, warnings)?;
         if let Some(j) = endpoints
             .iter()
             .position(|e| e.method == ep.method && e.pattern.same_shape(&ep.pattern))
@@ -251,7 +251,6 @@ fn secrets(endpoints: &[Endpoint], svc: &ServiceSecurity, from_env: Vec<String>)
 fn endpoint(
     v: &Value,
     path: &str,
-    index: usize,
     inherited: &Inherited<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Endpoint> {
@@ -260,6 +259,7 @@ fn endpoint(
         .map_err(|m| ConfigError::new(o.at("endpoint"), m))?;
     let method = method_field(&mut o, "method")?.unwrap_or_else(|| "GET".to_string());
     let timeout_ms = duration_field(&mut o, "timeout")?;
+    let shared_id = crate::governance::shared_id(&method, pattern.as_str());
     let mut forward = Forward::new(
         o.opt_strings("input_headers")?.as_deref(),
         o.opt_strings("input_query_strings")?.as_deref(),
@@ -269,7 +269,7 @@ fn endpoint(
         let cx = Context {
             lookup: inherited.lookup,
             service: inherited.service,
-            index,
+            id: &shared_id,
             is_messages: pattern.as_str().ends_with("/messages"),
             host: "",
         };
@@ -315,7 +315,7 @@ fn endpoint(
         &ep.governance.routing,
         rules,
         is_llm,
-        index,
+        &shared_id,
         &bpath,
         &xpath,
     )?;
@@ -404,7 +404,7 @@ fn backend(
         let cx = Context {
             lookup: inherited.lookup,
             service: &none,
-            index: 0,
+            id: "",
             is_messages: false,
             host: hosts.first().map(|h| h.host.as_str()).unwrap_or_default(),
         };

@@ -50,8 +50,8 @@ pub struct Context<'a> {
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
     /// The service level, once compiled (endpoint rows).
     pub service: &'a ServiceParts,
-    /// The endpoint's position (rate-limit keys).
-    pub index: usize,
+    /// The endpoint's shared-data name (`governance::shared_id`: rate-limit keys).
+    pub id: &'a str,
     /// The endpoint's path ends in `/messages` (Anthropic clients).
     pub is_messages: bool,
     /// The backend's first host (Bedrock's region).
@@ -95,7 +95,7 @@ pub const ENDPOINT: &[Row<EndpointParts>] = &[
         Ok(())
     }),
     ("qos/ratelimit/router", |v, at, p, cx| {
-        let rl = governance::ratelimit::compile(v, at, cx.index)?;
+        let rl = governance::ratelimit::compile(v, at, cx.id)?;
         p.governance.rate_limit = Some(rl);
         Ok(())
     }),

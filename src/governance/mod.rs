@@ -57,6 +57,17 @@ pub struct ResponseSchema {
     pub message: Option<String>,
 }
 
+/// The shared-data name of an endpoint: its method and path, so that its rate-limit buckets
+/// and circuit breakers stay its own when a configuration is replaced live (`tollgate
+/// apply`) with endpoints added, removed or reordered (an endpoint's position would hand
+/// them to another endpoint; method and path are unique per configuration).
+pub fn shared_id(method: &str, pattern: &str) -> String {
+    format!(
+        "{:016x}",
+        crate::support::hash::fnv1a64(format!("{method} {pattern}").as_bytes())
+    )
+}
+
 /// Reads `proxy` (KrakenD EE, endpoint): `max_payload`, the largest request body in bytes
 /// (0: none); its other fields are listed as ignored.
 pub fn max_payload(v: &Value, path: &str, warnings: &mut Vec<String>) -> Result<Option<u64>> {

@@ -2,7 +2,7 @@
 //! limit, as token buckets in Envoy shared data: exact across all worker threads of one
 //! Envoy (every update is a compare-and-swap), not shared between Envoys.
 //!
-//! Layout in shared data, per endpoint (`id` = `tollgate.rl.<endpoint index>.`):
+//! Layout in shared data, per endpoint (`id` = `tollgate.rl.<endpoint shared_id>.`):
 //! - `<id>g`: the endpoint bucket (`max_rate`/`capacity`);
 //! - `<id>c0` .. `<id>c15`: client request buckets (`client_max_rate`/`client_capacity`),
 //!   each shard holding the buckets of many clients (a client's shard: hash of its key);
@@ -86,8 +86,9 @@ pub struct RateLimit {
     pub key: String,
 }
 
-/// Reads `qos/ratelimit/router` at `path`; `index` makes the shared-data keys unique.
-pub fn compile(v: &Value, path: &str, index: usize) -> Result<RateLimit> {
+/// Reads `qos/ratelimit/router` at `path`; `endpoint_id` ([`super::shared_id`]) makes the
+/// shared-data keys unique.
+pub fn compile(v: &Value, path: &str, endpoint_id: &str) -> Result<RateLimit> {
     let mut o = Obj::new(v, path)?;
     let every_ms = match o.opt_str("every")? {
         None => 1000,
@@ -139,7 +140,7 @@ pub fn compile(v: &Value, path: &str, index: usize) -> Result<RateLimit> {
     // KrakenD's memory tuning knobs; shards here are fixed and pruned on write.
     o.finish(&["num_shards", "cleanup_period", "cleanup_threads"])?;
     Ok(RateLimit {
-        id: format!("tollgate.rl.{index}."),
+        id: format!("tollgate.rl.{endpoint_id}."),
         endpoint,
         client,
         tokens,
@@ -410,7 +411,7 @@ mod tests {
     use serde_json::json;
 
     fn rl(v: Value) -> RateLimit {
-        compile(&v, "$.rl", 0).unwrap()
+        compile(&v, "$.rl", "0").unwrap()
     }
 
     fn host() -> MockHost {
@@ -541,7 +542,7 @@ mod tests {
             (json!({"max_rate": 1, "burst": 3}), "$.rl.burst: unknown field"),
         ];
         for (v, want) in cases {
-            assert_eq!(compile(&v, "$.rl", 0).unwrap_err().to_string(), want);
+            assert_eq!(compile(&v, "$.rl", "0").unwrap_err().to_string(), want);
         }
         let r = rl(json!({"max_rate": 0.5, "num_shards": 4}));
         assert_eq!(r.endpoint.unwrap().capacity, 1.0);

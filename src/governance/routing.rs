@@ -141,7 +141,7 @@ pub fn finish_endpoint(
     routing: &Routing,
     mut rules: Vec<&mut BackendRules>,
     is_llm: bool,
-    index: usize,
+    endpoint_id: &str,
     backend_path: &str,
     extra_path: &str,
 ) -> Result<()> {
@@ -171,7 +171,7 @@ pub fn finish_endpoint(
     }
     for (j, r) in rules.iter_mut().enumerate() {
         if let Some(br) = &mut r.breaker {
-            br.key = format!("tollgate.cb.{index}.{j}");
+            br.key = format!("tollgate.cb.{endpoint_id}.{j}");
         }
     }
     Ok(())

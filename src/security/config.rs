@@ -552,7 +552,7 @@ mod tests {
         let cx = Context {
             lookup: &|_| Some("from-env".into()),
             service: &service,
-            index: 0,
+            id: "",
             is_messages: false,
             host: "",
         };
