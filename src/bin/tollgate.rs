@@ -2,9 +2,10 @@
 //!
 //! - `tollgate check krakend.json`: validate against the extended KrakenD schema and
 //!   tollgate's own rules; print every error with its JSON path; exit 1 on error.
-//! - `tollgate envoy krakend.json [--listen A:P] [--admin A:P] [--wasm PATH] [--ca-file PATH]
-//!   [--edge NAME=VALUE]...`: print an Envoy bootstrap (YAML) that runs the config, hardened
-//!   for the edge (`envoy::Edge`).
+//! - `tollgate envoy krakend.json [--listen A:P] [--admin A:P] [--wasm PATH | --native PATH]
+//!   [--ca-file PATH] [--edge NAME=VALUE]...`: print an Envoy bootstrap (YAML) that runs the
+//!   config, hardened for the edge (`envoy::Edge`); with `--native`, through the native
+//!   module (`libtollgate.so`, docs/native.md) instead of the .wasm.
 //! - `tollgate schema`: print the extended JSON Schema (for editors' `$schema`).
 
 use std::process::ExitCode;
@@ -14,8 +15,8 @@ use tollgate::schema;
 
 const USAGE: &str = "usage:
   tollgate check <krakend.json>
-  tollgate envoy <krakend.json> [--listen ADDR:PORT] [--admin ADDR:PORT] [--wasm PATH] [--ca-file PATH]
-                 [--edge NAME=VALUE]...   (edge limits: README, \"Edge limits\")
+  tollgate envoy <krakend.json> [--listen ADDR:PORT] [--admin ADDR:PORT] [--wasm PATH | --native PATH]
+                 [--ca-file PATH] [--edge NAME=VALUE]...   (edge limits: README, \"Edge limits\")
   tollgate schema";
 
 fn main() -> ExitCode {
@@ -100,6 +101,7 @@ fn emit_envoy(args: &[String]) -> Result<(), String> {
             "--listen" => o.listen = addr(value)?,
             "--admin" => o.admin = addr(value)?,
             "--wasm" => o.wasm_path = value.clone(),
+            "--native" => o.native_path = Some(value.clone()),
             "--ca-file" => o.ca_file = value.clone(),
             "--edge" => {
                 let (name, v) = value
