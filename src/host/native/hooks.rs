@@ -17,11 +17,13 @@
 //! stream. (`panic = "abort"` would take the whole proxy down with one bad request.)
 
 use super::abi::{self, status, EnvoyBuffer, FilterPtr, HeaderPair};
+use super::guard::{self, Guarded};
 use super::host::NativeHost;
 use super::log;
 use super::metrics::{Kind, FAMILIES};
 use crate::config::{process_env, Gateway};
 use crate::filter::{Action, Flow};
+use crate::host::Host;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -332,39 +334,32 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_v
     });
 }
 
-/// Runs a hook's body on the stream's filter, guarded. `on_fail` is the status after a
-/// panic (or once the stream failed): request hooks stop (the 500 is the answer),
-/// response hooks continue (to let it out).
-fn guarded(filter: *const c_void, on_fail: u32, body: impl FnOnce(&mut Filter) -> u32) -> u32 {
-    // SAFETY: `filter` came from `filter_new` and lives until `filter_destroy`; Envoy calls a
-    // stream's hooks one at a time on one thread, so this is the only reference.
-    let Some(filter) = (unsafe { filter.cast::<Filter>().cast_mut().as_mut() }) else {
-        return on_fail;
-    };
-    if filter.failed {
-        return on_fail;
+impl Guarded for Filter {
+    fn failed(&mut self) -> &mut bool {
+        &mut self.failed
     }
-    match catch_unwind(AssertUnwindSafe(|| body(&mut *filter))) {
-        Ok(status) => status,
-        Err(_) => {
-            filter.failed = true;
-            fail_stream(filter);
-            on_fail
-        }
-    }
-}
 
-/// After a panic: a 500 to the client (unless even that panics). Without `x-tollgate-error`,
-/// so the bootstrap shapes it in the client's API like Envoy's own replies.
-fn fail_stream(filter: &mut Filter) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        use crate::host::Host;
-        filter.host.send_reply(
+    /// A 500 to the client, without `x-tollgate-error`: the bootstrap shapes it in the
+    /// client's API like Envoy's own replies.
+    fn fail(&mut self) {
+        self.host.send_reply(
             500,
             &[("content-type", "text/plain")],
             b"tollgate: internal error",
         );
-    }));
+    }
+}
+
+/// Runs a hook's body on the stream's filter, guarded ([`guard::run`]). `on_fail` is the
+/// status after a panic (or once the stream failed): request hooks stop (the 500 is the
+/// answer), response hooks continue (to let it out).
+fn guarded(filter: *const c_void, on_fail: u32, body: impl FnOnce(&mut Filter) -> u32) -> u32 {
+    // SAFETY: `filter` came from `filter_new` and lives until `filter_destroy`; Envoy calls a
+    // stream's hooks one at a time on one thread, so this is the only reference.
+    match unsafe { filter.cast::<Filter>().cast_mut().as_mut() } {
+        Some(filter) => guard::run(filter, on_fail, body),
+        None => on_fail,
+    }
 }
 
 fn headers_status(a: Action) -> u32 {

@@ -4,8 +4,8 @@
 //! (`make build` → `target/native/libtollgate.so`); proxy-wasm is not part of that build.
 //!
 //! - `abi`: the project's own bindings to the ABI of Envoy 1.40 (v0.2.0);
-//! - `hooks`: the functions Envoy calls, each a few lines feeding [`Flow`] and guarded so a
-//!   panic never unwinds into Envoy;
+//! - `hooks`: the functions Envoy calls, each a few lines feeding [`Flow`], guarded
+//!   ([`guard`]) so a panic never unwinds into Envoy;
 //! - `host`: [`Host`] over the ABI's callbacks;
 //! - [`store`]: shared data as one process-wide store (budgets, rate limits, breakers);
 //! - [`metrics`], [`jwt`]: what the ABI gives differently from proxy-wasm;
@@ -18,6 +18,7 @@
 //! [`Flow`]: crate::filter::Flow
 
 pub mod abi_check;
+pub mod guard;
 pub mod jwt;
 pub mod metrics;
 pub mod store;
