@@ -37,4 +37,7 @@ Try the unified LLM interface (the client's model picks the provider; all served
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
 
 MSG
-"$envoy" -c envoy/envoy.local.yaml --concurrency 2 --component-log-level wasm:info --base-id 7781
+# TOLLGATE_HOST=native: the native module (target/native/libtollgate.so) instead of the .wasm.
+bootstrap=envoy/envoy.local.yaml
+[ "${TOLLGATE_HOST:-wasm}" = native ] && bootstrap=envoy/envoy.native.local.yaml
+"$envoy" -c "$bootstrap" --concurrency 2 --component-log-level wasm:info,dynamic_modules:info --base-id 7781
