@@ -145,11 +145,18 @@ fn load_time_decisions() {
         log.contains("5:tollgate: refusing to load the native module: this Envoy's dynamic-module ABI is not the one of Envoy 1.40"),
         "{log}"
     );
-    assert!(log.contains("0 ABI callbacks where 781 were expected"), "{log}");
+    assert!(
+        log.contains("0 ABI callbacks where 781 were expected"),
+        "{log}"
+    );
 
     // A document tollgate refuses: no configuration, the JSON path in the log.
     assert!(config_new("{\"version\": 3, \"endpoints\": [{\"endpoint\": 7}]}").is_null());
-    assert!(logs().contains("tollgate: configuration rejected: $.endpoints[0]"), "{}", logs());
+    assert!(
+        logs().contains("tollgate: configuration rejected: $.endpoints[0]"),
+        "{}",
+        logs()
+    );
     assert!(config_new("").is_null());
     assert!(logs().contains("the filter configuration is empty"));
 

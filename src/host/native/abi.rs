@@ -102,21 +102,21 @@ impl HeaderPair {
     /// # Safety
     /// Both buffers must be readable (Envoy's promise for the current hook).
     pub unsafe fn to_strings(self) -> (String, String) {
-        let k = EnvoyBuffer {
-            ptr: self.key_ptr,
-            len: self.key_len,
-        }
-        .to_vec();
-        let v = EnvoyBuffer {
-            ptr: self.value_ptr,
-            len: self.value_len,
-        }
-        .to_vec();
-        (
-            String::from_utf8_lossy(&k).to_ascii_lowercase(),
-            String::from_utf8_lossy(&v).into_owned(),
-        )
+        let mut k = text(self.key_ptr, self.key_len);
+        k.make_ascii_lowercase();
+        (k, text(self.value_ptr, self.value_len))
     }
+}
+
+/// Envoy's bytes as a string (lossy UTF-8), copied once.
+///
+/// # Safety
+/// `ptr..ptr+len` must be readable, or `ptr` null.
+pub unsafe fn text(ptr: *const u8, len: usize) -> String {
+    if ptr.is_null() || len == 0 {
+        return String::new();
+    }
+    String::from_utf8_lossy(std::slice::from_raw_parts(ptr, len)).into_owned()
 }
 
 /// `envoy_dynamic_module_type_http_header_type`.

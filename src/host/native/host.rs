@@ -132,12 +132,11 @@ impl NativeHost {
                 0,
                 &mut count,
             )
-            .then(|| buf.to_vec())
+            .then(|| abi::text(buf.ptr, buf.len))
         };
         if count == 0 {
             return (None, 0);
         }
-        let value = value.map(|v| String::from_utf8_lossy(&v).into_owned());
         (value, count)
     }
 
@@ -198,7 +197,7 @@ impl NativeHost {
     /// The body as one: what Envoy buffered for the filter, then this callback's bytes;
     /// at most `size` bytes.
     fn body(&self, buffered: u32, received: u32, size: usize) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(size.min(self.body_size_of(buffered, received)));
         for kind in [buffered, received] {
             // SAFETY: `f` is live; `chunks` has room for the `n` buffers Envoy writes, and
             // they are copied before the hook returns or the body changes.
@@ -259,15 +258,18 @@ impl NativeHost {
 
     /// The size of the body a body stage sees (buffered + this callback's).
     pub fn body_size(&self, response: bool) -> usize {
-        let (b, r) = if response {
-            (body_type::BUFFERED_RESPONSE, body_type::RECEIVED_RESPONSE)
+        if response {
+            self.body_size_of(body_type::BUFFERED_RESPONSE, body_type::RECEIVED_RESPONSE)
         } else {
-            (body_type::BUFFERED_REQUEST, body_type::RECEIVED_REQUEST)
-        };
+            self.body_size_of(body_type::BUFFERED_REQUEST, body_type::RECEIVED_REQUEST)
+        }
+    }
+
+    fn body_size_of(&self, buffered: u32, received: u32) -> usize {
         // SAFETY: `f` is live.
         unsafe {
-            abi::envoy_dynamic_module_callback_http_get_body_size(self.f, b).saturating_add(
-                abi::envoy_dynamic_module_callback_http_get_body_size(self.f, r),
+            abi::envoy_dynamic_module_callback_http_get_body_size(self.f, buffered).saturating_add(
+                abi::envoy_dynamic_module_callback_http_get_body_size(self.f, received),
             )
         }
     }
