@@ -113,8 +113,8 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
         }));
         super::abi_check::check_running_envoy()
     });
-    match checked {
-        Ok(Ok(n)) => {
+    match or_logged(checked, "tollgate: refusing to load the native module") {
+        Some(n) => {
             log(
                 abi::log_level::INFO,
                 &format!(
@@ -128,14 +128,20 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
             );
             abi::ABI_VERSION_C.as_ptr().cast()
         }
+        None => std::ptr::null(),
+    }
+}
+
+/// A main-thread hook's outcome: the value, or None with the reason logged at critical
+/// level (after a panic, the panic hook has logged it).
+fn or_logged<T>(made: std::thread::Result<Result<T, String>>, refusal: &str) -> Option<T> {
+    match made {
+        Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {
-            log(
-                abi::log_level::CRITICAL,
-                &format!("tollgate: refusing to load the native module: {e}"),
-            );
-            std::ptr::null()
+            log(abi::log_level::CRITICAL, &format!("{refusal}: {e}"));
+            None
         }
-        Err(_) => std::ptr::null(),
+        Err(_) => None,
     }
 }
 
@@ -153,16 +159,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let text = String::from_utf8_lossy(&unsafe { config.to_vec() }).into_owned();
         new_config(config_envoy, &text)
     }));
-    match made {
-        Ok(Ok(cfg)) => Arc::into_raw(Arc::new(cfg)).cast(),
-        Ok(Err(e)) => {
-            log(
-                abi::log_level::ERROR,
-                &format!("tollgate: configuration rejected: {e}"),
-            );
-            std::ptr::null()
-        }
-        Err(_) => std::ptr::null(),
+    match or_logged(made, "tollgate: configuration rejected") {
+        Some(cfg) => Arc::into_raw(Arc::new(cfg)).cast(),
+        None => std::ptr::null(),
     }
 }
 
