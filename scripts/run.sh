@@ -5,6 +5,8 @@
 # curl lines to try come last. Ctrl-C stops everything this script started.
 #   TOLLGATE_PORT (8080), TOLLGATE_ADMIN_PORT (9901), TOLLGATE_MOCK_PORT (8081) move the ports;
 #   TOLLGATE_BASE_ID (7781) is Envoy's --base-id (two Envoys on one machine need distinct ones).
+#   TOLLGATE_HOST=native runs the native module (target/native/libtollgate.so) instead of the
+#   .wasm (docs/native.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,14 +37,16 @@ trap stop EXIT
 
 # The demo config names the mock as 127.0.0.1:8081; the bootstrap is generated for the ports.
 sed "s#127.0.0.1:8081#127.0.0.1:${mock_port}#g" envoy/krakend.json > "$run/krakend.json"
+host_args=()
+[ "${TOLLGATE_HOST:-wasm}" = native ] && host_args=(--native target/native/libtollgate.so)
 target/release/tollgate envoy "$run/krakend.json" --listen "127.0.0.1:${port}" \
-  --admin "127.0.0.1:${admin}" > "$run/envoy.yaml"
+  --admin "127.0.0.1:${admin}" "${host_args[@]}" > "$run/envoy.yaml"
 
 target/release/mock-llm --port "$mock_port" > "$run/mock-llm.log" 2>&1 &
 pids+=($!)
 
 : > "$run/envoy.log"
-"$envoy" -c "$run/envoy.yaml" --concurrency 2 --component-log-level wasm:info --base-id "$base_id" \
+"$envoy" -c "$run/envoy.yaml" --concurrency 2 --component-log-level wasm:info,dynamic_modules:info --base-id "$base_id" \
   --log-path "$run/envoy.log" --file-flush-interval-msec 250 > "$run/access.log" 2>&1 &
 envoy_pid=$!
 pids+=("$envoy_pid")

@@ -1,7 +1,8 @@
 //! Envoy bootstrap generation (`tollgate envoy krakend.json`): a listener whose single
 //! route sends each request to the cluster named by the filter's routing header, the
-//! tollgate Wasm filter carrying the KrakenD document, and one cluster per backend host
-//! list (TLS with SNI for https hosts). Host-only; not part of the .wasm.
+//! tollgate filter carrying the KrakenD document (the Wasm filter, or with `--native` the
+//! dynamic module), and one cluster per backend host list (TLS with SNI for https hosts).
+//! Host-only; not part of the .wasm.
 
 use crate::config::{env, Gateway};
 use crate::providers::FrontDoor;
@@ -16,6 +17,8 @@ pub struct Options {
     pub listen: (String, u16),
     pub admin: (String, u16),
     pub wasm_path: String,
+    /// The native module (`libtollgate.so`) to run instead of the .wasm.
+    pub native_path: Option<String>,
     pub ca_file: String,
     /// Envoy worker threads are set on the command line; this only names the VM.
     pub vm_id: String,
@@ -213,7 +216,7 @@ const HEAP_MONITOR: &str = "envoy.resource_monitors.fixed_heap";
 
 /// `tollgate envoy`'s options after the config path, usage text for errors.
 pub const OPTIONS_USAGE: &str =
-    "[--listen ADDR:PORT] [--admin ADDR:PORT] [--wasm PATH] [--ca-file PATH]
+    "[--listen ADDR:PORT] [--admin ADDR:PORT] [--wasm PATH | --native PATH] [--ca-file PATH]
                  [--edge NAME=VALUE]... [--dynamic DIR [--env-key NAME]...]";
 
 impl Options {
@@ -233,6 +236,7 @@ impl Options {
                 "--listen" => o.listen = addr(value)?,
                 "--admin" => o.admin = addr(value)?,
                 "--wasm" => o.wasm_path = value.clone(),
+                "--native" => o.native_path = Some(value.clone()),
                 "--ca-file" => o.ca_file = value.clone(),
                 "--dynamic" => o.dynamic = Some(value.clone()),
                 "--env-key" => {
@@ -251,6 +255,10 @@ impl Options {
                 }
                 _ => return Err(format!("unknown option {flag}\n{OPTIONS_USAGE}")),
             }
+        }
+        if o.native_path.is_some() && o.dynamic.is_some() {
+            // ECDS here carries the Wasm filter's configuration (tollgate apply).
+            return Err("--dynamic works with the .wasm, not with --native".into());
         }
         if !o.extra_env_keys.is_empty() && o.dynamic.is_none() {
             return Err("--env-key needs --dynamic (it is for configs applied later)".into());
@@ -279,6 +287,7 @@ impl Default for Options {
             listen: ("127.0.0.1".into(), 8080),
             admin: ("127.0.0.1".into(), 9901),
             wasm_path: "target/wasm32-wasip1/release/tollgate.wasm".into(),
+            native_path: None,
             ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
             vm_id: "tollgate".into(),
             edge: Edge::default(),
@@ -328,6 +337,43 @@ pub fn wasm_config(config_text: &str, env_keys: &[String], o: &Options) -> Value
     })
 }
 
+impl Options {
+    /// Where the filter keeps its filter state (access-log properties, the client's front
+    /// door): Envoy puts a Wasm filter's under `wasm.`; the native module's keys are the
+    /// property names.
+    fn state_prefix(&self) -> &'static str {
+        if self.native_path.is_some() {
+            ""
+        } else {
+            "wasm."
+        }
+    }
+}
+
+/// The native module as the tollgate HTTP filter (`--native`). It reads provider keys from
+/// Envoy's own environment; a request never reaches the upstream without the filter (a
+/// module that cannot load, or a configuration it refuses, fails Envoy's start).
+fn native_filter(path: &str, config_text: &str) -> Value {
+    json!({
+        "name": FILTER_NAME,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {
+                "name": "tollgate",
+                "module": {"local": {"filename": path}},
+                // Never unloaded: the module keeps process-wide state (shared data,
+                // per-worker caches) for the life of Envoy.
+                "do_not_close": true,
+            },
+            "filter_name": "tollgate",
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": config_text.trim_end(),
+            },
+        }
+    })
+}
+
 /// Every cluster the config routes to (one per backend host list), and the clusters of
 /// `jwt_authn`'s remote JWKS; with the `jwt_authn` filter when an endpoint asks for it.
 fn clusters_and_jwt(gw: &Gateway, o: &Options) -> (Vec<Value>, Option<Value>) {
@@ -369,14 +415,15 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
     if let Some(jwt) = jwt {
         http_filters.push(jwt);
     }
-    http_filters.push(match &o.dynamic {
-        None => json!({
+    http_filters.push(match (&o.native_path, &o.dynamic) {
+        (Some(path), _) => native_filter(path, config_text),
+        (None, None) => json!({
             "name": FILTER_NAME,
             "typed_config": wasm_config(config_text, &env_keys(doc, o), o),
         }),
         // No default config: until the file has been read the listener is not ready, and
         // a filter config Envoy refuses (on_configure fails) leaves the previous one serving.
-        Some(dir) => json!({
+        (None, Some(dir)) => json!({
             "name": FILTER_NAME,
             "config_discovery": {
                 "config_source": file_source(dir, ECDS_FILE),
@@ -397,11 +444,13 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         // filter (an HTTP filter removing it would come too late: jwt_authn and
         // header_mutation look the route up, and Envoy keeps that choice). The tollgate
         // filter removes it again (for hand-written bootstraps).
+        // The native module's JWT payload headers go the same way: only `jwt_authn` writes
+        // them (see host::native::jwt).
         "early_header_mutation_extensions": [{
             "name": "envoy.http.early_header_mutation.header_mutation",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
-                "mutations": [{"remove": CLUSTER_HEADER}],
+                "mutations": early_removals(gw, o),
             }
         }],
         // The gateway is the edge: the client is the TCP peer, and a client's own
@@ -431,7 +480,7 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
                 "log_format": {"text_format_source": {"inline_string":
-                    "[%START_TIME%] \"%REQ(:METHOD)% %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %DURATION%ms provider=%FILTER_STATE(wasm.tollgate_provider:PLAIN)% model=%FILTER_STATE(wasm.tollgate_model:PLAIN)% tenant=%FILTER_STATE(wasm.tollgate_tenant:PLAIN)% prompt_tokens=%FILTER_STATE(wasm.tollgate_prompt_tokens:PLAIN)% completion_tokens=%FILTER_STATE(wasm.tollgate_completion_tokens:PLAIN)% cost=%FILTER_STATE(wasm.tollgate_cost:PLAIN)% estimated=%FILTER_STATE(wasm.tollgate_usage_estimated:PLAIN)%\n"},
+                    access_log_format(o.state_prefix())},
                     "formatters": [{
                         "name": "envoy.formatter.req_without_query",
                         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"}}]}
@@ -460,15 +509,17 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         },
         "http_filters": http_filters,
     });
-    hcm["local_reply_config"] = local_reply_shape(gw, has_jwt);
+    hcm["local_reply_config"] = local_reply_shape(gw, has_jwt, o.state_prefix());
+    // The native module defines its metrics with labels: no tags to cut from names.
     let tags: Vec<Value> = crate::observe::stats_tags()
         .into_iter()
+        .filter(|_| o.native_path.is_none())
         .map(|(tag, regex)| json!({"tag_name": tag, "regex": regex}))
         .collect();
     let mut b = json!({
         "admin": {"address": socket(&o.admin)},
         "overload_manager": e.overload_manager(),
-        // tollgate metrics carry their labels in the name; these turn them into tags.
+        // tollgate's wasm metrics carry their labels in the name; these turn them into tags.
         "stats_config": {"stats_tags": tags, "use_all_default_tags": true},
         "static_resources": {
             "listeners": [{
@@ -489,7 +540,53 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         // File-based xDS needs a node identity.
         b["node"] = json!({"id": "tollgate", "cluster": "tollgate"});
     }
+    if o.native_path.is_some() {
+        // The native module's metrics carry Envoy's `dynamicmodulescustom.` prefix, which
+        // /stats/prometheus strips only with this flag: the series are then the wasm
+        // build's (`tollgate_tokens_total{...}`).
+        b["layered_runtime"] = json!({"layers": [{"name": "static", "static_layer": {
+            "envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix": true,
+        }}]});
+    }
     b
+}
+
+/// Headers removed before any filter runs: the routing header, and the native module's JWT
+/// payload headers (`jwt_authn` writes them after this).
+fn early_removals(gw: &Gateway, o: &Options) -> Vec<Value> {
+    let mut names = vec![CLUSTER_HEADER.to_string()];
+    if o.native_path.is_some() {
+        names.extend(
+            gw.endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, ep)| ep.security.jwt.is_some())
+                .map(|(i, _)| crate::host::native::jwt::header(&provider_name(i))),
+        );
+    }
+    names.into_iter().map(|n| json!({ "remove": n })).collect()
+}
+
+/// The access log line: request, answer, and the filter's usage properties.
+fn access_log_format(state_prefix: &str) -> String {
+    let mut line = String::from(
+        "[%START_TIME%] \"%REQ(:METHOD)% %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %DURATION%ms",
+    );
+    for (label, property) in [
+        ("provider", "tollgate_provider"),
+        ("model", "tollgate_model"),
+        ("tenant", "tollgate_tenant"),
+        ("prompt_tokens", "tollgate_prompt_tokens"),
+        ("completion_tokens", "tollgate_completion_tokens"),
+        ("cost", "tollgate_cost"),
+        ("estimated", "tollgate_usage_estimated"),
+    ] {
+        line.push_str(&format!(
+            " {label}=%FILTER_STATE({state_prefix}{property}:PLAIN)%"
+        ));
+    }
+    line.push('\n');
+    line
 }
 
 /// An xDS `DiscoveryResponse` as Envoy reads it from a file: the resources and a version
@@ -632,6 +729,9 @@ fn jwt_provider(
     }
     p["forward"] = json!(false);
     p["payload_in_metadata"] = json!(name);
+    if o.native_path.is_some() {
+        p["forward_payload_header"] = json!(crate::host::native::jwt::header(&name));
+    }
     Some(p)
 }
 
@@ -716,7 +816,7 @@ fn cluster(name: &str, hosts: &[HostUrl], o: &Options) -> Value {
 /// filter, which renders LLM calls' errors in the client's API (OpenAI or Anthropic); the
 /// rest reach the client as shaped here: a provider that resets after its headers (the
 /// filter already held them), plain endpoints, `jwt_authn` (before the filter).
-fn local_reply_shape(gw: &Gateway, jwt: bool) -> Value {
+fn local_reply_shape(gw: &Gateway, jwt: bool, state_prefix: &str) -> Value {
     // First match wins. Anthropic's shape for `/v1/messages` clients (the filter marks them
     // in filter state: this reaches the replies that never pass through it; the path
     // reaches those made before the filter ran, `jwt_authn`'s, the codec's), then OpenAI's.
@@ -728,7 +828,7 @@ fn local_reply_shape(gw: &Gateway, jwt: bool) -> Value {
         }
     }
     let anthropic = format!(
-        "(('wasm.{FRONT_PROPERTY}' in filter_state) ? filter_state['wasm.{FRONT_PROPERTY}'] == b'{ANTHROPIC_FRONT}' : ({by_path}))"
+        "(('{state_prefix}{FRONT_PROPERTY}' in filter_state) ? filter_state['{state_prefix}{FRONT_PROPERTY}'] == b'{ANTHROPIC_FRONT}' : ({by_path}))"
     );
     let cel = |condition: &str| {
         json!({"extension_filter": {

@@ -2,9 +2,10 @@
 //!
 //! - `tollgate check krakend.json`: validate against the extended KrakenD schema and
 //!   tollgate's own rules; print every error with its JSON path; exit 1 on error.
-//! - `tollgate envoy krakend.json [--listen A:P] [--admin A:P] [--wasm PATH] [--ca-file PATH]
-//!   [--edge NAME=VALUE]...`: print an Envoy bootstrap (YAML) that runs the config, hardened
-//!   for the edge (`envoy::Edge`).
+//! - `tollgate envoy krakend.json [--listen A:P] [--admin A:P] [--wasm PATH | --native PATH]
+//!   [--ca-file PATH] [--edge NAME=VALUE]...`: print an Envoy bootstrap (YAML) that runs the
+//!   config, hardened for the edge (`envoy::Edge`); with `--native`, through the native
+//!   module (`libtollgate.so`, docs/native.md) instead of the .wasm.
 //!   With `--dynamic DIR`, the filter configuration and the clusters come from files in DIR
 //!   that Envoy watches (`apply::init_dynamic` writes the first ones).
 //! - `tollgate apply krakend.json DIR`: validate like `check`, then swap the running

@@ -221,12 +221,13 @@ def test_dockerfile_builds_with_make_artifacts_and_pins_its_images():
     docker = (REPO / "Dockerfile").read_text()
     froms = re.findall(r"^FROM (\S+)(?: AS (\S+))?", docker, re.M)
     assert froms == [("rust:1.95.0-bookworm", "build"), ("debian:bookworm-slim", "tools"),
-                     ("envoyproxy/envoy:v1.40.0", "envoy")]
+                     ("envoyproxy/envoy:v1.40.0", "envoy"), ("envoyproxy/envoy:v1.40.0", "envoy-native")]
     # The builder runs the Makefile's own target, and `make build` is that target plus setup:
     # the same cargo commands by construction.
     assert re.findall(r"^RUN (.*)", docker, re.M) == ["rustup target add wasm32-wasip1", "make artifacts"]
     assert makefile_recipe("artifacts") == [
         "$(CARGO) build --release --target wasm32-wasip1 --lib",
+        "$(CARGO) build --profile native --features native --lib",
         "$(CARGO) build --release --features cli --bins"]
     assert re.search(r"^build: setup artifacts$", (REPO / "Makefile").read_text(), re.M)
     # Every file the build copies is in the context (.dockerignore keeps target/ out).
