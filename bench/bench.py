@@ -27,7 +27,7 @@ generator (target/release/loadgen) on the other. Envoy CPU per request comes fro
 listens on 127.0.0.1; each run is bounded by a request count and a time cap.
 
 Usage: bench/bench.py [--runs N] [--seconds S] [--readme]
-Writes bench/results.json and bench/results.md (--readme also refreshes README.md).
+Writes bench/results.json and bench/results.md (--readme also refreshes docs/performance.md).
 BENCH_ONLY=header[,translate,stream] runs only those scenarios (quick iterations) and
 prints the table without writing any file.
 """
@@ -50,7 +50,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests/e2e"))
 from harness import envoy_bin, free_port  # noqa: E402
 
-WASM = REPO / "target/wasm32-wasip1/release/tollgate.wasm"
+# TOLLGATE_WASM: bench another build of the filter (say, an older commit's) with the same tools.
+WASM = Path(os.environ.get("TOLLGATE_WASM", REPO / "target/wasm32-wasip1/release/tollgate.wasm"))
 NATIVE = REPO / "target/native/libtollgate.so"
 TOLLGATE = REPO / "target/release/tollgate"
 MOCK = REPO / "target/release/mock-llm"
@@ -327,9 +328,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4.0, help="time cap of one run")
     ap.add_argument("--connections", type=int, default=4)
-    ap.add_argument("--readme", action="store_true", help="refresh the table in README.md")
+    ap.add_argument("--readme", action="store_true", help="refresh the table in docs/performance.md")
     ap.add_argument("--render-only", action="store_true",
-                    help="only re-render results.md (and README with --readme) from results.json")
+                    help="only re-render results.md (and docs/performance.md with --readme) from results.json")
     args = ap.parse_args()
     if args.render_only:
         results = json.loads((OUT / "results.json").read_text())
@@ -568,7 +569,7 @@ Caveats: the "translate" plain row routes the same 4 KB OpenAI body to the mock'
 ratio includes reading the bigger stream. p99 on a shared 2-core VM is mostly scheduling noise.
 The floor rows show where the CPU targets stand: a filter doing nothing takes most or all of the
 header path's 10% by itself, and a body round trip alone more than the translation target's 20%.
-tollgate's own share is its distance from the floor (see README "Performance").
+tollgate's own share is its distance from the floor (see docs/performance.md).
 
 Raw numbers (every run) are in `bench/results.json`.
 """
@@ -616,7 +617,7 @@ def verdicts(res: dict) -> str:
 
 
 def refresh_readme(table: str):
-    readme = REPO / "README.md"
+    readme = REPO / "docs/performance.md"
     text = readme.read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in text and end in text:

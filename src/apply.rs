@@ -510,7 +510,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "tollgate-apply-{}-{}",
             std::process::id(),
-            crate::cost::store::fnv1a(format!("{text}{extra:?}").as_bytes())
+            crate::support::hash::fnv1a64(format!("{text}{extra:?}").as_bytes())
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let d = doc(text);

@@ -5,8 +5,8 @@
 //! Host-only; not part of the .wasm.
 
 use crate::config::{env, Gateway};
-use crate::filter::errors::{ANTHROPIC_FRONT, ENVOY_REPLY, ERROR_HEADER, FRONT_PROPERTY};
 use crate::providers::FrontDoor;
+use crate::refusal::{ANTHROPIC_FRONT, ENVOY_REPLY, ERROR_HEADER, FRONT_PROPERTY};
 use crate::routing::{cluster_name, HostUrl, Scheme, CLUSTER_HEADER};
 use crate::security::claims::provider_name;
 use serde_json::{json, Value};
@@ -603,7 +603,7 @@ pub fn discovery_response(type_url: &str, resources: Vec<Value>) -> Value {
         })
         .collect();
     let text = serde_json::to_string(&resources).unwrap_or_default();
-    let version = format!("{:016x}", crate::cost::store::fnv1a(text.as_bytes()));
+    let version = format!("{:016x}", crate::support::hash::fnv1a64(text.as_bytes()));
     json!({"version_info": version, "resources": resources})
 }
 
@@ -638,37 +638,9 @@ fn jwt_authn(gw: &Gateway, clusters: &mut Vec<Value>, o: &Options) -> Option<Val
         let Some(rule) = &ep.security.jwt else {
             continue;
         };
-        let jwks = if let Some(path) = &rule.jwk_local_path {
-            json!({"local_jwks": {"filename": path}})
-        } else if let Some(url) = &rule.jwk_url {
-            // Checked when the config was read.
-            let Ok(host) = crate::config::security::jwks_host(url) else {
-                continue;
-            };
-            let name = cluster_name(std::slice::from_ref(&host));
-            if !clusters.iter().any(|c| c["name"] == name.as_str()) {
-                clusters.push(cluster(&name, std::slice::from_ref(&host), o));
-            }
-            json!({"remote_jwks": {
-                "http_uri": {"uri": url, "cluster": name, "timeout": "5s"},
-                "cache_duration": "300s"}})
-        } else {
-            continue; // refused when the config was read
-        };
-        let name = provider_name(i);
-        let mut p = jwks;
-        if let Some(iss) = &rule.issuer {
-            p["issuer"] = json!(iss);
+        if let Some(p) = jwt_provider(rule, i, clusters, o) {
+            providers.insert(provider_name(i), p);
         }
-        if !rule.audience.is_empty() {
-            p["audiences"] = json!(rule.audience);
-        }
-        p["forward"] = json!(false);
-        p["payload_in_metadata"] = json!(name);
-        if o.native_path.is_some() {
-            p["forward_payload_header"] = json!(crate::host::native::jwt::header(&name));
-        }
-        providers.insert(name, p);
     }
     if providers.is_empty() {
         return None;
@@ -722,6 +694,45 @@ fn jwt_authn(gw: &Gateway, clusters: &mut Vec<Value>, o: &Options) -> Option<Val
             "rules": rules,
         }
     }))
+}
+
+/// The `jwt_authn` provider of endpoint `i`: its JWKS (a local file, or a URL whose host
+/// gets a cluster), issuer and audiences; the payload goes to dynamic metadata.
+fn jwt_provider(
+    rule: &crate::security::claims::ClaimsRule,
+    i: usize,
+    clusters: &mut Vec<Value>,
+    o: &Options,
+) -> Option<Value> {
+    let jwks = if let Some(path) = &rule.jwk_local_path {
+        json!({"local_jwks": {"filename": path}})
+    } else if let Some(url) = &rule.jwk_url {
+        // Checked when the config was read.
+        let host = crate::security::config::jwks_host(url).ok()?;
+        let name = cluster_name(std::slice::from_ref(&host));
+        if !clusters.iter().any(|c| c["name"] == name.as_str()) {
+            clusters.push(cluster(&name, std::slice::from_ref(&host), o));
+        }
+        json!({"remote_jwks": {
+            "http_uri": {"uri": url, "cluster": name, "timeout": "5s"},
+            "cache_duration": "300s"}})
+    } else {
+        return None; // refused when the config was read
+    };
+    let name = provider_name(i);
+    let mut p = jwks;
+    if let Some(iss) = &rule.issuer {
+        p["issuer"] = json!(iss);
+    }
+    if !rule.audience.is_empty() {
+        p["audiences"] = json!(rule.audience);
+    }
+    p["forward"] = json!(false);
+    p["payload_in_metadata"] = json!(name);
+    if o.native_path.is_some() {
+        p["forward_payload_header"] = json!(crate::host::native::jwt::header(&name));
+    }
+    Some(p)
 }
 
 /// An Envoy route match for a KrakenD endpoint path (`{param}` matches one segment).
@@ -812,7 +823,7 @@ fn local_reply_shape(gw: &Gateway, jwt: bool, state_prefix: &str) -> Value {
     // The path only where the filter did not record the front (it rewrites paths).
     let mut by_path = String::from("false");
     for ep in gw.endpoints.iter() {
-        if crate::filter::errors::front(ep) == FrontDoor::Anthropic {
+        if ep.front_door() == FrontDoor::Anthropic {
             by_path = format!("{by_path} || {}", path_cel(ep.pattern.as_str()));
         }
     }

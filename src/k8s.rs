@@ -146,7 +146,7 @@ pub fn k8s_name(cluster: &str) -> String {
     }
     let hash = format!(
         "{:08x}",
-        crate::cost::store::fnv1a(cluster.as_bytes()) & 0xffff_ffff
+        crate::support::hash::fnv1a64(cluster.as_bytes()) & 0xffff_ffff
     );
     format!(
         "{}-{hash}",

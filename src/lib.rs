@@ -19,11 +19,13 @@ pub mod k8s;
 pub mod limits;
 pub mod observe;
 pub mod providers;
+pub mod refusal;
 pub mod routing;
 #[cfg(feature = "cli")]
 pub mod schema;
 pub mod security;
 pub mod stream;
+pub mod support;
 pub mod template;
 
 #[cfg(target_arch = "wasm32")]

@@ -20,15 +20,16 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use super::json::ClientError;
 use super::json::{
-    as_arr, as_obj, as_str, at, cerr, count, excerpt, field, join, num, opt_bool, opt_f64,
+    as_arr, as_obj, as_str, at, cerr, count, excerpt, field, join, num, object, opt_bool, opt_f64,
     opt_max_tokens, opt_str, parse_body, req, req_str, type_name,
 };
 use super::model::{
     ChatRequest, ChatResponse, Choice, FinishReason, Message, Part, ProviderError, Role,
     StreamEvent, Tool, ToolCall, ToolChoice, Usage,
 };
-use super::openai::{text_of, ClientError};
+use super::openai::text_of;
 use super::util::format_instruction;
 use super::{Outgoing, StreamDecoder, Target, TranslateError};
 use crate::stream::{write_json_event, SseParser};
@@ -51,63 +52,64 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
         ));
     }
     let mut system: Vec<String> = Vec::new();
-    // Consecutive same-role turns are merged.
+    let turns = turns(req, &mut system)?;
+    if let Some(rf) = &req.response_format {
+        if let Some(instruction) = format_instruction(rf, "Anthropic")? {
+            system.push(instruction);
+        }
+    }
+    let temperature = req.temperature.or(t.defaults.temperature);
+    if let Some(v) = temperature.filter(|v| !(0.0..=1.0).contains(v)) {
+        return terr(format!(
+            "temperature: {v} is out of range for Anthropic (0 to 1)"
+        ));
+    }
+    let body = RequestOut {
+        model: t.model,
+        max_tokens: req
+            .max_tokens
+            .or(t.defaults.max_tokens)
+            .unwrap_or(DEFAULT_MAX_TOKENS),
+        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        messages: turns,
+        temperature,
+        top_p: req.top_p.or(t.defaults.top_p),
+        stop_sequences: &req.stop,
+        metadata: req.user.as_deref().map(|user_id| MetadataOut { user_id }),
+        stream: req.stream,
+        tools: req.tools.iter().map(ToolOut::from).collect(),
+        tool_choice: choice_out(req),
+    };
+    Ok(Outgoing {
+        path: "/v1/messages".to_string(),
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+        headers: vec![("anthropic-version".to_string(), API_VERSION.to_string())],
+    })
+}
+
+/// The messages as Anthropic turns: system text set apart (into `system`), consecutive
+/// same-role turns merged, a user turn's tool results before its other content.
+fn turns<'a>(
+    req: &'a ChatRequest,
+    system: &mut Vec<String>,
+) -> Result<Vec<TurnOut<'a>>, TranslateError> {
     let mut turns: Vec<TurnOut> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
         let path = || format!("messages[{i}]");
-        let (role, blocks) = match m.role {
-            Role::System => {
-                if m.content.iter().any(|p| matches!(p, Part::Image { .. })) {
-                    return terr(format!(
-                        "{}.content: images are not allowed in system messages for Anthropic",
-                        path()
-                    ));
-                }
-                let text = text_of(&m.content);
-                if !text.is_empty() {
-                    system.push(text);
-                }
-                continue;
+        if m.role == Role::System {
+            if m.content.iter().any(|p| matches!(p, Part::Image { .. })) {
+                return Err(TranslateError(format!(
+                    "{}.content: images are not allowed in system messages for Anthropic",
+                    path()
+                )));
             }
-            Role::User => ("user", content_blocks(&m.content, path)?),
-            Role::Assistant => {
-                let mut blocks = content_blocks(&m.content, path)?;
-                for (j, c) in m.tool_calls.iter().enumerate() {
-                    let input = parse_arguments(&c.arguments).map_err(|e| {
-                        TranslateError(format!(
-                            "{}.tool_calls[{j}].function.arguments: {e}",
-                            path()
-                        ))
-                    })?;
-                    blocks.push(BlockOut::ToolUse {
-                        id: &c.id,
-                        name: &c.name,
-                        input,
-                    });
-                }
-                ("assistant", blocks)
+            let text = text_of(&m.content);
+            if !text.is_empty() {
+                system.push(text);
             }
-            Role::Tool => {
-                let Some(id) = &m.tool_call_id else {
-                    return terr(format!(
-                        "{}.tool_call_id: missing for a tool message",
-                        path()
-                    ));
-                };
-                let content = if m.content.iter().all(|p| matches!(p, Part::Text(_))) {
-                    ResultOut::Text(text_of(&m.content))
-                } else {
-                    ResultOut::Blocks(content_blocks(&m.content, path)?)
-                };
-                (
-                    "user",
-                    vec![BlockOut::ToolResult {
-                        tool_use_id: id,
-                        content,
-                    }],
-                )
-            }
-        };
+            continue;
+        }
+        let (role, blocks) = turn(m, path)?;
         if blocks.is_empty() {
             continue;
         }
@@ -126,52 +128,75 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
                 .sort_by_key(|b| !matches!(b, BlockOut::ToolResult { .. }));
         }
     }
-    if let Some(rf) = &req.response_format {
-        if let Some(instruction) = format_instruction(rf, "Anthropic")? {
-            system.push(instruction);
+    Ok(turns)
+}
+
+/// A user, assistant or tool message as the role and blocks of an Anthropic turn (tool
+/// calls become `tool_use` blocks, a tool message a user turn's `tool_result`).
+fn turn(
+    m: &Message,
+    path: impl Fn() -> String,
+) -> Result<(&'static str, Vec<BlockOut<'_>>), TranslateError> {
+    match m.role {
+        // System text is set apart by the caller: no blocks.
+        Role::System => Ok(("user", Vec::new())),
+        Role::User => Ok(("user", content_blocks(&m.content, path)?)),
+        Role::Assistant => {
+            let mut blocks = content_blocks(&m.content, &path)?;
+            for (j, c) in m.tool_calls.iter().enumerate() {
+                let input = parse_arguments(&c.arguments).map_err(|e| {
+                    TranslateError(format!(
+                        "{}.tool_calls[{j}].function.arguments: {e}",
+                        path()
+                    ))
+                })?;
+                blocks.push(BlockOut::ToolUse {
+                    id: &c.id,
+                    name: &c.name,
+                    input,
+                });
+            }
+            Ok(("assistant", blocks))
+        }
+        Role::Tool => {
+            let Some(id) = &m.tool_call_id else {
+                return Err(TranslateError(format!(
+                    "{}.tool_call_id: missing for a tool message",
+                    path()
+                )));
+            };
+            let content = if m.content.iter().all(|p| matches!(p, Part::Text(_))) {
+                ResultOut::Text(text_of(&m.content))
+            } else {
+                ResultOut::Blocks(content_blocks(&m.content, path)?)
+            };
+            Ok((
+                "user",
+                vec![BlockOut::ToolResult {
+                    tool_use_id: id,
+                    content,
+                }],
+            ))
         }
     }
-    let temperature = req.temperature.or(t.defaults.temperature);
-    if let Some(v) = temperature.filter(|v| !(0.0..=1.0).contains(v)) {
-        return terr(format!(
-            "temperature: {v} is out of range for Anthropic (0 to 1)"
-        ));
-    }
+}
+
+/// `tool_choice` (with `parallel_tool_calls: false` as `disable_parallel_tool_use`).
+fn choice_out(req: &ChatRequest) -> Option<ChoiceOut<'_>> {
     let no_parallel = req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false));
     let choice = |kind, name| ChoiceOut {
         kind,
         name,
         disable_parallel_tool_use: no_parallel,
     };
-    let tool_choice = match &req.tool_choice {
+    match &req.tool_choice {
         Some(ToolChoice::Auto) => Some(choice("auto", None)),
         Some(ToolChoice::None) => Some(choice("none", None)),
         Some(ToolChoice::Required) => Some(choice("any", None)),
         Some(ToolChoice::Function(n)) => Some(choice("tool", Some(n.as_str()))),
         None if no_parallel && !req.tools.is_empty() => Some(choice("auto", None)),
         None => None,
-    };
-    let body = RequestOut {
-        model: t.model,
-        max_tokens: req
-            .max_tokens
-            .or(t.defaults.max_tokens)
-            .unwrap_or(DEFAULT_MAX_TOKENS),
-        system: (!system.is_empty()).then(|| system.join("\n\n")),
-        messages: turns,
-        temperature,
-        top_p: req.top_p.or(t.defaults.top_p),
-        stop_sequences: &req.stop,
-        metadata: req.user.as_deref().map(|user_id| MetadataOut { user_id }),
-        stream: req.stream,
-        tools: req.tools.iter().map(ToolOut::from).collect(),
-        tool_choice,
-    };
-    Ok(Outgoing {
-        path: "/v1/messages".to_string(),
-        body: serde_json::to_vec(&body).unwrap_or_default(),
-        headers: vec![("anthropic-version".to_string(), API_VERSION.to_string())],
-    })
+    }
 }
 
 // The request body is written from typed views borrowing the canonical request (no `Value`
@@ -601,134 +626,149 @@ impl Decoder {
         };
         let kind = v.get("type").and_then(Value::as_str).or(name).unwrap_or("");
         match kind {
-            "message_start" => {
-                let m = v.get("message");
-                let s = |k: &str| {
-                    m.and_then(|m| m.get(k))
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string()
-                };
-                if let Some(u) = m.and_then(|m| m.get("usage")) {
-                    self.usage = usage_from(u);
-                }
-                if !self.started {
-                    self.started = true;
-                    let id = s("id");
-                    out.push(StreamEvent::Start {
-                        id: if id.is_empty() {
-                            "msg_tollgate".into()
-                        } else {
-                            id
-                        },
-                        model: s("model"),
-                    });
-                }
+            "message_start" => self.message_start(&v, out),
+            "content_block_start" => self.block_start(&v, out),
+            "content_block_delta" => self.block_delta(&v, out),
+            "message_delta" => self.message_delta(&v, out),
+            "message_stop" => self.done = true,
+            "error" => {
+                self.failed = true;
+                out.push(StreamEvent::Error(stream_error(&v, data)));
             }
-            "content_block_start" => {
-                let b = v.get("content_block");
-                if b.and_then(|b| b.get("type")).and_then(Value::as_str) == Some("tool_use") {
-                    let block = num(v.get("index"));
-                    let call = self.next_call;
-                    self.next_call = self.next_call.saturating_add(1);
-                    self.tool_blocks.push((block, call));
-                    let s = |k: &str| {
-                        b.and_then(|b| b.get(k))
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    out.push(StreamEvent::ToolCallStart {
-                        index: 0,
-                        call,
-                        id: s("id"),
-                        name: s("name"),
-                    });
-                } else if let Some(t) = b
-                    .and_then(|b| b.get("text"))
+            // ping, content_block_stop, and event types added later.
+            _ => {}
+        }
+    }
+
+    /// `message_start`: the message id and model, and the first usage (input tokens).
+    fn message_start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let m = v.get("message");
+        let s = |k: &str| {
+            m.and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        if let Some(u) = m.and_then(|m| m.get("usage")) {
+            self.usage = usage_from(u);
+        }
+        if !self.started {
+            self.started = true;
+            let id = s("id");
+            out.push(StreamEvent::Start {
+                id: if id.is_empty() {
+                    "msg_tollgate".into()
+                } else {
+                    id
+                },
+                model: s("model"),
+            });
+        }
+    }
+
+    /// `content_block_start`: a tool call begins (its id and name), or text comes whole.
+    fn block_start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let b = v.get("content_block");
+        if b.and_then(|b| b.get("type")).and_then(Value::as_str) == Some("tool_use") {
+            let block = num(v.get("index"));
+            let call = self.next_call;
+            self.next_call = self.next_call.saturating_add(1);
+            self.tool_blocks.push((block, call));
+            let s = |k: &str| {
+                b.and_then(|b| b.get(k))
                     .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                {
+                    .unwrap_or("")
+                    .to_string()
+            };
+            out.push(StreamEvent::ToolCallStart {
+                index: 0,
+                call,
+                id: s("id"),
+                name: s("name"),
+            });
+        } else if let Some(t) = b
+            .and_then(|b| b.get("text"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            out.push(StreamEvent::Text {
+                index: 0,
+                text: t.to_string(),
+            });
+        }
+    }
+
+    /// `content_block_delta`: text, or a fragment of a tool call's arguments.
+    fn block_delta(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let d = v.get("delta");
+        let s = |k: &str| d.and_then(|d| d.get(k)).and_then(Value::as_str);
+        match s("type") {
+            Some("text_delta") => {
+                if let Some(t) = s("text").filter(|t| !t.is_empty()) {
                     out.push(StreamEvent::Text {
                         index: 0,
                         text: t.to_string(),
                     });
                 }
             }
-            "content_block_delta" => {
-                let d = v.get("delta");
-                let s = |k: &str| d.and_then(|d| d.get(k)).and_then(Value::as_str);
-                match s("type") {
-                    Some("text_delta") => {
-                        if let Some(t) = s("text").filter(|t| !t.is_empty()) {
-                            out.push(StreamEvent::Text {
-                                index: 0,
-                                text: t.to_string(),
-                            });
-                        }
-                    }
-                    Some("input_json_delta") => {
-                        let block = num(v.get("index"));
-                        let call = self
-                            .tool_blocks
-                            .iter()
-                            .find(|(b, _)| *b == block)
-                            .map(|(_, c)| *c);
-                        if let (Some(call), Some(p)) =
-                            (call, s("partial_json").filter(|p| !p.is_empty()))
-                        {
-                            out.push(StreamEvent::ToolCallArgs {
-                                index: 0,
-                                call,
-                                arguments: p.to_string(),
-                            });
-                        }
-                    }
-                    // thinking_delta, signature_delta, citations_delta: no OpenAI equivalent.
-                    _ => {}
-                }
-            }
-            "message_delta" => {
-                if let Some(r) = v
-                    .get("delta")
-                    .and_then(|d| d.get("stop_reason"))
-                    .and_then(Value::as_str)
-                {
-                    out.push(StreamEvent::Finish {
+            Some("input_json_delta") => {
+                let block = num(v.get("index"));
+                let call = self
+                    .tool_blocks
+                    .iter()
+                    .find(|(b, _)| *b == block)
+                    .map(|(_, c)| *c);
+                if let (Some(call), Some(p)) = (call, s("partial_json").filter(|p| !p.is_empty())) {
+                    out.push(StreamEvent::ToolCallArgs {
                         index: 0,
-                        reason: stop_from(r),
+                        call,
+                        arguments: p.to_string(),
                     });
                 }
-                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                    // Cumulative counts; input fields appear here only in newer API versions.
-                    if u.get("input_tokens").and_then(count).is_some() {
-                        let out_tokens = self.usage.completion_tokens;
-                        self.usage = usage_from(u);
-                        if u.get("output_tokens").is_none() {
-                            self.usage.completion_tokens = out_tokens;
-                        }
-                    } else if let Some(o) = u.get("output_tokens").and_then(count) {
-                        self.usage.completion_tokens = o;
-                    }
-                    out.push(StreamEvent::Usage(self.usage));
-                }
             }
-            "message_stop" => self.done = true,
-            "error" => {
-                self.failed = true;
-                let etype = v
-                    .get("error")
-                    .and_then(|e| e.get("type"))
-                    .and_then(Value::as_str);
-                let (status, _) = map_error(etype, 500);
-                let mut e = decode_error(500, data.as_bytes());
-                e.status = status;
-                out.push(StreamEvent::Error(e));
-            }
-            // ping, content_block_stop, and event types added later.
+            // thinking_delta, signature_delta, citations_delta: no OpenAI equivalent.
             _ => {}
         }
     }
+
+    /// `message_delta`: the stop reason, and the usage so far.
+    fn message_delta(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        if let Some(r) = v
+            .get("delta")
+            .and_then(|d| d.get("stop_reason"))
+            .and_then(Value::as_str)
+        {
+            out.push(StreamEvent::Finish {
+                index: 0,
+                reason: stop_from(r),
+            });
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            // Cumulative counts; input fields appear here only in newer API versions.
+            if u.get("input_tokens").and_then(count).is_some() {
+                let out_tokens = self.usage.completion_tokens;
+                self.usage = usage_from(u);
+                if u.get("output_tokens").is_none() {
+                    self.usage.completion_tokens = out_tokens;
+                }
+            } else if let Some(o) = u.get("output_tokens").and_then(count) {
+                self.usage.completion_tokens = o;
+            }
+            out.push(StreamEvent::Usage(self.usage));
+        }
+    }
+}
+
+/// An `error` event of the stream, with the status Anthropic's error type stands for.
+fn stream_error(v: &Value, data: &str) -> ProviderError {
+    let etype = v
+        .get("error")
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str);
+    let (status, _) = map_error(etype, 500);
+    let mut e = decode_error(500, data.as_bytes());
+    e.status = status;
+    e
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -737,49 +777,30 @@ impl Decoder {
 
 /// Parses an Anthropic Messages request body into the canonical request.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
-    let obj = parse_body(body)?;
+    parse_object(&parse_body(body)?)
+}
+
+/// Reads an Anthropic Messages request already parsed as JSON.
+pub fn parse_value(doc: Value) -> Result<ChatRequest, ClientError> {
+    parse_object(&object(doc)?)
+}
+
+fn parse_object(obj: &Map<String, Value>) -> Result<ChatRequest, ClientError> {
     let mut r = ChatRequest {
-        model: req_str(&obj, "model", "")?.to_string(),
+        model: req_str(obj, "model", "")?.to_string(),
         ..ChatRequest::default()
     };
     if r.model.is_empty() {
         return Err(cerr("model", "must not be empty"));
     }
     r.max_tokens = Some(
-        opt_max_tokens(&obj, "max_tokens", "")?
+        opt_max_tokens(obj, "max_tokens", "")?
             .ok_or_else(|| cerr("max_tokens", "missing required field"))?,
     );
-    let messages = as_arr(req(&obj, "messages", "")?, "messages")?;
-    if let Some(sys) = field(&obj, "system") {
-        let text = match sys {
-            Value::String(s) => s.clone(),
-            Value::Array(blocks) => {
-                let mut parts = Vec::new();
-                for (i, b) in blocks.iter().enumerate() {
-                    let p = at("system", i);
-                    let bo = as_obj(b, &p)?;
-                    let t = req_str(bo, "type", &p)?;
-                    if t != "text" {
-                        return Err(cerr(
-                            &join(&p, "type"),
-                            format!("expected a text block, got \"{t}\""),
-                        ));
-                    }
-                    parts.push(req_str(bo, "text", &p)?.to_string());
-                }
-                parts.join("\n\n")
-            }
-            other => {
-                return Err(cerr(
-                    "system",
-                    format!(
-                        "expected a string or an array of text blocks, got {}",
-                        type_name(other)
-                    ),
-                ))
-            }
-        };
-        r.messages.push(msg(Role::System, vec![Part::Text(text)]));
+    let messages = as_arr(req(obj, "messages", "")?, "messages")?;
+    if let Some(sys) = field(obj, "system") {
+        r.messages
+            .push(msg(Role::System, vec![Part::Text(system(sys)?)]));
     }
     if messages.is_empty() {
         return Err(cerr("messages", "must contain at least one message"));
@@ -787,61 +808,98 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
     for (i, m) in messages.iter().enumerate() {
         parse_turn(m, &at("messages", i), &mut r.messages)?;
     }
-    if let Some(tools) = field(&obj, "tools") {
+    if let Some(tools) = field(obj, "tools") {
         for (i, t) in as_arr(tools, "tools")?.iter().enumerate() {
-            let p = at("tools", i);
-            let to = as_obj(t, &p)?;
-            if let Some(kind) = opt_str(to, "type", &p)? {
-                if kind != "custom" {
-                    return Err(cerr(
-                        &join(&p, "type"),
-                        format!("server tool \"{kind}\" is not supported by this gateway"),
-                    ));
-                }
-            }
-            let schema = req(to, "input_schema", &p)?;
-            as_obj(schema, &join(&p, "input_schema"))?;
-            r.tools.push(Tool {
-                name: req_str(to, "name", &p)?.to_string(),
-                description: opt_str(to, "description", &p)?.map(str::to_string),
-                parameters: schema.clone(),
-            });
+            r.tools.push(tool(t, &at("tools", i))?);
         }
     }
-    if let Some(tc) = field(&obj, "tool_choice") {
+    if let Some(tc) = field(obj, "tool_choice") {
         let tco = as_obj(tc, "tool_choice")?;
-        r.tool_choice = Some(match req_str(tco, "type", "tool_choice")? {
-            "auto" => ToolChoice::Auto,
-            "any" => ToolChoice::Required,
-            "none" => ToolChoice::None,
-            "tool" => ToolChoice::Function(req_str(tco, "name", "tool_choice")?.to_string()),
-            other => {
-                return Err(cerr(
-                    "tool_choice.type",
-                    format!(
-                        "unknown tool choice type \"{other}\" (expected auto, any, tool or none)"
-                    ),
-                ))
-            }
-        });
+        r.tool_choice = Some(tool_choice(tco)?);
         if opt_bool(tco, "disable_parallel_tool_use", "tool_choice")? == Some(true) {
             r.extra.insert("parallel_tool_calls".into(), json!(false));
         }
     }
-    r.temperature = opt_f64(&obj, "temperature", "")?;
-    r.top_p = opt_f64(&obj, "top_p", "")?;
-    if let Some(ss) = field(&obj, "stop_sequences") {
+    r.temperature = opt_f64(obj, "temperature", "")?;
+    r.top_p = opt_f64(obj, "top_p", "")?;
+    if let Some(ss) = field(obj, "stop_sequences") {
         for (i, s) in as_arr(ss, "stop_sequences")?.iter().enumerate() {
             r.stop
                 .push(as_str(s, &at("stop_sequences", i))?.to_string());
         }
     }
-    if let Some(md) = field(&obj, "metadata") {
+    if let Some(md) = field(obj, "metadata") {
         r.user = opt_str(as_obj(md, "metadata")?, "user_id", "metadata")?.map(str::to_string);
     }
-    r.stream = opt_bool(&obj, "stream", "")?.unwrap_or(false);
+    r.stream = opt_bool(obj, "stream", "")?.unwrap_or(false);
     // top_k, thinking, service_tier, ...: Anthropic-only knobs without an OpenAI equivalent.
     Ok(r)
+}
+
+/// `system`: a string or an array of text blocks (joined by blank lines).
+fn system(sys: &Value) -> Result<String, ClientError> {
+    match sys {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => {
+            let mut parts = Vec::new();
+            for (i, b) in blocks.iter().enumerate() {
+                let p = at("system", i);
+                let bo = as_obj(b, &p)?;
+                let t = req_str(bo, "type", &p)?;
+                if t != "text" {
+                    return Err(cerr(
+                        &join(&p, "type"),
+                        format!("expected a text block, got \"{t}\""),
+                    ));
+                }
+                parts.push(req_str(bo, "text", &p)?.to_string());
+            }
+            Ok(parts.join("\n\n"))
+        }
+        other => Err(cerr(
+            "system",
+            format!(
+                "expected a string or an array of text blocks, got {}",
+                type_name(other)
+            ),
+        )),
+    }
+}
+
+/// One `tools[i]`: a custom tool (server tools are refused).
+fn tool(t: &Value, p: &str) -> Result<Tool, ClientError> {
+    let to = as_obj(t, p)?;
+    if let Some(kind) = opt_str(to, "type", p)? {
+        if kind != "custom" {
+            return Err(cerr(
+                &join(p, "type"),
+                format!("server tool \"{kind}\" is not supported by this gateway"),
+            ));
+        }
+    }
+    let schema = req(to, "input_schema", p)?;
+    as_obj(schema, &join(p, "input_schema"))?;
+    Ok(Tool {
+        name: req_str(to, "name", p)?.to_string(),
+        description: opt_str(to, "description", p)?.map(str::to_string),
+        parameters: schema.clone(),
+    })
+}
+
+/// `tool_choice`: auto, any, none, or one named tool.
+fn tool_choice(tco: &Map<String, Value>) -> Result<ToolChoice, ClientError> {
+    Ok(match req_str(tco, "type", "tool_choice")? {
+        "auto" => ToolChoice::Auto,
+        "any" => ToolChoice::Required,
+        "none" => ToolChoice::None,
+        "tool" => ToolChoice::Function(req_str(tco, "name", "tool_choice")?.to_string()),
+        other => {
+            return Err(cerr(
+                "tool_choice.type",
+                format!("unknown tool choice type \"{other}\" (expected auto, any, tool or none)"),
+            ))
+        }
+    })
 }
 
 fn msg(role: Role, content: Vec<Part>) -> Message {
@@ -852,6 +910,48 @@ fn msg(role: Role, content: Vec<Part>) -> Message {
         tool_call_id: None,
         name: None,
     }
+}
+
+/// A user turn's `tool_result` block as a tool message (`is_error` prefixes `Error: `).
+fn tool_result(bo: &Map<String, Value>, p: &str) -> Result<Message, ClientError> {
+    let mut t = msg(Role::Tool, Vec::new());
+    t.tool_call_id = Some(req_str(bo, "tool_use_id", p)?.to_string());
+    let rp = join(p, "content");
+    match field(bo, "content") {
+        None => {}
+        Some(Value::String(s)) => t.content.push(Part::Text(s.clone())),
+        Some(Value::Array(items)) => {
+            for (j, it) in items.iter().enumerate() {
+                let ip = at(&rp, j);
+                let io = as_obj(it, &ip)?;
+                match req_str(io, "type", &ip)? {
+                    "text" => t
+                        .content
+                        .push(Part::Text(req_str(io, "text", &ip)?.to_string())),
+                    "image" => t.content.push(parse_image(io, &ip)?),
+                    other => {
+                        return Err(cerr(
+                            &join(&ip, "type"),
+                            format!("unsupported tool result block type \"{other}\""),
+                        ))
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            return Err(cerr(
+                &rp,
+                format!(
+                    "expected a string or an array of blocks, got {}",
+                    type_name(other)
+                ),
+            ))
+        }
+    }
+    if opt_bool(bo, "is_error", p)? == Some(true) {
+        t.content.insert(0, Part::Text("Error: ".into()));
+    }
+    Ok(t)
 }
 
 /// One Anthropic turn → canonical messages (a user turn's tool results become tool messages
@@ -891,48 +991,7 @@ fn parse_turn(v: &Value, path: &str, out: &mut Vec<Message>) -> Result<(), Clien
                             arguments: input.to_string(),
                         });
                     }
-                    ("tool_result", Role::User) => {
-                        let mut t = msg(Role::Tool, Vec::new());
-                        t.tool_call_id = Some(req_str(bo, "tool_use_id", &p)?.to_string());
-                        let rp = join(&p, "content");
-                        match field(bo, "content") {
-                            None => {}
-                            Some(Value::String(s)) => t.content.push(Part::Text(s.clone())),
-                            Some(Value::Array(items)) => {
-                                for (j, it) in items.iter().enumerate() {
-                                    let ip = at(&rp, j);
-                                    let io = as_obj(it, &ip)?;
-                                    match req_str(io, "type", &ip)? {
-                                        "text" => t.content.push(Part::Text(
-                                            req_str(io, "text", &ip)?.to_string(),
-                                        )),
-                                        "image" => t.content.push(parse_image(io, &ip)?),
-                                        other => {
-                                            return Err(cerr(
-                                                &join(&ip, "type"),
-                                                format!(
-                                                "unsupported tool result block type \"{other}\""
-                                            ),
-                                            ))
-                                        }
-                                    }
-                                }
-                            }
-                            Some(other) => {
-                                return Err(cerr(
-                                    &rp,
-                                    format!(
-                                        "expected a string or an array of blocks, got {}",
-                                        type_name(other)
-                                    ),
-                                ))
-                            }
-                        }
-                        if opt_bool(bo, "is_error", &p)? == Some(true) {
-                            t.content.insert(0, Part::Text("Error: ".into()));
-                        }
-                        out.push(t);
-                    }
+                    ("tool_result", Role::User) => out.push(tool_result(bo, &p)?),
                     ("thinking" | "redacted_thinking", Role::Assistant) => {}
                     ("tool_use" | "tool_result", _) => {
                         return Err(cerr(

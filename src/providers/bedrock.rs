@@ -24,12 +24,11 @@ use super::json::num;
 use super::model::{
     Choice, FinishReason, Message, Part, Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
-use super::util::{
-    format_instruction, joined_text, map_error, parse_data_url, snippet, stable_id, uri_encode,
-};
+use super::util::{format_instruction, joined_text, map_error, parse_data_url, snippet, stable_id};
 use super::{
     ChatRequest, ChatResponse, Outgoing, ProviderError, StreamDecoder, Target, TranslateError,
 };
+use crate::support::encoding::uri_encode;
 
 const PROVIDER: &str = "Bedrock";
 
@@ -46,67 +45,11 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
             "Bedrock Converse returns a single choice; n > 1 is not supported",
         ));
     }
-    let mut system: Vec<Value> = Vec::new();
-    let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    let mut has_tool_blocks = false;
-    for (i, m) in req.messages.iter().enumerate() {
-        match m.role {
-            Role::System => {
-                for p in &m.content {
-                    match p {
-                        Part::Text(text) if !text.is_empty() => {
-                            system.push(json!({ "text": text }))
-                        }
-                        Part::Text(_) => {}
-                        Part::Image { .. } => {
-                            return Err(terr(format!(
-                            "messages[{i}]: Bedrock system prompts can hold only text, not images"
-                        )))
-                        }
-                    }
-                }
-            }
-            Role::User => push_message(&mut messages, "user", blocks(&m.content, i)?),
-            Role::Assistant => {
-                let mut content = blocks(&m.content, i)?;
-                for (j, call) in m.tool_calls.iter().enumerate() {
-                    let input = parse_input(&call.arguments).map_err(|e| {
-                        terr(format!(
-                            "messages[{i}].tool_calls[{j}].function.arguments: {e}"
-                        ))
-                    })?;
-                    has_tool_blocks = true;
-                    content.push(json!({ "toolUse": {
-                        "toolUseId": call.id, "name": call.name, "input": input
-                    }}));
-                }
-                push_message(&mut messages, "assistant", content);
-            }
-            Role::Tool => {
-                let Some(id) = m.tool_call_id.as_deref() else {
-                    return Err(terr(format!(
-                        "messages[{i}]: tool message without tool_call_id"
-                    )));
-                };
-                has_tool_blocks = true;
-                let text = joined_text(&m.content);
-                let mut result = match serde_json::from_str::<Value>(&text) {
-                    Ok(Value::Object(o)) => vec![json!({ "json": o })],
-                    _ => vec![json!({ "text": text })],
-                };
-                for p in &m.content {
-                    if let Part::Image { url, .. } = p {
-                        result.push(image_block(url, i)?);
-                    }
-                }
-                push_message(
-                    &mut messages,
-                    "user",
-                    vec![json!({ "toolResult": { "toolUseId": id, "content": result } })],
-                );
-            }
-        }
-    }
+    let Conversation {
+        mut system,
+        messages,
+        has_tool_blocks,
+    } = conversation(req)?;
     if messages.is_empty() {
         return Err(terr("Bedrock needs at least one user or assistant message"));
     }
@@ -130,19 +73,7 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     if !system.is_empty() {
         body.insert("system".into(), Value::Array(system));
     }
-    let mut inference = Map::new();
-    if let Some(v) = req.max_tokens.or(t.defaults.max_tokens) {
-        inference.insert("maxTokens".into(), json!(v));
-    }
-    if let Some(v) = req.temperature.or(t.defaults.temperature) {
-        inference.insert("temperature".into(), json!(v));
-    }
-    if let Some(v) = req.top_p.or(t.defaults.top_p) {
-        inference.insert("topP".into(), json!(v));
-    }
-    if !req.stop.is_empty() {
-        inference.insert("stopSequences".into(), json!(req.stop));
-    }
+    let inference = inference_config(req, t);
     if !inference.is_empty() {
         body.insert("inferenceConfig".into(), Value::Object(inference));
     }
@@ -158,6 +89,116 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     };
     let body = serde_json::to_vec(&Value::Object(body))
         .map_err(|e| terr(format!("cannot serialise the Bedrock request: {e}")))?;
+    let headers = request_headers(req, t, &path, &body)?;
+    Ok(Outgoing {
+        path,
+        body,
+        headers,
+    })
+}
+
+/// The canonical messages as Converse's system blocks and messages.
+struct Conversation {
+    system: Vec<Value>,
+    messages: Vec<(&'static str, Vec<Value>)>,
+    /// A tool call or result is in the history (Converse then needs a `toolConfig`).
+    has_tool_blocks: bool,
+}
+
+fn conversation(req: &ChatRequest) -> Result<Conversation, TranslateError> {
+    let mut c = Conversation {
+        system: Vec::new(),
+        messages: Vec::new(),
+        has_tool_blocks: false,
+    };
+    for (i, m) in req.messages.iter().enumerate() {
+        match m.role {
+            Role::System => {
+                for p in &m.content {
+                    match p {
+                        Part::Text(text) if !text.is_empty() => {
+                            c.system.push(json!({ "text": text }))
+                        }
+                        Part::Text(_) => {}
+                        Part::Image { .. } => {
+                            return Err(terr(format!(
+                            "messages[{i}]: Bedrock system prompts can hold only text, not images"
+                        )))
+                        }
+                    }
+                }
+            }
+            Role::User => push_message(&mut c.messages, "user", blocks(&m.content, i)?),
+            Role::Assistant => {
+                let mut content = blocks(&m.content, i)?;
+                for (j, call) in m.tool_calls.iter().enumerate() {
+                    let input = parse_input(&call.arguments).map_err(|e| {
+                        terr(format!(
+                            "messages[{i}].tool_calls[{j}].function.arguments: {e}"
+                        ))
+                    })?;
+                    c.has_tool_blocks = true;
+                    content.push(json!({ "toolUse": {
+                        "toolUseId": call.id, "name": call.name, "input": input
+                    }}));
+                }
+                push_message(&mut c.messages, "assistant", content);
+            }
+            Role::Tool => {
+                c.has_tool_blocks = true;
+                push_message(&mut c.messages, "user", vec![tool_result(m, i)?]);
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// A tool message as a `toolResult` block (JSON when its text is a JSON object).
+fn tool_result(m: &Message, i: usize) -> Result<Value, TranslateError> {
+    let Some(id) = m.tool_call_id.as_deref() else {
+        return Err(terr(format!(
+            "messages[{i}]: tool message without tool_call_id"
+        )));
+    };
+    let text = joined_text(&m.content);
+    let mut result = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(o)) => vec![json!({ "json": o })],
+        _ => vec![json!({ "text": text })],
+    };
+    for p in &m.content {
+        if let Part::Image { url, .. } = p {
+            result.push(image_block(url, i)?);
+        }
+    }
+    Ok(json!({ "toolResult": { "toolUseId": id, "content": result } }))
+}
+
+/// `inferenceConfig`: the client's sampling values, else the backend's defaults.
+fn inference_config(req: &ChatRequest, t: &Target) -> Map<String, Value> {
+    let mut inference = Map::new();
+    if let Some(v) = req.max_tokens.or(t.defaults.max_tokens) {
+        inference.insert("maxTokens".into(), json!(v));
+    }
+    if let Some(v) = req.temperature.or(t.defaults.temperature) {
+        inference.insert("temperature".into(), json!(v));
+    }
+    if let Some(v) = req.top_p.or(t.defaults.top_p) {
+        inference.insert("topP".into(), json!(v));
+    }
+    if !req.stop.is_empty() {
+        inference.insert("stopSequences".into(), json!(req.stop));
+    }
+    inference
+}
+
+/// The request headers: JSON, signed with SigV4 when the backend has AWS credentials, and
+/// what the answer may be (JSON, or an event stream).
+fn request_headers(
+    req: &ChatRequest,
+    t: &Target,
+    path: &str,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, TranslateError> {
     let accept = if req.stream {
         "application/vnd.amazon.eventstream"
     } else {
@@ -169,15 +210,11 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
             return Err(terr("Bedrock request signing needs the upstream host"));
         }
         headers.extend(super::sigv4::sign(
-            "POST", t.host, &path, &headers, &body, creds, "bedrock", t.now_unix,
+            "POST", t.host, path, &headers, body, creds, "bedrock", t.now_unix,
         ));
     }
     headers.push(("accept".to_string(), accept.to_string()));
-    Ok(Outgoing {
-        path,
-        body,
-        headers,
-    })
+    Ok(headers)
 }
 
 fn push_message(
@@ -480,23 +517,7 @@ impl Decoder {
         };
         match msg.header_str(":message-type").unwrap_or("event") {
             "event" => {}
-            "exception" => {
-                let kind = msg.header_str(":exception-type").unwrap_or("exception");
-                let payload: Option<Value> = serde_json::from_slice(&msg.payload).ok();
-                let message = payload
-                    .as_ref()
-                    .and_then(|p| p.get("message").or_else(|| p.get("Message")))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| snippet(&msg.payload));
-                let err = map_error(
-                    PROVIDER,
-                    status_for_exception(kind),
-                    message,
-                    Some(kind.to_string()),
-                );
-                return self.fail(err, out);
-            }
+            "exception" => return self.fail(exception(&msg), out),
             "error" => {
                 let code = msg.header_str(":error-code").unwrap_or("error").to_string();
                 let message = msg
@@ -519,60 +540,11 @@ impl Decoder {
             "messageStart" => self.start(&msg.payload, out),
             "contentBlockStart" => {
                 self.start(&msg.payload, out);
-                let block = v
-                    .get("contentBlockIndex")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
-                if let Some(tu) = v.get("start").and_then(|s| s.get("toolUse")) {
-                    let call = self.tool_blocks.len() as u32;
-                    self.tool_blocks.push((block, call));
-                    let s = |k: &str| {
-                        tu.get(k)
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string()
-                    };
-                    out.push(StreamEvent::ToolCallStart {
-                        index: 0,
-                        call,
-                        id: s("toolUseId"),
-                        name: s("name"),
-                    });
-                }
+                self.block_start(&v, out);
             }
             "contentBlockDelta" => {
                 self.start(&msg.payload, out);
-                let block = v
-                    .get("contentBlockIndex")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
-                let Some(delta) = v.get("delta") else { return };
-                if let Some(text) = delta.get("text").and_then(Value::as_str) {
-                    if !text.is_empty() {
-                        out.push(StreamEvent::Text {
-                            index: 0,
-                            text: text.to_string(),
-                        });
-                    }
-                } else if let Some(input) = delta
-                    .get("toolUse")
-                    .and_then(|t| t.get("input"))
-                    .and_then(Value::as_str)
-                {
-                    // Deltas of a block that never started as a tool use are dropped.
-                    let call = self
-                        .tool_blocks
-                        .iter()
-                        .find(|(b, _)| *b == block)
-                        .map(|(_, c)| *c);
-                    if let (Some(call), false) = (call, input.is_empty()) {
-                        out.push(StreamEvent::ToolCallArgs {
-                            index: 0,
-                            call,
-                            arguments: input.to_string(),
-                        });
-                    }
-                }
+                self.block_delta(&v, out);
             }
             "messageStop" => {
                 self.start(&msg.payload, out);
@@ -594,6 +566,83 @@ impl Decoder {
             _ => {}
         }
     }
+
+    /// `contentBlockStart`: a tool call begins (its id and name).
+    fn block_start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let block = v
+            .get("contentBlockIndex")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if let Some(tu) = v.get("start").and_then(|s| s.get("toolUse")) {
+            let call = self.tool_blocks.len() as u32;
+            self.tool_blocks.push((block, call));
+            let s = |k: &str| {
+                tu.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            out.push(StreamEvent::ToolCallStart {
+                index: 0,
+                call,
+                id: s("toolUseId"),
+                name: s("name"),
+            });
+        }
+    }
+
+    /// `contentBlockDelta`: text, or a fragment of a tool call's arguments.
+    fn block_delta(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let block = v
+            .get("contentBlockIndex")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let Some(delta) = v.get("delta") else { return };
+        if let Some(text) = delta.get("text").and_then(Value::as_str) {
+            if !text.is_empty() {
+                out.push(StreamEvent::Text {
+                    index: 0,
+                    text: text.to_string(),
+                });
+            }
+        } else if let Some(input) = delta
+            .get("toolUse")
+            .and_then(|t| t.get("input"))
+            .and_then(Value::as_str)
+        {
+            // Deltas of a block that never started as a tool use are dropped.
+            let call = self
+                .tool_blocks
+                .iter()
+                .find(|(b, _)| *b == block)
+                .map(|(_, c)| *c);
+            if let (Some(call), false) = (call, input.is_empty()) {
+                out.push(StreamEvent::ToolCallArgs {
+                    index: 0,
+                    call,
+                    arguments: input.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// An `exception` message of the stream, as the provider's error.
+fn exception(msg: &eventstream::Message) -> ProviderError {
+    let kind = msg.header_str(":exception-type").unwrap_or("exception");
+    let payload: Option<Value> = serde_json::from_slice(&msg.payload).ok();
+    let message = payload
+        .as_ref()
+        .and_then(|p| p.get("message").or_else(|| p.get("Message")))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| snippet(&msg.payload));
+    map_error(
+        PROVIDER,
+        status_for_exception(kind),
+        message,
+        Some(kind.to_string()),
+    )
 }
 
 impl StreamDecoder for Decoder {
@@ -1010,7 +1059,7 @@ mod tests {
         assert_eq!(header(&out, "x-amz-date"), Some("20150830T123600Z"));
         assert_eq!(header(&out, "x-amz-security-token"), Some("SESSION"));
         assert_eq!(header(&out, "accept"), Some("application/json"));
-        let sha = crate::providers::util::hex_lower(&crate::providers::sigv4::sha256(&out.body));
+        let sha = crate::support::encoding::hex_lower(&crate::support::sha256::sha256(&out.body));
         assert_eq!(header(&out, "x-amz-content-sha256"), Some(sha.as_str()));
         let auth = header(&out, "authorization").unwrap();
         assert!(auth.starts_with(

@@ -21,13 +21,12 @@ use super::json::num;
 use super::model::{
     Choice, FinishReason, Message, Part, Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
-use super::util::{
-    guess_image_mime, joined_text, map_error, parse_data_url, snippet, stable_id, uri_encode,
-};
+use super::util::{guess_image_mime, joined_text, map_error, parse_data_url, snippet, stable_id};
 use super::{
     ChatRequest, ChatResponse, Outgoing, ProviderError, StreamDecoder, Target, TranslateError,
 };
 use crate::stream::SseParser;
+use crate::support::encoding::uri_encode;
 
 const PROVIDER: &str = "Gemini";
 /// Largest unfinished SSE event the stream decoder holds before giving up.
@@ -41,58 +40,7 @@ fn terr(msg: impl Into<String>) -> TranslateError {
 
 /// Translates a canonical request into a Gemini `generateContent` call.
 pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, TranslateError> {
-    let mut system: Vec<Value> = Vec::new();
-    let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
-
-    for (i, m) in req.messages.iter().enumerate() {
-        match m.role {
-            Role::System => {
-                for p in &m.content {
-                    match p {
-                        Part::Text(text) if !text.is_empty() => system.push(json!({ "text": text })),
-                        Part::Text(_) => {}
-                        Part::Image { .. } => {
-                            return Err(terr(format!(
-                                "messages[{i}]: Gemini system instructions can hold only text, not images"
-                            )))
-                        }
-                    }
-                }
-            }
-            Role::User => push_content(&mut contents, "user", content_parts(&m.content, i)?),
-            Role::Assistant => {
-                let mut parts = content_parts(&m.content, i)?;
-                for (j, call) in m.tool_calls.iter().enumerate() {
-                    let args = parse_args(&call.arguments).map_err(|e| {
-                        terr(format!(
-                            "messages[{i}].tool_calls[{j}].function.arguments: {e}"
-                        ))
-                    })?;
-                    parts.push(json!({ "functionCall": { "name": call.name, "args": args } }));
-                }
-                push_content(&mut contents, "model", parts);
-            }
-            Role::Tool => {
-                let name = tool_name_for(req, i)?;
-                let text = joined_text(&m.content);
-                let response = match serde_json::from_str::<Value>(&text) {
-                    Ok(Value::Object(o)) => Value::Object(o),
-                    _ => json!({ "content": text }),
-                };
-                let mut parts =
-                    vec![json!({ "functionResponse": { "name": name, "response": response } })];
-                // Images a tool returned travel next to its response.
-                let images: Vec<Part> = m
-                    .content
-                    .iter()
-                    .filter(|p| matches!(p, Part::Image { .. }))
-                    .cloned()
-                    .collect();
-                parts.extend(content_parts(&images, i)?);
-                push_content(&mut contents, "user", parts);
-            }
-        }
-    }
+    let (system, contents) = contents(req)?;
     if contents.is_empty() {
         return Err(terr("Gemini needs at least one user or assistant message"));
     }
@@ -111,21 +59,7 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
         body.insert("systemInstruction".into(), json!({ "parts": system }));
     }
     if !req.tools.is_empty() {
-        let decls: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|tool| {
-                let mut d = Map::new();
-                d.insert("name".into(), json!(tool.name));
-                if let Some(desc) = &tool.description {
-                    d.insert("description".into(), json!(desc));
-                }
-                if let Some(params) = function_parameters(&tool.parameters) {
-                    d.insert("parameters".into(), params);
-                }
-                Value::Object(d)
-            })
-            .collect();
+        let decls: Vec<Value> = req.tools.iter().map(declaration).collect();
         body.insert("tools".into(), json!([{ "functionDeclarations": decls }]));
     }
     if let Some(choice) = &req.tool_choice {
@@ -161,11 +95,85 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     })
 }
 
-fn push_content(
-    contents: &mut Vec<(&'static str, Vec<Value>)>,
-    role: &'static str,
-    parts: Vec<Value>,
-) {
+/// A role's parts, in order.
+type Contents = Vec<(&'static str, Vec<Value>)>;
+
+/// The canonical messages as Gemini's system instruction parts and contents.
+fn contents(req: &ChatRequest) -> Result<(Vec<Value>, Contents), TranslateError> {
+    let mut system: Vec<Value> = Vec::new();
+    let mut contents: Contents = Vec::new();
+    for (i, m) in req.messages.iter().enumerate() {
+        match m.role {
+            Role::System => {
+                for p in &m.content {
+                    match p {
+                        Part::Text(text) if !text.is_empty() => system.push(json!({ "text": text })),
+                        Part::Text(_) => {}
+                        Part::Image { .. } => {
+                            return Err(terr(format!(
+                                "messages[{i}]: Gemini system instructions can hold only text, not images"
+                            )))
+                        }
+                    }
+                }
+            }
+            Role::User => push_content(&mut contents, "user", content_parts(&m.content, i)?),
+            Role::Assistant => {
+                let mut parts = content_parts(&m.content, i)?;
+                for (j, call) in m.tool_calls.iter().enumerate() {
+                    let args = parse_args(&call.arguments).map_err(|e| {
+                        terr(format!(
+                            "messages[{i}].tool_calls[{j}].function.arguments: {e}"
+                        ))
+                    })?;
+                    parts.push(json!({ "functionCall": { "name": call.name, "args": args } }));
+                }
+                push_content(&mut contents, "model", parts);
+            }
+            Role::Tool => push_content(&mut contents, "user", function_response(req, m, i)?),
+        }
+    }
+    Ok((system, contents))
+}
+
+/// A tool message as a `functionResponse` part (named after the call it answers), with the
+/// images the tool returned next to it.
+fn function_response(
+    req: &ChatRequest,
+    m: &Message,
+    i: usize,
+) -> Result<Vec<Value>, TranslateError> {
+    let name = tool_name_for(req, i)?;
+    let text = joined_text(&m.content);
+    let response = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(o)) => Value::Object(o),
+        _ => json!({ "content": text }),
+    };
+    let mut parts = vec![json!({ "functionResponse": { "name": name, "response": response } })];
+    let images: Vec<Part> = m
+        .content
+        .iter()
+        .filter(|p| matches!(p, Part::Image { .. }))
+        .cloned()
+        .collect();
+    parts.extend(content_parts(&images, i)?);
+    Ok(parts)
+}
+
+/// A tool as a function declaration.
+fn declaration(tool: &super::model::Tool) -> Value {
+    let mut d = Map::new();
+    d.insert("name".into(), json!(tool.name));
+    if let Some(desc) = &tool.description {
+        d.insert("description".into(), json!(desc));
+    }
+    if let Some(params) = function_parameters(&tool.parameters) {
+        d.insert("parameters".into(), params);
+    }
+    Value::Object(d)
+}
+
+fn push_content(contents: &mut Contents, role: &'static str, parts: Vec<Value>) {
     if parts.is_empty() {
         return;
     }

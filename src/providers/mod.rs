@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod backend;
 pub mod bedrock;
 pub mod eventstream;
 pub mod gemini;
@@ -182,6 +183,14 @@ impl FrontDoor {
         }
     }
 
+    /// Reads a client request already parsed as JSON (the same errors as [`FrontDoor::parse`]).
+    pub fn parse_value(self, doc: serde_json::Value) -> Result<ChatRequest, openai::ClientError> {
+        match self {
+            FrontDoor::OpenAi => openai::parse_value(doc),
+            FrontDoor::Anthropic => anthropic::parse_value(doc),
+        }
+    }
+
     pub fn encode_response(self, resp: &ChatResponse, model: &str) -> Vec<u8> {
         match self {
             FrontDoor::OpenAi => openai::encode_response(resp, model),
@@ -209,28 +218,6 @@ impl FrontDoor {
             FrontDoor::OpenAi if e.status == anthropic::OVERLOADED => (503, openai::error_body(e)),
             FrontDoor::OpenAi => (e.status, openai::error_body(e)),
             FrontDoor::Anthropic => anthropic::error_reply(e),
-        }
-    }
-
-    /// A gateway-side refusal (`kind`: OpenAI error type) in the client's error shape, with
-    /// the status to answer it with (see [`FrontDoor::error`]). Every answer the gateway
-    /// makes itself goes through here.
-    pub fn gateway_error(
-        self,
-        status: u16,
-        kind: &str,
-        code: &str,
-        message: &str,
-        param: Option<&str>,
-    ) -> (u16, Vec<u8>) {
-        match self {
-            FrontDoor::OpenAi => (status, openai::error_json(message, kind, Some(code), param)),
-            FrontDoor::Anthropic => anthropic::error_reply(&ProviderError {
-                status,
-                kind: kind.to_string(),
-                message: message.to_string(),
-                code: None,
-            }),
         }
     }
 }

@@ -1,76 +1,14 @@
-//! Small helpers shared by the provider modules: stable ids, URI encoding, data URLs,
-//! HTTP status to OpenAI error mapping. Pure and panic-free.
+//! Small helpers shared by the provider modules: stable ids, data URLs, HTTP status to
+//! OpenAI error mapping. Pure and panic-free.
 
 use super::model::{Part, ProviderError};
 use super::TranslateError;
+use crate::support::hash::fnv1a64;
 use serde_json::Value;
-
-/// FNV-1a 64-bit hash: a cheap, deterministic fingerprint (not cryptographic).
-pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 /// A stable id for a response that carries none: `prefix` + hex fingerprint of `seed`.
 pub(crate) fn stable_id(prefix: &str, seed: &[u8]) -> String {
     format!("{prefix}{:016x}", fnv1a64(seed))
-}
-
-/// AWS-style URI encoding: every byte except `A-Z a-z 0-9 - _ . ~` becomes `%XX`
-/// (upper-case hex); `/` is kept when `keep_slash`.
-pub(crate) fn uri_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
-        if unreserved || (keep_slash && b == b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(hex_upper(b >> 4));
-            out.push(hex_upper(b & 0x0f));
-        }
-    }
-    out
-}
-
-fn hex_upper(n: u8) -> char {
-    char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 })
-}
-
-/// Decodes `%XX` escapes (and nothing else); malformed escapes are kept literally.
-pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        if c == b'%' {
-            let hi = b.get(i + 1).and_then(|&h| char::from(h).to_digit(16));
-            let lo = b.get(i + 2).and_then(|&l| char::from(l).to_digit(16));
-            if let (Some(hi), Some(lo)) = (hi, lo) {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(c);
-        i += 1;
-    }
-    out
-}
-
-/// Lower-case hex of bytes.
-pub(crate) fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
 }
 
 /// A `data:<mime>;base64,<data>` URL split into its media type and base64 data.
@@ -222,26 +160,7 @@ pub(crate) fn format_instruction(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uri_encoding_follows_aws_rules() {
-        assert_eq!(uri_encode("a-b_c.d~e", false), "a-b_c.d~e");
-        assert_eq!(
-            uri_encode("anthropic.claude-3-5-sonnet-20240620-v1:0", false),
-            "anthropic.claude-3-5-sonnet-20240620-v1%3A0"
-        );
-        assert_eq!(uri_encode("a/b c", false), "a%2Fb%20c");
-        assert_eq!(uri_encode("a/b c", true), "a/b%20c");
-        assert_eq!(uri_encode("é", false), "%C3%A9");
-        assert_eq!(uri_encode("%3A", false), "%253A");
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%3Ab%2f"), b"a:b/");
-        assert_eq!(percent_decode("100%"), b"100%");
-        assert_eq!(percent_decode("%zz%4"), b"%zz%4");
-    }
+    use crate::support::encoding::hex_lower;
 
     #[test]
     fn data_urls() {

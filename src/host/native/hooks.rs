@@ -194,7 +194,7 @@ fn new_config(config_envoy: *mut c_void, text: &str) -> Result<Config, String> {
     let mut shared = super::store::SharedOnly::default();
     crate::cost::store::init(&mut shared);
     crate::observe::init(&mut shared);
-    crate::governance::init_shared(&mut shared, &gw.endpoints);
+    gw.init_shared(&mut shared);
     let metric_ids = FAMILIES
         .iter()
         .map(|f| define_metric(config_envoy, f.name, f.kind, f.labels))

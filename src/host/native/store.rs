@@ -47,7 +47,7 @@ impl Store {
     }
 
     fn shard(&self, key: &str) -> Option<MutexGuard<'_, Map>> {
-        let i = crate::providers::util::fnv1a64(key.as_bytes()) as usize % SHARDS;
+        let i = crate::support::hash::fnv1a64(key.as_bytes()) as usize % SHARDS;
         let m = self.shards.get(i)?;
         Some(m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }

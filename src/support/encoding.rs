@@ -1,0 +1,137 @@
+//! Byte encodings: percent-encoding (AWS's URI rules, and three decoders for the three places
+//! that read one), hex.
+
+/// AWS-style URI encoding: every byte except `A-Z a-z 0-9 - _ . ~` becomes `%XX`
+/// (upper-case hex); `/` is kept when `keep_slash`.
+pub fn uri_encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+        if unreserved || (keep_slash && b == b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(hex_upper(b >> 4));
+            out.push(hex_upper(b & 0x0f));
+        }
+    }
+    out
+}
+
+fn hex_upper(n: u8) -> char {
+    char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 })
+}
+
+/// Decodes `%XX` escapes (and nothing else); malformed escapes are kept literally.
+pub fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hi = b.get(i + 1).and_then(|&h| char::from(h).to_digit(16));
+            let lo = b.get(i + 2).and_then(|&l| char::from(l).to_digit(16));
+            if let (Some(hi), Some(lo)) = (hi, lo) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// Lower-case hex of bytes.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+/// One round of percent-decoding; None on a malformed escape.
+pub fn percent_decode_strict(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = |at: usize| b.get(at).and_then(|h| (*h as char).to_digit(16));
+            let (hi, lo) = (hex(i + 1)?, hex(i + 2)?);
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Decodes a form value or name (`application/x-www-form-urlencoded`): `%XX` escapes (a
+/// malformed one kept as written) and `+` as a space; lossy where the result is not UTF-8 (a
+/// query parameter name that is not matches no list entry).
+pub fn form_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = |at: usize| b.get(at).and_then(|h| char::from(*h).to_digit(16));
+        match (c, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// One form decoder for API-key query parameters and forwarded query names: a sign is
+    /// not a hex digit (`u8::from_str_radix` would read `%+f` as an escape).
+    #[test]
+    fn form_values_and_names() {
+        assert_eq!(form_decode("a%20b+c%2Fd"), "a b c/d");
+        assert_eq!(form_decode("%+f%4"), "% f%4");
+        assert_eq!(form_decode("k%C3%A9y"), "k\u{e9}y");
+        assert_eq!(form_decode("%FF"), "\u{fffd}");
+    }
+
+    #[test]
+    fn uri_encoding_follows_aws_rules() {
+        assert_eq!(uri_encode("a-b_c.d~e", false), "a-b_c.d~e");
+        assert_eq!(
+            uri_encode("anthropic.claude-3-5-sonnet-20240620-v1:0", false),
+            "anthropic.claude-3-5-sonnet-20240620-v1%3A0"
+        );
+        assert_eq!(uri_encode("a/b c", false), "a%2Fb%20c");
+        assert_eq!(uri_encode("a/b c", true), "a/b%20c");
+        assert_eq!(uri_encode("é", false), "%C3%A9");
+        assert_eq!(uri_encode("%3A", false), "%253A");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%3Ab%2f"), b"a:b/");
+        assert_eq!(percent_decode("100%"), b"100%");
+        assert_eq!(percent_decode("%zz%4"), b"%zz%4");
+    }
+}
