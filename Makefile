@@ -11,7 +11,7 @@ PY     := .venv/bin/python
 WASM   := target/wasm32-wasip1/release/tollgate.wasm
 TOOLS  := target/release/tollgate target/release/mock-llm
 
-.PHONY: all setup build run test unit e2e lint fmt bench soak fuzz envoy-configs clean
+.PHONY: all setup build run test unit e2e e2e-old-sdks lint fmt bench soak fuzz envoy-configs clean
 
 all: build
 
@@ -32,6 +32,11 @@ unit:
 
 e2e:
 	$(PY) -m pytest -q tests/e2e
+
+# tests/e2e/test_llm.py with last year's SDK majors (openai 1.x, anthropic 0.x) in their own
+# small venv (.venv-oldsdk); not part of `make test`; ~45 s.
+e2e-old-sdks: build
+	@./scripts/old-sdk-e2e.sh
 
 lint:
 	$(CARGO) fmt --check
@@ -63,4 +68,4 @@ envoy-configs: build
 
 clean:
 	$(CARGO) clean
-	rm -rf .venv
+	rm -rf .venv .venv-oldsdk
