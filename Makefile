@@ -16,7 +16,7 @@ WASM   := target/wasm32-wasip1/release/tollgate.wasm
 NATIVE := target/native/libtollgate.so
 TOOLS  := target/release/tollgate target/release/mock-llm
 
-.PHONY: all setup build artifacts run test unit e2e e2e-native lint fmt bench soak fuzz oci envoy-configs clean
+.PHONY: all setup build artifacts run test unit e2e e2e-native e2e-old-sdks lint fmt bench soak fuzz oci envoy-configs clean
 
 all: build
 
@@ -52,6 +52,10 @@ e2e:
 # The same suites through the native module (tests/e2e/harness.py: TOLLGATE_HOST).
 e2e-native:
 	TOLLGATE_HOST=native $(PY) -m pytest -q tests/e2e
+# tests/e2e/test_llm.py with last year's SDK majors (openai 1.x, anthropic 0.x) in their own
+# small venv (.venv-oldsdk); not part of `make test`; ~45 s.
+e2e-old-sdks: build
+	@./scripts/old-sdk-e2e.sh
 
 lint:
 	$(CARGO) fmt --check
@@ -90,4 +94,4 @@ envoy-configs: build
 
 clean:
 	$(CARGO) clean
-	rm -rf .venv
+	rm -rf .venv .venv-oldsdk

@@ -237,8 +237,11 @@ SAMPLING = {"system": "You are terse.", "max": 50, "temperature": 0.3, "top_p": 
 def test_system_prompt_and_sampling_reach_the_provider(oai, ant, fresh_mock, alias):
     oai.chat.completions.create(model=alias, messages=[{"role": "system", "content": "You are terse."}] + ASK,
                                 max_tokens=50, temperature=0.3, top_p=0.9, stop=["END"])
-    ant.messages.create(model=alias, system="You are terse.", messages=ASK, max_tokens=50, temperature=0.3,
-                        top_p=0.9, stop_sequences=["END"])
+    # anthropic 2.x no longer types `temperature`/`top_p` (Anthropic's newer models take
+    # `output_config.effort`); older models and other providers still honour them, and clients
+    # still send them, so they go in the body as such.
+    ant.messages.create(model=alias, system="You are terse.", messages=ASK, max_tokens=50,
+                        stop_sequences=["END"], extra_body={"temperature": 0.3, "top_p": 0.9})
     for rec in upstream(fresh_mock, 2):
         assert sampling_of(BY_ALIAS[alias].wire, json.loads(rec["body"])) == SAMPLING
 
