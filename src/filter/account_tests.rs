@@ -33,7 +33,7 @@ fn gateway_with(reserve: bool, failover: bool) -> Rc<Gateway> {
     let mut doc = json!({
         "version": 3,
         "extra_config": {"governance/processors": {"quotas": [
-            {"name": "q", "rules": [{"name": "r", "limits": [{"amount": LIMIT, "unit": "hour"}]}]}]}},
+            {"name": "q", "connection_name": "per-envoy", "rules": [{"name": "r", "limits": [{"amount": LIMIT, "unit": "hour"}]}]}]}},
         "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST",
             "extra_config": {
                 "governance/quota": {"quota_name": "q", "tier_key": "x-plan", "reserve": reserve,
