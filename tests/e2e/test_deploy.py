@@ -328,7 +328,7 @@ def test_dashboard_queries_use_metrics_and_labels_tollgate_emits(mock):
     cfg = {"version": 3, "extra_config": {
         "ai/usage": {"currency": "USD", "tenant_header": "x-tenant",
                      "prices": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}},
-        "governance/processors": {"quotas": [{"name": "q", "connection_name": "local", "rules": [
+        "governance/processors": {"quotas": [{"name": "q", "connection_name": "per-envoy", "rules": [
             {"name": "one", "limits": [{"amount": 1, "unit": "hour"}]}]}]}},
         "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST",
                        "extra_config": {"governance/quota": {"quota_name": "q", "tier_key": "X-Plan", "tiers": [
