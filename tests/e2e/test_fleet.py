@@ -108,15 +108,23 @@ def config(mock_url: str, redis_port: int) -> dict:
             "quota_name": quota_name, "tier_key": "X-Plan", "weight_key": "usage.total_tokens", "reserve": True,
             "tiers": [{"rule_name": "r", "tier_value_as": "*", "strategy": "header", "key": "X-Tenant"}]}}}
 
+    def rated(path: str, limit: dict) -> dict:
+        return {"endpoint": path, "method": "POST", "backend": [openai, anthropic], "extra_config": {
+            "qos/ratelimit/router/redis": {"connection_name": "shared", "every": "1m", "strategy": "header",
+                                           "key": "X-Tenant", "on_failure_allow": False, **limit}}}
+
     return {"version": 3, "extra_config": {
         "redis": {"connection_pools": [{"name": "shared", "address": f"127.0.0.1:{redis_port}"}]},
         "limits/service": {"timeout": f"{TIMEOUT_MS}ms"},
         "ai/usage": {"tenant_header": "x-tenant"},
         "governance/processors": {"quotas": [
             quota("count", 10**9, False), quota("small", SMALL_BUDGET, False),
-            quota("open", 10**9, True), quota("closed", 10**9, False)]}},
-        "endpoints": [endpoint(f"/{q}{door}", q) for q in ("count", "small", "open", "closed")
-                      for door in ("/v1/chat/completions", "/v1/messages")]}
+            quota("open", 10**9, True), quota("closed", 10**9, False), quota("opensmall", 300, True)]}},
+        "endpoints": [endpoint(f"/{q}{door}", q) for q in ("count", "small", "open", "closed", "opensmall")
+                      for door in ("/v1/chat/completions", "/v1/messages")] + [
+            rated("/rate/v1/chat/completions", {"client_max_rate": 3}),
+            rated("/tokens/v1/chat/completions", {"client_max_rate": 1000, "client_max_tokens": 150,
+                                                  "client_tokens_every": "1h"})]}
 
 
 class Fleet:
@@ -336,6 +344,32 @@ class TestFleetBudget:
               f"X-Quota-Remaining {a.headers['x-quota-remaining']}, Redis {spent}")
 
 
+class TestFleetRateLimits:
+    def test_client_rate_and_token_limits_hold_across_envoys(self, fleet, pair):
+        """qos/ratelimit/router/redis: 3 calls a minute per tenant, whichever Envoy takes them;
+        150 LLM tokens an hour per tenant, charged after each answer, refused on both Envoys
+        once spent."""
+        codes = [call(pair[i % 2], "rate", "t-rate").status_code for i in range(3)]
+        assert codes == [200, 200, 200]
+        for gw in pair:
+            r = call(gw, "rate", "t-rate")
+            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, r.text
+        assert call(pair[0], "rate", "t-rate-other").status_code == 200
+        spent = 0
+        for i in range(20):
+            r = call(pair[i % 2], "tokens", "t-tokens", text=WORDS)
+            if r.status_code == 429:
+                break
+            assert r.status_code == 200, r.text
+            spent += reported(r)
+            time.sleep(0.2)  # the charge goes after the answer
+        else:
+            pytest.fail("the token limit never refused")
+        assert spent >= 150
+        for gw in pair:
+            assert call(gw, "tokens", "t-tokens").status_code == 429
+
+
 def blackhole(port: int) -> socket.socket:
     """A listener on `port` that never accepts: connections open, nothing is ever answered."""
     s = socket.socket()
@@ -370,6 +404,7 @@ def check_policy(gw: Envoy, why: str):
             assert err["error"]["code"] == "limits_unavailable", err
         print(f"\n[{why}] {door}: open 200, closed {r.status_code} in {took * 1000:.0f} ms")
     wait_for(lambda: metric(gw, "tollgate_limits_unavailable_total", kind="allowed") >= allowed + 2)
+    assert "panicked" not in gw.log()  # no VM failure (and so no reload)
 
 
 class TestFleetFailures:
