@@ -459,3 +459,14 @@ class TestFleetCheck:
         f.write_text(json.dumps(config("http://127.0.0.1:9", 6379)))
         out = subprocess.run([str(TOLLGATE), "envoy", str(f)], capture_output=True, text=True)
         assert out.returncode != 0 and "--limits HOST:PORT" in out.stderr
+
+    def test_shipped_fleet_demo_config_checks_and_makes_a_bootstrap(self):
+        """envoy/krakend.fleet.json (the compose fleet profile) passes check and, with
+        --limits, makes a bootstrap holding the limits service's HTTP/2 cluster."""
+        path = str(Path(__file__).resolve().parents[2] / "envoy/krakend.fleet.json")
+        out = subprocess.run([str(TOLLGATE), "check", path], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        out = subprocess.run([str(TOLLGATE), "envoy", path, "--limits", "127.0.0.1:8083"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert "name: tollgate_limits" in out.stdout and "http2_protocol_options" in out.stdout
