@@ -242,7 +242,9 @@ impl Options {
                 "--native" => o.native_path = Some(value.clone()),
                 "--ca-file" => o.ca_file = value.clone(),
                 "--dynamic" => o.dynamic = Some(value.clone()),
-                "--limits" => o.limits = Some(addr(value).map_err(|e| format!("--limits {e}"))?),
+                "--limits" => {
+                    o.limits = Some(limits_addr(value).map_err(|e| format!("--limits {e}"))?)
+                }
                 "--env-key" => {
                     if value.is_empty()
                         || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -278,6 +280,26 @@ pub fn addr(s: &str) -> Result<(String, u16), String> {
         .ok_or(format!("{s}: expected ADDR:PORT"))?;
     let port = port.parse().map_err(|_| format!("{s}: bad port"))?;
     Ok((host.to_string(), port))
+}
+
+/// The limits service's `HOST:PORT`: an IP (`[v6]:port` for IPv6) or a DNS name, a port above 0.
+fn limits_addr(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = addr(s)?;
+    if port == 0 {
+        return Err(format!("{s}: bad port"));
+    }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(&host);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok((bare.to_string(), port));
+    }
+    let name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    if bare.is_empty() || bare.len() > 253 || !bare.chars().all(name) {
+        return Err(format!("{s}: expected an IP address or a DNS name"));
+    }
+    Ok((bare.to_string(), port))
 }
 
 /// A duration in Envoy's JSON form (`"1.500s"`).
@@ -1240,6 +1262,20 @@ mod tests {
             assert_eq!(port["port_value"], 8083);
             let dns = port["address"] == "limits.internal";
             assert_eq!(c["type"], if dns { "STRICT_DNS" } else { "STATIC" });
+        }
+        // An IPv6 address loses its brackets; no empty host, port 0 or stray characters.
+        let o = Options::from_args(&doc, &args(&["--limits", "[::1]:8083"])).unwrap();
+        assert_eq!(o.limits, Some(("::1".to_string(), 8083)));
+        for bad in [
+            ":8083",
+            "limits:0",
+            "limits",
+            "a b:8083",
+            "x\ny:1",
+            "[::1:8083",
+        ] {
+            let e = Options::from_args(&doc, &args(&["--limits", bad])).unwrap_err();
+            assert!(e.starts_with("--limits "), "{bad}: {e}");
         }
         // A per-Envoy quota needs no service.
         let local = text.replace(
