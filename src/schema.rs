@@ -1,10 +1,12 @@
-//! The extended JSON Schema: KrakenD's official v2.12 schema plus tollgate's own
-//! namespaces and fields (schema/tollgate-extensions.json). Host-only (`tollgate check`).
+//! The extended JSON Schema: KrakenD's official v2.13 schema (draft 2019-09, bundled) plus
+//! tollgate's own namespaces and fields (schema/tollgate-extensions.json). Host-only
+//! (`tollgate check`). KrakenD's v2.12 schema (draft-07) stays in schema/ for the test that
+//! every document it accepts is accepted by v2.13 too (v2.12 configurations keep working).
 
 use serde_json::{Map, Value};
 
-/// KrakenD's official bundled schema (draft-07), verbatim.
-pub const KRAKEND: &str = include_str!("../schema/krakend-v2.12.json");
+/// KrakenD's official bundled schema (v2.13, draft 2019-09, `$defs`), verbatim.
+pub const KRAKEND: &str = include_str!("../schema/krakend-v2.13.json");
 /// tollgate's patches over it.
 pub const EXTENSIONS: &str = include_str!("../schema/tollgate-extensions.json");
 
@@ -22,7 +24,7 @@ pub fn extended() -> Result<Value, String> {
         apply(&mut schema, p).map_err(|e| format!("patch {i}: {e}"))?;
     }
     schema["title"] =
-        Value::String("tollgate: KrakenD v2.12 schema with tollgate extensions".into());
+        Value::String("tollgate: KrakenD v2.13 schema with tollgate extensions".into());
     Ok(schema)
 }
 
@@ -374,7 +376,7 @@ mod tests {
         );
         // Definition keys are URLs: `~1` unescapes to `/`, no percent-decoding.
         let mut k = serde_json::from_str::<Value>(KRAKEND).unwrap();
-        apply(&mut k, &json!({"at": "/definitions/https:~1~1www.krakend.io~1schema~1v2.12~1ai~1llm.json", "remove": ["maxProperties"]})).unwrap();
+        apply(&mut k, &json!({"at": "/$defs/https:~1~1www.krakend.io~1schema~1v2.13~1ai~1llm.json", "remove": ["maxProperties"]})).unwrap();
     }
 
     #[test]
