@@ -249,14 +249,14 @@ def test_tollgate_check_accepts_demo_and_names_paths_of_errors(tmp_path):
     assert "ok (4 endpoint(s)" in ok.stdout
     assert "MOCK_API_KEY, OPENAI_API_KEY" in ok.stdout
     bad = json.loads((REPO / "envoy/krakend.json").read_text())
-    bad["endpoints"][1]["backend"][0]["host"] = ["127.0.0.1:8081"]
+    bad["endpoints"][1]["backend"][0]["host"] = ["ftp://127.0.0.1:8081"]
     bad["endpoints"][0]["extra_config"] = {"tollgate/unknown": {}}
     p = tmp_path / "bad.json"
     p.write_text(json.dumps(bad))
     out = subprocess.run([str(TOLLGATE), "check", str(p)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "schema: $.endpoints[0].extra_config" in out.stderr
-    assert ("tollgate: $.endpoints[1].backend[0].host[0]: \"127.0.0.1:8081\" must start with http:// or https://"
+    assert ("tollgate: $.endpoints[1].backend[0].host[0]: \"ftp://127.0.0.1:8081\" must start with http:// or https://"
             in out.stderr)
 
 
