@@ -332,6 +332,7 @@ fn endpoint(
         let shape = Shape {
             no_op,
             endpoint: &pattern,
+            method: &method,
         };
         backends.push(backend(item, &bpath, shape, inherited, warnings)?);
     }
@@ -418,6 +419,7 @@ struct Shape<'a> {
     /// `output_encoding: no-op`: the answer passes as the backend sent it.
     no_op: bool,
     endpoint: &'a PathPattern,
+    method: &'a str,
 }
 
 fn backend(
@@ -468,6 +470,7 @@ fn backend(
         namespaces::compile(&mut extra, namespaces::BACKEND, &mut parts, &cx)?;
         unread_namespaces(&mut extra, Level::Backend, warnings)?;
     }
+    fixed_bodies(&parts, shape.method, &o.at("extra_config"), warnings)?;
     o.finish(IGNORED_BACKEND)?;
     Ok(Backend {
         cluster: cluster_name(&hosts),
@@ -500,6 +503,29 @@ fn parse_hosts(list: &[&str], path: &str) -> Result<Vec<HostUrl>> {
         hosts.push(host);
     }
     Ok(hosts)
+}
+
+/// Martian's `body.Modifier` replaces a plain backend's bodies; an LLM backend's request and
+/// answer are translated, so there it is refused. A request without a body (a GET) gets
+/// none: a filter inside Envoy cannot add one (a warning says so).
+fn fixed_bodies(
+    parts: &BackendParts,
+    method: &str,
+    extra: &str,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let m = &parts.modifiers;
+    let at = format!("{extra}.modifier/martian");
+    if parts.llm.is_some() && (m.request_body.is_some() || m.response_body.is_some()) {
+        return Err(ConfigError::new(
+            at,
+            "body.Modifier applies to plain backends; an ai/llm backend's request and answer are translated",
+        ));
+    }
+    if m.request_body.is_some() && matches!(method, "GET" | "DELETE") {
+        warnings.push(format!("{at}: body.Modifier (request scope) on a {method} endpoint: a request that arrives without a body reaches the backend without one (a filter inside Envoy cannot add a body)"));
+    }
+    Ok(())
 }
 
 /// The endpoint's `output_encoding`; true for `no-op`. An encoding that would reshape the

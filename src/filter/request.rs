@@ -157,18 +157,22 @@ impl Flow {
             h.set_request_header("accept-encoding", None);
         }
         route_to_backend(h, ep, 0);
-        if !ep.governance.needs_body() {
+        let fixed = b.modifiers.request_body.is_some();
+        if !ep.governance.needs_body() && !fixed {
             self.phase = Phase::Upstream { fallback: None };
             return Ok(Action::Continue);
         }
         if end_of_stream {
+            // No body at all (a GET): a filter inside Envoy cannot add one, so martian's
+            // request body.Modifier has nothing to replace (config warns about it).
             // No body at all: what governance says about an empty one.
             governance::on_request_body(&ep.governance, &self.gov, &[])?;
             self.phase = Phase::Upstream { fallback: None };
             return Ok(Action::Continue);
         }
         // Hold the headers (allow_on_headers_stop_iteration) until the body is checked:
-        // a refused body never reaches the upstream, a templated one needs a new length.
+        // a refused body never reaches the upstream, a templated or replaced one needs a new
+        // length.
         self.phase = Phase::ReadBody;
         Ok(Action::Pause)
     }
@@ -187,16 +191,24 @@ impl Flow {
         }
     }
 
-    /// A plain endpoint with body governance: check, maybe rewrite, release.
+    /// A plain endpoint with body governance: check, maybe rewrite (the template, then
+    /// martian's body.Modifier), release.
     fn plain_body<H: Host>(
         &mut self,
         h: &mut H,
         ep: &Endpoint,
         body: &[u8],
     ) -> Result<Action, Stop> {
-        if let Some(rendered) = governance::on_request_body(&ep.governance, &self.gov, body)? {
-            h.set_request_header("content-length", Some(&rendered.len().to_string()));
-            h.set_request_body(&rendered);
+        let rendered = governance::on_request_body(&ep.governance, &self.gov, body)?;
+        let fixed = ep.backend().and_then(|b| b.modifiers.request_body.as_ref());
+        if let Some(f) = fixed {
+            if let Some(t) = &f.content_type {
+                h.set_request_header("content-type", Some(t));
+            }
+        }
+        if let Some(new) = fixed.map(|f| f.bytes.as_slice()).or(rendered.as_deref()) {
+            h.set_request_header("content-length", Some(&new.len().to_string()));
+            h.set_request_body(new);
         }
         self.phase = Phase::Upstream { fallback: None };
         Ok(Action::Continue)

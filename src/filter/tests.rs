@@ -456,3 +456,76 @@ fn refusals_use_the_clients_front_door() {
         assert!(shaped, "{method} {path} {headers:?}: {}", r.json());
     }
 }
+
+/// KrakenD's martian `body.Modifier` (both scopes), `querystring.Modifier` and `header.Id` on
+/// a plain backend: the backend gets the fixed body (its length and type), the set query
+/// parameter (a client's other spelling of it gone) and the request id; the client gets the
+/// fixed answer body, whatever the backend sent.
+#[test]
+fn martian_body_query_and_id_on_a_plain_backend() {
+    let doc = json!({"version": 3, "endpoints": [{"endpoint": "/m", "method": "POST",
+        "input_query_strings": ["amount", "currency"], "input_headers": ["Content-Type"], "backend": [{
+        "host": ["http://127.0.0.1:9001"], "url_pattern": "/__echo/m",
+        "extra_config": {"modifier/martian": {"fifo.Group": {"scope": ["request", "response"], "modifiers": [
+            {"body.Modifier": {"scope": ["request", "response"], "body": "eyJtc2ciOiJ5b3Ugcm9jayEifQ==", "contentType": "application/json"}},
+            {"querystring.Modifier": {"scope": ["request"], "name": "amount", "value": "75"}},
+            {"header.Id": {"scope": ["request"]}},
+            {"header.Id": {"scope": ["request"], "header": "X-Request-Id"}}]}}}}]}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_| None).unwrap());
+    assert!(gw.warnings.is_empty(), "{:?}", gw.warnings);
+    let mut flow = Flow::new(Rc::clone(&gw));
+    let headers = [
+        ("content-type", "text/plain"),
+        ("content-length", "5"),
+        ("x-request-id", "envoy-id-1"),
+    ];
+    let mut h =
+        MockHost::request("POST", "/m?%61mount=1000000&currency=EUR", &headers).with_body(b"hello");
+    assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
+    assert_eq!(flow.on_request_body(&mut h, 5, true), Action::Continue);
+    assert!(h.reply.is_none());
+    assert_eq!(h.request_body, br#"{"msg":"you rock!"}"#);
+    assert_eq!(h.request_values("content-length"), vec!["19"]);
+    assert_eq!(h.request_values("content-type"), vec!["application/json"]);
+    assert_eq!(
+        h.request_values(":path"),
+        vec!["/__echo/m?currency=EUR&amount=75"]
+    );
+    assert_eq!(h.request_values("x-krakend-id"), vec!["envoy-id-1"]);
+    assert_eq!(h.request_values("x-request-id"), vec!["envoy-id-1"]);
+    // The answer: headers then two chunks, replaced by the fixed body at the end.
+    h.response_headers = vec![
+        (":status".into(), "200".into()),
+        ("content-length".into(), "11".into()),
+        ("content-type".into(), "text/html".into()),
+    ];
+    assert_eq!(flow.on_response_headers(&mut h, false), Action::Continue);
+    assert!(h.response_values("content-length").is_empty());
+    assert_eq!(h.response_values("content-type"), vec!["application/json"]);
+    h.response_chunk = b"hello ".to_vec();
+    flow.on_response_body(&mut h, 6, false);
+    assert!(h.response_chunk.is_empty());
+    h.response_chunk = b"world".to_vec();
+    flow.on_response_body(&mut h, 5, true);
+    assert_eq!(h.response_chunk, br#"{"msg":"you rock!"}"#);
+}
+
+/// A request body.Modifier on a GET (KrakenD's own example) is accepted with a warning: a
+/// request without a body gets none; on an ai/llm backend it is refused.
+#[test]
+fn martian_body_where_it_cannot_apply() {
+    let modifier = json!({"body.Modifier": {"scope": ["request"], "body": "e30="}});
+    let doc = json!({"version": 3, "endpoints": [{"endpoint": "/m", "backend": [{
+        "host": ["http://127.0.0.1:9001"], "url_pattern": "/m", "extra_config": {"modifier/martian": modifier}}]}]});
+    let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+    assert_eq!(gw.warnings, vec!["$.endpoints[0].backend[0].extra_config.modifier/martian: body.Modifier (request scope) on a GET endpoint: a request that arrives without a body reaches the backend without one (a filter inside Envoy cannot add a body)"]);
+    let mut flow = Flow::new(Rc::new(gw));
+    let mut h = MockHost::request("GET", "/m", &[]);
+    assert_eq!(flow.on_request_headers(&mut h, true), Action::Continue);
+    assert!(h.request_body.is_empty() && h.request_values("content-length").is_empty());
+    let doc = json!({"version": 3, "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST", "backend": [{
+        "host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions", "extra_config": {
+            "modifier/martian": modifier, "ai/llm": {"openai-compatible": {"v1": {}}}}}]}]});
+    assert_eq!(Gateway::from_value(&doc, &|_| None).unwrap_err().to_string(),
+        "$.endpoints[0].backend[0].extra_config.modifier/martian: body.Modifier applies to plain backends; an ai/llm backend's request and answer are translated");
+}
