@@ -190,6 +190,12 @@ mod tests {
                 "variables": {"model": "anthropic.claude-3-haiku-20240307-v1:0"}}}}),
             ),
             (
+                // KrakenD v2.13: a Bedrock API key, model in url_pattern.
+                bedrock_host,
+                json!({"bedrock": {"v1": {"credentials": "bedrock-api-key-xxx", "debug": true,
+                "variables": {"max_tokens": 1500}}}}),
+            ),
+            (
                 "https://bedrock.example.com",
                 json!({"bedrock": {"version": "v1", "region": "us-east-1",
                 "credentials": {"access_key_id": "a", "secret_access_key": "b"}}}),
@@ -275,6 +281,8 @@ mod tests {
              format!("{AT}.openai.v1: \"credentials\" is a required property")),
             (json!({"bedrock": {"v1": {"credentials": {"access_key_id": "a", "secret_acces_key": "b"}}}}),
              format!("{AT}.bedrock.v1.credentials: \"secret_access_key\" is a required property")),
+            (json!({"bedrock": {"v1": {"credentials": 42}}}),
+             format!("{AT}.bedrock.v1.credentials: 42 is not of types \"string\", \"object\"")),
             (json!({"openai": {"version": "v2", "credentials": "k"}}),
              format!("{AT}.openai.version: \"v1\" was expected")),
         ];

@@ -380,10 +380,12 @@ fn front_door(
     method: &str,
 ) -> Result<Option<FrontDoor>> {
     let llm_count = backends.iter().filter(|b| b.llm.is_some()).count();
-    if backends.len() > 1 && llm_count < backends.len() {
+    // KrakenD's conditional routing picks one plain backend per request.
+    let routed = llm_count == 0 && backends.iter().all(|b| b.rules.conditional.is_some());
+    if backends.len() > 1 && llm_count < backends.len() && !routed {
         return Err(ConfigError::new(
             o.at("backend"),
-            "several backends are only supported when every one is an ai/llm backend (the client's model chooses); KrakenD response merging is not supported",
+            "several backends are only supported when every one is an ai/llm backend (the client's model chooses) or every one has a backend/conditional (one is called); KrakenD response merging is not supported",
         ));
     }
     let api = (llm_count > 0).then(|| {

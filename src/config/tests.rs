@@ -182,7 +182,7 @@ fn reject_paths_name_the_json_path() {
         (ep(json!({"endpoint": "/a"})), "$.endpoints[0].backend: is required"),
         (ep(json!({"endpoint": "/a", "backend": []})), "$.endpoints[0].backend: needs one backend"),
         (ep(json!({"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/"}, {"host": ["http://h"], "url_pattern": "/"}]})),
-         "$.endpoints[0].backend: several backends are only supported when every one is an ai/llm backend (the client's model chooses); KrakenD response merging is not supported"),
+         "$.endpoints[0].backend: several backends are only supported when every one is an ai/llm backend (the client's model chooses) or every one has a backend/conditional (one is called); KrakenD response merging is not supported"),
         (ep(json!({"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/"}], "typo": 1})),
          "$.endpoints[0].typo: unknown field"),
         (be(json!({"url_pattern": "/"})),

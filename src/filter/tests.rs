@@ -529,3 +529,104 @@ fn martian_body_where_it_cannot_apply() {
     assert_eq!(Gateway::from_value(&doc, &|_| None).unwrap_err().to_string(),
         "$.endpoints[0].backend[0].extra_config.modifier/martian: body.Modifier applies to plain backends; an ai/llm backend's request and answer are translated");
 }
+
+/// KrakenD's conditional routing between plain backends: the header rule picks its backend
+/// (path, cluster, modifiers of that one), the fallback takes the rest; a lone header rule that
+/// fails calls no backend (404). Rules that could hold together (KrakenD would merge both
+/// answers) are refused at configuration.
+#[test]
+fn backend_conditional_routes_plain_requests() {
+    let be = |host: &str, path: &str, cond: serde_json::Value| {
+        json!({"host": [host], "url_pattern": path, "extra_config": {"backend/conditional": cond,
+            "modifier/martian": {"header.Modifier": {"scope": ["request"], "name": "X-Via", "value": path}}}})
+    };
+    let doc = |backends: serde_json::Value| json!({"version": 3, "endpoints": [{"endpoint": "/ab/{id}", "backend": backends}]});
+    let gw = Rc::new(
+        Gateway::from_value(
+            &doc(json!([
+                be(
+                    "http://a_svc:8001",
+                    "/a/{id}",
+                    json!({"strategy": "header", "name": "X-Ab-Test", "value": "A"})
+                ),
+                be(
+                    "http://b_svc:8002",
+                    "/b/{id}",
+                    json!({"strategy": "header", "name": "X-Ab-Test", "value": "B"})
+                ),
+                be(
+                    "http://c_svc:8003",
+                    "/c/{id}",
+                    json!({"strategy": "fallback"})
+                )
+            ])),
+            &|_| None,
+        )
+        .unwrap(),
+    );
+    let call = |gw: &Rc<Gateway>, ab: Option<&str>| {
+        let headers: Vec<(&str, &str)> = ab.map(|v| ("x-ab-test", v)).into_iter().collect();
+        let mut h = MockHost::request("GET", "/ab/7", &headers);
+        Flow::new(Rc::clone(gw)).on_request_headers(&mut h, true);
+        h
+    };
+    for (ab, path, cluster) in [
+        (Some("A"), "/a/7", "tg_http_a_svc_8001"),
+        (Some("B"), "/b/7", "tg_http_b_svc_8002"),
+        (Some("b"), "/c/7", "tg_http_c_svc_8003"),
+        (None, "/c/7", "tg_http_c_svc_8003"),
+    ] {
+        let h = call(&gw, ab);
+        assert!(h.reply.is_none(), "{ab:?}");
+        assert_eq!(h.request_values(":path"), vec![path]);
+        assert_eq!(h.request_values(CLUSTER_HEADER), vec![cluster]);
+        assert_eq!(h.request_values("x-via"), vec![path.replace('7', "{id}")]);
+    }
+    // One header rule, no fallback: a request it does not match reaches no backend.
+    let gw = Rc::new(
+        Gateway::from_value(
+            &doc(json!([be(
+                "http://a_svc:8001",
+                "/a/{id}",
+                json!({"strategy": "header", "name": "X-Ab-Test", "value": "A"})
+            )])),
+            &|_| None,
+        )
+        .unwrap(),
+    );
+    assert!(call(&gw, Some("A")).reply.is_none());
+    let h = call(&gw, Some("B"));
+    assert_eq!(h.reply.as_ref().map(|r| r.status), Some(404));
+    assert!(h.request_values(CLUSTER_HEADER).is_empty());
+    // Two headers could both hold: KrakenD would call both and merge.
+    let e = Gateway::from_value(
+        &doc(json!([
+            be(
+                "http://a",
+                "/a",
+                json!({"strategy": "header", "name": "X-A", "value": "1"})
+            ),
+            be(
+                "http://b",
+                "/b",
+                json!({"strategy": "header", "name": "X-B", "value": "1"})
+            )
+        ])),
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("$.endpoints[0].backend: backend/conditional header rules of a plain endpoint must test one header"), "{e}");
+    // A plain backend without a rule beside a conditional one is always called: merging.
+    let e = Gateway::from_value(
+        &doc(json!([
+        be("http://a", "/a", json!({"strategy": "fallback"})),
+        {"host": ["http://b"], "url_pattern": "/b"}])),
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("KrakenD response merging is not supported"),
+        "{e}"
+    );
+}
