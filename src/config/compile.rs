@@ -77,6 +77,9 @@ const OUTPUT_ENCODINGS: &[&str] = &["json", "fast-json", "no-op", "negotiate"];
 
 /// Methods KrakenD endpoints accept.
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+/// A backend may also be called with OPTIONS or HEAD (KrakenD's backend methods; CONNECT and
+/// TRACE are not proxied requests Envoy's router sends).
+const BACKEND_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"];
 
 impl Gateway {
     /// Parses and compiles a KrakenD JSON document. `lookup` resolves `{{ env "X" }}`.
@@ -224,9 +227,18 @@ fn endpoints(
         }
         let at = format!("{path}.extra_config");
         tier_warnings(&ep, &at, inherited.service.tiered.is_some(), warnings);
+        let quota = match (ep.quota.take(), &inherited.service.default_quota) {
+            (Some(q), _) => Some((q, format!("{at}.governance/quota"))),
+            (None, Some(q)) => Some((q.clone(), "$.extra_config.governance/quota".to_string())),
+            (None, None) => None,
+        };
+        let quota = match quota {
+            Some((q, qpath)) if ep.api.is_some() => Some(crate::cost::for_llm(&q, &qpath)?),
+            q => q.map(|(q, _)| crate::cost::for_plain(&q)),
+        };
         endpoints.push(Endpoint {
             timeout_ms: ep.timeout_ms.or(inherited.default_timeout),
-            quota: ep.quota.or_else(|| inherited.service.default_quota.clone()),
+            quota,
             ..ep
         });
     }
@@ -299,7 +311,7 @@ fn endpoint(
     let mut o = Obj::new(v, path)?;
     let pattern = PathPattern::parse(o.str("endpoint")?)
         .map_err(|m| ConfigError::new(o.at("endpoint"), m))?;
-    let method = method_field(&mut o, "method")?.unwrap_or_else(|| "GET".to_string());
+    let method = method_field(&mut o, "method", METHODS)?.unwrap_or_else(|| "GET".to_string());
     let timeout_ms = duration_field(&mut o, "timeout")?;
     let no_op = output_encoding(&mut o)?;
     let shared_id = crate::governance::shared_id(&method, pattern.as_str());
@@ -446,7 +458,7 @@ fn backend(
     };
     let url_pattern = UrlPattern::parse(o.str("url_pattern")?, endpoint)
         .map_err(|m| ConfigError::new(o.at("url_pattern"), m))?;
-    let method = method_field(&mut o, "method")?;
+    let method = method_field(&mut o, "method", BACKEND_METHODS)?;
     // The backend's own lists (KrakenD's second-level filter), narrowed into the
     // endpoint's policy by `endpoint`; absent lists let everything through here.
     let list = |o: &mut Obj<'_>, key: &str, lower: bool| -> Result<Allow> {
@@ -582,13 +594,13 @@ fn answer_as_sent(o: &mut Obj<'_>, no_op: bool) -> Result<()> {
     }
 }
 
-fn method_field(o: &mut Obj<'_>, key: &str) -> Result<Option<String>> {
+fn method_field(o: &mut Obj<'_>, key: &str, allowed: &[&str]) -> Result<Option<String>> {
     match o.opt_str(key)? {
         None => Ok(None),
-        Some(m) if METHODS.contains(&m) => Ok(Some(m.to_string())),
+        Some(m) if allowed.contains(&m) => Ok(Some(m.to_string())),
         Some(m) => Err(ConfigError::new(
             o.at(key),
-            format!("\"{m}\" is not one of GET, POST, PUT, PATCH, DELETE"),
+            format!("\"{m}\" is not one of {}", allowed.join(", ")),
         )),
     }
 }

@@ -179,6 +179,8 @@ fn reject_paths_name_the_json_path() {
         (ep(json!({"endpoint": "a", "backend": []})), "$.endpoints[0].endpoint: \"a\" must start with /"),
         (ep(json!({"endpoint": "/a", "method": "post", "backend": []})),
          "$.endpoints[0].method: \"post\" is not one of GET, POST, PUT, PATCH, DELETE"),
+        (ep(json!({"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/", "method": "TRACE"}]})),
+         "$.endpoints[0].backend[0].method: \"TRACE\" is not one of GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD"),
         (ep(json!({"endpoint": "/a"})), "$.endpoints[0].backend: is required"),
         (ep(json!({"endpoint": "/a", "backend": []})), "$.endpoints[0].backend: needs one backend"),
         (ep(json!({"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/"}, {"host": ["http://h"], "url_pattern": "/"}]})),

@@ -274,7 +274,10 @@ impl Flow {
             self.plain_answer = plain_answer(h, ep, self.backend);
         }
         let Some(call) = self.llm.as_mut() else {
-            self.record_into(h, true);
+            // cost: the weight the backend reports (a header now, a body field at its end).
+            if !self.quota.weigh_headers(&*h, end_of_stream) {
+                self.record_into(h, true);
+            }
             return Action::Continue;
         };
         let status = h.response_header(":status").and_then(|s| s.parse().ok());
@@ -295,6 +298,9 @@ impl Flow {
         let Some(ep) = self.endpoint(&gw) else {
             return;
         };
+        if self.quota.weigh_chunk(&*h, size, end) {
+            self.record_into(h, false);
+        }
         match &mut self.plain_answer {
             PlainAnswer::Pass => {}
             PlainAnswer::Scrub(scrub) => scrub.chunk(h, &ep.security.secrets, size, end),
@@ -349,6 +355,9 @@ impl Flow {
                 .or_else(|| response_code(h)),
         }
         .unwrap_or(0);
+        if self.llm.is_some() {
+            self.quota.weigh_headers(&*h, true); // a weight the provider reports in a header
+        }
         let call = self.llm.as_ref();
         let outcome = account::Outcome {
             account: call.map(|c| &c.account),

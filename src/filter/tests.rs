@@ -630,3 +630,17 @@ fn backend_conditional_routes_plain_requests() {
         "{e}"
     );
 }
+
+/// A backend called with OPTIONS or HEAD (KrakenD's backend methods; its schema's own example).
+#[test]
+fn backend_options_and_head() {
+    for m in ["OPTIONS", "HEAD"] {
+        let doc = json!({"version": 3, "endpoints": [{"endpoint": "/wrapped", "backend": [
+            {"host": ["http://127.0.0.1:8081"], "url_pattern": "/__debug/root", "method": m}]}]});
+        let gw = Rc::new(Gateway::from_value(&doc, &|_| None).unwrap());
+        let mut h = MockHost::request("GET", "/wrapped", &[]);
+        Flow::new(gw).on_request_headers(&mut h, true);
+        assert!(h.reply.is_none(), "{m}");
+        assert_eq!(h.request_values(":method"), vec![m]);
+    }
+}
