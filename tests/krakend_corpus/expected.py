@@ -59,6 +59,16 @@ def verdict(path: Path) -> dict:
 
 # Refusals whose first error is not the feature classification.py names (that one is fixed).
 CAUSES = {
+    "response manipulation is not supported": "(c) KrakenD's response manipulation (backend "
+    "allow, deny, mapping, group): outside issue 13; refused, else the answer would reach the "
+    "client unfiltered",
+    "invalid JSON": "(x) a flexible-config template (Go template syntax rendered by KrakenD before "
+    "parsing) or a typo in the page: not JSON",
+    "unsupported JSON Schema keyword": "(c) a JSON Schema keyword tollgate's validator does not "
+    "implement (named): refused rather than skipped",
+    ".variables: Additional properties are not allowed": "pending CEL/template: ai/llm `variables` "
+    "beyond the ones tollgate translates are inputs of KrakenD's body templates (issue 13 item 12, "
+    "branch krakend-policy)",
     "does not resolve": "the Redis host of the page's docker compose (redis:6379) does not resolve "
     "on this machine: the fleet limits need their Redis when the configuration is checked",
     "is not declared in the service's governance/processors": "a fragment of the page: the quota "
