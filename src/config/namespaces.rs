@@ -31,6 +31,12 @@ pub struct ServiceParts {
     pub fleet: client::Settings,
     /// `qos/ratelimit/service/redis`: every endpoint's requests, counted in Redis.
     pub fleet_rate_limit: Option<FleetRateLimit>,
+    /// Service `qos/ratelimit/tiered`: every endpoint applies it (its buckets shared).
+    pub tiered: Option<Rc<governance::tiered::Tiered>>,
+    /// Service `router.max_payload`: endpoints without their own `proxy.max_payload` use it.
+    pub max_payload: Option<u64>,
+    /// Settings accepted but ignored inside a namespace.
+    pub warnings: Vec<String>,
 }
 
 /// What an endpoint's namespaces compile into.
@@ -109,6 +115,15 @@ pub const SERVICE: &[Row<ServiceParts>] = &[
         p.security.guards = security::guards(v, at)?;
         Ok(())
     }),
+    ("qos/ratelimit/tiered", |v, at, p, _| {
+        let id = "service";
+        p.tiered = Some(Rc::new(governance::tiered::compile(v, at, id)?));
+        Ok(())
+    }),
+    ("router", |v, at, p, _| {
+        p.max_payload = governance::router(v, at, &mut p.warnings)?;
+        Ok(())
+    }),
 ];
 
 /// Endpoint level.
@@ -118,8 +133,12 @@ pub const ENDPOINT: &[Row<EndpointParts>] = &[
         Ok(())
     }),
     ("qos/ratelimit/router", |v, at, p, cx| {
-        let rl = governance::ratelimit::compile(v, at, cx.id)?;
-        p.governance.rate_limit = Some(rl);
+        p.governance.rate_limit = governance::ratelimit::compile_router(v, at, cx.id)?;
+        Ok(())
+    }),
+    ("qos/ratelimit/tiered", |v, at, p, cx| {
+        let tiered = governance::tiered::compile(v, at, cx.id)?;
+        p.governance.tiered.push(Rc::new(tiered));
         Ok(())
     }),
     ("qos/ratelimit/router/redis", |v, at, p, cx| {

@@ -205,7 +205,11 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) -> Vec<(&'static
 fn weigh(charge: &Charge, rec: Option<&UsageRecord<'_>>) -> u64 {
     match rec {
         Some(r) => charge.weigh(&r.usage, r.cost),
-        None => u64::from(charge.weight == cost::Weight::Requests),
+        None => match charge.weight {
+            cost::Weight::Requests => 1,
+            cost::Weight::Reported => charge.reported.unwrap_or(0),
+            _ => 0,
+        },
     }
 }
 
