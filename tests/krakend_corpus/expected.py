@@ -52,7 +52,8 @@ def verdict(path: Path) -> dict:
         v["env"] = [] if needs == "none" else needs.split(", ")
     else:
         errs = [x.strip() for x in lines if x.startswith("  ")] or [lines[-1] if lines else "?"]
-        v = {"verdict": "refused", "error": errs[0]}
+        # The document's path relative to the corpus: the same verdict in every checkout.
+        v = {"verdict": "refused", "error": errs[0].replace(f"{HERE}/", "")}
     v["envoy_bootstrap"] = env_rc == 0
     return v
 
@@ -71,6 +72,9 @@ CAUSES = {
     "branch krakend-policy)",
     "does not resolve": "the Redis host of the page's docker compose (redis:6379) does not resolve "
     "on this machine: the fleet limits need their Redis when the configuration is checked",
+    "names no Redis connection pool": "(x) a quota whose connection_name names no pool of the "
+    "`redis` namespace: KrakenD refuses it too (the page leaves the namespace out; per-envoy is "
+    "tollgate's explicit per-Envoy store)",
     "is not declared in the service's governance/processors": "a fragment of the page: the quota "
     "it names is declared in a part the page leaves out (KrakenD refuses the fragment too)",
 }
