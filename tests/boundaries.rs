@@ -22,6 +22,8 @@ const LAYERS: &[&[&str]] = &[
     &["routing", "observe"],
     &["security", "cost", "limits::scheme"],
     &["governance"],
+    // The Model Context Protocol: messages, namespaces, sessions, tools.
+    &["mcp"],
     // The compiled gateway and the table of namespaces.
     &["config"],
     &["filter"],

@@ -11,6 +11,7 @@
 use super::reader::{Obj, Result};
 use crate::cost::{self, CostConfig, QuotaAttach};
 use crate::governance::{self, routing, template, validate, Policy};
+use crate::mcp::config::{self as mcp, Server};
 use crate::providers::backend::{self, LlmBackend};
 use crate::routing::martian::{self, Modifiers};
 use crate::security::config::{self as security, EndpointSecurity, ServiceSecurity};
@@ -24,6 +25,8 @@ pub struct ServiceParts {
     /// Service-level `governance/quota`: endpoints without their own use it.
     pub default_quota: Option<QuotaAttach>,
     pub security: ServiceSecurity,
+    /// `ai/mcp`: the MCP servers endpoints may serve.
+    pub mcp_servers: Vec<Rc<Server>>,
 }
 
 /// What an endpoint's namespaces compile into.
@@ -32,6 +35,10 @@ pub struct EndpointParts {
     pub quota: Option<QuotaAttach>,
     pub governance: Policy,
     pub security: EndpointSecurity,
+    /// `ai/mcp` (a server), `ai/mcp-federation`, and `ai/mcp-tools`.
+    pub mcp_server: Option<Rc<Server>>,
+    pub mcp_federation: Option<mcp::Federation>,
+    pub mcp_policy: Option<mcp::Policy>,
     /// Settings accepted but ignored inside a namespace.
     pub warnings: Vec<String>,
 }
@@ -42,6 +49,8 @@ pub struct BackendParts {
     pub rules: routing::BackendRules,
     pub modifiers: Modifiers,
     pub llm: Option<LlmBackend>,
+    /// `ai/mcp-upstream`: the name of the upstream MCP server this backend is.
+    pub mcp_upstream: Option<String>,
 }
 
 /// What a compiler may read besides its namespace's value.
@@ -84,6 +93,10 @@ pub const SERVICE: &[Row<ServiceParts>] = &[
     }),
     ("ai/prompt-guard", |v, at, p, _| {
         p.security.guards = security::guards(v, at)?;
+        Ok(())
+    }),
+    ("ai/mcp", |v, at, p, cx| {
+        p.mcp_servers = mcp::servers(v, at, cx.lookup)?;
         Ok(())
     }),
 ];
@@ -146,6 +159,18 @@ pub const ENDPOINT: &[Row<EndpointParts>] = &[
         p.security.guard = Some(Rc::new(guard));
         Ok(())
     }),
+    ("ai/mcp", |v, at, p, cx| {
+        p.mcp_server = Some(mcp::attach(v, at, &cx.service.mcp_servers)?);
+        Ok(())
+    }),
+    ("ai/mcp-federation", |v, at, p, _| {
+        p.mcp_federation = Some(mcp::federation(v, at)?);
+        Ok(())
+    }),
+    ("ai/mcp-tools", |v, at, p, cx| {
+        p.mcp_policy = Some(mcp::policy(v, at, cx.id)?);
+        Ok(())
+    }),
 ];
 
 /// Backend level.
@@ -164,6 +189,10 @@ pub const BACKEND: &[Row<BackendParts>] = &[
     }),
     ("ai/llm", |v, at, p, cx| {
         p.llm = Some(backend::compile(v, at, cx.host, cx.lookup)?);
+        Ok(())
+    }),
+    ("ai/mcp-upstream", |v, at, p, _| {
+        p.mcp_upstream = Some(mcp::upstream(v, at)?);
         Ok(())
     }),
 ];
