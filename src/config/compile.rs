@@ -236,7 +236,20 @@ fn secrets(endpoints: &[Endpoint], svc: &ServiceSecurity, from_env: Vec<String>)
                 all.extend(aws.0.session_token.clone());
             }
         }
-        for op in &b.modifiers.request {
+    }
+    let tools = endpoints.iter().filter_map(|e| match &e.mcp {
+        Some(McpEndpoint {
+            kind: Kind::Server(s),
+            ..
+        }) => Some(s.tools.iter().map(|t| &t.workflow.modifiers)),
+        _ => None,
+    });
+    let modifiers = endpoints
+        .iter()
+        .flat_map(|e| e.backends.iter().map(|b| &b.modifiers))
+        .chain(tools.flatten());
+    for m in modifiers {
+        for op in &m.request {
             if let HeaderOp::Set { name, value } | HeaderOp::Append { name, value } = op {
                 if cost::is_credential_header(name) {
                     let v = value.0.trim();

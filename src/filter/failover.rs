@@ -259,8 +259,8 @@ impl Flow {
         Action::Pause
     }
 
-    /// A callout answered (or failed: no headers).
-    pub fn on_callout<H: Host>(&mut self, h: &mut H, token: u32, body_size: usize) {
+    /// A failover callout answered (or failed: no headers).
+    pub(super) fn on_failover_callout<H: Host>(&mut self, h: &mut H, token: u32, body_size: usize) {
         let gw = Rc::clone(&self.gw);
         let (Some(ep), Phase::Callouts(f), Some(call)) = (
             self.endpoint.and_then(|i| gw.endpoints.get(i)),

@@ -22,6 +22,7 @@ mod answer;
 mod call;
 mod choose;
 mod failover;
+mod mcp;
 mod models;
 mod quota;
 pub mod reply;
@@ -63,6 +64,8 @@ enum Phase {
     Upstream { fallback: Option<Failover> },
     /// Failover callouts answer the request, one backend after the other.
     Callouts(Failover),
+    /// Callouts answer an MCP request (a tool's backend, upstream MCP servers).
+    Mcp,
     /// The gateway replied itself before any provider had the request (a refusal, the
     /// model list): nothing is charged; its reply passes the response callbacks untouched.
     Replied,
@@ -76,7 +79,7 @@ impl Phase {
     /// A provider (or plain backend) has the request.
     fn sent(&self) -> bool {
         match self {
-            Phase::Upstream { .. } | Phase::Answered => true,
+            Phase::Upstream { .. } | Phase::Answered | Phase::Mcp => true,
             Phase::Callouts(f) => f.sent(),
             Phase::Start | Phase::ReadBody | Phase::Replied | Phase::Closed => false,
         }
@@ -115,6 +118,10 @@ pub struct Flow {
     gov: governance::State,
     /// A plain endpoint's answer scrubbed of secrets its backend was sent (security).
     body_scrub: Option<BodyScrub>,
+    /// Set on MCP endpoints the gateway answers (`mcp.rs`).
+    mcp: Option<Box<mcp::McpCall>>,
+    /// A relay's caller, to whom the session its upstream opens is bound (`mcp.rs`).
+    relay: Option<String>,
 }
 
 impl Flow {
@@ -129,6 +136,8 @@ impl Flow {
             quota: Quota::default(),
             gov: governance::State::default(),
             body_scrub: None,
+            mcp: None,
+            relay: None,
         }
     }
 
@@ -171,7 +180,7 @@ impl Flow {
             // A failed stream's answer waits for its replacement.
             Phase::Callouts(f) if f.origin == Origin::FailedStream => Action::Pause,
             // The gateway's own answer, already final.
-            Phase::Callouts(_) | Phase::Replied | Phase::Answered | Phase::Closed => {
+            Phase::Callouts(_) | Phase::Mcp | Phase::Replied | Phase::Answered | Phase::Closed => {
                 Action::Continue
             }
             Phase::Start | Phase::ReadBody | Phase::Upstream { .. } => {
@@ -184,7 +193,9 @@ impl Flow {
     pub fn on_response_body<H: Host>(&mut self, h: &mut H, size: usize, end: bool) -> Action {
         match &self.phase {
             Phase::Callouts(f) if f.origin == Origin::FailedStream => return Action::Pause,
-            Phase::Callouts(_) | Phase::Replied | Phase::Answered => return Action::Continue,
+            Phase::Callouts(_) | Phase::Mcp | Phase::Replied | Phase::Answered => {
+                return Action::Continue
+            }
             Phase::Closed if self.llm.is_some() => return Action::Continue,
             _ => {}
         }
@@ -206,6 +217,14 @@ impl Flow {
         action
     }
 
+    /// A callout answered (or failed: no headers): failover's, or an MCP request's.
+    pub fn on_callout<H: Host>(&mut self, h: &mut H, token: u32, body_size: usize) {
+        match self.phase {
+            Phase::Mcp => self.on_mcp_callout(h, token, body_size),
+            _ => self.on_failover_callout(h, token, body_size),
+        }
+    }
+
     /// The stream ended (also when cut): record what was not recorded yet.
     pub fn on_log<H: Host>(&mut self, h: &mut H) {
         self.record(h);
@@ -218,7 +237,12 @@ impl Flow {
             Ok(action) => action,
             Err(stop) => {
                 if let Stop::Refuse(r) = stop {
-                    reply(h, self.front, &r);
+                    let gw = Rc::clone(&self.gw);
+                    match self.endpoint(&gw).filter(|e| e.mcp.is_some()) {
+                        // An MCP client gets a JSON-RPC error.
+                        Some(ep) => mcp::write(h, &mcp::refusal_answer(&r), &ep.security.secrets),
+                        None => reply(h, self.front, &r),
+                    }
                 }
                 self.phase = Phase::Replied;
                 Action::Pause
@@ -268,6 +292,7 @@ impl Flow {
             self.body_scrub = Some(BodyScrub::default());
         }
         let Some(call) = self.llm.as_mut() else {
+            self.relay_answered(h);
             self.record_into(h, true);
             return Action::Continue;
         };
@@ -357,6 +382,9 @@ fn response_code<H: Host>(h: &H) -> Option<u16> {
     u16::try_from(u64::from_le_bytes(bytes)).ok()
 }
 
+#[cfg(test)]
+#[path = "mcp_tests.rs"]
+mod mcp_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -157,9 +157,8 @@ pub struct Answer {
     pub status: u16,
     pub message: Option<Value>,
     pub sse: bool,
-    /// `Mcp-Session-Id` to send (a new session), and `Retry-After`.
-    pub session: Option<String>,
-    pub retry_after: Option<u64>,
+    /// Headers of the answer (`Mcp-Session-Id` of a new session, `Retry-After`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Answer {
@@ -169,8 +168,7 @@ impl Answer {
             status: 200,
             message: Some(result(id, value)),
             sse,
-            session: None,
-            retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -180,8 +178,17 @@ impl Answer {
             status: e.status,
             message: Some(error(id, e)),
             sse: sse && e.status == 200,
-            session: None,
-            retry_after: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// An error object an upstream answered request `id` with, passed on (HTTP 200).
+    pub fn relayed_error(id: &Value, error: Value, sse: bool) -> Self {
+        Self {
+            status: 200,
+            message: Some(json!({"jsonrpc": "2.0", "id": id, "error": error})),
+            sse,
+            headers: Vec::new(),
         }
     }
 
@@ -191,8 +198,7 @@ impl Answer {
             status: 202,
             message: None,
             sse: false,
-            session: None,
-            retry_after: None,
+            headers: Vec::new(),
         }
     }
 

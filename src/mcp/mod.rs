@@ -23,11 +23,11 @@ pub struct Caller<'a> {
 
 /// Whether a caller may see and call a tool.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Access<'a> {
+pub enum Access {
     /// Invisible and uncallable, as if it did not exist.
     Denied,
-    /// Allowed; the rule that allowed it (its rate limit applies), if any.
-    Allowed(Option<&'a Rule>),
+    /// Allowed; the index of the rule that allowed it (its rate limit applies), if any.
+    Allowed(Option<usize>),
 }
 
 impl Rule {
@@ -47,12 +47,12 @@ impl Rule {
 impl Policy {
     /// The first rule naming the tool that admits the caller; a tool no rule names is
     /// allowed only with `allow_unlisted`.
-    pub fn access<'p>(&'p self, tool: &str, c: &Caller<'_>) -> Access<'p> {
+    pub fn access(&self, tool: &str, c: &Caller<'_>) -> Access {
         let mut named = false;
-        for r in self.rules.iter().filter(|r| r.names(tool)) {
+        for (i, r) in self.rules.iter().enumerate().filter(|(_, r)| r.names(tool)) {
             named = true;
             if r.admits(c) {
-                return Access::Allowed(Some(r));
+                return Access::Allowed(Some(i));
             }
         }
         if !named && self.allow_unlisted {

@@ -9,7 +9,10 @@
 //! `/stats/prometheus` come out as the wasm build's.
 
 use crate::governance::{METRIC_BREAKER_OPENED, METRIC_FAILOVER, METRIC_RATE_LIMITED};
-use crate::observe::{COST, DURATION, ESTIMATED, QUOTA_REJECTED, REQUESTS, TOKENS, TTFT};
+use crate::observe::{
+    COST, DURATION, ESTIMATED, MCP_TOOL_CALLS, MCP_TOOL_DURATION, QUOTA_REJECTED, REQUESTS, TOKENS,
+    TTFT,
+};
 
 /// What kind of stat a family is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +83,16 @@ pub const FAMILIES: &[Family] = &[
         name: METRIC_BREAKER_OPENED,
         kind: Kind::Counter,
         labels: &[],
+    },
+    Family {
+        name: MCP_TOOL_CALLS,
+        kind: Kind::Counter,
+        labels: &["server", "tool", "status"],
+    },
+    Family {
+        name: MCP_TOOL_DURATION,
+        kind: Kind::Histogram,
+        labels: &["server", "tool"],
     },
 ];
 
