@@ -27,7 +27,7 @@ use crate::mcp::session::{self, Standing};
 use crate::mcp::{self, server, Access, Caller, Kind, McpEndpoint};
 use crate::observe;
 use crate::providers::Outgoing;
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, ERROR_HEADER};
 use crate::security::pii::{Masking, PiiAction};
 use crate::security::secrets::{Mask, Secrets};
 use serde_json::{json, Map, Value};
@@ -921,8 +921,8 @@ fn listing(m: &McpEndpoint, caller: &Caller<'_>, x: &mut Exchange) -> Answer {
     Answer::ok(&x.id, json!({"tools": tools}), x.sse)
 }
 
-/// Writes an MCP answer: status, content type, the new session, `Retry-After`; the body
-/// without the gateway's secrets.
+/// Writes an MCP answer: status, content type, the new session, `Retry-After`, an error's
+/// [`ERROR_HEADER`]; the body without the gateway's secrets.
 pub fn write<H: Host + ?Sized>(h: &mut H, a: &Answer, secrets: &Secrets) {
     let (content_type, body) = a.body();
     let body = secrets.scrub(&body, Mask::Redacted).unwrap_or(body);
@@ -931,6 +931,11 @@ pub fn write<H: Host + ?Sized>(h: &mut H, a: &Answer, secrets: &Secrets) {
         ("cache-control", "no-cache"),
     ];
     headers.extend(a.headers.iter().map(|(k, v)| (*k, v.as_str())));
+    if a.status >= 400 {
+        // The gateway's own error, already shaped: the bootstrap's local-reply mappers
+        // leave it alone.
+        headers.push((ERROR_HEADER, "1"));
+    }
     h.send_reply(u32::from(a.status), &headers, &body);
 }
 
