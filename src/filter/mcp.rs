@@ -28,8 +28,9 @@ use crate::mcp::{self, server, Access, Caller, Kind, McpEndpoint};
 use crate::observe;
 use crate::providers::Outgoing;
 use crate::refusal::{Refusal, ERROR_HEADER};
-use crate::security::pii::{Masking, PiiAction};
+use crate::security::pii::{Masking, Pii, PiiAction};
 use crate::security::secrets::{Mask, Secrets};
+use crate::support::json::each_string;
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -448,35 +449,57 @@ fn limited(r: &Refusal) -> RpcError {
     }
 }
 
-/// The arguments with PII masked (`security/pii`): placeholders go to the tool, the
-/// values come back in its result; `block` refuses the call.
+/// The arguments as the tool gets them: the exfiltration guard's secrets redacted (or the
+/// call refused: a secret in the arguments leaves through the tool), then PII masked
+/// (`security/pii`): placeholders go to the tool, the values come back in its result;
+/// `block` refuses the call.
 fn masked(
     ep: &Endpoint,
     args: Map<String, Value>,
     masking: &mut Masking,
 ) -> Result<Map<String, Value>, RpcError> {
-    let Some(pii) = &ep.security.pii else {
-        return Ok(args);
-    };
     let mut v = Value::Object(args);
-    mcp::each_string(&mut v, &mut |s| masking.reserve(s));
-    let mut found: Vec<String> = Vec::new();
-    mcp::each_string(&mut v, &mut |s| match masking.apply(pii, s) {
-        Ok(Some(new)) => *s = new,
-        Ok(None) => {}
-        Err(kinds) => found.extend(kinds),
-    });
+    if let Some(ex) = &ep.security.exfil {
+        ex.scan_value(&mut v).map_err(|b| {
+            let msg = format!(
+                "the arguments contain sensitive data the gateway does not pass on ({})",
+                b.0.join(", ")
+            );
+            RpcError::new(rpc::INVALID_PARAMS, msg)
+        })?;
+    }
+    let Some(pii) = &ep.security.pii else {
+        return Ok(into_map(v));
+    };
+    let found = mask_value(pii, masking, &mut v);
     if !found.is_empty() || (pii.action == PiiAction::Block && !masking.pairs.is_empty()) {
-        found.dedup();
         let msg = format!(
             "the arguments contain personal data the gateway does not pass on ({})",
             found.join(", ")
         );
         return Err(RpcError::new(rpc::INVALID_PARAMS, msg));
     }
+    Ok(into_map(v))
+}
+
+/// Masks every string of a JSON value; the kinds found when `block` refuses it.
+fn mask_value(pii: &Pii, masking: &mut Masking, v: &mut Value) -> Vec<String> {
+    each_string(v, &mut |s| masking.reserve(s));
+    let mut found: Vec<String> = Vec::new();
+    each_string(v, &mut |s| match masking.apply(pii, s) {
+        Ok(Some(new)) => *s = new,
+        Ok(None) => {}
+        Err(kinds) => found.extend(kinds),
+    });
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn into_map(v: Value) -> Map<String, Value> {
     match v {
-        Value::Object(o) => Ok(o),
-        _ => Ok(Map::new()),
+        Value::Object(o) => o,
+        _ => Map::new(),
     }
 }
 
@@ -887,25 +910,28 @@ fn tool_answer(
 }
 
 /// A tool's result for the client: the exfiltration guard (redact, or stop the result),
-/// then the PII placeholders of the arguments put back.
+/// PII the tool gave (not the caller's own) masked as in arguments (`block` stops the
+/// result), then the placeholders of the caller's arguments put back.
 fn secured(x: &Exchange, ep: &Endpoint, mut result: Value) -> Answer {
+    let stopped = |msg: String| Answer::err(&x.id, &RpcError::new(rpc::INTERNAL_ERROR, msg), x.sse);
     if let Some(ex) = &ep.security.exfil {
-        let mut blocked = None;
-        mcp::each_string(&mut result, &mut |s| match ex.scan(s) {
-            Ok(Some(clean)) => *s = clean,
-            Ok(None) => {}
-            Err(b) => blocked = Some(b),
-        });
-        if let Some(b) = blocked {
-            return Answer::err(
-                &x.id,
-                &RpcError::new(rpc::INTERNAL_ERROR, b.message()),
-                x.sse,
-            );
+        if let Err(b) = ex.scan_value(&mut result) {
+            return stopped(b.message());
         }
     }
-    if ep.security.pii.as_ref().is_some_and(|p| p.restore) && !x.masking.pairs.is_empty() {
-        mcp::each_string(&mut result, &mut |s| *s = x.masking.restore(s));
+    let Some(pii) = &ep.security.pii else {
+        return Answer::ok(&x.id, result, x.sse);
+    };
+    // A copy: the result's own values get placeholders of their own, never restored.
+    let found = mask_value(pii, &mut x.masking.clone(), &mut result);
+    if !found.is_empty() {
+        return stopped(format!(
+            "the result was stopped by the gateway: it contained personal data ({})",
+            found.join(", ")
+        ));
+    }
+    if pii.restore && !x.masking.pairs.is_empty() {
+        each_string(&mut result, &mut |s| *s = x.masking.restore(s));
     }
     Answer::ok(&x.id, result, x.sse)
 }

@@ -595,3 +595,39 @@ fn a_relay_binds_the_upstreams_session_to_its_caller() {
         (404, json!(-32001))
     );
 }
+
+#[test]
+fn a_relays_refusals_are_json_rpc_errors() {
+    let gw = gateway();
+    let mut flow = Flow::new(Rc::clone(&gw));
+    let mut h = MockHost::request("POST", "/relay", &[("authorization", "Bearer k-nobody")]);
+    assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
+    let r = h.reply.unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["jsonrpc"], json!("2.0"));
+    assert_eq!(r.json()["error"]["code"], json!(-32600));
+}
+
+#[test]
+fn without_ai_mcp_tools_every_tool_is_listed_and_callable() {
+    let doc = json!({"version": 3,
+        "extra_config": {"ai/mcp": {"servers": [{"name": "s", "title": "S", "version": "1", "json_response": true, "stateless": true,
+            "tools": [{"name": "t", "title": "T", "description": "d",
+                "workflow": {"backend": [{"host": ["http://127.0.0.1:9101"], "url_pattern": "/t"}]}}]}]}},
+        "endpoints": [{"endpoint": "/open", "method": "POST", "backend": [{"host": ["http://ignore"], "url_pattern": "/ignore"}],
+            "extra_config": {"ai/mcp": {"server_name": "s"}}}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_| None).unwrap());
+    let open = |m: Value| post(&mut Flow::new(Rc::clone(&gw)), "/open", "", None, m);
+    let listed = open(rpc(1, "tools/list", json!({})));
+    assert_eq!(
+        msg(listed.reply.as_ref().unwrap())["result"]["tools"][0]["name"],
+        json!("t")
+    );
+    let called = open(rpc(2, "tools/call", json!({"name": "t", "arguments": {}})));
+    assert!(
+        called.reply.is_none(),
+        "the workflow's callout is made: {:?}",
+        called.reply
+    );
+    assert_eq!(called.callouts.len(), 1);
+}

@@ -238,8 +238,10 @@ impl Flow {
             Err(stop) => {
                 if let Stop::Refuse(r) = stop {
                     let gw = Rc::clone(&self.gw);
-                    match self.endpoint(&gw).filter(|e| e.mcp.is_some()) {
-                        // An MCP client gets a JSON-RPC error.
+                    let speaks_mcp = |e: &&Endpoint| e.mcp.is_some() || e.relays_mcp_sessions();
+                    match self.endpoint(&gw).filter(speaks_mcp) {
+                        // An MCP client (of the gateway's server or of a relay) gets a
+                        // JSON-RPC error.
                         Some(ep) => mcp::write(h, &mcp::refusal_answer(&r), &ep.security.secrets),
                         None => reply(h, self.front, &r),
                     }

@@ -103,11 +103,21 @@ impl McpEndpoint {
 }
 
 /// `ai/mcp-tools`: which caller sees and calls which tool.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub rules: Vec<Rule>,
     /// Tools no rule names are visible and callable (default: only without rules).
     pub allow_unlisted: bool,
+}
+
+/// An endpoint without `ai/mcp-tools`: every tool, to every caller the endpoint admits.
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            rules: Vec::new(),
+            allow_unlisted: true,
+        }
+    }
 }
 
 /// One rule: the tools it names (`*` ends a prefix), who may use them, at what rate.

@@ -88,16 +88,6 @@ pub fn namespaced(upstream: &str, separator: &str, result: &Value) -> Vec<Value>
         .collect()
 }
 
-/// Applies `f` to every string inside a JSON value (keys stay as they are).
-pub fn each_string(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
-    match v {
-        Value::String(s) => f(s),
-        Value::Array(a) => a.iter_mut().for_each(|x| each_string(x, f)),
-        Value::Object(o) => o.values_mut().for_each(|x| each_string(x, f)),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

@@ -50,6 +50,16 @@ def open_session(url: str, key: str) -> str:
     return sid
 
 
+def server_call(world, id_: int, name: str, args: dict | None = None) -> httpx.Response:
+    """Bob's tools/call on the gateway's own server (`/mcp`) in a session of its own; the
+    REST backend's record cleared just before."""
+    url = f"{world.gw.url}/mcp"
+    sid = open_session(url, KEYS["bob"])
+    world.ups["rest"].clear()
+    params = {"name": name} | ({} if args is None else {"arguments": args})
+    return httpx.post(url, headers=headers(KEYS["bob"], sid), timeout=10, json=rpc(id_, "tools/call", params))
+
+
 def still_serving(world):
     """Envoy answers the next client normally."""
     r = httpx.post(f"{world.gw.url}/hub", headers=headers(KEYS["bob"]), timeout=10, json=rpc(99, "ping"))
@@ -95,7 +105,10 @@ class TestToolAccess:
         tools = [t["name"] for t in message(listed)["result"]["tools"]]
         assert "files__read" not in tools and "files__delete" not in tools
         files.clear()
-        for name in ("files__read", "files__delete", "FILES__read", "files__read ", "files____read", "nope__read", "read"):
+        spellings = ("files__read", "files__delete", "FILES__read", "files__READ", "files__read ", " files__read",
+                     "files____read", "nope__read", "read", "files__read\u200b", "files\u00a0__read",
+                     "\uff46iles__read", "files__r\u0435ad", "files__read\u0000", "files__read\n")
+        for name in spellings:
             r = httpx.post(url, headers=headers(KEYS["bob"]), timeout=10,
                            json=rpc(2, "tools/call", {"name": name, "arguments": {"path": "/etc/passwd"}}))
             m = message(r)
@@ -108,13 +121,9 @@ class TestToolAccess:
         assert not any('"tools/call"' in q["body"] for q in files.requests()), "no denied call reached the upstream"
 
     def test_a_denied_tool_of_the_gateways_server(self, mcp_world):
-        url = f"{mcp_world.gw.url}/mcp"
-        rest = mcp_world.ups["rest"]
-        sid = open_session(url, KEYS["bob"])
-        rest.clear()
-        r = httpx.post(url, headers=headers(KEYS["bob"], sid), timeout=10, json=rpc(2, "tools/call", {"name": "admin"}))
+        r = server_call(mcp_world, 2, "admin")
         assert message(r)["error"] == {"code": -32602, "message": "Unknown tool: admin"}
-        assert rest.requests() == []
+        assert mcp_world.ups["rest"].requests() == []
 
     def test_a_tools_rate_limit(self, mcp_world):
         url = f"{mcp_world.gw.url}/hub"
@@ -133,12 +142,8 @@ class TestArguments:
     @pytest.mark.parametrize("args", [{}, {"id": 42}, {"id": "../../admin"}, {"id": "42/../1"}, {"id": "4 2"},
                                       {"id": "42", "extra": {"deep": [1] * 3}} | {"id": "%2e%2e"}])
     def test_arguments_failing_the_schema_never_reach_the_backend(self, mcp_world, args):
-        url = f"{mcp_world.gw.url}/mcp"
         rest = mcp_world.ups["rest"]
-        sid = open_session(url, KEYS["bob"])
-        rest.clear()
-        r = httpx.post(url, headers=headers(KEYS["bob"], sid), timeout=10,
-                       json=rpc(8, "tools/call", {"name": "story", "arguments": args}))
+        r = server_call(mcp_world, 8, "story", args)
         m = message(r)
         assert r.status_code == 200 and m["id"] == 8 and m["error"]["code"] == -32602, m
         assert rest.requests() == []
@@ -169,17 +174,38 @@ class TestArguments:
         assert sent and "ann@example.com" not in sent[0] and "[EMAIL_1]" in sent[0]
 
     def test_pii_in_a_workflow_tools_arguments(self, mcp_world):
-        url = f"{mcp_world.gw.url}/mcp"
-        rest = mcp_world.ups["rest"]
-        sid = open_session(url, KEYS["bob"])
-        rest.clear()
-        r = httpx.post(url, headers=headers(KEYS["bob"], sid), timeout=10,
-                       json=rpc(10, "tools/call", {"name": "note", "arguments": {"text": "mail bob@example.org"}}))
+        r = server_call(mcp_world, 10, "note", {"text": "mail bob@example.org"})
         assert "bob@example.org" in r.text, "restored for the client"
-        assert "bob@example.org" not in rest.requests()[-1]["body"]
+        assert "bob@example.org" not in mcp_world.ups["rest"].requests()[-1]["body"]
+
+
+    @pytest.mark.parametrize("args", [{"text": "key AKIAIOSFODNN7EXAMPLE"},
+                                      {"text": "x", "AKIAIOSFODNN7EXAMPLE": "in a key"},
+                                      {"text": ["nested", {"deeper": "AKIAIOSFODNN7EXAMPLE"}]}])
+    def test_a_secret_in_arguments_never_reaches_the_tool(self, mcp_world, args):
+        files = mcp_world.ups["files"]
+        files.clear()
+        r = httpx.post(f"{mcp_world.gw.url}/hub", headers=headers(KEYS["bob"]), timeout=20,
+                       json=rpc(18, "tools/call", {"name": "files__echo", "arguments": args}))
+        m = message(r)
+        assert m["error"]["code"] == -32602 and "AWS_KEY" in m["error"]["message"], m
+        assert "AKIA" not in r.text
+        assert not any("AKIA" in q["body"] for q in files.requests()), "nothing reached the upstream"
+
+    def test_a_secret_in_a_workflow_tools_arguments(self, mcp_world):
+        r = server_call(mcp_world, 19, "note", {"text": "AKIAIOSFODNN7EXAMPLE"})
+        assert message(r)["error"]["code"] == -32602 and mcp_world.ups["rest"].requests() == []
 
 
 class TestResults:
+    def test_pii_a_tool_gives_is_masked_and_the_callers_own_restored(self, mcp_world):
+        r = server_call(mcp_world, 20, "story", {"id": "42"})
+        result = message(r)["result"]
+        assert "ann@example.com" not in r.text, "the story's owner is not the caller's to see"
+        assert result["structuredContent"]["owner"] == "[EMAIL_1]" and "[EMAIL_1]" in result["content"][0]["text"]
+        r = server_call(mcp_world, 21, "note", {"text": "to bob@example.org"})
+        assert message(r)["result"]["structuredContent"] == {"saved": {"text": "to bob@example.org"}}
+
     def test_a_secret_in_a_federated_tools_result_is_stopped(self, mcp_world):
         r = httpx.post(f"{mcp_world.gw.url}/hub", headers=headers(KEYS["bob"]), timeout=20,
                        json=rpc(11, "tools/call", {"name": "files__leak", "arguments": {}}))
@@ -188,10 +214,7 @@ class TestResults:
         assert "AKIA" not in r.text
 
     def test_a_secret_in_a_workflow_tools_result_is_stopped(self, mcp_world):
-        url = f"{mcp_world.gw.url}/mcp"
-        sid = open_session(url, KEYS["bob"])
-        r = httpx.post(url, headers=headers(KEYS["bob"], sid), timeout=10,
-                       json=rpc(12, "tools/call", {"name": "secret", "arguments": {}}))
+        r = server_call(mcp_world, 12, "secret", {})
         assert message(r)["error"]["code"] == -32603 and "AKIA" not in r.text
 
 
@@ -221,12 +244,15 @@ class TestMalformed:
     @pytest.mark.parametrize("method", ["resources/list", "prompts/get", "server/discover", "sampling/createMessage",
                                         "Tools/List", "tools/list ", ""])
     def test_unknown_methods(self, mcp_world, method):
-        files = mcp_world.ups["files"]
+        files, rest = mcp_world.ups["files"], mcp_world.ups["rest"]
+        sid = open_session(f"{mcp_world.gw.url}/mcp", KEYS["bob"])
         files.clear()
-        r = httpx.post(f"{mcp_world.gw.url}/hub", headers=headers(KEYS["bob"]), timeout=10, json=rpc(13, method))
-        m = message(r)
-        assert r.status_code == 200 and m["id"] == 13 and m["error"]["code"] == -32601
-        assert files.requests() == [], "an unknown method is not forwarded"
+        rest.clear()
+        for path, s in (("/hub", None), ("/mcp", sid)):
+            r = httpx.post(f"{mcp_world.gw.url}{path}", headers=headers(KEYS["bob"], s), timeout=10, json=rpc(13, method))
+            m = message(r)
+            assert r.status_code == 200 and m["id"] == 13 and m["error"]["code"] == -32601, path
+        assert files.requests() == [] and rest.requests() == [], "an unknown method is not forwarded"
 
     def test_a_chunked_body_and_an_http2_client_get_the_same_answers(self, mcp_world):
         url = f"{mcp_world.gw.url}/hub"

@@ -16,7 +16,7 @@ import pytest
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_world import FILES_TOKEN, KEYS, REST_TOKEN, UPSTREAM_TOKEN
+from mcp_world import FILES_TOKEN, KEYS, RELAY_RATE, REST_TOKEN, UPSTREAM_TOKEN
 
 V1_CLIENT = Path(__file__).with_name("mcp_client_v1.py")
 
@@ -112,6 +112,45 @@ class TestRelay:
         assert progress[0] < done[0] - 0.6, f"the first event waited for the end: {arrivals}"
 
 
+    def test_json_answers_and_a_rate_limit_through_the_relay(self, mcp_world):
+        """A stateless upstream answering JSON: the SDK lists and calls through the relay;
+        past the endpoint's rate the client gets a JSON-RPC error and the upstream nothing."""
+        up = mcp_world.ups["files"]
+        up.clear()
+
+        async def go():
+            async with session(f"{mcp_world.gw.url}/relay-json", KEYS["alice"]) as c:
+                return names(await c.list_tools()), await c.call_tool("echo", {"text": "hi"})
+
+        tools, result = run(go)
+        assert tools == ["delete", "echo", "leak", "read"]
+        assert result.content[0].text == "echo: hi"
+        seen = up.requests()
+        assert seen and all(r["headers"].get("x-upstream-token") == UPSTREAM_TOKEN for r in seen)
+        assert not any(r["headers"].get("mcp-session-id") for r in seen), "a stateless upstream has no session"
+        h = {"authorization": f"Bearer {KEYS['alice']}", "accept": "application/json, text/event-stream"}
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        answers = [httpx.post(f"{mcp_world.gw.url}/relay-json", headers=h, json=ping, timeout=10)
+                   for _ in range(RELAY_RATE)]
+        codes = [a.status_code for a in answers]
+        assert 200 in codes and codes[-1] == 429, codes
+        assert answers[0].headers["content-type"].startswith("application/json")
+        refused = answers[-1]
+        assert refused.json()["error"]["code"] == -32000 and int(refused.headers["retry-after"]) > 0
+        assert len(up.requests()) == len(seen) + codes.count(200), "a refused message never reached the upstream"
+        bob = httpx.post(f"{mcp_world.gw.url}/relay-json", headers=h | {"authorization": f"Bearer {KEYS['bob']}"},
+                         json=ping, timeout=10)
+        assert bob.status_code == 200, "the limit is per caller"
+        anon = httpx.post(f"{mcp_world.gw.url}/relay-json", headers={"accept": h["accept"]}, json=ping, timeout=10)
+        assert anon.status_code == 401 and anon.json()["error"]["code"] == -32600
+
+    def test_sdk1_client_through_the_relay(self, mcp_world, mcp1_python):
+        out = v1(mcp1_python, f"{mcp_world.gw.url}/relay", KEYS["bob"], "forecast", {"city": "Lagos"})
+        assert out["sdk"] is None or out["sdk"].startswith("1.")
+        assert out["session"] and out["tools"] == ["alerts", "forecast"]
+        assert out["text"] == ["sunny in Lagos"]
+
+
 class TestServer:
     """KrakenD's MCP server (`ai/mcp`): the gateway answers the protocol and runs each
     tool's workflow backend."""
@@ -129,7 +168,7 @@ class TestServer:
                 return listed, story, note, broken
 
         listed, story, note, broken = run(go)
-        assert names(listed) == ["broken", "note", "secret", "story"], "admin is for analysts"
+        assert names(listed) == ["broken", "dated", "note", "secret", "story"], "admin is for analysts"
         s = next(t for t in listed.tools if t.name == "story")
         assert s.input_schema["required"] == ["id"] and s.annotations.read_only_hint is True
         assert story.is_error is False and story.structured_content["title"] == "The answer"
@@ -161,6 +200,42 @@ class TestServer:
         h["mcp-protocol-version"] = "1999-01-01"
         old = httpx.post(f"{mcp_world.gw.url}/mcp", headers=h, timeout=10, json={"jsonrpc": "2.0", "id": 3, "method": "ping"})
         assert old.status_code == 400 and old.json()["error"]["code"] == -32600
+
+    def test_a_result_breaking_the_output_schema_is_an_error(self, mcp_world):
+        from mcp.shared.exceptions import MCPError
+
+        async def go():
+            async with session(f"{mcp_world.gw.url}/mcp", KEYS["bob"]) as c:
+                try:
+                    await c.call_tool("dated", {})
+                except MCPError as e:
+                    return e
+
+        e = run(go)
+        assert isinstance(e, MCPError) and e.error.code == -32603
+        assert "does not match its output schema" in e.error.message and "year" in e.error.message
+
+    def test_a_stateless_server_gives_out_no_session_and_checks_none(self, mcp_world):
+        url = f"{mcp_world.gw.url}/lookup"
+        h = {"authorization": f"Bearer {KEYS['bob']}", "accept": "application/json, text/event-stream"}
+        init = httpx.post(url, headers=h, timeout=10, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        assert init.status_code == 200 and "mcp-session-id" not in init.headers
+        assert init.headers["content-type"].startswith("application/json"), "json_response"
+        assert init.json()["result"]["serverInfo"]["name"] == "lookup"
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "story", "arguments": {"id": "42"}}}
+        for sid in (None, "made-up-session"):
+            hh = h | ({"mcp-session-id": sid} if sid else {})
+            r = httpx.post(url, headers=hh, timeout=10, json=call)
+            assert r.status_code == 200 and r.json()["result"]["structuredContent"]["title"] == "The answer", sid
+
+        async def go():
+            async with session(url, KEYS["alice"]) as c:
+                return names(await c.list_tools()), await c.call_tool("story", {"id": "42"})
+
+        tools, result = run(go)
+        assert tools == ["story"] and result.structured_content["id"] == "42"
 
     def test_sdk1_client(self, mcp_world, mcp1_python):
         out = v1(mcp1_python, f"{mcp_world.gw.url}/mcp", KEYS["alice"], "story", {"id": "42"})
@@ -208,6 +283,45 @@ class TestFederation:
         assert out["server"] == "hub"
         assert "files__read" not in out["tools"] and "weather__forecast" in out["tools"]
         assert out["text"] == ["sunny in Kyiv"]
+
+    def test_a_tool_allowed_by_a_jwt_claim(self, mcp_world):
+        """Per-tool access by JWT claims: the claim's holder lists and calls files__read; a
+        token without it sees and calls only weather__forecast; no token, no answer."""
+        files = mcp_world.ups["files"]
+        storage = mcp_world.issuer.token("ann", team="storage")
+        sales = mcp_world.issuer.token("bob", team=["sales", "storage-ish"])
+
+        async def go(token):
+            async with session(f"{mcp_world.gw.url}/hub-jwt", token) as c:
+                tools = names(await c.list_tools())
+                read = await c.call_tool("files__read", {"path": "/a"})
+                return tools, read
+
+        files.clear()
+        tools, read = run(go, storage)
+        assert tools == ["files__read", "weather__forecast"]
+        assert read.content[0].text == "contents of /a"
+        assert [json.loads(r["body"])["params"]["name"] for r in files.requests() if '"tools/call"' in r["body"]] == ["read"]
+        files.clear()
+        h = {"authorization": f"Bearer {sales}", "accept": "application/json, text/event-stream"}
+        init = httpx.post(f"{mcp_world.gw.url}/hub-jwt", headers=h, timeout=20, json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        h["mcp-session-id"] = init.headers["mcp-session-id"]
+        # The session is bound to the token's iss and sub: another subject cannot use it.
+        other = h | {"authorization": f"Bearer {mcp_world.issuer.token('eve', team='sales')}"}
+        stolen = httpx.post(f"{mcp_world.gw.url}/hub-jwt", headers=other, timeout=20,
+                            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert stolen.status_code == 404 and stolen.json()["error"]["code"] == -32001
+        listed = httpx.post(f"{mcp_world.gw.url}/hub-jwt", headers=h, timeout=20,
+                            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert [t["name"] for t in listed.json()["result"]["tools"]] == ["weather__forecast"]
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "files__read", "arguments": {"path": "/a"}}}
+        denied = httpx.post(f"{mcp_world.gw.url}/hub-jwt", headers=h, timeout=20, json=call)
+        assert denied.json()["error"] == {"code": -32602, "message": "Unknown tool: files__read"}
+        assert not any('"tools/call"' in r["body"] for r in files.requests()), "no call reached the upstream"
+        anon = httpx.post(f"{mcp_world.gw.url}/hub-jwt", headers={"accept": h["accept"]}, timeout=20, json=call)
+        assert anon.status_code == 401 and anon.json()["error"]["code"] == -32600
 
     def test_metrics_per_tool(self, mcp_world):
         async def go():
