@@ -125,12 +125,14 @@ impl Flow {
             })
             .collect();
         let accept = h.request_header("accept");
+        let session = presented_session(&*h)
+            .map_err(|e| self.answered(h, ep, Answer::err(&Value::Null, &e, false)))?;
         self.mcp = Some(Box::new(McpCall {
             caller: auth.caller,
             roles: auth.roles,
             claims: auth.claims,
             accepts_sse: rpc::accepts_sse(accept.as_deref()),
-            session: h.request_header(session::HEADER),
+            session,
             version: h.request_header("mcp-protocol-version"),
             limit_keys,
             request_id: h.property(&["request", "id"]).unwrap_or_default(),
@@ -278,7 +280,9 @@ impl Flow {
         if caller.is_empty() || !ep.relays_mcp_sessions() {
             return Ok(());
         }
-        match h.request_header(session::HEADER) {
+        let presented = presented_session(&*h)
+            .map_err(|e| self.answered(h, ep, Answer::err(&Value::Null, &e, false)))?;
+        match presented {
             Some(sid) => match session::check(&*h, &sid, caller, h.now_unix()) {
                 Standing::Own => Ok(()),
                 Standing::Unknown => Err(self.answered(h, ep, unknown_session())),
@@ -299,6 +303,21 @@ impl Flow {
             }
         }
     }
+}
+
+/// The client's `Mcp-Session-Id`. Two of them are refused (400): the gateway would check
+/// one and an upstream might use the other.
+fn presented_session<H: Host + ?Sized>(h: &H) -> Result<Option<String>, RpcError> {
+    let mut ids = h
+        .request_headers()
+        .into_iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(session::HEADER));
+    let first = ids.next().map(|(_, v)| v);
+    if ids.next().is_some() {
+        let msg = "Bad Request: more than one Mcp-Session-Id header";
+        return Err(RpcError::new(rpc::INVALID_REQUEST, msg).status(400));
+    }
+    Ok(first)
 }
 
 /// 404 with `-32001`: what a server answers a session it does not know.

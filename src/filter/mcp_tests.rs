@@ -631,3 +631,32 @@ fn without_ai_mcp_tools_every_tool_is_listed_and_callable() {
     );
     assert_eq!(called.callouts.len(), 1);
 }
+
+#[test]
+fn two_session_ids_are_refused_before_any_is_checked_or_forwarded() {
+    let gw = gateway();
+    for path in ["/relay", "/mcp"] {
+        let mut flow = Flow::new(Rc::clone(&gw));
+        let mut h = MockHost::request(
+            "POST",
+            path,
+            &[
+                ("authorization", "Bearer k-bob"),
+                ("mcp-session-id", "bobs-own"),
+                ("Mcp-Session-Id", "alices"),
+            ],
+        );
+        crate::mcp::session::init_shared(&mut h);
+        assert_eq!(
+            flow.on_request_headers(&mut h, false),
+            Action::Pause,
+            "{path}"
+        );
+        let r = h.reply.unwrap();
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].clone()),
+            (400, json!(-32600)),
+            "{path}"
+        );
+    }
+}

@@ -85,13 +85,24 @@ class TestSessionsOfOthers:
         url = f"{mcp_world.gw.url}/relay"
         up = mcp_world.ups["weather"]
         sid = open_session(url, KEYS["alice"])
+        bobs = open_session(url, KEYS["bob"])
         up.clear()
+        # Bob's own session first, alice's second: the gateway would check one, the upstream
+        # might use the other.
+        for pair in ((bobs, sid), (sid, bobs)):
+            two = [(k, v) for k, v in headers(KEYS["bob"]).items()] + [("mcp-session-id", x) for x in pair]
+            r = httpx.post(url, headers=two, timeout=10, json=rpc(4, "tools/list"))
+            assert r.status_code == 400 and r.json()["error"]["code"] == -32600, r.text
         r = httpx.post(url, headers=headers(KEYS["bob"], sid), timeout=10,
                        json=rpc(5, "tools/call", {"name": "forecast", "arguments": {"city": "x"}}))
         assert r.status_code == 404 and r.json()["error"]["code"] == -32001
         # A session id the gateway never gave out is refused the same way.
         r = httpx.post(url, headers=headers(KEYS["bob"], "f" * 32), timeout=10, json=rpc(6, "tools/list"))
         assert r.status_code == 404
+        # Nor may bob read alice's stream or end her session.
+        for method in ("GET", "DELETE"):
+            r = httpx.request(method, url, headers=headers(KEYS["bob"], sid), timeout=10)
+            assert r.status_code == 404 and r.json()["error"]["code"] == -32001, method
         assert up.requests() == [], "nothing was forwarded"
         ok = httpx.post(url, headers=headers(KEYS["alice"], sid), timeout=10, json=rpc(7, "tools/list"))
         assert ok.status_code == 200 and "forecast" in ok.text
