@@ -242,6 +242,11 @@ class TestMalformed:
         (b'{"jsonrpc":"2.0","id":1,"method":["ping"]}', 400, -32600),
         (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":"story"}', 200, -32602),
         (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"story","arguments":[1]}}', 200, -32602),
+        (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}', 200, -32602),
+        (b'{"jsonrpc":"2.0","id":null,"method":"ping"}', 400, -32600),
+        (b'{"jsonrpc":"1.0","id":1,"method":"ping"}', 400, -32600),
+        # Nesting deeper than any parser should follow: refused, nothing recurses on it.
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":' + b"[" * 5000 + b"]" * 5000 + b"}}", 400, -32700),
     ])
     def test_messages_that_are_not_json_rpc(self, mcp_world, body, status, code):
         for path in ("/mcp", "/hub"):
