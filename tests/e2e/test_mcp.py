@@ -252,11 +252,12 @@ class TestFederation:
     def test_sdk2_client_sees_namespaced_tools_filtered_per_caller(self, mcp_world):
         async def listing(key):
             async with session(f"{mcp_world.gw.url}/hub", key) as c:
-                return names(await c.list_tools())
+                # The doomed upstream is listed until test_attacks_mcp.py kills it.
+                return [n for n in names(await c.list_tools()) if not n.startswith("doomed__")]
 
         weather = ["weather__alerts", "weather__forecast"]
-        assert run(listing, KEYS["alice"]) == ["doomed__crash", "doomed__slow", "files__echo", "files__leak", "files__read", *weather]
-        assert run(listing, KEYS["bob"]) == ["doomed__crash", "doomed__slow", "files__echo", "files__leak", *weather]
+        assert run(listing, KEYS["alice"]) == ["files__echo", "files__leak", "files__read", *weather]
+        assert run(listing, KEYS["bob"]) == ["files__echo", "files__leak", *weather]
 
     def test_calls_route_by_name_with_per_upstream_credentials(self, mcp_world):
         files, weather = mcp_world.ups["files"], mcp_world.ups["weather"]
