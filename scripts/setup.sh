@@ -20,6 +20,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The MCP tests drive the SDK's previous major (mcp 1.x) too, from a venv of its own.
+./scripts/mcp1-venv.sh >/dev/null
+
 # The limits service keeps its counters in Redis; its tests start their own redis-server.
 if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

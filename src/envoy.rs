@@ -931,6 +931,7 @@ fn local_reply_shape(gw: &Gateway, jwt: bool, state_prefix: &str) -> Value {
         )
     };
     let mut mappers = Vec::new();
+    mappers.extend(mcp_mappers(gw, &mapper));
     // Anthropic's error types by status, as the filter maps provider errors.
     for (code, kind) in [
         ("response.code == 504", "timeout_error"),
@@ -966,6 +967,32 @@ fn local_reply_shape(gw: &Gateway, jwt: bool, state_prefix: &str) -> Value {
     json!({ "mappers": mappers })
 }
 
+/// MCP clients (of the gateway's servers, federations, relays) read JSON-RPC errors: a
+/// missing or bad JWT, an oversized or cut request, by the endpoints' paths.
+fn mcp_mappers(gw: &Gateway, mapper: &dyn Fn(&str, Value) -> Value) -> Vec<Value> {
+    let paths: Vec<String> = gw
+        .endpoints
+        .iter()
+        .filter(|ep| ep.mcp.is_some() || ep.relays_mcp_sessions())
+        .map(|ep| path_cel(ep.pattern.as_str()))
+        .collect();
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let paths = format!("({})", paths.join(" || "));
+    [
+        ("response.code >= 500", crate::mcp::jsonrpc::INTERNAL_ERROR),
+        ("response.code >= 400", crate::mcp::jsonrpc::INVALID_REQUEST),
+    ]
+    .iter()
+    .map(|(code, rpc)| {
+        let error = json!({"jsonrpc": "2.0", "id": null,
+            "error": {"code": rpc, "message": "%LOCAL_REPLY_BODY%"}});
+        mapper(&format!("{paths} && {code}"), error)
+    })
+    .collect()
+}
+
 /// Renders the bootstrap as YAML with a real serializer (libyaml's emitter): any string,
 /// the KrakenD document included, reads back as itself, whatever its indentation, quotes,
 /// YAML indicators (`: `, `#`, `&`, `*`, `!`, `%`, `@`, `---`), tabs or unicode.
@@ -981,6 +1008,40 @@ mod tests {
     fn http_filters(b: &Value) -> &Value {
         &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
             ["http_filters"]
+    }
+
+    #[test]
+    fn mcp_endpoints_get_json_rpc_local_replies_first() {
+        let text = r#"{"version": 3,
+            "extra_config": {"ai/mcp": {"servers": [{"name": "s", "title": "S", "version": "1", "tools": []}]}},
+            "endpoints": [
+            {"endpoint": "/mcp", "method": "POST", "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}],
+             "extra_config": {"ai/mcp": {"server_name": "s"}}},
+            {"endpoint": "/relay/{team}", "method": "POST", "input_headers": ["Mcp-Session-Id"],
+             "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/mcp"}]},
+            {"endpoint": "/open", "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}]}]}"#;
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+        let shape = local_reply_shape(&gw, false, "");
+        let first = &shape["mappers"][0];
+        let cel = first["filter"]["extension_filter"]["typed_config"]["expression"]
+            .as_str()
+            .unwrap();
+        assert!(cel.starts_with("(request.url_path == '/mcp' || request.url_path.matches("));
+        assert!(!cel.contains("/open"), "{cel}");
+        let body = &first["body_format_override"]["json_format"];
+        assert_eq!(body["jsonrpc"], "2.0");
+        assert_eq!(body["error"]["code"], json!(-32603));
+        assert_eq!(
+            shape["mappers"][1]["body_format_override"]["json_format"]["error"]["code"],
+            json!(-32600)
+        );
+        let plain: Value = serde_json::from_str(r#"{"version": 3, "endpoints": [
+            {"endpoint": "/open", "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}]}]}"#).unwrap();
+        let plain = Gateway::from_value(&plain, &|_| None).unwrap();
+        assert!(!local_reply_shape(&plain, false, "")
+            .to_string()
+            .contains("jsonrpc"));
     }
 
     #[test]

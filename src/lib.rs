@@ -17,6 +17,7 @@ pub mod host;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod k8s;
 pub mod limits;
+pub mod mcp;
 pub mod observe;
 pub mod providers;
 pub mod refusal;

@@ -28,6 +28,8 @@ const LAYERS: &[&[&str]] = &[
         "limits::client",
     ],
     &["governance"],
+    // The Model Context Protocol: messages, namespaces, sessions, tools.
+    &["mcp"],
     // The compiled gateway and the table of namespaces.
     &["config"],
     &["filter"],

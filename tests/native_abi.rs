@@ -171,8 +171,9 @@ fn load_time_decisions() {
     );
     assert!(!cfg.is_null(), "{}", logs());
     let defined = METRICS.lock().unwrap().clone();
-    assert_eq!(defined.len(), 12, "{defined:?}");
+    assert_eq!(defined.len(), 14, "{defined:?}");
     assert!(defined.contains(&("tollgate_limits_unavailable_total".to_string(), 1)));
+    assert!(defined.contains(&("tollgate_mcp_tool_calls_total".to_string(), 3)));
     assert!(defined.contains(&("tollgate_tokens_total".to_string(), 4)));
     assert!(defined.contains(&("tollgate_request_duration_ms".to_string(), 2)));
     assert!(logs().contains("tollgate: configured 1 endpoint(s), 1 cluster(s)"));

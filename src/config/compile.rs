@@ -7,6 +7,7 @@ use super::namespaces::{self, BackendParts, Context, EndpointParts, ServiceParts
 use super::reader::{self, ConfigError, Obj, Result};
 use super::{Backend, Endpoint, Gateway, HeaderOp};
 use crate::cost;
+use crate::mcp::{Kind, McpEndpoint};
 use crate::providers::FrontDoor;
 use crate::routing::forward::{Allow, Forward};
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
@@ -321,7 +322,20 @@ fn secrets(endpoints: &[Endpoint], svc: &ServiceSecurity, from_env: Vec<String>)
                 all.extend(aws.0.session_token.clone());
             }
         }
-        for op in &b.modifiers.request {
+    }
+    let tools = endpoints.iter().filter_map(|e| match &e.mcp {
+        Some(McpEndpoint {
+            kind: Kind::Server(s),
+            ..
+        }) => Some(s.tools.iter().map(|t| &t.workflow.modifiers)),
+        _ => None,
+    });
+    let modifiers = endpoints
+        .iter()
+        .flat_map(|e| e.backends.iter().map(|b| &b.modifiers))
+        .chain(tools.flatten());
+    for m in modifiers {
+        for op in &m.request {
             if let HeaderOp::Set { name, value } | HeaderOp::Append { name, value } = op {
                 if cost::is_credential_header(name) {
                     let v = value.0.trim();
@@ -388,7 +402,11 @@ fn endpoint(
     for b in &mut backends {
         b.forward = forward.narrow(Some(&b.forward.headers), Some(&b.forward.query));
     }
-    let api = front_door(&o, &backends, &pattern, &method)?;
+    let mcp = mcp_endpoint(&o, &mut parts, &backends, &method)?;
+    let api = match mcp {
+        Some(_) => None,
+        None => front_door(&o, &backends, &pattern, &method)?,
+    };
     crate::governance::check_llm_only(&parts.governance, api.is_some(), &o.at("extra_config"))?;
     o.finish(IGNORED_ENDPOINT)?;
     let mut ep = Endpoint {
@@ -401,6 +419,7 @@ fn endpoint(
         governance: parts.governance,
         security: parts.security,
         forward,
+        mcp,
     };
     let (bpath, xpath) = (format!("{path}.backend"), format!("{path}.extra_config"));
     let rules = ep.backends.iter_mut().map(|b| &mut b.rules).collect();
@@ -530,7 +549,79 @@ fn backend(
         llm: parts.llm,
         rules: parts.rules,
         forward,
+        mcp_upstream: parts.mcp_upstream,
     })
+}
+
+/// An MCP endpoint the gateway answers: an `ai/mcp` server or an `ai/mcp-federation` of
+/// its backends (each an `ai/mcp-upstream`, named once); `ai/mcp-tools` needs one of them.
+fn mcp_endpoint(
+    o: &Obj<'_>,
+    parts: &mut EndpointParts,
+    backends: &[Backend],
+    method: &str,
+) -> Result<Option<McpEndpoint>> {
+    let extra = o.at("extra_config");
+    let kind = match (parts.mcp_server.take(), parts.mcp_federation.take()) {
+        (Some(_), Some(_)) => {
+            let msg = "an endpoint is an ai/mcp server or an ai/mcp-federation, not both";
+            return Err(ConfigError::new(format!("{extra}.ai/mcp-federation"), msg));
+        }
+        (Some(s), None) => Some(Kind::Server(s)),
+        (None, Some(f)) => Some(Kind::Federation(f)),
+        (None, None) => None,
+    };
+    let named: Vec<(usize, &str)> = backends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| b.mcp_upstream.as_deref().map(|n| (i, n)))
+        .collect();
+    let upstream_at = |i: usize| format!("{}[{i}].extra_config.ai/mcp-upstream", o.at("backend"));
+    match &kind {
+        Some(Kind::Federation(_)) => {
+            if let Some(i) = backends
+                .iter()
+                .position(|b| b.mcp_upstream.is_none() || b.llm.is_some())
+            {
+                let msg = "every backend of an ai/mcp-federation endpoint is an upstream MCP server: add {\"name\": ...}";
+                return Err(ConfigError::new(upstream_at(i), msg));
+            }
+            for (k, (i, n)) in named.iter().enumerate() {
+                if named.iter().take(k).any(|(_, m)| m == n) {
+                    return Err(ConfigError::new(
+                        format!("{}.name", upstream_at(*i)),
+                        format!("\"{n}\" names two upstreams"),
+                    ));
+                }
+            }
+        }
+        _ => {
+            if let Some((i, _)) = named.first() {
+                let msg = "only applies to the backends of an ai/mcp-federation endpoint";
+                return Err(ConfigError::new(upstream_at(*i), msg));
+            }
+        }
+    }
+    let policy = parts.mcp_policy.take();
+    let Some(kind) = kind else {
+        return match policy {
+            Some(_) => Err(ConfigError::new(
+                format!("{extra}.ai/mcp-tools"),
+                "only applies to ai/mcp and ai/mcp-federation endpoints",
+            )),
+            None => Ok(None),
+        };
+    };
+    if method != "POST" {
+        return Err(ConfigError::new(
+            o.at("method"),
+            "MCP endpoints take POST (JSON-RPC messages)",
+        ));
+    }
+    Ok(Some(McpEndpoint {
+        kind,
+        policy: policy.unwrap_or_default(),
+    }))
 }
 
 fn parse_hosts(list: &[&str], path: &str) -> Result<Vec<HostUrl>> {

@@ -58,6 +58,9 @@ pub struct Endpoint {
     /// What of the client's request goes upstream (`input_headers`,
     /// `input_query_strings`); each backend holds its own, narrowed by its lists.
     pub forward: Forward,
+    /// Set on MCP endpoints the gateway answers itself: an `ai/mcp` server, or an
+    /// `ai/mcp-federation` of the backends ([`crate::mcp`]).
+    pub mcp: Option<crate::mcp::McpEndpoint>,
 }
 
 impl Endpoint {
@@ -111,6 +114,24 @@ impl Endpoint {
         self.backends.first()
     }
 
+    /// Whether MCP sessions are bound to their caller here: an MCP endpoint the gateway
+    /// answers (unless stateless), or a relay whose backend gets `Mcp-Session-Id`.
+    pub fn keeps_mcp_sessions(&self) -> bool {
+        match &self.mcp {
+            Some(m) => !m.info().stateless,
+            None => self.relays_mcp_sessions(),
+        }
+    }
+
+    /// A plain endpoint whose backend gets the client's `Mcp-Session-Id` (an MCP relay).
+    pub fn relays_mcp_sessions(&self) -> bool {
+        self.api.is_none()
+            && self.mcp.is_none()
+            && self
+                .backend()
+                .is_some_and(|b| b.forward.client_header(crate::mcp::session::HEADER))
+    }
+
     /// `/v1/chat/completions` → `/v1/models`: where the model list of this endpoint is served.
     pub fn models_path(&self) -> Option<String> {
         let path = self.pattern.as_str();
@@ -136,6 +157,8 @@ pub struct Backend {
     pub rules: crate::governance::routing::BackendRules,
     /// What of the client's request goes to this backend ([`Forward`]).
     pub forward: Forward,
+    /// `ai/mcp-upstream`: on a federating MCP endpoint, the upstream server's name.
+    pub mcp_upstream: Option<String>,
 }
 
 impl Backend {
@@ -165,6 +188,13 @@ impl Gateway {
             }
             let breakers = ep.backends.iter().filter_map(|b| b.rules.breaker.as_ref());
             crate::governance::routing::init_breakers(h, breakers);
+            if let Some(m) = &ep.mcp {
+                let limits = m.policy.rules.iter().filter_map(|r| r.rate_limit.as_ref());
+                limits.for_each(|rl| crate::governance::ratelimit::init_shared(h, rl));
+            }
+        }
+        if self.endpoints.iter().any(Endpoint::keeps_mcp_sessions) {
+            crate::mcp::session::init_shared(h);
         }
     }
 
@@ -184,9 +214,24 @@ impl Gateway {
     /// Every distinct backend host list with its cluster name (for the bootstrap generator).
     pub fn clusters(&self) -> Vec<(&str, &[HostUrl])> {
         let mut out: Vec<(&str, &[HostUrl])> = Vec::new();
-        for b in self.endpoints.iter().flat_map(|e| &e.backends) {
-            if !out.iter().any(|(name, _)| *name == b.cluster) {
-                out.push((&b.cluster, &b.hosts));
+        let backends = self.endpoints.iter().flat_map(|e| &e.backends);
+        let tools = self.endpoints.iter().filter_map(|e| match &e.mcp {
+            Some(crate::mcp::McpEndpoint {
+                kind: crate::mcp::Kind::Server(s),
+                ..
+            }) => Some(
+                s.tools
+                    .iter()
+                    .map(|t| (t.workflow.cluster.as_str(), t.workflow.hosts.as_slice())),
+            ),
+            _ => None,
+        });
+        let all = backends
+            .map(|b| (b.cluster.as_str(), b.hosts.as_slice()))
+            .chain(tools.flatten());
+        for (name, hosts) in all {
+            if !out.iter().any(|(n, _)| *n == name) {
+                out.push((name, hosts));
             }
         }
         out

@@ -14,6 +14,7 @@ use crate::governance::ratelimit::FleetRateLimit;
 use crate::governance::{self, routing, template, validate, Policy};
 use crate::limits::client;
 use crate::limits::scheme;
+use crate::mcp::config::{self as mcp, Server};
 use crate::providers::backend::{self, LlmBackend};
 use crate::routing::martian::{self, Modifiers};
 use crate::security::config::{self as security, EndpointSecurity, ServiceSecurity};
@@ -37,6 +38,8 @@ pub struct ServiceParts {
     pub max_payload: Option<u64>,
     /// Settings accepted but ignored inside a namespace.
     pub warnings: Vec<String>,
+    /// `ai/mcp`: the MCP servers endpoints may serve.
+    pub mcp_servers: Vec<Rc<Server>>,
 }
 
 /// What an endpoint's namespaces compile into.
@@ -45,6 +48,10 @@ pub struct EndpointParts {
     pub quota: Option<QuotaAttach>,
     pub governance: Policy,
     pub security: EndpointSecurity,
+    /// `ai/mcp` (a server), `ai/mcp-federation`, and `ai/mcp-tools`.
+    pub mcp_server: Option<Rc<Server>>,
+    pub mcp_federation: Option<mcp::Federation>,
+    pub mcp_policy: Option<mcp::Policy>,
     /// Settings accepted but ignored inside a namespace.
     pub warnings: Vec<String>,
 }
@@ -55,6 +62,8 @@ pub struct BackendParts {
     pub rules: routing::BackendRules,
     pub modifiers: Modifiers,
     pub llm: Option<LlmBackend>,
+    /// `ai/mcp-upstream`: the name of the upstream MCP server this backend is.
+    pub mcp_upstream: Option<String>,
 }
 
 /// What a compiler may read besides its namespace's value.
@@ -122,6 +131,10 @@ pub const SERVICE: &[Row<ServiceParts>] = &[
     }),
     ("router", |v, at, p, _| {
         p.max_payload = governance::router(v, at, &mut p.warnings)?;
+        Ok(())
+    }),
+    ("ai/mcp", |v, at, p, cx| {
+        p.mcp_servers = mcp::servers(v, at, cx.lookup)?;
         Ok(())
     }),
 ];
@@ -194,6 +207,18 @@ pub const ENDPOINT: &[Row<EndpointParts>] = &[
         p.security.guard = Some(Rc::new(guard));
         Ok(())
     }),
+    ("ai/mcp", |v, at, p, cx| {
+        p.mcp_server = Some(mcp::attach(v, at, &cx.service.mcp_servers)?);
+        Ok(())
+    }),
+    ("ai/mcp-federation", |v, at, p, _| {
+        p.mcp_federation = Some(mcp::federation(v, at)?);
+        Ok(())
+    }),
+    ("ai/mcp-tools", |v, at, p, cx| {
+        p.mcp_policy = Some(mcp::policy(v, at, cx.id)?);
+        Ok(())
+    }),
 ];
 
 /// Backend level.
@@ -212,6 +237,10 @@ pub const BACKEND: &[Row<BackendParts>] = &[
     }),
     ("ai/llm", |v, at, p, cx| {
         p.llm = Some(backend::compile(v, at, cx.host, cx.lookup)?);
+        Ok(())
+    }),
+    ("ai/mcp-upstream", |v, at, p, _| {
+        p.mcp_upstream = Some(mcp::upstream(v, at)?);
         Ok(())
     }),
 ];

@@ -23,6 +23,7 @@ mod call;
 mod choose;
 mod failover;
 mod fleet;
+mod mcp;
 mod models;
 mod quota;
 pub mod reply;
@@ -67,6 +68,8 @@ enum Phase {
     /// The request waits for the fleet limits service's answer before going upstream
     /// (`fleet.rs`); its body, if more comes, is buffered meanwhile.
     Gate(Box<fleet::Gate>),
+    /// Callouts answer an MCP request (a tool's backend, upstream MCP servers).
+    Mcp,
     /// The gateway replied itself before any provider had the request (a refusal, the
     /// model list): nothing is charged; its reply passes the response callbacks untouched.
     Replied,
@@ -80,7 +83,7 @@ impl Phase {
     /// A provider (or plain backend) has the request.
     fn sent(&self) -> bool {
         match self {
-            Phase::Upstream { .. } | Phase::Answered => true,
+            Phase::Upstream { .. } | Phase::Answered | Phase::Mcp => true,
             Phase::Callouts(f) => f.sent(),
             Phase::Start | Phase::ReadBody | Phase::Gate(_) | Phase::Replied | Phase::Closed => {
                 false
@@ -129,6 +132,10 @@ pub struct Flow {
     fleet: fleet::Fleet,
     /// Rate-limit client and template inputs ([`crate::governance`]).
     gov: governance::State,
+    /// Set on MCP endpoints the gateway answers (`mcp.rs`).
+    mcp: Option<Box<mcp::McpCall>>,
+    /// A relay's caller, to whom the session its upstream opens is bound (`mcp.rs`).
+    relay: Option<String>,
     /// What happens to a plain endpoint's answer body on its way to the client.
     plain_answer: PlainAnswer,
 }
@@ -156,6 +163,8 @@ impl Flow {
             fleet: fleet::Fleet::default(),
             gov: governance::State::default(),
             plain_answer: PlainAnswer::Pass,
+            mcp: None,
+            relay: None,
         }
     }
 
@@ -202,7 +211,7 @@ impl Flow {
             // A failed stream's answer waits for its replacement.
             Phase::Callouts(f) if f.origin == Origin::FailedStream => Action::Pause,
             // The gateway's own answer, already final.
-            Phase::Callouts(_) | Phase::Replied | Phase::Answered | Phase::Closed => {
+            Phase::Callouts(_) | Phase::Mcp | Phase::Replied | Phase::Answered | Phase::Closed => {
                 Action::Continue
             }
             Phase::Start | Phase::ReadBody | Phase::Gate(_) | Phase::Upstream { .. } => {
@@ -215,7 +224,9 @@ impl Flow {
     pub fn on_response_body<H: Host>(&mut self, h: &mut H, size: usize, end: bool) -> Action {
         match &self.phase {
             Phase::Callouts(f) if f.origin == Origin::FailedStream => return Action::Pause,
-            Phase::Callouts(_) | Phase::Replied | Phase::Answered => return Action::Continue,
+            Phase::Callouts(_) | Phase::Mcp | Phase::Replied | Phase::Answered => {
+                return Action::Continue
+            }
             Phase::Closed if self.llm.is_some() => return Action::Continue,
             _ => {}
         }
@@ -239,10 +250,11 @@ impl Flow {
     }
 
     /// A callout answered (or failed: no headers): the fleet limits' call before the
-    /// request (`fleet.rs`), or a failover attempt (`failover.rs`).
+    /// request (`fleet.rs`), an MCP request's (`mcp.rs`), or a failover attempt (`failover.rs`).
     pub fn on_callout<H: Host>(&mut self, h: &mut H, token: u32, body_size: usize) {
         match self.phase {
             Phase::Gate(_) => self.on_gate_answer(h, token, body_size),
+            Phase::Mcp => self.on_mcp_callout(h, token, body_size),
             _ => self.on_attempt_answer(h, token, body_size),
         }
     }
@@ -254,7 +266,14 @@ impl Flow {
             Ok(action) => action,
             Err(stop) => {
                 if let Stop::Refuse(r) = stop {
-                    reply(h, self.front, &r);
+                    let gw = Rc::clone(&self.gw);
+                    let speaks_mcp = |e: &&Endpoint| e.mcp.is_some() || e.relays_mcp_sessions();
+                    match self.endpoint(&gw).filter(speaks_mcp) {
+                        // An MCP client (of the gateway's server or of a relay) gets a
+                        // JSON-RPC error.
+                        Some(ep) => mcp::write(h, &mcp::refusal_answer(&r), &ep.security.secrets),
+                        None => reply(h, self.front, &r),
+                    }
                 }
                 self.phase = Phase::Replied;
                 Action::Pause
@@ -308,6 +327,7 @@ impl Flow {
             self.plain_answer = plain_answer(h, ep, self.backend);
         }
         let Some(call) = self.llm.as_mut() else {
+            self.relay_answered(h);
             // cost: the weight the backend reports (a header now, a body field at its end).
             if !self.quota.weigh_headers(&*h, end_of_stream) {
                 self.record_into(h, true);
@@ -447,6 +467,9 @@ fn response_code<H: Host>(h: &H) -> Option<u16> {
     u16::try_from(u64::from_le_bytes(bytes)).ok()
 }
 
+#[cfg(test)]
+#[path = "mcp_tests.rs"]
+mod mcp_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

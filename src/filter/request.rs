@@ -57,6 +57,15 @@ impl Flow {
         let path = plain_path(ep, self.backend, &m.params, auth.query.as_deref())?;
         self.limits(h, ep, &m.params)?;
         self.quota.check(h, &gw, ep, &m.params)?;
+        if let Some(mcp) = &ep.mcp {
+            // The rate-limit keys of its tools are read while the headers are whole.
+            let held = self.await_mcp_body(h, ep, mcp, auth, end_of_stream);
+            for name in &ep.forward.never {
+                h.set_request_header(name, None);
+            }
+            return held;
+        }
+        self.relay_session(h, ep, &auth.caller)?;
         // Client credentials and the API-key identifier never leave the gateway.
         for name in &ep.forward.never {
             h.set_request_header(name, None);
@@ -192,7 +201,9 @@ impl Flow {
             return Ok(Action::Continue);
         };
         let body = h.request_body(size).unwrap_or_default();
-        if self.llm.is_some() {
+        if self.mcp.is_some() {
+            self.mcp_body(h, ep, &body)
+        } else if self.llm.is_some() {
             self.llm_body(h, ep, &body)
         } else {
             self.plain_body(h, ep, &body)

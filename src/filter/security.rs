@@ -15,6 +15,11 @@ pub struct Auth {
     pub roles: Vec<String>,
     /// The query to send upstream (the client key removed with the query-string strategy).
     pub query: Option<String>,
+    /// Who the caller is (a hash of its API key, the JWT's issuer and subject); empty for
+    /// a public endpoint. MCP sessions are bound to it.
+    pub caller: String,
+    /// The claims of the JWT `jwt_authn` verified for this endpoint.
+    pub claims: Option<serde_json::Value>,
 }
 
 /// Request headers: `auth/api-keys` and `auth/validator` of endpoint `index`; a 401 or 403
@@ -29,12 +34,15 @@ pub fn authenticate<H: Host>(
     let mut auth = Auth {
         roles: Vec::new(),
         query: query.map(str::to_string),
+        caller: String::new(),
+        claims: None,
     };
     if let Some(rule) = &sec.api_keys {
         let header = |n: &str| h.request_header(n);
         match rule.authenticate(&header, query) {
             Ok(grant) => {
                 auth.roles = grant.roles;
+                auth.caller = grant.caller;
                 if rule.strategy == crate::security::apikeys::Strategy::QueryString {
                     auth.query = grant.query;
                 }
@@ -61,6 +69,16 @@ pub fn authenticate<H: Host>(
                 .and_then(|p| claims::header_value(p, claim));
             h.set_request_header(&header.to_ascii_lowercase(), value.as_deref());
         }
+        if let Some(p) = &payload {
+            let part = |k: &str| claims::header_value(p, k).unwrap_or_default();
+            let jwt = format!("jwt:{}|{}", part("iss"), part("sub"));
+            auth.caller = if auth.caller.is_empty() {
+                jwt
+            } else {
+                format!("{} {jwt}", auth.caller)
+            };
+        }
+        auth.claims = payload;
     }
     Ok(auth)
 }

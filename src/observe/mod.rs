@@ -7,7 +7,9 @@
 use crate::host::{shared_update, Host};
 
 /// Label names, in the order they appear in metric names.
-pub const LABELS: &[&str] = &["provider", "model", "tenant", "kind", "status", "currency"];
+pub const LABELS: &[&str] = &[
+    "provider", "model", "tenant", "server", "tool", "kind", "status", "currency",
+];
 
 /// Envoy `stats_tags` (tag name, regex) for the labels: the first capture group is cut
 /// from the stat name, the second is the label value.
@@ -67,12 +69,26 @@ pub const DEFAULT_TENANT_LABELS: u64 = 100;
 /// key proxy-wasm creates under load is written unconditionally, see cost::store).
 const TENANTS_KEY: &str = "tollgate:labels:tenants";
 
-/// Creates the shared-data key of the tenant label count (configure time).
+/// Shared-data key counting the MCP tool labels given out (a federated tool's name comes
+/// from the client and the upstream servers, not from the configuration).
+const TOOLS_KEY: &str = "tollgate:labels:tools";
+
+/// Distinct MCP tools that get a label of their own, per Envoy.
+pub const MAX_TOOL_LABELS: u64 = 200;
+
+/// Creates the shared-data keys of the label counts (configure time).
 pub fn init<H: Host + ?Sized>(h: &mut H) {
-    if h.shared_get(TENANTS_KEY).0.is_none() {
-        // Unconditional: at configure time every writer writes the same value.
-        let _ = h.shared_set(TENANTS_KEY, b"0", None);
+    for key in [TENANTS_KEY, TOOLS_KEY] {
+        if h.shared_get(key).0.is_none() {
+            // Unconditional: at configure time every writer writes the same value.
+            let _ = h.shared_set(key, b"0", None);
+        }
     }
+}
+
+/// The label of an MCP tool, from a bounded set (see [`tenant_label`]).
+pub fn tool_label<H: Host + ?Sized>(h: &mut H, tool: &str) -> String {
+    admit(h, TOOLS_KEY, "tool", tool, MAX_TOOL_LABELS)
 }
 
 /// The tenant label of a call, from a bounded set: every Envoy stat name is kept for the
@@ -81,16 +97,22 @@ pub fn init<H: Host + ?Sized>(h: &mut H) {
 /// their own label; the rest are `other`. A tenant already admitted costs one shared-data
 /// read; `none` (no tenant) costs nothing.
 pub fn tenant_label<H: Host + ?Sized>(h: &mut H, tenant: &str, max: u64) -> String {
-    let value = label(tenant);
+    admit(h, TENANTS_KEY, "tenant", tenant, max)
+}
+
+/// A label value admitted into the bounded set counted at `counter` (the first `max`
+/// distinct values per Envoy keep their own label; the rest are `other`).
+fn admit<H: Host + ?Sized>(h: &mut H, counter: &str, kind: &str, raw: &str, max: u64) -> String {
+    let value = label(raw);
     if value == "none" || value == OTHER {
         return value;
     }
-    let key = format!("tollgate:labels:tenant:{value}");
+    let key = format!("tollgate:labels:{kind}:{value}");
     if h.shared_get(&key).0.is_some() {
         return value;
     }
     let mut admitted = false;
-    shared_update(h, TENANTS_KEY, |count| {
+    shared_update(h, counter, |count| {
         let n: u64 = count
             .and_then(|c| std::str::from_utf8(c).ok())
             .and_then(|c| c.parse().ok())
@@ -114,6 +136,10 @@ pub const COST: &str = "tollgate_cost_total";
 pub const DURATION: &str = "tollgate_request_duration_ms";
 pub const TTFT: &str = "tollgate_time_to_first_token_ms";
 pub const QUOTA_REJECTED: &str = "tollgate_quota_rejected_total";
+/// MCP tool calls (labels: server, tool, status).
+pub const MCP_TOOL_CALLS: &str = "tollgate_mcp_tool_calls_total";
+/// MCP tool call latency through the gateway, ms (labels: server, tool).
+pub const MCP_TOOL_DURATION: &str = "tollgate_mcp_tool_duration_ms";
 /// Calls whose usage was estimated (the provider never reported it: a stream cut short).
 pub const ESTIMATED: &str = "tollgate_usage_estimated_total";
 /// Requests whose call to the fleet limits service failed (Redis or the service down or

@@ -103,6 +103,14 @@ pub struct Grant {
     pub role_header: Option<(String, String)>,
     /// With the query-string strategy: the query without the key (None: empty).
     pub query: Option<String>,
+    /// Who presented the key, as a hash of it (binds MCP sessions to their caller).
+    pub caller: String,
+}
+
+/// A caller's identity from the key it presented: a hash, never the key.
+fn caller_of(presented: &str) -> String {
+    let digest = sha256(format!("tollgate-caller:{presented}").as_bytes());
+    format!("key:{}", hex_lower(digest.get(..16).unwrap_or(&digest)))
 }
 
 /// Default identifier of a strategy.
@@ -156,6 +164,7 @@ impl KeyRule {
             roles: key.roles.clone(),
             role_header: self.store.propagate_role.clone().map(|h| (h, role)),
             query: rest_query,
+            caller: caller_of(&presented),
         })
     }
 }

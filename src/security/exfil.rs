@@ -71,6 +71,27 @@ impl Exfil {
             .collect())
     }
 
+    /// Scans a JSON value (an MCP tool's arguments or result): each string is redacted in
+    /// place (or the value stopped), then its whole text is scanned, where a secret in an
+    /// object key still shows; one left there stops the value whatever the action.
+    pub fn scan_value(&self, v: &mut serde_json::Value) -> Result<(), Blocked> {
+        let mut blocked = None;
+        crate::support::json::each_string(v, &mut |s| match self.scan(s) {
+            Ok(Some(clean)) => *s = clean,
+            Ok(None) => {}
+            Err(b) => blocked = Some(b),
+        });
+        if let Some(b) = blocked {
+            return Err(b);
+        }
+        let found = self.detectors.find(&v.to_string());
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(self.blocked(&found))
+        }
+    }
+
     fn blocked(&self, found: &[super::detect::Found]) -> Blocked {
         let mut labels: Vec<String> = Vec::new();
         for f in found {
@@ -181,6 +202,26 @@ mod tests {
         }
         out += &s.finish(ex)?;
         Ok(out)
+    }
+
+    #[test]
+    fn a_json_value_is_redacted_in_its_strings_and_stopped_for_a_secret_in_a_key() {
+        let ex = exfil(ExfilAction::Redact, DEFAULT_WINDOW);
+        let mut v = serde_json::json!({"a": [{"b": format!("key {SECRET}")}], "n": 1});
+        assert_eq!(ex.scan_value(&mut v), Ok(()));
+        assert_eq!(
+            v,
+            serde_json::json!({"a": [{"b": "key [REDACTED]"}], "n": 1})
+        );
+        let mut keyed = serde_json::json!({"x": {SECRET: 1}});
+        let blocked = ex.scan_value(&mut keyed).unwrap_err();
+        assert!(!blocked.0.is_empty() && !blocked.message().contains(SECRET));
+        let block = exfil(ExfilAction::Block, DEFAULT_WINDOW);
+        assert!(block.scan_value(&mut serde_json::json!([SECRET])).is_err());
+        assert_eq!(
+            block.scan_value(&mut serde_json::json!({"clean": "text"})),
+            Ok(())
+        );
     }
 
     #[test]

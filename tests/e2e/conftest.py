@@ -1,6 +1,7 @@
 import pytest
 
 from harness import MockLLM
+from mcp_world import mcp1_python, mcp_world  # noqa: F401  (session fixtures of the MCP tests)
 
 
 @pytest.fixture(scope="session")

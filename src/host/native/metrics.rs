@@ -10,8 +10,8 @@
 
 use crate::governance::{METRIC_BREAKER_OPENED, METRIC_FAILOVER, METRIC_RATE_LIMITED};
 use crate::observe::{
-    COST, DURATION, ESTIMATED, LIMITS_CHARGES_LOST, LIMITS_UNAVAILABLE, QUOTA_REJECTED, REQUESTS,
-    TOKENS, TTFT,
+    COST, DURATION, ESTIMATED, LIMITS_CHARGES_LOST, LIMITS_UNAVAILABLE, MCP_TOOL_CALLS,
+    MCP_TOOL_DURATION, QUOTA_REJECTED, REQUESTS, TOKENS, TTFT,
 };
 
 /// What kind of stat a family is.
@@ -93,6 +93,16 @@ pub const FAMILIES: &[Family] = &[
         name: LIMITS_CHARGES_LOST,
         kind: Kind::Counter,
         labels: &[],
+    },
+    Family {
+        name: MCP_TOOL_CALLS,
+        kind: Kind::Counter,
+        labels: &["server", "tool", "status"],
+    },
+    Family {
+        name: MCP_TOOL_DURATION,
+        kind: Kind::Histogram,
+        labels: &["server", "tool"],
     },
 ];
 
