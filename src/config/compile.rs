@@ -161,6 +161,7 @@ fn service(
             id: "",
             is_messages: false,
             host: "",
+            url_pattern: "",
         };
         namespaces::compile(&mut extra, namespaces::SERVICE, &mut svc, &cx)?;
         ignore_namespaces(&mut extra, warnings);
@@ -272,6 +273,7 @@ fn endpoint(
             id: &shared_id,
             is_messages: pattern.as_str().ends_with("/messages"),
             host: "",
+            url_pattern: "",
         };
         namespaces::compile(&mut extra, namespaces::ENDPOINT, &mut parts, &cx)?;
         warnings.append(&mut parts.warnings);
@@ -407,6 +409,7 @@ fn backend(
             id: "",
             is_messages: false,
             host: hosts.first().map(|h| h.host.as_str()).unwrap_or_default(),
+            url_pattern: url_pattern.as_str(),
         };
         namespaces::compile(&mut extra, namespaces::BACKEND, &mut parts, &cx)?;
         ignore_namespaces(&mut extra, warnings);

@@ -56,6 +56,8 @@ pub struct Context<'a> {
     pub is_messages: bool,
     /// The backend's first host (Bedrock's region).
     pub host: &'a str,
+    /// The backend's `url_pattern` (the model of Gemini's and Bedrock's paths).
+    pub url_pattern: &'a str,
 }
 
 /// A row: the namespace and what compiles it into the parts `P`.
@@ -163,7 +165,11 @@ pub const BACKEND: &[Row<BackendParts>] = &[
         Ok(())
     }),
     ("ai/llm", |v, at, p, cx| {
-        p.llm = Some(backend::compile(v, at, cx.host, cx.lookup)?);
+        let mut llm = backend::compile(v, at, cx.host, cx.lookup)?;
+        if llm.model.is_none() {
+            llm.model = backend::url_model(llm.provider, cx.url_pattern);
+        }
+        p.llm = Some(llm);
         Ok(())
     }),
 ];

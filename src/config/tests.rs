@@ -166,3 +166,31 @@ fn durations() {
         assert!(parse_duration_ms(bad).is_err(), "{bad}");
     }
 }
+
+/// KrakenD's AI examples: the model in Gemini's and Bedrock's `url_pattern` (no
+/// `variables.model`).
+#[test]
+fn krakend_ai_endpoints() {
+    let llm = |url: &str, provider: Value| {
+        json!({"version": 3, "endpoints": [{"endpoint": "/ai", "method": "POST", "backend": [{
+            "host": ["http://127.0.0.1:9001"], "url_pattern": url,
+            "extra_config": {"ai/llm": provider}}]}]})
+    };
+    let gemini = json!({"gemini": {"v1beta": {"credentials": "k"}}});
+    let g = compile(llm(
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        gemini.clone(),
+    ))
+    .unwrap();
+    let l = g.endpoints[0].backends[0].llm.as_ref().unwrap();
+    assert_eq!(l.model.as_deref(), Some("gemini-2.5-flash"));
+    // variables.model wins over the path.
+    let named = json!({"gemini": {"v1beta": {"credentials": "k", "variables": {"model": "m2"}}}});
+    let g = compile(llm(
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        named,
+    ))
+    .unwrap();
+    let l = g.endpoints[0].backends[0].llm.as_ref().unwrap();
+    assert_eq!(l.model.as_deref(), Some("m2"));
+}

@@ -555,6 +555,7 @@ mod tests {
             id: "",
             is_messages: false,
             host: "",
+            url_pattern: "",
         };
         let mut parts = P::default();
         namespaces::compile(&mut o, rows, &mut parts, &cx)?;
