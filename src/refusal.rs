@@ -66,12 +66,16 @@ pub const FRONT_PROPERTY: &str = "tollgate_front";
 pub const ANTHROPIC_FRONT: &str = "anthropic";
 /// [`FRONT_PROPERTY`]'s value for OpenAI clients.
 pub const OPENAI_FRONT: &str = "openai";
+/// [`FRONT_PROPERTY`]'s value for clients of KrakenD's AI contract (Envoy's replies take
+/// OpenAI's error shape, as the door's own refusals do).
+pub const KRAKEND_FRONT: &str = "krakend";
 
 /// A front door's [`FRONT_PROPERTY`] value.
 pub fn front_property(front: FrontDoor) -> &'static str {
     match front {
         FrontDoor::Anthropic => ANTHROPIC_FRONT,
         FrontDoor::OpenAi => OPENAI_FRONT,
+        FrontDoor::KrakenD => KRAKEND_FRONT,
     }
 }
 
@@ -135,10 +139,11 @@ impl Refusal {
     }
 
     /// The answer in the front door's shape: its status (529 for Anthropic's
-    /// `overloaded_error`) and JSON body.
+    /// `overloaded_error`) and JSON body. KrakenD publishes no error body for its AI
+    /// contract: its door answers OpenAI's.
     pub fn render(&self, front: FrontDoor) -> (u16, Vec<u8>) {
         match front {
-            FrontDoor::OpenAi => (
+            FrontDoor::OpenAi | FrontDoor::KrakenD => (
                 self.status,
                 openai::error_json(
                     &self.message,

@@ -297,6 +297,9 @@ fn endpoint(
         b.forward = forward.narrow(Some(&b.forward.headers), Some(&b.forward.query));
     }
     let api = front_door(&o, &backends, &pattern, &method)?;
+    if api.is_some() {
+        llm_encoding(&mut o)?;
+    }
     crate::governance::check_llm_only(&parts.governance, api.is_some(), &o.at("extra_config"))?;
     o.finish(IGNORED_ENDPOINT)?;
     let mut ep = Endpoint {
@@ -365,6 +368,19 @@ fn front_door(
         ));
     }
     Ok(api)
+}
+
+/// An `ai/llm` endpoint's `output_encoding`: KrakenD 3.0 streams its AI contract with
+/// `streaming` (and `sse`, `ndjson`, `eventstream`) in a format whose events KrakenD does
+/// not publish; refused rather than answered whole.
+fn llm_encoding(o: &mut Obj<'_>) -> Result<()> {
+    match o.opt_str("output_encoding")? {
+        Some(e @ ("streaming" | "sse" | "ndjson" | "eventstream")) => Err(ConfigError::new(
+            o.at("output_encoding"),
+            format!("\"{e}\" (KrakenD 3.0 LLM streaming) is not supported by tollgate: KrakenD's AI contract answers whole; OpenAI's and Anthropic's front doors stream with \"stream\": true"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn backend(

@@ -67,11 +67,12 @@ impl Endpoint {
     }
 
     /// Model routing restricted to `eligible` backends (aliases/model, then pass-through, then
-    /// default; a single one without aliases takes every model).
+    /// default; a single one without aliases takes every model, and a single one any request
+    /// that names none: KrakenD's AI contract).
     pub fn model_backend(&self, model: &str, eligible: &[usize]) -> Option<usize> {
         let llm = |i: &usize| self.backends.get(*i).and_then(|b| b.llm.as_ref());
         if let [only] = eligible {
-            if llm(only).is_none_or(|l| l.aliases.is_empty()) {
+            if model.is_empty() || llm(only).is_none_or(|l| l.aliases.is_empty()) {
                 return Some(*only);
             }
         }

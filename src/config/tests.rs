@@ -168,7 +168,7 @@ fn durations() {
 }
 
 /// KrakenD's AI examples: the model in Gemini's and Bedrock's `url_pattern` (no
-/// `variables.model`).
+/// `variables.model`), and 3.0's streaming `output_encoding`, refused on `ai/llm` endpoints.
 #[test]
 fn krakend_ai_endpoints() {
     let llm = |url: &str, provider: Value| {
@@ -193,4 +193,20 @@ fn krakend_ai_endpoints() {
     .unwrap();
     let l = g.endpoints[0].backends[0].llm.as_ref().unwrap();
     assert_eq!(l.model.as_deref(), Some("m2"));
+    for enc in ["streaming", "sse", "ndjson", "eventstream"] {
+        let mut doc = llm(
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            gemini.clone(),
+        );
+        doc["endpoints"][0]["output_encoding"] = json!(enc);
+        let err = compile(doc).unwrap_err();
+        assert!(
+            err.starts_with("$.endpoints[0].output_encoding: \"")
+                && err.contains("KrakenD 3.0 LLM streaming"),
+            "{err}"
+        );
+    }
+    let mut doc = llm("/v1beta/models/gemini-2.5-flash:generateContent", gemini);
+    doc["endpoints"][0]["output_encoding"] = json!("json");
+    assert!(compile(doc).is_ok());
 }

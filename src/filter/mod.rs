@@ -358,6 +358,8 @@ fn response_code<H: Host>(h: &H) -> Option<u16> {
 }
 
 #[cfg(test)]
+mod krakend_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod trust_tests;

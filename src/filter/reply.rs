@@ -46,6 +46,11 @@ pub fn mark_front<H: Host + ?Sized>(h: &mut H, ep: &Endpoint, upstream_path: Opt
         || front == FrontDoor::Anthropic
         || upstream_path.is_some_and(|p| p.ends_with("/messages"));
     if needed {
-        h.set_property(FRONT_PROPERTY, front_property(front).as_bytes());
+        mark_door(h, front);
     }
+}
+
+/// Records the client's API for Envoy's replies.
+pub fn mark_door<H: Host + ?Sized>(h: &mut H, front: FrontDoor) {
+    h.set_property(FRONT_PROPERTY, front_property(front).as_bytes());
 }

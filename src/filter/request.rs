@@ -207,7 +207,13 @@ impl Flow {
     /// goes through failover callouts).
     fn llm_body<H: Host>(&mut self, h: &mut H, ep: &Endpoint, body: &[u8]) -> Result<Action, Stop> {
         if let Some(call) = self.llm.as_mut() {
-            call.read(&ep.governance, &self.gov, body)?;
+            let read = call.read(&ep.governance, &self.gov, body);
+            if call.front() != self.front {
+                // The body chose KrakenD's contract: its answers and Envoy's take its shape.
+                self.front = call.front();
+                reply::mark_door(h, self.front);
+            }
+            read?;
         }
         let (forced, fallback) = match self.plan(h, ep)? {
             Plan::Proxy(forced, fallback) => (forced, fallback),
