@@ -440,6 +440,7 @@ fn backend(
         llm: parts.llm,
         rules: parts.rules,
         forward,
+        checks: parts.checks,
     })
 }
 

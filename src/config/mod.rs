@@ -94,14 +94,31 @@ impl Endpoint {
                 .any(|b| b.rules.conditional.is_some() || b.rules.breaker.is_some())
     }
 
-    /// The client's API on this endpoint: Anthropic's on `/messages` endpoints (the `ai/llm`
-    /// Anthropic front door, and plain endpoints by that name), else OpenAI's.
+    /// The client's API on this endpoint: the `ai/llm` endpoint's door; for a plain endpoint
+    /// named after a chat API, that API's (Anthropic's on `/messages`, OpenAI's on
+    /// `/chat/completions`), else KrakenD's (its refusals are OpenAI's error object, and a
+    /// body the configuration wrote goes as is: `security/policies` `error.body`).
     pub fn front_door(&self) -> FrontDoor {
+        let path = self.pattern.as_str();
         match self.api {
             Some(front) => front,
-            None if self.pattern.as_str().ends_with("/messages") => FrontDoor::Anthropic,
-            None => FrontDoor::OpenAi,
+            None if path.ends_with("/messages") => FrontDoor::Anthropic,
+            None if path.ends_with("/chat/completions") => FrontDoor::OpenAi,
+            None => FrontDoor::KrakenD,
         }
+    }
+
+    /// Whether the request's data is captured for CEL checks and policies
+    /// ([`crate::routing::data::RequestData`]).
+    pub fn reads_request_data(&self) -> bool {
+        !self.security.checks.is_empty()
+            || self.backends.iter().any(|b| {
+                !b.checks.is_empty()
+                    || matches!(
+                        b.rules.conditional,
+                        Some(crate::governance::routing::Conditional::Policy(_))
+                    )
+            })
     }
 
     /// The single backend of a non-LLM endpoint (the first otherwise).
@@ -134,6 +151,8 @@ pub struct Backend {
     pub rules: crate::governance::routing::BackendRules,
     /// What of the client's request goes to this backend ([`Forward`]).
     pub forward: Forward,
+    /// `security/policies` and `validation/cel` ([`crate::security::policy`]).
+    pub checks: std::rc::Rc<crate::security::policy::Checks>,
 }
 
 impl Backend {

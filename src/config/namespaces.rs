@@ -14,6 +14,7 @@ use crate::governance::{self, routing, template, validate, Policy};
 use crate::providers::backend::{self, LlmBackend};
 use crate::routing::martian::{self, Modifiers};
 use crate::security::config::{self as security, EndpointSecurity, ServiceSecurity};
+use crate::security::policy::{self, Checks, Level};
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -42,6 +43,8 @@ pub struct BackendParts {
     pub rules: routing::BackendRules,
     pub modifiers: Modifiers,
     pub llm: Option<LlmBackend>,
+    /// `security/policies` and `validation/cel` of the backend.
+    pub checks: Rc<Checks>,
 }
 
 /// What a compiler may read besides its namespace's value.
@@ -148,6 +151,15 @@ pub const ENDPOINT: &[Row<EndpointParts>] = &[
         p.security.guard = Some(Rc::new(guard));
         Ok(())
     }),
+    // After auth/validator: a check reading JWT needs it.
+    ("security/policies", |v, at, p, _| {
+        policy::policies(v, at, Level::Endpoint, Rc::make_mut(&mut p.security.checks))?;
+        p.security.checks.need_validator(p.security.jwt.is_some())
+    }),
+    ("validation/cel", |v, at, p, _| {
+        policy::validations(v, at, Level::Endpoint, Rc::make_mut(&mut p.security.checks))?;
+        p.security.checks.need_validator(p.security.jwt.is_some())
+    }),
 ];
 
 /// Backend level.
@@ -163,6 +175,12 @@ pub const BACKEND: &[Row<BackendParts>] = &[
     ("modifier/martian", |v, at, p, cx| {
         p.modifiers = martian::compile(v, at, cx.lookup)?;
         Ok(())
+    }),
+    ("security/policies", |v, at, p, _| {
+        policy::policies(v, at, Level::Backend, Rc::make_mut(&mut p.checks))
+    }),
+    ("validation/cel", |v, at, p, _| {
+        policy::validations(v, at, Level::Backend, Rc::make_mut(&mut p.checks))
     }),
     ("ai/llm", |v, at, p, cx| {
         let mut llm = backend::compile(v, at, cx.host, cx.lookup)?;

@@ -9,8 +9,11 @@ use crate::governance::{self, CallHooks};
 use crate::providers::model::{ChatRequest, Part, StreamEvent};
 use crate::providers::{FrontDoor, FrontEncoder, Outgoing, StreamDecoder, Target, Wire};
 use crate::refusal::{ErrorKind, Refusal};
+use crate::routing::data::RequestData;
 use crate::security::call::CallSecurity;
 use crate::security::guard::CallModel;
+use crate::security::policy::{Checks, Stage};
+use std::rc::Rc;
 
 /// Where the answer is in its translation.
 pub enum Response {
@@ -64,6 +67,12 @@ pub struct Call {
     pub governance: CallHooks,
     /// Prompt guard, PII masking, exfiltration guard ([`crate::security::call`]).
     pub security: CallSecurity,
+    /// The request as CEL checks read it (when the endpoint has checks).
+    pub data: Option<Rc<RequestData>>,
+    /// The answer checks of the endpoint and of this attempt's backend.
+    pub(super) answer_checks: Vec<Rc<Checks>>,
+    /// The answer's headers, kept for answer checks (`resp_metadata_headers`).
+    pub(super) answer_headers: Vec<(String, String)>,
 }
 
 impl Call {
@@ -81,7 +90,15 @@ impl Call {
             status: 0,
             governance,
             security,
+            data: None,
+            answer_checks: Vec::new(),
+            answer_headers: Vec::new(),
         }
+    }
+
+    /// Whether answer checks read this call's answer (its headers are then kept).
+    pub fn checks_answer(&self) -> bool {
+        !self.answer_checks.is_empty()
     }
 
     /// The answer is translated to its end.
@@ -213,6 +230,15 @@ impl Call {
             let msg = "the backend is not an LLM backend";
             return Err(Refusal::new(ErrorKind::Internal, msg));
         };
+        // security: the backend's request checks, and the answer checks this attempt runs.
+        if let Some(data) = &self.data {
+            b.checks.run(Stage::Request, data, None)?;
+        }
+        self.answer_checks = super::checks::answer_checks(ep, Some(b));
+        if req.stream && self.checks_answer() {
+            let msg = "this endpoint checks whole answers (security/policies resp, validation/cel on the answer): send \"stream\": false";
+            return Err(Refusal::new(ErrorKind::InvalidRequest, msg).param(Some("stream")));
+        }
         governance::decorate(&ep.governance, &mut req);
         l.fill_defaults(&mut req);
         self.wire = l.provider.wire();

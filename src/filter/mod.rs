@@ -20,6 +20,7 @@
 mod account;
 mod answer;
 mod call;
+mod checks;
 mod choose;
 mod failover;
 mod models;
@@ -34,8 +35,10 @@ use crate::governance;
 use crate::host::Host;
 use crate::providers::FrontDoor;
 use crate::refusal::{Refusal, ENVOY_REPLY, ERROR_HEADER};
+use crate::routing::data::RequestData;
 use answer::Out;
 use call::Call;
+use checks::Held;
 use failover::{Failover, Origin};
 use quota::Quota;
 use reply::reply;
@@ -115,6 +118,10 @@ pub struct Flow {
     gov: governance::State,
     /// A plain endpoint's answer scrubbed of secrets its backend was sent (security).
     body_scrub: Option<BodyScrub>,
+    /// The request as CEL checks and policies read it, when the endpoint reads it.
+    data: Option<Rc<RequestData>>,
+    /// A plain endpoint's answer held whole for its checks.
+    held: Option<Held>,
 }
 
 impl Flow {
@@ -129,6 +136,8 @@ impl Flow {
             quota: Quota::default(),
             gov: governance::State::default(),
             body_scrub: None,
+            data: None,
+            held: None,
         }
     }
 
@@ -191,6 +200,16 @@ impl Flow {
         let Some(call) = self.llm.as_mut() else {
             let gw = Rc::clone(&self.gw);
             let ep = self.endpoint.and_then(|i| gw.endpoints.get(i));
+            if let (Some(held), Some(ep)) = (self.held.take(), ep) {
+                if !end {
+                    // Envoy buffers the answer until its last callback.
+                    self.held = Some(held);
+                    return Action::Pause;
+                }
+                let body = h.response_body(size).unwrap_or_default();
+                let b = ep.backends.get(self.backend);
+                return held.finish(h, ep, b, self.data.as_deref(), body);
+            }
             if let (Some(scrub), Some(ep)) = (self.body_scrub.as_mut(), ep) {
                 scrub.chunk(h, &ep.security.secrets, size, end);
             }
@@ -264,14 +283,30 @@ impl Flow {
         }
         // security: a provider may echo the secrets it was sent (headers, bodies).
         security::scrub_headers(h, &ep.security.secrets);
-        if self.llm.is_none() && ep.security.upstream_secret && !end_of_stream {
-            self.body_scrub = Some(BodyScrub::default());
+        if self.llm.is_none() {
+            // security: answer checks read a plain endpoint's answer whole (held).
+            self.held = Held::start(h, ep, backend);
+            if self.held.is_none() && ep.security.upstream_secret && !end_of_stream {
+                self.body_scrub = Some(BodyScrub::default());
+            }
         }
         let Some(call) = self.llm.as_mut() else {
             self.record_into(h, true);
-            return Action::Continue;
+            return match self.held.take() {
+                Some(held) if end_of_stream => {
+                    held.finish(h, ep, backend, self.data.as_deref(), Vec::new())
+                }
+                Some(held) => {
+                    self.held = Some(held);
+                    Action::Pause
+                }
+                None => Action::Continue,
+            };
         };
         let status = h.response_header(":status").and_then(|s| s.parse().ok());
+        if call.checks_answer() {
+            call.answer_headers = h.response_headers();
+        }
         // Envoy's own replies come already reshaped by the bootstrap's local_reply_config.
         let envoy = h.response_header(ERROR_HEADER).as_deref() == Some(ENVOY_REPLY);
         let out = call.head(status, envoy, end_of_stream, &*h);

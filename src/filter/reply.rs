@@ -20,7 +20,7 @@ pub fn reply<H: Host + ?Sized>(h: &mut H, front: FrontDoor, r: &Refusal) {
 pub fn rendered(front: FrontDoor, r: &Refusal) -> (u16, Vec<(&'static str, String)>, Vec<u8>) {
     let (status, body) = r.render(front);
     let mut headers = vec![
-        ("content-type", "application/json".to_string()),
+        ("content-type", r.content_type(front).to_string()),
         (ERROR_HEADER, "1".to_string()),
     ];
     headers.extend(r.extra_headers());

@@ -47,8 +47,10 @@ impl Flow {
         for name in &ep.forward.owned {
             h.set_request_header(name, None);
         }
-        let auth = security::authenticate(h, ep, m.index, m.query.as_deref())?;
+        let mut auth = security::authenticate(h, ep, m.index, m.query.as_deref())?;
         let path = plain_path(ep, &m.params, auth.query.as_deref())?;
+        let jwt = auth.jwt.take();
+        self.request_checks(h, ep, &m.params, auth.query.as_deref(), jwt)?;
         self.limits(h, ep, &m.params)?;
         self.quota.check(h, &gw, ep, &m.params)?;
         // Client credentials and the API-key identifier never leave the gateway.
@@ -114,11 +116,13 @@ impl Flow {
     ) -> Result<Action, Stop> {
         // For Envoy's replies that bypass the filter (a reset mid-answer).
         reply::mark_front(h, ep, None);
-        self.llm = Some(Call::new(
+        let mut call = Call::new(
             front,
             CallHooks::new(&ep.governance, &self.gov),
             CallSecurity::new(&ep.security, roles),
-        ));
+        );
+        call.data = self.data.clone();
+        self.llm = Some(call);
         if end_of_stream {
             let msg = "the request body is required";
             return Err(Refusal::new(ErrorKind::InvalidRequest, msg).into());

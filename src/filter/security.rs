@@ -15,6 +15,8 @@ pub struct Auth {
     pub roles: Vec<String>,
     /// The query to send upstream (the client key removed with the query-string strategy).
     pub query: Option<String>,
+    /// The verified token's claims (`auth/validator`), for CEL checks.
+    pub jwt: Option<serde_json::Value>,
 }
 
 /// Request headers: `auth/api-keys` and `auth/validator` of endpoint `index`; a 401 or 403
@@ -29,6 +31,7 @@ pub fn authenticate<H: Host>(
     let mut auth = Auth {
         roles: Vec::new(),
         query: query.map(str::to_string),
+        jwt: None,
     };
     if let Some(rule) = &sec.api_keys {
         let header = |n: &str| h.request_header(n);
@@ -61,6 +64,7 @@ pub fn authenticate<H: Host>(
                 .and_then(|p| claims::header_value(p, claim));
             h.set_request_header(&header.to_ascii_lowercase(), value.as_deref());
         }
+        auth.jwt = payload;
     }
     Ok(auth)
 }
