@@ -13,6 +13,7 @@
 //! role); the filter captures those.
 
 use crate::cel::{canonical_header_key, param_key, Activation, Value};
+use crate::support::encoding::percent_decode_strict;
 use serde_json::{Map, Value as Json};
 
 /// A request as KrakenD's expressions and templates see it.
@@ -34,7 +35,9 @@ pub struct RequestData {
 }
 
 impl RequestData {
-    /// The request's data from its parts (names converted to KrakenD's).
+    /// The request's data from its parts (names converted to KrakenD's; the path and the
+    /// `{param}`s percent-decoded, as KrakenD's router and the backend read them: a policy
+    /// on `admin` also sees `%61dmin`).
     pub fn new(
         method: &str,
         path: &str,
@@ -45,10 +48,10 @@ impl RequestData {
     ) -> Self {
         Self {
             method: method.to_string(),
-            path: path.to_string(),
+            path: decoded(path),
             params: params
                 .iter()
-                .map(|(k, v)| (param_key(k), v.clone()))
+                .map(|(k, v)| (param_key(k), decoded(v)))
                 .collect(),
             headers: headers
                 .into_iter()
@@ -88,6 +91,17 @@ impl RequestData {
         data.insert("req_querystring".into(), lists(&self.query));
         data
     }
+}
+
+/// One round of percent-decoding; a value with a malformed escape or that is not UTF-8
+/// once decoded stays as written.
+fn decoded(raw: &str) -> String {
+    if !raw.contains('%') {
+        return raw.to_string();
+    }
+    percent_decode_strict(raw)
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| raw.to_string())
 }
 
 /// Name → list of values, names in order of first appearance.
@@ -179,6 +193,24 @@ mod tests {
             assert!(check(expr, &r, None), "{expr}");
         }
         assert!(!check("req_params.Nick == 'other'", &r, None));
+        // The path and params as the backend decodes them (one round); a bad escape stays.
+        let enc = RequestData::new(
+            "GET",
+            "/nick/%61dmin",
+            &[
+                ("nick".into(), "%61dmin".into()),
+                ("id".into(), "%zz".into()),
+            ],
+            Vec::new(),
+            Vec::new(),
+            String::new(),
+        );
+        assert!(check(
+            "req_params.Nick == 'admin' && req_path == '/nick/admin'",
+            &enc,
+            None
+        ));
+        assert!(check("req_params.Id == '%zz'", &enc, None));
         // Without a token JWT is unbound: reading it fails the check.
         let mut anon = r.clone();
         anon.jwt = None;
