@@ -44,6 +44,75 @@ pub fn placeholder(_: &str) -> Option<String> {
     Some("placeholder".to_string())
 }
 
+/// Reads a KrakenD document (text and JSON) for every `tollgate` command: the body
+/// generators' template files are inlined ([`inline_templates`]), and the text is then the
+/// document's pretty JSON (the filter has no file system to read them from). Errors do not
+/// name the file (the caller does).
+pub fn read_config(path: &str) -> Result<(String, Value), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut doc: Value =
+        serde_json::from_str(&text).map_err(|e| format!("$: invalid JSON: {e}"))?;
+    let dir = Path::new(path).parent().unwrap_or(Path::new("."));
+    if inline_templates(&mut doc, dir, "$")? {
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        return Ok((text, doc));
+    }
+    Ok((text, doc))
+}
+
+/// The namespaces whose `path` names a Go template file (KrakenD's body generators).
+const TEMPLATE_NAMESPACES: &[&str] = &[
+    "modifier/request-body-generator",
+    "modifier/body-generator",
+    "modifier/response-body-generator",
+];
+
+/// Replaces each body generator's `path` (a file, relative to `dir`) by `template` (its
+/// text in base64, as KrakenD's inline form), anywhere in the document; true when one was.
+/// An unreadable file is an error naming the JSON path.
+pub fn inline_templates(v: &mut Value, dir: &Path, at: &str) -> Result<bool, String> {
+    let mut changed = false;
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                let here = format!("{at}.{k}");
+                if TEMPLATE_NAMESPACES.contains(&k.as_str()) {
+                    changed |= inline_one(child, dir, &here)?;
+                }
+                changed |= inline_templates(child, dir, &here)?;
+            }
+        }
+        Value::Array(list) => {
+            for (i, child) in list.iter_mut().enumerate() {
+                changed |= inline_templates(child, dir, &format!("{at}[{i}]"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(changed)
+}
+
+fn inline_one(v: &mut Value, dir: &Path, at: &str) -> Result<bool, String> {
+    let Some(o) = v.as_object_mut() else {
+        return Ok(false);
+    };
+    if o.contains_key("template") {
+        return Ok(false);
+    }
+    let Some(file) = o.get("path").and_then(Value::as_str).map(str::to_string) else {
+        return Ok(false);
+    };
+    let full = dir.join(&file);
+    let text = std::fs::read(&full)
+        .map_err(|e| format!("{at}.path: \"{file}\": {e} ({})", full.display()))?;
+    o.remove("path");
+    o.insert(
+        "template".into(),
+        Value::String(crate::support::encoding::base64_encode(&text)),
+    );
+    Ok(true)
+}
+
 /// Validates a KrakenD document against the extended schema and tollgate's own rules:
 /// every error, each with its JSON path. `tollgate check` and `tollgate apply` both call it.
 pub fn check(doc: &Value) -> Result<Gateway, Vec<String>> {
@@ -285,9 +354,8 @@ fn plan(dir: &Path, text: &str, doc: &Value) -> Result<(Plan, Running, Options),
 
 /// `tollgate apply KRAKEND.json DIR`: see the module doc. Returns the line to print.
 pub fn apply(config_path: &str, dir: &Path, wait: Duration) -> Result<String, String> {
-    let text = std::fs::read_to_string(config_path).map_err(|e| format!("{config_path}: {e}"))?;
-    let doc: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{config_path}: refused, nothing applied: $: invalid JSON: {e}"))?;
+    let (text, doc) = read_config(config_path)
+        .map_err(|e| format!("{config_path}: refused, nothing applied: {e}"))?;
     let (plan, run, o) = plan(dir, &text, &doc).map_err(|e| format!("{config_path}: {e}"))?;
     let version = plan.ecds["version_info"]
         .as_str()

@@ -441,6 +441,7 @@ fn backend(
         rules: parts.rules,
         forward,
         checks: parts.checks,
+        body: parts.body,
     })
 }
 

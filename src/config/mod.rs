@@ -114,6 +114,7 @@ impl Endpoint {
         !self.security.checks.is_empty()
             || self.backends.iter().any(|b| {
                 !b.checks.is_empty()
+                    || b.body.is_some()
                     || matches!(
                         b.rules.conditional,
                         Some(crate::governance::routing::Conditional::Policy(_))
@@ -153,6 +154,8 @@ pub struct Backend {
     pub forward: Forward,
     /// `security/policies` and `validation/cel` ([`crate::security::policy`]).
     pub checks: std::rc::Rc<crate::security::policy::Checks>,
+    /// `modifier/request-body-generator`: the body a plain backend gets.
+    pub body: Option<std::rc::Rc<crate::governance::generator::BodyGenerator>>,
 }
 
 impl Backend {

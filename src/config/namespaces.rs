@@ -10,7 +10,7 @@
 
 use super::reader::{Obj, Result};
 use crate::cost::{self, CostConfig, QuotaAttach};
-use crate::governance::{self, routing, template, validate, Policy};
+use crate::governance::{self, generator, routing, template, validate, Policy};
 use crate::providers::backend::{self, LlmBackend};
 use crate::routing::martian::{self, Modifiers};
 use crate::security::config::{self as security, EndpointSecurity, ServiceSecurity};
@@ -45,6 +45,8 @@ pub struct BackendParts {
     pub llm: Option<LlmBackend>,
     /// `security/policies` and `validation/cel` of the backend.
     pub checks: Rc<Checks>,
+    /// `modifier/request-body-generator` (or `modifier/body-generator`).
+    pub body: Option<Rc<generator::BodyGenerator>>,
 }
 
 /// What a compiler may read besides its namespace's value.
@@ -160,6 +162,18 @@ pub const ENDPOINT: &[Row<EndpointParts>] = &[
         policy::validations(v, at, Level::Endpoint, Rc::make_mut(&mut p.security.checks))?;
         p.security.checks.need_validator(p.security.jwt.is_some())
     }),
+    ("modifier/request-body-generator", |_, at, _, _| {
+        Err(super::reader::ConfigError::new(
+            at,
+            "is supported on the backend: move it to the backend's extra_config",
+        ))
+    }),
+    ("modifier/response-body-generator", |_, at, _, _| {
+        Err(super::reader::ConfigError::new(
+            at,
+            "is not supported by tollgate (the answer would not be the one its template makes)",
+        ))
+    }),
 ];
 
 /// Backend level.
@@ -190,7 +204,29 @@ pub const BACKEND: &[Row<BackendParts>] = &[
         p.llm = Some(llm);
         Ok(())
     }),
+    // After ai/llm: an LLM backend's request is its provider translation's.
+    ("modifier/request-body-generator", body_generator),
+    ("modifier/body-generator", body_generator),
+    ("modifier/response-body-generator", |_, at, _, _| {
+        Err(super::reader::ConfigError::new(
+            at,
+            "is not supported by tollgate (the answer would not be the one its template makes)",
+        ))
+    }),
 ];
+
+/// `modifier/request-body-generator` and its v2.13 name `modifier/body-generator`.
+fn body_generator(v: &Value, at: &str, p: &mut BackendParts, _: &Context<'_>) -> Result<()> {
+    let problem = if p.llm.is_some() {
+        "an ai/llm backend's request is made by its provider's translation: use a plain backend for a templated vendor request"
+    } else if p.body.is_some() {
+        "modifier/request-body-generator and modifier/body-generator are the same modifier: set one"
+    } else {
+        p.body = Some(Rc::new(generator::compile(v, at)?));
+        return Ok(());
+    };
+    Err(super::reader::ConfigError::new(at, problem))
+}
 
 /// Compiles every namespace of `rows` present in `extra`, in row order.
 pub fn compile<P>(

@@ -278,3 +278,102 @@ fn llm_backend_checks_and_answer_policies() {
         (400, Some("stream"))
     );
 }
+
+/// KrakenD's body generator on a plain backend (the AI security page's masking template,
+/// corpus doc-ai-gateway-security-L179), inlined as `tollgate envoy` inlines its `path`.
+fn generator_gateway() -> Rc<Gateway> {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/krakend_templates/doc-ai-gateway-security-body_mask.tmpl"
+    ))
+    .unwrap();
+    let template = crate::support::encoding::base64_encode(src.as_bytes());
+    let doc = json!({"version": 3, "endpoints": [
+        {"endpoint": "/req-mask", "method": "POST", "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/echo",
+            "extra_config": {"modifier/request-body-generator": {"template": template, "content_type": "application/json", "debug": true}}}]},
+        {"endpoint": "/form/{username}", "method": "POST", "input_headers": ["X-User"], "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/echo",
+            "extra_config": {"modifier/body-generator": {"content_type": "application/x-www-form-urlencoded",
+                "template": crate::support::encoding::base64_encode(b"username={{ .req_params.Username }}&h={{ index .req_headers \"X-User\" 0 }}&b={{ .req_body.a }}")}}}]},
+    ]});
+    Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap())
+}
+
+#[test]
+fn body_generator_makes_the_backends_body() {
+    let send = |path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        let mut flow = Flow::new(generator_gateway());
+        let mut h = MockHost::request("POST", path, headers).with_body(body);
+        assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
+        flow.on_request_body(&mut h, body.len(), true);
+        h
+    };
+    let h = send(
+        "/req-mask",
+        &[("content-type", "application/json")],
+        br#"{"message": "my card 4111 1111 1111 1234"}"#,
+    );
+    assert_eq!(status(&h), None);
+    let v: Value = serde_json::from_slice(&h.request_body).unwrap();
+    assert_eq!(v, json!({"message": "my cardXXX-1234"}));
+    assert_eq!(
+        h.request_values("content-length"),
+        vec![h.request_body.len().to_string()]
+    );
+    assert_eq!(h.request_values("content-type"), vec!["application/json"]);
+    // Params, the forwarded header and the body in a form; an unlisted header is not data.
+    let h = send(
+        "/form/kpacha",
+        &[("x-user", "u-1"), ("x-other", "o")],
+        br#"{"a": 1}"#,
+    );
+    assert_eq!(
+        String::from_utf8(h.request_body.clone()).unwrap(),
+        "username=kpacha&h=u-1&b=1"
+    );
+    assert_eq!(
+        h.request_values("content-type"),
+        vec!["application/x-www-form-urlencoded"]
+    );
+    // A render error (no X-User to index) is the gateway's 500, never the template text.
+    let h = send("/form/kpacha", &[], b"{}");
+    let r = h.reply.unwrap();
+    assert_eq!(r.status, 500);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "the backend's request body template failed: line 1 column 42: index of untyped nil"
+    );
+    // Not JSON where the template indexes the body: 500 too.
+    assert_eq!(status(&send("/req-mask", &[], b"plain text")), Some(500));
+    // No body at all: Envoy cannot add one.
+    let mut flow = Flow::new(generator_gateway());
+    let mut h = MockHost::request("POST", "/req-mask", &[]);
+    flow.on_request_headers(&mut h, true);
+    assert_eq!(status(&h), Some(400));
+}
+
+#[test]
+fn body_generator_configuration_errors() {
+    let compile = |b: Value| {
+        let doc = json!({"version": 3, "endpoints": [{"endpoint": "/x", "method": "POST", "backend": [b]}]});
+        Gateway::from_value(&doc, &|_: &str| None)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let t = crate::support::encoding::base64_encode(b"{}");
+    let e = compile(
+        json!({"host": ["http://h"], "url_pattern": "/v1/chat/completions", "extra_config": {
+        "ai/llm": {"openai": {"v1": {"credentials": "k"}}}, "modifier/body-generator": {"template": t}}}),
+    );
+    assert_eq!(e, "$.endpoints[0].backend[0].extra_config.modifier/body-generator: an ai/llm backend's request is made by its provider's translation: use a plain backend for a templated vendor request");
+    let e = compile(
+        json!({"host": ["http://h"], "url_pattern": "/", "extra_config": {
+        "modifier/response-body-generator": {"template": t}}}),
+    );
+    assert_eq!(e, "$.endpoints[0].backend[0].extra_config.modifier/response-body-generator: is not supported by tollgate (the answer would not be the one its template makes)");
+    let e = compile(
+        json!({"host": ["http://h"], "url_pattern": "/", "extra_config": {
+        "modifier/body-generator": {"template": crate::support::encoding::base64_encode(b"{{ template \"x\" }}")}}}),
+    );
+    assert!(e.starts_with("$.endpoints[0].backend[0].extra_config.modifier/body-generator.template: line 1 column 1: "), "{e}");
+}

@@ -161,6 +161,16 @@ impl Flow {
             h.set_request_header("accept-encoding", None);
         }
         route_to_backend(h, ep, 0);
+        if b.body.is_some() {
+            if end_of_stream {
+                // Envoy cannot add a body to a request that has none (a body template
+                // over the request's headers and params alone).
+                let msg = "this endpoint makes its backend's body from the request's: send one (an empty JSON object {} will do)";
+                return Err(Refusal::new(ErrorKind::InvalidRequest, msg).into());
+            }
+            self.phase = Phase::ReadBody;
+            return Ok(Action::Pause);
+        }
         if !ep.governance.needs_body() {
             self.phase = Phase::Upstream { fallback: None };
             return Ok(Action::Continue);
@@ -198,7 +208,14 @@ impl Flow {
         ep: &Endpoint,
         body: &[u8],
     ) -> Result<Action, Stop> {
-        if let Some(rendered) = governance::on_request_body(&ep.governance, &self.gov, body)? {
+        let mut rendered = governance::on_request_body(&ep.governance, &self.gov, body)?;
+        if let (Some(g), Some(data)) = (ep.backend().and_then(|b| b.body.as_ref()), &self.data) {
+            // KrakenD's body generator: the backend's body from the client's request.
+            let out = g.render(rendered.as_deref().unwrap_or(body), data)?;
+            h.set_request_header("content-type", Some(&g.content_type));
+            rendered = Some(out);
+        }
+        if let Some(rendered) = rendered {
             h.set_request_header("content-length", Some(&rendered.len().to_string()));
             h.set_request_body(&rendered);
         }

@@ -100,6 +100,54 @@ pub fn form_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Encodes base64 (standard alphabet, padded).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |a, (i, b)| a | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            let c = ALPHABET.get((n >> (18 - 6 * i) & 63) as usize).copied();
+            out.push(if i <= chunk.len() {
+                c.map_or('=', char::from)
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// Decodes base64, standard or URL-safe alphabet, padded or not; ASCII whitespace (a
+/// wrapped block) is skipped. None on any other character or a dangling 6-bit group.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() / 4 * 3 + 3);
+    let (mut acc, mut bits, mut groups) = (0u32, 0u32, 0usize);
+    for c in s.trim_end_matches(['=', ' ', '\n', '\r', '\t']).bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            c if c.is_ascii_whitespace() => continue,
+            _ => return None,
+        };
+        groups += 1;
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    (groups % 4 != 1).then_some(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -133,5 +181,28 @@ mod tests {
         assert_eq!(percent_decode("a%3Ab%2f"), b"a:b/");
         assert_eq!(percent_decode("100%"), b"100%");
         assert_eq!(percent_decode("%zz%4"), b"%zz%4");
+    }
+
+    #[test]
+    fn base64_both_alphabets_padding_and_wrapping() {
+        assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(base64_decode("aGVsbG8").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(
+            base64_decode("aGVs\nbG8=\n").as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(
+            base64_decode("-_-_").as_deref(),
+            base64_decode("+/+/").as_deref()
+        );
+        assert_eq!(base64_decode("").as_deref(), Some(&b""[..]));
+        assert_eq!(base64_decode("aGVsbG8*"), None);
+        assert_eq!(base64_decode("a"), None);
+        for text in ["", "h", "he", "hel", "hell", "hello", "{{ .req_body }}\n"] {
+            let e = base64_encode(text.as_bytes());
+            assert_eq!(e.len() % 4, 0);
+            assert_eq!(base64_decode(&e).as_deref(), Some(text.as_bytes()), "{e}");
+        }
+        assert_eq!(base64_encode(b"hello"), "aGVsbG8=");
     }
 }
