@@ -68,26 +68,36 @@ const TEMPLATE_NAMESPACES: &[&str] = &[
 ];
 
 /// Replaces each body generator's `path` (a file, relative to `dir`) by `template` (its
-/// text in base64, as KrakenD's inline form), anywhere in the document; true when one was.
-/// An unreadable file is an error naming the JSON path.
-pub fn inline_templates(v: &mut Value, dir: &Path, at: &str) -> Result<bool, String> {
+/// text in base64, as KrakenD's inline form) where tollgate reads them: an endpoint's and
+/// its backends' `extra_config` (not inside namespaces tollgate ignores, such as `ai/mcp`).
+/// True when one was. An unreadable file is an error naming the JSON path.
+pub fn inline_templates(doc: &mut Value, dir: &Path, at: &str) -> Result<bool, String> {
     let mut changed = false;
-    match v {
-        Value::Object(map) => {
-            for (k, child) in map.iter_mut() {
-                let here = format!("{at}.{k}");
-                if TEMPLATE_NAMESPACES.contains(&k.as_str()) {
-                    changed |= inline_one(child, dir, &here)?;
-                }
-                changed |= inline_templates(child, dir, &here)?;
+    let Some(endpoints) = doc.get_mut("endpoints").and_then(Value::as_array_mut) else {
+        return Ok(false);
+    };
+    for (i, ep) in endpoints.iter_mut().enumerate() {
+        let ep_at = format!("{at}.endpoints[{i}]");
+        changed |= inline_extra(ep, dir, &ep_at)?;
+        let Some(backends) = ep.get_mut("backend").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for (j, b) in backends.iter_mut().enumerate() {
+            changed |= inline_extra(b, dir, &format!("{ep_at}.backend[{j}]"))?;
+        }
+    }
+    Ok(changed)
+}
+
+/// The body generators of one level's `extra_config`.
+fn inline_extra(level: &mut Value, dir: &Path, at: &str) -> Result<bool, String> {
+    let mut changed = false;
+    if let Some(extra) = level.get_mut("extra_config").and_then(Value::as_object_mut) {
+        for ns in TEMPLATE_NAMESPACES {
+            if let Some(g) = extra.get_mut(*ns) {
+                changed |= inline_one(g, dir, &format!("{at}.extra_config.{ns}"))?;
             }
         }
-        Value::Array(list) => {
-            for (i, child) in list.iter_mut().enumerate() {
-                changed |= inline_templates(child, dir, &format!("{at}[{i}]"))?;
-            }
-        }
-        _ => {}
     }
     Ok(changed)
 }
@@ -525,6 +535,34 @@ mod tests {
 
     fn doc(s: &str) -> Value {
         serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn template_files_are_inlined_where_tollgate_reads_them() {
+        let dir = std::env::temp_dir().join(format!("tollgate-inline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("t.tmpl"), "{{ toJson .req_body }}").unwrap();
+        let mut d = json!({"endpoints": [{"endpoint": "/x", "backend": [{"extra_config": {
+                "modifier/body-generator": {"path": "t.tmpl", "content_type": "application/json"}}}]}],
+            "extra_config": {"ai/mcp": {"servers": [{"extra_config": {
+                "modifier/response-body-generator": {"path": "./absent.tmpl"}}}]}}});
+        assert_eq!(inline_templates(&mut d, &dir, "$"), Ok(true));
+        let g = &d["endpoints"][0]["backend"][0]["extra_config"]["modifier/body-generator"];
+        assert_eq!(
+            *g,
+            json!({"template": "e3sgdG9Kc29uIC5yZXFfYm9keSB9fQ==", "content_type": "application/json"})
+        );
+        // Nothing else to inline: unchanged (an ignored namespace's files are not read).
+        assert_eq!(inline_templates(&mut d, &dir, "$"), Ok(false));
+        let mut d = json!({"endpoints": [{"extra_config": {"modifier/request-body-generator": {"path": "no.tmpl"}}}]});
+        let e = inline_templates(&mut d, &dir, "$").unwrap_err();
+        assert!(
+            e.starts_with(
+                "$.endpoints[0].extra_config.modifier/request-body-generator.path: \"no.tmpl\": "
+            ),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

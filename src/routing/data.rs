@@ -93,9 +93,11 @@ impl RequestData {
     }
 }
 
-/// One round of percent-decoding; a value with a malformed escape or that is not UTF-8
-/// once decoded stays as written.
-fn decoded(raw: &str) -> String {
+/// One round of percent-decoding, as the backend reads a path segment; a value with a
+/// malformed escape or that is not UTF-8 once decoded stays as written. Whatever keys on a
+/// `{param}` (CEL, templates, rate-limit and quota identities) takes it decoded: `alice` and
+/// `%61lice` are one client.
+pub fn decoded(raw: &str) -> String {
     if !raw.contains('%') {
         return raw.to_string();
     }
