@@ -442,6 +442,7 @@ fn backend(
         forward,
         checks: parts.checks,
         body: parts.body,
+        answer: parts.answer,
     })
 }
 

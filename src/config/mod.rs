@@ -115,6 +115,7 @@ impl Endpoint {
             || self.backends.iter().any(|b| {
                 !b.checks.is_empty()
                     || b.body.is_some()
+                    || b.answer.is_some()
                     || matches!(
                         b.rules.conditional,
                         Some(crate::governance::routing::Conditional::Policy(_))
@@ -156,6 +157,8 @@ pub struct Backend {
     pub checks: std::rc::Rc<crate::security::policy::Checks>,
     /// `modifier/request-body-generator`: the body a plain backend gets.
     pub body: Option<std::rc::Rc<crate::governance::generator::BodyGenerator>>,
+    /// `modifier/response-body-generator`: the answer the client gets from the backend's.
+    pub answer: Option<std::rc::Rc<crate::governance::generator::BodyGenerator>>,
 }
 
 impl Backend {

@@ -47,6 +47,8 @@ pub struct BackendParts {
     pub checks: Rc<Checks>,
     /// `modifier/request-body-generator` (or `modifier/body-generator`).
     pub body: Option<Rc<generator::BodyGenerator>>,
+    /// `modifier/response-body-generator`.
+    pub answer: Option<Rc<generator::BodyGenerator>>,
 }
 
 /// What a compiler may read besides its namespace's value.
@@ -171,7 +173,7 @@ pub const ENDPOINT: &[Row<EndpointParts>] = &[
     ("modifier/response-body-generator", |_, at, _, _| {
         Err(super::reader::ConfigError::new(
             at,
-            "is not supported by tollgate (the answer would not be the one its template makes)",
+            "is supported on the backend: move it to the backend's extra_config",
         ))
     }),
 ];
@@ -207,11 +209,16 @@ pub const BACKEND: &[Row<BackendParts>] = &[
     // After ai/llm: an LLM backend's request is its provider translation's.
     ("modifier/request-body-generator", body_generator),
     ("modifier/body-generator", body_generator),
-    ("modifier/response-body-generator", |_, at, _, _| {
-        Err(super::reader::ConfigError::new(
-            at,
-            "is not supported by tollgate (the answer would not be the one its template makes)",
-        ))
+    ("modifier/response-body-generator", |v, at, p, _| {
+        if p.llm.is_some() {
+            return Err(super::reader::ConfigError::new(
+                at,
+                "an ai/llm backend's answer is made by its front door's translation: use a plain backend for a templated answer",
+            ));
+        }
+        let g = generator::compile(v, at, generator::Side::Answer)?;
+        p.answer = Some(Rc::new(g));
+        Ok(())
     }),
 ];
 
@@ -222,7 +229,11 @@ fn body_generator(v: &Value, at: &str, p: &mut BackendParts, _: &Context<'_>) ->
     } else if p.body.is_some() {
         "modifier/request-body-generator and modifier/body-generator are the same modifier: set one"
     } else {
-        p.body = Some(Rc::new(generator::compile(v, at)?));
+        p.body = Some(Rc::new(generator::compile(
+            v,
+            at,
+            generator::Side::Request,
+        )?));
         return Ok(());
     };
     Err(super::reader::ConfigError::new(at, problem))

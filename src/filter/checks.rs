@@ -96,9 +96,10 @@ pub struct Held {
 }
 
 impl Held {
-    /// At the answer's headers: held when a check of the endpoint or its backend reads it.
+    /// At the answer's headers: held when a check of the endpoint or its backend reads it,
+    /// or the backend's answer template makes the client's answer from it.
     pub fn start<H: Host>(h: &H, ep: &Endpoint, b: Option<&Backend>) -> Option<Held> {
-        if answer_checks(ep, b).is_empty() {
+        if answer_checks(ep, b).is_empty() && b.is_none_or(|b| b.answer.is_none()) {
             return None;
         }
         Some(Held {
@@ -139,8 +140,22 @@ impl Held {
         let verdict = answer_checks(ep, b)
             .iter()
             .try_for_each(|c| c.run(Stage::Response, data, Some(&resp)));
-        let out = match verdict {
-            Ok(()) => body,
+        // The backend's answer template (KrakenD's response body generator), after the checks.
+        let made = verdict.and_then(|()| match b.and_then(|b| b.answer.as_ref()) {
+            Some(g) => g
+                .render_answer(resp.status, &resp.headers, &body, data)
+                .map(|out| Some((out, g.content_type.as_str()))),
+            None => Ok(None),
+        });
+        let out = match made {
+            Ok(None) => body,
+            Ok(Some((out, content_type))) => {
+                h.set_response_header("content-length", None);
+                h.set_response_header("content-encoding", None);
+                h.set_response_header("content-type", Some(content_type));
+                h.set_response_body(&out);
+                out
+            }
             Err(r) => {
                 let (status, headers, out) = super::reply::rendered(ep.front_door(), &r);
                 h.set_response_header(":status", Some(&status.to_string()));

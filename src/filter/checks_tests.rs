@@ -35,6 +35,10 @@ fn gateway() -> Rc<Gateway> {
         // L231: a backend check on the answer.
         {"endpoint": "/github/{nick}", "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/users/{nick}",
             "extra_config": {"validation/cel": [{"check_expr": "'company' in resp_data.github"}]}}]},
+        // Every header forwarded, with and without an answer check.
+        {"endpoint": "/gz-checked", "input_headers": ["*"], "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/",
+            "extra_config": {"validation/cel": [{"check_expr": "resp_metadata_status == 200"}]}}]},
+        {"endpoint": "/gz-plain", "input_headers": ["*"], "backend": plain("/")},
     ]});
     Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap())
 }
@@ -129,6 +133,17 @@ fn answer(path: &str, body: &str) -> (String, Vec<u8>) {
         h.response_values(":status")[0].to_string(),
         h.response_chunk,
     )
+}
+
+#[test]
+fn answer_checks_ask_for_an_uncompressed_answer() {
+    // A gzip answer would be no JSON to resp_data: every answer would be refused.
+    let (_, h) = request("/gz-checked", &[("accept-encoding", "gzip, br")]);
+    assert_eq!(status(&h), None);
+    assert!(h.request_values("accept-encoding").is_empty());
+    // Endpoints without answer checks keep the client's choice.
+    let (_, h) = request("/gz-plain", &[("accept-encoding", "gzip")]);
+    assert_eq!(h.request_values("accept-encoding"), vec!["gzip"]);
 }
 
 #[test]
@@ -367,13 +382,58 @@ fn body_generator_configuration_errors() {
     );
     assert_eq!(e, "$.endpoints[0].backend[0].extra_config.modifier/body-generator: an ai/llm backend's request is made by its provider's translation: use a plain backend for a templated vendor request");
     let e = compile(
-        json!({"host": ["http://h"], "url_pattern": "/", "extra_config": {
-        "modifier/response-body-generator": {"template": t}}}),
+        json!({"host": ["http://h"], "url_pattern": "/v1/chat/completions", "extra_config": {
+        "ai/llm": {"openai": {"v1": {"credentials": "k"}}}, "modifier/response-body-generator": {"template": t}}}),
     );
-    assert_eq!(e, "$.endpoints[0].backend[0].extra_config.modifier/response-body-generator: is not supported by tollgate (the answer would not be the one its template makes)");
+    assert_eq!(e, "$.endpoints[0].backend[0].extra_config.modifier/response-body-generator: an ai/llm backend's answer is made by its front door's translation: use a plain backend for a templated answer");
     let e = compile(
         json!({"host": ["http://h"], "url_pattern": "/", "extra_config": {
         "modifier/body-generator": {"template": crate::support::encoding::base64_encode(b"{{ template \"x\" }}")}}}),
     );
     assert!(e.starts_with("$.endpoints[0].backend[0].extra_config.modifier/body-generator.template: line 1 column 1: "), "{e}");
+}
+
+#[test]
+fn answer_template_makes_the_clients_answer() {
+    // KrakenD's pre-2.11 AI example: a plain backend's OpenAI Responses answer in KrakenD's
+    // unified shape, after an answer check.
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/krakend_templates/llm-pre-2.11-generate.response.openai.tmpl"
+    ))
+    .unwrap();
+    let doc = json!({"version": 3, "endpoints": [{"endpoint": "/gen", "input_headers": ["*"], "backend": [{
+        "host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/responses",
+        "extra_config": {"modifier/response-body-generator": {"template": crate::support::encoding::base64_encode(src.as_bytes())},
+            "validation/cel": [{"check_expr": "resp_metadata_status == 200"}]}}]}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap());
+    let run = |status: &str, body: &str| {
+        let mut flow = Flow::new(Rc::clone(&gw));
+        let mut h = MockHost::request("GET", "/gen", &[("accept-encoding", "gzip")]);
+        flow.on_request_headers(&mut h, true);
+        assert!(h.request_values("accept-encoding").is_empty());
+        let mut h = h.with_response_headers(&[
+            (":status", status),
+            ("content-type", "application/json"),
+            ("content-length", &body.len().to_string()),
+        ]);
+        assert_eq!(flow.on_response_headers(&mut h, false), Action::Pause);
+        h.response_chunk = body.as_bytes().to_vec();
+        flow.on_response_body(&mut h, body.len(), true);
+        h
+    };
+    let answer = r#"{"output": [{"content": [{"type": "output_text", "text": "Yo"}]}], "usage": {"total_tokens": 12}}"#;
+    let h = run("200", answer);
+    let v: Value = serde_json::from_slice(&h.response_chunk).unwrap();
+    assert_eq!(
+        v,
+        json!({"ai_gateway_response": [{"contents": ["Yo"]}], "usage": "12"})
+    );
+    assert!(h.response_values("content-length").is_empty());
+    // The check refuses first: the template never runs on that answer.
+    let h = run("500", answer);
+    assert_eq!(h.response_values(":status"), vec!["502"]);
+    // An answer the template cannot read (no output): a 500, not a half-made body.
+    let h = run("200", r#"{"error": "x"}"#);
+    assert_eq!(h.response_values(":status"), vec!["500"]);
 }

@@ -155,9 +155,14 @@ impl Flow {
         if let Some(m) = &b.method {
             h.set_request_header(":method", Some(m));
         }
-        if ep.security.upstream_secret {
-            // security: the answer is scrubbed of the secret the backend is sent, which
-            // needs it uncompressed.
+        let checked = b.answer.is_some()
+            || [&ep.security.checks, &b.checks]
+                .iter()
+                .any(|c| c.has(crate::security::policy::Stage::Response));
+        if ep.security.upstream_secret || checked {
+            // security: the answer is scrubbed of the secret the backend is sent, or read by
+            // answer checks (a compressed answer would be no JSON to them), which needs it
+            // uncompressed.
             h.set_request_header("accept-encoding", None);
         }
         route_to_backend(h, ep, 0);

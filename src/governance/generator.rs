@@ -22,6 +22,24 @@ use std::rc::Rc;
 
 /// The data a request body template may read.
 pub const FIELDS: &[&str] = &["req_body", "req_headers", "req_params", "req_querystring"];
+/// The data an answer template (`modifier/response-body-generator`) may read.
+pub const ANSWER_FIELDS: &[&str] = &[
+    "resp_body",
+    "resp_headers",
+    "resp_status",
+    "req_headers",
+    "req_params",
+    "req_querystring",
+];
+
+/// Which body a generator makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The backend's request body (`modifier/request-body-generator`, `modifier/body-generator`).
+    Request,
+    /// The client's answer from the backend's (`modifier/response-body-generator`).
+    Answer,
+}
 
 /// Largest body a template may make.
 pub const MAX_OUTPUT: usize = 4 << 20;
@@ -34,6 +52,7 @@ pub struct BodyGenerator {
     pub content_type: String,
     /// The output must be JSON (`application/json`, `+json`).
     json: bool,
+    side: Side,
 }
 
 impl PartialEq for BodyGenerator {
@@ -42,8 +61,9 @@ impl PartialEq for BodyGenerator {
     }
 }
 
-/// Compiles a `modifier/request-body-generator` (or `modifier/body-generator`) at `path`.
-pub fn compile(v: &Value, path: &str) -> Result<BodyGenerator> {
+/// Compiles a `modifier/request-body-generator` (or `modifier/body-generator`), or a
+/// `modifier/response-body-generator` (`side`), at `path`.
+pub fn compile(v: &Value, path: &str, side: Side) -> Result<BodyGenerator> {
     let mut o = Obj::new(v, path)?;
     o.opt_bool("debug")?;
     if let Some(file) = o.opt_str("path")? {
@@ -61,12 +81,16 @@ pub fn compile(v: &Value, path: &str) -> Result<BodyGenerator> {
     let src = String::from_utf8(bytes)
         .map_err(|_| ConfigError::new(&at, "the decoded template is not UTF-8 text"))?;
     let template = Template::compile(&src).map_err(|e| ConfigError::new(&at, e.to_string()))?;
-    if let Some(f) = template.data_fields().find(|f| !FIELDS.contains(f)) {
+    let (fields, what) = match side {
+        Side::Request => (FIELDS, "request templates"),
+        Side::Answer => (ANSWER_FIELDS, "answer templates"),
+    };
+    if let Some(f) = template.data_fields().find(|f| !fields.contains(f)) {
         return Err(ConfigError::new(
             &at,
             format!(
-                "reads .{f}, which tollgate does not provide to request templates (it provides {})",
-                FIELDS.join(", ")
+                "reads .{f}, which tollgate does not provide to {what} (it provides {})",
+                fields.join(", ")
             ),
         ));
     }
@@ -88,6 +112,7 @@ pub fn compile(v: &Value, path: &str) -> Result<BodyGenerator> {
         template: Rc::new(template),
         content_type,
         json,
+        side,
     })
 }
 
@@ -97,15 +122,45 @@ impl BodyGenerator {
         let mut doc = data.template_data();
         let req_body = serde_json::from_slice(body).unwrap_or(Value::Null);
         doc.insert("req_body".into(), req_body);
+        self.run(doc)
+    }
+
+    /// The client's answer from the backend's (`status`, `headers` with canonical names,
+    /// `body`: `resp_body` is nil when not JSON) and the request `data`.
+    pub fn render_answer(
+        &self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+        data: &RequestData,
+    ) -> std::result::Result<Vec<u8>, Refusal> {
+        let mut doc = data.template_data();
+        let resp = RequestData {
+            headers: headers.to_vec(),
+            ..RequestData::default()
+        };
+        let resp_headers = resp
+            .template_data()
+            .remove("req_headers")
+            .unwrap_or_default();
+        doc.insert("resp_headers".into(), resp_headers);
+        doc.insert("resp_status".into(), Value::from(status));
+        let resp_body = serde_json::from_slice(body).unwrap_or(Value::Null);
+        doc.insert("resp_body".into(), resp_body);
+        self.run(doc)
+    }
+
+    fn run(&self, doc: serde_json::Map<String, Value>) -> std::result::Result<Vec<u8>, Refusal> {
+        let what = match self.side {
+            Side::Request => "the backend's request body template",
+            Side::Answer => "the answer template",
+        };
         let out = self
             .template
             .render_limited(&Value::Object(doc), MAX_OUTPUT)
-            .map_err(|e| {
-                let msg = format!("the backend's request body template failed: {e}");
-                Refusal::new(ErrorKind::Internal, msg)
-            })?;
+            .map_err(|e| Refusal::new(ErrorKind::Internal, format!("{what} failed: {e}")))?;
         if self.json && serde_json::from_str::<serde::de::IgnoredAny>(&out).is_err() {
-            let msg = "the backend's request body template did not make JSON (its content_type)";
+            let msg = format!("{what} did not make JSON (its content_type)");
             return Err(Refusal::new(ErrorKind::Internal, msg));
         }
         Ok(out.into_bytes())
@@ -148,6 +203,7 @@ mod tests {
             &json!({"template": b64(&fixture("doc-ai-gateway-security-body_mask.tmpl")),
                     "content_type": "application/json", "debug": true}),
             "$.g",
+            Side::Request,
         )
         .unwrap();
         let out = g
@@ -171,6 +227,7 @@ mod tests {
             &json!({"template": b64(&fixture("multiple-post-users_post_body.tmpl")),
                     "content_type": "application/x-www-form-urlencoded"}),
             "$.g",
+            Side::Request,
         )
         .unwrap();
         assert_eq!(
@@ -181,6 +238,7 @@ mod tests {
         let g = compile(
             &json!({"template": b64("{\"a\": {{ .req_params.Username }}}")}),
             "$.g",
+            Side::Request,
         )
         .unwrap();
         let r = g.render(b"", &data()).unwrap_err();
@@ -194,12 +252,51 @@ mod tests {
         let g = compile(
             &json!({"template": b64("{\"a\": {{ toJson .req_headers }}}")}),
             "$.g",
+            Side::Request,
         )
         .unwrap();
         assert_eq!(
             g.render(b"", &data()).unwrap(),
             br#"{"a": {"X-User":["u-1"]}}"#.to_vec()
         );
+    }
+
+    #[test]
+    fn krakends_answer_template() {
+        // KrakenD's pre-2.11 AI example: an OpenAI Responses answer in KrakenD's unified shape.
+        let g = compile(
+            &json!({"template": b64(&fixture("llm-pre-2.11-generate.response.openai.tmpl"))}),
+            "$.g",
+            Side::Answer,
+        )
+        .unwrap();
+        let answer = json!({"output": [{"content": [{"type": "output_text", "text": "Yo"}]}],
+            "usage": {"total_tokens": 12}});
+        let out = g
+            .render_answer(200, &[], answer.to_string().as_bytes(), &data())
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"ai_gateway_response": [{"contents": ["Yo"]}], "usage": "12"})
+        );
+        // Status and headers (canonical names) are data too.
+        let g = compile(
+            &json!({"template": b64("{\"s\": {{ .resp_status }}, \"h\": {{ toJson .resp_headers }}}")}),
+            "$.g",
+            Side::Answer,
+        )
+        .unwrap();
+        let headers = [("X-Id".to_string(), "7".to_string())];
+        let out = g.render_answer(404, &headers, b"", &data()).unwrap();
+        assert_eq!(out, br#"{"s": 404, "h": {"X-Id":["7"]}}"#.to_vec());
+        // A request template's data is not an answer template's.
+        let e = compile(
+            &json!({"template": b64("{{ .req_body }}")}),
+            "$.g",
+            Side::Answer,
+        );
+        assert_eq!(e.unwrap_err().to_string(), "$.g.template: reads .req_body, which tollgate does not provide to answer templates (it provides resp_body, resp_headers, resp_status, req_headers, req_params, req_querystring)");
     }
 
     #[test]
@@ -214,7 +311,10 @@ mod tests {
             (json!({"template": b64("x"), "extra": 1}), "$.g.extra: unknown field"),
         ];
         for (v, want) in cases {
-            assert_eq!(compile(&v, "$.g").unwrap_err().to_string(), want);
+            assert_eq!(
+                compile(&v, "$.g", Side::Request).unwrap_err().to_string(),
+                want
+            );
         }
     }
 }

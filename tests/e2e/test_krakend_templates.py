@@ -7,6 +7,7 @@ files are the published ones (tests/fixtures/krakend_templates, sources in its S
 """
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 
@@ -49,6 +50,11 @@ def config(mock_url: str) -> dict:
         "extra_config": {"modifier/body-generator": {
             "path": str(TEMPLATES / "multiple-post-users_post_body.tmpl"),
             "content_type": "application/x-www-form-urlencoded"}}}]})
+    # An answer template (modifier/response-body-generator) over the mock's model list.
+    endpoints.append({"endpoint": "/models-count", "backend": [{
+        "host": [mock_url], "url_pattern": "/v1/models",
+        "extra_config": {"modifier/response-body-generator": {
+            "template": base64.b64encode(b'{"n": {{ len .resp_body.data }}, "s": {{ .resp_status }}}').decode()}}}]})
     return {"version": 3, "endpoints": endpoints}
 
 
@@ -77,6 +83,12 @@ def test_other_vendors_example_builds_the_vendors_request(tgw, fresh_mock):
     assert json.loads(got["body"]) == {"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me a joke"}]}
     headers = {k.lower(): v for k, v in got["headers"]}
     assert headers["authorization"] == "Bearer YOUR_OPENI_API_KEY"
+
+
+def test_answer_template_makes_the_clients_answer(tgw, fresh_mock):
+    r = httpx.get(tgw.url + "/models-count", headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert (r.status_code, r.json()) == (200, {"n": 1, "s": 200}), r.text
+    assert r.headers["content-type"] == "application/json"
 
 
 def test_form_body_from_params(tgw, fresh_mock):
@@ -119,11 +131,13 @@ class TestTemplateAttacks:
 def test_unsupported_constructs_are_refused_naming_them(tmp_path):
     (tmp_path / "t.tmpl").write_text('{{ with .req_body }}{{ . }}{{ end }}')
     (tmp_path / "r.tmpl").write_text('{{ toJson .resp_body }}')
+    (tmp_path / "q.tmpl").write_text('{{ toJson .req_body }}')
     cases = [
         ("t.tmpl", "modifier/request-body-generator", "template: line 1 column 1: {{with}} is not supported"),
         ("r.tmpl", "modifier/body-generator", "reads .resp_body, which tollgate does not provide"),
         ("missing.tmpl", "modifier/body-generator", ".path: \"missing.tmpl\": No such file"),
-        ("r.tmpl", "modifier/response-body-generator", "modifier/response-body-generator: is not supported by tollgate"),
+        ("t.tmpl", "modifier/response-body-generator", "template: line 1 column 1: {{with}} is not supported"),
+        ("q.tmpl", "modifier/response-body-generator", "reads .req_body, which tollgate does not provide to answer templates"),
     ]
     for file, ns, want in cases:
         doc = {"version": 3, "endpoints": [{"endpoint": "/x", "method": "POST", "backend": [
