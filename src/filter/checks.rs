@@ -1,6 +1,7 @@
 //! CEL checks and policies in the pipeline ([`crate::security::policy`]): the request's data
 //! captured once after authentication ([`Flow::request_checks`], also read by policy
-//! routing), the request checks of the endpoint and of a plain endpoint's backend there, an
+//! routing), the request checks of the endpoint there and of a plain endpoint's chosen
+//! backend ([`Flow::backend_checks`]), an
 //! `ai/llm` backend's when it is prepared (`call.rs`), answer checks on an LLM call's whole
 //! answer (`answer.rs`) and on a plain endpoint's answer, held whole for them ([`Held`]).
 
@@ -68,13 +69,16 @@ impl Flow {
         }
         let data = request_data(h, ep, params, query, jwt);
         ep.security.checks.run(Stage::Request, &data, None)?;
-        if ep.api.is_none() {
-            if let Some(b) = ep.backend() {
-                b.checks.run(Stage::Request, &data, None)?;
-            }
-        }
         self.data = Some(Rc::new(data));
         Ok(())
+    }
+
+    /// A plain endpoint's chosen backend: its request checks.
+    pub(super) fn backend_checks(&self, ep: &Endpoint) -> Result<(), Refusal> {
+        match (ep.backends.get(self.backend), self.data.as_deref()) {
+            (Some(b), Some(data)) => b.checks.run(Stage::Request, data, None),
+            _ => Ok(()),
+        }
     }
 }
 

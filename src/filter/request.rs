@@ -9,7 +9,7 @@
 use super::call::Call;
 use super::failover::Plan;
 use super::upstream::{self, route_to_backend};
-use super::{models, reply, security, Action, Flow, Phase, Stop};
+use super::{choose, models, reply, security, Action, Flow, Phase, Stop};
 use crate::config::{Backend, Endpoint};
 use crate::governance::{self, CallHooks};
 use crate::host::Host;
@@ -48,9 +48,16 @@ impl Flow {
             h.set_request_header(name, None);
         }
         let mut auth = security::authenticate(h, ep, m.index, m.query.as_deref())?;
-        let path = plain_path(ep, &m.params, auth.query.as_deref())?;
         let jwt = auth.jwt.take();
         self.request_checks(h, ep, &m.params, auth.query.as_deref(), jwt)?;
+        if ep.api.is_none() {
+            // A plain endpoint's one backend (conditional routing reads the client's headers,
+            // a policy the request's data), then that backend's request checks.
+            let data = self.data.as_deref();
+            self.backend = choose::plain(&*h, ep, data).ok_or_else(no_backend)?;
+            self.backend_checks(ep)?;
+        }
+        let path = plain_path(ep, self.backend, &m.params, auth.query.as_deref())?;
         self.limits(h, ep, &m.params)?;
         self.quota.check(h, &gw, ep, &m.params)?;
         // Client credentials and the API-key identifier never leave the gateway.
@@ -140,7 +147,7 @@ impl Flow {
         path: Option<String>,
         end_of_stream: bool,
     ) -> Result<Action, Stop> {
-        let Some(b) = ep.backend() else {
+        let Some(b) = ep.backends.get(self.backend) else {
             return Ok(Action::Continue);
         };
         // governance: a backend whose circuit breaker is open is not called.
@@ -161,11 +168,11 @@ impl Flow {
                 .any(|c| c.has(crate::security::policy::Stage::Response));
         if ep.security.upstream_secret || checked {
             // security: the answer is scrubbed of the secret the backend is sent, or read by
-            // answer checks (a compressed answer would be no JSON to them), which needs it
-            // uncompressed.
+            // answer checks or its template (a compressed answer would be no JSON to them),
+            // which needs it uncompressed.
             h.set_request_header("accept-encoding", None);
         }
-        route_to_backend(h, ep, 0);
+        route_to_backend(h, ep, self.backend);
         if b.body.is_some() {
             if end_of_stream {
                 // Envoy cannot add a body to a request that has none (a body template
@@ -176,18 +183,22 @@ impl Flow {
             self.phase = Phase::ReadBody;
             return Ok(Action::Pause);
         }
-        if !ep.governance.needs_body() {
+        let fixed = b.modifiers.request_body.is_some();
+        if !ep.governance.needs_body() && !fixed {
             self.phase = Phase::Upstream { fallback: None };
             return Ok(Action::Continue);
         }
         if end_of_stream {
+            // No body at all (a GET): a filter inside Envoy cannot add one, so martian's
+            // request body.Modifier has nothing to replace (config warns about it).
             // No body at all: what governance says about an empty one.
             governance::on_request_body(&ep.governance, &self.gov, &[])?;
             self.phase = Phase::Upstream { fallback: None };
             return Ok(Action::Continue);
         }
         // Hold the headers (allow_on_headers_stop_iteration) until the body is checked:
-        // a refused body never reaches the upstream, a templated one needs a new length.
+        // a refused body never reaches the upstream, a templated or replaced one needs a new
+        // length.
         self.phase = Phase::ReadBody;
         Ok(Action::Pause)
     }
@@ -206,7 +217,8 @@ impl Flow {
         }
     }
 
-    /// A plain endpoint with body governance: check, maybe rewrite, release.
+    /// A plain endpoint with body governance: check, maybe rewrite (the template, then
+    /// martian's body.Modifier), release.
     fn plain_body<H: Host>(
         &mut self,
         h: &mut H,
@@ -214,15 +226,22 @@ impl Flow {
         body: &[u8],
     ) -> Result<Action, Stop> {
         let mut rendered = governance::on_request_body(&ep.governance, &self.gov, body)?;
-        if let (Some(g), Some(data)) = (ep.backend().and_then(|b| b.body.as_ref()), &self.data) {
+        let b = ep.backends.get(self.backend);
+        if let (Some(g), Some(data)) = (b.and_then(|b| b.body.as_ref()), &self.data) {
             // KrakenD's body generator: the backend's body from the client's request.
             let out = g.render(rendered.as_deref().unwrap_or(body), data)?;
             h.set_request_header("content-type", Some(&g.content_type));
             rendered = Some(out);
         }
-        if let Some(rendered) = rendered {
-            h.set_request_header("content-length", Some(&rendered.len().to_string()));
-            h.set_request_body(&rendered);
+        let fixed = b.and_then(|b| b.modifiers.request_body.as_ref());
+        if let Some(f) = fixed {
+            if let Some(t) = &f.content_type {
+                h.set_request_header("content-type", Some(t));
+            }
+        }
+        if let Some(new) = fixed.map(|f| f.bytes.as_slice()).or(rendered.as_deref()) {
+            h.set_request_header("content-length", Some(&new.len().to_string()));
+            h.set_request_body(new);
         }
         self.phase = Phase::Upstream { fallback: None };
         Ok(Action::Continue)
@@ -270,8 +289,13 @@ impl Flow {
 
 /// A plain endpoint's upstream path: `url_pattern` with the params (a `{param}` may not
 /// change its structure: 400), then the client's query parameters the backend may get.
-fn plain_path(ep: &Endpoint, params: &Params, query: Option<&str>) -> Result<Option<String>, Stop> {
-    let Some(b) = ep.api.is_none().then(|| ep.backend()).flatten() else {
+fn plain_path(
+    ep: &Endpoint,
+    backend: usize,
+    params: &Params,
+    query: Option<&str>,
+) -> Result<Option<String>, Stop> {
+    let Some(b) = ep.api.is_none().then(|| ep.backends.get(backend)).flatten() else {
         return Ok(None);
     };
     upstream_path(b, params, query)
@@ -292,6 +316,13 @@ fn upstream_path(
         path.push_str(&q);
     }
     Ok(path)
+}
+
+/// A plain endpoint whose `backend/conditional` rules all fail, without a fallback: KrakenD
+/// calls no backend; the client gets a 404 saying why.
+fn no_backend() -> Stop {
+    let msg = "no backend of this endpoint takes this request (backend/conditional)";
+    Refusal::new(ErrorKind::NotFound, msg).into()
 }
 
 /// 404 or 405 for a request no endpoint takes.

@@ -1,5 +1,5 @@
 //! Byte encodings: percent-encoding (AWS's URI rules, and three decoders for the three places
-//! that read one), hex.
+//! that read one), hex, base64 (standard alphabet, as configurations carry it).
 
 /// AWS-style URI encoding: every byte except `A-Z a-z 0-9 - _ . ~` becomes `%XX`
 /// (upper-case hex); `/` is kept when `keep_slash`.
@@ -121,23 +121,31 @@ pub fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
-/// Decodes base64, standard or URL-safe alphabet, padded or not; ASCII whitespace (a
-/// wrapped block) is skipped. None on any other character or a dangling 6-bit group.
+/// Decodes base64url (RFC 4648 §5, `-` and `_`; the standard `+` and `/` too), padded or not:
+/// a JWT's parts.
+pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    base64_decode(&s.replace('-', "+").replace('_', "/"))
+}
+
+/// Decodes standard base64 (RFC 4648 §4, `+` and `/`), padded or not; ASCII whitespace (line
+/// breaks in a configuration value) is skipped. None on any other character or a dangling
+/// sextet.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() / 4 * 3 + 3);
-    let (mut acc, mut bits, mut groups) = (0u32, 0u32, 0usize);
-    for c in s.trim_end_matches(['=', ' ', '\n', '\r', '\t']).bytes() {
-        let v = match c {
+    let value = |c: u8| -> Option<u32> {
+        Some(u32::from(match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            c if c.is_ascii_whitespace() => continue,
+            b'+' => 62,
+            b'/' => 63,
             _ => return None,
-        };
-        groups += 1;
-        acc = (acc << 6) | u32::from(v);
+        }))
+    };
+    let data = s.trim_end_matches(|c: char| c == '=' || c.is_ascii_whitespace());
+    let mut out = Vec::with_capacity(data.len() / 4 * 3 + 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in data.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        acc = (acc << 6) | value(c)?;
         bits += 6;
         if bits >= 8 {
             bits -= 8;
@@ -145,7 +153,8 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
             acc &= (1 << bits) - 1;
         }
     }
-    (groups % 4 != 1).then_some(out)
+    // 2 or 4 bits left over are padding; 6 are a sextet that encodes no byte.
+    (bits < 6).then_some(out)
 }
 
 #[cfg(test)]
@@ -184,20 +193,27 @@ mod tests {
     }
 
     #[test]
-    fn base64_both_alphabets_padding_and_wrapping() {
-        assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
-        assert_eq!(base64_decode("aGVsbG8").as_deref(), Some(&b"hello"[..]));
+    fn base64_decodes_padded_unpadded_and_refuses_junk() {
+        // KrakenD's martian example: {"msg":"you rock!"}
         assert_eq!(
-            base64_decode("aGVs\nbG8=\n").as_deref(),
-            Some(&b"hello"[..])
+            base64_decode("eyJtc2ciOiJ5b3Ugcm9jayEifQ==").unwrap(),
+            br#"{"msg":"you rock!"}"#
         );
-        assert_eq!(
-            base64_decode("-_-_").as_deref(),
-            base64_decode("+/+/").as_deref()
-        );
-        assert_eq!(base64_decode("").as_deref(), Some(&b""[..]));
-        assert_eq!(base64_decode("aGVsbG8*"), None);
-        assert_eq!(base64_decode("a"), None);
+        for (enc, dec) in [
+            ("", ""),
+            ("Zg==", "f"),
+            ("Zm8", "fo"),
+            ("Zm9v", "foo"),
+            ("Zm9v\nYmFy", "foobar"),
+        ] {
+            assert_eq!(base64_decode(enc).unwrap(), dec.as_bytes(), "{enc}");
+        }
+        assert_eq!(base64_decode("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
+        for bad in ["Zm9v!", "Z", "Zm9vY", "Zm-_"] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+        // base64url: a JWT's alphabet.
+        assert_eq!(base64url_decode("-_-_"), base64_decode("+/+/"));
         for text in ["", "h", "he", "hel", "hell", "hello", "{{ .req_body }}\n"] {
             let e = base64_encode(text.as_bytes());
             assert_eq!(e.len() % 4, 0);

@@ -24,7 +24,7 @@ pub fn header(provider: &str) -> String {
 
 /// A forwarded payload: base64url (padded or not) JSON object.
 pub fn decode_payload(b64: &str) -> Option<Value> {
-    let bytes = crate::support::encoding::base64_decode(b64.trim())?;
+    let bytes = crate::support::encoding::base64url_decode(b64.trim())?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
     v.is_object().then_some(v)
 }
