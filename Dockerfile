@@ -14,7 +14,7 @@ RUN make artifacts
 
 FROM debian:bookworm-slim AS tools
 COPY --from=build /src/target/release/tollgate /src/target/release/mock-llm /usr/local/bin/
-COPY envoy/krakend.json /etc/tollgate/krakend.json
+COPY envoy/krakend.json envoy/krakend.fleet.json /etc/tollgate/
 USER 65534:65534
 CMD ["mock-llm", "--port", "8081"]
 

@@ -11,6 +11,13 @@ Scenarios (each repeated RUNS times, interleaved; the median run is reported):
   stream     plain Envoy routes an OpenAI stream         | tollgate: Anthropic stream translated
              (50 chunks)                                 | back to OpenAI, event by event
   upstream   the mock's Anthropic stream, no Envoy (the upstream's own time to first byte)
+  budget-local / budget-redis
+             tollgate only: a small OpenAI -> Anthropic call under a token budget (reserve,
+             then charge), counted in Envoy's shared data (`per-envoy`) or in Redis through
+             `tollgate limits` (redis-server and the service on the load cores; their CPU per
+             request is reported beside Envoy's). Same Envoy, same body, one connection (with
+             4, Envoy's single core queues the calls and the added latency is mostly that
+             queueing): the difference is what the fleet limits add per call.
 
 "floor" rows: plain Envoy plus the cheapest proxy-wasm filter possible (bench/floor, same SDK
 and build profile): for "header" a filter that makes no hostcall; for "translate" one that
@@ -169,6 +176,69 @@ def krakend(mock_port: int) -> dict:
                     "credentials": "sk-bench", "variables": {"model": "claude-3-5-haiku-latest"}}}}}}]},
         ],
     }
+
+
+def budget_krakend(mock_port: int, redis_port: int) -> dict:
+    """Two budget endpoints on one Envoy: the same quota rule counted per Envoy or in Redis."""
+    host = [f"http://127.0.0.1:{mock_port}"]
+    backend = {"host": host, "url_pattern": "/v1/messages", "extra_config": {"ai/llm": {"anthropic": {"v1": {
+        "credentials": "sk-bench", "variables": {"model": "claude-3-5-haiku-latest"}}}}}}
+    rule = [{"name": "all", "limits": [{"amount": 10**15, "unit": "day"}, {"amount": 10**15, "unit": "hour"}]}]
+
+    def endpoint(store: str) -> dict:
+        return {"endpoint": f"/budget/{store}/v1/chat/completions", "method": "POST", "input_headers": MOCK_HEADERS,
+                "backend": [backend], "extra_config": {"governance/quota": {
+                    "quota_name": store, "tier_key": "X-Plan", "weight_key": "usage.total_tokens", "reserve": True,
+                    "tiers": [{"rule_name": "all", "tier_value_as": "*", "strategy": "header", "key": "X-Tenant"}]}}}
+    return {"version": 3, "extra_config": {
+        "redis": {"connection_pools": [{"name": "shared", "address": f"127.0.0.1:{redis_port}"}]},
+        "governance/processors": {"quotas": [{"name": "local", "connection_name": "per-envoy", "rules": rule},
+                                              {"name": "redis", "connection_name": "shared", "rules": rule}]}},
+        "endpoints": [endpoint("local"), endpoint("redis")]}
+
+
+def start_fleet(tmp: Path, mock_port: int) -> tuple[list[Proc], Path, str]:
+    """redis-server (no persistence) and `tollgate limits` on the load cores; returns them, the
+    budget config's path and the service's address."""
+    redis_port = free_port()
+    redis = Proc(pinned(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                         "--appendonly", "no", "--dir", str(tmp)], LOAD_CORES),
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", redis_port), timeout=1) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(64).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            redis.stop()
+            raise RuntimeError("redis-server did not start (scripts/setup.sh installs it)")
+        time.sleep(0.05)
+    path = tmp / "krakend.budget.json"
+    path.write_text(json.dumps(budget_krakend(mock_port, redis_port), indent=2))
+    limits = Proc(pinned([str(TOLLGATE), "limits", str(path), "--listen", "127.0.0.1:0"], LOAD_CORES),
+                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = limits.p.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        limits.stop()
+        redis.stop()
+        raise RuntimeError(f"tollgate limits did not start: {line!r}")
+    return [redis, limits], path, line.removeprefix("listening on ")
+
+
+def budget_bootstrap(tmp: Path, config: Path, limits: str, port: int, admin: int, native: bool) -> Path:
+    build = ["--native", str(NATIVE)] if native else ["--wasm", str(WASM)]
+    gen = subprocess.run([str(TOLLGATE), "envoy", str(config), "--listen", f"127.0.0.1:{port}",
+                          "--admin", f"127.0.0.1:{admin}", "--limits", limits, *build],
+                         capture_output=True, text=True)
+    if gen.returncode != 0:
+        raise RuntimeError(f"tollgate envoy failed: {gen.stderr}")
+    path = tmp / f"budget-{port}.yaml"
+    path.write_text(gen.stdout)
+    return path
 
 
 def small_body(stream: bool = False) -> dict:
@@ -370,6 +440,14 @@ def main() -> int:
         nt = start_envoy(tollgate_bootstrap(tmp, mock_port, nt_port, nt_admin, native=True),
                          nt_port, nt_admin, tmp)
         procs.append(nt)
+        fleet, budget_cfg, limits_addr = start_fleet(tmp, mock_port)
+        procs.extend(fleet)
+        budget = {}
+        for proxy, native in (("tollgate", False), ("native", True)):
+            bport, badmin = free_port(), free_port()
+            budget[proxy] = (bport, start_envoy(budget_bootstrap(tmp, budget_cfg, limits_addr, bport, badmin, native),
+                                                bport, badmin, tmp))
+            procs.append(budget[proxy][1])
         time.sleep(1.0)
         rest = {"plain": plain.rss_mb(), "tollgate": tg.rss_mb(), "native": nt.rss_mb()}
         workers = memory_by_workers(tmp, mock_port)
@@ -387,6 +465,10 @@ def main() -> int:
         anth = {"model": "claude-3-5-haiku-latest", "max_tokens": 256, "stream": True,
                 "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
         write_spec(s / "upstream-stream.spec", "/v1/messages", anth, stream_hdr, "message_stop")
+        budget_body = {**small_body(), "max_tokens": 64}
+        for store in ("local", "redis"):
+            write_spec(s / f"budget-{store}.spec", f"/budget/{store}/v1/chat/completions", budget_body,
+                       {"x-tenant": "bench"})
         body_bytes = len(json.dumps(body_4k()))
 
         # (name, proxy, port, proc, spec, max requests, connections)
@@ -404,6 +486,11 @@ def main() -> int:
             ("stream", "tollgate", tg_port, tg, "tg-stream", 10000, sc),
             ("stream", "native", nt_port, nt, "tg-stream", 10000, sc),
             ("stream", "upstream", mock_port, None, "upstream-stream", 10000, sc),
+            # One connection: the latency a call gains, not the queueing of 4 calls on one core.
+            ("budget-local", "tollgate", *budget["tollgate"], "budget-local", 40000, 1),
+            ("budget-redis", "tollgate", *budget["tollgate"], "budget-redis", 40000, 1),
+            ("budget-local", "native", *budget["native"], "budget-local", 40000, 1),
+            ("budget-redis", "native", *budget["native"], "budget-redis", 40000, 1),
         ]
         only = [x for x in os.environ.get("BENCH_ONLY", "").split(",") if x]
         if only:
@@ -416,11 +503,15 @@ def main() -> int:
         for run in range(args.runs):
             for scen, proxy, port, proc, spec, n, conns in cases:
                 cpu0 = proc.cpu_s() if proc else 0.0
+                side0 = sum(f.cpu_s() for f in fleet)
                 r = loadgen(port, s / f"{spec}.spec", n, args.seconds, conns)
                 cpu1 = proc.cpu_s() if proc else 0.0
+                side1 = sum(f.cpu_s() for f in fleet)
                 sp = r["specs"][0]
                 good = r["ok"]
                 raw.setdefault((scen, proxy), []).append({
+                    # redis-server + tollgate limits, per request (the budget rows' other side).
+                    "fleet_cpu_us_per_req": (side1 - side0) * 1e6 / r["requests"] if r["requests"] else None,
                     "requests": r["requests"], "ok": good, "rps": r["rps"],
                     "status": r["status"], "bad_body": sp["bad_body"],
                     "p50_ms": sp["latency"]["p50_ms"], "p99_ms": sp["latency"]["p99_ms"],
@@ -448,6 +539,7 @@ def main() -> int:
             "p99_ms": med(scen, proxy, "p99_ms"),
             "ttfb_p50_ms": med(scen, proxy, "ttfb_p50_ms"), "ttfb_p99_ms": med(scen, proxy, "ttfb_p99_ms"),
             "cpu_us_per_req": med(scen, proxy, "cpu_us_per_req"),
+            "fleet_cpu_us_per_req": med(scen, proxy, "fleet_cpu_us_per_req"),
             "errors": sum(x["requests"] - x["ok"] for x in runs),
             "requests": sum(x["requests"] for x in runs),
             "runs": runs,
@@ -462,7 +554,9 @@ def main() -> int:
         floor = by.get((r["scenario"], "floor"))
         if r["proxy"] == "tollgate" and floor and floor["cpu_us_per_req"]:
             r["cpu_over_floor_us"] = r["cpu_us_per_req"] - floor["cpu_us_per_req"]
+    fleet_cost = budget_added(by)
     if only:
+        print(f"budget on Redis vs local: {json.dumps(fleet_cost)}")
         for r in rows:
             print(f"{r['scenario']:9} {r['proxy']:8} cpu {fmt(r['cpu_us_per_req'])} us/req  "
                   f"ratio {fmt(r.get('cpu_ratio'), '.2f')}  rps {fmt(r['rps'])}  "
@@ -480,6 +574,7 @@ def main() -> int:
         "wasm_bytes": WASM.stat().st_size,
         "native_bytes": NATIVE.stat().st_size,
         "rows": rows,
+        "budget_redis_added": fleet_cost,
         "stream_ttfb_added_ms": (by[("stream", "tollgate")]["ttfb_p50_ms"] - up["ttfb_p50_ms"]),
         # Paired by run (same moment, same noise): tollgate's TTFB minus plain Envoy's.
         "stream_ttfb_over_plain_ms": median([t["ttfb_p50_ms"] - p["ttfb_p50_ms"] for t, p in zip(
@@ -504,6 +599,25 @@ def main() -> int:
     return 0
 
 
+def budget_added(by: dict) -> dict:
+    """Per build, paired by run: what counting a budget in Redis adds to a call over counting it
+    in Envoy's shared data (p50 latency, Envoy CPU), and the CPU redis-server and the limits
+    service spend per request."""
+    out = {}
+    for proxy in ("tollgate", "native"):
+        local, redis = by.get(("budget-local", proxy)), by.get(("budget-redis", proxy))
+        if not local or not redis:
+            continue
+        pairs = list(zip(redis["runs"], local["runs"]))
+        out[proxy] = {
+            "p50_added_ms": median([r["p50_ms"] - lo["p50_ms"] for r, lo in pairs]),
+            "envoy_cpu_added_us": median([r["cpu_us_per_req"] - lo["cpu_us_per_req"] for r, lo in pairs
+                                          if r["cpu_us_per_req"] is not None and lo["cpu_us_per_req"] is not None]),
+            "fleet_cpu_us_per_req": redis["fleet_cpu_us_per_req"],
+        }
+    return out
+
+
 def fmt(v, spec=".0f", suffix=""):
     return "–" if v is None else f"{v:{spec}}{suffix}"
 
@@ -514,7 +628,8 @@ def render_table(res: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     names = {"header": "header path (martian)", "translate": f"OpenAI→Anthropic, {res['settings']['translate_body_bytes']} B body",
-             "stream": "stream, 50 chunks"}
+             "stream": "stream, 50 chunks", "budget-local": "budget, per-Envoy store",
+             "budget-redis": "budget in Redis (tollgate limits)"}
     proxies = {"tollgate": "tollgate wasm", "native": "tollgate native"}
     for r in res["rows"]:
         ttfb = fmt(r["ttfb_p50_ms"], ".3f") if r["scenario"] == "stream" else "–"
@@ -524,6 +639,12 @@ def render_table(res: dict) -> str:
             f"{fmt(r.get('cpu_ratio'), '.2f', '×')} | {fmt(r.get('rps_ratio'), '.2f', '×')} |")
     rss = res["rss_mb"]
     w = rss["by_workers"]
+    for proxy, b in res.get("budget_redis_added", {}).items():
+        lines.append("")
+        lines.append(
+            f"Budget in Redis vs per-Envoy ({proxies.get(proxy, proxy)}, paired by run): p50 "
+            f"{b['p50_added_ms']:+.3f} ms per call, Envoy CPU {b['envoy_cpu_added_us']:+.0f} µs/req, plus "
+            f"{fmt(b['fleet_cpu_us_per_req'])} µs/req in redis-server and tollgate limits.")
     lines.append("")
     lines.append(
         f"Envoy RSS (--concurrency 1): plain {rss['at_rest']['plain']:.0f} MB at rest / "

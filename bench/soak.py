@@ -37,7 +37,7 @@ BUDGET = 10**12
 def soak_config(mock_port: int) -> dict:
     cfg = krakend(mock_port)
     cfg["extra_config"] = {"governance/processors": {"quotas": [{
-        "name": "soak", "connection_name": "unused",
+        "name": "soak", "connection_name": "per-envoy",
         "rules": [{"name": "all", "limits": [{"amount": BUDGET, "unit": "day"}, {"amount": BUDGET, "unit": "hour"}]}]}]}}
     for ep in cfg["endpoints"]:
         if ep["endpoint"] == "/v1/chat/completions":

@@ -49,7 +49,7 @@ def config(mock_url: str) -> dict:
         "ai/usage": {"currency": "USD", "tenant_header": "x-tenant", "prices": {
             "gpt-4o-mini": {"input": 0.15, "output": 0.6}, "claude-3-5-haiku-latest": {"input": 0.8, "output": 4.0},
             "gemini-2.0-flash": {"input": 0.1, "output": 0.4}}},
-        "governance/processors": {"quotas": [{"name": "tokens", "connection_name": "local", "rules": [
+        "governance/processors": {"quotas": [{"name": "tokens", "connection_name": "per-envoy", "rules": [
             {"name": "daily", "limits": [{"amount": 25000, "unit": "day"}]}]}]}},
         "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST", "backend": backends,
                        "input_headers": ["Content-Type", "X-Mock-Status", "X-Mock-Chunks", "X-Mock-Delay-Ms", "X-Mock-Text"],

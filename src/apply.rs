@@ -327,6 +327,9 @@ fn plan(dir: &Path, text: &str, doc: &Value) -> Result<(Plan, Running, Options),
     })?;
     let run = read_running(dir)?;
     let o = Options::from_args(doc, &run.args)?;
+    envoy::check_limits(&gw, &o).map_err(|e| {
+        format!("refused, nothing applied: {e} (the running Envoy was started without it: restart with a new bootstrap)")
+    })?;
     let unknown = unknown_env_refs(doc, &run.env_keys);
     if !unknown.is_empty() {
         return Err(format!(

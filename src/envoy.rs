@@ -31,6 +31,9 @@ pub struct Options {
     /// (`--env-key`): a later `tollgate apply` may reference them; no other (a VM's
     /// environment is fixed when Envoy starts).
     pub extra_env_keys: Vec<String>,
+    /// `--limits HOST:PORT`: the fleet limits service (`tollgate limits`, or any Envoy rate
+    /// limit service), reached as cluster [`crate::limits::client::CLUSTER`] over HTTP/2.
+    pub limits: Option<(String, u16)>,
 }
 
 /// Hardening of an edge proxy, after Envoy's "Configuring Envoy as an edge proxy": the
@@ -217,7 +220,7 @@ const HEAP_MONITOR: &str = "envoy.resource_monitors.fixed_heap";
 /// `tollgate envoy`'s options after the config path, usage text for errors.
 pub const OPTIONS_USAGE: &str =
     "[--listen ADDR:PORT] [--admin ADDR:PORT] [--wasm PATH | --native PATH] [--ca-file PATH]
-                 [--edge NAME=VALUE]... [--dynamic DIR [--env-key NAME]...]";
+                 [--limits HOST:PORT] [--edge NAME=VALUE]... [--dynamic DIR [--env-key NAME]...]";
 
 impl Options {
     /// Options from `tollgate envoy`'s command line (after the config path); the edge
@@ -239,6 +242,9 @@ impl Options {
                 "--native" => o.native_path = Some(value.clone()),
                 "--ca-file" => o.ca_file = value.clone(),
                 "--dynamic" => o.dynamic = Some(value.clone()),
+                "--limits" => {
+                    o.limits = Some(limits_addr(value).map_err(|e| format!("--limits {e}"))?)
+                }
                 "--env-key" => {
                     if value.is_empty()
                         || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -276,6 +282,26 @@ pub fn addr(s: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
+/// The limits service's `HOST:PORT`: an IP (`[v6]:port` for IPv6) or a DNS name, a port above 0.
+fn limits_addr(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = addr(s)?;
+    if port == 0 {
+        return Err(format!("{s}: bad port"));
+    }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(&host);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok((bare.to_string(), port));
+    }
+    let name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    if bare.is_empty() || bare.len() > 253 || !bare.chars().all(name) {
+        return Err(format!("{s}: expected an IP address or a DNS name"));
+    }
+    Ok((bare.to_string(), port))
+}
+
 /// A duration in Envoy's JSON form (`"1.500s"`).
 fn seconds(ms: u64) -> String {
     format!("{}.{:03}s", ms / 1000, ms % 1000)
@@ -293,8 +319,21 @@ impl Default for Options {
             edge: Edge::default(),
             dynamic: None,
             extra_env_keys: Vec::new(),
+            limits: None,
         }
     }
+}
+
+/// A gateway that keeps budgets or rate limits in Redis needs the limits service's cluster:
+/// without it every request would go by `on_failure_allow` (refused closed here instead).
+pub fn check_limits(gw: &Gateway, o: &Options) -> Result<(), String> {
+    if gw.uses_fleet() && o.limits.is_none() {
+        return Err(format!(
+            "this configuration keeps budgets or rate limits in Redis (a quota's connection_name names a pool, or a qos/ratelimit/*/redis): give the limits service with --limits HOST:PORT (tollgate limits, docs/limits.md); a quota counted in each Envoy names \"{}\"",
+            crate::limits::client::LOCAL
+        ));
+    }
+    Ok(())
 }
 
 /// The name of the tollgate HTTP filter (and of its ECDS resource).
@@ -383,7 +422,35 @@ fn clusters_and_jwt(gw: &Gateway, o: &Options) -> (Vec<Value>, Option<Value>) {
         .map(|(name, hosts)| cluster(name, hosts, o))
         .collect();
     let jwt = jwt_authn(gw, &mut clusters, o);
+    if let Some(limits) = &o.limits {
+        clusters.push(limits_cluster(limits, o));
+    }
     (clusters, jwt)
+}
+
+/// The limits service's cluster: gRPC, so HTTP/2 (cleartext, a private network or loopback).
+fn limits_cluster((host, port): &(String, u16), o: &Options) -> Value {
+    let name = crate::limits::client::CLUSTER;
+    let ip = host.parse::<std::net::IpAddr>().is_ok();
+    let mut c = json!({
+        "name": name,
+        "type": if ip { "STATIC" } else { "STRICT_DNS" },
+        "connect_timeout": "1s",
+        "per_connection_buffer_limit_bytes": o.edge.connection_buffer_bytes,
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}]},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        },
+    });
+    if !ip {
+        c["dns_lookup_family"] = json!("V4_PREFERRED");
+    }
+    c
 }
 
 /// Every cluster the config needs (for the CDS file of `--dynamic`).
@@ -1140,5 +1207,84 @@ mod tests {
         );
         assert_eq!(wasm["failure_policy"], "FAIL_RELOAD");
         assert_eq!(wasm["configuration"]["value"], text);
+    }
+
+    /// Budgets in Redis: every bootstrap variant has the limits service's HTTP/2 cluster, and
+    /// none is made without it.
+    #[test]
+    fn fleet_limits_need_the_limits_cluster_in_every_variant() {
+        let text = r#"{"version": 3, "extra_config": {
+            "redis": {"connection_pools": [{"name": "shared", "address": "127.0.0.1:6379"}]},
+            "governance/processors": {"quotas": [{"name": "q", "connection_name": "shared",
+                "rules": [{"name": "r", "limits": [{"amount": 1, "unit": "day"}]}]}]}},
+            "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}]}]}"#;
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+        let args =
+            |extra: &[&str]| -> Vec<String> { extra.iter().map(|s| s.to_string()).collect() };
+        let none = Options::from_args(&doc, &[]).unwrap();
+        assert!(check_limits(&gw, &none)
+            .unwrap_err()
+            .contains("--limits HOST:PORT"));
+        let variants = [
+            args(&["--limits", "127.0.0.1:8083"]),
+            args(&[
+                "--limits",
+                "limits.internal:8083",
+                "--native",
+                "/x/libtollgate.so",
+            ]),
+            args(&["--limits", "127.0.0.1:8083", "--dynamic", "/tmp/unused"]),
+        ];
+        for a in variants {
+            let o = Options::from_args(&doc, &a).unwrap();
+            check_limits(&gw, &o).unwrap();
+            // --dynamic: the clusters come from its CDS file, which holds the same list.
+            let list = if o.dynamic.is_some() {
+                json!(clusters(&gw, &o))
+            } else {
+                bootstrap(&gw, &doc, text, &o)["static_resources"]["clusters"].clone()
+            };
+            let c = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "tollgate_limits")
+                .unwrap_or_else(|| panic!("no limits cluster for {a:?}"));
+            let opts = &c["typed_extension_protocol_options"]
+                ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+            assert_eq!(
+                opts["explicit_http_config"],
+                json!({"http2_protocol_options": {}})
+            );
+            let port = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+                ["address"]["socket_address"];
+            assert_eq!(port["port_value"], 8083);
+            let dns = port["address"] == "limits.internal";
+            assert_eq!(c["type"], if dns { "STRICT_DNS" } else { "STATIC" });
+        }
+        // An IPv6 address loses its brackets; no empty host, port 0 or stray characters.
+        let o = Options::from_args(&doc, &args(&["--limits", "[::1]:8083"])).unwrap();
+        assert_eq!(o.limits, Some(("::1".to_string(), 8083)));
+        for bad in [
+            ":8083",
+            "limits:0",
+            "limits",
+            "a b:8083",
+            "x\ny:1",
+            "[::1:8083",
+        ] {
+            let e = Options::from_args(&doc, &args(&["--limits", bad])).unwrap_err();
+            assert!(e.starts_with("--limits "), "{bad}: {e}");
+        }
+        // A per-Envoy quota needs no service.
+        let local = text.replace(
+            "\"connection_name\": \"shared\"",
+            "\"connection_name\": \"per-envoy\"",
+        );
+        let doc: Value = serde_json::from_str(&local).unwrap();
+        let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+        assert!(!gw.uses_fleet());
+        check_limits(&gw, &none).unwrap();
     }
 }

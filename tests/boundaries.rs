@@ -20,7 +20,13 @@ const LAYERS: &[&[&str]] = &[
     &["providers"],
     &["refusal"],
     &["routing", "observe"],
-    &["security", "cost", "limits::scheme"],
+    &[
+        "security",
+        "cost",
+        "limits::scheme",
+        "limits::wire",
+        "limits::client",
+    ],
     &["governance"],
     // The compiled gateway and the table of namespaces.
     &["config"],

@@ -108,6 +108,11 @@ unused!(
     envoy_dynamic_module_callback_http_filter_record_histogram_value,
     envoy_dynamic_module_callback_http_get_metadata_keys_count,
     envoy_dynamic_module_callback_http_get_metadata_keys,
+    envoy_dynamic_module_callback_http_filter_continue_decoding,
+    envoy_dynamic_module_callback_http_filter_config_http_callout,
+    envoy_dynamic_module_callback_http_filter_config_scheduler_new,
+    envoy_dynamic_module_callback_http_filter_config_scheduler_commit,
+    envoy_dynamic_module_callback_http_filter_config_scheduler_delete,
 );
 
 // ---- the module's hooks -------------------------------------------------------------------
@@ -166,7 +171,8 @@ fn load_time_decisions() {
     );
     assert!(!cfg.is_null(), "{}", logs());
     let defined = METRICS.lock().unwrap().clone();
-    assert_eq!(defined.len(), 10, "{defined:?}");
+    assert_eq!(defined.len(), 12, "{defined:?}");
+    assert!(defined.contains(&("tollgate_limits_unavailable_total".to_string(), 1)));
     assert!(defined.contains(&("tollgate_tokens_total".to_string(), 4)));
     assert!(defined.contains(&("tollgate_request_duration_ms".to_string(), 2)));
     assert!(logs().contains("tollgate: configured 1 endpoint(s), 1 cluster(s)"));

@@ -7,7 +7,9 @@
 //! - `tollgate envoy krakend.json [--listen A:P] [--admin A:P] [--wasm PATH | --native PATH]
 //!   [--ca-file PATH] [--edge NAME=VALUE]...`: print an Envoy bootstrap (YAML) that runs the
 //!   config, hardened for the edge (`envoy::Edge`); with `--native`, through the native
-//!   module (`libtollgate.so`, docs/native.md) instead of the .wasm.
+//!   module (`libtollgate.so`, docs/native.md) instead of the .wasm. With `--limits
+//!   HOST:PORT`, the cluster of the fleet limits service (required when the document keeps
+//!   budgets or rate limits in Redis).
 //!   With `--dynamic DIR`, the filter configuration and the clusters come from files in DIR
 //!   that Envoy watches (`apply::init_dynamic` writes the first ones).
 //! - `tollgate apply krakend.json DIR`: validate like `check`, then swap the running
@@ -115,6 +117,7 @@ fn emit_envoy(args: &[String]) -> Result<(), String> {
     })?;
     let rest = args.get(1..).unwrap_or_default();
     let o = Options::from_args(&doc, rest)?;
+    envoy::check_limits(&gw, &o).map_err(|e| format!("{path}: {e}"))?;
     let bootstrap = if o.dynamic.is_some() {
         apply::init_dynamic(&gw, &doc, &text, rest, &o)?
     } else {
@@ -152,6 +155,9 @@ fn emit_k8s(args: &[String]) -> Result<(), String> {
             errors.join("\n  ")
         )
     })?;
+    if gw.uses_fleet() {
+        return Err(format!("{path}: budgets and rate limits kept in Redis (tollgate limits) are not supported by tollgate k8s yet: the manifests would have no route to the limits service"));
+    }
     let o = k8s::Options::from_args(args.get(1..).unwrap_or_default())?;
     let docs = k8s::manifests(&gw, &doc, &o).map_err(|e| format!("{path}: {e}"))?;
     let keys = env::referenced(&doc);

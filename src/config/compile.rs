@@ -154,6 +154,7 @@ impl Gateway {
         Ok(Self {
             endpoints,
             cost: svc.cost,
+            fleet: svc.fleet,
             warnings,
         })
     }
@@ -175,6 +176,7 @@ fn service(
             is_messages: false,
             host: "",
             url_pattern: "",
+            scope: "",
         };
         namespaces::compile(&mut extra, namespaces::SERVICE, &mut svc, &cx)?;
         warnings.append(&mut svc.warnings);
@@ -237,13 +239,43 @@ fn endpoints(
             Some((q, qpath)) if ep.api.is_some() => Some(crate::cost::for_llm(&q, &qpath)?),
             q => q.map(|(q, _)| crate::cost::for_plain(&q)),
         };
-        endpoints.push(Endpoint {
+        let mut ep = Endpoint {
             timeout_ms: ep.timeout_ms.or(inherited.default_timeout),
             quota,
             ..ep
-        });
+        };
+        if let Some(rl) = &inherited.service.fleet_rate_limit {
+            ep.governance.fleet_rate_limits.insert(0, rl.clone());
+        }
+        fleet_pool(&ep, inherited.service, &path)?;
+        endpoints.push(ep);
     }
     Ok(endpoints)
+}
+
+/// The fleet limits one request sends (its rate limits and its quota, in one call to the
+/// limits service) must be on one Redis pool.
+fn fleet_pool(ep: &Endpoint, svc: &ServiceParts, path: &str) -> Result<()> {
+    let quota = ep
+        .quota
+        .as_ref()
+        .and_then(|a| svc.cost.quotas.get(a.quota))
+        .and_then(|q| match q.store {
+            crate::limits::client::Store::Fleet(p) => Some((p, "its quota")),
+            crate::limits::client::Store::Local => None,
+        });
+    let pools = ep.governance.fleet_rate_limits.iter();
+    let mut used = pools.map(|r| (r.pool, "a Redis rate limit")).chain(quota);
+    let Some((first, _)) = used.next() else {
+        return Ok(());
+    };
+    match used.find(|(p, _)| *p != first) {
+        None => Ok(()),
+        Some((_, what)) => Err(ConfigError::new(
+            format!("{path}.extra_config"),
+            format!("{what} and the endpoint's other fleet limits name different Redis pools: one request's limits are checked in one call, on one pool"),
+        )),
+    }
 }
 
 /// A tiered rate limit whose plan header nothing in the gateway writes: the client states its
@@ -316,6 +348,7 @@ fn endpoint(
     let timeout_ms = duration_field(&mut o, "timeout")?;
     let no_op = output_encoding(&mut o)?;
     let shared_id = crate::governance::shared_id(&method, pattern.as_str());
+    let scope = crate::limits::scheme::endpoint_scope(&method, pattern.as_str());
     let mut forward = Forward::new(
         o.opt_strings("input_headers")?.as_deref(),
         o.opt_strings("input_query_strings")?.as_deref(),
@@ -329,6 +362,7 @@ fn endpoint(
             is_messages: pattern.as_str().ends_with("/messages"),
             host: "",
             url_pattern: "",
+            scope: &scope,
         };
         namespaces::compile(&mut extra, namespaces::ENDPOINT, &mut parts, &cx)?;
         warnings.append(&mut parts.warnings);
@@ -499,6 +533,7 @@ fn backend(
             is_messages: false,
             host: hosts.first().map(|h| h.host.as_str()).unwrap_or_default(),
             url_pattern: url_pattern.as_str(),
+            scope: "",
         };
         namespaces::compile(&mut extra, namespaces::BACKEND, &mut parts, &cx)?;
         unread_namespaces(&mut extra, Level::Backend, warnings)?;

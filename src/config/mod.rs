@@ -31,6 +31,8 @@ pub struct Gateway {
     pub endpoints: Vec<Endpoint>,
     /// Quotas, prices and usage reporting.
     pub cost: CostConfig,
+    /// The fleet limits' pools and how the limits service is reached.
+    pub fleet: crate::limits::client::Settings,
     /// Things accepted but ignored (unknown namespaces, unsupported KrakenD settings);
     /// logged once at configure.
     pub warnings: Vec<String>,
@@ -190,6 +192,19 @@ impl Gateway {
             let breakers = ep.backends.iter().filter_map(|b| b.rules.breaker.as_ref());
             crate::governance::routing::init_breakers(h, breakers);
         }
+    }
+
+    /// Whether anything is kept in Redis through the limits service (a quota naming a pool, a
+    /// Redis rate limit): the hosts then keep a long-lived sender for charges.
+    pub fn uses_fleet(&self) -> bool {
+        let quotas = self.cost.quotas.iter();
+        quotas
+            .into_iter()
+            .any(|q| q.store != crate::limits::client::Store::Local)
+            || self
+                .endpoints
+                .iter()
+                .any(|e| !e.governance.fleet_rate_limits.is_empty())
     }
 
     /// Every distinct backend host list with its cluster name (for the bootstrap generator).

@@ -10,7 +10,10 @@
 
 use super::reader::{Obj, Result};
 use crate::cost::{self, CostConfig, QuotaAttach};
+use crate::governance::ratelimit::FleetRateLimit;
 use crate::governance::{self, generator, routing, template, validate, Policy};
+use crate::limits::client;
+use crate::limits::scheme;
 use crate::providers::backend::{self, LlmBackend};
 use crate::routing::martian::{self, Modifiers};
 use crate::security::config::{self as security, EndpointSecurity, ServiceSecurity};
@@ -25,6 +28,10 @@ pub struct ServiceParts {
     /// Service-level `governance/quota`: endpoints without their own use it.
     pub default_quota: Option<QuotaAttach>,
     pub security: ServiceSecurity,
+    /// The fleet limits' pools and call settings (`redis`, `limits/service`).
+    pub fleet: client::Settings,
+    /// `qos/ratelimit/service/redis`: every endpoint's requests, counted in Redis.
+    pub fleet_rate_limit: Option<FleetRateLimit>,
     /// Service `qos/ratelimit/tiered`: every endpoint applies it (its buckets shared).
     pub tiered: Option<Rc<governance::tiered::Tiered>>,
     /// Service `router.max_payload`: endpoints without their own `proxy.max_payload` use it.
@@ -71,6 +78,8 @@ pub struct Context<'a> {
     pub host: &'a str,
     /// The backend's `url_pattern` (the model of Gemini's and Bedrock's paths).
     pub url_pattern: &'a str,
+    /// The endpoint's fleet rate-limit scope (`scheme::endpoint_scope`).
+    pub scope: &'a str,
 }
 
 /// A row: the namespace and what compiles it into the parts `P`.
@@ -81,8 +90,22 @@ pub type Row<P> = (
 
 /// Service level (the root `extra_config`).
 pub const SERVICE: &[Row<ServiceParts>] = &[
+    // First: the quotas and Redis rate limits name its pools.
+    ("redis", |v, at, p, _| {
+        p.fleet.pools = client::pools(v, at)?;
+        Ok(())
+    }),
+    ("limits/service", |v, at, p, _| {
+        client::service(v, at, &mut p.fleet)
+    }),
     ("governance/processors", |v, at, p, _| {
-        p.cost.quotas = cost::processors(v, at)?;
+        p.cost.quotas = cost::processors(v, at, &p.fleet.pools)?;
+        Ok(())
+    }),
+    ("qos/ratelimit/service/redis", |v, at, p, _| {
+        let rl =
+            governance::ratelimit::compile_fleet(v, at, scheme::SERVICE_SCOPE, &p.fleet.pools)?;
+        p.fleet_rate_limit = Some(rl);
         Ok(())
     }),
     ("governance/quota", |v, at, p, _| {
@@ -125,6 +148,12 @@ pub const ENDPOINT: &[Row<EndpointParts>] = &[
     ("qos/ratelimit/tiered", |v, at, p, cx| {
         let tiered = governance::tiered::compile(v, at, cx.id)?;
         p.governance.tiered.push(Rc::new(tiered));
+        Ok(())
+    }),
+    ("qos/ratelimit/router/redis", |v, at, p, cx| {
+        let pools = &cx.service.fleet.pools;
+        let rl = governance::ratelimit::compile_fleet(v, at, cx.scope, pools)?;
+        p.governance.fleet_rate_limits.push(rl);
         Ok(())
     }),
     ("proxy", |v, at, p, _| {

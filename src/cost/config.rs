@@ -7,12 +7,14 @@ use super::{
     Weight,
 };
 use crate::config::reader::{ConfigError, Obj, Result};
+use crate::limits::client;
 use crate::support::calendar::Unit;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// Reads service-level `governance/processors`.
-pub fn processors(v: &Value, path: &str) -> Result<Vec<QuotaDef>> {
+/// Reads service-level `governance/processors`; `pools` are the `redis` connection pools a
+/// quota's `connection_name` may name (besides [`client::LOCAL`]).
+pub fn processors(v: &Value, path: &str, pools: &[String]) -> Result<Vec<QuotaDef>> {
     let mut o = Obj::new(v, path)?;
     let list = o
         .opt_array("quotas")?
@@ -29,8 +31,16 @@ pub fn processors(v: &Value, path: &str) -> Result<Vec<QuotaDef>> {
                 format!("quota \"{name}\" is declared twice"),
             ));
         }
-        // Redis settings of KrakenD: tollgate keeps counters in Envoy shared data.
-        q.opt_str("connection_name")?;
+        let store = match q.opt_str("connection_name")? {
+            Some(c) => client::store(c, &q.at("connection_name"), pools)?,
+            None => {
+                return Err(ConfigError::new(
+                    q.at("connection_name"),
+                    format!("is required: a Redis connection pool of $.extra_config.redis (counters shared by every Envoy), or \"{}\" (counted in each Envoy's own store)", client::LOCAL),
+                ))
+            }
+        };
+        let allow_on_failure = q.opt_bool("on_failure_allow")?.unwrap_or(false);
         let hash_keys = q.opt_bool("hash_keys")?.unwrap_or(false);
         let rules_v = q
             .opt_array("rules")?
@@ -67,7 +77,6 @@ pub fn processors(v: &Value, path: &str) -> Result<Vec<QuotaDef>> {
             rules.push(Rule { name, limits });
         }
         q.finish(&[
-            "on_failure_allow",
             "on_failure_backoff_strategy",
             "on_failure_max_retries",
             "rejecter_cache",
@@ -79,6 +88,8 @@ pub fn processors(v: &Value, path: &str) -> Result<Vec<QuotaDef>> {
             name,
             rules,
             hash_keys,
+            store,
+            allow_on_failure,
         });
     }
     Ok(out)

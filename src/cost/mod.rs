@@ -15,6 +15,7 @@ pub mod store;
 pub use config::{attach, for_llm, for_plain, processors, usage_config};
 
 use crate::host::Host;
+pub use crate::limits::client::Store;
 use crate::providers::model::Usage;
 use crate::refusal::{ErrorKind, Refusal};
 use crate::support::calendar::Unit;
@@ -40,6 +41,10 @@ pub struct QuotaDef {
     pub name: String,
     pub rules: Vec<Rule>,
     pub hash_keys: bool,
+    /// `connection_name`: Redis (through the limits service) or each Envoy's own store.
+    pub store: Store,
+    /// `on_failure_allow`: a call goes on when the limits service fails (counted).
+    pub allow_on_failure: bool,
 }
 
 /// Where the caller's identity comes from.
@@ -270,6 +275,13 @@ pub struct Charge {
     pub identity: String,
     /// Amount reserved at request time, given back when the real usage is charged.
     pub reserved: u64,
+    /// The quota and rule names (the fleet store's descriptors).
+    pub quota: String,
+    pub rule: String,
+    /// Where the counters are: this Envoy's shared data, or Redis through the limits service.
+    pub store: Store,
+    /// `on_failure_allow` of the quota (fleet store only).
+    pub allow_on_failure: bool,
     /// Where the backend reports the weight ([`Weight::Reported`]), and what it reported.
     pub report: Option<Report>,
     pub reported: Option<u64>,
@@ -357,6 +369,10 @@ pub fn resolve(
             reserve: a.reserve,
             identity,
             reserved: 0,
+            quota: q.name.clone(),
+            rule: rule.name.clone(),
+            store: q.store,
+            allow_on_failure: q.allow_on_failure,
             report: a.report.clone(),
             reported: None,
         }));

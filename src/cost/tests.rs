@@ -4,10 +4,11 @@ use serde_json::json;
 
 fn quotas() -> Vec<QuotaDef> {
     processors(
-        &json!({"quotas": [{"name": "llm", "connection_name": "redis", "hash_keys": false, "rules": [
+        &json!({"quotas": [{"name": "llm", "connection_name": "per-envoy", "hash_keys": false, "rules": [
             {"name": "gold", "limits": [{"amount": 100, "unit": "minute"}, {"amount": 1000, "unit": "day"}]},
             {"name": "free", "limits": [{"amount": 10, "unit": "minute"}]}]}]}),
         "$.p",
+        &[],
     )
     .unwrap()
 }
@@ -206,8 +207,25 @@ fn reject_paths() {
         assert_eq!(attach(&v, "$.q", &q).unwrap_err().to_string(), msg);
     }
     let bad_unit = json!({"quotas": [{"name": "a", "connection_name": "r", "rules": [{"name": "r", "limits": [{"amount": 1, "unit": "fortnight"}]}]}]});
-    assert_eq!(processors(&bad_unit, "$.p").unwrap_err().to_string(),
+    assert_eq!(processors(&bad_unit, "$.p", &["r".into()]).unwrap_err().to_string(),
         "$.p.quotas[0].rules[0].limits[0].unit: \"fortnight\" is not one of second, minute, hour, day, week, month, year");
+    // KrakenD refuses a quota whose connection names nothing: so does tollgate; the per-Envoy
+    // store is asked for by name.
+    let named = |c: Option<&str>| {
+        let mut q = json!({"name": "a", "rules": [{"name": "r", "limits": []}]});
+        if let Some(c) = c {
+            q["connection_name"] = json!(c);
+        }
+        processors(&json!({"quotas": [q]}), "$.p", &["shared".into()])
+    };
+    assert!(named(None)
+        .unwrap_err()
+        .to_string()
+        .starts_with("$.p.quotas[0].connection_name: is required"));
+    assert!(named(Some("local")).unwrap_err().to_string().starts_with(
+        "$.p.quotas[0].connection_name: \"local\" names no Redis connection pool (declared in $.extra_config.redis.connection_pools: shared)"));
+    assert_eq!(named(Some("per-envoy")).unwrap()[0].store, Store::Local);
+    assert_eq!(named(Some("shared")).unwrap()[0].store, Store::Fleet(0));
     assert_eq!(
         usage_config(&json!({"prices": {"m": {"input": 1}}}), "$.u")
             .unwrap_err()

@@ -4,8 +4,9 @@
 //! limit, Prometheus metrics, filter-state properties for access logs, and (opt-in) usage
 //! response headers.
 
+use super::fleet::{self, Fleet};
 use crate::config::Gateway;
-use crate::cost::{self, Charge};
+use crate::cost::{self, Charge, Store};
 use crate::governance::ratelimit::{self, TokenCharge};
 use crate::host::Host;
 use crate::observe::{self, name};
@@ -117,6 +118,8 @@ pub struct Outcome<'a> {
     pub tokens: Option<&'a TokenCharge>,
     pub tenant: &'a str,
     pub status: u16,
+    /// The request's fleet limits (budget and token balances kept in Redis).
+    pub fleet: &'a mut Fleet,
 }
 
 /// The one usage record of an LLM call: every consumer (budget, token rate limit, metrics,
@@ -174,13 +177,21 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) -> Vec<(&'static
         }
     });
     let mut headers = Vec::new();
-    if let Some(charge) = o.charge {
-        headers.extend(settle(h, charge, rec.as_ref()));
+    let used = o.charge.map(|c| weigh(c, rec.as_ref()));
+    let (local, in_redis) = match o.charge {
+        Some(c) if c.store == Store::Local => (Some(c), None),
+        other => (None, other),
+    };
+    if let (Some(charge), Some(used)) = (local, used) {
+        headers.extend(settle(h, charge, used));
     }
+    let tokens = rec.as_ref().map_or(0, |r| r.usage.total());
+    // The budget and token balances kept in Redis: one charge to the limits service.
+    fleet::settle(h, gw, o.fleet, in_redis, used, tokens);
     let Some(rec) = rec else {
         return headers;
     };
-    ratelimit::charge_tokens(h, o.tokens, rec.usage.total());
+    ratelimit::charge_tokens(h, o.tokens, tokens);
     metrics(h, gw, &rec);
     properties(h, &rec);
     if gw.cost.usage.response_headers {
@@ -189,21 +200,22 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) -> Vec<(&'static
     headers
 }
 
-/// Charges the budget what the call used (a plain endpoint: one request, when requests are
-/// counted); returns the quota headers (`x-quota-limit`, `x-quota-remaining`).
-fn settle<H: Host>(
-    h: &mut H,
-    charge: &Charge,
-    rec: Option<&UsageRecord<'_>>,
-) -> Vec<(&'static str, String)> {
-    let amount = match rec {
+/// What the call weighs on its budget (a plain endpoint: one request, when requests are
+/// counted).
+fn weigh(charge: &Charge, rec: Option<&UsageRecord<'_>>) -> u64 {
+    match rec {
         Some(r) => charge.weigh(&r.usage, r.cost),
         None => match charge.weight {
             cost::Weight::Requests => 1,
             cost::Weight::Reported => charge.reported.unwrap_or(0),
             _ => 0,
         },
-    };
+    }
+}
+
+/// Charges the budget in this Envoy what the call used; returns the quota headers
+/// (`x-quota-limit`, `x-quota-remaining`).
+fn settle<H: Host>(h: &mut H, charge: &Charge, amount: u64) -> Vec<(&'static str, String)> {
     let now = h.now_unix();
     let standings = charge.settle(h, now, amount);
     match cost::quota_headers(&standings, charge.weight) {

@@ -33,7 +33,7 @@ fn gateway_with(reserve: bool, failover: bool) -> Rc<Gateway> {
     let mut doc = json!({
         "version": 3,
         "extra_config": {"governance/processors": {"quotas": [
-            {"name": "q", "rules": [{"name": "r", "limits": [{"amount": LIMIT, "unit": "hour"}]}]}]}},
+            {"name": "q", "connection_name": "per-envoy", "rules": [{"name": "r", "limits": [{"amount": LIMIT, "unit": "hour"}]}]}]}},
         "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST",
             "extra_config": {
                 "governance/quota": {"quota_name": "q", "tier_key": "x-plan", "reserve": reserve,
@@ -389,7 +389,7 @@ fn a_plain_backend_reports_the_weight() {
         }
         Rc::new(Gateway::from_value(&json!({"version": 3,
             "extra_config": {"governance/processors": {"quotas": [
-                {"name": "q", "rules": [{"name": "r", "limits": [{"amount": LIMIT, "unit": "hour"}]}]}]}},
+                {"name": "q", "connection_name": "per-envoy", "rules": [{"name": "r", "limits": [{"amount": LIMIT, "unit": "hour"}]}]}]}},
             "endpoints": [{"endpoint": "/wrapped", "method": "POST", "extra_config": {"governance/quota": q},
                 "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}]}]}), &|_: &str| None).unwrap())
     };
@@ -445,7 +445,7 @@ fn usage_on_an_llm_endpoint_is_the_total_tokens() {
     let doc = |key: &str| {
         let mut d = json!({"version": 3,
             "extra_config": {"governance/processors": {"quotas": [
-                {"name": "q", "rules": [{"name": "r", "limits": [{"amount": LIMIT, "unit": "hour"}]}]}]}},
+                {"name": "q", "connection_name": "per-envoy", "rules": [{"name": "r", "limits": [{"amount": LIMIT, "unit": "hour"}]}]}]}},
             "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST",
                 "extra_config": {"governance/quota": {"quota_name": "q", "tier_key": "x-plan",
                     "weight_key": key, "weight_strategy": "body",

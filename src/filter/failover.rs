@@ -17,8 +17,8 @@
 use super::answer::Out;
 use super::call::Call;
 use super::reply::{rendered, reply};
-use super::upstream::{self, apply, Headers};
-use super::{Action, Flow, Phase};
+use super::upstream::{self, apply, Callout, Headers};
+use super::{Action, Flow, Phase, Then};
 use crate::config::Endpoint;
 use crate::governance::{self, routing};
 use crate::host::Host;
@@ -118,6 +118,13 @@ impl Failover {
     pub fn sent(&self) -> bool {
         self.dispatched || self.origin == Origin::FailedStream
     }
+}
+
+/// An attempt prepared, waiting for the fleet limits' answer.
+pub struct Pending {
+    f: Failover,
+    b: usize,
+    callout: Callout,
 }
 
 /// How an LLM call goes upstream.
@@ -222,27 +229,8 @@ impl Flow {
                     continue;
                 }
             };
-            let Some(callout) = upstream::callout(ep, b, out, &f.client) else {
-                continue;
-            };
-            // The budget reservation, made once, on the first attempt prepared.
-            if let Err(refusal) = self.quota.reserve(h, &gw, &call.account) {
-                reply(h, self.front, &refusal);
-                self.phase = Phase::Replied;
-                return Action::Pause;
-            }
-            let list: Vec<(&str, &str)> = callout
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            match h.dispatch(&callout.cluster, &list, &callout.body, callout.timeout_ms) {
-                Some(token) => {
-                    f.current = Some((b, token));
-                    f.dispatched = true;
-                    return Action::Pause;
-                }
-                None => routing::record(h, breaker, None),
+            if let Some(callout) = upstream::callout(ep, b, out, &f.client) {
+                return self.reserve_and_send(h, b, callout);
             }
         }
         let answer = f.last.take();
@@ -259,8 +247,57 @@ impl Flow {
         Action::Pause
     }
 
-    /// A callout answered (or failed: no headers).
-    pub fn on_callout<H: Host>(&mut self, h: &mut H, token: u32, body_size: usize) {
+    /// The budget reservation, made once, on the first attempt prepared (a fleet quota's by
+    /// the call to the limits service, which the attempt waits for); then the attempt.
+    fn reserve_and_send<H: Host>(&mut self, h: &mut H, b: usize, callout: Callout) -> Action {
+        let Phase::Callouts(f) = std::mem::replace(&mut self.phase, Phase::Replied) else {
+            return Action::Continue;
+        };
+        let account = self
+            .llm
+            .as_ref()
+            .map(|c| c.account.clone())
+            .unwrap_or_default();
+        let reserve = match self.quota.reserve(h, &self.gw, &account) {
+            Ok(amount) => amount,
+            Err(refusal) => {
+                reply(h, self.front, &refusal);
+                return Action::Pause;
+            }
+        };
+        let pending = Pending { f, b, callout };
+        self.gate(h, reserve, Then::Attempt(Box::new(pending)))
+    }
+
+    /// Sends a prepared attempt (the next one when the host refuses it).
+    pub(super) fn send_attempt<H: Host>(&mut self, h: &mut H, p: Pending) -> Action {
+        let Pending { mut f, b, callout } = p;
+        let list: Vec<(&str, &str)> = callout
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let token = h.dispatch(&callout.cluster, &list, &callout.body, callout.timeout_ms);
+        if let Some(token) = token {
+            f.current = Some((b, token));
+            f.dispatched = true;
+        }
+        self.phase = Phase::Callouts(f);
+        if token.is_some() {
+            return Action::Pause;
+        }
+        let gw = Rc::clone(&self.gw);
+        let breaker = self
+            .endpoint
+            .and_then(|i| gw.endpoints.get(i))
+            .and_then(|ep| ep.backends.get(b))
+            .and_then(|x| x.rules.breaker.as_ref());
+        routing::record(h, breaker, None);
+        self.next_attempt(h)
+    }
+
+    /// A failover attempt answered (or failed: no headers).
+    pub(super) fn on_attempt_answer<H: Host>(&mut self, h: &mut H, token: u32, body_size: usize) {
         let gw = Rc::clone(&self.gw);
         let (Some(ep), Phase::Callouts(f), Some(call)) = (
             self.endpoint.and_then(|i| gw.endpoints.get(i)),
@@ -282,7 +319,8 @@ impl Flow {
         // The answer the client gets: accounted like a proxied one (budget, token limit,
         // metrics; usage and quota headers go into the answer).
         let mut answer = answer;
-        for (k, v) in self.record(h) {
+        let fleet: Vec<(&str, String)> = self.fleet.headers.clone();
+        for (k, v) in fleet.into_iter().chain(self.record(h)) {
             answer.headers.set(k, Some(&v));
         }
         send(h, answer, &ep.security.secrets);

@@ -23,6 +23,7 @@ mod call;
 mod checks;
 mod choose;
 mod failover;
+mod fleet;
 mod models;
 mod quota;
 pub mod reply;
@@ -66,6 +67,9 @@ enum Phase {
     Upstream { fallback: Option<Failover> },
     /// Failover callouts answer the request, one backend after the other.
     Callouts(Failover),
+    /// The request waits for the fleet limits service's answer before going upstream
+    /// (`fleet.rs`); its body, if more comes, is buffered meanwhile.
+    Gate(Box<fleet::Gate>),
     /// The gateway replied itself before any provider had the request (a refusal, the
     /// model list): nothing is charged; its reply passes the response callbacks untouched.
     Replied,
@@ -81,9 +85,19 @@ impl Phase {
         match self {
             Phase::Upstream { .. } | Phase::Answered => true,
             Phase::Callouts(f) => f.sent(),
-            Phase::Start | Phase::ReadBody | Phase::Replied | Phase::Closed => false,
+            Phase::Start | Phase::ReadBody | Phase::Gate(_) | Phase::Replied | Phase::Closed => {
+                false
+            }
         }
     }
+}
+
+/// What a request does once the fleet limits let it go (`fleet.rs`).
+enum Then {
+    /// Goes upstream through Envoy (the request was written): this phase, then resumed.
+    Upstream(Phase),
+    /// A failover attempt: the callout to send.
+    Attempt(Box<failover::Pending>),
 }
 
 /// Why a stage stopped the request.
@@ -114,6 +128,8 @@ pub struct Flow {
     llm: Option<Call>,
     /// The budget this request is charged against, and the caller.
     quota: Quota,
+    /// Its budgets and rate limits kept in Redis (`fleet.rs`).
+    fleet: fleet::Fleet,
     /// Rate-limit client and template inputs ([`crate::governance`]).
     gov: governance::State,
     /// What happens to a plain endpoint's answer body on its way to the client.
@@ -144,6 +160,7 @@ impl Flow {
             backend: 0,
             llm: None,
             quota: Quota::default(),
+            fleet: fleet::Fleet::default(),
             gov: governance::State::default(),
             plain_answer: PlainAnswer::Pass,
             data: None,
@@ -160,6 +177,10 @@ impl Flow {
 
     /// Request body: read whole where the pipeline needs it (`request.rs`).
     pub fn on_request_body<H: Host>(&mut self, h: &mut H, size: usize, end: bool) -> Action {
+        if matches!(self.phase, Phase::Gate(_)) {
+            // Held until the limits service answers (then resumed with what was buffered).
+            return Action::Pause;
+        }
         if !matches!(self.phase, Phase::ReadBody) {
             return Action::Continue;
         }
@@ -177,7 +198,7 @@ impl Flow {
     /// are never forwarded.
     pub fn on_request_trailers<H: Host>(&mut self, h: &mut H) -> Action {
         h.clear_request_trailers();
-        if matches!(self.phase, Phase::Replied) {
+        if matches!(self.phase, Phase::Replied | Phase::Gate(_)) {
             return Action::Pause;
         }
         self.on_request_body(h, usize::MAX, true)
@@ -193,7 +214,7 @@ impl Flow {
             Phase::Callouts(_) | Phase::Replied | Phase::Answered | Phase::Closed => {
                 Action::Continue
             }
-            Phase::Start | Phase::ReadBody | Phase::Upstream { .. } => {
+            Phase::Start | Phase::ReadBody | Phase::Gate(_) | Phase::Upstream { .. } => {
                 self.response_headers(h, end_of_stream)
             }
         }
@@ -227,6 +248,15 @@ impl Flow {
     /// The stream ended (also when cut): record what was not recorded yet.
     pub fn on_log<H: Host>(&mut self, h: &mut H) {
         self.record(h);
+    }
+
+    /// A callout answered (or failed: no headers): the fleet limits' call before the
+    /// request (`fleet.rs`), or a failover attempt (`failover.rs`).
+    pub fn on_callout<H: Host>(&mut self, h: &mut H, token: u32, body_size: usize) {
+        match self.phase {
+            Phase::Gate(_) => self.on_gate_answer(h, token, body_size),
+            _ => self.on_attempt_answer(h, token, body_size),
+        }
     }
 
     /// A stage's result as an Envoy action: a stop answers the client (a refusal in its
@@ -282,6 +312,10 @@ impl Flow {
         }
         // security: a provider may echo the secrets it was sent (headers, bodies).
         security::scrub_headers(h, &ep.security.secrets);
+        // The fleet quota's standing, as the limits service answered before the request.
+        for (k, v) in &self.fleet.headers {
+            h.set_response_header(k, Some(v));
+        }
         if self.llm.is_none() {
             // security: answer checks and answer templates read a plain answer whole (held).
             self.held = Held::start(h, ep, backend);
@@ -385,7 +419,7 @@ impl Flow {
             // Answered by the gateway, or refused before any provider had the request (Envoy's
             // 413 over its buffer limit, a client gone before its body was whole): nothing
             // was used; a reservation is given back.
-            self.quota.release(h);
+            self.quota.release(h, &self.gw, &mut self.fleet);
             return Vec::new();
         }
         if self.llm.is_none() && self.quota.charge.is_none() {
@@ -413,6 +447,7 @@ impl Flow {
             tokens: call.and_then(|c| c.governance.charge.as_ref()),
             tenant: &self.quota.tenant,
             status,
+            fleet: &mut self.fleet,
         };
         account::record(h, &self.gw, outcome)
     }

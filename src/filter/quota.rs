@@ -1,10 +1,12 @@
 //! The pipeline's side of budgets ([`crate::cost`]): who the caller is (the metrics tenant),
 //! the quota pre-check on the request headers, the reservation an LLM call makes before any
-//! provider is asked, and what a refusal counts.
+//! provider is asked, and what a refusal counts. A quota kept in Redis is checked and reserved
+//! by the call to the limits service instead (`fleet.rs`): here it only says what to reserve.
 
 use super::account::{tenant_label, Account};
+use super::fleet::{self, Fleet};
 use crate::config::{Endpoint, Gateway};
-use crate::cost::{self, Charge, QuotaError, Report};
+use crate::cost::{self, Charge, QuotaError, Report, Store};
 use crate::host::Host;
 use crate::observe;
 use crate::refusal::Refusal;
@@ -118,8 +120,12 @@ impl Quota {
             Ok(None) => return Ok(()),
             Err(e) => return Err(self.refused(h, gw, &e, attach.disable_quota_headers)),
         };
-        if let Err(e) = charge.precheck(h, h.now_unix(), 0) {
-            return Err(self.refused(h, gw, &e, !charge.headers));
+        // A fleet quota is checked by the call to the limits service before the request
+        // goes upstream.
+        if charge.store == Store::Local {
+            if let Err(e) = charge.precheck(h, h.now_unix(), 0) {
+                return Err(self.refused(h, gw, &e, !charge.headers));
+            }
         }
         self.tenant = charge.identity.clone();
         self.charge = Some(charge);
@@ -128,31 +134,35 @@ impl Quota {
 
     /// Reserves what an LLM call may use on its budget (`reserve: true`), once per call: the
     /// request as sent and `max_tokens` of answer, weighed as the call will be. A call that
-    /// does not fit is refused (and charged nothing).
+    /// does not fit is refused (and charged nothing). A fleet quota is reserved by the call to
+    /// the limits service: the amount is returned for it (0: nothing to reserve).
     pub fn reserve<H: Host>(
         &mut self,
         h: &mut H,
         gw: &Gateway,
         account: &Account,
-    ) -> Result<(), Refusal> {
+    ) -> Result<u64, Refusal> {
         let Some(charge) = self
             .charge
             .as_mut()
             .filter(|c| c.reserve && c.reserved == 0)
         else {
-            return Ok(());
+            return Ok(0);
         };
         let u = account.reservation();
         let amount = match charge.weight {
             cost::Weight::Requests => 0,
             _ => charge.weigh(&u, gw.cost.usage.cost_micros(&account.model, &u)),
         };
+        if charge.store != Store::Local {
+            return Ok(amount);
+        }
         let now = h.now_unix();
         match charge.precheck(h, now, amount) {
             Ok(_) => {
                 charge.add(h, now, cost::signed(amount));
                 charge.reserved = amount;
-                Ok(())
+                Ok(0)
             }
             Err(e) => {
                 let quiet = !charge.headers;
@@ -163,15 +173,27 @@ impl Quota {
     }
 
     /// Gives a reservation back: nothing was used.
-    pub fn release<H: Host>(&self, h: &mut H) {
-        if let Some(c) = self.charge.as_ref().filter(|c| c.reserved > 0) {
-            let now = h.now_unix();
-            c.settle(h, now, 0);
+    pub fn release<H: Host>(&self, h: &mut H, gw: &Gateway, fleet: &mut Fleet) {
+        let Some(c) = self.charge.as_ref().filter(|c| c.reserved > 0) else {
+            return;
+        };
+        match c.store {
+            Store::Local => {
+                let now = h.now_unix();
+                c.settle(h, now, 0);
+            }
+            Store::Fleet(_) => fleet::settle(h, gw, fleet, Some(c), Some(0), 0),
         }
     }
 
     /// A quota refusal; a spent limit counts in `tollgate_quota_rejected_total`.
-    fn refused<H: Host>(&self, h: &mut H, gw: &Gateway, e: &QuotaError, quiet: bool) -> Refusal {
+    pub(super) fn refused<H: Host>(
+        &self,
+        h: &mut H,
+        gw: &Gateway,
+        e: &QuotaError,
+        quiet: bool,
+    ) -> Refusal {
         if let QuotaError::Exceeded { .. } = e {
             let tenant = tenant_label(h, gw, &self.tenant);
             let metric = observe::name(observe::QUOTA_REJECTED, &[("tenant", &tenant)]);
@@ -193,7 +215,7 @@ mod tests {
     #[test]
     fn a_param_identity_is_the_decoded_param() {
         let doc = json!({"version": 3,
-            "extra_config": {"governance/processors": {"quotas": [{"name": "q", "rules": [
+            "extra_config": {"governance/processors": {"quotas": [{"name": "q", "connection_name": "per-envoy", "rules": [
                 {"name": "r", "limits": [{"amount": 1, "unit": "hour"}]}]}]}},
             "endpoints": [{"endpoint": "/u/{user}", "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/"}],
                 "extra_config": {"governance/quota": {"quota_name": "q", "tier_key": "X-Plan", "tiers": [

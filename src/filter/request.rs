@@ -4,12 +4,14 @@
 //! Request headers: [`Flow::match_endpoint`], [`security::authenticate`], [`plain_path`],
 //! [`Flow::limits`], the quota pre-check, the client's credentials removed, then
 //! [`Flow::await_llm_body`] or [`Flow::plain_upstream`]. Body: [`Flow::plain_body`] or
-//! [`Flow::llm_body`].
+//! [`Flow::llm_body`]. Where the request goes upstream, the fleet limits are asked first
+//! (`Flow::gate`, `fleet.rs`).
 
 use super::call::Call;
 use super::failover::Plan;
+use super::fleet::Fleet;
 use super::upstream::{self, route_to_backend};
-use super::{choose, models, reply, security, Action, Flow, Phase, Stop};
+use super::{choose, models, reply, security, Action, Flow, Phase, Stop, Then};
 use crate::config::{Backend, Endpoint};
 use crate::governance::{self, CallHooks};
 use crate::host::Host;
@@ -102,12 +104,16 @@ impl Flow {
     }
 
     /// Governance on the request headers: size (`content-length`) and rate limits; the
-    /// client's headers are still as sent (a limit may key on Authorization).
+    /// client's headers are still as sent (a limit may key on Authorization). The clients of
+    /// Redis rate limits are read now too (they are checked before the request goes up).
     fn limits<H: Host>(&mut self, h: &mut H, ep: &Endpoint, params: &Params) -> Result<(), Stop> {
-        match governance::on_request_headers(h, &ep.governance, params, &mut self.gov) {
-            Some(refusal) => Err(refusal.into()),
-            None => Ok(()),
+        if let Some(refusal) =
+            governance::on_request_headers(h, &ep.governance, params, &mut self.gov)
+        {
+            return Err(refusal.into());
         }
+        self.fleet = Fleet::new(h, ep, params);
+        Ok(())
     }
 
     /// An LLM call: its headers are held (`allow_on_headers_stop_iteration`) until the whole
@@ -185,16 +191,14 @@ impl Flow {
         }
         let fixed = b.modifiers.request_body.is_some();
         if !ep.governance.needs_body() && !fixed {
-            self.phase = Phase::Upstream { fallback: None };
-            return Ok(Action::Continue);
+            return Ok(self.gate(h, 0, Then::Upstream(Phase::Upstream { fallback: None })));
         }
         if end_of_stream {
             // No body at all (a GET): a filter inside Envoy cannot add one, so martian's
             // request body.Modifier has nothing to replace (config warns about it).
             // No body at all: what governance says about an empty one.
             governance::on_request_body(&ep.governance, &self.gov, &[])?;
-            self.phase = Phase::Upstream { fallback: None };
-            return Ok(Action::Continue);
+            return Ok(self.gate(h, 0, Then::Upstream(Phase::Upstream { fallback: None })));
         }
         // Hold the headers (allow_on_headers_stop_iteration) until the body is checked:
         // a refused body never reaches the upstream, a templated or replaced one needs a new
@@ -243,8 +247,7 @@ impl Flow {
             h.set_request_header("content-length", Some(&new.len().to_string()));
             h.set_request_body(new);
         }
-        self.phase = Phase::Upstream { fallback: None };
-        Ok(Action::Continue)
+        Ok(self.gate(h, 0, Then::Upstream(Phase::Upstream { fallback: None })))
     }
 
     /// An LLM call's body: read once into the canonical request, the backend chosen, the
@@ -279,11 +282,12 @@ impl Flow {
             Some(_) => call.prepare(ep, backend, &*h)?,
             None => call.prepare_last(ep, backend, &*h)?,
         };
-        self.quota.reserve(h, &self.gw, &call.account)?;
+        let reserve = self.quota.reserve(h, &self.gw, &call.account)?;
         upstream::write_llm(h, ep, backend, &out);
         self.backend = backend;
-        self.phase = Phase::Upstream { fallback };
-        Ok(Action::Continue)
+        // The fleet limits (and a reservation kept in Redis) are asked once the request is
+        // written: it goes up when they answer.
+        Ok(self.gate(h, reserve, Then::Upstream(Phase::Upstream { fallback })))
     }
 }
 

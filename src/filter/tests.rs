@@ -403,7 +403,7 @@ fn refusals_use_the_clients_front_door() {
                        "tiers": [{"rule_name": "r", "tier_value": "gold", "tier_value_as": "literal", "strategy": "ip"}]});
     let doc = json!({
         "version": 3,
-        "extra_config": {"governance/processors": {"quotas": [{"name": "q", "rules": [
+        "extra_config": {"governance/processors": {"quotas": [{"name": "q", "connection_name": "per-envoy", "rules": [
             {"name": "r", "limits": [{"amount": 10, "unit": "day"}]}]}]}},
         "endpoints": [
             {"endpoint": "/v1/messages", "method": "POST", "backend": [llm("/v1/messages")],

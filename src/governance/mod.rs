@@ -39,6 +39,10 @@ pub const METRIC_BREAKER_OPENED: &str = "tollgate_circuit_breaker_opened_total";
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Policy {
     pub rate_limit: Option<RateLimit>,
+    /// Rate limits kept in Redis (the service's `qos/ratelimit/service/redis` first, then the
+    /// endpoint's `qos/ratelimit/router/redis`): checked by the pipeline's call to the limits
+    /// service before the request goes upstream.
+    pub fleet_rate_limits: Vec<ratelimit::FleetRateLimit>,
     /// `qos/ratelimit/tiered`: the service's (shared by every endpoint), then the endpoint's.
     pub tiered: Vec<Rc<tiered::Tiered>>,
     /// `proxy.max_payload`: largest request body in bytes (413 above).
@@ -207,6 +211,16 @@ pub fn check_llm_only(p: &Policy, is_llm: bool, extra_path: &str) -> Result<()> 
     if p.rate_limit.as_ref().is_some_and(|r| r.tokens.is_some()) {
         return Err(ConfigError::new(
             format!("{extra_path}.qos/ratelimit/router.client_max_tokens"),
+            "only applies to endpoints with ai/llm backends",
+        ));
+    }
+    let fleet_tokens = p
+        .fleet_rate_limits
+        .iter()
+        .any(|r| r.scope != crate::limits::scheme::SERVICE_SCOPE && r.limit.tokens.is_some());
+    if fleet_tokens {
+        return Err(ConfigError::new(
+            format!("{extra_path}.qos/ratelimit/router/redis.client_max_tokens"),
             "only applies to endpoints with ai/llm backends",
         ));
     }

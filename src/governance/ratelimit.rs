@@ -168,6 +168,51 @@ pub fn compile_router(v: &Value, path: &str, endpoint_id: &str) -> Result<Option
     }))
 }
 
+/// A rate limit kept in Redis by the limits service (`qos/ratelimit/router/redis`,
+/// `qos/ratelimit/service/redis`): KrakenD's buckets (and tollgate's `client_max_tokens`)
+/// shared by every Envoy. The filter sends one descriptor per bucket ([`crate::limits::scheme`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetRateLimit {
+    /// The descriptors' scope: the endpoint's (`"POST /v1/chat"`) or `service`.
+    pub scope: String,
+    /// Index in `redis.connection_pools`.
+    pub pool: usize,
+    /// `on_failure_allow`: requests go on while the limits service fails (counted).
+    pub allow_on_failure: bool,
+    /// The buckets and how clients are told apart (shared-data keys unused).
+    pub limit: RateLimit,
+}
+
+/// Reads a `qos/ratelimit/*/redis` at `path`: the router's fields, `connection_name` (or the
+/// deprecated `connection_pool`) naming one of `pools`, and `on_failure_allow`.
+pub fn compile_fleet(
+    v: &Value,
+    path: &str,
+    scope: &str,
+    pools: &[String],
+) -> Result<FleetRateLimit> {
+    let mut o = Obj::new(v, path)?;
+    let key = match o.get("connection_name") {
+        Some(_) => "connection_name",
+        None => "connection_pool",
+    };
+    let name = o.str(key)?;
+    let pool = crate::limits::client::pool(name, &o.at(key), pools)?;
+    let allow_on_failure = o.opt_bool("on_failure_allow")?.unwrap_or(false);
+    let mut rest = v.clone();
+    if let Value::Object(m) = &mut rest {
+        for k in ["connection_name", "connection_pool", "on_failure_allow"] {
+            m.remove(k);
+        }
+    }
+    Ok(FleetRateLimit {
+        scope: scope.to_string(),
+        pool,
+        allow_on_failure,
+        limit: compile(&rest, path, scope)?,
+    })
+}
+
 fn bucket(o: &mut Obj<'_>, rate_key: &str, cap_key: &str, every_ms: u64) -> Result<Option<Bucket>> {
     let Some(rate) = o.opt_f64(rate_key)? else {
         return Ok(None);

@@ -1,6 +1,7 @@
 //! An in-memory [`Host`] for tests of the filter logic: unit tests, `tests/fuzz.rs` and the
 //! cargo-fuzz targets (feature `mock`).
 
+use super::outbox::Detached;
 use super::{Host, SharedError};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -47,6 +48,12 @@ pub struct MockHost {
     pub callouts: Vec<Callout>,
     /// The callout answer being delivered: headers and body.
     pub callout_answer: (Vec<(String, String)>, Vec<u8>),
+    /// Trailers of the callout answer being delivered.
+    pub callout_trailers: Vec<(String, String)>,
+    /// Times the filter let a held request go on.
+    pub resumed: u32,
+    /// Calls handed to the long-lived context (`send_detached`).
+    pub detached: Vec<Detached>,
     /// Envoy's dynamic metadata (the `metadata` property: a serialized
     /// `envoy.config.core.v3.Metadata`), where `jwt_authn` puts verified payloads.
     pub metadata: Option<Vec<u8>>,
@@ -243,5 +250,14 @@ impl Host for MockHost {
     fn callout_body(&self, size: usize) -> Option<Vec<u8>> {
         let b = &self.callout_answer.1;
         Some(b[..size.min(b.len())].to_vec())
+    }
+    fn callout_trailers(&self) -> Vec<(String, String)> {
+        self.callout_trailers.clone()
+    }
+    fn resume_request(&mut self) {
+        self.resumed += 1;
+    }
+    fn send_detached(&mut self, call: Detached) {
+        self.detached.push(call);
     }
 }

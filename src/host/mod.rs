@@ -9,6 +9,7 @@ pub mod headers;
 pub mod mock;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+pub mod outbox;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
@@ -75,6 +76,17 @@ pub trait Host {
     fn callout_headers(&self) -> Vec<(String, String)>;
     /// Body of the callout answer being delivered.
     fn callout_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Trailers of the callout answer being delivered (a gRPC status). The native host's
+    /// one-shot callouts do not hand them out (ABI v0.2.0): empty there.
+    fn callout_trailers(&self) -> Vec<(String, String)>;
+    /// Lets a request the filter held (a `Pause` from its headers or body callback) go on
+    /// upstream, from a callout's answer.
+    fn resume_request(&mut self);
+    /// Sends a request that outlives this stream (a charge after the answer): kept by a
+    /// context that lives as long as the configuration (the wasm VM's root context, the
+    /// native module's filter configuration on Envoy's main thread), sent soon, retried
+    /// on failure ([`outbox`]); its answer never reaches this stream.
+    fn send_detached(&mut self, call: outbox::Detached);
 }
 
 /// Why a shared-data write failed.

@@ -2,6 +2,7 @@
 //! implemented over hostcalls. Callbacks stay thin: each feeds [`Flow`] and maps its answer.
 
 use super::headers::{cache_set, decode_pairs, unchanged, Headers};
+use super::outbox::{Detached, Outbox};
 use super::{Host, SharedError};
 use crate::config::{process_env, Gateway};
 use crate::filter::{Action as FlowAction, Flow};
@@ -266,14 +267,37 @@ impl Host for WasmHost {
         )
     }
     fn callout_headers(&self) -> Vec<(String, String)> {
-        hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default()
+        header_map(MapType::HttpCallResponseHeaders).unwrap_or_default()
     }
     fn callout_body(&self, size: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
             .ok()
             .flatten()
     }
+    fn callout_trailers(&self) -> Vec<(String, String)> {
+        header_map(MapType::HttpCallResponseTrailers).unwrap_or_default()
+    }
+    fn resume_request(&mut self) {
+        warn_on_err("resume request", hostcalls::resume_http_request());
+    }
+    fn send_detached(&mut self, call: Detached) {
+        let now = self.now_millis();
+        let queued = OUTBOX.with(|o| o.borrow_mut().push(call, now));
+        if !queued {
+            self.counter_add(crate::observe::LIMITS_CHARGES_LOST, 1);
+        }
+    }
 }
+
+thread_local! {
+    /// This VM's calls that outlive their stream: queued by HTTP contexts, sent by the root
+    /// context on its tick (a callout made by a stream's context is cancelled with it, and
+    /// the SDK delivers an answer to the context that was active when the call was made).
+    static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox::default());
+}
+
+/// How often the root context sends the queued detached calls (only with fleet limits).
+const TICK_MS: u64 = 20;
 
 thread_local! {
     /// Metric ids by name, defined once per VM.
@@ -304,7 +328,21 @@ pub struct Root {
     gateway: Option<Rc<Gateway>>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    /// A detached call answered (or failed): done, or queued again.
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        let mut host = WasmHost::default();
+        let headers = host.callout_headers();
+        let trailers = host.callout_trailers();
+        let body = host
+            .callout_body(body_size.min(crate::limits::wire::MAX_ANSWER))
+            .unwrap_or_default();
+        let delivered = crate::limits::wire::delivered(&headers, &trailers, &body);
+        let now = host.now_millis();
+        let lost = OUTBOX.with(|o| o.borrow_mut().answered(u64::from(token), delivered, now));
+        host.counter_add(crate::observe::LIMITS_CHARGES_LOST, lost);
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _size: usize) -> bool {
@@ -344,6 +382,12 @@ impl RootContext for Root {
                 crate::cost::store::init(&mut WasmHost::default());
                 crate::observe::init(&mut WasmHost::default());
                 gw.init_shared(&mut WasmHost::default());
+                if gw.uses_fleet() {
+                    warn_on_err(
+                        "set tick period",
+                        hostcalls::set_tick_period(std::time::Duration::from_millis(TICK_MS)),
+                    );
+                }
                 self.gateway = Some(Rc::new(gw));
                 true
             }
@@ -352,6 +396,25 @@ impl RootContext for Root {
                 false
             }
         }
+    }
+
+    /// Sends the detached calls that are due, from this (root) context.
+    fn on_tick(&mut self) {
+        let mut host = WasmHost::default();
+        let now = host.now_millis();
+        let mut send = |d: &Detached| -> Option<u64> {
+            let headers: Vec<(&str, &str)> = d
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let timeout = std::time::Duration::from_millis(d.timeout_ms);
+            hostcalls::dispatch_http_call(&d.cluster, headers, Some(&d.body), vec![], timeout)
+                .ok()
+                .map(u64::from)
+        };
+        let lost = OUTBOX.with(|o| o.borrow_mut().send_due(now, &mut send));
+        host.counter_add(crate::observe::LIMITS_CHARGES_LOST, lost);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -11,7 +11,7 @@ use crate::config::env;
 use crate::config::reader::{ConfigError, Obj, Result};
 use crate::cost::{self, Rule, Weight};
 use crate::governance::ratelimit::{self, RateLimit};
-use crate::limits::scheme;
+use crate::limits::{client, scheme};
 use serde_json::Value;
 
 /// A KrakenD Redis connection pool (`redis.connection_pools[]`).
@@ -109,7 +109,8 @@ pub struct LimitsConfig {
 }
 
 /// Whether the document keeps anything in Redis (then [`compile`] applies to it at
-/// `tollgate check`; without a `redis` namespace quotas stay in each Envoy's shared data).
+/// `tollgate check`; a quota naming a pool without a `redis` namespace is refused by the
+/// filter's own compile).
 pub fn uses_redis(doc: &Value) -> bool {
     let has = |v: Option<&Value>, ns: &str| v.and_then(|e| e.get(ns)).is_some();
     let root = doc.get("extra_config");
@@ -141,9 +142,14 @@ pub fn compile(
             "is required: the limits service keeps every counter in the Redis connection pools it declares",
         )
     })?;
+    client::pools(redis, &format!("{xpath}.redis"))?;
     let clusters = pools(redis, &format!("{xpath}.redis"), lookup, resolve, &mut out)?;
+    // A quota may name a pool or a cluster here (a cluster is refused below, by name).
+    let names: Vec<String> = (out.pools.iter().map(|p| p.name.clone()))
+        .chain(clusters.iter().map(|(c, _)| c.clone()))
+        .collect();
     let defs = match extra.get("governance/processors") {
-        Some(v) => cost::processors(v, &format!("{xpath}.governance/processors"))?,
+        Some(v) => cost::processors(v, &format!("{xpath}.governance/processors"), &names)?,
         None => Vec::new(),
     };
     let ppath = format!("{xpath}.governance/processors.quotas");
@@ -151,10 +157,17 @@ pub fn compile(
         .get("governance/processors")
         .and_then(|p| p.get("quotas"))
         .and_then(Value::as_array);
+    // Each definition's index among the Redis quotas (per-Envoy quotas are not served here).
+    let mut served = Vec::with_capacity(defs.len());
     for (i, (def, raw)) in defs.iter().zip(list.into_iter().flatten()).enumerate() {
+        if def.store == client::Store::Local {
+            served.push(None);
+            continue;
+        }
         let mut o = Obj::new(raw, &format!("{ppath}[{i}]"))?;
         let pool = connection(&mut o, "connection_name", &out.pools, &clusters)?;
         let failure = failure(&mut o, true)?;
+        served.push(Some(out.quotas.len()));
         out.quotas.push(Quota {
             name: def.name.clone(),
             pool,
@@ -164,7 +177,7 @@ pub fn compile(
             cost: false,
         });
     }
-    weights(doc, &defs, &mut out.quotas)?;
+    weights(doc, &defs, &served, &mut out.quotas)?;
     if let Some(v) = extra.get("qos/ratelimit/service/redis") {
         let path = format!("{xpath}.qos/ratelimit/service/redis");
         let rl = redis_rate_limit(v, &path, scheme::SERVICE_SCOPE, &out.pools, &clusters)?;
@@ -417,12 +430,22 @@ fn failure(o: &mut Obj<'_>, quota: bool) -> Result<Failure> {
 /// Marks the quotas weighed in money (`weight_key: cost` in a `governance/quota` that attaches
 /// them): their counters are millionths. A quota attached both in money and in tokens or
 /// requests would add different units into one counter: refused.
-fn weights(doc: &Value, defs: &[cost::QuotaDef], quotas: &mut [Quota]) -> Result<()> {
+fn weights(
+    doc: &Value,
+    defs: &[cost::QuotaDef],
+    served: &[Option<usize>],
+    quotas: &mut [Quota],
+) -> Result<()> {
     let mut seen: Vec<Option<(bool, String)>> = vec![None; quotas.len()];
     let mut visit = |v: &Value, path: String| -> Result<()> {
         let a = cost::attach(v, &path, defs)?;
         let is_cost = a.weight == Weight::Cost;
-        let Some(slot) = seen.get_mut(a.quota) else {
+        let Some(slot) = served
+            .get(a.quota)
+            .copied()
+            .flatten()
+            .and_then(|i| seen.get_mut(i))
+        else {
             return Ok(());
         };
         match slot {
@@ -457,9 +480,8 @@ fn weights(doc: &Value, defs: &[cost::QuotaDef], quotas: &mut [Quota]) -> Result
     Ok(())
 }
 
-/// A `qos/ratelimit/*/redis`: KrakenD's router fields (token buckets, tollgate's
-/// `client_max_tokens`) plus `connection_name` (or the deprecated `connection_pool`) and
-/// `on_failure_allow`.
+/// A `qos/ratelimit/*/redis`, read as the filter reads it
+/// ([`ratelimit::compile_fleet`]); a Redis Cluster is refused by name.
 fn redis_rate_limit(
     v: &Value,
     path: &str,
@@ -473,21 +495,17 @@ fn redis_rate_limit(
     } else {
         "connection_pool"
     };
-    let pool = connection(&mut o, key, pools, clusters)?;
-    let failure = failure(&mut o, false)?;
-    let mut rest = v.clone();
-    if let Value::Object(m) = &mut rest {
-        for k in ["connection_name", "connection_pool", "on_failure_allow"] {
-            m.remove(k);
-        }
-    }
-    // The local bucket keys are not used by the service: its counters are keyed by scope.
-    let limit = ratelimit::compile(&rest, path, scope)?;
+    connection(&mut o, key, pools, clusters)?;
+    let names: Vec<String> = pools.iter().map(|p| p.name.clone()).collect();
+    let f = ratelimit::compile_fleet(v, path, scope, &names)?;
     Ok(RedisRateLimit {
-        scope: scope.to_string(),
-        pool,
-        limit,
-        failure,
+        scope: f.scope,
+        pool: f.pool,
+        limit: f.limit,
+        failure: Failure {
+            allow: f.allow_on_failure,
+            ..Failure::default()
+        },
     })
 }
 
@@ -568,10 +586,10 @@ mod tests {
             compile(&d, &env, true).unwrap_err().to_string()
         };
         let q = "/extra_config/governance~1processors/quotas/0";
-        assert_eq!(
-            set(&format!("{q}/connection_name"), json!("nope")),
+        assert!(
+            set(&format!("{q}/connection_name"), json!("nope")).starts_with(
             "$.extra_config.governance/processors.quotas[0].connection_name: \"nope\" names no Redis connection pool (declared in $.extra_config.redis.connection_pools: shared)"
-        );
+        ));
         assert!(set("/extra_config/redis/connection_pools/0/address", json!("no-such-host.invalid:6379"))
             .starts_with("$.extra_config.redis.connection_pools[0].address: \"no-such-host.invalid:6379\" does not resolve"));
         assert!(set(

@@ -91,21 +91,15 @@ fn serve(cfg: LimitsConfig, listen: &str, timeout: Duration) -> Result<(), Strin
 }
 
 /// `tollgate check`: the fleet limits of a document that keeps anything in Redis (every
-/// address resolved now); warnings for quotas that stay in each Envoy's shared data.
+/// address resolved now). A quota names its store explicitly (a pool, or `per-envoy`): the
+/// filter's compile refuses the rest.
 pub fn check(doc: &Value) -> (Vec<String>, Vec<String>) {
     let placeholder = |_: &str| Some("placeholder".to_string());
-    if config::uses_redis(doc) {
-        return match config::compile(doc, &placeholder, true) {
-            Ok(c) => (Vec::new(), c.warnings),
-            Err(e) => (vec![e.to_string()], Vec::new()),
-        };
+    if !config::uses_redis(doc) {
+        return (Vec::new(), Vec::new());
     }
-    let quotas = doc
-        .pointer("/extra_config/governance~1processors/quotas")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let warnings = (0..quotas)
-        .map(|i| format!("$.extra_config.governance/processors.quotas[{i}]: no redis namespace: counted in each Envoy's shared data (not shared between Envoys, reset when Envoy restarts)"))
-        .collect();
-    (Vec::new(), warnings)
+    match config::compile(doc, &placeholder, true) {
+        Ok(c) => (Vec::new(), c.warnings),
+        Err(e) => (vec![e.to_string()], Vec::new()),
+    }
 }

@@ -116,6 +116,11 @@ pub const TTFT: &str = "tollgate_time_to_first_token_ms";
 pub const QUOTA_REJECTED: &str = "tollgate_quota_rejected_total";
 /// Calls whose usage was estimated (the provider never reported it: a stream cut short).
 pub const ESTIMATED: &str = "tollgate_usage_estimated_total";
+/// Requests whose call to the fleet limits service failed (Redis or the service down or
+/// slow), by what their `on_failure_allow` decided: label `kind` = `allowed` or `refused`.
+pub const LIMITS_UNAVAILABLE: &str = "tollgate_limits_unavailable_total";
+/// Charges to the fleet limits service given up after every retry (not counted in Redis).
+pub const LIMITS_CHARGES_LOST: &str = "tollgate_limits_charges_lost_total";
 
 #[cfg(test)]
 mod tests {

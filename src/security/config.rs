@@ -558,6 +558,7 @@ mod tests {
             is_messages: false,
             host: "",
             url_pattern: "",
+            scope: "",
         };
         let mut parts = P::default();
         namespaces::compile(&mut o, rows, &mut parts, &cx)?;

@@ -396,7 +396,7 @@ def metrics_gw(mock):
         "version": 3,
         "extra_config": {
             "ai/usage": {"tenant_header": "x-tenant", "max_tenant_labels": MAX_TENANTS},
-            "governance/processors": {"quotas": [{"name": "q", "connection_name": "none", "rules": [
+            "governance/processors": {"quotas": [{"name": "q", "connection_name": "per-envoy", "rules": [
                 {"name": "tiny", "limits": [{"amount": 1, "unit": "day"}]}]}]},
         },
         "endpoints": [

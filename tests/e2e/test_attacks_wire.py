@@ -283,7 +283,7 @@ def refusal_config(mock_url: str, down_url: str, jwks: str) -> dict:
         endpoints.append({"endpoint": f"/down{door}", "method": "POST",
                           "backend": [backend(down_url, BY_ALIAS["claude"])]})
     return {"version": 3, "endpoints": endpoints, "extra_config": {
-        "governance/processors": {"quotas": [{"name": "q", "connection_name": "local", "rules": [
+        "governance/processors": {"quotas": [{"name": "q", "connection_name": "per-envoy", "rules": [
             {"name": "one", "limits": [{"amount": 1, "unit": "day"}]}]}]},
         "auth/api-keys": {"keys": [{"key": TEAM_KEY, "roles": ["team"]}, {"key": NOBODY_KEY, "roles": ["other"]}]},
     }}

@@ -40,14 +40,14 @@ def config(mock_url: str) -> dict:
         "version": 3,
         "extra_config": {
             "governance/processors": {"quotas": [
-                {"name": "tokens", "connection_name": "local", "rules": [
+                {"name": "tokens", "connection_name": "per-envoy", "rules": [
                     {"name": "small", "limits": [{"amount": 40, "unit": "hour"}]},
                     {"name": "big", "limits": [{"amount": 10_000_000, "unit": "day"}, {"amount": 10_000_000, "unit": "hour"}]},
                     {"name": "persecond", "limits": [{"amount": 2, "unit": "second"}]},
                 ]},
-                {"name": "money", "connection_name": "local", "rules": [
+                {"name": "money", "connection_name": "per-envoy", "rules": [
                     {"name": "usd", "limits": [{"amount": 0.00002, "unit": "day"}]}]},
-                {"name": "reserved", "connection_name": "local", "rules": [
+                {"name": "reserved", "connection_name": "per-envoy", "rules": [
                     {"name": "r", "limits": [{"amount": 1000, "unit": "hour"}]}]},
             ]},
             "ai/usage": {"currency": "USD", "response_headers": True, "prices": PRICES},
@@ -349,7 +349,7 @@ class TestKrakendWeightKey:
             q = {"quota_name": path.strip("/"), "tier_key": "X-Plan", **quota,
                  "tiers": [{"rule_name": "r", "tier_value_as": "*", "strategy": "header", "key": "X-User"}]}
             backend = {"host": [mock_url], "url_pattern": url_pattern, **({"extra_config": extra} if extra else {})}
-            rule = {"name": path.strip("/"), "connection_name": "local", "rules": [{"name": "r", "limits": [{"amount": limit, "unit": "hour"}]}]}
+            rule = {"name": path.strip("/"), "connection_name": "per-envoy", "rules": [{"name": "r", "limits": [{"amount": limit, "unit": "hour"}]}]}
             return rule, {"endpoint": path, "method": "POST", "backend": [backend],
                           "extra_config": {"governance/quota": q}}
         credits = {"modifier/martian": {"header.Modifier": {"scope": ["response"], "name": "X-Credits", "value": "10"}}}

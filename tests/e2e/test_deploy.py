@@ -277,9 +277,15 @@ def test_compose_file_builds_itself_and_references_files_that_exist():
     assert services["fleet-config"]["network_mode"] == "none"
     fleet = {n for n, s in services.items() if "fleet" in s.get("profiles", [])}
     assert fleet == {"redis", "limits", "fleet-config", "envoy-fleet-1", "envoy-fleet-2"}
-    assert services["limits"]["command"] == ["tollgate", "limits", "/etc/tollgate/krakend.json",
+    # The fleet runs envoy/krakend.fleet.json (budgets in Redis), which the tools image holds.
+    assert services["limits"]["command"] == ["tollgate", "limits", "/etc/tollgate/krakend.fleet.json",
                                              "--listen", "0.0.0.0:8083"]
-    assert "--limits 127.0.0.1:8083" in services["fleet-config"]["command"][0]
+    gen = services["fleet-config"]["command"][0]
+    assert "--limits 127.0.0.1:8083" in gen and "tollgate envoy /etc/tollgate/krakend.fleet.json" in gen
+    assert "COPY envoy/krakend.json envoy/krakend.fleet.json /etc/tollgate/" in (REPO / "Dockerfile").read_text()
+    fleet_cfg = json.loads((REPO / "envoy/krakend.fleet.json").read_text())
+    assert fleet_cfg["extra_config"]["redis"]["connection_pools"][0]["address"] == "127.0.0.1:6379"
+    assert services["redis"]["command"][-2:] == ["--port", "6379"]
     # The secrets the docker bootstrap passes to the VM are set for every Envoy.
     docker = yaml.safe_load((REPO / "envoy/envoy.docker.yaml").read_text())
     text = json.dumps(docker)
@@ -328,7 +334,7 @@ def test_dashboard_queries_use_metrics_and_labels_tollgate_emits(mock):
     cfg = {"version": 3, "extra_config": {
         "ai/usage": {"currency": "USD", "tenant_header": "x-tenant",
                      "prices": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}},
-        "governance/processors": {"quotas": [{"name": "q", "connection_name": "local", "rules": [
+        "governance/processors": {"quotas": [{"name": "q", "connection_name": "per-envoy", "rules": [
             {"name": "one", "limits": [{"amount": 1, "unit": "hour"}]}]}]}},
         "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST",
                        "extra_config": {"governance/quota": {"quota_name": "q", "tier_key": "X-Plan", "tiers": [

@@ -71,7 +71,7 @@ def config(mock_url: str, jwks: str) -> dict:
                           {"rule_name": "free", "tier_value": "value.matches('free.*')", "tier_value_as": "policy",
                            "strategy": "header", "key": "X-User"}]}}})
     return {"version": 3, "endpoints": endpoints,
-            "extra_config": {"governance/processors": {"quotas": [{"name": "credits", "connection_name": "local", "rules": [
+            "extra_config": {"governance/processors": {"quotas": [{"name": "credits", "connection_name": "per-envoy", "rules": [
                 {"name": "paid", "limits": [{"amount": 10, "unit": "hour"}]},
                 {"name": "free", "limits": [{"amount": 1, "unit": "hour"}]}]}]}}}
 

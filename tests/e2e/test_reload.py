@@ -34,7 +34,7 @@ def config(mock_url: str, key: str = KEY_1, rate: int = 3, front: list | None = 
     return {"version": 3,
             "extra_config": {
                 "auth/api-keys": {"keys": [{"key": key, "roles": ["user"]}]},
-                "governance/processors": {"quotas": [{"name": "calls", "connection_name": "local", "rules": [
+                "governance/processors": {"quotas": [{"name": "calls", "connection_name": "per-envoy", "rules": [
                     {"name": "hourly", "limits": [{"amount": 3, "unit": "hour"}]}]}]}},
             "endpoints": [
                 *(front or []),

@@ -151,10 +151,10 @@ pub fn config() -> Value {
             "ai/prompt-guard": {"guards": [{"name": "jailbreak", "kind": "regex", "severity": "high",
                                             "config": {"patterns": ["(?i)ignore (all )?previous instructions"]}}]},
             "governance/processors": {"quotas": [
-                {"name": "tokens", "connection_name": "local", "rules": [
+                {"name": "tokens", "connection_name": "per-envoy", "rules": [
                     {"name": "gold", "limits": [{"amount": 100000, "unit": "day"}, {"amount": 5000, "unit": "minute"}]},
                     {"name": "free", "limits": [{"amount": 600, "unit": "hour"}]}]},
-                {"name": "money", "connection_name": "local", "rules": [
+                {"name": "money", "connection_name": "per-envoy", "rules": [
                     {"name": "gold", "limits": [{"amount": 1, "unit": "day"}]},
                     {"name": "free", "limits": [{"amount": 0.001, "unit": "day"}]}]}]},
             "ai/usage": {"currency": "USD", "response_headers": true, "tenant_header": "X-Tenant",

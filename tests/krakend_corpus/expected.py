@@ -55,7 +55,8 @@ def verdict(path: Path) -> dict:
         v["env"] = [] if needs == "none" else needs.split(", ")
     else:
         errs = [x.strip() for x in lines if x.startswith("  ")] or [lines[-1] if lines else "?"]
-        v = {"verdict": "refused", "error": errs[0]}
+        # The document's path relative to the corpus: the same verdict in every checkout.
+        v = {"verdict": "refused", "error": errs[0].replace(f"{HERE}/", "")}
     v["envoy_bootstrap"] = env_rc == 0
     return v
 
@@ -77,6 +78,9 @@ CAUSES = {
     "No such file or directory": "(x) the body template the page names is not published with it "
     "(an absolute path on KrakenD's machine, or a file of another repository): KrakenD refuses a "
     "missing template file too",
+    "names no Redis connection pool": "(x) a quota whose connection_name names no pool of the "
+    "`redis` namespace: KrakenD refuses it too (the page leaves the namespace out; per-envoy is "
+    "tollgate's explicit per-Envoy store)",
     "is not declared in the service's governance/processors": "a fragment of the page: the quota "
     "it names is declared in a part the page leaves out (KrakenD refuses the fragment too)",
 }

@@ -169,6 +169,7 @@ pub const METRICS_SUCCESS: u32 = 0;
 
 pub type FilterPtr = *mut c_void;
 pub type ConfigEnvoyPtr = *mut c_void;
+pub type SchedulerPtr = *mut c_void;
 
 extern "C" {
     pub fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer);
@@ -262,6 +263,33 @@ extern "C" {
         body: ModuleBuffer,
         timeout_ms: u64,
     ) -> u32;
+
+    pub fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: FilterPtr);
+
+    /// A one-shot callout of the filter configuration: main thread only (Envoy keeps its
+    /// callouts in an unsynchronized map); the answer comes to
+    /// `envoy_dynamic_module_on_http_filter_config_http_callout_done`.
+    pub fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        config: ConfigEnvoyPtr,
+        callout_id: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *mut HeaderPair,
+        headers_len: usize,
+        body: ModuleBuffer,
+        timeout_ms: u64,
+    ) -> u32;
+    /// A scheduler that runs `envoy_dynamic_module_on_http_filter_config_scheduled` on the
+    /// main thread; `commit` may be called from any thread.
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
+        config: ConfigEnvoyPtr,
+    ) -> SchedulerPtr;
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+        scheduler: SchedulerPtr,
+        event_id: u64,
+    );
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+        scheduler: SchedulerPtr,
+    );
 
     pub fn envoy_dynamic_module_callback_http_filter_config_define_counter(
         config: ConfigEnvoyPtr,

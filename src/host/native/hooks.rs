@@ -17,6 +17,7 @@
 //! stream. (`panic = "abort"` would take the whole proxy down with one bad request.)
 
 use super::abi::{self, status, EnvoyBuffer, FilterPtr, HeaderPair};
+use super::detached::Sender;
 use super::guard::{self, Guarded};
 use super::host::NativeHost;
 use super::log;
@@ -44,6 +45,8 @@ pub struct Config {
     pub(super) metric_ids: Vec<Option<usize>>,
     /// `jwt_authn` providers and the header each forwards its verified payload in.
     pub(super) jwt_providers: Vec<(String, String)>,
+    /// Calls that outlive their stream (fleet limits charges), when the gateway has any.
+    pub(super) detached: Option<Arc<Sender>>,
 }
 
 // Shared by Envoy's threads: must stay `Send + Sync` (a compiled `Gateway` is neither).
@@ -210,12 +213,14 @@ fn new_config(config_envoy: *mut c_void, text: &str) -> Result<Config, String> {
             (p, h)
         })
         .collect();
+    let detached = gw.uses_fleet().then(|| Sender::new(config_envoy));
     Ok(Config {
         text: text.to_string(),
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         alive: Arc::new(AtomicBool::new(true)),
         metric_ids,
         jwt_providers,
+        detached,
     })
 }
 
@@ -271,6 +276,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *co
         // SAFETY: `config` came from `Arc::into_raw` in `config_new`; Envoy destroys it once.
         let cfg = unsafe { Arc::from_raw(config.cast::<Config>()) };
         cfg.alive.store(false, Ordering::Release);
+        if let Some(d) = &cfg.detached {
+            d.destroy();
+        }
     });
 }
 
@@ -460,6 +468,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 ) {
     guarded(filter, status::CONTINUE, |s| {
         s.flow.on_log(&mut s.host);
+        s.host.count_lost_charges();
         status::CONTINUE
     });
 }
@@ -599,24 +608,46 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buf
     _: *const c_void,
 ) {
 }
+/// Main thread: detached calls are due (`detached.rs`).
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     _: *mut c_void,
-    _: *const c_void,
+    config: *const c_void,
     _: u64,
 ) {
+    let _ = catch_unwind(|| {
+        // SAFETY: `config` is the live configuration this hook belongs to (see `config_new`).
+        if let Some(d) =
+            unsafe { config.cast::<Config>().as_ref() }.and_then(|c| c.detached.as_ref())
+        {
+            d.send_due();
+        }
+    });
 }
+
+/// Main thread: a detached call answered.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     _: *mut c_void,
-    _: *const c_void,
-    _: u64,
-    _: u32,
-    _: *const HeaderPair,
-    _: usize,
-    _: *const EnvoyBuffer,
-    _: usize,
+    config: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const HeaderPair,
+    headers_len: usize,
+    chunks: *const EnvoyBuffer,
+    chunks_len: usize,
 ) {
+    let _ = catch_unwind(|| {
+        // SAFETY: as in `config_scheduled`; Envoy's arrays are valid during this hook.
+        let Some(d) = unsafe { config.cast::<Config>().as_ref() }.and_then(|c| c.detached.as_ref())
+        else {
+            return;
+        };
+        let (headers, body) = unsafe { callout_answer(headers, headers_len, chunks, chunks_len) };
+        let delivered =
+            result == abi::CALLOUT_SUCCESS && crate::limits::wire::delivered(&headers, &[], &body);
+        d.answered(callout_id, delivered);
+    });
 }
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_headers(

@@ -57,6 +57,15 @@ impl NativeHost {
         }
     }
 
+    /// Counts the detached calls given up since the last stream (the main thread, where they
+    /// are sent, has no stream to count them on).
+    pub fn count_lost_charges(&mut self) {
+        let lost = self.cfg.detached.as_ref().map_or(0, |d| d.take_lost());
+        if lost > 0 {
+            self.counter_add(crate::observe::LIMITS_CHARGES_LOST, lost);
+        }
+    }
+
     /// Sets the answer of a callout for the duration of its delivery.
     pub fn set_callout(&mut self, answer: Option<CalloutAnswer>) {
         self.callout = answer;
@@ -514,5 +523,19 @@ impl Host for NativeHost {
                 .unwrap_or_default()
                 .to_vec(),
         )
+    }
+    /// Envoy's one-shot callouts hand out headers and body only (ABI v0.2.0).
+    fn callout_trailers(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    fn resume_request(&mut self) {
+        // SAFETY: `f` is live; called from a callout's hook of this stream.
+        unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_decoding(self.f) }
+    }
+    fn send_detached(&mut self, call: crate::host::outbox::Detached) {
+        match &self.cfg.detached {
+            Some(d) => d.push(call),
+            None => self.log_warn("tollgate: a detached call without a sender (not sent)"),
+        }
     }
 }

@@ -9,7 +9,10 @@
 //! `/stats/prometheus` come out as the wasm build's.
 
 use crate::governance::{METRIC_BREAKER_OPENED, METRIC_FAILOVER, METRIC_RATE_LIMITED};
-use crate::observe::{COST, DURATION, ESTIMATED, QUOTA_REJECTED, REQUESTS, TOKENS, TTFT};
+use crate::observe::{
+    COST, DURATION, ESTIMATED, LIMITS_CHARGES_LOST, LIMITS_UNAVAILABLE, QUOTA_REJECTED, REQUESTS,
+    TOKENS, TTFT,
+};
 
 /// What kind of stat a family is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +81,16 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         name: METRIC_BREAKER_OPENED,
+        kind: Kind::Counter,
+        labels: &[],
+    },
+    Family {
+        name: LIMITS_UNAVAILABLE,
+        kind: Kind::Counter,
+        labels: &["kind"],
+    },
+    Family {
+        name: LIMITS_CHARGES_LOST,
         kind: Kind::Counter,
         labels: &[],
     },

@@ -9,6 +9,8 @@
 //! - `host`: [`Host`] over the ABI's callbacks;
 //! - [`store`]: shared data as one process-wide store (budgets, rate limits, breakers);
 //! - [`metrics`], [`jwt`]: what the ABI gives differently from proxy-wasm;
+//! - `detached`: calls that outlive their stream (fleet limits charges), sent from the main
+//!   thread;
 //! - [`abi_check`]: the module refuses to load into an Envoy of another ABI.
 //!
 //! The plain-Rust parts build and are unit-tested without the feature; the parts that call
@@ -25,6 +27,8 @@ pub mod store;
 
 #[cfg(feature = "native")]
 mod abi;
+#[cfg(feature = "native")]
+mod detached;
 #[cfg(feature = "native")]
 mod hooks;
 #[cfg(feature = "native")]

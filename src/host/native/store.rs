@@ -146,6 +146,11 @@ impl Host for SharedOnly<'_> {
     fn callout_body(&self, _: usize) -> Option<Vec<u8>> {
         None
     }
+    fn callout_trailers(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    fn resume_request(&mut self) {}
+    fn send_detached(&mut self, _: crate::host::outbox::Detached) {}
 }
 
 #[cfg(test)]
