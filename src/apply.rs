@@ -44,6 +44,85 @@ pub fn placeholder(_: &str) -> Option<String> {
     Some("placeholder".to_string())
 }
 
+/// Reads a KrakenD document (text and JSON) for every `tollgate` command: the body
+/// generators' template files are inlined ([`inline_templates`]), and the text is then the
+/// document's pretty JSON (the filter has no file system to read them from). Errors do not
+/// name the file (the caller does).
+pub fn read_config(path: &str) -> Result<(String, Value), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut doc: Value =
+        serde_json::from_str(&text).map_err(|e| format!("$: invalid JSON: {e}"))?;
+    let dir = Path::new(path).parent().unwrap_or(Path::new("."));
+    if inline_templates(&mut doc, dir, "$")? {
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        return Ok((text, doc));
+    }
+    Ok((text, doc))
+}
+
+/// The namespaces whose `path` names a Go template file (KrakenD's body generators).
+const TEMPLATE_NAMESPACES: &[&str] = &[
+    "modifier/request-body-generator",
+    "modifier/body-generator",
+    "modifier/response-body-generator",
+];
+
+/// Replaces each body generator's `path` (a file, relative to `dir`) by `template` (its
+/// text in base64, as KrakenD's inline form) where tollgate reads them: an endpoint's and
+/// its backends' `extra_config` (not inside namespaces tollgate ignores, such as `ai/mcp`).
+/// True when one was. An unreadable file is an error naming the JSON path.
+pub fn inline_templates(doc: &mut Value, dir: &Path, at: &str) -> Result<bool, String> {
+    let mut changed = false;
+    let Some(endpoints) = doc.get_mut("endpoints").and_then(Value::as_array_mut) else {
+        return Ok(false);
+    };
+    for (i, ep) in endpoints.iter_mut().enumerate() {
+        let ep_at = format!("{at}.endpoints[{i}]");
+        changed |= inline_extra(ep, dir, &ep_at)?;
+        let Some(backends) = ep.get_mut("backend").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for (j, b) in backends.iter_mut().enumerate() {
+            changed |= inline_extra(b, dir, &format!("{ep_at}.backend[{j}]"))?;
+        }
+    }
+    Ok(changed)
+}
+
+/// The body generators of one level's `extra_config`.
+fn inline_extra(level: &mut Value, dir: &Path, at: &str) -> Result<bool, String> {
+    let mut changed = false;
+    if let Some(extra) = level.get_mut("extra_config").and_then(Value::as_object_mut) {
+        for ns in TEMPLATE_NAMESPACES {
+            if let Some(g) = extra.get_mut(*ns) {
+                changed |= inline_one(g, dir, &format!("{at}.extra_config.{ns}"))?;
+            }
+        }
+    }
+    Ok(changed)
+}
+
+fn inline_one(v: &mut Value, dir: &Path, at: &str) -> Result<bool, String> {
+    let Some(o) = v.as_object_mut() else {
+        return Ok(false);
+    };
+    if o.contains_key("template") {
+        return Ok(false);
+    }
+    let Some(file) = o.get("path").and_then(Value::as_str).map(str::to_string) else {
+        return Ok(false);
+    };
+    let full = dir.join(&file);
+    let text = std::fs::read(&full)
+        .map_err(|e| format!("{at}.path: \"{file}\": {e} ({})", full.display()))?;
+    o.remove("path");
+    o.insert(
+        "template".into(),
+        Value::String(crate::support::encoding::base64_encode(&text)),
+    );
+    Ok(true)
+}
+
 /// Validates a KrakenD document against the extended schema and tollgate's own rules:
 /// every error, each with its JSON path. `tollgate check` and `tollgate apply` both call it.
 ///
@@ -301,9 +380,8 @@ fn plan(dir: &Path, text: &str, doc: &Value) -> Result<(Plan, Running, Options),
 
 /// `tollgate apply KRAKEND.json DIR`: see the module doc. Returns the line to print.
 pub fn apply(config_path: &str, dir: &Path, wait: Duration) -> Result<String, String> {
-    let text = std::fs::read_to_string(config_path).map_err(|e| format!("{config_path}: {e}"))?;
-    let doc: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{config_path}: refused, nothing applied: $: invalid JSON: {e}"))?;
+    let (text, doc) = read_config(config_path)
+        .map_err(|e| format!("{config_path}: refused, nothing applied: {e}"))?;
     let (plan, run, o) = plan(dir, &text, &doc).map_err(|e| format!("{config_path}: {e}"))?;
     let version = plan.ecds["version_info"]
         .as_str()
@@ -473,6 +551,34 @@ mod tests {
 
     fn doc(s: &str) -> Value {
         serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn template_files_are_inlined_where_tollgate_reads_them() {
+        let dir = std::env::temp_dir().join(format!("tollgate-inline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("t.tmpl"), "{{ toJson .req_body }}").unwrap();
+        let mut d = json!({"endpoints": [{"endpoint": "/x", "backend": [{"extra_config": {
+                "modifier/body-generator": {"path": "t.tmpl", "content_type": "application/json"}}}]}],
+            "extra_config": {"ai/mcp": {"servers": [{"extra_config": {
+                "modifier/response-body-generator": {"path": "./absent.tmpl"}}}]}}});
+        assert_eq!(inline_templates(&mut d, &dir, "$"), Ok(true));
+        let g = &d["endpoints"][0]["backend"][0]["extra_config"]["modifier/body-generator"];
+        assert_eq!(
+            *g,
+            json!({"template": "e3sgdG9Kc29uIC5yZXFfYm9keSB9fQ==", "content_type": "application/json"})
+        );
+        // Nothing else to inline: unchanged (an ignored namespace's files are not read).
+        assert_eq!(inline_templates(&mut d, &dir, "$"), Ok(false));
+        let mut d = json!({"endpoints": [{"extra_config": {"modifier/request-body-generator": {"path": "no.tmpl"}}}]});
+        let e = inline_templates(&mut d, &dir, "$").unwrap_err();
+        assert!(
+            e.starts_with(
+                "$.endpoints[0].extra_config.modifier/request-body-generator.path: \"no.tmpl\": "
+            ),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! and its value of [`FRONT_PROPERTY`] for Envoy's own replies.
 
 use crate::providers::{anthropic, openai, FrontDoor, ProviderError};
+use std::rc::Rc;
 
 /// What went wrong, from the client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,12 +67,16 @@ pub const FRONT_PROPERTY: &str = "tollgate_front";
 pub const ANTHROPIC_FRONT: &str = "anthropic";
 /// [`FRONT_PROPERTY`]'s value for OpenAI clients.
 pub const OPENAI_FRONT: &str = "openai";
+/// [`FRONT_PROPERTY`]'s value for clients of KrakenD's AI contract (Envoy's replies take
+/// OpenAI's error shape, as the door's own refusals do).
+pub const KRAKEND_FRONT: &str = "krakend";
 
 /// A front door's [`FRONT_PROPERTY`] value.
 pub fn front_property(front: FrontDoor) -> &'static str {
     match front {
         FrontDoor::Anthropic => ANTHROPIC_FRONT,
         FrontDoor::OpenAi => OPENAI_FRONT,
+        FrontDoor::KrakenD => KRAKEND_FRONT,
     }
 }
 
@@ -84,11 +89,16 @@ pub struct Refusal {
     pub code: &'static str,
     pub message: String,
     /// The request field at fault, when known.
-    pub param: Option<String>,
+    pub param: Option<Box<str>>,
     /// `Retry-After` seconds (u32 keeps a refusal small: it travels in `Result`s).
     pub retry_after: Option<u32>,
     /// Other headers of the answer (`allow`, `www-authenticate`, `x-quota-*`).
     pub headers: Vec<(&'static str, String)>,
+    /// The message is a body the configuration wrote (KrakenD's `security/policies`
+    /// `error.body`), of this content type: KrakenD's door answers it as is; the chat doors
+    /// carry it as their error message.
+    /// (A thin pointer: a refusal travels in `Result`s and stays under 128 bytes.)
+    pub raw: Option<Rc<String>>,
 }
 
 impl Refusal {
@@ -113,12 +123,13 @@ impl Refusal {
             param: None,
             retry_after: None,
             headers: Vec::new(),
+            raw: None,
         }
     }
 
     /// Names the request field at fault.
     pub fn param(mut self, param: Option<impl Into<String>>) -> Self {
-        self.param = param.map(Into::into);
+        self.param = param.map(|p| p.into().into_boxed_str());
         self
     }
 
@@ -134,11 +145,29 @@ impl Refusal {
         self
     }
 
+    /// Marks the message as a configured body of `content_type` ([`Refusal::raw`]).
+    pub fn raw(mut self, content_type: Rc<String>) -> Self {
+        self.raw = Some(content_type);
+        self
+    }
+
+    /// The content type of the answer in a front door.
+    pub fn content_type(&self, front: FrontDoor) -> &str {
+        match (&self.raw, front) {
+            (Some(ct), FrontDoor::KrakenD) => ct,
+            _ => "application/json",
+        }
+    }
+
     /// The answer in the front door's shape: its status (529 for Anthropic's
-    /// `overloaded_error`) and JSON body.
+    /// `overloaded_error`) and JSON body. KrakenD publishes no error body for its AI
+    /// contract: its door answers OpenAI's.
     pub fn render(&self, front: FrontDoor) -> (u16, Vec<u8>) {
         match front {
-            FrontDoor::OpenAi => (
+            FrontDoor::KrakenD if self.raw.is_some() => {
+                (self.status, self.message.clone().into_bytes())
+            }
+            FrontDoor::OpenAi | FrontDoor::KrakenD => (
                 self.status,
                 openai::error_json(
                     &self.message,

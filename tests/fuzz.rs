@@ -585,6 +585,16 @@ fn aws() -> AwsCredentials {
     }
 }
 
+/// KrakenD's AI contract (tests/krakend_corpus/AI_CONTRACT.md).
+fn krakend_request_seed() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "instructions": "Act as a 1000 dollar consultant", "contents": "Tell me a consultant joke"
+    }))
+    .unwrap_or_default()
+}
+
+const DOORS: [FrontDoor; 3] = [FrontDoor::OpenAi, FrontDoor::Anthropic, FrontDoor::KrakenD];
+
 const WIRES: [Wire; 5] = [
     Wire::OpenAi,
     Wire::Azure,
@@ -833,14 +843,18 @@ fn fuzz_sse() {
 
 #[test]
 fn fuzz_client_requests() {
-    let seeds = [openai_request_seed(), anthropic_request_seed()];
+    let seeds = [
+        openai_request_seed(),
+        anthropic_request_seed(),
+        krakend_request_seed(),
+    ];
     let others: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
     run("client_requests", |rng| {
-        let which = rng.below(2);
+        let which = rng.below(seeds.len());
         let input = mutate_json(rng, &seeds[which], &others);
         exercising(&input);
         let mut ok = false;
-        for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
+        for front in DOORS {
             match front.parse(&input) {
                 Ok(req) => {
                     ok = true;
@@ -892,14 +906,14 @@ fn fuzz_provider_responses() {
         let ok = decoded.is_ok();
         match decoded {
             Ok(resp) => {
-                for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
+                for front in DOORS {
                     let out = front.encode_response(&resp, "m");
                     assert!(is_json(&out));
                 }
             }
             Err(e) => {
                 assert!(e.status >= 100, "{wire:?} error status {}", e.status);
-                for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
+                for front in DOORS {
                     assert!(is_json(&front.error(&e).1));
                 }
             }
@@ -956,7 +970,7 @@ fn fuzz_stream_decoders() {
             assert_eq!(split, whole, "{wire:?} split changes the events");
         }
         // Whatever came out can be sent to a client of either API.
-        for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
+        for front in DOORS {
             let mut enc = front.stream_encoder("m", rng.chance(2), 1_700_000_000);
             let mut out = Vec::new();
             for ev in split.iter().chain(whole.iter()) {

@@ -62,12 +62,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reads the file and parses JSON.
+/// Reads the file and parses JSON (body generator templates inlined).
 fn load(path: Option<&String>) -> Result<(String, serde_json::Value), String> {
     let path = path.ok_or(USAGE)?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let doc = serde_json::from_str(&text).map_err(|e| format!("{path}: $: invalid JSON: {e}"))?;
-    Ok((text, doc))
+    apply::read_config(path).map_err(|e| format!("{path}: {e}"))
 }
 
 fn check(args: &[String]) -> Result<(), String> {

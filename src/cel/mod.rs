@@ -298,6 +298,40 @@ impl Program {
     }
 }
 
+/// A compiled expression as a configuration holds it: shared (cheap to clone) and compared
+/// by its source.
+#[derive(Clone, Debug)]
+pub struct Expr {
+    src: Rc<str>,
+    program: Rc<Program>,
+}
+
+impl Expr {
+    /// Compiles `src` for a scope; the error quotes the expression (configuration errors
+    /// name it beside the JSON path).
+    pub fn compile(src: &str, scope: Scope) -> Result<Expr, String> {
+        let program = Program::compile_for(src, scope).map_err(|e| format!("\"{src}\": {e}"))?;
+        Ok(Expr {
+            src: Rc::from(src),
+            program: Rc::new(program),
+        })
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    pub fn source(&self) -> &str {
+        &self.src
+    }
+}
+
+impl PartialEq for Expr {
+    fn eq(&self, other: &Self) -> bool {
+        self.src == other.src
+    }
+}
+
 /// `now` as KrakenD binds it: RFC 3339 text of the current time (UTC here), read with
 /// `timestamp(now)`. None when out of CEL's range.
 pub fn now_text(unix_secs: i64, nanos: u32) -> Option<String> {

@@ -176,6 +176,7 @@ fn service(
             id: "",
             is_messages: false,
             host: "",
+            url_pattern: "",
             scope: "",
         };
         namespaces::compile(&mut extra, namespaces::SERVICE, &mut svc, &cx)?;
@@ -374,6 +375,7 @@ fn endpoint(
             id: &shared_id,
             is_messages: pattern.as_str().ends_with("/messages"),
             host: "",
+            url_pattern: "",
             scope: &scope,
         };
         namespaces::compile(&mut extra, namespaces::ENDPOINT, &mut parts, &cx)?;
@@ -407,6 +409,9 @@ fn endpoint(
         Some(_) => None,
         None => front_door(&o, &backends, &pattern, &method)?,
     };
+    if api.is_some() {
+        llm_encoding(&mut o)?;
+    }
     crate::governance::check_llm_only(&parts.governance, api.is_some(), &o.at("extra_config"))?;
     o.finish(IGNORED_ENDPOINT)?;
     let mut ep = Endpoint {
@@ -480,6 +485,19 @@ fn front_door(
     Ok(api)
 }
 
+/// An `ai/llm` endpoint's `output_encoding`: KrakenD 3.0 streams its AI contract with
+/// `streaming` (and `sse`, `ndjson`, `eventstream`) in a format whose events KrakenD does
+/// not publish; refused rather than answered whole.
+fn llm_encoding(o: &mut Obj<'_>) -> Result<()> {
+    match o.opt_str("output_encoding")? {
+        Some(e @ ("streaming" | "sse" | "ndjson" | "eventstream")) => Err(ConfigError::new(
+            o.at("output_encoding"),
+            format!("\"{e}\" (KrakenD 3.0 LLM streaming) is not supported by tollgate: KrakenD's AI contract answers whole; OpenAI's and Anthropic's front doors stream with \"stream\": true"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What a backend needs of its endpoint.
 #[derive(Clone, Copy)]
 struct Shape<'a> {
@@ -533,6 +551,7 @@ fn backend(
             id: "",
             is_messages: false,
             host: hosts.first().map(|h| h.host.as_str()).unwrap_or_default(),
+            url_pattern: url_pattern.as_str(),
             scope: "",
         };
         namespaces::compile(&mut extra, namespaces::BACKEND, &mut parts, &cx)?;
@@ -550,6 +569,9 @@ fn backend(
         rules: parts.rules,
         forward,
         mcp_upstream: parts.mcp_upstream,
+        checks: parts.checks,
+        body: parts.body,
+        answer: parts.answer,
     })
 }
 

@@ -35,10 +35,10 @@ pub enum Verdict {
     Refused(&'static str),
 }
 
-/// The refusal message of a namespace another branch of work implements next (`pending:
-/// CEL`, `pending: templates`); a namespace leaves this list by getting its row.
-const PENDING_CEL: &str = "CEL expressions are not evaluated by tollgate yet (pending: CEL); the control would be skipped, so the configuration is refused";
-const PENDING_TEMPLATES: &str = "KrakenD's body templates are not rendered by tollgate yet (pending: templates); the body would go unchanged, so the configuration is refused";
+/// CEL and body templates where tollgate has no row for them (the levels it implements are
+/// rows of `config::namespaces`).
+const CEL_LEVEL: &str = "CEL checks apply to endpoints and backends in tollgate";
+const TEMPLATE_LEVEL: &str = "body templates apply to backends in tollgate: set it on the backend";
 
 const TELEMETRY: &str = "KrakenD's own telemetry; inside Envoy, Envoy's stats, tracing and access log (with tollgate's metrics and usage properties) take its place";
 const PLUGIN: &str = "KrakenD Go plugins cannot run inside Envoy";
@@ -75,11 +75,11 @@ const TABLE: &[(&str, Option<&[Level]>, Verdict)] = &[
     ("qos/ratelimit/service/redis", Some(&[Level::Service]), Verdict::Elsewhere(FLEET)),
     ("qos/ratelimit/router/redis", Some(&[Level::Endpoint]), Verdict::Elsewhere(FLEET)),
     // Not supported: refused.
-    ("validation/cel", None, Verdict::Refused(PENDING_CEL)),
-    ("security/policies", None, Verdict::Refused(PENDING_CEL)),
-    ("modifier/request-body-generator", None, Verdict::Refused(PENDING_TEMPLATES)),
-    ("modifier/response-body-generator", None, Verdict::Refused(PENDING_TEMPLATES)),
-    ("modifier/body-generator", None, Verdict::Refused(PENDING_TEMPLATES)),
+    ("validation/cel", None, Verdict::Refused(CEL_LEVEL)),
+    ("security/policies", None, Verdict::Refused(CEL_LEVEL)),
+    ("modifier/request-body-generator", None, Verdict::Refused(TEMPLATE_LEVEL)),
+    ("modifier/response-body-generator", None, Verdict::Refused(TEMPLATE_LEVEL)),
+    ("modifier/body-generator", None, Verdict::Refused(TEMPLATE_LEVEL)),
     ("auth/basic", None, Verdict::Refused("basic authentication is not supported by tollgate (use auth/api-keys or auth/validator)")),
     ("auth/signer", None, Verdict::Refused("token signing is not supported by tollgate")),
     ("auth/revoker", None, Verdict::Refused("token revocation is not supported by tollgate: revoked tokens would pass")),
@@ -272,7 +272,11 @@ mod tests {
         assert_eq!(verdict(Level::Service, "redis"), Verdict::Implemented);
         assert_eq!(
             verdict(Level::Endpoint, "validation/cel"),
-            Verdict::Refused(PENDING_CEL)
+            Verdict::Implemented
+        );
+        assert_eq!(
+            verdict(Level::Endpoint, "modifier/response-body-generator"),
+            Verdict::Refused(TEMPLATE_LEVEL)
         );
         assert_eq!(
             verdict(Level::Backend, "tollgate/made-up"),
@@ -345,6 +349,10 @@ mod tests {
             lines[1],
             "qos/ratelimit/router: implemented [$.endpoints[0].extra_config, $.endpoints[1].extra_config]"
         );
-        assert!(lines[2].starts_with("validation/cel: refused: CEL expressions are not evaluated by tollgate yet (pending: CEL)"));
+        assert!(
+            lines[2].starts_with("validation/cel: implemented"),
+            "{}",
+            lines[2]
+        );
     }
 }

@@ -73,11 +73,12 @@ impl Endpoint {
     }
 
     /// Model routing restricted to `eligible` backends (aliases/model, then pass-through, then
-    /// default; a single one without aliases takes every model).
+    /// default; a single one without aliases takes every model, and a single one any request
+    /// that names none: KrakenD's AI contract).
     pub fn model_backend(&self, model: &str, eligible: &[usize]) -> Option<usize> {
         let llm = |i: &usize| self.backends.get(*i).and_then(|b| b.llm.as_ref());
         if let [only] = eligible {
-            if llm(only).is_none_or(|l| l.aliases.is_empty()) {
+            if model.is_empty() || llm(only).is_none_or(|l| l.aliases.is_empty()) {
                 return Some(*only);
             }
         }
@@ -99,14 +100,33 @@ impl Endpoint {
                 .any(|b| b.rules.conditional.is_some() || b.rules.breaker.is_some())
     }
 
-    /// The client's API on this endpoint: Anthropic's on `/messages` endpoints (the `ai/llm`
-    /// Anthropic front door, and plain endpoints by that name), else OpenAI's.
+    /// The client's API on this endpoint: the `ai/llm` endpoint's door; for a plain endpoint
+    /// named after a chat API, that API's (Anthropic's on `/messages`, OpenAI's on
+    /// `/chat/completions`), else KrakenD's (its refusals are OpenAI's error object, and a
+    /// body the configuration wrote goes as is: `security/policies` `error.body`).
     pub fn front_door(&self) -> FrontDoor {
+        let path = self.pattern.as_str();
         match self.api {
             Some(front) => front,
-            None if self.pattern.as_str().ends_with("/messages") => FrontDoor::Anthropic,
-            None => FrontDoor::OpenAi,
+            None if path.ends_with("/messages") => FrontDoor::Anthropic,
+            None if path.ends_with("/chat/completions") => FrontDoor::OpenAi,
+            None => FrontDoor::KrakenD,
         }
+    }
+
+    /// Whether the request's data is captured for CEL checks and policies
+    /// ([`crate::routing::data::RequestData`]).
+    pub fn reads_request_data(&self) -> bool {
+        !self.security.checks.is_empty()
+            || self.backends.iter().any(|b| {
+                !b.checks.is_empty()
+                    || b.body.is_some()
+                    || b.answer.is_some()
+                    || matches!(
+                        b.rules.conditional,
+                        Some(crate::governance::routing::Conditional::Policy(_))
+                    )
+            })
     }
 
     /// The single backend of a non-LLM endpoint (the first otherwise).
@@ -159,6 +179,12 @@ pub struct Backend {
     pub forward: Forward,
     /// `ai/mcp-upstream`: on a federating MCP endpoint, the upstream server's name.
     pub mcp_upstream: Option<String>,
+    /// `security/policies` and `validation/cel` ([`crate::security::policy`]).
+    pub checks: std::rc::Rc<crate::security::policy::Checks>,
+    /// `modifier/request-body-generator`: the body a plain backend gets.
+    pub body: Option<std::rc::Rc<crate::governance::generator::BodyGenerator>>,
+    /// `modifier/response-body-generator`: the answer the client gets from the backend's.
+    pub answer: Option<std::rc::Rc<crate::governance::generator::BodyGenerator>>,
 }
 
 impl Backend {

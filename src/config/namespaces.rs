@@ -11,13 +11,14 @@
 use super::reader::{Obj, Result};
 use crate::cost::{self, CostConfig, QuotaAttach};
 use crate::governance::ratelimit::FleetRateLimit;
-use crate::governance::{self, routing, template, validate, Policy};
+use crate::governance::{self, generator, routing, template, validate, Policy};
 use crate::limits::client;
 use crate::limits::scheme;
 use crate::mcp::config::{self as mcp, Server};
 use crate::providers::backend::{self, LlmBackend};
 use crate::routing::martian::{self, Modifiers};
 use crate::security::config::{self as security, EndpointSecurity, ServiceSecurity};
+use crate::security::policy::{self, Checks, Level};
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -64,6 +65,12 @@ pub struct BackendParts {
     pub llm: Option<LlmBackend>,
     /// `ai/mcp-upstream`: the name of the upstream MCP server this backend is.
     pub mcp_upstream: Option<String>,
+    /// `security/policies` and `validation/cel` of the backend.
+    pub checks: Rc<Checks>,
+    /// `modifier/request-body-generator` (or `modifier/body-generator`).
+    pub body: Option<Rc<generator::BodyGenerator>>,
+    /// `modifier/response-body-generator`.
+    pub answer: Option<Rc<generator::BodyGenerator>>,
 }
 
 /// What a compiler may read besides its namespace's value.
@@ -78,6 +85,8 @@ pub struct Context<'a> {
     pub is_messages: bool,
     /// The backend's first host (Bedrock's region).
     pub host: &'a str,
+    /// The backend's `url_pattern` (the model of Gemini's and Bedrock's paths).
+    pub url_pattern: &'a str,
     /// The endpoint's fleet rate-limit scope (`scheme::endpoint_scope`).
     pub scope: &'a str,
 }
@@ -219,6 +228,15 @@ pub const ENDPOINT: &[Row<EndpointParts>] = &[
         p.mcp_policy = Some(mcp::policy(v, at, cx.id)?);
         Ok(())
     }),
+    // After auth/validator: a check reading JWT needs it.
+    ("security/policies", |v, at, p, _| {
+        policy::policies(v, at, Level::Endpoint, Rc::make_mut(&mut p.security.checks))?;
+        p.security.checks.need_validator(p.security.jwt.is_some())
+    }),
+    ("validation/cel", |v, at, p, _| {
+        policy::validations(v, at, Level::Endpoint, Rc::make_mut(&mut p.security.checks))?;
+        p.security.checks.need_validator(p.security.jwt.is_some())
+    }),
 ];
 
 /// Backend level.
@@ -235,8 +253,32 @@ pub const BACKEND: &[Row<BackendParts>] = &[
         p.modifiers = martian::compile(v, at, cx.lookup)?;
         Ok(())
     }),
+    ("security/policies", |v, at, p, _| {
+        policy::policies(v, at, Level::Backend, Rc::make_mut(&mut p.checks))
+    }),
+    ("validation/cel", |v, at, p, _| {
+        policy::validations(v, at, Level::Backend, Rc::make_mut(&mut p.checks))
+    }),
     ("ai/llm", |v, at, p, cx| {
-        p.llm = Some(backend::compile(v, at, cx.host, cx.lookup)?);
+        let mut llm = backend::compile(v, at, cx.host, cx.lookup)?;
+        if llm.model.is_none() {
+            llm.model = backend::url_model(llm.provider, cx.url_pattern);
+        }
+        p.llm = Some(llm);
+        Ok(())
+    }),
+    // After ai/llm: an LLM backend's request is its provider translation's.
+    ("modifier/request-body-generator", body_generator),
+    ("modifier/body-generator", body_generator),
+    ("modifier/response-body-generator", |v, at, p, _| {
+        if p.llm.is_some() {
+            return Err(super::reader::ConfigError::new(
+                at,
+                "an ai/llm backend's answer is made by its front door's translation: use a plain backend for a templated answer",
+            ));
+        }
+        let g = generator::compile(v, at, generator::Side::Answer)?;
+        p.answer = Some(Rc::new(g));
         Ok(())
     }),
     ("ai/mcp-upstream", |v, at, p, _| {
@@ -244,6 +286,23 @@ pub const BACKEND: &[Row<BackendParts>] = &[
         Ok(())
     }),
 ];
+
+/// `modifier/request-body-generator` and its v2.13 name `modifier/body-generator`.
+fn body_generator(v: &Value, at: &str, p: &mut BackendParts, _: &Context<'_>) -> Result<()> {
+    let problem = if p.llm.is_some() {
+        "an ai/llm backend's request is made by its provider's translation: use a plain backend for a templated vendor request"
+    } else if p.body.is_some() {
+        "modifier/request-body-generator and modifier/body-generator are the same modifier: set one"
+    } else {
+        p.body = Some(Rc::new(generator::compile(
+            v,
+            at,
+            generator::Side::Request,
+        )?));
+        return Ok(());
+    };
+    Err(super::reader::ConfigError::new(at, problem))
+}
 
 /// Compiles every namespace of `rows` present in `extra`, in row order.
 pub fn compile<P>(

@@ -101,7 +101,7 @@ fn namespaces_without_effect_warn_once_each_the_others_are_refused() {
         (json!({"qos/ratelimit/proxy": {"max_rate": 1}}), json!({}),
          "$.endpoints[0].extra_config.qos/ratelimit/proxy: a backend-side rate limit is not supported: use qos/ratelimit/router on the endpoint"),
         (json!({"validation/cel": []}), json!({}),
-         "$.endpoints[0].extra_config.validation/cel: CEL expressions are not evaluated by tollgate yet (pending: CEL); the control would be skipped, so the configuration is refused"),
+         "$.endpoints[0].extra_config.validation/cel: expected a list of {\"check_expr\": ...}"),
         (json!({}), json!({"backend/http": {"return_error_details": "x"}}),
          "$.endpoints[0].backend[0].extra_config.backend/http: error wrapping (return_error_details) is not supported: tollgate passes the backend's status and body as they are"),
         (json!({}), json!({"made/up": {}}),
@@ -240,4 +240,48 @@ fn durations() {
     for bad in ["", "2", "s", "2x", "1..2s"] {
         assert!(parse_duration_ms(bad).is_err(), "{bad}");
     }
+}
+
+/// KrakenD's AI examples: the model in Gemini's and Bedrock's `url_pattern` (no
+/// `variables.model`), and 3.0's streaming `output_encoding`, refused on `ai/llm` endpoints.
+#[test]
+fn krakend_ai_endpoints() {
+    let llm = |url: &str, provider: Value| {
+        json!({"version": 3, "endpoints": [{"endpoint": "/ai", "method": "POST", "backend": [{
+            "host": ["http://127.0.0.1:9001"], "url_pattern": url,
+            "extra_config": {"ai/llm": provider}}]}]})
+    };
+    let gemini = json!({"gemini": {"v1beta": {"credentials": "k"}}});
+    let g = compile(llm(
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        gemini.clone(),
+    ))
+    .unwrap();
+    let l = g.endpoints[0].backends[0].llm.as_ref().unwrap();
+    assert_eq!(l.model.as_deref(), Some("gemini-2.5-flash"));
+    // variables.model wins over the path.
+    let named = json!({"gemini": {"v1beta": {"credentials": "k", "variables": {"model": "m2"}}}});
+    let g = compile(llm(
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        named,
+    ))
+    .unwrap();
+    let l = g.endpoints[0].backends[0].llm.as_ref().unwrap();
+    assert_eq!(l.model.as_deref(), Some("m2"));
+    for enc in ["streaming", "sse", "ndjson", "eventstream"] {
+        let mut doc = llm(
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            gemini.clone(),
+        );
+        doc["endpoints"][0]["output_encoding"] = json!(enc);
+        let err = compile(doc).unwrap_err();
+        assert!(
+            err.starts_with("$.endpoints[0].output_encoding: \"")
+                && err.contains("is not supported by tollgate"),
+            "{err}"
+        );
+    }
+    let mut doc = llm("/v1beta/models/gemini-2.5-flash:generateContent", gemini);
+    doc["endpoints"][0]["output_encoding"] = json!("json");
+    assert!(compile(doc).is_ok());
 }

@@ -3,7 +3,8 @@
 //! tollgate's `ai/usage` (service: currency, prices, usage headers, tenant labels).
 
 use super::{
-    Limit, Price, QuotaAttach, QuotaDef, Report, Rule, Strategy, Tier, UsageConfig, Weight,
+    Limit, Price, QuotaAttach, QuotaDef, Report, Rule, Strategy, Tier, TierValue, UsageConfig,
+    Weight,
 };
 use crate::config::reader::{ConfigError, Obj, Result};
 use crate::limits::client;
@@ -142,25 +143,7 @@ fn tier(v: &Value, path: &str, quotas: &[QuotaDef], quota: usize, qname: &str) -
                 format!("rule \"{rule_name}\" is not a rule of quota \"{qname}\""),
             )
         })?;
-    let value = match t.opt_str("tier_value_as")?.unwrap_or("literal") {
-        "literal" => Some(t.str("tier_value")?.to_string()),
-        "*" => {
-            t.opt_str("tier_value")?;
-            None
-        }
-        "policy" => {
-            return Err(ConfigError::new(
-                t.at("tier_value_as"),
-                "CEL policies are not supported by tollgate; use literal or *",
-            ))
-        }
-        other => {
-            return Err(ConfigError::new(
-                t.at("tier_value_as"),
-                format!("\"{other}\" is not one of literal, policy, *"),
-            ))
-        }
-    };
+    let value = tier_value(&mut t)?;
     let strategy = match t.opt_str("strategy")?.unwrap_or("header") {
         "header" => Strategy::Header(t.str("key")?.to_ascii_lowercase()),
         "param" => Strategy::Param(t.str("key")?.to_string()),
@@ -181,6 +164,30 @@ fn tier(v: &Value, path: &str, quotas: &[QuotaDef], quota: usize, qname: &str) -
         value,
         strategy,
     })
+}
+
+/// A tier's `tier_value` read as its `tier_value_as` (KrakenD: `literal`, the default;
+/// `policy`, a CEL expression over the tier header's value, bound as `value`; `*`, any): the
+/// same in `governance/quota` and `qos/ratelimit/tiered` tiers. Errors name the JSON path
+/// and, for a policy, the expression and the offset.
+pub fn tier_value(t: &mut Obj<'_>) -> Result<TierValue> {
+    match t.opt_str("tier_value_as")?.unwrap_or("literal") {
+        "literal" => Ok(TierValue::Literal(t.str("tier_value")?.to_string())),
+        "*" => {
+            t.opt_str("tier_value")?;
+            Ok(TierValue::Any)
+        }
+        "policy" => {
+            let src = t.str("tier_value")?;
+            crate::cel::Expr::compile(src, crate::cel::Scope::QuotaTier)
+                .map(TierValue::Policy)
+                .map_err(|m| ConfigError::new(t.at("tier_value"), m))
+        }
+        other => Err(ConfigError::new(
+            t.at("tier_value_as"),
+            format!("\"{other}\" is not one of literal, policy, *"),
+        )),
+    }
 }
 
 /// `weight_key` and `weight_strategy`: what one call costs against the budget. tollgate's

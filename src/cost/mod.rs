@@ -59,9 +59,36 @@ pub enum Strategy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tier {
     pub rule: usize,
-    /// `None`: `tier_value_as: "*"`, matches any request.
-    pub value: Option<String>,
+    pub value: TierValue,
     pub strategy: Strategy,
+}
+
+/// How a tier matches the value of the tier header (`tier_value` read as `tier_value_as`),
+/// for `governance/quota` tiers and `qos/ratelimit/tiered` alike ([`config::tier_value`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TierValue {
+    /// `literal`: exactly this value.
+    Literal(String),
+    /// `policy`: a CEL policy over the value, bound as `value`
+    /// (`value.matches('User-[a-zA-Z]+')`); a request without the header does not match.
+    Policy(crate::cel::Expr),
+    /// `*`: any request.
+    Any,
+}
+
+impl TierValue {
+    /// Whether a request whose tier header has `value` (None: absent) is in this tier.
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        match self {
+            TierValue::Any => true,
+            TierValue::Literal(v) => value == Some(v.as_str()),
+            TierValue::Policy(p) => value.is_some_and(|v| {
+                let mut act = crate::cel::Activation::new();
+                act.bind(crate::cel::TIER_VAR, crate::cel::Value::str(v));
+                p.program().check(&act)
+            }),
+        }
+    }
 }
 
 /// What one call costs against the budget.
@@ -312,10 +339,8 @@ pub fn resolve(
     };
     let tier_value = header(&a.tier_key);
     for t in &a.tiers {
-        if let Some(v) = &t.value {
-            if tier_value.as_deref() != Some(v.as_str()) {
-                continue;
-            }
+        if !t.value.matches(tier_value.as_deref()) {
+            continue;
         }
         // A caller identified by its credential (Authorization, x-api-key, ...) is never
         // kept or shown as is: metrics labels and shared-data keys get a hash of it.

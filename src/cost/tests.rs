@@ -32,6 +32,35 @@ fn headers(list: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Op
     }
 }
 
+/// krakend/examples `governance` (tests/krakend_corpus/ex-governance.json, /consume_credit):
+/// a literal tier and a policy tier over the tier header's value.
+#[test]
+fn policy_tiers() {
+    let a = attach(
+        &json!({"quota_name": "llm", "tier_key": "X-Krakend-Role", "tiers": [
+            {"rule_name": "gold", "tier_value": "premium", "tier_value_as": "literal", "strategy": "header", "key": "Authorization"},
+            {"rule_name": "free", "tier_value": "value.matches('free.*')", "tier_value_as": "policy", "strategy": "header", "key": "Authorization"}]}),
+        "$.q",
+        &quotas(),
+    )
+    .unwrap();
+    let none = |_: &str| None;
+    let rule = |role: &'static str| {
+        let list: &'static [(&'static str, &'static str)] = match role {
+            "premium" => &[("x-krakend-role", "premium"), ("authorization", "k")],
+            "freemium" => &[("x-krakend-role", "freemium"), ("authorization", "k")],
+            "other" => &[("x-krakend-role", "other"), ("authorization", "k")],
+            _ => &[("authorization", "k")],
+        };
+        resolve(&a, &quotas(), &headers(list), None, &none)
+            .map(|c| c.map(|c| c.key.split('|').nth(1).unwrap_or_default().to_string()))
+    };
+    assert_eq!(rule("premium"), Ok(Some("gold".into())));
+    assert_eq!(rule("freemium"), Ok(Some("free".into())));
+    assert!(matches!(rule("other"), Err(QuotaError::UnmatchedTier(_))));
+    assert!(matches!(rule("absent"), Err(QuotaError::UnmatchedTier(_))));
+}
+
 #[test]
 fn tiers_pick_rule_and_identity() {
     let a = gold_attach();
@@ -167,7 +196,8 @@ fn reject_paths() {
     let cases = [
         (json!({"quota_name": "nope", "tier_key": "x", "tiers": []}), "$.q.quota_name: quota \"nope\" is not declared in the service's governance/processors"),
         (json!({"quota_name": "llm", "tier_key": "x", "tiers": [{"rule_name": "platinum", "tier_value": "p"}]}), "$.q.tiers[0].rule_name: rule \"platinum\" is not a rule of quota \"llm\""),
-        (json!({"quota_name": "llm", "tier_key": "x", "tiers": [{"rule_name": "gold", "tier_value_as": "policy", "tier_value": "x"}]}), "$.q.tiers[0].tier_value_as: CEL policies are not supported by tollgate; use literal or *"),
+        (json!({"quota_name": "llm", "tier_key": "x", "tiers": [{"rule_name": "gold", "tier_value_as": "policy", "tier_value": "x"}]}), "$.q.tiers[0].tier_value: \"x\": at offset 0: unknown variable 'x' (variables here: value)"),
+        (json!({"quota_name": "llm", "tier_key": "x", "tiers": [{"rule_name": "gold", "tier_value_as": "policy", "tier_value": "value.matches("}]}), "$.q.tiers[0].tier_value: \"value.matches(\": at offset 14: unexpected end of expression"),
         (json!({"quota_name": "llm", "tier_key": "x", "weight_key": "usage..total", "tiers": []}), "$.q.weight_key: is not a field or header name"),
         (json!({"quota_name": "llm", "tier_key": "x", "weight_key": "n", "weight_strategy": "query", "tiers": []}), "$.q.weight_strategy: \"query\" is not one of body, header"),
         (json!({"quota_name": "llm", "tier_key": "x", "tiers": [], "typo": 1}), "$.q.typo: unknown field"),

@@ -4,8 +4,11 @@
 //! proxied path writes their result to the host, failover to the answer it sends.
 
 use super::call::{Call, Clock, Response};
+use crate::cel::canonical_header_key;
 use crate::providers;
 use crate::providers::model::{text_len, ChatResponse, ProviderError};
+use crate::routing::data::{RequestData, ResponseData};
+use crate::security::policy::Stage;
 use serde_json::Value;
 
 /// What the client's answer becomes after a translation step.
@@ -101,8 +104,13 @@ impl Call {
         // Envoy's reply is not in the provider's format: its text is the error message.
         let envoy_text = envoy.then(|| envoy_reply_text(body));
         let body = envoy_text.as_deref().unwrap_or(body);
+        let mut content_type = "application/json".to_string();
         let (status, out) = match providers::decode_response(self.wire, status, body) {
-            Ok(resp) => self.answer(resp, clock),
+            Ok(resp) => {
+                let (status, out, ct) = self.answer(resp, clock);
+                content_type = ct;
+                (status, out)
+            }
             Err(mut e) => {
                 if self.model.is_empty() {
                     // The body was never translated, so no provider saw the request: this is
@@ -122,16 +130,17 @@ impl Call {
         Out {
             headers: vec![
                 (":status", Some(status.to_string())),
-                ("content-type", Some("application/json".into())),
+                ("content-type", Some(content_type)),
             ],
             body: Some(self.security.scrub_answer(out)),
             hold: false,
         }
     }
 
-    /// A provider's whole answer for the client: accounted, checked by security
-    /// (exfiltration guard, placeholder restore), then governance (structured output).
-    fn answer(&mut self, mut resp: ChatResponse, clock: &impl Clock) -> (u16, Vec<u8>) {
+    /// A provider's whole answer for the client (status, body, content type): accounted,
+    /// checked by security (exfiltration guard, placeholder restore), governance (structured
+    /// output), then the answer checks on the answer as the client would get it.
+    fn answer(&mut self, mut resp: ChatResponse, clock: &impl Clock) -> (u16, Vec<u8>, String) {
         self.account.usage = resp.usage;
         self.account.first_token_ms = Some(clock.now_ms());
         self.account.completion_bytes = resp
@@ -152,13 +161,61 @@ impl Call {
         if resp.model.is_empty() {
             resp.model = self.model.clone();
         }
-        match self.security.on_response(&mut resp) {
-            Err(msg) => self.front.error(&blocked(msg)),
-            Ok(()) => match self.governance.check_response(&resp) {
-                Ok(()) => (200, self.front.encode_response(&resp, &self.model)),
-                Err(refusal) => refusal.render(self.front),
-            },
+        let json = || "application/json".to_string();
+        if let Err(msg) = self.security.on_response(&mut resp) {
+            let (status, body) = self.front.error(&blocked(msg));
+            return (status, body, json());
         }
+        let body = match self.governance.check_response(&resp) {
+            Ok(()) => self.front.encode_response(&resp, &self.model),
+            Err(refusal) => {
+                let (status, body) = refusal.render(self.front);
+                return (status, body, json());
+            }
+        };
+        match self.check_answer(&resp, &body) {
+            Ok(()) => (200, body, json()),
+            Err(r) => {
+                let (status, body) = r.render(self.front);
+                (status, body, r.content_type(self.front).to_string())
+            }
+        }
+    }
+
+    /// The answer checks over the answer in KrakenD's AI contract (`resp_data`), whatever
+    /// door the client chose: the configuration's expressions are written against KrakenD's
+    /// shape, and a client must not pick a shape where a field the policy tests is missing.
+    /// `body`: the answer already encoded for the client.
+    fn check_answer(
+        &self,
+        resp: &ChatResponse,
+        body: &[u8],
+    ) -> Result<(), crate::refusal::Refusal> {
+        if self.answer_checks.is_empty() {
+            return Ok(());
+        }
+        let krakend;
+        let body = if self.front == providers::FrontDoor::KrakenD {
+            body
+        } else {
+            krakend = providers::FrontDoor::KrakenD.encode_response(resp, &self.model);
+            &krakend
+        };
+        let resp = ResponseData {
+            status: 200,
+            headers: self
+                .answer_headers
+                .iter()
+                .map(|(k, v)| (canonical_header_key(k), v.clone()))
+                .collect(),
+            body: serde_json::from_slice(body).ok(),
+            completed: true,
+        };
+        let empty = RequestData::default();
+        let data = self.data.as_deref().unwrap_or(&empty);
+        self.answer_checks
+            .iter()
+            .try_for_each(|c| c.run(Stage::Response, data, Some(&resp)))
     }
 }
 

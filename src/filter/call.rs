@@ -9,8 +9,11 @@ use crate::governance::{self, CallHooks};
 use crate::providers::model::{ChatRequest, Part, StreamEvent};
 use crate::providers::{FrontDoor, FrontEncoder, Outgoing, StreamDecoder, Target, Wire};
 use crate::refusal::{ErrorKind, Refusal};
+use crate::routing::data::RequestData;
 use crate::security::call::CallSecurity;
 use crate::security::guard::CallModel;
+use crate::security::policy::{Checks, Stage};
+use std::rc::Rc;
 
 /// Where the answer is in its translation.
 pub enum Response {
@@ -64,6 +67,12 @@ pub struct Call {
     pub governance: CallHooks,
     /// Prompt guard, PII masking, exfiltration guard ([`crate::security::call`]).
     pub security: CallSecurity,
+    /// The request as CEL checks read it (when the endpoint has checks).
+    pub data: Option<Rc<RequestData>>,
+    /// The answer checks of the endpoint and of this attempt's backend.
+    pub(super) answer_checks: Vec<Rc<Checks>>,
+    /// The answer's headers, kept for answer checks (`resp_metadata_headers`).
+    pub(super) answer_headers: Vec<(String, String)>,
 }
 
 impl Call {
@@ -81,7 +90,15 @@ impl Call {
             status: 0,
             governance,
             security,
+            data: None,
+            answer_checks: Vec::new(),
+            answer_headers: Vec::new(),
         }
+    }
+
+    /// Whether answer checks read this call's answer (its headers are then kept).
+    pub fn checks_answer(&self) -> bool {
+        !self.answer_checks.is_empty()
     }
 
     /// The answer is translated to its end.
@@ -106,20 +123,31 @@ impl Call {
 
     /// The whole request body, read once: governance (size, schema, template) and the front
     /// door parse the same JSON document. A template renders a new body, parsed once more.
+    /// The document also chooses the door that reads it ([`FrontDoor::for_body`]: KrakenD's
+    /// contract or the endpoint's chat API); [`Call::front`] is that door after this, also
+    /// when the body is refused.
     pub fn read(
         &mut self,
         policy: &governance::Policy,
         state: &governance::State,
         body: &[u8],
     ) -> Result<(), Refusal> {
-        let parsed = match governance::read_body(policy, state, body)? {
-            governance::Body::Unread => self.front.parse(body),
-            governance::Body::Parsed(doc) => self.front.parse_value(doc),
-            governance::Body::Rendered(rendered) => self.front.parse(&rendered),
-        };
-        self.request = parsed
+        let doc = match governance::read_body(policy, state, body)? {
+            governance::Body::Unread => json_body(body),
+            governance::Body::Parsed(doc) => Ok(doc),
+            governance::Body::Rendered(rendered) => json_body(&rendered),
+        }?;
+        self.front = self.front.for_body(&doc);
+        self.request = self
+            .front
+            .parse_value(doc)
             .map_err(|e| Refusal::new(ErrorKind::InvalidRequest, e.message).param(e.param))?;
         Ok(())
+    }
+
+    /// The client's API, as read from its body.
+    pub fn front(&self) -> FrontDoor {
+        self.front
     }
 
     /// Whether the caller's roles may use the model backend `b` would send for the client's
@@ -140,6 +168,11 @@ impl Call {
     /// The backend the client's model chooses (404 naming the model when none serves it).
     pub fn model_backend(&self, ep: &Endpoint) -> Result<usize, Refusal> {
         ep.backend_for(&self.request.model).ok_or_else(|| {
+            if self.request.model.is_empty() {
+                // KrakenD's contract names no model: configuration chooses the backend.
+                let msg = "the request names no model (KrakenD's AI contract) and no backend of this endpoint is chosen for it: mark one ai/llm backend \"default\": true, or route with backend/conditional";
+                return Refusal::new(ErrorKind::ModelNotFound, msg);
+            }
             let msg = format!(
                 "the model \"{}\" does not exist or is not served by this endpoint; GET {} lists the models",
                 self.request.model,
@@ -197,12 +230,26 @@ impl Call {
             let msg = "the backend is not an LLM backend";
             return Err(Refusal::new(ErrorKind::Internal, msg));
         };
+        // security: the backend's request checks, and the answer checks this attempt runs.
+        if let Some(data) = &self.data {
+            b.checks.run(Stage::Request, data, None)?;
+        }
+        self.answer_checks = super::checks::answer_checks(ep, Some(b));
+        if req.stream && self.checks_answer() {
+            let msg = "this endpoint checks whole answers (security/policies resp, validation/cel on the answer): send \"stream\": false";
+            return Err(Refusal::new(ErrorKind::InvalidRequest, msg).param(Some("stream")));
+        }
         governance::decorate(&ep.governance, &mut req);
         l.fill_defaults(&mut req);
         self.wire = l.provider.wire();
         self.stream = req.stream;
         self.include_usage = req.include_usage;
         self.model = l.upstream_model(&req.model).to_string();
+        if self.model.is_empty() {
+            // KrakenD's contract names no model: the backend must.
+            let msg = format!("the {} backend names no model: set its ai/llm variables.model (KrakenD's AI contract sends none)", l.provider.name());
+            return Err(Refusal::new(ErrorKind::Internal, msg));
+        }
         // Role and model checks judge the model this provider receives (after model
         // routing, header conditions, weights, or on a failover attempt).
         let client_model = req.model.clone();
@@ -244,6 +291,14 @@ impl Call {
         self.account.request_tokens = request_tokens(&req, out.body.len());
         Ok(out)
     }
+}
+
+/// A client body as JSON (every front door reads JSON; the door then wants an object).
+fn json_body(body: &[u8]) -> Result<serde_json::Value, Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = format!("request body is not valid JSON: {e}");
+        Refusal::new(ErrorKind::InvalidRequest, msg)
+    })
 }
 
 /// The token estimate of a request as sent upstream: its translated body, with images

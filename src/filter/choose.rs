@@ -1,46 +1,54 @@
-//! Which backends of an `ai/llm` endpoint a request tries, in which order: a matching
-//! `backend/conditional` header, else the fallback backend, else a weighted pick, else the
-//! client's model; with `ai/routing.failover` the other eligible backends follow. A plain
-//! endpoint's `backend/conditional` picks its one backend the same way ([`plain`]). The
-//! settings and the breakers are governance's ([`crate::governance::routing`]).
+//! Which backends of an `ai/llm` endpoint a request tries, in which order: the first backend
+//! whose `backend/conditional` matches (a header's value, a CEL policy over the request),
+//! else the fallback backend, else a weighted pick, else the client's model; with
+//! `ai/routing.failover` the other eligible backends follow. A plain endpoint's
+//! `backend/conditional` picks its one backend the same way ([`plain`]). The settings and the
+//! breakers are governance's ([`crate::governance::routing`]).
 
+use crate::cel::Activation;
 use crate::config::Endpoint;
 use crate::governance::routing::Conditional;
 use crate::host::Host;
+use crate::routing::data::RequestData;
 use crate::support::hash::fnv1a64;
 
 /// The backends to try, in order: the primary first, then (with `failover`) the others that
 /// may serve this request. Empty: let model routing decide (it answers unknown models).
-pub fn order<H: Host + ?Sized>(h: &H, ep: &Endpoint, model: &str) -> Vec<usize> {
-    let header_match = ep.backends.iter().position(|b| match &b.rules.conditional {
+/// `data`: the request as policies read it (a policy condition without it never matches).
+pub fn order<H: Host + ?Sized>(
+    h: &H,
+    ep: &Endpoint,
+    model: &str,
+    data: Option<&RequestData>,
+) -> Vec<usize> {
+    let mut act = Activation::new();
+    if let Some(d) = data {
+        d.bind(&mut act);
+    }
+    let condition = |i: usize| {
+        ep.backends
+            .get(i)
+            .and_then(|b| b.rules.conditional.as_ref())
+    };
+    let matched = (0..ep.backends.len()).find(|&i| match condition(i) {
         Some(Conditional::Header { name, value }) => {
             h.request_header(name).as_deref() == Some(value.as_str())
         }
-        _ => false,
+        Some(Conditional::Policy(p)) => data.is_some() && p.program().check(&act),
+        Some(Conditional::Fallback) | None => false,
     });
-    // Without a header match, backends with a header condition are out.
+    // Without a match, backends with a condition are out.
     let eligible: Vec<usize> = (0..ep.backends.len())
-        .filter(|i| {
-            Some(*i) == header_match
-                || !matches!(
-                    ep.backends
-                        .get(*i)
-                        .and_then(|b| b.rules.conditional.as_ref()),
-                    Some(Conditional::Header { .. })
-                )
-        })
+        .filter(|&i| Some(i) == matched || !condition(i).is_some_and(Conditional::chooses))
         .collect();
+    let conditioned =
+        (0..ep.backends.len()).any(|i| condition(i).is_some_and(Conditional::chooses));
     let weights = &ep.governance.routing.weights;
-    let primary = header_match
+    let primary = matched
         .or_else(|| {
-            ep.backends
-                .iter()
-                .position(|b| b.rules.conditional == Some(Conditional::Fallback))
-                .filter(|_| {
-                    ep.backends
-                        .iter()
-                        .any(|b| matches!(b.rules.conditional, Some(Conditional::Header { .. })))
-                })
+            (0..ep.backends.len())
+                .find(|&i| condition(i) == Some(&Conditional::Fallback))
+                .filter(|_| conditioned)
         })
         .or_else(|| weighted(h, &eligible, weights))
         .or_else(|| ep.model_backend(model, &eligible));
@@ -57,7 +65,12 @@ pub fn order<H: Host + ?Sized>(h: &H, ep: &Endpoint, model: &str) -> Vec<usize> 
 /// The backend of a plain endpoint: the only one, or (KrakenD's conditional routing, every
 /// backend conditional) the one whose header condition the request meets, else the fallback.
 /// None: no condition holds and there is no fallback (KrakenD calls no backend).
-pub fn plain<H: Host + ?Sized>(h: &H, ep: &Endpoint) -> Option<usize> {
+/// `data`: the request as policies read it (a policy condition without it never matches).
+pub fn plain<H: Host + ?Sized>(h: &H, ep: &Endpoint, data: Option<&RequestData>) -> Option<usize> {
+    let mut act = Activation::new();
+    if let Some(d) = data {
+        d.bind(&mut act);
+    }
     let conditions = ep.backends.iter().map(|b| b.rules.conditional.as_ref());
     let mut fallback = None;
     for (i, c) in conditions.enumerate() {
@@ -65,6 +78,11 @@ pub fn plain<H: Host + ?Sized>(h: &H, ep: &Endpoint) -> Option<usize> {
             None => return Some(i),
             Some(Conditional::Header { name, value }) => {
                 if h.request_header(name).as_deref() == Some(value.as_str()) {
+                    return Some(i);
+                }
+            }
+            Some(Conditional::Policy(p)) => {
+                if data.is_some() && p.program().check(&act) {
                     return Some(i);
                 }
             }
@@ -121,9 +139,9 @@ mod tests {
         );
         let ep = &g.endpoints[0];
         let h = MockHost::request("POST", "/", &[("x-llm", "a")]);
-        assert_eq!(order(&h, ep, "x"), vec![0, 1]);
+        assert_eq!(order(&h, ep, "x", None), vec![0, 1]);
         let h = MockHost::request("POST", "/", &[("x-llm", "A")]);
-        assert_eq!(order(&h, ep, "a"), vec![1]); // case-sensitive value; header backend is out
+        assert_eq!(order(&h, ep, "a", None), vec![1]); // case-sensitive value; header backend is out
 
         let g = gateway(
             json!({}),
@@ -141,7 +159,7 @@ mod tests {
                     &format!("9b2c1e6a-{i:04}-4f00-a000-00000000{i:04}"),
                 )],
             );
-            let o = order(&h, ep, "a");
+            let o = order(&h, ep, "a", None);
             assert_eq!(o.len(), 1);
             counts[o[0]] += 1;
         }
@@ -154,7 +172,7 @@ mod tests {
         );
         let ep = &g.endpoints[0];
         let h = MockHost::request("POST", "/", &[]);
-        assert_eq!(order(&h, ep, "b"), vec![1, 0]);
-        assert_eq!(order(&h, ep, "zzz"), Vec::<usize>::new()); // unknown model: model routing answers
+        assert_eq!(order(&h, ep, "b", None), vec![1, 0]);
+        assert_eq!(order(&h, ep, "zzz", None), Vec::<usize>::new()); // unknown model: model routing answers
     }
 }

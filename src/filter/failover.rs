@@ -143,7 +143,7 @@ impl Flow {
         let Some(call) = self.llm.as_ref().filter(|_| ep.is_routed()) else {
             return Ok(Plan::Proxy(None, None));
         };
-        let mut order = super::choose::order(h, ep, call.client_model());
+        let mut order = super::choose::order(h, ep, call.client_model(), self.data.as_deref());
         if order.is_empty() {
             return Ok(Plan::Proxy(None, None)); // model routing answers (unknown model: 404)
         }
@@ -356,6 +356,9 @@ fn translate_callout<H: Host>(
         headers,
         body,
     };
+    if call.checks_answer() {
+        call.answer_headers = answer.headers.clone();
+    }
     let head_status = answer.headers.get(":status").and_then(|s| s.parse().ok());
     let envoy = answer.headers.get(ERROR_HEADER).as_deref() == Some(ENVOY_REPLY);
     let head = call.head(head_status, envoy, false, &*h);

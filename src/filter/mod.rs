@@ -20,6 +20,7 @@
 mod account;
 mod answer;
 mod call;
+mod checks;
 mod choose;
 mod failover;
 mod fleet;
@@ -36,8 +37,10 @@ use crate::governance;
 use crate::host::Host;
 use crate::providers::FrontDoor;
 use crate::refusal::{Refusal, ENVOY_REPLY, ERROR_HEADER};
+use crate::routing::data::RequestData;
 use answer::Out;
 use call::Call;
+use checks::Held;
 use failover::{Failover, Origin};
 use quota::Quota;
 use reply::reply;
@@ -138,6 +141,10 @@ pub struct Flow {
     relay: Option<String>,
     /// What happens to a plain endpoint's answer body on its way to the client.
     plain_answer: PlainAnswer,
+    /// The request as CEL checks and policies read it, when the endpoint reads it.
+    data: Option<Rc<RequestData>>,
+    /// A plain endpoint's answer held whole for its checks or its answer template.
+    held: Option<Held>,
 }
 
 /// A plain endpoint's answer body.
@@ -165,6 +172,8 @@ impl Flow {
             plain_answer: PlainAnswer::Pass,
             mcp: None,
             relay: None,
+            data: None,
+            held: None,
         }
     }
 
@@ -231,6 +240,9 @@ impl Flow {
             _ => {}
         }
         let Some(call) = self.llm.as_mut() else {
+            if let Some(held) = self.held.take() {
+                return self.held_chunk(h, held, size, end);
+            }
             self.plain_answer_chunk(h, size, end);
             return Action::Continue;
         };
@@ -323,8 +335,12 @@ impl Flow {
         for (k, v) in &self.fleet.headers {
             h.set_response_header(k, Some(v));
         }
-        if self.llm.is_none() && !end_of_stream {
-            self.plain_answer = plain_answer(h, ep, self.backend);
+        if self.llm.is_none() {
+            // security: answer checks and answer templates read a plain answer whole (held).
+            self.held = Held::start(h, ep, backend);
+            if self.held.is_none() && !end_of_stream {
+                self.plain_answer = plain_answer(h, ep, self.backend);
+            }
         }
         let Some(call) = self.llm.as_mut() else {
             self.relay_answered(h);
@@ -332,9 +348,21 @@ impl Flow {
             if !self.quota.weigh_headers(&*h, end_of_stream) {
                 self.record_into(h, true);
             }
-            return Action::Continue;
+            return match self.held.take() {
+                Some(held) if end_of_stream => {
+                    held.finish(h, ep, backend, self.data.as_deref(), Vec::new())
+                }
+                Some(held) => {
+                    self.held = Some(held);
+                    Action::Pause
+                }
+                None => Action::Continue,
+            };
         };
         let status = h.response_header(":status").and_then(|s| s.parse().ok());
+        if call.checks_answer() {
+            call.answer_headers = h.response_headers();
+        }
         // Envoy's own replies come already reshaped by the bootstrap's local_reply_config.
         let envoy = h.response_header(ERROR_HEADER).as_deref() == Some(ENVOY_REPLY);
         let out = call.head(status, envoy, end_of_stream, &*h);
@@ -343,6 +371,25 @@ impl Flow {
             self.record_into(h, true);
         }
         action
+    }
+
+    /// A chunk of a plain endpoint's held answer: Envoy buffers it until its last callback,
+    /// where it is weighed, checked and made ([`Held::finish`]).
+    fn held_chunk<H: Host>(&mut self, h: &mut H, held: Held, size: usize, end: bool) -> Action {
+        if !end {
+            self.held = Some(held);
+            return Action::Pause;
+        }
+        let gw = Rc::clone(&self.gw);
+        let Some(ep) = self.endpoint(&gw) else {
+            return Action::Continue;
+        };
+        if self.quota.weigh_chunk(&*h, size, end) {
+            self.record_into(h, true);
+        }
+        let body = h.response_body(size).unwrap_or_default();
+        let b = ep.backends.get(self.backend);
+        held.finish(h, ep, b, self.data.as_deref(), body)
     }
 
     /// A chunk of a plain endpoint's answer: passed, scrubbed, or dropped for the fixed body
@@ -467,6 +514,8 @@ fn response_code<H: Host>(h: &H) -> Option<u16> {
     u16::try_from(u64::from_le_bytes(bytes)).ok()
 }
 
+#[cfg(test)]
+mod krakend_tests;
 #[cfg(test)]
 #[path = "mcp_tests.rs"]
 mod mcp_tests;

@@ -103,7 +103,11 @@ impl Quota {
             .property(&["source", "address"])
             .and_then(|b| String::from_utf8(b).ok())
             .map(|a| strip_port(&a).to_string());
-        let param = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        // The param as the backend reads it: `%61lice` is `alice` (one budget).
+        let param = |n: &str| {
+            let v = params.iter().find(|(k, _)| k == n);
+            v.map(|(_, v)| crate::routing::data::decoded(v))
+        };
         let resolved = cost::resolve(
             attach,
             &gw.cost.quotas,
@@ -196,5 +200,47 @@ impl Quota {
             h.counter_add(&metric, 1);
         }
         e.refusal(quiet)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use crate::config::Gateway;
+    use crate::filter::Flow;
+    use crate::host::mock::MockHost;
+    use serde_json::json;
+    use std::rc::Rc;
+
+    #[test]
+    fn a_param_identity_is_the_decoded_param() {
+        let doc = json!({"version": 3,
+            "extra_config": {"governance/processors": {"quotas": [{"name": "q", "connection_name": "per-envoy", "rules": [
+                {"name": "r", "limits": [{"amount": 1, "unit": "hour"}]}]}]}},
+            "endpoints": [{"endpoint": "/u/{user}", "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/"}],
+                "extra_config": {"governance/quota": {"quota_name": "q", "tier_key": "X-Plan", "tiers": [
+                    {"rule_name": "r", "tier_value_as": "*", "strategy": "param", "key": "user"}]}}}]});
+        let gw = Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap());
+        let mut h = MockHost::request("GET", "/u/alice", &[]);
+        let status = |h: &mut MockHost, path: &str| {
+            // The same Envoy (shared data), a new request.
+            let mut next = MockHost::request("GET", path, &[]);
+            next.shared = std::mem::take(&mut h.shared);
+            *h = next;
+            let mut flow = Flow::new(Rc::clone(&gw));
+            flow.on_request_headers(h, true);
+            if h.reply.is_none() {
+                // The backend answers: the call is charged.
+                h.response_headers = vec![(":status".into(), "200".into())];
+                flow.on_response_headers(h, true);
+                flow.on_log(h);
+            }
+            h.reply.as_ref().map(|r| r.status)
+        };
+        assert_eq!(status(&mut h, "/u/alice"), None);
+        // The same user spelled with escapes shares the budget (the backend reads alice).
+        assert_eq!(status(&mut h, "/u/%61lice"), Some(429));
+        assert_eq!(status(&mut h, "/u/%61%6C%69%63%65"), Some(429));
+        assert_eq!(status(&mut h, "/u/bob"), None);
     }
 }

@@ -20,7 +20,7 @@ pub fn reply<H: Host + ?Sized>(h: &mut H, front: FrontDoor, r: &Refusal) {
 pub fn rendered(front: FrontDoor, r: &Refusal) -> (u16, Vec<(&'static str, String)>, Vec<u8>) {
     let (status, body) = r.render(front);
     let mut headers = vec![
-        ("content-type", "application/json".to_string()),
+        ("content-type", r.content_type(front).to_string()),
         (ERROR_HEADER, "1".to_string()),
     ];
     headers.extend(r.extra_headers());
@@ -46,6 +46,11 @@ pub fn mark_front<H: Host + ?Sized>(h: &mut H, ep: &Endpoint, upstream_path: Opt
         || front == FrontDoor::Anthropic
         || upstream_path.is_some_and(|p| p.ends_with("/messages"));
     if needed {
-        h.set_property(FRONT_PROPERTY, front_property(front).as_bytes());
+        mark_door(h, front);
     }
+}
+
+/// Records the client's API for Envoy's replies.
+pub fn mark_door<H: Host + ?Sized>(h: &mut H, front: FrontDoor) {
+    h.set_property(FRONT_PROPERTY, front_property(front).as_bytes());
 }

@@ -50,9 +50,14 @@ impl Flow {
             h.set_request_header(name, None);
         }
         let auth = security::authenticate(h, ep, m.index, m.query.as_deref())?;
+        let jwt = auth.claims.clone();
+        self.request_checks(h, ep, &m.params, auth.query.as_deref(), jwt)?;
         if ep.api.is_none() {
-            // A plain endpoint's one backend (conditional routing reads the client's headers).
-            self.backend = choose::plain(&*h, ep).ok_or_else(no_backend)?;
+            // A plain endpoint's one backend (conditional routing reads the client's headers,
+            // a policy the request's data), then that backend's request checks.
+            let data = self.data.as_deref();
+            self.backend = choose::plain(&*h, ep, data).ok_or_else(no_backend)?;
+            self.backend_checks(ep)?;
         }
         let path = plain_path(ep, self.backend, &m.params, auth.query.as_deref())?;
         self.limits(h, ep, &m.params)?;
@@ -133,11 +138,13 @@ impl Flow {
     ) -> Result<Action, Stop> {
         // For Envoy's replies that bypass the filter (a reset mid-answer).
         reply::mark_front(h, ep, None);
-        self.llm = Some(Call::new(
+        let mut call = Call::new(
             front,
             CallHooks::new(&ep.governance, &self.gov),
             CallSecurity::new(&ep.security, roles),
-        ));
+        );
+        call.data = self.data.clone();
+        self.llm = Some(call);
         if end_of_stream {
             let msg = "the request body is required";
             return Err(Refusal::new(ErrorKind::InvalidRequest, msg).into());
@@ -170,12 +177,27 @@ impl Flow {
         if let Some(m) = &b.method {
             h.set_request_header(":method", Some(m));
         }
-        if ep.security.upstream_secret {
-            // security: the answer is scrubbed of the secret the backend is sent, which
-            // needs it uncompressed.
+        let checked = b.answer.is_some()
+            || [&ep.security.checks, &b.checks]
+                .iter()
+                .any(|c| c.has(crate::security::policy::Stage::Response));
+        if ep.security.upstream_secret || checked {
+            // security: the answer is scrubbed of the secret the backend is sent, or read by
+            // answer checks or its template (a compressed answer would be no JSON to them),
+            // which needs it uncompressed.
             h.set_request_header("accept-encoding", None);
         }
         route_to_backend(h, ep, self.backend);
+        if b.body.is_some() {
+            if end_of_stream {
+                // Envoy cannot add a body to a request that has none (a body template
+                // over the request's headers and params alone).
+                let msg = "this endpoint makes its backend's body from the request's: send one (an empty JSON object {} will do)";
+                return Err(Refusal::new(ErrorKind::InvalidRequest, msg).into());
+            }
+            self.phase = Phase::ReadBody;
+            return Ok(Action::Pause);
+        }
         let fixed = b.modifiers.request_body.is_some();
         if !ep.governance.needs_body() && !fixed {
             return Ok(self.gate(h, 0, Then::Upstream(Phase::Upstream { fallback: None })));
@@ -218,8 +240,14 @@ impl Flow {
         ep: &Endpoint,
         body: &[u8],
     ) -> Result<Action, Stop> {
-        let rendered = governance::on_request_body(&ep.governance, &self.gov, body)?;
+        let mut rendered = governance::on_request_body(&ep.governance, &self.gov, body)?;
         let b = ep.backends.get(self.backend);
+        if let (Some(g), Some(data)) = (b.and_then(|b| b.body.as_ref()), &self.data) {
+            // KrakenD's body generator: the backend's body from the client's request.
+            let out = g.render(rendered.as_deref().unwrap_or(body), data)?;
+            h.set_request_header("content-type", Some(&g.content_type));
+            rendered = Some(out);
+        }
         let fixed = b.and_then(|b| b.modifiers.request_body.as_ref());
         if let Some(f) = fixed {
             if let Some(t) = &f.content_type {
@@ -238,7 +266,13 @@ impl Flow {
     /// goes through failover callouts).
     fn llm_body<H: Host>(&mut self, h: &mut H, ep: &Endpoint, body: &[u8]) -> Result<Action, Stop> {
         if let Some(call) = self.llm.as_mut() {
-            call.read(&ep.governance, &self.gov, body)?;
+            let read = call.read(&ep.governance, &self.gov, body);
+            if call.front() != self.front {
+                // The body chose KrakenD's contract: its answers and Envoy's take its shape.
+                self.front = call.front();
+                reply::mark_door(h, self.front);
+            }
+            read?;
         }
         let (forced, fallback) = match self.plan(h, ep)? {
             Plan::Proxy(forced, fallback) => (forced, fallback),

@@ -10,6 +10,7 @@
 //! [`decorate`] (on the canonical LLM request) and [`CallHooks`] (on the LLM answer: where its tokens are
 //! charged, and response validation). Everything here is plain Rust over [`Host`].
 
+pub mod generator;
 pub mod ratelimit;
 pub mod routing;
 pub mod template;

@@ -274,7 +274,7 @@ impl RateLimit {
             Strategy::Param => params
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(&self.key))
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| crate::routing::data::decoded(v))
                 .unwrap_or_default(),
         })
     }
@@ -529,6 +529,17 @@ mod tests {
         // A missing header is one anonymous client, not a free pass.
         let h2 = MockHost::request("POST", "/x", &[]);
         assert_eq!(r.client_key(&h2, &vec![]).unwrap(), "");
+    }
+
+    #[test]
+    fn a_param_key_is_the_decoded_param() {
+        // `/u/alice` and `/u/%61lice` reach the backend as one user: one bucket.
+        let r = rl(json!({"client_max_rate": 1, "every": "1s", "strategy": "param", "key": "id"}));
+        let h = host();
+        let key = |v: &str| r.client_key(&h, &vec![("id".to_string(), v.to_string())]);
+        assert_eq!(key("%61lice"), key("alice"));
+        assert_eq!(key("%61%6C%69%63%65"), key("alice"));
+        assert_ne!(key("%2561lice"), key("alice")); // one round, as the backend decodes
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //!
 //! - `backend/conditional` (KrakenD EE, backend): `{"strategy": "header", "name": "X-Llm",
 //!   "value": "claude"}` makes a backend the choice when the header has that exact value;
-//!   `{"strategy": "fallback"}` is the choice when no header condition matched (one per endpoint).
-//!   Backends with a header condition are never used otherwise.
+//!   `{"strategy": "policy", "value": "req_headers['X-Role'][0].contains('moderator')"}` when
+//!   the CEL policy passes over the request (KrakenD's request variables, `now`);
+//!   `{"strategy": "fallback"}` is the choice when no condition matched (one per endpoint).
+//!   The first backend whose condition matches is chosen; backends with a condition are
+//!   never used otherwise.
 //! - `ai/routing` (tollgate, endpoint): `{"weights": [3, 1], "failover": true}`. `weights` (one per
 //!   backend) splits traffic among the backends without a header condition (weight 0: failover
 //!   only); `failover` tries the next backend when an attempt fails (429, 5xx, timeout,
@@ -16,6 +19,7 @@
 //!   (half-open): success closes the breaker, failure opens it again. State in shared data
 //!   (exact across workers; keys created at configure time like the rate-limit shards).
 
+use crate::cel::{Expr, Scope};
 use crate::config::reader::{ConfigError, Obj, Result};
 use crate::host::{shared_update, Host};
 use crate::refusal::Refusal;
@@ -28,8 +32,17 @@ const FORMAT: u8 = 1;
 pub enum Conditional {
     /// Chosen when the header `name` (lowercase) has exactly `value`.
     Header { name: String, value: String },
-    /// Chosen when no header condition matched.
+    /// Chosen when the CEL policy passes over the request.
+    Policy(Expr),
+    /// Chosen when no other condition matched.
     Fallback,
+}
+
+impl Conditional {
+    /// A condition that chooses its backend (not the fallback).
+    pub fn chooses(&self) -> bool {
+        !matches!(self, Conditional::Fallback)
+    }
 }
 
 /// A backend's `qos/circuit-breaker`.
@@ -61,24 +74,25 @@ pub struct Routing {
 /// Reads a backend's `backend/conditional` (KrakenD EE).
 pub fn conditional(v: &Value, path: &str) -> Result<Conditional> {
     let mut c = Obj::new(v, path)?;
-    let out =
-        match c.str("strategy")? {
-            "header" => Conditional::Header {
-                name: c.str("name")?.to_ascii_lowercase(),
-                value: c.str("value")?.to_string(),
-            },
-            "fallback" => Conditional::Fallback,
-            "policy" => return Err(ConfigError::new(
+    let out = match c.str("strategy")? {
+        "header" => Conditional::Header {
+            name: c.str("name")?.to_ascii_lowercase(),
+            value: c.str("value")?.to_string(),
+        },
+        "fallback" => Conditional::Fallback,
+        "policy" => {
+            let src = c.str("value")?;
+            let e = Expr::compile(src, Scope::Request)
+                .map_err(|m| ConfigError::new(c.at("value"), m))?;
+            Conditional::Policy(e)
+        }
+        other => {
+            return Err(ConfigError::new(
                 c.at("strategy"),
-                "the policy strategy (CEL) is not evaluated by tollgate yet (pending: CEL); use header or fallback",
-            )),
-            other => {
-                return Err(ConfigError::new(
-                    c.at("strategy"),
-                    format!("\"{other}\" is not one of header, fallback"),
-                ))
-            }
-        };
+                format!("\"{other}\" is not one of header, policy, fallback"),
+            ))
+        }
+    };
     c.finish(&[])?;
     Ok(out)
 }
@@ -186,6 +200,18 @@ pub fn finish_endpoint(
 /// conditions on one header with distinct values never hold together; on two headers (or
 /// one value twice) they may, and are refused.
 fn one_plain_backend(rules: &[&mut BackendRules], backend_path: &str) -> Result<()> {
+    let conditions = rules.iter().filter_map(|r| r.conditional.as_ref());
+    let choosing = conditions.clone().filter(|c| c.chooses()).count();
+    if choosing > 1
+        && conditions
+            .clone()
+            .any(|c| matches!(c, Conditional::Policy(_)))
+    {
+        return Err(ConfigError::new(
+            backend_path,
+            "a backend/conditional policy of a plain endpoint may stand beside a fallback only: another condition could hold at once, and KrakenD would merge both answers (not supported)",
+        ));
+    }
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for c in rules.iter().filter_map(|r| r.conditional.as_ref()) {
         if let Conditional::Header { name, value } = c {
@@ -471,7 +497,9 @@ pub(crate) mod tests {
             {"host": ["http://h"], "url_pattern": "/", "extra_config": b0}]}]})
         };
         let cases = [
-            (doc(json!({"backend/conditional": {"strategy": "policy", "value": "x"}}), json!({})), "$.endpoints[0].backend[0].extra_config.backend/conditional.strategy: the policy strategy (CEL) is not evaluated by tollgate yet (pending: CEL); use header or fallback"),
+            (doc(json!({"backend/conditional": {"strategy": "policy", "value": "x"}}), json!({})), "$.endpoints[0].backend[0].extra_config.backend/conditional.value: \"x\": at offset 0: unknown variable 'x' (variables here: req_method, req_path, req_params, req_headers, req_querystring, now)"),
+            (doc(json!({"backend/conditional": {"strategy": "policy", "value": "geoIP().IsoCode == 'ES'"}}), json!({})), "$.endpoints[0].backend[0].extra_config.backend/conditional.value: \"geoIP().IsoCode == 'ES'\": at offset 0: geoIP() is not supported: needs KrakenD's GeoIP database, which tollgate does not have"),
+            (doc(json!({"backend/conditional": {"strategy": "nope"}}), json!({})), "$.endpoints[0].backend[0].extra_config.backend/conditional.strategy: \"nope\" is not one of header, policy, fallback"),
             (doc(json!({"backend/conditional": {"strategy": "header", "name": "X"}}), json!({})), "$.endpoints[0].backend[0].extra_config.backend/conditional.value: is required"),
             (doc(json!({"qos/circuit-breaker": {"max_errors": 1, "interval": 0, "timeout": 1}}), json!({})), "$.endpoints[0].backend[0].extra_config.qos/circuit-breaker.interval: must be at least 1"),
             (doc(json!({}), json!({"ai/routing": {"failover": true}})), "$.endpoints[0].extra_config.ai/routing: applies to endpoints with ai/llm backends"),

@@ -10,8 +10,9 @@
 //! role or the token's claim and a client's own header is gone; otherwise the client states
 //! its plan (KrakenD's docs: "use propagate functions"), which `tollgate check` warns about.
 //!
-//! `tier_value_as: policy` (a CEL expression on the value) is refused at configuration until
-//! CEL is evaluated in the filter: [`TierMatch`] is where its variant goes.
+//! `tier_value_as: policy`: a CEL expression over the plan header's value, bound as `value`
+//! (`value.matches('free.*')`); an error or an absent header does not match
+//! ([`crate::cost::TierValue`], as in `governance/quota` tiers).
 
 use super::ratelimit::{self, RateLimit};
 use crate::config::reader::{ConfigError, Obj, Result};
@@ -28,14 +29,9 @@ pub struct Tiered {
     pub tiers: Vec<Tier>,
 }
 
-/// How a tier recognises its requests.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TierMatch {
-    /// `literal`: the header's value is exactly this (case-sensitive, as KrakenD compares).
-    Literal(String),
-    /// `*`: every request.
-    Any,
-}
+/// How a tier recognises its requests: `literal` (the header's value exactly,
+/// case-sensitive, as KrakenD compares), `policy` (CEL) or `*` (every request).
+pub use crate::cost::TierValue as TierMatch;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tier {
@@ -69,24 +65,7 @@ pub fn compile(v: &Value, path: &str, id: &str) -> Result<Tiered> {
 
 fn tier(v: &Value, path: &str, id: &str) -> Result<Tier> {
     let mut t = Obj::new(v, path)?;
-    let matches =
-        match t.opt_str("tier_value_as")?.unwrap_or("literal") {
-            "literal" => TierMatch::Literal(t.str("tier_value")?.to_string()),
-            "*" => {
-                t.opt_str("tier_value")?;
-                TierMatch::Any
-            }
-            "policy" => return Err(ConfigError::new(
-                t.at("tier_value_as"),
-                "CEL policies are not evaluated by tollgate yet (pending: CEL); use literal or *",
-            )),
-            other => {
-                return Err(ConfigError::new(
-                    t.at("tier_value_as"),
-                    format!("\"{other}\" is not one of literal, policy, *"),
-                ))
-            }
-        };
+    let matches = crate::cost::config::tier_value(&mut t)?;
     if t.get("ratelimit_redis").is_some() {
         return Err(ConfigError::new(
             t.at("ratelimit_redis"),
@@ -108,10 +87,7 @@ fn tier(v: &Value, path: &str, id: &str) -> Result<Tier> {
 impl Tiered {
     /// The tier of a request whose plan header is `value`: the first that matches.
     pub fn pick(&self, value: Option<&str>) -> Option<&Tier> {
-        self.tiers.iter().find(|t| match &t.matches {
-            TierMatch::Any => true,
-            TierMatch::Literal(want) => value == Some(want.as_str()),
-        })
+        self.tiers.iter().find(|t| t.matches.matches(value))
     }
 
     /// Every rate limit of the tiers (their shared-data keys are created at configure time).
@@ -200,6 +176,23 @@ mod tests {
     }
 
     #[test]
+    fn policy_tiers_match_by_cel() {
+        let t = compile(
+            &json!({"tier_key": "X-Plan", "tiers": [
+                {"tier_value": "value.matches('^silver')", "tier_value_as": "policy", "ratelimit": {"max_rate": 1}},
+                {"tier_value_as": "*", "ratelimit": {"max_rate": 5}}]}),
+            "$.t",
+            "ep",
+        )
+        .unwrap();
+        let which = |v: Option<&str>| t.pick(v).map(|x| std::ptr::eq(x, &t.tiers[0]));
+        assert_eq!(which(Some("silver-2")), Some(true));
+        assert_eq!(which(Some("gold")), Some(false));
+        // No header: the policy does not match (the catch-all does).
+        assert_eq!(which(None), Some(false));
+    }
+
+    #[test]
     fn config_errors_name_the_path() {
         let err = |v: Value| compile(&v, "$.t", "ep").unwrap_err().to_string();
         let rl = json!({"max_rate": 1});
@@ -209,8 +202,8 @@ mod tests {
             (json!({"tier_key": "x", "tiers": []}), "$.t.tiers: needs at least one tier"),
             (json!({"tier_key": "x", "tiers": [{"tier_value": "a"}]}), "$.t.tiers[0].ratelimit: is required"),
             (json!({"tier_key": "x", "tiers": [{"ratelimit": rl}]}), "$.t.tiers[0].tier_value: is required"),
-            (json!({"tier_key": "x", "tiers": [{"tier_value": "value.matches('silver.*')", "tier_value_as": "policy", "ratelimit": rl}]}),
-             "$.t.tiers[0].tier_value_as: CEL policies are not evaluated by tollgate yet (pending: CEL); use literal or *"),
+            (json!({"tier_key": "x", "tiers": [{"tier_value": "value.matches(", "tier_value_as": "policy", "ratelimit": rl}]}),
+             "$.t.tiers[0].tier_value: \"value.matches(\": at offset 14: unexpected end of expression"),
             (json!({"tier_key": "x", "tiers": [{"tier_value": "a", "tier_value_as": "regex", "ratelimit": rl}]}),
              "$.t.tiers[0].tier_value_as: \"regex\" is not one of literal, policy, *"),
             (json!({"tier_key": "x", "tiers": [{"tier_value": "a", "ratelimit_redis": {}}]}),

@@ -173,6 +173,32 @@ impl LlmBackend {
     }
 }
 
+/// The model a backend's `url_pattern` names, for the providers that carry it in the path:
+/// Gemini's `.../models/{model}:generateContent` and Bedrock's `.../model/{model}/converse`
+/// (KrakenD's Gemini and Bedrock examples set no `variables.model`). Percent-escapes are
+/// decoded (Bedrock ids hold `:`); a `{param}` is no model.
+pub fn url_model(provider: Provider, url_pattern: &str) -> Option<String> {
+    let path = url_pattern.split('?').next().unwrap_or_default();
+    let raw = match provider {
+        Provider::Gemini => {
+            let (_, rest) = path.rsplit_once("/models/")?;
+            let (model, action) = rest.split_once(':')?;
+            matches!(action, "generateContent" | "streamGenerateContent").then_some(model)?
+        }
+        Provider::Bedrock => {
+            let (_, rest) = path.rsplit_once("/model/")?;
+            let (model, action) = rest.split_once('/')?;
+            matches!(action, "converse" | "converse-stream").then_some(model)?
+        }
+        _ => return None,
+    };
+    if raw.is_empty() || raw.contains(['{', '}']) {
+        return None;
+    }
+    let bytes = crate::support::encoding::percent_decode_strict(raw)?;
+    String::from_utf8(bytes).ok()
+}
+
 /// Compiles the value of `ai/llm`. `host` is the backend's first host (Bedrock region).
 pub fn compile(
     v: &Value,
@@ -563,6 +589,45 @@ mod tests {
             out.path,
             "/model/eu.meta.llama3-2-1b-instruct-v1%3A0/converse"
         );
+    }
+
+    #[test]
+    fn model_in_url_pattern() {
+        let cases = [
+            (
+                Provider::Gemini,
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                Some("gemini-2.5-flash"),
+            ),
+            (
+                Provider::Gemini,
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                Some("gemini-2.5-flash"),
+            ),
+            (
+                Provider::Gemini,
+                "/v1beta/models/{model}:generateContent",
+                None,
+            ),
+            (Provider::Gemini, "/v1beta/models", None),
+            (Provider::Gemini, "/v1beta/models/m:countTokens", None),
+            (
+                Provider::Bedrock,
+                "/model/eu.meta.llama3-2-1b-instruct-v1:0/converse",
+                Some("eu.meta.llama3-2-1b-instruct-v1:0"),
+            ),
+            (
+                Provider::Bedrock,
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream",
+                Some("anthropic.claude-3-haiku-20240307-v1:0"),
+            ),
+            (Provider::Bedrock, "/model/bad%zz/converse", None),
+            (Provider::Bedrock, "/model", None),
+            (Provider::OpenAi, "/v1beta/models/x:generateContent", None),
+        ];
+        for (p, url, want) in cases {
+            assert_eq!(url_model(p, url).as_deref(), want, "{url}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Contract between the filter and the provider modules (all pure functions, no host calls):
 //! - front doors parse client bodies into a [`model::ChatRequest`] and encode canonical
 //!   responses and [`model::StreamEvent`]s back (`openai` for `/v1/chat/completions`,
-//!   `anthropic` for `/v1/messages`);
+//!   `anthropic` for `/v1/messages`, `krakend` for KrakenD's own AI contract);
 //! - [`encode_request`] turns a canonical request into the provider's path, body and headers;
 //! - [`decode_response`] turns a provider's non-streaming answer into a canonical response or
 //!   a [`model::ProviderError`];
@@ -17,6 +17,7 @@ pub mod bedrock;
 pub mod eventstream;
 pub mod gemini;
 mod json;
+pub mod krakend;
 pub mod model;
 pub mod openai;
 pub mod sigv4;
@@ -151,6 +152,9 @@ pub fn stream_decoder(wire: Wire) -> Box<dyn StreamDecoder> {
 pub enum FrontDoor {
     OpenAi,
     Anthropic,
+    /// KrakenD's own AI contract (`{"instructions", "contents"}` in, `ai_gateway_response`
+    /// out): chosen per request by [`FrontDoor::for_body`], never by the path.
+    KrakenD,
 }
 
 /// Encodes canonical stream events in the client's format.
@@ -180,6 +184,7 @@ impl FrontDoor {
         match self {
             FrontDoor::OpenAi => openai::parse_request(body),
             FrontDoor::Anthropic => anthropic::parse_request(body),
+            FrontDoor::KrakenD => krakend::parse_value(json::parse_body(body)?.into()),
         }
     }
 
@@ -188,6 +193,20 @@ impl FrontDoor {
         match self {
             FrontDoor::OpenAi => openai::parse_value(doc),
             FrontDoor::Anthropic => anthropic::parse_value(doc),
+            FrontDoor::KrakenD => krakend::parse_value(doc),
+        }
+    }
+
+    /// The door that reads this client body on an endpoint whose door is `self`: KrakenD's
+    /// contract for a body with `contents` and no `messages` on a chat door (OpenAI's,
+    /// Anthropic's), as KrakenD answers every `ai/llm` endpoint in its contract; else `self`
+    /// (every chat request has `messages`, so their clients never change doors).
+    pub fn for_body(self, doc: &serde_json::Value) -> FrontDoor {
+        match self {
+            FrontDoor::OpenAi | FrontDoor::Anthropic if krakend::is_contract(doc) => {
+                FrontDoor::KrakenD
+            }
+            other => other,
         }
     }
 
@@ -195,12 +214,15 @@ impl FrontDoor {
         match self {
             FrontDoor::OpenAi => openai::encode_response(resp, model),
             FrontDoor::Anthropic => anthropic::encode_response(resp, model),
+            FrontDoor::KrakenD => krakend::encode_response(resp),
         }
     }
 
+    /// KrakenD's contract never asks for a stream ([`krakend`]): its calls are never
+    /// encoded as one, and it shares OpenAI's encoder only to keep this total.
     pub fn stream_encoder(self, model: &str, include_usage: bool, now_unix: u64) -> FrontEncoder {
         match self {
-            FrontDoor::OpenAi => {
+            FrontDoor::OpenAi | FrontDoor::KrakenD => {
                 let mut e = openai::StreamEncoder::new(model, include_usage);
                 e.set_created(now_unix);
                 FrontEncoder::OpenAi(e)
@@ -211,12 +233,14 @@ impl FrontDoor {
 
     /// A provider error in the client's error shape, with the status to answer it with
     /// (Anthropic's clients get `overloaded_error` with 529, its SDK's `OverloadedError`;
-    /// OpenAI's keep 503).
+    /// OpenAI's keep 503). KrakenD publishes no error body: its door answers OpenAI's.
     pub fn error(self, e: &ProviderError) -> (u16, Vec<u8>) {
         match self {
             // 529 is Anthropic's own status (any provider may send it): OpenAI's is 503.
-            FrontDoor::OpenAi if e.status == anthropic::OVERLOADED => (503, openai::error_body(e)),
-            FrontDoor::OpenAi => (e.status, openai::error_body(e)),
+            FrontDoor::OpenAi | FrontDoor::KrakenD if e.status == anthropic::OVERLOADED => {
+                (503, openai::error_body(e))
+            }
+            FrontDoor::OpenAi | FrontDoor::KrakenD => (e.status, openai::error_body(e)),
             FrontDoor::Anthropic => anthropic::error_reply(e),
         }
     }

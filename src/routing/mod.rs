@@ -4,6 +4,7 @@
 use crate::support::encoding::percent_decode_strict;
 use std::fmt;
 
+pub mod data;
 pub mod forward;
 pub mod martian;
 

@@ -38,6 +38,8 @@ pub struct EndpointSecurity {
     /// A backend of this endpoint is sent a secret in a header (a martian modifier): what
     /// it answers may echo it, so a plain endpoint's body is scrubbed too.
     pub upstream_secret: bool,
+    /// `security/policies` and `validation/cel` of the endpoint.
+    pub checks: Rc<crate::security::policy::Checks>,
 }
 
 impl EndpointSecurity {
@@ -555,6 +557,7 @@ mod tests {
             id: "",
             is_messages: false,
             host: "",
+            url_pattern: "",
             scope: "",
         };
         let mut parts = P::default();

@@ -12,6 +12,7 @@ pub mod exfil;
 pub mod guard;
 pub mod metadata;
 pub mod pii;
+pub mod policy;
 pub mod reach;
 pub mod secrets;
 pub mod unescape;

@@ -116,6 +116,33 @@ pub fn form_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Encodes base64 (standard alphabet, padded).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |a, (i, b)| a | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            let c = ALPHABET.get((n >> (18 - 6 * i) & 63) as usize).copied();
+            out.push(if i <= chunk.len() {
+                c.map_or('=', char::from)
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// Decodes base64url (RFC 4648 §5, `-` and `_`; the standard `+` and `/` too), padded or not:
+/// a JWT's parts.
+pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    base64_decode(&s.replace('-', "+").replace('_', "/"))
+}
+
 /// Decodes standard base64 (RFC 4648 §4, `+` and `/`), padded or not; ASCII whitespace (line
 /// breaks in a configuration value) is skipped. None on any other character or a dangling
 /// sextet.
@@ -201,6 +228,14 @@ mod tests {
         for bad in ["Zm9v!", "Z", "Zm9vY", "Zm-_"] {
             assert_eq!(base64_decode(bad), None, "{bad}");
         }
+        // base64url: a JWT's alphabet.
+        assert_eq!(base64url_decode("-_-_"), base64_decode("+/+/"));
+        for text in ["", "h", "he", "hel", "hell", "hello", "{{ .req_body }}\n"] {
+            let e = base64_encode(text.as_bytes());
+            assert_eq!(e.len() % 4, 0);
+            assert_eq!(base64_decode(&e).as_deref(), Some(text.as_bytes()), "{e}");
+        }
+        assert_eq!(base64_encode(b"hello"), "aGVsbG8=");
     }
 
     #[test]

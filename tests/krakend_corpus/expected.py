@@ -24,7 +24,8 @@ TOLLGATE = ROOT / "target/release/tollgate"
 EXPECTED = HERE / "expected.json"
 NEEDS = re.compile(r"environment variables needed at runtime: (.*)\)$")
 
-# Features of issue 13 another branch implements (krakend-policy): refused here until then.
+# Features of issue 13 that were pending on another branch (krakend-policy, now merged): a
+# refusal naming them would be a regression.
 PENDING = {
     "pending: CEL": "pending CEL/template (issue 13 items 12 and 15, branch krakend-policy)",
     "pending: templates": "pending CEL/template (issue 13 items 12 and 15, branch krakend-policy)",
@@ -43,6 +44,8 @@ def run(args, env=None):
 def verdict(path: Path) -> dict:
     """What `tollgate check` says of one document, and whether `tollgate envoy` agrees."""
     rc, out = run([str(TOLLGATE), "check", str(path)])
+    # The file's name, not where the checkout is (errors start with the path given).
+    out = out.replace(str(path), path.name)
     lines = out.splitlines()
     warnings = [x.removeprefix("warning: ") for x in lines if x.startswith("warning:")]
     needs = next((m.group(1) for x in lines if (m := NEEDS.search(x))), "none")
@@ -72,6 +75,9 @@ CAUSES = {
     "branch krakend-policy)",
     "does not resolve": "the Redis host of the page's docker compose (redis:6379) does not resolve "
     "on this machine: the fleet limits need their Redis when the configuration is checked",
+    "No such file or directory": "(x) the body template the page names is not published with it "
+    "(an absolute path on KrakenD's machine, or a file of another repository): KrakenD refuses a "
+    "missing template file too",
     "names no Redis connection pool": "(x) a quota whose connection_name names no pool of the "
     "`redis` namespace: KrakenD refuses it too (the page leaves the namespace out; per-envoy is "
     "tollgate's explicit per-Envoy store)",

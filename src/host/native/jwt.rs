@@ -24,34 +24,9 @@ pub fn header(provider: &str) -> String {
 
 /// A forwarded payload: base64url (padded or not) JSON object.
 pub fn decode_payload(b64: &str) -> Option<Value> {
-    let bytes = base64url(b64.trim())?;
+    let bytes = crate::support::encoding::base64url_decode(b64.trim())?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
     v.is_object().then_some(v)
-}
-
-fn base64url(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 /// `Metadata { filter_metadata: { <namespace>: Struct { <provider>: payload } } }`,
