@@ -386,10 +386,7 @@ fn request_tokens(req: &ChatRequest, body_bytes: usize) -> u64 {
         .messages
         .iter()
         .flat_map(|m| &m.content)
-        .filter_map(|p| match p {
-            Part::Image { url, .. } => Some(url.len()),
-            Part::Text(_) => None,
-        })
+        .filter_map(Part::inline_data_len)
         .fold((0usize, 0usize), |(n, bytes), len| {
             (n.saturating_add(1), bytes.saturating_add(len))
         });

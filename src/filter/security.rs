@@ -190,13 +190,7 @@ pub struct CallSecurity {
 
 /// The text of a message's parts, as the provider reads it.
 fn message_text(content: &[Part]) -> String {
-    content
-        .iter()
-        .filter_map(|p| match p {
-            Part::Text(t) => Some(t.as_str()),
-            Part::Image { .. } => None,
-        })
-        .collect()
+    content.iter().filter_map(Part::prompt_text).collect()
 }
 
 fn refused(e: GuardError) -> (ErrorKind, String) {

@@ -22,10 +22,12 @@ use serde_json::{json, Map, Value};
 use super::eventstream::{self, FrameError};
 use super::json::num;
 use super::model::{
-    Choice, FinishReason, Message, Part, Role, StreamEvent, ToolCall, ToolChoice, Usage,
+    split_call_id, Choice, DocSource, Document, FinishReason, Message, Origin, Part, Reasoning,
+    Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
 use super::util::{
-    format_instruction, joined_text, map_error, parse_data_url, snippet, stable_id, uri_encode,
+    base64_encode, format_instruction, joined_text, map_error, parse_data_url, snippet, stable_id,
+    uri_encode,
 };
 use super::{
     ChatRequest, ChatResponse, Outgoing, ProviderError, StreamDecoder, Target, TranslateError,
@@ -46,6 +48,12 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
             "Bedrock Converse returns a single choice; n > 1 is not supported",
         ));
     }
+    if let Some(n) = req.first_native() {
+        return Err(terr(format!(
+            "{}: a \"{}\" item can only be sent to an OpenAI Responses backend",
+            n.path, n.kind
+        )));
+    }
     let mut system: Vec<Value> = Vec::new();
     let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
     let mut has_tool_blocks = false;
@@ -57,18 +65,25 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
                         Part::Text(text) if !text.is_empty() => {
                             system.push(json!({ "text": text }))
                         }
-                        Part::Text(_) => {}
-                        Part::Image { .. } => {
+                        Part::CachePoint(_) if !system.is_empty() => system.push(cache_point()),
+                        Part::Image { .. } | Part::Document(_) => {
                             return Err(terr(format!(
-                            "messages[{i}]: Bedrock system prompts can hold only text, not images"
+                            "messages[{i}]: Bedrock system prompts can hold only text, not images or documents"
                         )))
                         }
+                        _ => {}
                     }
                 }
             }
             Role::User => push_message(&mut messages, "user", blocks(&m.content, i)?),
             Role::Assistant => {
-                let mut content = blocks(&m.content, i)?;
+                // Claude's reasoning comes first in its turn, as on Anthropic's API.
+                let mut content = reasoning_blocks(&m.content);
+                content.extend(blocks(&m.content, i)?);
+                let trailing_cache = matches!(m.content.last(), Some(Part::CachePoint(_)));
+                if trailing_cache && !m.tool_calls.is_empty() {
+                    content.pop();
+                }
                 for (j, call) in m.tool_calls.iter().enumerate() {
                     let input = parse_input(&call.arguments).map_err(|e| {
                         terr(format!(
@@ -77,8 +92,11 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
                     })?;
                     has_tool_blocks = true;
                     content.push(json!({ "toolUse": {
-                        "toolUseId": call.id, "name": call.name, "input": input
+                        "toolUseId": split_call_id(&call.id).0, "name": call.name, "input": input
                     }}));
+                }
+                if trailing_cache && !m.tool_calls.is_empty() {
+                    content.push(cache_point());
                 }
                 push_message(&mut messages, "assistant", content);
             }
@@ -95,15 +113,19 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
                     _ => vec![json!({ "text": text })],
                 };
                 for p in &m.content {
-                    if let Part::Image { url, .. } = p {
-                        result.push(image_block(url, i)?);
+                    match p {
+                        Part::Image { url, .. } => result.push(image_block(url, i)?),
+                        Part::Document(d) => result.push(document_block(d, i)?),
+                        _ => {}
                     }
                 }
-                push_message(
-                    &mut messages,
-                    "user",
-                    vec![json!({ "toolResult": { "toolUseId": id, "content": result } })],
-                );
+                let mut blocks = vec![
+                    json!({ "toolResult": { "toolUseId": split_call_id(id).0, "content": result } }),
+                ];
+                if matches!(m.content.last(), Some(Part::CachePoint(_))) {
+                    blocks.push(cache_point());
+                }
+                push_message(&mut messages, "user", blocks);
             }
         }
     }
@@ -149,6 +171,31 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     if let Some(config) = tool_config(req, has_tool_blocks) {
         body.insert("toolConfig".into(), config);
     }
+    // Claude on Bedrock thinks with Anthropic's own `thinking` field, passed as a
+    // model-specific field; other Bedrock models have no such field. Beta features go the
+    // same way.
+    let mut additional = Map::new();
+    if let Some(r) = req.reasoning.as_ref().filter(|_| is_claude(t.model)) {
+        let max = req.max_tokens.or(t.defaults.max_tokens);
+        let thinking = if r.off() {
+            Some(json!({ "type": "disabled" }))
+        } else {
+            r.budget(max)
+                .map(|b| json!({ "type": "enabled", "budget_tokens": b }))
+        };
+        if let Some(th) = thinking {
+            additional.insert("thinking".into(), th);
+        }
+    }
+    if !req.anthropic_beta.is_empty() && is_claude(t.model) {
+        additional.insert("anthropic_beta".into(), json!(req.anthropic_beta));
+    }
+    if !additional.is_empty() {
+        body.insert(
+            "additionalModelRequestFields".into(),
+            Value::Object(additional),
+        );
+    }
 
     let model = uri_encode(t.model, false);
     let path = if req.stream {
@@ -163,6 +210,16 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     } else {
         "application/json"
     };
+    signed_post(path, body, t, accept)
+}
+
+/// A JSON `POST` to Bedrock's runtime API, signed with SigV4 when the target has credentials.
+pub(crate) fn signed_post(
+    path: String,
+    body: Vec<u8>,
+    t: &Target,
+    accept: &str,
+) -> Result<Outgoing, TranslateError> {
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
     if let Some(creds) = t.aws {
         if t.host.is_empty() {
@@ -180,6 +237,11 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     })
 }
 
+/// The model id as one path segment of Bedrock's runtime API.
+pub(crate) fn model_segment(model: &str) -> String {
+    uri_encode(model, false)
+}
+
 fn push_message(
     messages: &mut Vec<(&'static str, Vec<Value>)>,
     role: &'static str,
@@ -194,6 +256,33 @@ fn push_message(
     }
 }
 
+/// A Claude model id (also an inference profile such as `us.anthropic.claude-...` or an ARN
+/// naming one).
+pub(crate) fn is_claude(model: &str) -> bool {
+    model.contains("anthropic.") || model.contains("claude")
+}
+
+/// Bedrock's cache breakpoint block.
+fn cache_point() -> Value {
+    json!({ "cachePoint": { "type": "default" } })
+}
+
+/// Claude's reasoning of an assistant turn, for Claude on Bedrock (its own family's only).
+fn reasoning_blocks(content: &[Part]) -> Vec<Value> {
+    content
+        .iter()
+        .filter_map(|p| match p {
+            Part::Reasoning(r) if r.origin == Origin::Anthropic => Some(if r.redacted {
+                json!({ "reasoningContent": { "redactedContent": r.signature.as_deref().unwrap_or("") } })
+            } else {
+                json!({ "reasoningContent": { "reasoningText": {
+                    "text": r.text, "signature": r.signature.as_deref().unwrap_or("") } } })
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 fn blocks(content: &[Part], i: usize) -> Result<Vec<Value>, TranslateError> {
     let mut out = Vec::new();
     for p in content {
@@ -202,9 +291,70 @@ fn blocks(content: &[Part], i: usize) -> Result<Vec<Value>, TranslateError> {
             Part::Text(text) if text.trim().is_empty() => {}
             Part::Text(text) => out.push(json!({ "text": text })),
             Part::Image { url, .. } => out.push(image_block(url, i)?),
+            Part::Document(d) => out.push(document_block(d, i)?),
+            Part::CachePoint(_) if !out.is_empty() => out.push(cache_point()),
+            Part::CachePoint(_) | Part::Reasoning(_) | Part::Native(_) => {}
         }
     }
     Ok(out)
+}
+
+/// A Converse `document` block: bytes only (a base64 PDF or other format, or plain text),
+/// with the name Bedrock requires (letters, digits, spaces, `-`, `(`, `)`, `[`, `]`).
+fn document_block(d: &Document, i: usize) -> Result<Value, TranslateError> {
+    let (format, bytes) = match &d.source {
+        DocSource::Data(url) => {
+            let data = parse_data_url(url)
+                .map_err(|e| terr(format!("messages[{i}]: {e}")))?
+                .ok_or_else(|| terr(format!("messages[{i}]: a document's data must be a base64 data: URL")))?;
+            let format = match data.mime.to_ascii_lowercase().as_str() {
+                "application/pdf" => "pdf",
+                "text/csv" => "csv",
+                "text/html" => "html",
+                "text/markdown" => "md",
+                "text/plain" => "txt",
+                "application/msword" => "doc",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => "docx",
+                "application/vnd.ms-excel" => "xls",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => "xlsx",
+                other => {
+                    return Err(terr(format!(
+                        "messages[{i}]: Bedrock does not take documents of type {other}"
+                    )))
+                }
+            };
+            (format, data.base64.to_string())
+        }
+        DocSource::Text(text) => ("txt", base64_encode(text.as_bytes())),
+        DocSource::Url(_) | DocSource::File(_) => {
+            return Err(terr(format!(
+                "messages[{i}]: Bedrock needs a document's bytes; send it as data, not as a link or file id"
+            )))
+        }
+    };
+    let name = document_name(d.title.as_deref().or(d.filename.as_deref()), i);
+    Ok(json!({ "document": { "format": format, "name": name, "source": { "bytes": bytes } } }))
+}
+
+/// A name Bedrock accepts: the allowed characters of the client's title, single spaces.
+fn document_name(title: Option<&str>, i: usize) -> String {
+    let mut out = String::new();
+    for c in title.unwrap_or("").chars() {
+        let c = if c.is_ascii_alphanumeric() || matches!(c, '-' | '(' | ')' | '[' | ']') {
+            c
+        } else {
+            ' '
+        };
+        if !(c == ' ' && (out.is_empty() || out.ends_with(' '))) {
+            out.push(c);
+        }
+    }
+    let out = out.trim_end().chars().take(200).collect::<String>();
+    if out.is_empty() {
+        format!("document-{i}")
+    } else {
+        out
+    }
 }
 
 fn image_block(url: &str, i: usize) -> Result<Value, TranslateError> {
@@ -251,10 +401,9 @@ fn tool_config(req: &ChatRequest, has_tool_blocks: bool) -> Option<Value> {
         Some(ToolChoice::Required) => Some(json!({ "any": {} })),
         Some(ToolChoice::Function(name)) => Some(json!({ "tool": { "name": name } })),
     };
-    let tools: Vec<Value> = req
-        .tools
-        .iter()
-        .map(|tool| {
+    let mut tools: Vec<Value> = Vec::new();
+    for tool in &req.tools {
+        tools.push({
             let mut spec = Map::new();
             spec.insert("name".into(), json!(tool.name));
             if let Some(d) = tool.description.as_deref().filter(|d| !d.is_empty()) {
@@ -267,8 +416,11 @@ fn tool_config(req: &ChatRequest, has_tool_blocks: bool) -> Option<Value> {
             };
             spec.insert("inputSchema".into(), json!({ "json": schema }));
             json!({ "toolSpec": spec })
-        })
-        .collect();
+        });
+        if tool.cache.is_some() {
+            tools.push(cache_point());
+        }
+    }
     let mut config = Map::new();
     config.insert("tools".into(), Value::Array(tools));
     if let Some(c) = choice {
@@ -331,9 +483,12 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
     };
     let mut text = String::new();
     let mut tool_calls = Vec::new();
+    let mut reasoning = Vec::new();
     for block in content {
         if let Some(t) = block.get("text").and_then(Value::as_str) {
             text.push_str(t);
+        } else if let Some(rc) = block.get("reasoningContent") {
+            reasoning.extend(reasoning_of(rc).map(Part::Reasoning));
         } else if let Some(tu) = block.get("toolUse") {
             let s = |k: &str| {
                 tu.get(k)
@@ -364,10 +519,11 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
             index: 0,
             message: Message {
                 role: Role::Assistant,
-                content: if text.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![Part::Text(text)]
+                content: {
+                    if !text.is_empty() {
+                        reasoning.push(Part::Text(text));
+                    }
+                    reasoning
                 },
                 tool_calls,
                 tool_call_id: None,
@@ -377,6 +533,42 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
             refusal: None,
         }],
         usage: v.get("usage").map(usage_of),
+    })
+}
+
+/// A `reasoningContent` block: Claude's signed reasoning (`reasoningText` with its
+/// `signature`, or `redactedContent`); reasoning without a signature (other models) is shown
+/// but belongs to no family that could verify it.
+fn reasoning_of(rc: &Value) -> Option<Reasoning> {
+    if let Some(data) = rc.get("redactedContent").and_then(Value::as_str) {
+        return Some(Reasoning {
+            text: String::new(),
+            signature: Some(data.to_string()),
+            redacted: true,
+            origin: Origin::Anthropic,
+            id: None,
+        });
+    }
+    let rt = rc.get("reasoningText")?;
+    let signature = rt
+        .get("signature")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    Some(Reasoning {
+        text: rt
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        origin: if signature.is_some() {
+            Origin::Anthropic
+        } else {
+            Origin::Unknown
+        },
+        signature,
+        redacted: false,
+        id: None,
     })
 }
 
@@ -443,6 +635,8 @@ pub struct Decoder {
     failed: bool,
     /// `contentBlockIndex` → tool call number, for blocks that are tool uses.
     tool_blocks: Vec<(u64, u32)>,
+    /// The reasoning block being streamed (its `contentBlockIndex`).
+    reasoning: Option<u64>,
 }
 
 /// A decoder for one streamed answer.
@@ -547,7 +741,31 @@ impl Decoder {
                     .and_then(Value::as_u64)
                     .unwrap_or(0);
                 let Some(delta) = v.get("delta") else { return };
-                if let Some(text) = delta.get("text").and_then(Value::as_str) {
+                if let Some(rc) = delta.get("reasoningContent") {
+                    self.reasoning = Some(block);
+                    if let Some(text) = rc.get("text").and_then(Value::as_str) {
+                        if !text.is_empty() {
+                            out.push(StreamEvent::Reasoning {
+                                index: 0,
+                                text: text.to_string(),
+                            });
+                        }
+                    } else if let Some(sig) = rc.get("signature").and_then(Value::as_str) {
+                        self.reasoning = None;
+                        out.push(StreamEvent::ReasoningEnd {
+                            index: 0,
+                            signature: Some(sig.to_string()),
+                            origin: Origin::Anthropic,
+                        });
+                    } else if let Some(data) = rc.get("redactedContent").and_then(Value::as_str) {
+                        self.reasoning = None;
+                        out.push(StreamEvent::RedactedReasoning {
+                            index: 0,
+                            data: data.to_string(),
+                            origin: Origin::Anthropic,
+                        });
+                    }
+                } else if let Some(text) = delta.get("text").and_then(Value::as_str) {
                     if !text.is_empty() {
                         out.push(StreamEvent::Text {
                             index: 0,
@@ -572,6 +790,18 @@ impl Decoder {
                             arguments: input.to_string(),
                         });
                     }
+                }
+            }
+            "contentBlockStop" => {
+                // Reasoning that ended without a signature (a model that signs nothing).
+                let block = v.get("contentBlockIndex").and_then(Value::as_u64);
+                if self.reasoning.is_some() && self.reasoning == block {
+                    self.reasoning = None;
+                    out.push(StreamEvent::ReasoningEnd {
+                        index: 0,
+                        signature: None,
+                        origin: Origin::Unknown,
+                    });
                 }
             }
             "messageStop" => {
@@ -803,6 +1033,7 @@ mod tests {
             description: Some("Get the most popular song played on a radio station.".into()),
             parameters: json!({"type": "object", "properties": {"sign": {"type": "string"}},
                                "required": ["sign"]}),
+            ..Default::default()
         }
     }
 
@@ -922,6 +1153,7 @@ mod tests {
                 name: "ping".into(),
                 description: None,
                 parameters: Value::Null,
+                ..Default::default()
             }],
             ..base
         });
