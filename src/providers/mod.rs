@@ -28,6 +28,7 @@ pub mod sigv4;
 pub(crate) mod util;
 
 pub use model::{ChatRequest, ChatResponse, ProviderError, StreamEvent};
+pub use util::{base64_decode, base64_encode, fnv1a64};
 
 /// The wire format a backend speaks. OpenAI-compatible services (Mistral, Groq, DeepSeek,
 /// Together, Ollama, vLLM, ...) speak [`Wire::OpenAi`].

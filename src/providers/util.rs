@@ -6,7 +6,7 @@ use super::TranslateError;
 use serde_json::Value;
 
 /// FNV-1a 64-bit hash: a cheap, deterministic fingerprint (not cryptographic).
-pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= u64::from(b);
@@ -74,7 +74,7 @@ pub(crate) fn hex_lower(bytes: &[u8]) -> String {
 }
 
 /// Standard base64 (RFC 4648, with padding).
-pub(crate) fn base64_encode(bytes: &[u8]) -> String {
+pub fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -96,7 +96,7 @@ pub(crate) fn base64_encode(bytes: &[u8]) -> String {
 }
 
 /// Decodes standard base64 (padding optional, whitespace refused); `None` when malformed.
-pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     fn value(c: u8) -> Option<u32> {
         Some(u32::from(match c {
             b'A'..=b'Z' => c - b'A',
