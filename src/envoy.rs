@@ -10,6 +10,9 @@ use crate::routing::{cluster_name, HostUrl, Scheme, CLUSTER_HEADER};
 use crate::security::claims::provider_name;
 use serde_json::{json, Value};
 
+#[path = "envoy_routes.rs"]
+mod routes;
+
 /// Bootstrap settings that differ between a local run and a container.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -37,9 +40,12 @@ pub struct Edge {
     pub max_connections: u64,
     /// Listener and cluster `per_connection_buffer_limit_bytes`.
     pub connection_buffer_bytes: u64,
-    /// Request bodies the gateway reads whole (LLM calls, body governance) may be this large;
-    /// Envoy answers 413 past it (route `per_request_buffer_limit_bytes`).
+    /// Request bodies the gateway reads whole (body governance) may be this large; Envoy
+    /// answers 413 past it (route `request_body_buffer_limit`).
     pub request_buffer_bytes: u64,
+    /// The same for `ai/llm` endpoints without a `max_payload` (agents send prompts of several
+    /// MB); see `envoy_routes.rs`.
+    pub llm_request_buffer_bytes: u64,
     /// Time to receive the request headers (slowloris). KrakenD `read_header_timeout`.
     pub request_headers_timeout_ms: u64,
     /// Time to receive the whole request. KrakenD `read_timeout`.
@@ -64,6 +70,7 @@ impl Default for Edge {
             max_connections: 10_000,
             connection_buffer_bytes: 32 * 1024,
             request_buffer_bytes: 1 << 20,
+            llm_request_buffer_bytes: 16 << 20,
             request_headers_timeout_ms: 10_000,
             request_timeout_ms: 300_000,
             idle_timeout_ms: 3_600_000,
@@ -82,6 +89,7 @@ const EDGE_SETTINGS: &[(&str, Option<&str>)] = &[
     ("max_connections", None),
     ("connection_buffer_bytes", None),
     ("request_buffer_bytes", None),
+    ("llm_request_buffer_bytes", None),
     ("request_headers_timeout", Some("read_header_timeout")),
     ("request_timeout", Some("read_timeout")),
     ("idle_timeout", Some("idle_timeout")),
@@ -140,6 +148,9 @@ impl Edge {
             }
             "request_buffer_bytes" => {
                 self.request_buffer_bytes = range(int()?, 1024, u64::from(u32::MAX))?
+            }
+            "llm_request_buffer_bytes" => {
+                self.llm_request_buffer_bytes = range(int()?, 1024, u64::from(u32::MAX))?
             }
             "request_headers_timeout" => self.request_headers_timeout_ms = dur()?,
             "request_timeout" => self.request_timeout_ms = dur()?,
@@ -322,20 +333,8 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
             "virtual_hosts": [{
                 "name": "tollgate",
                 "domains": ["*"],
-                "routes": [{
-                    "match": {"prefix": "/"},
-                    // The bodies the filter reads whole (LLM calls) may exceed the
-                    // connection buffer limit; Envoy answers 413 past this.
-                    "request_body_buffer_limit": e.request_buffer_bytes,
-                    "route": {
-                        "cluster_header": CLUSTER_HEADER,
-                        // LLM answers are slow; endpoints with a KrakenD `timeout`
-                        // override this per request.
-                        "timeout": "600s",
-                        "auto_host_rewrite": true,
-                    },
-                    "request_headers_to_remove": [CLUSTER_HEADER],
-                }]
+                // Per-endpoint body limits (`max_payload`, the LLM default), then a catch-all.
+                "routes": routes::routes(gw, doc, e),
             }]
         },
         "http_filters": http_filters,

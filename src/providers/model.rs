@@ -318,19 +318,22 @@ pub struct ReasoningConfig {
 }
 
 impl ReasoningConfig {
-    /// A token budget for providers that take one: the budget, else one derived from the
-    /// effort (`max_tokens` bounds it where known).
+    /// A token budget for providers that take one: the client's budget as sent, else one
+    /// derived from the effort and kept below `max_tokens` where known (Anthropic wants
+    /// the budget under it).
     pub fn budget(&self, max_tokens: Option<u64>) -> Option<u64> {
-        let b = self.budget_tokens.or(match self.effort.as_deref() {
-            Some("minimal") | Some("none") => None,
-            Some("low") => Some(1024),
-            Some("medium") => Some(4096),
-            Some("high") => Some(16384),
-            Some(_) => Some(32768),
-            None => None,
-        })?;
+        if let Some(b) = self.budget_tokens {
+            return Some(b);
+        }
+        let b: u64 = match self.effort.as_deref()? {
+            "minimal" | "none" => return None,
+            "low" => 1024,
+            "medium" => 4096,
+            "high" => 16384,
+            _ => 32768,
+        };
         Some(match max_tokens {
-            Some(m) if m > 1 && b >= m => m.saturating_sub(1).max(1),
+            Some(m) if m > 1 && b >= m => m.saturating_sub(1),
             _ => b,
         })
     }
@@ -719,7 +722,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(budget.effort_level(), Some("high"));
-        assert_eq!(budget.budget(Some(2048)), Some(2047));
+        // The client's own budget goes as sent (the provider judges it), a derived one fits.
+        assert_eq!(budget.budget(Some(2048)), Some(10_000));
         assert!(effort("none").off());
     }
 }
