@@ -452,13 +452,14 @@ fn write_error(
     Ok(Next::KeepAlive)
 }
 
-/// The agents' API: embeddings, token counts, Responses.
-fn agent_call(state: &State, req: &Request, w: &mut TcpStream, op: agents::Op) -> io::Result<Next> {
-    let ka = req.keep_alive;
-    let provider = match &op {
-        agents::Op::Embed { provider, .. } | agents::Op::Count { provider } => *provider,
-        agents::Op::Responses => Provider::OpenAi,
-    };
+/// The request's JSON object, after `x-mock-hang-ms`; `Err` when the mock answered already
+/// (an `x-mock-status` error, a body that is not a JSON object).
+fn steered_or_body(
+    state: &State,
+    req: &Request,
+    w: &mut TcpStream,
+    provider: Provider,
+) -> Result<Value, io::Result<Next>> {
     sleep_ms(header_u64(req, "x-mock-hang-ms").unwrap_or(0));
     if let Some(status) = req
         .header("x-mock-status")
@@ -469,11 +470,34 @@ fn agent_call(state: &State, req: &Request, w: &mut TcpStream, op: agents::Op) -
             "mock error: HTTP {status} {} (x-mock-status)",
             http::reason(status)
         );
-        return write_error(w, req, provider, status, &msg);
+        return Err(write_error(w, req, provider, status, &msg));
     }
-    let body: Value = match serde_json::from_slice(&req.body) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => return write_error(w, req, provider, 400, "request body must be a JSON object"),
+    match serde_json::from_slice(&req.body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(write_error(
+            w,
+            req,
+            provider,
+            400,
+            "request body must be a JSON object",
+        )),
+        Err(e) => {
+            let msg = format!("mock: invalid JSON request body: {e}");
+            Err(write_error(w, req, provider, 400, &msg))
+        }
+    }
+}
+
+/// The agents' API: embeddings, token counts, Responses.
+fn agent_call(state: &State, req: &Request, w: &mut TcpStream, op: agents::Op) -> io::Result<Next> {
+    let ka = req.keep_alive;
+    let provider = match &op {
+        agents::Op::Embed { provider, .. } | agents::Op::Count { provider } => *provider,
+        agents::Op::Responses => Provider::OpenAi,
+    };
+    let body = match steered_or_body(state, req, w, provider) {
+        Ok(body) => body,
+        Err(answered) => return answered,
     };
     let (status, answer, mut headers) = match op {
         agents::Op::Embed { provider, model } => {
@@ -545,28 +569,9 @@ fn provider_call(
 ) -> io::Result<Next> {
     let started = Instant::now();
     let ka = req.keep_alive;
-    sleep_ms(header_u64(req, "x-mock-hang-ms").unwrap_or(0));
-
-    if let Some(status) = req
-        .header("x-mock-status")
-        .and_then(|v| state.next_status(v))
-    {
-        if status >= 400 {
-            let msg = format!(
-                "mock error: HTTP {status} {} (x-mock-status)",
-                http::reason(status)
-            );
-            return write_error(w, req, provider, status, &msg);
-        }
-    }
-
-    let body: Value = match serde_json::from_slice(&req.body) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return write_error(w, req, provider, 400, "request body must be a JSON object"),
-        Err(e) => {
-            let msg = format!("mock: invalid JSON request body: {e}");
-            return write_error(w, req, provider, 400, &msg);
-        }
+    let body = match steered_or_body(state, req, w, provider) {
+        Ok(body) => body,
+        Err(answered) => return answered,
     };
 
     // Reasoning sent back must carry the signature the mock gave it, as the real APIs check.

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::model::*;
+use super::test_target;
 use super::*;
 use serde_json::{json, Value};
 
@@ -16,21 +17,9 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
-fn target<'a>(wire: Wire, model: &'a str, d: &'a Defaults) -> Target<'a> {
-    Target {
-        wire,
-        model,
-        api_version: None,
-        defaults: d,
-        aws: None,
-        host: "bedrock-runtime.us-east-1.amazonaws.com",
-        now_unix: 0,
-    }
-}
-
 fn encode(req: &ChatRequest, wire: Wire, model: &str) -> Value {
     let d = Defaults::default();
-    let o = encode_request(req, &target(wire, model, &d)).unwrap();
+    let o = encode_request(req, &test_target(wire, model, &d)).unwrap();
     serde_json::from_slice(&o.body).unwrap()
 }
 
@@ -57,7 +46,7 @@ fn claude_code_request_reaches_anthropic_as_sent() {
     let d = Defaults::default();
     let o = encode_request(
         &req,
-        &target(Wire::Anthropic, "claude-opus-4-5-20251101", &d),
+        &test_target(Wire::Anthropic, "claude-opus-4-5-20251101", &d),
     )
     .unwrap();
     let got: Value = serde_json::from_slice(&o.body).unwrap();
@@ -401,7 +390,7 @@ fn documents_reach_each_provider_in_its_shape() {
         (Wire::OpenAi, false),
         (Wire::Bedrock, false),
     ] {
-        let r = encode_request(&req, &target(wire, "m", &d));
+        let r = encode_request(&req, &test_target(wire, "m", &d));
         assert_eq!(r.is_ok(), ok, "{wire:?}: {r:?}");
         if let Err(e) = r {
             assert!(e.0.starts_with("messages[0]"), "{}", e.0);

@@ -930,17 +930,13 @@ pub fn stream_decoder() -> Decoder {
 
 impl StreamDecoder for Decoder {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) {
-        let mut events = Vec::new();
-        self.sse.feed(bytes, &mut events);
-        for e in events {
+        for e in self.sse.events(bytes) {
             self.on_event(e.event.as_deref(), &e.data, out);
         }
     }
 
     fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        let mut events = Vec::new();
-        self.sse.finish(&mut events);
-        for e in events {
+        for e in self.sse.rest() {
             self.on_event(e.event.as_deref(), &e.data, out);
         }
         if self.started && !self.done && !self.failed {
@@ -997,17 +993,17 @@ impl Decoder {
             "content_block_start" => {
                 let b = v.get("content_block");
                 let kind = b.and_then(|b| b.get("type")).and_then(Value::as_str);
-                if kind == Some("thinking") {
-                    self.thinking = Some((num(v.get("index")), None));
-                    if let Some(t) = b
-                        .and_then(|b| b.get("thinking"))
+                // Text a block starts with (non-empty).
+                let initial = |k: &str| {
+                    b.and_then(|b| b.get(k))
                         .and_then(Value::as_str)
                         .filter(|t| !t.is_empty())
-                    {
-                        out.push(StreamEvent::Reasoning {
-                            index: 0,
-                            text: t.to_string(),
-                        });
+                        .map(str::to_string)
+                };
+                if kind == Some("thinking") {
+                    self.thinking = Some((num(v.get("index")), None));
+                    if let Some(text) = initial("thinking") {
+                        out.push(StreamEvent::Reasoning { index: 0, text });
                     }
                 } else if kind == Some("redacted_thinking") {
                     out.push(StreamEvent::RedactedReasoning {
@@ -1032,27 +1028,19 @@ impl Decoder {
                         id: s("id"),
                         name: s("name"),
                     });
-                } else if let Some(t) = b
-                    .and_then(|b| b.get("text"))
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                {
-                    out.push(StreamEvent::Text {
-                        index: 0,
-                        text: t.to_string(),
-                    });
+                } else if let Some(text) = initial("text") {
+                    out.push(StreamEvent::Text { index: 0, text });
                 }
             }
             "content_block_delta" => {
                 let d = v.get("delta");
                 let s = |k: &str| d.and_then(|d| d.get(k)).and_then(Value::as_str);
+                // A non-empty piece of the delta's field `k`.
+                let piece = |k: &str| s(k).filter(|t| !t.is_empty()).map(str::to_string);
                 match s("type") {
                     Some("text_delta") => {
-                        if let Some(t) = s("text").filter(|t| !t.is_empty()) {
-                            out.push(StreamEvent::Text {
-                                index: 0,
-                                text: t.to_string(),
-                            });
+                        if let Some(text) = piece("text") {
+                            out.push(StreamEvent::Text { index: 0, text });
                         }
                     }
                     Some("input_json_delta") => {
@@ -1073,11 +1061,8 @@ impl Decoder {
                         }
                     }
                     Some("thinking_delta") => {
-                        if let Some(t) = s("thinking").filter(|t| !t.is_empty()) {
-                            out.push(StreamEvent::Reasoning {
-                                index: 0,
-                                text: t.to_string(),
-                            });
+                        if let Some(text) = piece("thinking") {
+                            out.push(StreamEvent::Reasoning { index: 0, text });
                         }
                     }
                     Some("signature_delta") => {
@@ -1807,14 +1792,8 @@ impl StreamEncoder {
         // Anthropic's own when the client sends it back).
         if let Some((i, OpenBlock::Thinking)) = self.open {
             if !self.signed {
-                let sig = Reasoning {
-                    text: String::new(),
-                    signature: None,
-                    redacted: false,
-                    origin: Origin::Unknown,
-                    id: None,
-                }
-                .carried_signature(Origin::Anthropic);
+                let sig = Reasoning::signed(None, false, Origin::Unknown)
+                    .carried_signature(Origin::Anthropic);
                 let delta = DeltaOut::SignatureDelta { signature: &sig };
                 Self::emit(out, "content_block_delta", BlockDeltaOut::new(i, delta));
             }
@@ -1922,14 +1901,8 @@ impl StreamEncoder {
                         out,
                     ),
                 };
-                let r = Reasoning {
-                    text: String::new(),
-                    signature: signature.clone(),
-                    redacted: false,
-                    origin: *origin,
-                    id: None,
-                };
-                let sig = r.carried_signature(Origin::Anthropic);
+                let sig = Reasoning::signed(signature.clone(), false, *origin)
+                    .carried_signature(Origin::Anthropic);
                 let delta = DeltaOut::SignatureDelta { signature: &sig };
                 Self::emit(out, "content_block_delta", BlockDeltaOut::new(i, delta));
                 self.signed = true;
@@ -1941,13 +1914,7 @@ impl StreamEncoder {
                 origin,
             } => {
                 self.start("", out);
-                let r = Reasoning {
-                    text: String::new(),
-                    signature: Some(data.clone()),
-                    redacted: true,
-                    origin: *origin,
-                    id: None,
-                };
+                let r = Reasoning::signed(Some(data.clone()), true, *origin);
                 self.open_block(OpenBlock::Thinking, thinking_json(&r), out);
                 self.signed = true;
                 self.close(out);

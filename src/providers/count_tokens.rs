@@ -152,7 +152,7 @@ pub fn encode_response(c: &TokenCount) -> Vec<u8> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::providers::{anthropic, Defaults};
+    use crate::providers::{anthropic, test_target, Defaults};
 
     fn request() -> ChatRequest {
         anthropic::parse_count_tokens_request(
@@ -164,22 +164,10 @@ mod tests {
         .unwrap()
     }
 
-    fn target<'a>(wire: Wire, model: &'a str, d: &'a Defaults) -> Target<'a> {
-        Target {
-            wire,
-            model,
-            api_version: None,
-            defaults: d,
-            aws: None,
-            host: "bedrock-runtime.us-east-1.amazonaws.com",
-            now_unix: 0,
-        }
-    }
-
     #[test]
     fn no_max_tokens_needed_and_anthropic_gets_the_prompt_only() {
         let d = Defaults::default();
-        let o = encode_request(&request(), &target(Wire::Anthropic, "claude-x", &d))
+        let o = encode_request(&request(), &test_target(Wire::Anthropic, "claude-x", &d))
             .unwrap()
             .unwrap();
         assert_eq!(o.path, "/v1/messages/count_tokens");
@@ -207,9 +195,12 @@ mod tests {
     #[test]
     fn gemini_counts_the_whole_generate_request() {
         let d = Defaults::default();
-        let o = encode_request(&request(), &target(Wire::Gemini, "gemini-2.5-flash", &d))
-            .unwrap()
-            .unwrap();
+        let o = encode_request(
+            &request(),
+            &test_target(Wire::Gemini, "gemini-2.5-flash", &d),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(o.path, "/v1beta/models/gemini-2.5-flash:countTokens");
         let b: Value = serde_json::from_slice(&o.body).unwrap();
         let g = &b["generateContentRequest"];
@@ -232,7 +223,7 @@ mod tests {
         let d = Defaults::default();
         let o = encode_request(
             &request(),
-            &target(
+            &test_target(
                 Wire::Bedrock,
                 "anthropic.claude-sonnet-4-5-20250929-v1:0",
                 &d,
@@ -259,11 +250,11 @@ mod tests {
             (Wire::Azure, "dep"),
         ] {
             assert_eq!(
-                encode_request(&request(), &target(wire, model, &d)).unwrap(),
+                encode_request(&request(), &test_target(wire, model, &d)).unwrap(),
                 None,
                 "{wire:?}"
             );
-            let e = estimate(&request(), &target(wire, model, &d));
+            let e = estimate(&request(), &test_target(wire, model, &d));
             assert!(e.estimated && e.input_tokens > 10, "{wire:?}: {e:?}");
         }
         let v: Value = serde_json::from_slice(&encode_response(&TokenCount {

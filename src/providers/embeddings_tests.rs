@@ -1,21 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use super::*;
-use crate::providers::{AwsCredentials, Defaults};
+use crate::providers::{test_target, AwsCredentials, Defaults};
 
 fn parse(v: Value) -> EmbeddingRequest {
     parse_request(v.to_string().as_bytes()).unwrap()
-}
-
-fn target<'a>(wire: Wire, model: &'a str, d: &'a Defaults) -> Target<'a> {
-    Target {
-        wire,
-        model,
-        api_version: None,
-        defaults: d,
-        aws: None,
-        host: "bedrock-runtime.us-east-1.amazonaws.com",
-        now_unix: 1_700_000_000,
-    }
 }
 
 fn body(o: &Outgoing) -> Value {
@@ -80,7 +68,7 @@ fn openai_compatible_azure_and_mistral_bodies() {
     );
     let o = encode_request(
         &r,
-        &target(Wire::OpenAi, "text-embedding-3-small", &d),
+        &test_target(Wire::OpenAi, "text-embedding-3-small", &d),
         false,
     )
     .unwrap();
@@ -90,22 +78,22 @@ fn openai_compatible_azure_and_mistral_bodies() {
         json!({"model": "text-embedding-3-small", "input": ["a", "b"], "dimensions": 64,
                "encoding_format": "float", "user": "u"})
     );
-    let mut t = target(Wire::Azure, "embed-dep", &d);
+    let mut t = test_target(Wire::Azure, "embed-dep", &d);
     t.api_version = Some("2024-10-21");
     let o = encode_request(&r, &t, false).unwrap();
     assert_eq!(
         o.path,
         "/openai/deployments/embed-dep/embeddings?api-version=2024-10-21"
     );
-    let o = encode_request(&r, &target(Wire::OpenAi, "mistral-embed", &d), true).unwrap();
+    let o = encode_request(&r, &test_target(Wire::OpenAi, "mistral-embed", &d), true).unwrap();
     assert_eq!(
         body(&o),
         json!({"model": "mistral-embed", "input": ["a", "b"], "output_dimension": 64,
                "encoding_format": "float"})
     );
     let tokens = parse(json!({"model": "m", "input": [1, 2]}));
-    assert!(encode_request(&tokens, &target(Wire::OpenAi, "m", &d), true).is_err());
-    assert!(encode_request(&tokens, &target(Wire::OpenAi, "m", &d), false).is_ok());
+    assert!(encode_request(&tokens, &test_target(Wire::OpenAi, "m", &d), true).is_err());
+    assert!(encode_request(&tokens, &test_target(Wire::OpenAi, "m", &d), false).is_ok());
 }
 
 #[test]
@@ -116,7 +104,7 @@ fn gemini_single_and_batch() {
     );
     let o = encode_request(
         &one,
-        &target(Wire::Gemini, "gemini-embedding-001", &d),
+        &test_target(Wire::Gemini, "gemini-embedding-001", &d),
         false,
     )
     .unwrap();
@@ -129,7 +117,7 @@ fn gemini_single_and_batch() {
     let two = parse(json!({"model": "g", "input": ["a", "b"]}));
     let o = encode_request(
         &two,
-        &target(Wire::Gemini, "models/text-embedding-004", &d),
+        &test_target(Wire::Gemini, "models/text-embedding-004", &d),
         false,
     )
     .unwrap();
@@ -180,7 +168,7 @@ fn bedrock_titan_and_cohere_are_signed_invoke_calls() {
         session_token: None,
         region: "us-east-1".into(),
     };
-    let mut t = target(Wire::Bedrock, "amazon.titan-embed-text-v2:0", &d);
+    let mut t = test_target(Wire::Bedrock, "amazon.titan-embed-text-v2:0", &d);
     t.aws = Some(&creds);
     let one = parse(json!({"model": "t", "input": "hello", "dimensions": 512}));
     let o = encode_request(&one, &t, false).unwrap();
@@ -211,7 +199,7 @@ fn bedrock_titan_and_cohere_are_signed_invoke_calls() {
         None).unwrap();
     assert_eq!((r.vectors.len(), r.prompt_tokens), (1, Some(6)));
 
-    let c = target(Wire::Bedrock, "cohere.embed-multilingual-v3", &d);
+    let c = test_target(Wire::Bedrock, "cohere.embed-multilingual-v3", &d);
     let o = encode_request(&two, &c, false).unwrap();
     assert_eq!(
         body(&o),
@@ -221,7 +209,7 @@ fn bedrock_titan_and_cohere_are_signed_invoke_calls() {
         .unwrap_err()
         .0
         .starts_with("dimensions:"));
-    let v4 = target(Wire::Bedrock, "us.cohere.embed-v4:0", &d);
+    let v4 = test_target(Wire::Bedrock, "us.cohere.embed-v4:0", &d);
     let dims = parse(
         json!({"model": "c", "input": ["a"], "dimensions": 256, "input_type": "search_query"}),
     );
@@ -240,7 +228,12 @@ fn bedrock_titan_and_cohere_are_signed_invoke_calls() {
             (vec![vec![0.1f32], vec![0.2]], Some(4))
         );
     }
-    let e = encode_request(&one, &target(Wire::Bedrock, "meta.llama3-70b", &d), false).unwrap_err();
+    let e = encode_request(
+        &one,
+        &test_target(Wire::Bedrock, "meta.llama3-70b", &d),
+        false,
+    )
+    .unwrap_err();
     assert!(
         e.0.starts_with("model: Bedrock embeddings are supported for Titan"),
         "{}",
@@ -253,7 +246,7 @@ fn anthropic_has_no_embeddings() {
     let d = Defaults::default();
     let e = encode_request(
         &parse(json!({"model": "m", "input": "x"})),
-        &target(Wire::Anthropic, "claude", &d),
+        &test_target(Wire::Anthropic, "claude", &d),
         false,
     )
     .unwrap_err();

@@ -290,6 +290,20 @@ impl FrontDoor {
     }
 }
 
+/// A target for unit tests: no credentials, a Bedrock host for signing, time 0.
+#[cfg(test)]
+pub(crate) fn test_target<'a>(wire: Wire, model: &'a str, defaults: &'a Defaults) -> Target<'a> {
+    Target {
+        wire,
+        model,
+        api_version: None,
+        defaults,
+        aws: None,
+        host: "bedrock-runtime.us-east-1.amazonaws.com",
+        now_unix: 0,
+    }
+}
+
 #[cfg(test)]
 #[path = "agents_tests.rs"]
 mod agents_tests;

@@ -146,6 +146,17 @@ pub struct Reasoning {
 const CARRIED: &str = "tollgate.";
 
 impl Reasoning {
+    /// Reasoning known by its signature only (what a stream's end or a redacted block tells).
+    pub fn signed(signature: Option<String>, redacted: bool, origin: Origin) -> Self {
+        Self {
+            text: String::new(),
+            signature,
+            redacted,
+            origin,
+            id: None,
+        }
+    }
+
     /// The signature as a client of the `door` family carries it: its own family's as written,
     /// another family's tagged with its origin (`tollgate.gemini.<signature>`), also when it has
     /// none, so that the block is never taken for one of the door's own family when it comes

@@ -1190,17 +1190,13 @@ pub fn stream_decoder() -> Decoder {
 
 impl StreamDecoder for Decoder {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) {
-        let mut events = Vec::new();
-        self.sse.feed(bytes, &mut events);
-        for e in events {
+        for e in self.sse.events(bytes) {
             self.on_data(&e.data, out);
         }
     }
 
     fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        let mut events = Vec::new();
-        self.sse.finish(&mut events);
-        for e in events {
+        for e in self.sse.rest() {
             self.on_data(&e.data, out);
         }
         if self.started && !self.done && !self.failed && self.finished.is_empty() {

@@ -1041,13 +1041,7 @@ impl StreamEncoder {
                                "part": {"type": "summary_text", "text": text}}),
                     );
                 }
-                let r = signature.unwrap_or(Reasoning {
-                    text: String::new(),
-                    signature: None,
-                    redacted: false,
-                    origin: Origin::Unknown,
-                    id: None,
-                });
+                let r = signature.unwrap_or(Reasoning::signed(None, false, Origin::Unknown));
                 reasoning_item(&id, &Reasoning { text, ..r })
             }
             Open::Call { call, data } => {
@@ -1103,13 +1097,7 @@ impl StreamEncoder {
             } => {
                 self.start("", out);
                 self.open_reasoning(None, out);
-                let r = Reasoning {
-                    text: String::new(),
-                    signature: signature.clone(),
-                    redacted: false,
-                    origin: *origin,
-                    id: None,
-                };
+                let r = Reasoning::signed(signature.clone(), false, *origin);
                 self.close_with(Some(r), out);
             }
             StreamEvent::RedactedReasoning {
@@ -1119,13 +1107,7 @@ impl StreamEncoder {
             } => {
                 self.start("", out);
                 self.open_reasoning(None, out);
-                let r = Reasoning {
-                    text: String::new(),
-                    signature: Some(data.clone()),
-                    redacted: true,
-                    origin: *origin,
-                    id: None,
-                };
+                let r = Reasoning::signed(Some(data.clone()), true, *origin);
                 self.close_with(Some(r), out);
             }
             StreamEvent::ToolCallStart {
@@ -1640,17 +1622,13 @@ pub fn stream_decoder() -> Decoder {
 
 impl StreamDecoder for Decoder {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) {
-        let mut events = Vec::new();
-        self.sse.feed(bytes, &mut events);
-        for e in events {
+        for e in self.sse.events(bytes) {
             self.on_event(&e.data, out);
         }
     }
 
     fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        let mut events = Vec::new();
-        self.sse.finish(&mut events);
-        for e in events {
+        for e in self.sse.rest() {
             self.on_event(&e.data, out);
         }
         if self.started && !self.done && !self.failed {

@@ -288,21 +288,6 @@ pub fn plan(
     seq: u64,
     created: u64,
 ) -> Reply {
-    Reply {
-        thinking: opts.thinking.clone(),
-        thought_signature: opts.thought_signature,
-        ..plan_answer(provider, req, model, opts, seq, created)
-    }
-}
-
-fn plan_answer(
-    provider: Provider,
-    req: &Value,
-    model: String,
-    opts: &Opts,
-    seq: u64,
-    created: u64,
-) -> Reply {
     let prompt_tokens = prompt_tokens(provider, req);
     let cache_write = match provider {
         Provider::Anthropic | Provider::Bedrock => opts.cache_write,
@@ -346,8 +331,8 @@ fn plan_answer(
                 prompt_tokens,
                 cache_write,
                 refusal: false,
-                thinking: None,
-                thought_signature: false,
+                thinking: opts.thinking.clone(),
+                thought_signature: opts.thought_signature,
                 seq,
                 created,
             }
@@ -391,8 +376,8 @@ fn text_reply(
         prompt_tokens,
         cache_write: 0,
         refusal: false,
-        thinking: None,
-        thought_signature: false,
+        thinking: opts.thinking.clone(),
+        thought_signature: opts.thought_signature,
         seq,
         created,
     }
