@@ -1,5 +1,6 @@
-//! Embeds the git commit in the build (logged at VM start). With the `limits` feature, also
-//! generates the gRPC glue of Envoy's rate limit service for `src/limits/proto.rs`.
+//! Embeds the git commit in the build (logged at VM start / module load); links the native
+//! module with immediate binding. With the `limits` feature, also generates the gRPC glue of
+//! Envoy's rate limit service for `src/limits/proto.rs`.
 use std::process::Command;
 
 fn main() {
@@ -15,6 +16,14 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs");
     println!("cargo:rerun-if-changed=build.rs");
+    // The native module binds every Envoy callback when it is loaded (not at first call): an
+    // Envoy without one of them refuses the module with "undefined symbol" instead of
+    // crashing later, mid-request.
+    if std::env::var_os("CARGO_FEATURE_NATIVE").is_some()
+        && std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
+    {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,now");
+    }
     #[cfg(feature = "limits")]
     rate_limit_service();
 }

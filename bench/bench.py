@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`: plain Envoy vs tollgate, side by side, same machine, same mock upstream.
+tollgate runs twice: as the proxy-wasm filter ("tollgate", the .wasm in V8) and as the
+native Envoy dynamic module ("native", target/native/libtollgate.so), same configuration.
 
 Scenarios (each repeated RUNS times, interleaved; the median run is reported):
   header     plain Envoy routes a small OpenAI request  | tollgate: a plain KrakenD endpoint
@@ -15,8 +17,9 @@ and build profile): for "header" a filter that makes no hostcall; for "translate
 reads both bodies and writes them back unchanged. They show what Envoy charges for running
 any wasm filter, so tollgate's own share is the distance from the floor.
 
-Memory: Envoy RSS at rest with --concurrency 1 and 4 (plain and tollgate); the difference
-splits into what the module costs once (compiled code, shared by the workers) and per worker.
+Memory: Envoy RSS at rest with --concurrency 1 and 4 (plain, tollgate and native); the
+difference splits into what the module costs once (compiled code, shared by the workers) and
+per worker.
 
 Envoy runs with --concurrency 1 pinned to one core (taskset), the mock and the load
 generator (target/release/loadgen) on the other. Envoy CPU per request comes from
@@ -24,7 +27,7 @@ generator (target/release/loadgen) on the other. Envoy CPU per request comes fro
 listens on 127.0.0.1; each run is bounded by a request count and a time cap.
 
 Usage: bench/bench.py [--runs N] [--seconds S] [--readme]
-Writes bench/results.json and bench/results.md (--readme also refreshes README.md).
+Writes bench/results.json and bench/results.md (--readme also refreshes docs/performance.md).
 BENCH_ONLY=header[,translate,stream] runs only those scenarios (quick iterations) and
 prints the table without writing any file.
 """
@@ -47,7 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests/e2e"))
 from harness import envoy_bin, free_port  # noqa: E402
 
-WASM = REPO / "target/wasm32-wasip1/release/tollgate.wasm"
+# TOLLGATE_WASM: bench another build of the filter (say, an older commit's) with the same tools.
+WASM = Path(os.environ.get("TOLLGATE_WASM", REPO / "target/wasm32-wasip1/release/tollgate.wasm"))
+NATIVE = REPO / "target/native/libtollgate.so"
 TOLLGATE = REPO / "target/release/tollgate"
 MOCK = REPO / "target/release/mock-llm"
 LOADGEN = REPO / "target/release/loadgen"
@@ -273,12 +278,14 @@ def loadgen(port: int, spec: Path, requests: int, seconds: float, connections: i
     return json.loads(out.stdout)
 
 
-def tollgate_bootstrap(tmp: Path, mock_port: int, port: int, admin: int) -> Path:
-    """The bench KrakenD config through `tollgate envoy`; returns the bootstrap's path."""
+def tollgate_bootstrap(tmp: Path, mock_port: int, port: int, admin: int, native: bool = False) -> Path:
+    """The bench KrakenD config through `tollgate envoy` (the .wasm, or the native module);
+    returns the bootstrap's path."""
     (tmp / "krakend.json").write_text(json.dumps(krakend(mock_port), indent=2))
+    build = ["--native", str(NATIVE)] if native else ["--wasm", str(WASM)]
     gen = subprocess.run([str(TOLLGATE), "envoy", str(tmp / "krakend.json"), "--listen",
                           f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}",
-                          "--wasm", str(WASM)], capture_output=True, text=True)
+                          *build], capture_output=True, text=True)
     if gen.returncode != 0:
         raise RuntimeError(f"tollgate envoy failed: {gen.stderr}")
     path = tmp / f"tollgate-{port}.yaml"
@@ -287,10 +294,11 @@ def tollgate_bootstrap(tmp: Path, mock_port: int, port: int, admin: int) -> Path
 
 
 def memory_by_workers(tmp: Path, mock_port: int) -> dict:
-    """RSS at rest of plain Envoy and tollgate with 1 and 4 workers: what the module costs
-    once, and what each extra worker's VM costs (plain Envoy's own per-worker cost removed)."""
+    """RSS at rest of plain Envoy and tollgate (wasm and native) with 1 and 4 workers: what
+    the module costs once, and what each extra worker's VM costs (plain Envoy's own per-worker
+    cost removed)."""
     out: dict[str, dict[str, float]] = {}
-    for proxy in ("plain", "tollgate"):
+    for proxy in ("plain", "tollgate", "native"):
         out[proxy] = {}
         for n in (1, 4):
             port, admin = free_port(), free_port()
@@ -298,14 +306,16 @@ def memory_by_workers(tmp: Path, mock_port: int) -> dict:
                 cfg = tmp / f"mem-plain-{n}.json"
                 cfg.write_text(json.dumps(plain_bootstrap(port, admin, mock_port)))
             else:
-                cfg = tollgate_bootstrap(tmp, mock_port, port, admin)
+                cfg = tollgate_bootstrap(tmp, mock_port, port, admin, native=proxy == "native")
             proc = start_envoy(cfg, port, admin, tmp, concurrency=n)
             time.sleep(1.0)
             out[proxy][str(n)] = proc.rss_mb()
             proc.stop()
-    t, p = out["tollgate"], out["plain"]
+    t, p, nt = out["tollgate"], out["plain"], out["native"]
     out["module_once_mb"] = t["1"] - p["1"]
     out["per_worker_mb"] = ((t["4"] - t["1"]) - (p["4"] - p["1"])) / 3
+    out["native_once_mb"] = nt["1"] - p["1"]
+    out["native_per_worker_mb"] = ((nt["4"] - nt["1"]) - (p["4"] - p["1"])) / 3
     return out
 
 
@@ -318,9 +328,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4.0, help="time cap of one run")
     ap.add_argument("--connections", type=int, default=4)
-    ap.add_argument("--readme", action="store_true", help="refresh the table in README.md")
+    ap.add_argument("--readme", action="store_true", help="refresh the table in docs/performance.md")
     ap.add_argument("--render-only", action="store_true",
-                    help="only re-render results.md (and README with --readme) from results.json")
+                    help="only re-render results.md (and docs/performance.md with --readme) from results.json")
     args = ap.parse_args()
     if args.render_only:
         results = json.loads((OUT / "results.json").read_text())
@@ -329,7 +339,7 @@ def main() -> int:
         if args.readme:
             refresh_readme(table)
         return 0
-    for f in (WASM, TOLLGATE, MOCK, LOADGEN):
+    for f in (WASM, NATIVE, TOLLGATE, MOCK, LOADGEN):
         if not f.exists():
             print(f"missing {f}: run `make build`", file=sys.stderr)
             return 2
@@ -356,8 +366,12 @@ def main() -> int:
         tg_port, tg_admin = free_port(), free_port()
         tg = start_envoy(tollgate_bootstrap(tmp, mock_port, tg_port, tg_admin), tg_port, tg_admin, tmp)
         procs.append(tg)
+        nt_port, nt_admin = free_port(), free_port()
+        nt = start_envoy(tollgate_bootstrap(tmp, mock_port, nt_port, nt_admin, native=True),
+                         nt_port, nt_admin, tmp)
+        procs.append(nt)
         time.sleep(1.0)
-        rest = {"plain": plain.rss_mb(), "tollgate": tg.rss_mb()}
+        rest = {"plain": plain.rss_mb(), "tollgate": tg.rss_mb(), "native": nt.rss_mb()}
         workers = memory_by_workers(tmp, mock_port)
 
         # Paced streams (2 ms between chunks, like a model generating): time to first byte then
@@ -381,11 +395,14 @@ def main() -> int:
             ("header", "plain", plain_port, plain, "plain-header", 40000, c),
             ("header", "floor", *floor_envoys["header"], "plain-header", 40000, c),
             ("header", "tollgate", tg_port, tg, "tg-header", 40000, c),
+            ("header", "native", nt_port, nt, "tg-header", 40000, c),
             ("translate", "plain", plain_port, plain, "plain-translate", 40000, c),
             ("translate", "floor", *floor_envoys["translate"], "plain-translate", 40000, c),
             ("translate", "tollgate", tg_port, tg, "tg-translate", 40000, c),
+            ("translate", "native", nt_port, nt, "tg-translate", 40000, c),
             ("stream", "plain", plain_port, plain, "plain-stream", 10000, sc),
             ("stream", "tollgate", tg_port, tg, "tg-stream", 10000, sc),
+            ("stream", "native", nt_port, nt, "tg-stream", 10000, sc),
             ("stream", "upstream", mock_port, None, "upstream-stream", 10000, sc),
         ]
         only = [x for x in os.environ.get("BENCH_ONLY", "").split(",") if x]
@@ -412,7 +429,7 @@ def main() -> int:
                 })
                 print(f"run {run + 1}/{args.runs} {scen:9} {proxy:8} {r['rps']:8.0f} req/s "
                       f"p50 {sp['latency']['p50_ms']:.3f} ms  ok {good}/{r['requests']}", flush=True)
-        end_rss = {"plain": plain.rss_mb(), "tollgate": tg.rss_mb()}
+        end_rss = {"plain": plain.rss_mb(), "tollgate": tg.rss_mb(), "native": nt.rss_mb()}
     finally:
         for p in reversed(procs):
             p.stop()
@@ -438,7 +455,7 @@ def main() -> int:
     by = {(r["scenario"], r["proxy"]): r for r in rows}
     for r in rows:
         base = by.get((r["scenario"], "plain"))
-        if r["proxy"] in ("tollgate", "floor") and base:
+        if r["proxy"] in ("tollgate", "native", "floor") and base:
             r["cpu_ratio"] = (r["cpu_us_per_req"] / base["cpu_us_per_req"]) if base["cpu_us_per_req"] else None
             r["rps_ratio"] = r["rps"] / base["rps"] if base["rps"] else None
             r["p50_ratio"] = r["p50_ms"] / base["p50_ms"] if base["p50_ms"] else None
@@ -461,11 +478,20 @@ def main() -> int:
                      "stream_gap_ms": STREAM_GAP_MS, "stream_connections": STREAM_CONNECTIONS},
         "rss_mb": {"at_rest": rest, "after_load": end_rss, "by_workers": workers},
         "wasm_bytes": WASM.stat().st_size,
+        "native_bytes": NATIVE.stat().st_size,
         "rows": rows,
         "stream_ttfb_added_ms": (by[("stream", "tollgate")]["ttfb_p50_ms"] - up["ttfb_p50_ms"]),
         # Paired by run (same moment, same noise): tollgate's TTFB minus plain Envoy's.
         "stream_ttfb_over_plain_ms": median([t["ttfb_p50_ms"] - p["ttfb_p50_ms"] for t, p in zip(
             by[("stream", "tollgate")]["runs"], by[("stream", "plain")]["runs"])]),
+        "native_stream_ttfb_over_plain_ms": median([t["ttfb_p50_ms"] - p["ttfb_p50_ms"] for t, p in zip(
+            by[("stream", "native")]["runs"], by[("stream", "plain")]["runs"])]),
+        # Paired by run: each run's CPU ratio to the plain run next to it, then the median.
+        "paired_cpu_ratio": {f"{scen}/{proxy}": median([
+            x["cpu_us_per_req"] / p["cpu_us_per_req"] for x, p in zip(
+                by[(scen, proxy)]["runs"], by[(scen, "plain")]["runs"])
+            if x["cpu_us_per_req"] and p["cpu_us_per_req"]])
+            for scen in ("header", "translate", "stream") for proxy in ("tollgate", "native")},
     }
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = render_table(results)
@@ -489,10 +515,11 @@ def render_table(res: dict) -> str:
     ]
     names = {"header": "header path (martian)", "translate": f"OpenAI→Anthropic, {res['settings']['translate_body_bytes']} B body",
              "stream": "stream, 50 chunks"}
+    proxies = {"tollgate": "tollgate wasm", "native": "tollgate native"}
     for r in res["rows"]:
         ttfb = fmt(r["ttfb_p50_ms"], ".3f") if r["scenario"] == "stream" else "–"
         lines.append(
-            f"| {names[r['scenario']]} | {r['proxy']} | {fmt(r['rps'])} | {fmt(r['p50_ms'], '.3f')} | "
+            f"| {names[r['scenario']]} | {proxies.get(r['proxy'], r['proxy'])} | {fmt(r['rps'])} | {fmt(r['p50_ms'], '.3f')} | "
             f"{fmt(r['p99_ms'], '.3f')} | {ttfb} | {fmt(r['cpu_us_per_req'])} | "
             f"{fmt(r.get('cpu_ratio'), '.2f', '×')} | {fmt(r.get('rps_ratio'), '.2f', '×')} |")
     rss = res["rss_mb"]
@@ -500,13 +527,18 @@ def render_table(res: dict) -> str:
     lines.append("")
     lines.append(
         f"Envoy RSS (--concurrency 1): plain {rss['at_rest']['plain']:.0f} MB at rest / "
-        f"{rss['after_load']['plain']:.0f} MB after load; tollgate {rss['at_rest']['tollgate']:.0f} MB / "
-        f"{rss['after_load']['tollgate']:.0f} MB. At rest with 1 → 4 workers: plain {w['plain']['1']:.1f} → "
-        f"{w['plain']['4']:.1f} MB, tollgate {w['tollgate']['1']:.1f} → {w['tollgate']['4']:.1f} MB: "
-        f"tollgate costs {w['module_once_mb']:.0f} MB once and {w['per_worker_mb']:.1f} MB per worker. "
-        f".wasm: {res['wasm_bytes'] / 1024:.0f} KB. "
-        f"Stream TTFB p50 added over the upstream's: {res['stream_ttfb_added_ms']:.3f} ms; over plain Envoy's: "
-        f"{res.get('stream_ttfb_over_plain_ms', float('nan')):.3f} ms.")
+        f"{rss['after_load']['plain']:.0f} MB after load; tollgate wasm {rss['at_rest']['tollgate']:.0f} MB / "
+        f"{rss['after_load']['tollgate']:.0f} MB; tollgate native {rss['at_rest']['native']:.0f} MB / "
+        f"{rss['after_load']['native']:.0f} MB. At rest with 1 → 4 workers: plain {w['plain']['1']:.1f} → "
+        f"{w['plain']['4']:.1f} MB, wasm {w['tollgate']['1']:.1f} → {w['tollgate']['4']:.1f} MB "
+        f"({w['module_once_mb']:.0f} MB once, {w['per_worker_mb']:.1f} MB per worker), native "
+        f"{w['native']['1']:.1f} → {w['native']['4']:.1f} MB ({w['native_once_mb']:.1f} MB once, "
+        f"{w['native_per_worker_mb']:.1f} MB per worker). "
+        f".wasm: {res['wasm_bytes'] / 1024:.0f} KB; .so: {res['native_bytes'] / 1024:.0f} KB. "
+        f"Stream TTFB p50 over plain Envoy's (paired by run): wasm "
+        f"{res.get('stream_ttfb_over_plain_ms', float('nan')):.3f} ms, native "
+        f"{res.get('native_stream_ttfb_over_plain_ms', float('nan')):.3f} ms; wasm over the upstream's: "
+        f"{res['stream_ttfb_added_ms']:.3f} ms.")
     return "\n".join(lines)
 
 
@@ -537,7 +569,7 @@ Caveats: the "translate" plain row routes the same 4 KB OpenAI body to the mock'
 ratio includes reading the bigger stream. p99 on a shared 2-core VM is mostly scheduling noise.
 The floor rows show where the CPU targets stand: a filter doing nothing takes most or all of the
 header path's 10% by itself, and a body round trip alone more than the translation target's 20%.
-tollgate's own share is its distance from the floor (see README "Performance").
+tollgate's own share is its distance from the floor (see docs/performance.md).
 
 Raw numbers (every run) are in `bench/results.json`.
 """
@@ -546,11 +578,13 @@ Raw numbers (every run) are in `bench/results.json`.
 def verdicts(res: dict) -> str:
     by = {(r["scenario"], r["proxy"]): r for r in res["rows"]}
 
-    def ratio(scen, limit):
-        r = by[(scen, "tollgate")].get("cpu_ratio")
+    def ratio(scen, limit, proxy="tollgate"):
+        r = by[(scen, proxy)].get("cpu_ratio")
         if r is None:
             return "not measured"
-        return f"{r:.2f}× ({'met' if r <= limit else 'not met'}, target ≤ {limit:.2f}×)"
+        paired = res.get("paired_cpu_ratio", {}).get(f"{scen}/{proxy}")
+        paired = f", paired by run {paired:.2f}×" if paired else ""
+        return f"{r:.2f}×{paired} ({'met' if r <= limit else 'not met'}, target ≤ {limit:.2f}×)"
 
     def floor(scen):
         f, t = by.get((scen, "floor")), by[(scen, "tollgate")]
@@ -562,9 +596,17 @@ def verdicts(res: dict) -> str:
     ttfb = res["stream_ttfb_added_ms"]
     wasm = res["wasm_bytes"]
     w = res["rss_mb"]["by_workers"]
+    rss = res["rss_mb"]["at_rest"]
+    native_rss = rss["native"] - rss["plain"]
     return "\n".join([
-        f"- CPU per request, header path: {ratio('header', 1.10)}{floor('header')}",
-        f"- CPU per request, OpenAI→Anthropic translation: {ratio('translate', 1.20)}{floor('translate')}",
+        f"- native, CPU per request, header path: {ratio('header', 1.10, 'native')}",
+        f"- native, CPU per request, OpenAI→Anthropic translation: {ratio('translate', 1.25, 'native')}",
+        f"- native, RSS over plain Envoy at rest: {native_rss:+.1f} MB "
+        f"({'met' if native_rss <= 10 else 'not met'}, target within 10 MB)",
+        f"- native, stream: CPU {ratio('stream', float('inf'), 'native').split(' (')[0]}, TTFB over plain Envoy's "
+        f"{res.get('native_stream_ttfb_over_plain_ms', float('nan')):+.3f} ms",
+        f"- wasm, CPU per request, header path: {ratio('header', 1.10)}{floor('header')}",
+        f"- wasm, CPU per request, OpenAI→Anthropic translation: {ratio('translate', 1.20)}{floor('translate')}",
         f"- stream TTFB over the upstream's: {ttfb:+.3f} ms ({'met' if ttfb <= 1.0 else 'not met'}, target ≤ 1 ms); "
         f"over plain Envoy's (paired by run): {res.get('stream_ttfb_over_plain_ms', float('nan')):+.3f} ms",
         f"- .wasm size: {wasm / 1024:.0f} KB ({'met' if wasm < 1 << 20 else 'not met'}, target < 1 MB)",
@@ -575,7 +617,7 @@ def verdicts(res: dict) -> str:
 
 
 def refresh_readme(table: str):
-    readme = REPO / "README.md"
+    readme = REPO / "docs/performance.md"
     text = readme.read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in text and end in text:

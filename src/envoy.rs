@@ -1,16 +1,16 @@
 //! Envoy bootstrap generation (`tollgate envoy krakend.json`): a listener whose single
 //! route sends each request to the cluster named by the filter's routing header, the
-//! tollgate Wasm filter carrying the KrakenD document, and one cluster per backend host
-//! list (TLS with SNI for https hosts). Host-only; not part of the .wasm.
+//! tollgate filter carrying the KrakenD document (the Wasm filter, or with `--native` the
+//! dynamic module), and one cluster per backend host list (TLS with SNI for https hosts).
+//! Host-only; not part of the .wasm.
 
 use crate::config::{env, Gateway};
-use crate::filter::errors::{ANTHROPIC_FRONT, ENVOY_REPLY, ERROR_HEADER, FRONT_PROPERTY};
 use crate::providers::FrontDoor;
+use crate::refusal::{ANTHROPIC_FRONT, ENVOY_REPLY, ERROR_HEADER, FRONT_PROPERTY};
 use crate::routing::{cluster_name, HostUrl, Scheme, CLUSTER_HEADER};
 use crate::security::claims::provider_name;
 use serde_json::{json, Value};
 
-#[path = "envoy_routes.rs"]
 mod routes;
 
 /// Bootstrap settings that differ between a local run and a container.
@@ -19,11 +19,20 @@ pub struct Options {
     pub listen: (String, u16),
     pub admin: (String, u16),
     pub wasm_path: String,
+    /// The native module (`libtollgate.so`) to run instead of the .wasm.
+    pub native_path: Option<String>,
     pub ca_file: String,
     /// Envoy worker threads are set on the command line; this only names the VM.
     pub vm_id: String,
     /// Edge-proxy limits and timeouts.
     pub edge: Edge,
+    /// `--dynamic DIR`: the filter configuration (ECDS) and the clusters (CDS) come from
+    /// files in DIR that Envoy watches, so `tollgate apply` changes them without a restart.
+    pub dynamic: Option<String>,
+    /// Environment variables passed to the VM besides those the config references
+    /// (`--env-key`): a later `tollgate apply` may reference them; no other (a VM's
+    /// environment is fixed when Envoy starts).
+    pub extra_env_keys: Vec<String>,
 }
 
 /// Hardening of an edge proxy, after Envoy's "Configuring Envoy as an edge proxy": the
@@ -44,7 +53,7 @@ pub struct Edge {
     /// answers 413 past it (route `request_body_buffer_limit`).
     pub request_buffer_bytes: u64,
     /// The same for `ai/llm` endpoints without a `max_payload` (agents send prompts of several
-    /// MB); see `envoy_routes.rs`.
+    /// MB); see `envoy/routes.rs`.
     pub llm_request_buffer_bytes: u64,
     /// Time to receive the request headers (slowloris). KrakenD `read_header_timeout`.
     pub request_headers_timeout_ms: u64,
@@ -215,6 +224,68 @@ impl Edge {
 
 const HEAP_MONITOR: &str = "envoy.resource_monitors.fixed_heap";
 
+/// `tollgate envoy`'s options after the config path, usage text for errors.
+pub const OPTIONS_USAGE: &str =
+    "[--listen ADDR:PORT] [--admin ADDR:PORT] [--wasm PATH | --native PATH] [--ca-file PATH]
+                 [--edge NAME=VALUE]... [--dynamic DIR [--env-key NAME]...]";
+
+impl Options {
+    /// Options from `tollgate envoy`'s command line (after the config path); the edge
+    /// defaults come from the document's KrakenD service settings.
+    pub fn from_args(doc: &Value, args: &[String]) -> Result<Self, String> {
+        let mut o = Options {
+            edge: Edge::from_doc(doc)?,
+            ..Options::default()
+        };
+        let mut rest = args.iter();
+        while let Some(flag) = rest.next() {
+            let value = rest
+                .next()
+                .ok_or(format!("{flag} needs a value\n{OPTIONS_USAGE}"))?;
+            match flag.as_str() {
+                "--listen" => o.listen = addr(value)?,
+                "--admin" => o.admin = addr(value)?,
+                "--wasm" => o.wasm_path = value.clone(),
+                "--native" => o.native_path = Some(value.clone()),
+                "--ca-file" => o.ca_file = value.clone(),
+                "--dynamic" => o.dynamic = Some(value.clone()),
+                "--env-key" => {
+                    if value.is_empty()
+                        || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        return Err(format!("--env-key {value}: not a variable name"));
+                    }
+                    o.extra_env_keys.push(value.clone());
+                }
+                "--edge" => {
+                    let (name, v) = value
+                        .split_once('=')
+                        .ok_or(format!("--edge {value}: expected NAME=VALUE"))?;
+                    o.edge.set(name, v).map_err(|e| format!("--edge {e}"))?;
+                }
+                _ => return Err(format!("unknown option {flag}\n{OPTIONS_USAGE}")),
+            }
+        }
+        if o.native_path.is_some() && o.dynamic.is_some() {
+            // ECDS here carries the Wasm filter's configuration (tollgate apply).
+            return Err("--dynamic works with the .wasm, not with --native".into());
+        }
+        if !o.extra_env_keys.is_empty() && o.dynamic.is_none() {
+            return Err("--env-key needs --dynamic (it is for configs applied later)".into());
+        }
+        Ok(o)
+    }
+}
+
+/// `ADDR:PORT`.
+pub fn addr(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or(format!("{s}: expected ADDR:PORT"))?;
+    let port = port.parse().map_err(|_| format!("{s}: bad port"))?;
+    Ok((host.to_string(), port))
+}
+
 /// A duration in Envoy's JSON form (`"1.500s"`).
 fn seconds(ms: u64) -> String {
     format!("{}.{:03}s", ms / 1000, ms % 1000)
@@ -226,55 +297,150 @@ impl Default for Options {
             listen: ("127.0.0.1".into(), 8080),
             admin: ("127.0.0.1".into(), 9901),
             wasm_path: "target/wasm32-wasip1/release/tollgate.wasm".into(),
+            native_path: None,
             ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
             vm_id: "tollgate".into(),
             edge: Edge::default(),
+            dynamic: None,
+            extra_env_keys: Vec::new(),
         }
     }
 }
 
-/// Builds the bootstrap for a compiled gateway and its source document.
-pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> Value {
-    let env_keys = env::referenced(doc);
-    let e = &o.edge;
-    let wasm_filter = json!({
-        "name": "tollgate",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "tollgate",
-                "root_id": "tollgate",
-                // Reload a VM that panicked instead of failing every later request,
-                // and never skip the filter (FAIL_OPEN would bypass auth and budgets).
-                "failure_policy": "FAIL_RELOAD",
-                // Lets the filter hold the headers until it has read the body
-                // (model routing and body translation need it).
-                "allow_on_headers_stop_iteration": true,
-                "vm_config": {
-                    "vm_id": o.vm_id,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": o.wasm_path}},
-                    "environment_variables": {"host_env_keys": env_keys},
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": config_text.trim_end(),
-                },
-            }
+/// The name of the tollgate HTTP filter (and of its ECDS resource).
+pub const FILTER_NAME: &str = "tollgate";
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// The environment variables the VM is given: those the config references and `--env-key`s.
+pub fn env_keys(doc: &Value, o: &Options) -> Vec<String> {
+    let mut keys = env::referenced(doc);
+    keys.extend(o.extra_env_keys.iter().cloned());
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The tollgate Wasm filter's `typed_config` (an `envoy.extensions.filters.http.wasm.v3.Wasm`).
+pub fn wasm_config(config_text: &str, env_keys: &[String], o: &Options) -> Value {
+    json!({
+        "@type": WASM_TYPE,
+        "config": {
+            "name": "tollgate",
+            "root_id": "tollgate",
+            // Reload a VM that panicked instead of failing every later request,
+            // and never skip the filter (FAIL_OPEN would bypass auth and budgets).
+            "failure_policy": "FAIL_RELOAD",
+            // Lets the filter hold the headers until it has read the body
+            // (model routing and body translation need it).
+            "allow_on_headers_stop_iteration": true,
+            "vm_config": {
+                "vm_id": o.vm_id,
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": o.wasm_path}},
+                "environment_variables": {"host_env_keys": env_keys},
+            },
+            "configuration": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": config_text.trim_end(),
+            },
         }
-    });
+    })
+}
+
+impl Options {
+    /// Where the filter keeps its filter state (access-log properties, the client's front
+    /// door): Envoy puts a Wasm filter's under `wasm.`; the native module's keys are the
+    /// property names.
+    fn state_prefix(&self) -> &'static str {
+        if self.native_path.is_some() {
+            ""
+        } else {
+            "wasm."
+        }
+    }
+}
+
+/// The native module as the tollgate HTTP filter (`--native`). It reads provider keys from
+/// Envoy's own environment; a request never reaches the upstream without the filter (a
+/// module that cannot load, or a configuration it refuses, fails Envoy's start).
+fn native_filter(path: &str, config_text: &str) -> Value {
+    json!({
+        "name": FILTER_NAME,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {
+                "name": "tollgate",
+                "module": {"local": {"filename": path}},
+                // Never unloaded: the module keeps process-wide state (shared data,
+                // per-worker caches) for the life of Envoy.
+                "do_not_close": true,
+            },
+            "filter_name": "tollgate",
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": config_text.trim_end(),
+            },
+        }
+    })
+}
+
+/// Every cluster the config routes to (one per backend host list), and the clusters of
+/// `jwt_authn`'s remote JWKS; with the `jwt_authn` filter when an endpoint asks for it.
+fn clusters_and_jwt(gw: &Gateway, o: &Options) -> (Vec<Value>, Option<Value>) {
     let mut clusters: Vec<Value> = gw
         .clusters()
         .into_iter()
         .map(|(name, hosts)| cluster(name, hosts, o))
         .collect();
-    let mut http_filters = Vec::new();
     let jwt = jwt_authn(gw, &mut clusters, o);
+    (clusters, jwt)
+}
+
+/// Every cluster the config needs (for the CDS file of `--dynamic`).
+pub fn clusters(gw: &Gateway, o: &Options) -> Vec<Value> {
+    clusters_and_jwt(gw, o).0
+}
+
+/// An xDS config source reading `file` in `dir`, reloaded when a file is moved into `dir`
+/// (`tollgate apply` writes a temporary file there and renames it: the swap is atomic).
+fn file_source(dir: &str, file: &str) -> Value {
+    let dir = dir.trim_end_matches('/');
+    json!({
+        "path_config_source": {"path": format!("{dir}/{file}"), "watched_directory": {"path": dir}},
+        "resource_api_version": "V3",
+    })
+}
+
+/// The ECDS resource file of `--dynamic` (the filter configuration).
+pub const ECDS_FILE: &str = "tollgate.ecds.json";
+/// The CDS resource file of `--dynamic` (the clusters).
+pub const CDS_FILE: &str = "tollgate.cds.json";
+
+/// Builds the bootstrap for a compiled gateway and its source document.
+pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> Value {
+    let e = &o.edge;
+    let (clusters, jwt) = clusters_and_jwt(gw, o);
+    let mut http_filters = Vec::new();
     let has_jwt = jwt.is_some();
     if let Some(jwt) = jwt {
         http_filters.push(jwt);
     }
-    http_filters.push(wasm_filter);
+    http_filters.push(match (&o.native_path, &o.dynamic) {
+        (Some(path), _) => native_filter(path, config_text),
+        (None, None) => json!({
+            "name": FILTER_NAME,
+            "typed_config": wasm_config(config_text, &env_keys(doc, o), o),
+        }),
+        // No default config: until the file has been read the listener is not ready, and
+        // a filter config Envoy refuses (on_configure fails) leaves the previous one serving.
+        (None, Some(dir)) => json!({
+            "name": FILTER_NAME,
+            "config_discovery": {
+                "config_source": file_source(dir, ECDS_FILE),
+                "type_urls": [WASM_TYPE],
+            }
+        }),
+    });
     http_filters.push(
         json!({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
@@ -288,11 +454,13 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         // filter (an HTTP filter removing it would come too late: jwt_authn and
         // header_mutation look the route up, and Envoy keeps that choice). The tollgate
         // filter removes it again (for hand-written bootstraps).
+        // The native module's JWT payload headers go the same way: only `jwt_authn` writes
+        // them (see host::native::jwt).
         "early_header_mutation_extensions": [{
             "name": "envoy.http.early_header_mutation.header_mutation",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
-                "mutations": [{"remove": CLUSTER_HEADER}],
+                "mutations": early_removals(gw, o),
             }
         }],
         // The gateway is the edge: the client is the TCP peer, and a client's own
@@ -322,7 +490,7 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
                 "log_format": {"text_format_source": {"inline_string":
-                    "[%START_TIME%] \"%REQ(:METHOD)% %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %DURATION%ms provider=%FILTER_STATE(wasm.tollgate_provider:PLAIN)% model=%FILTER_STATE(wasm.tollgate_model:PLAIN)% tenant=%FILTER_STATE(wasm.tollgate_tenant:PLAIN)% prompt_tokens=%FILTER_STATE(wasm.tollgate_prompt_tokens:PLAIN)% completion_tokens=%FILTER_STATE(wasm.tollgate_completion_tokens:PLAIN)% cost=%FILTER_STATE(wasm.tollgate_cost:PLAIN)% estimated=%FILTER_STATE(wasm.tollgate_usage_estimated:PLAIN)%\n"},
+                    access_log_format(o.state_prefix())},
                     "formatters": [{
                         "name": "envoy.formatter.req_without_query",
                         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"}}]}
@@ -339,15 +507,17 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
         },
         "http_filters": http_filters,
     });
-    hcm["local_reply_config"] = local_reply_shape(gw, has_jwt);
+    hcm["local_reply_config"] = local_reply_shape(gw, has_jwt, o.state_prefix());
+    // The native module defines its metrics with labels: no tags to cut from names.
     let tags: Vec<Value> = crate::observe::stats_tags()
         .into_iter()
+        .filter(|_| o.native_path.is_none())
         .map(|(tag, regex)| json!({"tag_name": tag, "regex": regex}))
         .collect();
-    json!({
+    let mut b = json!({
         "admin": {"address": socket(&o.admin)},
         "overload_manager": e.overload_manager(),
-        // tollgate metrics carry their labels in the name; these turn them into tags.
+        // tollgate's wasm metrics carry their labels in the name; these turn them into tags.
         "stats_config": {"stats_tags": tags, "use_all_default_tags": true},
         "static_resources": {
             "listeners": [{
@@ -361,7 +531,94 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
             }],
             "clusters": clusters,
         }
-    })
+    });
+    if let Some(dir) = &o.dynamic {
+        b["static_resources"]["clusters"] = json!([]);
+        b["dynamic_resources"] = json!({"cds_config": file_source(dir, CDS_FILE)});
+        // File-based xDS needs a node identity.
+        b["node"] = json!({"id": "tollgate", "cluster": "tollgate"});
+    }
+    if o.native_path.is_some() {
+        // The native module's metrics carry Envoy's `dynamicmodulescustom.` prefix, which
+        // /stats/prometheus strips only with this flag: the series are then the wasm
+        // build's (`tollgate_tokens_total{...}`).
+        b["layered_runtime"] = json!({"layers": [{"name": "static", "static_layer": {
+            "envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix": true,
+        }}]});
+    }
+    b
+}
+
+/// Headers removed before any filter runs: the routing header, and the native module's JWT
+/// payload headers (`jwt_authn` writes them after this).
+fn early_removals(gw: &Gateway, o: &Options) -> Vec<Value> {
+    let mut names = vec![CLUSTER_HEADER.to_string()];
+    if o.native_path.is_some() {
+        names.extend(
+            gw.endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, ep)| ep.security.jwt.is_some())
+                .map(|(i, _)| crate::host::native::jwt::header(&provider_name(i))),
+        );
+    }
+    names.into_iter().map(|n| json!({ "remove": n })).collect()
+}
+
+/// The access log line: request, answer, and the filter's usage properties.
+fn access_log_format(state_prefix: &str) -> String {
+    let mut line = String::from(
+        "[%START_TIME%] \"%REQ(:METHOD)% %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %DURATION%ms",
+    );
+    for (label, property) in [
+        ("provider", "tollgate_provider"),
+        ("model", "tollgate_model"),
+        ("tenant", "tollgate_tenant"),
+        ("prompt_tokens", "tollgate_prompt_tokens"),
+        ("completion_tokens", "tollgate_completion_tokens"),
+        ("cost", "tollgate_cost"),
+        ("estimated", "tollgate_usage_estimated"),
+    ] {
+        line.push_str(&format!(
+            " {label}=%FILTER_STATE({state_prefix}{property}:PLAIN)%"
+        ));
+    }
+    line.push('\n');
+    line
+}
+
+/// An xDS `DiscoveryResponse` as Envoy reads it from a file: the resources and a version
+/// (a hash of their content, shown by the admin's `/config_dump` and the
+/// `extension_config_discovery.http_filter.tollgate.version_text` stat).
+pub fn discovery_response(type_url: &str, resources: Vec<Value>) -> Value {
+    let resources: Vec<Value> = resources
+        .into_iter()
+        .map(|mut r| {
+            if let Some(m) = r.as_object_mut() {
+                m.insert("@type".into(), json!(type_url));
+            }
+            r
+        })
+        .collect();
+    let text = serde_json::to_string(&resources).unwrap_or_default();
+    let version = format!("{:016x}", crate::support::hash::fnv1a64(text.as_bytes()));
+    json!({"version_info": version, "resources": resources})
+}
+
+/// The ECDS file's content: the tollgate filter with `config_text`.
+pub fn ecds_resource(config_text: &str, env_keys: &[String], o: &Options) -> Value {
+    discovery_response(
+        "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        vec![json!({"name": FILTER_NAME, "typed_config": wasm_config(config_text, env_keys, o)})],
+    )
+}
+
+/// The CDS file's content.
+pub fn cds_resource(clusters: Vec<Value>) -> Value {
+    discovery_response(
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        clusters,
+    )
 }
 
 /// Envoy's `jwt_authn` filter for endpoints with KrakenD `auth/validator` (each has a
@@ -379,34 +636,9 @@ fn jwt_authn(gw: &Gateway, clusters: &mut Vec<Value>, o: &Options) -> Option<Val
         let Some(rule) = &ep.security.jwt else {
             continue;
         };
-        let jwks = if let Some(path) = &rule.jwk_local_path {
-            json!({"local_jwks": {"filename": path}})
-        } else if let Some(url) = &rule.jwk_url {
-            // Checked when the config was read.
-            let Ok(host) = crate::config::security::jwks_host(url) else {
-                continue;
-            };
-            let name = cluster_name(std::slice::from_ref(&host));
-            if !clusters.iter().any(|c| c["name"] == name.as_str()) {
-                clusters.push(cluster(&name, std::slice::from_ref(&host), o));
-            }
-            json!({"remote_jwks": {
-                "http_uri": {"uri": url, "cluster": name, "timeout": "5s"},
-                "cache_duration": "300s"}})
-        } else {
-            continue; // refused when the config was read
-        };
-        let name = provider_name(i);
-        let mut p = jwks;
-        if let Some(iss) = &rule.issuer {
-            p["issuer"] = json!(iss);
+        if let Some(p) = jwt_provider(rule, i, clusters, o) {
+            providers.insert(provider_name(i), p);
         }
-        if !rule.audience.is_empty() {
-            p["audiences"] = json!(rule.audience);
-        }
-        p["forward"] = json!(false);
-        p["payload_in_metadata"] = json!(name);
-        providers.insert(name, p);
     }
     if providers.is_empty() {
         return None;
@@ -460,6 +692,45 @@ fn jwt_authn(gw: &Gateway, clusters: &mut Vec<Value>, o: &Options) -> Option<Val
             "rules": rules,
         }
     }))
+}
+
+/// The `jwt_authn` provider of endpoint `i`: its JWKS (a local file, or a URL whose host
+/// gets a cluster), issuer and audiences; the payload goes to dynamic metadata.
+fn jwt_provider(
+    rule: &crate::security::claims::ClaimsRule,
+    i: usize,
+    clusters: &mut Vec<Value>,
+    o: &Options,
+) -> Option<Value> {
+    let jwks = if let Some(path) = &rule.jwk_local_path {
+        json!({"local_jwks": {"filename": path}})
+    } else if let Some(url) = &rule.jwk_url {
+        // Checked when the config was read.
+        let host = crate::security::config::jwks_host(url).ok()?;
+        let name = cluster_name(std::slice::from_ref(&host));
+        if !clusters.iter().any(|c| c["name"] == name.as_str()) {
+            clusters.push(cluster(&name, std::slice::from_ref(&host), o));
+        }
+        json!({"remote_jwks": {
+            "http_uri": {"uri": url, "cluster": name, "timeout": "5s"},
+            "cache_duration": "300s"}})
+    } else {
+        return None; // refused when the config was read
+    };
+    let name = provider_name(i);
+    let mut p = jwks;
+    if let Some(iss) = &rule.issuer {
+        p["issuer"] = json!(iss);
+    }
+    if !rule.audience.is_empty() {
+        p["audiences"] = json!(rule.audience);
+    }
+    p["forward"] = json!(false);
+    p["payload_in_metadata"] = json!(name);
+    if o.native_path.is_some() {
+        p["forward_payload_header"] = json!(crate::host::native::jwt::header(&name));
+    }
+    Some(p)
 }
 
 /// An Envoy route match for a KrakenD endpoint path (`{param}` matches one segment).
@@ -543,19 +814,19 @@ fn cluster(name: &str, hosts: &[HostUrl], o: &Options) -> Value {
 /// filter, which renders LLM calls' errors in the client's API (OpenAI or Anthropic); the
 /// rest reach the client as shaped here: a provider that resets after its headers (the
 /// filter already held them), plain endpoints, `jwt_authn` (before the filter).
-fn local_reply_shape(gw: &Gateway, jwt: bool) -> Value {
+fn local_reply_shape(gw: &Gateway, jwt: bool, state_prefix: &str) -> Value {
     // First match wins. Anthropic's shape for `/v1/messages` clients (the filter marks them
     // in filter state: this reaches the replies that never pass through it; the path
     // reaches those made before the filter ran, `jwt_authn`'s, the codec's), then OpenAI's.
     // The path only where the filter did not record the front (it rewrites paths).
     let mut by_path = String::from("false");
     for ep in gw.endpoints.iter() {
-        if crate::filter::errors::front(ep) == FrontDoor::Anthropic {
+        if ep.front_door() == FrontDoor::Anthropic {
             by_path = format!("{by_path} || {}", path_cel(ep.pattern.as_str()));
         }
     }
     let anthropic = format!(
-        "(('wasm.{FRONT_PROPERTY}' in filter_state) ? filter_state['wasm.{FRONT_PROPERTY}'] == b'{ANTHROPIC_FRONT}' : ({by_path}))"
+        "(('{state_prefix}{FRONT_PROPERTY}' in filter_state) ? filter_state['{state_prefix}{FRONT_PROPERTY}'] == b'{ANTHROPIC_FRONT}' : ({by_path}))"
     );
     let cel = |condition: &str| {
         json!({"extension_filter": {

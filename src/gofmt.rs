@@ -1,5 +1,5 @@
 //! Go's text for floating-point numbers, shared by the CEL and template engines (KrakenD
-//! prints numbers the way Go does).
+//! prints numbers the way Go does), and the `printf` verbs the template subset accepts.
 
 /// `strconv.FormatFloat(d, 'g', -1, 64)` with the exponent switch at `exp_limit`: shortest
 /// digits that read back as `d`, exponent form (`1e+21`, `1.5e-07`) when the decimal exponent
@@ -26,6 +26,25 @@ pub fn float_text(d: f64, exp_limit: i32) -> String {
     }
     let sign = if exp < 0 { '-' } else { '+' };
     format!("{mant}e{sign}{:02}", exp.unsigned_abs())
+}
+
+/// The `printf` verbs of the subset: `%s`, `%v`, `%d`, `%%` (no flags, width or precision).
+pub fn check_format(fmt: &str) -> Result<(), String> {
+    let mut it = fmt.chars();
+    while let Some(c) = it.next() {
+        if c == '%' {
+            match it.next() {
+                Some('s' | 'v' | 'd' | '%') => {}
+                Some(v) => {
+                    return Err(format!(
+                        "printf verb %{v} is not supported (only %s %v %d %%)"
+                    ))
+                }
+                None => return Err("printf format ends with %".into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! This file is the Wasm entry point only: log level, panic hook, root context. All logic
 //! lives in plain-Rust modules tested on the host; `host/` is the only proxy-wasm glue.
 
+#[cfg(feature = "cli")]
+pub mod apply;
 pub mod cel;
 pub mod config;
 pub mod cost;
@@ -12,14 +14,18 @@ pub mod filter;
 pub mod gofmt;
 pub mod governance;
 pub mod host;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod k8s;
 pub mod limits;
 pub mod observe;
 pub mod providers;
+pub mod refusal;
 pub mod routing;
 #[cfg(feature = "cli")]
 pub mod schema;
 pub mod security;
 pub mod stream;
+pub mod support;
 pub mod template;
 
 #[cfg(target_arch = "wasm32")]

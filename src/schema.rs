@@ -134,7 +134,7 @@ mod tests {
             "truncation": "auto", "@comment": "meta keys are allowed"})
     }
 
-    /// Every `ai/llm` form tollgate compiles (src/config/llm.rs) is valid for the extended
+    /// Every `ai/llm` form tollgate compiles (src/providers/backend.rs) is valid for the extended
     /// schema, and both agree.
     #[test]
     fn every_tollgate_llm_form_validates_and_compiles() {

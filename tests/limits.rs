@@ -12,13 +12,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate::cost::window::Unit;
 use tollgate::limits::config;
 use tollgate::limits::proto::{
     Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitResponse, RateLimitServiceClient,
 };
 use tollgate::limits::scheme::{self, Bucket, Target};
 use tollgate::limits::service::{self, Limits};
+use tollgate::support::calendar::Unit;
 use tonic::transport::Channel;
 
 fn free_port() -> u16 {

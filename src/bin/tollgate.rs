@@ -2,22 +2,32 @@
 //!
 //! - `tollgate check krakend.json`: validate against the extended KrakenD schema and
 //!   tollgate's own rules; print every error with its JSON path; exit 1 on error.
-//! - `tollgate envoy krakend.json [--listen A:P] [--admin A:P] [--wasm PATH] [--ca-file PATH]
-//!   [--edge NAME=VALUE]...`: print an Envoy bootstrap (YAML) that runs the config, hardened
-//!   for the edge (`envoy::Edge`).
+//! - `tollgate envoy krakend.json [--listen A:P] [--admin A:P] [--wasm PATH | --native PATH]
+//!   [--ca-file PATH] [--edge NAME=VALUE]...`: print an Envoy bootstrap (YAML) that runs the
+//!   config, hardened for the edge (`envoy::Edge`); with `--native`, through the native
+//!   module (`libtollgate.so`, docs/native.md) instead of the .wasm.
+//!   With `--dynamic DIR`, the filter configuration and the clusters come from files in DIR
+//!   that Envoy watches (`apply::init_dynamic` writes the first ones).
+//! - `tollgate apply krakend.json DIR`: validate like `check`, then swap the running
+//!   configuration of an Envoy started with `--dynamic DIR`, without a restart (`apply`).
+//! - `tollgate k8s krakend.json --flavor envoy-gateway|istio [...]`: print the Kubernetes
+//!   manifests that load the filter where those control planes manage Envoy (`k8s`).
 //! - `tollgate schema`: print the extended JSON Schema (for editors' `$schema`).
 //! - `tollgate limits krakend.json [--listen A:P] ...`: the fleet limits service (Envoy's rate
 //!   limit protocol, counters in Redis), or `--print-config` for envoyproxy/ratelimit or Limitador.
 
 use std::process::ExitCode;
-use tollgate::config::{env, Gateway};
-use tollgate::envoy::{self, Options};
-use tollgate::schema;
+use std::time::Duration;
+use tollgate::apply;
+use tollgate::config::env;
+use tollgate::envoy::{self, Options, OPTIONS_USAGE};
+use tollgate::{k8s, schema};
 
 const USAGE: &str = "usage:
   tollgate check <krakend.json>
-  tollgate envoy <krakend.json> [--listen ADDR:PORT] [--admin ADDR:PORT] [--wasm PATH] [--ca-file PATH]
-                 [--edge NAME=VALUE]...   (edge limits: README, \"Edge limits\")
+  tollgate envoy <krakend.json> OPTIONS   (edge limits: docs/operations.md; --dynamic: live updates)
+  tollgate apply <krakend.json> <DIR> [--wait SECONDS]
+  tollgate k8s <krakend.json> K8S_OPTIONS
   tollgate schema
   tollgate limits <krakend.json> [--listen ADDR:PORT] [--timeout DURATION] [--print-config envoy-ratelimit|limitador]";
 
@@ -29,10 +39,15 @@ fn main() -> ExitCode {
         Some("limits") => {
             load(args.get(1)).and_then(|(_, doc)| tollgate::limits::run::main(&doc, &args[2..]))
         }
+        Some("apply") => apply_config(&args[1..]),
         Some("schema") => schema::extended().map(|s| {
             println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
         }),
-        _ => Err(USAGE.to_string()),
+        Some("k8s") => emit_k8s(&args[1..]),
+        _ => Err(format!(
+            "{USAGE}\nOPTIONS: {OPTIONS_USAGE}\nK8S_OPTIONS: {}",
+            k8s::USAGE
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,84 +66,101 @@ fn load(path: Option<&String>) -> Result<(String, serde_json::Value), String> {
     Ok((text, doc))
 }
 
-/// Secrets are not needed to check or generate: every `{{ env "X" }}` resolves to a placeholder.
-fn placeholder(_: &str) -> Option<String> {
-    Some("placeholder".to_string())
-}
-
 fn check(args: &[String]) -> Result<(), String> {
     let (_, doc) = load(args.first())?;
     let path = args.first().map(String::as_str).unwrap_or_default();
-    let schema = schema::extended()?;
-    let mut errors: Vec<String> = schema::validate(&schema, &doc)?
-        .into_iter()
-        .map(|e| format!("schema: {e}"))
-        .collect();
-    let compiled = Gateway::from_value(&doc, &placeholder);
-    if let Err(e) = &compiled {
-        errors.push(format!("tollgate: {e}"));
-    }
-    let (fleet_errors, fleet_warnings) = tollgate::limits::run::check(&doc);
-    errors.extend(fleet_errors.into_iter().map(|e| format!("tollgate: {e}")));
-    if !errors.is_empty() {
-        return Err(format!(
+    let gw = apply::check(&doc).map_err(|errors| {
+        format!(
             "{path}: {} error(s)\n  {}",
             errors.len(),
             errors.join("\n  ")
-        ));
+        )
+    })?;
+    for w in &gw.warnings {
+        println!("warning: {w}");
     }
-    if let Ok(gw) = compiled {
-        for w in gw.warnings.iter().chain(&fleet_warnings) {
-            println!("warning: {w}");
+    let vars = env::referenced(&doc);
+    println!(
+        "{path}: ok ({} endpoint(s), {} cluster(s); environment variables needed at runtime: {})",
+        gw.endpoints.len(),
+        gw.clusters().len(),
+        if vars.is_empty() {
+            "none".to_string()
+        } else {
+            vars.join(", ")
         }
-        let vars = env::referenced(&doc);
-        println!(
-            "{path}: ok ({} endpoint(s), {} cluster(s); environment variables needed at runtime: {})",
-            gw.endpoints.len(),
-            gw.clusters().len(),
-            if vars.is_empty() { "none".to_string() } else { vars.join(", ") }
-        );
-    }
+    );
     Ok(())
 }
 
 fn emit_envoy(args: &[String]) -> Result<(), String> {
     let (text, doc) = load(args.first())?;
-    let gw = Gateway::from_value(&doc, &placeholder).map_err(|e| e.to_string())?;
-    let mut o = Options {
-        edge: envoy::Edge::from_doc(&doc)?,
-        ..Options::default()
+    // One validation path: no bootstrap for a document `tollgate check` refuses.
+    let path = args.first().map(String::as_str).unwrap_or_default();
+    let gw = apply::check(&doc).map_err(|errors| {
+        format!(
+            "{path}: {} error(s)\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        )
+    })?;
+    let rest = args.get(1..).unwrap_or_default();
+    let o = Options::from_args(&doc, rest)?;
+    let bootstrap = if o.dynamic.is_some() {
+        apply::init_dynamic(&gw, &doc, &text, rest, &o)?
+    } else {
+        envoy::bootstrap(&gw, &doc, &text, &o)
     };
-    let mut rest = args.iter().skip(1);
-    while let Some(flag) = rest.next() {
-        let value = rest
-            .next()
-            .ok_or(format!("{flag} needs a value\n{USAGE}"))?;
-        match flag.as_str() {
-            "--listen" => o.listen = addr(value)?,
-            "--admin" => o.admin = addr(value)?,
-            "--wasm" => o.wasm_path = value.clone(),
-            "--ca-file" => o.ca_file = value.clone(),
-            "--edge" => {
-                let (name, v) = value
-                    .split_once('=')
-                    .ok_or(format!("--edge {value}: expected NAME=VALUE"))?;
-                o.edge.set(name, v).map_err(|e| format!("--edge {e}"))?;
-            }
-            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
-        }
-    }
-    print!(
+    print!("{}", envoy::to_yaml(&bootstrap)?);
+    Ok(())
+}
+
+fn apply_config(args: &[String]) -> Result<(), String> {
+    let (Some(config), Some(dir)) = (args.first(), args.get(1)) else {
+        return Err(USAGE.to_string());
+    };
+    let wait = match args.get(2..) {
+        None | Some([]) => 30,
+        Some([flag, secs]) if flag == "--wait" => secs
+            .parse()
+            .map_err(|_| format!("--wait {secs}: not a number of seconds"))?,
+        Some(_) => return Err(USAGE.to_string()),
+    };
+    println!(
         "{}",
-        envoy::to_yaml(&envoy::bootstrap(&gw, &doc, &text, &o))?
+        apply::apply(config, std::path::Path::new(dir), Duration::from_secs(wait))?
     );
     Ok(())
 }
 
-fn addr(s: &str) -> Result<(String, u16), String> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or(format!("{s}: expected ADDR:PORT"))?;
-    let port = port.parse().map_err(|_| format!("{s}: bad port"))?;
-    Ok((host.to_string(), port))
+fn emit_k8s(args: &[String]) -> Result<(), String> {
+    let (_, doc) = load(args.first())?;
+    let path = args.first().map(String::as_str).unwrap_or_default();
+    let gw = apply::check(&doc).map_err(|errors| {
+        format!(
+            "{path}: {} error(s)\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        )
+    })?;
+    let o = k8s::Options::from_args(args.get(1..).unwrap_or_default())?;
+    let docs = k8s::manifests(&gw, &doc, &o).map_err(|e| format!("{path}: {e}"))?;
+    let keys = env::referenced(&doc);
+    let header = format!(
+        "tollgate {} for {}: generated by `tollgate k8s` from {path}; see docs/operations.md.\nNeeds: the .wasm as an OCI image at {} (make oci), and the Secret {}/{} with the keys: {}.\n  kubectl -n {} create secret generic {}{}",
+        env!("CARGO_PKG_VERSION"),
+        match o.flavor {
+            k8s::Flavor::EnvoyGateway => "Envoy Gateway",
+            k8s::Flavor::Istio => "Istio",
+        },
+        o.image,
+        o.namespace,
+        o.secret,
+        if keys.is_empty() { "none".to_string() } else { keys.join(", ") },
+        o.namespace,
+        o.secret,
+        keys.iter().map(|k| format!(" --from-literal={k}=...")).collect::<String>(),
+    );
+    print!("{}", k8s::to_yaml(&docs, &header)?);
+    Ok(())
 }

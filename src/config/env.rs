@@ -4,6 +4,17 @@
 //! KrakenD's flexible configuration, so the same file works in both.
 
 use serde_json::Value;
+use std::fmt;
+
+/// A configured secret: Debug never prints it.
+#[derive(Clone, PartialEq)]
+pub struct Secret<T>(pub T);
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
 
 /// Where the template syntax went wrong, or which variable is missing.
 #[derive(Debug, Clone, PartialEq, Eq)]

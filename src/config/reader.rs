@@ -193,6 +193,38 @@ impl<'a> Obj<'a> {
     }
 }
 
+/// Parses a Go duration (`2s`, `500ms`, `1m30s`, `1.5h`) into milliseconds.
+pub fn parse_duration_ms(s: &str) -> std::result::Result<u64, String> {
+    let bad = || format!("\"{s}\" is not a duration (examples: 500ms, 30s, 2m, 1h30m)");
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ns" => 1e-6,
+            "us" | "µs" => 1e-3,
+            "ms" => 1.0,
+            "s" => 1e3,
+            "m" => 60e3,
+            "h" => 3600e3,
+            _ => return Err(bad()),
+        };
+        total += n * factor;
+        rest = &rest[unit_len..];
+    }
+    Ok(total.round() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 use super::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn env(name: &str) -> Option<String> {
     (name == "OPENAI_API_KEY").then(|| "sk-test-123".to_string())

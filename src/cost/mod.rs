@@ -9,15 +9,16 @@
 //! name usage (`usage.total_tokens`, `usage.prompt_tokens`, `usage.completion_tokens`,
 //! `cost`), and `reserve` (pre-flight reservation from `max_tokens`).
 
+pub mod config;
 pub mod store;
-pub mod window;
 
-use crate::config::reader::{ConfigError, Obj, Result};
+pub use config::{attach, processors, usage_config};
+
 use crate::host::Host;
 use crate::providers::model::Usage;
-use serde_json::Value;
+use crate::refusal::{ErrorKind, Refusal};
+use crate::support::calendar::Unit;
 use std::collections::BTreeMap;
-use window::Unit;
 
 /// One limit of a rule: `amount` per `unit`.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,235 +133,6 @@ pub struct CostConfig {
     pub usage: UsageConfig,
 }
 
-/// Reads service-level `governance/processors`.
-pub fn processors(v: &Value, path: &str) -> Result<Vec<QuotaDef>> {
-    let mut o = Obj::new(v, path)?;
-    let list = o
-        .opt_array("quotas")?
-        .ok_or_else(|| ConfigError::new(o.at("quotas"), "is required"))?;
-    let base = o.at("quotas");
-    o.finish(&[])?;
-    let mut out: Vec<QuotaDef> = Vec::with_capacity(list.len());
-    for (i, q) in list.iter().enumerate() {
-        let mut q = Obj::new(q, &format!("{base}[{i}]"))?;
-        let name = q.str("name")?.to_string();
-        if out.iter().any(|d| d.name == name) {
-            return Err(ConfigError::new(
-                q.at("name"),
-                format!("quota \"{name}\" is declared twice"),
-            ));
-        }
-        // Redis settings of KrakenD: tollgate keeps counters in Envoy shared data.
-        q.opt_str("connection_name")?;
-        let hash_keys = q.opt_bool("hash_keys")?.unwrap_or(false);
-        let rules_v = q
-            .opt_array("rules")?
-            .ok_or_else(|| ConfigError::new(q.at("rules"), "is required"))?;
-        let rbase = q.at("rules");
-        let mut rules = Vec::with_capacity(rules_v.len());
-        for (j, r) in rules_v.iter().enumerate() {
-            let mut r = Obj::new(r, &format!("{rbase}[{j}]"))?;
-            let name = r.str("name")?.to_string();
-            let limits_v = r
-                .opt_array("limits")?
-                .ok_or_else(|| ConfigError::new(r.at("limits"), "is required"))?;
-            let lbase = r.at("limits");
-            let mut limits = Vec::with_capacity(limits_v.len());
-            for (k, l) in limits_v.iter().enumerate() {
-                let mut l = Obj::new(l, &format!("{lbase}[{k}]"))?;
-                let amount = l
-                    .opt_f64("amount")?
-                    .ok_or_else(|| ConfigError::new(l.at("amount"), "is required"))?;
-                if amount < 0.0 {
-                    return Err(ConfigError::new(l.at("amount"), "must be >= 0"));
-                }
-                let unit_s = l.str("unit")?;
-                let unit = Unit::parse(unit_s).ok_or_else(|| {
-                    ConfigError::new(
-                        l.at("unit"),
-                        format!("\"{unit_s}\" is not one of second, minute, hour, day, week, month, year"),
-                    )
-                })?;
-                l.finish(&[])?;
-                limits.push(Limit { amount, unit });
-            }
-            r.finish(&[])?;
-            rules.push(Rule { name, limits });
-        }
-        q.finish(&[
-            "on_failure_allow",
-            "on_failure_backoff_strategy",
-            "on_failure_max_retries",
-            "rejecter_cache",
-            "deny_queue_flush_interval",
-            "deny_queue_flush_threshold",
-            "deny_queue_size",
-        ])?;
-        out.push(QuotaDef {
-            name,
-            rules,
-            hash_keys,
-        });
-    }
-    Ok(out)
-}
-
-/// Reads a `governance/quota` against the declared processors.
-pub fn attach(v: &Value, path: &str, quotas: &[QuotaDef]) -> Result<QuotaAttach> {
-    let mut o = Obj::new(v, path)?;
-    let qname = o.str("quota_name")?;
-    let quota = quotas.iter().position(|q| q.name == qname).ok_or_else(|| {
-        ConfigError::new(
-            o.at("quota_name"),
-            format!("quota \"{qname}\" is not declared in the service's governance/processors"),
-        )
-    })?;
-    let tier_key = o.str("tier_key")?.to_ascii_lowercase();
-    let tiers_v = o
-        .opt_array("tiers")?
-        .ok_or_else(|| ConfigError::new(o.at("tiers"), "is required"))?;
-    let tbase = o.at("tiers");
-    let mut tiers = Vec::with_capacity(tiers_v.len());
-    for (i, t) in tiers_v.iter().enumerate() {
-        let mut t = Obj::new(t, &format!("{tbase}[{i}]"))?;
-        let rule_name = t.str("rule_name")?;
-        let rule = quotas
-            .get(quota)
-            .and_then(|q| q.rules.iter().position(|r| r.name == rule_name))
-            .ok_or_else(|| {
-                ConfigError::new(
-                    t.at("rule_name"),
-                    format!("rule \"{rule_name}\" is not a rule of quota \"{qname}\""),
-                )
-            })?;
-        let value = match t.opt_str("tier_value_as")?.unwrap_or("literal") {
-            "literal" => Some(t.str("tier_value")?.to_string()),
-            "*" => {
-                t.opt_str("tier_value")?;
-                None
-            }
-            "policy" => {
-                return Err(ConfigError::new(
-                    t.at("tier_value_as"),
-                    "CEL policies are not supported by tollgate; use literal or *",
-                ))
-            }
-            other => {
-                return Err(ConfigError::new(
-                    t.at("tier_value_as"),
-                    format!("\"{other}\" is not one of literal, policy, *"),
-                ))
-            }
-        };
-        let strategy = match t.opt_str("strategy")?.unwrap_or("header") {
-            "header" => Strategy::Header(t.str("key")?.to_ascii_lowercase()),
-            "param" => Strategy::Param(t.str("key")?.to_string()),
-            "ip" => {
-                t.opt_str("key")?;
-                Strategy::Ip
-            }
-            other => {
-                return Err(ConfigError::new(
-                    t.at("strategy"),
-                    format!("\"{other}\" is not one of header, ip, param"),
-                ))
-            }
-        };
-        t.finish(&["comment"])?;
-        tiers.push(Tier {
-            rule,
-            value,
-            strategy,
-        });
-    }
-    let weight = match o.opt_str("weight_key")? {
-        None => Weight::Requests,
-        Some("usage.total_tokens" | "total_tokens" | "tokens") => Weight::TotalTokens,
-        Some("usage.prompt_tokens" | "prompt_tokens") => Weight::PromptTokens,
-        Some("usage.completion_tokens" | "completion_tokens") => Weight::CompletionTokens,
-        Some("cost") => Weight::Cost,
-        Some(other) => {
-            return Err(ConfigError::new(
-                o.at("weight_key"),
-                format!("\"{other}\" is not supported: use usage.total_tokens, usage.prompt_tokens, usage.completion_tokens or cost"),
-            ))
-        }
-    };
-    if let Some(s) = o.opt_str("weight_strategy")? {
-        if s != "body" && s != "header" {
-            return Err(ConfigError::new(
-                o.at("weight_strategy"),
-                format!("\"{s}\" is not one of body, header"),
-            ));
-        }
-    }
-    let out = QuotaAttach {
-        quota,
-        tier_key,
-        tiers,
-        weight,
-        on_unmatched_tier_allow: o.opt_bool("on_unmatched_tier_allow")?.unwrap_or(false),
-        disable_quota_headers: o.opt_bool("disable_quota_headers")?.unwrap_or(false),
-        reserve: o.opt_bool("reserve")?.unwrap_or(false),
-    };
-    o.finish(&[])?;
-    Ok(out)
-}
-
-/// Reads `ai/usage`.
-pub fn usage_config(v: &Value, path: &str) -> Result<UsageConfig> {
-    let mut o = Obj::new(v, path)?;
-    let mut out = UsageConfig {
-        currency: o.opt_str("currency")?.unwrap_or("USD").to_string(),
-        response_headers: o.opt_bool("response_headers")?.unwrap_or(false),
-        tenant_header: o.opt_str("tenant_header")?.map(str::to_ascii_lowercase),
-        max_tenant_labels: o.opt_u64("max_tenant_labels")?,
-        prices: BTreeMap::new(),
-    };
-    if let Some(mut prices) = o.opt_obj("prices")? {
-        let models: Vec<&str> = prices.unread().map(|(k, _)| k).collect();
-        for model in models {
-            let mut p = prices
-                .opt_obj(model)?
-                .ok_or_else(|| ConfigError::new(prices.at(model), "is required"))?;
-            let mut get = |key: &str| -> Result<f64> {
-                match p.opt_f64(key)? {
-                    Some(x) if x < 0.0 => Err(ConfigError::new(p.at(key), "must be >= 0")),
-                    Some(x) => Ok(x),
-                    None => Ok(f64::NAN),
-                }
-            };
-            let input = get("input")?;
-            let output = get("output")?;
-            let cached = get("cached_input")?;
-            let cache_write = get("cache_write")?;
-            if input.is_nan() || output.is_nan() {
-                return Err(ConfigError::new(
-                    p.path(),
-                    "needs input and output prices (per million tokens)",
-                ));
-            }
-            p.finish(&[])?;
-            out.prices.insert(
-                model.to_string(),
-                Price {
-                    input,
-                    output,
-                    cached_input: if cached.is_nan() { input } else { cached },
-                    cache_write: if cache_write.is_nan() {
-                        input
-                    } else {
-                        cache_write
-                    },
-                },
-            );
-        }
-        prices.finish(&[])?;
-    }
-    o.finish(&[])?;
-    Ok(out)
-}
-
 /// Headers that carry client credentials: an identity read from one is a secret.
 pub fn is_credential_header(name: &str) -> bool {
     matches!(
@@ -376,7 +148,10 @@ pub fn is_credential_header(name: &str) -> bool {
 
 /// A stable, non-reversible stand-in for a secret identity (`key-<16 hex>`).
 pub fn hashed_identity(identity: &str) -> String {
-    format!("key-{:016x}", store::fnv1a(identity.as_bytes()))
+    format!(
+        "key-{:016x}",
+        crate::support::hash::fnv1a64(identity.as_bytes())
+    )
 }
 
 /// The caller identity in the value of header `name`, as budgets, rate limits and metrics
@@ -424,7 +199,7 @@ pub struct Charge {
 
 /// Why a request cannot be charged.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Refusal {
+pub enum QuotaError {
     /// No tier matches and `on_unmatched_tier_allow` is false (400).
     UnmatchedTier(String),
     /// A limit is reached (429).
@@ -435,6 +210,32 @@ pub enum Refusal {
     },
 }
 
+impl QuotaError {
+    /// The answer: 400 when no tier matches; 429 with `Retry-After` when a limit is spent,
+    /// and the quota headers unless `quiet` (`disable_quota_headers`).
+    pub fn refusal(&self, quiet: bool) -> Refusal {
+        match self {
+            QuotaError::UnmatchedTier(msg) => Refusal::new(ErrorKind::InvalidRequest, msg),
+            QuotaError::Exceeded {
+                limit,
+                unit,
+                retry_after,
+            } => {
+                let msg = format!(
+                    "quota exceeded: the limit of {limit} per {} is spent",
+                    unit.name()
+                );
+                let r = Refusal::new(ErrorKind::QuotaExceeded, msg).retry_after(*retry_after);
+                if quiet {
+                    return r;
+                }
+                r.header("x-quota-limit", format!("{limit}"))
+                    .header("x-quota-remaining", "0")
+            }
+        }
+    }
+}
+
 /// Picks the tier and identity for a request.
 pub fn resolve(
     a: &QuotaAttach,
@@ -442,7 +243,7 @@ pub fn resolve(
     header: &dyn Fn(&str) -> Option<String>,
     ip: Option<String>,
     param: &dyn Fn(&str) -> Option<String>,
-) -> std::result::Result<Option<Charge>, Refusal> {
+) -> std::result::Result<Option<Charge>, QuotaError> {
     let Some(q) = quotas.get(a.quota) else {
         return Ok(None);
     };
@@ -485,7 +286,7 @@ pub fn resolve(
     if a.on_unmatched_tier_allow {
         return Ok(None);
     }
-    Err(Refusal::UnmatchedTier(format!(
+    Err(QuotaError::UnmatchedTier(format!(
         "no quota tier matches this request (tier header \"{}\" and the caller's identity are required)",
         a.tier_key
     )))
@@ -531,7 +332,7 @@ impl Charge {
         h: &H,
         now: u64,
         extra: u64,
-    ) -> std::result::Result<Vec<Standing>, Refusal> {
+    ) -> std::result::Result<Vec<Standing>, QuotaError> {
         let mut out = Vec::with_capacity(self.limits.len());
         for l in &self.limits {
             let (start, end) = l.unit.window(now);
@@ -539,7 +340,7 @@ impl Charge {
             let would = scaled(used.saturating_add(extra), self.weight);
             let spent = scaled(used, self.weight) >= l.amount;
             if spent || (extra > 0 && would > l.amount) {
-                return Err(Refusal::Exceeded {
+                return Err(QuotaError::Exceeded {
                     limit: l.amount,
                     unit: l.unit,
                     retry_after: end.saturating_sub(now).max(1),
@@ -602,26 +403,6 @@ fn number(x: f64) -> String {
     } else {
         format!("{x:.6}")
     }
-}
-
-/// A rough token estimate from text bytes (about four bytes per token), for calls whose
-/// provider never reported usage (a stream cut short).
-pub fn estimate_tokens(bytes: usize) -> u64 {
-    (bytes as u64).div_ceil(4)
-}
-
-/// What one image counts in estimates, whatever its encoded size: about the most a provider
-/// charges for one (Anthropic: up to ~1600 tokens at its largest size; OpenAI high detail:
-/// 1105 for six tiles; Gemini: 258 per tile).
-pub const IMAGE_TOKENS: u64 = 1_600;
-
-/// A token estimate for a request as sent upstream, for calls whose usage never comes: every
-/// byte of its body (messages, system, tools and their schemas, tool calls and results, any
-/// other field) at four bytes per token, except `images`, which count [`IMAGE_TOKENS`] each
-/// instead of their `image_bytes` (base64 data or URLs in the body).
-pub fn estimate_request_tokens(body_bytes: usize, images: usize, image_bytes: usize) -> u64 {
-    estimate_tokens(body_bytes.saturating_sub(image_bytes))
-        .saturating_add(IMAGE_TOKENS.saturating_mul(images as u64))
 }
 
 #[cfg(test)]

@@ -9,17 +9,13 @@
 //! dropped when their shard is next written.
 
 use crate::host::{shared_update, Host};
+use crate::support::hash::fnv1a64;
 
 /// Number of shard keys (spreads CAS contention between tenants).
 pub const SHARDS: u64 = 64;
 
 fn shard_key(counter: &str) -> String {
-    format!("tollgate:quota:{}", fnv1a(counter.as_bytes()) % SHARDS)
-}
-
-/// FNV-1a 64: shard choice and `hash_keys`.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    crate::providers::util::fnv1a64(bytes)
+    format!("tollgate:quota:{}", fnv1a64(counter.as_bytes()) % SHARDS)
 }
 
 /// Creates the shard keys that do not exist yet (configure time, every worker VM).

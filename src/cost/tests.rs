@@ -59,7 +59,7 @@ fn tiers_pick_rule_and_identity() {
     .unwrap();
     assert_eq!(c.key, "llm|free|10.0.0.1");
     let err = resolve(&a, &quotas(), &headers(&[]), None, &none).unwrap_err();
-    assert!(matches!(err, Refusal::UnmatchedTier(_)));
+    assert!(matches!(err, QuotaError::UnmatchedTier(_)));
 }
 
 #[test]
@@ -87,11 +87,11 @@ fn budget_is_charged_and_refused_when_spent_and_rolls_over() {
     // A reservation that would overshoot is refused; a plain check still passes.
     assert!(matches!(
         c.precheck(&h, now, 50),
-        Err(Refusal::Exceeded { .. })
+        Err(QuotaError::Exceeded { .. })
     ));
     c.add(&mut h, now, 40);
     match c.precheck(&h, now, 0) {
-        Err(Refusal::Exceeded {
+        Err(QuotaError::Exceeded {
             limit,
             unit,
             retry_after,

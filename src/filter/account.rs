@@ -1,8 +1,8 @@
 //! Accounting of one call: what it used (reported by the provider, or estimated when no
 //! usage arrived: a stream cut short, a client that hung up), what it cost, and where that
-//! is recorded — one usage record feeds the budget counters, the client's token rate limit,
-//! Prometheus metrics, filter-state properties for access logs, and (opt-in) usage response
-//! headers.
+//! is recorded — one [`UsageRecord`] feeds the budget counters, the client's token rate
+//! limit, Prometheus metrics, filter-state properties for access logs, and (opt-in) usage
+//! response headers.
 
 use crate::config::Gateway;
 use crate::cost::{self, Charge};
@@ -10,6 +10,7 @@ use crate::governance::ratelimit::{self, TokenCharge};
 use crate::host::Host;
 use crate::observe::{self, name};
 use crate::providers::model::{StreamEvent, Usage};
+use crate::providers::tokens;
 
 /// What is known about an LLM call as it goes.
 #[derive(Debug, Clone, Default)]
@@ -21,7 +22,7 @@ pub struct Account {
     /// The provider's last usage report.
     pub usage: Option<Usage>,
     /// Estimated tokens of the whole request as sent upstream (messages, system, tools,
-    /// images, tool calls and every other field: [`cost::estimate_request_tokens`]), for an
+    /// images, tool calls and every other field: [`tokens::estimate_request_tokens`]), for an
     /// estimate when no usage comes.
     pub request_tokens: u64,
     /// The most answer tokens the call may produce: `max_tokens` (the client's, else the
@@ -76,7 +77,7 @@ impl Account {
     /// end (a cut stream, a client that hung up) the provider may have produced up to
     /// `max_tokens` unseen, and the reservation's count stands.
     pub fn final_usage(&self, ended: bool, reserved: bool) -> (Usage, bool) {
-        let received = cost::estimate_tokens(self.completion_bytes);
+        let received = tokens::estimate_tokens(self.completion_bytes);
         let bound = if reserved && !ended {
             self.max_tokens
         } else {
@@ -117,8 +118,19 @@ pub struct Outcome<'a> {
     pub tokens: Option<&'a TokenCharge>,
     pub tenant: &'a str,
     pub status: u16,
-    /// Response headers can still change (buffered answers, plain endpoints).
-    pub headers_open: bool,
+}
+
+/// The one usage record of an LLM call: every consumer (budget, token rate limit, metrics,
+/// access-log properties, usage headers) reads this, so none can disagree.
+pub struct UsageRecord<'a> {
+    pub account: &'a Account,
+    pub usage: Usage,
+    /// No final report from the provider: the usage is (partly) estimated.
+    pub estimated: bool,
+    /// Millionths of the `ai/usage` currency (None: the model has no price).
+    pub cost: Option<u64>,
+    pub tenant: &'a str,
+    pub status: u16,
 }
 
 /// The model label: a model or alias the configuration names, else `other` (a
@@ -147,34 +159,62 @@ pub fn tenant_label<H: Host>(h: &mut H, gw: &Gateway, tenant: &str) -> String {
     observe::tenant_label(h, tenant, max)
 }
 
-/// Records the call: budget, token rate limit, metrics, properties, headers — all from one
-/// usage record.
-pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
-    let now = h.now_unix();
+/// Records the call — budget, token rate limit, metrics, properties — all from one usage
+/// record. Returns the headers its answer carries when it still can (quota standing, usage).
+pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) -> Vec<(&'static str, String)> {
     let reserved = o.charge.is_some_and(|c| c.reserved > 0);
-    let usage = o.account.map(|a| a.final_usage(o.ended, reserved));
-    let cost = match (o.account, usage) {
-        (Some(a), Some((u, _))) => gw.cost.usage.cost_micros(&a.model, &u),
-        _ => None,
-    };
-    if let Some(charge) = o.charge {
-        let amount = match usage {
-            Some((u, _)) => charge.weigh(&u, cost),
-            // A plain endpoint: only request counts mean something.
-            None => u64::from(charge.weight == cost::Weight::Requests),
-        };
-        let standings = charge.settle(h, now, amount);
-        if o.headers_open && charge.headers {
-            if let Some((limit, remaining)) = cost::quota_headers(&standings, charge.weight) {
-                h.set_response_header("x-quota-limit", Some(&limit));
-                h.set_response_header("x-quota-remaining", Some(&remaining));
-            }
+    let rec = o.account.map(|a| {
+        let (usage, estimated) = a.final_usage(o.ended, reserved);
+        UsageRecord {
+            account: a,
+            usage,
+            estimated,
+            cost: gw.cost.usage.cost_micros(&a.model, &usage),
+            tenant: o.tenant,
+            status: o.status,
         }
+    });
+    let mut headers = Vec::new();
+    if let Some(charge) = o.charge {
+        headers.extend(settle(h, charge, rec.as_ref()));
     }
-    let (Some(a), Some((u, estimated))) = (o.account, usage) else {
-        return;
+    let Some(rec) = rec else {
+        return headers;
     };
-    ratelimit::charge_tokens(h, o.tokens, u.total());
+    ratelimit::charge_tokens(h, o.tokens, rec.usage.total());
+    metrics(h, gw, &rec);
+    properties(h, &rec);
+    if gw.cost.usage.response_headers {
+        headers.extend(usage_headers(&rec, &gw.cost.usage.currency));
+    }
+    headers
+}
+
+/// Charges the budget what the call used (a plain endpoint: one request, when requests are
+/// counted); returns the quota headers (`x-quota-limit`, `x-quota-remaining`).
+fn settle<H: Host>(
+    h: &mut H,
+    charge: &Charge,
+    rec: Option<&UsageRecord<'_>>,
+) -> Vec<(&'static str, String)> {
+    let amount = match rec {
+        Some(r) => charge.weigh(&r.usage, r.cost),
+        None => u64::from(charge.weight == cost::Weight::Requests),
+    };
+    let now = h.now_unix();
+    let standings = charge.settle(h, now, amount);
+    match cost::quota_headers(&standings, charge.weight) {
+        Some((limit, remaining)) if charge.headers => {
+            vec![("x-quota-limit", limit), ("x-quota-remaining", remaining)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Prometheus metrics: requests by status, tokens by kind, estimated usage, cost, duration
+/// and time to first token.
+fn metrics<H: Host>(h: &mut H, gw: &Gateway, rec: &UsageRecord<'_>) {
+    let (a, u) = (rec.account, &rec.usage);
     // The provider/model/tenant labels are the same for every metric of the call:
     // sanitized and joined once (`observe::name` would redo it for each metric). Model and
     // tenant come from bounded sets (configured models; capped tenants).
@@ -185,7 +225,7 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
             ("model", model_label(gw, &a.model)),
         ],
     );
-    let tenant = name("", &[("tenant", &tenant_label(h, gw, o.tenant))]);
+    let tenant = name("", &[("tenant", &tenant_label(h, gw, rec.tenant))]);
     let metric = |m: &str, extra: Option<(&str, &str)>| {
         let mut n = String::with_capacity(m.len() + base.len() + tenant.len() + 24);
         n.push_str(m);
@@ -196,7 +236,7 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
         }
         n
     };
-    let status = o.status.to_string();
+    let status = rec.status.to_string();
     h.counter_add(&metric(observe::REQUESTS, Some(("status", &status))), 1);
     for (kind, n) in [
         ("prompt", u.prompt_tokens),
@@ -210,11 +250,11 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
             h.counter_add(&metric(observe::TOKENS, Some(("kind", kind))), n);
         }
     }
-    if estimated {
+    if rec.estimated {
         h.counter_add(&metric(observe::ESTIMATED, None), 1);
     }
     let currency = gw.cost.usage.currency.as_str();
-    if let Some(c) = cost {
+    if let Some(c) = rec.cost {
         h.counter_add(&metric(observe::COST, Some(("currency", currency))), c);
     }
     let now_ms = h.now_millis();
@@ -224,13 +264,21 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
         let ttft = format!("{}{base}", observe::TTFT);
         h.histogram_record(&ttft, t.saturating_sub(a.start_ms));
     }
-    let cost_text = cost
-        .map(|c| format!("{:.6}", c as f64 / 1e6))
-        .unwrap_or_default();
+}
+
+/// The cost as written in properties and headers (`0.001250`).
+fn cost_text(cost: Option<u64>) -> String {
+    cost.map(|c| format!("{:.6}", c as f64 / 1e6))
+        .unwrap_or_default()
+}
+
+/// Filter-state properties for access logs (`%FILTER_STATE(wasm.tollgate_*:PLAIN)%`).
+fn properties<H: Host>(h: &mut H, rec: &UsageRecord<'_>) {
+    let (a, u) = (rec.account, &rec.usage);
     let props: [(&str, String); 10] = [
         ("tollgate_provider", a.provider.to_string()),
         ("tollgate_model", a.model.clone()),
-        ("tollgate_tenant", o.tenant.to_string()),
+        ("tollgate_tenant", rec.tenant.to_string()),
         ("tollgate_prompt_tokens", u.prompt_tokens.to_string()),
         (
             "tollgate_completion_tokens",
@@ -242,29 +290,35 @@ pub fn record<H: Host>(h: &mut H, gw: &Gateway, o: Outcome<'_>) {
             "tollgate_cache_write_tokens",
             u.cache_write_tokens.to_string(),
         ),
-        ("tollgate_cost", cost_text.clone()),
-        ("tollgate_usage_estimated", estimated.to_string()),
+        ("tollgate_cost", cost_text(rec.cost)),
+        ("tollgate_usage_estimated", rec.estimated.to_string()),
     ];
     for (k, v) in &props {
         h.set_property(k, v.as_bytes());
     }
-    if o.headers_open && gw.cost.usage.response_headers {
-        h.set_response_header(
-            "x-tollgate-prompt-tokens",
-            Some(&u.prompt_tokens.to_string()),
-        );
-        h.set_response_header(
+}
+
+/// `x-tollgate-*` usage headers (`ai/usage.response_headers`).
+fn usage_headers(rec: &UsageRecord<'_>, currency: &str) -> Vec<(&'static str, String)> {
+    let u = &rec.usage;
+    let mut out = vec![
+        ("x-tollgate-prompt-tokens", u.prompt_tokens.to_string()),
+        (
             "x-tollgate-completion-tokens",
-            Some(&u.completion_tokens.to_string()),
-        );
-        h.set_response_header("x-tollgate-total-tokens", Some(&u.total().to_string()));
-        if cost.is_some() {
-            h.set_response_header("x-tollgate-cost", Some(&format!("{cost_text} {currency}")));
-        }
-        if estimated {
-            h.set_response_header("x-tollgate-usage-estimated", Some("true"));
-        }
+            u.completion_tokens.to_string(),
+        ),
+        ("x-tollgate-total-tokens", u.total().to_string()),
+    ];
+    if rec.cost.is_some() {
+        out.push((
+            "x-tollgate-cost",
+            format!("{} {currency}", cost_text(rec.cost)),
+        ));
     }
+    if rec.estimated {
+        out.push(("x-tollgate-usage-estimated", "true".to_string()));
+    }
+    out
 }
 
 #[cfg(test)]

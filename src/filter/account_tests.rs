@@ -3,10 +3,12 @@
 //! token rate limit and the metrics ([`crate::filter::Flow`] over MockHost).
 
 use crate::config::Gateway;
-use crate::cost::{store, window::Unit, IMAGE_TOKENS};
+use crate::cost::store;
 use crate::filter::{Action, Flow};
 use crate::governance::ratelimit::{self, TokenCharge};
 use crate::host::mock::MockHost;
+use crate::providers::tokens::IMAGE_TOKENS;
+use crate::support::calendar::Unit;
 use serde_json::{json, Value};
 use std::rc::Rc;
 
@@ -65,7 +67,7 @@ fn begin(gw: &Rc<Gateway>, body: &str) -> (Flow, MockHost) {
     let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-user", "alice")])
         .with_body(body.as_bytes());
     store::init(&mut h);
-    crate::governance::init_shared(&mut h, &gw.endpoints);
+    gw.init_shared(&mut h);
     let mut flow = Flow::new(Rc::clone(gw));
     assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
     (flow, h)
@@ -216,7 +218,7 @@ fn a_client_gone_before_its_body_was_whole_costs_nothing() {
     assert_eq!((call.quota(), call.token_limit()), (0, 0));
     // No accounting property (the front door is marked for Envoy's own replies).
     let accounted: Vec<_> = (call.h.properties.iter())
-        .filter(|(k, _)| k.as_str() != crate::filter::errors::FRONT_PROPERTY)
+        .filter(|(k, _)| k.as_str() != crate::refusal::FRONT_PROPERTY)
         .collect();
     assert!(accounted.is_empty(), "{accounted:?}");
 }

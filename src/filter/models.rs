@@ -7,10 +7,11 @@ use crate::config::Gateway;
 use crate::host::Host;
 use serde_json::{json, Value};
 
-use super::errors::{front_of_request, reply_error, ErrorKind, GatewayError};
+use super::reply::{front_of_request, reply};
+use crate::refusal::{ErrorKind, Refusal};
 
 /// Answers a models request if `path` is a models path of some LLM endpoint.
-pub fn reply<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
+pub fn answer<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
     let mut list: Vec<(String, &'static str)> = Vec::new();
     let mut single: Option<&str> = None;
     let mut matched = false;
@@ -48,7 +49,8 @@ pub fn reply<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
             && (e.security.api_keys.is_some() || e.security.jwt.is_some())
     });
     if let Some((index, ep)) = guarded {
-        if super::security::authenticate(h, ep, index, None).is_err() {
+        if let Err(refusal) = super::security::authenticate(h, ep, index, None) {
+            reply(h, ep.front_door(), &refusal);
             return true;
         }
     }
@@ -66,12 +68,7 @@ pub fn reply<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
             None => {
                 let msg = format!("the model \"{id}\" does not exist");
                 let front = front_of_request(h, path);
-                reply_error(
-                    h,
-                    front,
-                    GatewayError::new(ErrorKind::ModelNotFound, &msg),
-                    &[],
-                );
+                reply(h, front, &Refusal::new(ErrorKind::ModelNotFound, msg));
                 return true;
             }
         },

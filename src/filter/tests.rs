@@ -1,5 +1,7 @@
+use super::upstream::TIMEOUT_HEADER;
 use super::*;
 use crate::host::mock::MockHost;
+use crate::routing::CLUSTER_HEADER;
 use serde_json::json;
 
 fn gateway() -> Rc<Gateway> {
@@ -169,7 +171,7 @@ fn envoy_replies_are_rendered_once_in_the_clients_api() {
     let mut h = h.with_response_headers(&[
         (":status", "413"),
         ("content-type", "application/json"),
-        (errors::ERROR_HEADER, errors::ENVOY_REPLY),
+        (crate::refusal::ERROR_HEADER, crate::refusal::ENVOY_REPLY),
     ]);
     assert_eq!(flow.on_response_headers(&mut h, false), Action::Pause);
     h.response_chunk = envoy.to_vec();
@@ -201,7 +203,7 @@ fn a_request_envoy_refused_before_any_provider_is_not_counted() {
     assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
     let mut h = h.with_response_headers(&[
         (":status", "413"),
-        (errors::ERROR_HEADER, errors::ENVOY_REPLY),
+        (crate::refusal::ERROR_HEADER, crate::refusal::ENVOY_REPLY),
     ]);
     flow.on_response_headers(&mut h, false);
     let envoy = br#"{"error":{"message":"Payload Too Large"}}"#;
@@ -232,63 +234,6 @@ fn an_answer_cut_mid_body_is_counted_with_the_status_the_client_got() {
             "tollgate_requests_total.provider.anthropic.model.claude-3-5-haiku-latest.tenant.none.status.502",
             1
         )]
-    );
-}
-
-/// Host-side timing of one whole translated call (what `make bench`'s "translate" row runs
-/// in the .wasm): request headers, a 4 KB OpenAI body to Anthropic, the Anthropic answer
-/// back, accounting. Measures, asserts only that the call went through; run with
-/// `cargo test --release --lib flow_timing -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn flow_timing() {
-    let para = "The quarterly report shows revenue growth in every region, with the strongest \
-                gains in cloud services and a small decline in hardware sales. ";
-    let body = serde_json::to_vec(&json!({
-        "model": "claude", "temperature": 0.2, "max_tokens": 256,
-        "messages": [
-            {"role": "system", "content": format!("You are a concise financial analyst. {}", para.repeat(3))},
-            {"role": "user", "content": format!("Summarise this: {}", para.repeat(11))},
-            {"role": "assistant", "content": "Revenue grew in all regions, led by cloud services."},
-            {"role": "user", "content": format!("And the risks? {}", para.repeat(12))},
-        ]
-    }))
-    .unwrap();
-    let answer = std::fs::read("tests/fixtures/anthropic_response_tool.json").unwrap();
-    let gw = llm_gateway();
-    let base = MockHost::request(
-        "POST",
-        "/v1/chat/completions",
-        &[("content-type", "application/json")],
-    )
-    .with_body(&body);
-    let one = || {
-        let mut flow = Flow::new(Rc::clone(&gw));
-        let mut h = base.clone();
-        flow.on_request_headers(&mut h, false);
-        flow.on_request_body(&mut h, body.len(), true);
-        let mut h =
-            h.with_response_headers(&[(":status", "200"), ("content-type", "application/json")]);
-        flow.on_response_headers(&mut h, false);
-        h.response_chunk = answer.clone();
-        flow.on_response_body(&mut h, answer.len(), true);
-        flow.on_log(&mut h);
-        h
-    };
-    let h = one();
-    assert!(h.reply.is_none());
-    assert!(String::from_utf8_lossy(&h.response_chunk).contains("chat.completion"));
-    let n = std::env::var("FLOW_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000u32);
-    let t = std::time::Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(one());
-    }
-    println!(
-        "whole translated call: {:.2} µs",
-        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
     );
 }
 

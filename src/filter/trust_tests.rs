@@ -7,6 +7,7 @@
 
 use super::*;
 use crate::host::mock::MockHost;
+use crate::routing::CLUSTER_HEADER;
 use serde_json::{json, Value};
 
 fn gw(doc: Value) -> Rc<Gateway> {

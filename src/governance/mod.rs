@@ -3,9 +3,11 @@
 //! of structured LLM output (`validation/response-json-schema`), prompt templates
 //! (`ai/prompt-template`) and decorators (`ai/prompt-decorator`).
 //!
+//! Each namespace has its compiler here or in its submodule; `config::namespaces` lists them.
 //! The filter calls in at fixed points: [`on_request_headers`] (fast refusals before the body
-//! is read), [`on_request_body`] (size, schema, template on the whole body), [`decorate`]
-//! (on the canonical LLM request) and [`CallHooks`] (on the LLM answer: where its tokens are
+//! is read), [`read_body`] (size, schema, template on the whole body, parsed once; an LLM
+//! call's front door reads the same document) or [`on_request_body`] on plain endpoints,
+//! [`decorate`] (on the canonical LLM request) and [`CallHooks`] (on the LLM answer: where its tokens are
 //! charged, and response validation). Everything here is plain Rust over [`Host`].
 
 pub mod ratelimit;
@@ -14,10 +16,9 @@ pub mod template;
 pub mod validate;
 
 use crate::config::reader::{ConfigError, Obj, Result};
-use crate::filter::errors::GatewayError;
 use crate::host::Host;
 use crate::providers::model::{ChatRequest, ChatResponse, Part};
-use crate::providers::FrontDoor;
+use crate::refusal::{ErrorKind, Refusal};
 use crate::routing::Params;
 use ratelimit::{RateLimit, TokenCharge};
 use serde_json::Value;
@@ -56,47 +57,29 @@ pub struct ResponseSchema {
     pub message: Option<String>,
 }
 
-/// Reads the governance namespaces of an endpoint's `extra_config`.
-pub fn compile(extra: &mut Obj<'_>, index: usize, warnings: &mut Vec<String>) -> Result<Policy> {
-    let mut p = Policy::default();
-    if let Some(v) = extra.get("qos/ratelimit/router") {
-        p.rate_limit = Some(ratelimit::compile(
-            v,
-            &extra.at("qos/ratelimit/router"),
-            index,
-        )?);
+/// The shared-data name of an endpoint: its method and path, so that its rate-limit buckets
+/// and circuit breakers stay its own when a configuration is replaced live (`tollgate
+/// apply`) with endpoints added, removed or reordered (an endpoint's position would hand
+/// them to another endpoint; method and path are unique per configuration).
+pub fn shared_id(method: &str, pattern: &str) -> String {
+    format!(
+        "{:016x}",
+        crate::support::hash::fnv1a64(format!("{method} {pattern}").as_bytes())
+    )
+}
+
+/// Reads `proxy` (KrakenD EE, endpoint): `max_payload`, the largest request body in bytes
+/// (0: none); its other fields are listed as ignored.
+pub fn max_payload(v: &Value, path: &str, warnings: &mut Vec<String>) -> Result<Option<u64>> {
+    let mut proxy = Obj::new(v, path)?;
+    let max = proxy.opt_u64("max_payload")?.filter(|n| *n > 0);
+    for (key, _) in proxy.unread() {
+        warnings.push(format!(
+            "{}: not supported by tollgate; ignored",
+            proxy.at(key)
+        ));
     }
-    if let Some(mut proxy) = extra.opt_obj("proxy")? {
-        p.max_payload = proxy.opt_u64("max_payload")?.filter(|n| *n > 0);
-        for (key, _) in proxy.unread() {
-            warnings.push(format!(
-                "{}: not supported by tollgate; ignored",
-                proxy.at(key)
-            ));
-        }
-    }
-    if let Some(v) = extra.get("validation/json-schema") {
-        p.request_schema = Some(validate::compile(v, &extra.at("validation/json-schema"))?);
-    }
-    if let Some(v) = extra.get("validation/response-json-schema") {
-        p.response_schema = Some(Rc::new(response_schema(
-            v,
-            &extra.at("validation/response-json-schema"),
-        )?));
-    }
-    if let Some(v) = extra.get("ai/prompt-template") {
-        p.template = Some(template::compile(v, &extra.at("ai/prompt-template"))?);
-    }
-    if let Some(v) = extra.get("ai/routing") {
-        p.routing = routing::compile_endpoint(v, &extra.at("ai/routing"))?;
-    }
-    if let Some(v) = extra.get("ai/prompt-decorator") {
-        p.decorator = Some(template::compile_decorator(
-            v,
-            &extra.at("ai/prompt-decorator"),
-        )?);
-    }
-    Ok(p)
+    Ok(max)
 }
 
 /// Settings that only mean something on `ai/llm` endpoints.
@@ -128,7 +111,8 @@ pub fn check_llm_only(p: &Policy, is_llm: bool, extra_path: &str) -> Result<()> 
     Ok(())
 }
 
-fn response_schema(v: &Value, path: &str) -> Result<ResponseSchema> {
+/// Reads `validation/response-json-schema` (KrakenD EE, endpoint).
+pub fn response_schema(v: &Value, path: &str) -> Result<ResponseSchema> {
     let mut o = Obj::new(v, path)?;
     let schema = validate::compile(o.required("schema")?, &o.at("schema"))?;
     let (mut status, mut message) = (502, None);
@@ -156,82 +140,23 @@ fn response_schema(v: &Value, path: &str) -> Result<ResponseSchema> {
     })
 }
 
-/// Creates the shared-data keys of every rate limit and circuit breaker (from
-/// `Root::on_configure`).
-pub fn init_shared<H: Host + ?Sized>(h: &mut H, endpoints: &[crate::config::Endpoint]) {
-    for ep in endpoints {
-        if let Some(rl) = &ep.governance.rate_limit {
-            ratelimit::init_shared(h, rl);
-        }
-        routing::init_breakers(h, ep);
-    }
+/// 429 (client limit) or 503 (endpoint limit), code `rate_limit_exceeded`; `kind`: OpenAI's
+/// error type for rate limits (`requests` or `tokens`).
+pub fn rate_limited(status: u16, kind: &'static str, message: &str, retry_after: u64) -> Refusal {
+    Refusal::custom(status, kind, "rate_limit_exceeded", message).retry_after(retry_after)
 }
 
-/// A refusal the gateway answers itself.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Denial {
-    pub status: u32,
-    /// OpenAI error `type`.
-    pub kind: &'static str,
-    pub code: &'static str,
-    pub message: String,
-    pub param: Option<String>,
-    /// `Retry-After` seconds.
-    pub retry_after: Option<u64>,
+fn too_large(limit: u64) -> Refusal {
+    Refusal::custom(
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        format!("the request body is larger than this endpoint accepts ({limit} bytes)"),
+    )
 }
 
-impl Denial {
-    fn new(status: u32, kind: &'static str, code: &'static str, message: String) -> Self {
-        Self {
-            status,
-            kind,
-            code,
-            message,
-            param: None,
-            retry_after: None,
-        }
-    }
-
-    /// 429 (client limit) or 503 (endpoint limit), code `rate_limit_exceeded`.
-    pub fn rate_limited(status: u32, kind: &'static str, message: &str, retry_after: u64) -> Self {
-        Self {
-            retry_after: Some(retry_after),
-            ..Self::new(status, kind, "rate_limit_exceeded", message.to_string())
-        }
-    }
-
-    fn too_large(limit: u64) -> Self {
-        Self::new(
-            413,
-            "invalid_request_error",
-            "request_too_large",
-            format!("the request body is larger than this endpoint accepts ({limit} bytes)"),
-        )
-    }
-
-    fn invalid(message: String, param: Option<String>) -> Self {
-        Self {
-            param,
-            ..Self::new(400, "invalid_request_error", "invalid_request", message)
-        }
-    }
-}
-
-/// Answers the client with a denial, in its front door's shape.
-pub fn reply<H: Host + ?Sized>(h: &mut H, front: FrontDoor, d: &Denial) {
-    let retry = d.retry_after.map(|s| s.to_string());
-    let mut extra = Vec::new();
-    if let Some(r) = &retry {
-        extra.push(("retry-after", r.as_str()));
-    }
-    let e = GatewayError {
-        status: d.status,
-        kind: d.kind,
-        code: d.code,
-        message: &d.message,
-        param: d.param.as_deref(),
-    };
-    crate::filter::errors::reply_error(h, front, e, &extra);
+fn invalid(message: String, param: Option<String>) -> Refusal {
+    Refusal::new(ErrorKind::InvalidRequest, message).param(param)
 }
 
 /// Per-stream governance state.
@@ -251,13 +176,13 @@ pub fn on_request_headers<H: Host + ?Sized>(
     p: &Policy,
     params: &Params,
     state: &mut State,
-) -> Option<Denial> {
+) -> Option<Refusal> {
     if let Some(max) = p.max_payload {
         let len = h
             .request_header("content-length")
             .and_then(|v| v.parse::<u64>().ok());
         if len.is_some_and(|n| n > max) {
-            return Some(Denial::too_large(max));
+            return Some(too_large(max));
         }
     }
     if let Some(rl) = &p.rate_limit {
@@ -285,33 +210,39 @@ impl Policy {
     }
 }
 
-/// The whole request body: size, schema, then template. Returns the new body when the
-/// template rewrote it.
-pub fn on_request_body(
-    p: &Policy,
-    state: &State,
-    body: &[u8],
-) -> std::result::Result<Option<Vec<u8>>, Denial> {
+/// What governance made of a whole request body.
+#[derive(Debug)]
+pub enum Body {
+    /// Nothing here needed to parse it.
+    Unread,
+    /// Parsed and valid (a request schema): the document, for the next reader.
+    Parsed(Value),
+    /// Rewritten by the template: the new body.
+    Rendered(Vec<u8>),
+}
+
+/// The whole request body: size, then (parsed once) schema, then template.
+pub fn read_body(p: &Policy, state: &State, body: &[u8]) -> std::result::Result<Body, Refusal> {
     if let Some(max) = p.max_payload {
         if body.len() as u64 > max {
-            return Err(Denial::too_large(max));
+            return Err(too_large(max));
         }
     }
     if p.request_schema.is_none() && p.template.is_none() {
-        return Ok(None);
+        return Ok(Body::Unread);
     }
     let doc: Value = serde_json::from_slice(body)
-        .map_err(|e| Denial::invalid(format!("the request body is not valid JSON: {e}"), None))?;
+        .map_err(|e| invalid(format!("the request body is not valid JSON: {e}"), None))?;
     if let Some(s) = &p.request_schema {
         s.validate(&doc).map_err(|e| {
-            Denial::invalid(
+            invalid(
                 format!("the request body does not match the endpoint's schema: {e}"),
                 Some(e.path.clone()),
             )
         })?;
     }
     let Some(t) = &p.template else {
-        return Ok(None);
+        return Ok(Body::Parsed(doc));
     };
     let header = |n: &str| {
         state
@@ -326,8 +257,20 @@ pub fn on_request_body(
         params: &state.params,
     };
     t.render(&inputs)
-        .map(Some)
-        .map_err(|m| Denial::invalid(m, None))
+        .map(Body::Rendered)
+        .map_err(|m| invalid(m, None))
+}
+
+/// The whole request body of a plain endpoint: the new body when the template rewrote it.
+pub fn on_request_body(
+    p: &Policy,
+    state: &State,
+    body: &[u8],
+) -> std::result::Result<Option<Vec<u8>>, Refusal> {
+    Ok(match read_body(p, state, body)? {
+        Body::Rendered(b) => Some(b),
+        Body::Unread | Body::Parsed(_) => None,
+    })
 }
 
 /// Adds the endpoint's decorator messages to a canonical LLM request.
@@ -356,7 +299,7 @@ impl CallHooks {
 
     /// Validates the assistant message of a non-streaming answer (parsed as JSON) against
     /// `validation/response-json-schema`.
-    pub fn check_response(&self, resp: &ChatResponse) -> std::result::Result<(), Denial> {
+    pub fn check_response(&self, resp: &ChatResponse) -> std::result::Result<(), Refusal> {
         let Some(rs) = &self.response_schema else {
             return Ok(());
         };
@@ -366,12 +309,7 @@ impl CallHooks {
                     "the model's answer does not match the endpoint's response schema: {detail}"
                 )
             });
-            Denial::new(
-                u32::from(rs.status),
-                "server_error",
-                "invalid_response",
-                message,
-            )
+            Refusal::custom(rs.status, "server_error", "invalid_response", message)
         };
         let text: String = resp
             .choices

@@ -2,7 +2,7 @@
 //! limit, as token buckets in Envoy shared data: exact across all worker threads of one
 //! Envoy (every update is a compare-and-swap), not shared between Envoys.
 //!
-//! Layout in shared data, per endpoint (`id` = `tollgate.rl.<endpoint index>.`):
+//! Layout in shared data, per endpoint (`id` = `tollgate.rl.<endpoint shared_id>.`):
 //! - `<id>g`: the endpoint bucket (`max_rate`/`capacity`);
 //! - `<id>c0` .. `<id>c15`: client request buckets (`client_max_rate`/`client_capacity`),
 //!   each shard holding the buckets of many clients (a client's shard: hash of its key);
@@ -21,10 +21,12 @@
 //! Values: one format byte, then fixed-size little-endian records (client hash u64, tokens f64,
 //! last refill time in ms u64). The endpoint bucket is a single record with hash 0.
 
-use super::Denial;
+use super::rate_limited;
 use crate::config::reader::{ConfigError, Obj, Result};
 use crate::host::{shared_update, Host};
+use crate::refusal::Refusal;
 use crate::routing::Params;
+use crate::support::addr::strip_port;
 use serde_json::Value;
 
 /// Shards per bucket family and endpoint.
@@ -84,14 +86,14 @@ pub struct RateLimit {
     pub key: String,
 }
 
-/// Reads `qos/ratelimit/router` at `path`; `index` makes the shared-data keys unique.
-pub fn compile(v: &Value, path: &str, index: usize) -> Result<RateLimit> {
+/// Reads `qos/ratelimit/router` at `path`; `endpoint_id` ([`super::shared_id`]) makes the
+/// shared-data keys unique.
+pub fn compile(v: &Value, path: &str, endpoint_id: &str) -> Result<RateLimit> {
     let mut o = Obj::new(v, path)?;
     let every_ms = match o.opt_str("every")? {
         None => 1000,
-        Some(s) => {
-            crate::config::parse_duration_ms(s).map_err(|m| ConfigError::new(o.at("every"), m))?
-        }
+        Some(s) => crate::config::reader::parse_duration_ms(s)
+            .map_err(|m| ConfigError::new(o.at("every"), m))?,
     };
     if every_ms == 0 {
         return Err(ConfigError::new(o.at("every"), "must be longer than 0"));
@@ -100,7 +102,7 @@ pub fn compile(v: &Value, path: &str, index: usize) -> Result<RateLimit> {
     let client = bucket(&mut o, "client_max_rate", "client_capacity", every_ms)?;
     let tokens_every = match o.opt_str("client_tokens_every")? {
         None => every_ms,
-        Some(s) => crate::config::parse_duration_ms(s)
+        Some(s) => crate::config::reader::parse_duration_ms(s)
             .ok()
             .filter(|ms| *ms > 0)
             .ok_or_else(|| {
@@ -138,7 +140,7 @@ pub fn compile(v: &Value, path: &str, index: usize) -> Result<RateLimit> {
     // KrakenD's memory tuning knobs; shards here are fixed and pruned on write.
     o.finish(&["num_shards", "cleanup_period", "cleanup_threads"])?;
     Ok(RateLimit {
-        id: format!("tollgate.rl.{index}."),
+        id: format!("tollgate.rl.{endpoint_id}."),
         endpoint,
         client,
         tokens,
@@ -214,19 +216,6 @@ impl RateLimit {
     }
 }
 
-/// `10.0.0.1:5555` → `10.0.0.1`; `[::1]:5555` → `::1`.
-pub fn strip_port(addr: &str) -> &str {
-    if let Some(rest) = addr.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match addr.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
-            host
-        }
-        _ => addr,
-    }
-}
-
 /// Creates the shard keys of `rl` that do not exist yet (configure time; see module docs).
 pub fn init_shared<H: Host + ?Sized>(h: &mut H, rl: &RateLimit) {
     for key in rl.keys() {
@@ -239,12 +228,7 @@ pub fn init_shared<H: Host + ?Sized>(h: &mut H, rl: &RateLimit) {
 
 /// FNV-1a, 64 bits: the client's record id (never 0, which marks the endpoint bucket).
 fn hash(key: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h.max(1)
+    crate::support::hash::fnv1a64(key.as_bytes()).max(1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -336,14 +320,14 @@ fn retry_after(wait_ms: u64) -> u64 {
 
 /// Before the request: client token balance, client request bucket, then endpoint bucket.
 /// A client refused by its own limit does not consume the endpoint's tokens.
-pub fn check<H: Host + ?Sized>(h: &mut H, rl: &RateLimit, client: Option<&str>) -> Option<Denial> {
+pub fn check<H: Host + ?Sized>(h: &mut H, rl: &RateLimit, client: Option<&str>) -> Option<Refusal> {
     if let Some(client) = client {
         let id = hash(client);
         let shard = id % SHARDS;
         if let Some(b) = &rl.tokens {
             let key = format!("{}t{shard}", rl.id);
             if let Some(wait) = apply(h, &key, id, b, Op::Check) {
-                return Some(Denial::rate_limited(
+                return Some(rate_limited(
                     429,
                     "tokens",
                     "token rate limit exceeded for this client; retry later",
@@ -354,7 +338,7 @@ pub fn check<H: Host + ?Sized>(h: &mut H, rl: &RateLimit, client: Option<&str>) 
         if let Some(b) = &rl.client {
             let key = format!("{}c{shard}", rl.id);
             if let Some(wait) = apply(h, &key, id, b, Op::Take) {
-                return Some(Denial::rate_limited(
+                return Some(rate_limited(
                     429,
                     "requests",
                     "rate limit exceeded for this client; retry later",
@@ -366,7 +350,7 @@ pub fn check<H: Host + ?Sized>(h: &mut H, rl: &RateLimit, client: Option<&str>) 
     if let Some(b) = &rl.endpoint {
         let key = format!("{}g", rl.id);
         if let Some(wait) = apply(h, &key, 0, b, Op::Take) {
-            return Some(Denial::rate_limited(
+            return Some(rate_limited(
                 503,
                 "requests",
                 "the endpoint's rate limit is exceeded; retry later",
@@ -427,7 +411,7 @@ mod tests {
     use serde_json::json;
 
     fn rl(v: Value) -> RateLimit {
-        compile(&v, "$.rl", 0).unwrap()
+        compile(&v, "$.rl", "0").unwrap()
     }
 
     fn host() -> MockHost {
@@ -558,17 +542,9 @@ mod tests {
             (json!({"max_rate": 1, "burst": 3}), "$.rl.burst: unknown field"),
         ];
         for (v, want) in cases {
-            assert_eq!(compile(&v, "$.rl", 0).unwrap_err().to_string(), want);
+            assert_eq!(compile(&v, "$.rl", "0").unwrap_err().to_string(), want);
         }
         let r = rl(json!({"max_rate": 0.5, "num_shards": 4}));
         assert_eq!(r.endpoint.unwrap().capacity, 1.0);
-    }
-
-    #[test]
-    fn strip_port_handles_v4_v6() {
-        assert_eq!(strip_port("10.0.0.1:5555"), "10.0.0.1");
-        assert_eq!(strip_port("[::1]:5555"), "::1");
-        assert_eq!(strip_port("::1"), "::1");
-        assert_eq!(strip_port("10.0.0.1"), "10.0.0.1");
     }
 }

@@ -14,10 +14,9 @@
 //!   (half-open): success closes the breaker, failure opens it again. State in shared data
 //!   (exact across workers; keys created at configure time like the rate-limit shards).
 
-use super::Denial;
 use crate::config::reader::{ConfigError, Obj, Result};
-use crate::config::Endpoint;
 use crate::host::{shared_update, Host};
+use crate::refusal::Refusal;
 use serde_json::Value;
 
 const FORMAT: u8 = 1;
@@ -57,11 +56,11 @@ pub struct Routing {
     pub failover: bool,
 }
 
-/// Reads `backend/conditional` and `qos/circuit-breaker` from a backend's `extra_config`.
-pub fn compile_backend(extra: &mut Obj<'_>) -> Result<BackendRules> {
-    let mut r = BackendRules::default();
-    if let Some(mut c) = extra.opt_obj("backend/conditional")? {
-        r.conditional = Some(match c.str("strategy")? {
+/// Reads a backend's `backend/conditional` (KrakenD EE).
+pub fn conditional(v: &Value, path: &str) -> Result<Conditional> {
+    let mut c = Obj::new(v, path)?;
+    let out =
+        match c.str("strategy")? {
             "header" => Conditional::Header {
                 name: c.str("name")?.to_ascii_lowercase(),
                 value: c.str("value")?.to_string(),
@@ -77,33 +76,35 @@ pub fn compile_backend(extra: &mut Obj<'_>) -> Result<BackendRules> {
                     format!("\"{other}\" is not one of header, fallback"),
                 ))
             }
-        });
-        c.finish(&[])?;
-    }
-    if let Some(mut b) = extra.opt_obj("qos/circuit-breaker")? {
-        let mut secs = |k: &str| -> Result<u64> {
-            match b.opt_u64(k)? {
-                Some(n) if n > 0 => Ok(n),
-                Some(_) => Err(ConfigError::new(b.at(k), "must be at least 1")),
-                None => Err(ConfigError::new(b.at(k), "is required")),
-            }
         };
-        let max_errors = secs("max_errors")?.min(u64::from(u32::MAX)) as u32;
-        let interval_ms = secs("interval")?.saturating_mul(1000);
-        let timeout_ms = secs("timeout")?.saturating_mul(1000);
-        let name = b.opt_str("name")?.unwrap_or_default().to_string();
-        let log = b.opt_bool("log_status_change")?.unwrap_or(false);
-        b.finish(&[])?;
-        r.breaker = Some(Breaker {
-            key: String::new(),
-            name,
-            max_errors,
-            interval_ms,
-            timeout_ms,
-            log,
-        });
-    }
-    Ok(r)
+    c.finish(&[])?;
+    Ok(out)
+}
+
+/// Reads a backend's `qos/circuit-breaker` (KrakenD); its key is named by [`finish_endpoint`].
+pub fn breaker(v: &Value, path: &str) -> Result<Breaker> {
+    let mut b = Obj::new(v, path)?;
+    let mut secs = |k: &str| -> Result<u64> {
+        match b.opt_u64(k)? {
+            Some(n) if n > 0 => Ok(n),
+            Some(_) => Err(ConfigError::new(b.at(k), "must be at least 1")),
+            None => Err(ConfigError::new(b.at(k), "is required")),
+        }
+    };
+    let max_errors = secs("max_errors")?.min(u64::from(u32::MAX)) as u32;
+    let interval_ms = secs("interval")?.saturating_mul(1000);
+    let timeout_ms = secs("timeout")?.saturating_mul(1000);
+    let name = b.opt_str("name")?.unwrap_or_default().to_string();
+    let log = b.opt_bool("log_status_change")?.unwrap_or(false);
+    b.finish(&[])?;
+    Ok(Breaker {
+        key: String::new(),
+        name,
+        max_errors,
+        interval_ms,
+        timeout_ms,
+        log,
+    })
 }
 
 /// Reads the endpoint's `ai/routing` (the weight count is checked in [`finish_endpoint`]).
@@ -134,24 +135,26 @@ pub fn compile_endpoint(v: &Value, path: &str) -> Result<Routing> {
     Ok(r)
 }
 
-/// Cross-checks an endpoint's backends and names the breaker keys.
+/// Cross-checks an endpoint's routing against its backends' rules (one per backend, in
+/// order) and names the breaker keys.
 pub fn finish_endpoint(
-    ep: &mut Endpoint,
-    index: usize,
+    routing: &Routing,
+    mut rules: Vec<&mut BackendRules>,
+    is_llm: bool,
+    endpoint_id: &str,
     backend_path: &str,
     extra_path: &str,
 ) -> Result<()> {
-    let weights = ep.governance.routing.weights.len();
-    if weights > 0 && weights != ep.backends.len() {
+    let weights = routing.weights.len();
+    if weights > 0 && weights != rules.len() {
         return Err(ConfigError::new(
             format!("{extra_path}.ai/routing.weights"),
-            format!("needs one weight per backend ({})", ep.backends.len()),
+            format!("needs one weight per backend ({})", rules.len()),
         ));
     }
-    let fallbacks = ep
-        .backends
+    let fallbacks = rules
         .iter()
-        .filter(|b| b.rules.conditional == Some(Conditional::Fallback))
+        .filter(|r| r.conditional == Some(Conditional::Fallback))
         .count();
     if fallbacks > 1 {
         return Err(ConfigError::new(
@@ -159,124 +162,19 @@ pub fn finish_endpoint(
             "only one backend may use backend/conditional strategy fallback",
         ));
     }
-    let routed = ep.backends.iter().any(|b| b.rules.conditional.is_some())
-        || ep.governance.routing != Routing::default();
-    if routed && ep.api.is_none() {
+    let routed = rules.iter().any(|r| r.conditional.is_some()) || *routing != Routing::default();
+    if routed && !is_llm {
         return Err(ConfigError::new(
             backend_path,
             "backend/conditional and ai/routing apply to endpoints with ai/llm backends",
         ));
     }
-    for (j, b) in ep.backends.iter_mut().enumerate() {
-        if let Some(br) = &mut b.rules.breaker {
-            br.key = format!("tollgate.cb.{index}.{j}");
+    for (j, r) in rules.iter_mut().enumerate() {
+        if let Some(br) = &mut r.breaker {
+            br.key = format!("tollgate.cb.{endpoint_id}.{j}");
         }
     }
     Ok(())
-}
-
-/// Whether routing beyond "the client's model chooses" is configured.
-pub fn is_routed(ep: &Endpoint) -> bool {
-    ep.governance.routing != Routing::default()
-        || ep
-            .backends
-            .iter()
-            .any(|b| b.rules.conditional.is_some() || b.rules.breaker.is_some())
-}
-
-/// The backends to try, in order: the primary first, then (with `failover`) the others that
-/// may serve this request. Empty: let model routing decide (it answers unknown models).
-pub fn order<H: Host + ?Sized>(h: &H, ep: &Endpoint, model: &str) -> Vec<usize> {
-    let header_match = ep.backends.iter().position(|b| match &b.rules.conditional {
-        Some(Conditional::Header { name, value }) => {
-            h.request_header(name).as_deref() == Some(value.as_str())
-        }
-        _ => false,
-    });
-    // Without a header match, backends with a header condition are out.
-    let eligible: Vec<usize> = (0..ep.backends.len())
-        .filter(|i| {
-            Some(*i) == header_match
-                || !matches!(
-                    ep.backends
-                        .get(*i)
-                        .and_then(|b| b.rules.conditional.as_ref()),
-                    Some(Conditional::Header { .. })
-                )
-        })
-        .collect();
-    let weights = &ep.governance.routing.weights;
-    let primary = header_match
-        .or_else(|| {
-            ep.backends
-                .iter()
-                .position(|b| b.rules.conditional == Some(Conditional::Fallback))
-                .filter(|_| {
-                    ep.backends
-                        .iter()
-                        .any(|b| matches!(b.rules.conditional, Some(Conditional::Header { .. })))
-                })
-        })
-        .or_else(|| weighted(h, &eligible, weights))
-        .or_else(|| by_model(ep, &eligible, model));
-    let Some(primary) = primary else {
-        return Vec::new();
-    };
-    let mut out = vec![primary];
-    if ep.governance.routing.failover {
-        out.extend(eligible.iter().copied().filter(|i| *i != primary));
-    }
-    out
-}
-
-/// A weighted pick among `eligible` (by the request id, uniformly distributed).
-fn weighted<H: Host + ?Sized>(h: &H, eligible: &[usize], weights: &[u32]) -> Option<usize> {
-    if weights.is_empty() {
-        return None;
-    }
-    let w = |i: usize| u64::from(weights.get(i).copied().unwrap_or(0));
-    let total: u64 = eligible.iter().map(|i| w(*i)).sum();
-    if total == 0 {
-        return None;
-    }
-    let seed = h
-        .request_header("x-request-id")
-        .map(|id| fnv(&id))
-        .unwrap_or_else(|| fnv(&h.now_millis().to_string()));
-    let mut pick = seed % total;
-    for i in eligible {
-        if pick < w(*i) {
-            return Some(*i);
-        }
-        pick -= w(*i);
-    }
-    None
-}
-
-fn fnv(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    // Mix the high bits down: request ids differ mostly in their last characters.
-    h ^ (h >> 29) ^ (h >> 47)
-}
-
-/// Model routing restricted to `eligible` (aliases/model, then pass-through, then default).
-fn by_model(ep: &Endpoint, eligible: &[usize], model: &str) -> Option<usize> {
-    let llm = |i: &usize| ep.backends.get(*i).and_then(|b| b.llm.as_ref());
-    if let [only] = eligible {
-        if llm(only).is_none_or(|l| l.aliases.is_empty()) {
-            return Some(*only);
-        }
-    }
-    let by = |f: &dyn Fn(&crate::config::LlmBackend) -> bool| {
-        eligible.iter().copied().find(|i| llm(i).is_some_and(f))
-    };
-    by(&|l| l.claims(model))
-        .or_else(|| by(&|l| l.model.is_none() && l.aliases.is_empty()))
-        .or_else(|| by(&|l| l.default))
 }
 
 /// Whether an answer counts as a failure for failover: none at all, 429 or 5xx.
@@ -327,9 +225,12 @@ fn encode(s: &State) -> Vec<u8> {
     out
 }
 
-/// Creates the breaker keys of an endpoint (configure time).
-pub fn init_breakers<H: Host + ?Sized>(h: &mut H, ep: &Endpoint) {
-    for br in ep.backends.iter().filter_map(|b| b.rules.breaker.as_ref()) {
+/// Creates the keys of these breakers (configure time).
+pub fn init_breakers<'a, H: Host + ?Sized>(
+    h: &mut H,
+    breakers: impl IntoIterator<Item = &'a Breaker>,
+) {
+    for br in breakers {
         if h.shared_get(&br.key).1.is_none()
             && h.shared_set(&br.key, &encode(&State::default()), None)
                 .is_err()
@@ -434,24 +335,21 @@ pub fn record<H: Host + ?Sized>(h: &mut H, br: Option<&Breaker>, status: Option<
 }
 
 /// The refusal when every backend's breaker is open.
-pub fn unavailable(wait_ms: u64) -> Denial {
-    Denial {
-        status: 503,
-        kind: "server_error",
-        code: "backend_unavailable",
-        message:
-            "the backend is failing and temporarily not used (circuit breaker open); retry later"
-                .into(),
-        param: None,
-        retry_after: Some(wait_ms.div_ceil(1000).max(1)),
-    }
+pub fn unavailable(wait_ms: u64) -> Refusal {
+    Refusal::custom(
+        503,
+        "server_error",
+        "backend_unavailable",
+        "the backend is failing and temporarily not used (circuit breaker open); retry later",
+    )
+    .retry_after(wait_ms.div_ceil(1000).max(1))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::config::Gateway;
+    use crate::config::{Endpoint, Gateway};
     use crate::host::mock::MockHost;
     use serde_json::json;
 
@@ -470,7 +368,11 @@ mod tests {
     fn breaker_opens_half_opens_and_closes() {
         let br = breaker();
         let mut h = MockHost::request("POST", "/", &[]);
-        init_breakers(&mut h, &gw_with_breaker());
+        let ep = gw_with_breaker();
+        init_breakers(
+            &mut h,
+            ep.backends.iter().filter_map(|b| b.rules.breaker.as_ref()),
+        );
         h.shared_set("cb", &encode(&State::default()), None)
             .unwrap();
         h.now_ms = Some(1_000);
@@ -521,7 +423,7 @@ mod tests {
             .clone()
     }
 
-    fn gateway(b0: Value, b1: Value, ep: Value) -> Gateway {
+    pub(crate) fn gateway(b0: Value, b1: Value, ep: Value) -> Gateway {
         let be = |extra: Value, model: &str| {
             let mut x = extra.as_object().unwrap().clone();
             x.insert(
@@ -533,52 +435,6 @@ mod tests {
         let doc = json!({"version": 3, "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST", "extra_config": ep,
             "backend": [be(b0, "a"), be(b1, "b")]}]});
         Gateway::from_value(&doc, &|_| None).unwrap()
-    }
-
-    #[test]
-    fn order_by_header_fallback_weights_and_failover() {
-        let g = gateway(
-            json!({"backend/conditional": {"strategy": "header", "name": "X-Llm", "value": "a"}}),
-            json!({"backend/conditional": {"strategy": "fallback"}}),
-            json!({"ai/routing": {"failover": true}}),
-        );
-        let ep = &g.endpoints[0];
-        let h = MockHost::request("POST", "/", &[("x-llm", "a")]);
-        assert_eq!(order(&h, ep, "x"), vec![0, 1]);
-        let h = MockHost::request("POST", "/", &[("x-llm", "A")]);
-        assert_eq!(order(&h, ep, "a"), vec![1]); // case-sensitive value; header backend is out
-
-        let g = gateway(
-            json!({}),
-            json!({}),
-            json!({"ai/routing": {"weights": [3, 1]}}),
-        );
-        let ep = &g.endpoints[0];
-        let mut counts = [0, 0];
-        for i in 0..400 {
-            let h = MockHost::request(
-                "POST",
-                "/",
-                &[(
-                    "x-request-id",
-                    &format!("9b2c1e6a-{i:04}-4f00-a000-00000000{i:04}"),
-                )],
-            );
-            let o = order(&h, ep, "a");
-            assert_eq!(o.len(), 1);
-            counts[o[0]] += 1;
-        }
-        assert!(counts[1] > 60 && counts[1] < 140, "{counts:?}");
-
-        let g = gateway(
-            json!({}),
-            json!({}),
-            json!({"ai/routing": {"failover": true}}),
-        );
-        let ep = &g.endpoints[0];
-        let h = MockHost::request("POST", "/", &[]);
-        assert_eq!(order(&h, ep, "b"), vec![1, 0]);
-        assert_eq!(order(&h, ep, "zzz"), Vec::<usize>::new()); // unknown model: model routing answers
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn client_rate_limit_429_in_the_front_doors_shape() {
         if let Some(s) = &shared {
             h.shared = Rc::clone(s);
         } else {
-            crate::governance::init_shared(&mut h, &gw.endpoints);
+            gw.init_shared(&mut h);
             shared = Some(Rc::clone(&h.shared));
         }
         let mut flow = Flow::new(Rc::clone(&gw));
@@ -77,7 +77,7 @@ fn tokens_of_an_answer_are_charged_to_the_client() {
     let gw = gateway(json!([llm_endpoint("/v1/chat/completions", rl)]));
     let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-user", "u1")])
         .with_body(CHAT.as_bytes());
-    crate::governance::init_shared(&mut h, &gw.endpoints);
+    gw.init_shared(&mut h);
     let mut flow = Flow::new(Rc::clone(&gw));
     assert_eq!(send(&mut flow, &mut h), Action::Continue);
     answer(
@@ -230,7 +230,7 @@ fn failover_retries_the_next_provider_translated_through_callouts() {
         &[("authorization", "Bearer client")],
     )
     .with_body(CHAT.as_bytes());
-    crate::governance::init_shared(&mut h, &gw.endpoints);
+    gw.init_shared(&mut h);
     let mut flow = Flow::new(Rc::clone(&gw));
     assert_eq!(send(&mut flow, &mut h), Action::Pause);
     let first = h.callouts[0].clone();
@@ -354,7 +354,7 @@ fn stream_usage_is_charged_at_the_end_of_the_stream() {
     let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
     let mut h = MockHost::request("POST", "/v1/chat/completions", &[("x-user", "u")])
         .with_body(body.as_bytes());
-    crate::governance::init_shared(&mut h, &gw.endpoints);
+    gw.init_shared(&mut h);
     let mut flow = Flow::new(Rc::clone(&gw));
     assert_eq!(send(&mut flow, &mut h), Action::Continue);
     h.response_headers = vec![

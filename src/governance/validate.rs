@@ -126,6 +126,15 @@ pub struct Invalid {
     pub message: String,
 }
 
+impl Invalid {
+    fn at(path: &str, message: String) -> Self {
+        Self {
+            path: path.to_string(),
+            message,
+        }
+    }
+}
+
 impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
@@ -167,8 +176,15 @@ pub fn compile(v: &Value, path: &str) -> Result<Schema> {
             ),
         ));
     }
-    let at = |k: &str| format!("{path}.{k}");
     let mut s = Schema::default();
+    structure(map, path, &mut s)?;
+    limits(map, path, &mut s)?;
+    Ok(s)
+}
+
+/// `type`, `required`, `properties`, `additionalProperties`, `items`.
+fn structure(map: &Map<String, Value>, path: &str, s: &mut Schema) -> Result<()> {
+    let at = |k: &str| format!("{path}.{k}");
     if let Some(t) = map.get("type") {
         let names: Vec<&Value> = match t {
             Value::Array(a) => a.iter().collect(),
@@ -214,6 +230,12 @@ pub fn compile(v: &Value, path: &str) -> Result<Schema> {
         }
         s.items = Some(Box::new(compile(i, &at("items"))?));
     }
+    Ok(())
+}
+
+/// `enum`, `const`, bounds, counts, `uniqueItems`, `pattern`.
+fn limits(map: &Map<String, Value>, path: &str, s: &mut Schema) -> Result<()> {
+    let at = |k: &str| format!("{path}.{k}");
     if let Some(e) = map.get("enum") {
         s.enumeration = Some(
             e.as_array()
@@ -246,7 +268,7 @@ pub fn compile(v: &Value, path: &str) -> Result<Schema> {
         })?;
         s.pattern = Some(Pattern(re));
     }
-    Ok(s)
+    Ok(())
 }
 
 fn is_supported(k: &str) -> bool {
@@ -341,12 +363,7 @@ impl Schema {
     }
 
     fn check(&self, v: &Value, path: &str) -> std::result::Result<(), Invalid> {
-        let fail = |message: String| {
-            Err(Invalid {
-                path: path.to_string(),
-                message,
-            })
-        };
+        let fail = |message: String| Err(Invalid::at(path, message));
         if self.never {
             return fail("no value is allowed here".into());
         }
@@ -370,90 +387,108 @@ impl Schema {
             }
         }
         match v {
-            Value::Number(n) => {
-                let x = n.as_f64().unwrap_or_default();
-                if let Some((m, excl)) = self.minimum {
-                    if x < m || (excl && x == m) {
-                        let op = if excl { ">" } else { ">=" };
-                        return fail(format!("must be {op} {m}"));
-                    }
-                }
-                if let Some((m, excl)) = self.maximum {
-                    if x > m || (excl && x == m) {
-                        let op = if excl { "<" } else { "<=" };
-                        return fail(format!("must be {op} {m}"));
-                    }
+            Value::Number(n) => self.check_number(n.as_f64().unwrap_or_default(), path),
+            Value::String(s) => self.check_string(s, path),
+            Value::Array(items) => self.check_array(items, path),
+            Value::Object(map) => self.check_object(map, path),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_number(&self, x: f64, path: &str) -> std::result::Result<(), Invalid> {
+        let fail = |message: String| Err(Invalid::at(path, message));
+        if let Some((m, excl)) = self.minimum {
+            if x < m || (excl && x == m) {
+                let op = if excl { ">" } else { ">=" };
+                return fail(format!("must be {op} {m}"));
+            }
+        }
+        if let Some((m, excl)) = self.maximum {
+            if x > m || (excl && x == m) {
+                let op = if excl { "<" } else { "<=" };
+                return fail(format!("must be {op} {m}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_string(&self, s: &str, path: &str) -> std::result::Result<(), Invalid> {
+        let fail = |message: String| Err(Invalid::at(path, message));
+        let len = s.chars().count() as u64;
+        if let Some(m) = self.min_length.filter(|m| len < *m) {
+            return fail(format!("must be at least {m} characters long"));
+        }
+        if let Some(m) = self.max_length.filter(|m| len > *m) {
+            return fail(format!("must be at most {m} characters long"));
+        }
+        if let Some(Pattern(re)) = &self.pattern {
+            if !re.is_match(s) {
+                return fail(format!("does not match the pattern {}", re.as_str()));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_array(&self, items: &[Value], path: &str) -> std::result::Result<(), Invalid> {
+        let fail = |message: String| Err(Invalid::at(path, message));
+        let len = items.len() as u64;
+        if let Some(m) = self.min_items.filter(|m| len < *m) {
+            return fail(format!("must have at least {m} items"));
+        }
+        if let Some(m) = self.max_items.filter(|m| len > *m) {
+            return fail(format!("must have at most {m} items"));
+        }
+        if self.unique_items {
+            for (i, a) in items.iter().enumerate() {
+                if items.iter().skip(i + 1).any(|b| json_eq(a, b)) {
+                    return fail("items must be unique".into());
                 }
             }
-            Value::String(s) => {
-                let len = s.chars().count() as u64;
-                if let Some(m) = self.min_length.filter(|m| len < *m) {
-                    return fail(format!("must be at least {m} characters long"));
-                }
-                if let Some(m) = self.max_length.filter(|m| len > *m) {
-                    return fail(format!("must be at most {m} characters long"));
-                }
-                if let Some(Pattern(re)) = &self.pattern {
-                    if !re.is_match(s) {
-                        return fail(format!("does not match the pattern {}", re.as_str()));
-                    }
-                }
+        }
+        if let Some(s) = &self.items {
+            for (i, item) in items.iter().enumerate() {
+                s.check(item, &format!("{path}[{i}]"))?;
             }
-            Value::Array(items) => {
-                let len = items.len() as u64;
-                if let Some(m) = self.min_items.filter(|m| len < *m) {
-                    return fail(format!("must have at least {m} items"));
-                }
-                if let Some(m) = self.max_items.filter(|m| len > *m) {
-                    return fail(format!("must have at most {m} items"));
-                }
-                if self.unique_items {
-                    for (i, a) in items.iter().enumerate() {
-                        if items.iter().skip(i + 1).any(|b| json_eq(a, b)) {
-                            return fail("items must be unique".into());
-                        }
-                    }
-                }
-                if let Some(s) = &self.items {
-                    for (i, item) in items.iter().enumerate() {
-                        s.check(item, &format!("{path}[{i}]"))?;
-                    }
-                }
+        }
+        Ok(())
+    }
+
+    fn check_object(
+        &self,
+        map: &Map<String, Value>,
+        path: &str,
+    ) -> std::result::Result<(), Invalid> {
+        let fail = |message: String| Err(Invalid::at(path, message));
+        let len = map.len() as u64;
+        if let Some(m) = self.min_properties.filter(|m| len < *m) {
+            return fail(format!("must have at least {m} properties"));
+        }
+        if let Some(m) = self.max_properties.filter(|m| len > *m) {
+            return fail(format!("must have at most {m} properties"));
+        }
+        for r in &self.required {
+            if !map.contains_key(r) {
+                return Err(Invalid {
+                    path: child(path, r),
+                    message: "is required".into(),
+                });
             }
-            Value::Object(map) => {
-                let len = map.len() as u64;
-                if let Some(m) = self.min_properties.filter(|m| len < *m) {
-                    return fail(format!("must have at least {m} properties"));
-                }
-                if let Some(m) = self.max_properties.filter(|m| len > *m) {
-                    return fail(format!("must have at most {m} properties"));
-                }
-                for r in &self.required {
-                    if !map.contains_key(r) {
+        }
+        for (k, item) in map {
+            let p = child(path, k);
+            match self.properties.iter().find(|(name, _)| name == k) {
+                Some((_, s)) => s.check(item, &p)?,
+                None => match &self.additional {
+                    Some(s) if s.never => {
                         return Err(Invalid {
-                            path: child(path, r),
-                            message: "is required".into(),
-                        });
+                            path: p,
+                            message: "is not an allowed property".into(),
+                        })
                     }
-                }
-                for (k, item) in map {
-                    let p = child(path, k);
-                    match self.properties.iter().find(|(name, _)| name == k) {
-                        Some((_, s)) => s.check(item, &p)?,
-                        None => match &self.additional {
-                            Some(s) if s.never => {
-                                return Err(Invalid {
-                                    path: p,
-                                    message: "is not an allowed property".into(),
-                                })
-                            }
-                            Some(s) => s.check(item, &p)?,
-                            None => {}
-                        },
-                    }
-                }
+                    Some(s) => s.check(item, &p)?,
+                    None => {}
+                },
             }
-            _ => {}
         }
         Ok(())
     }

@@ -1,11 +1,14 @@
 //! The boundary to Envoy. [`Host`] is what the filter logic needs from the proxy; the
 //! `wasm` module implements it over proxy-wasm hostcalls (the only code, with `lib.rs`,
-//! that uses `proxy_wasm`), and `mock::MockHost` implements it in memory for unit tests,
+//! that uses `proxy_wasm`), `native` over Envoy's dynamic-module ABI (the `.so`, feature
+//! `native`), and `mock::MockHost` implements it in memory for unit tests,
 //! `tests/fuzz.rs` and the cargo-fuzz targets (feature `mock`; never in the .wasm).
 
 pub mod headers;
 #[cfg(all(any(test, feature = "mock"), not(target_arch = "wasm32")))]
 pub mod mock;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 

@@ -343,7 +343,7 @@ impl RootContext for Root {
                 // created here, before traffic (see cost::store for why).
                 crate::cost::store::init(&mut WasmHost::default());
                 crate::observe::init(&mut WasmHost::default());
-                crate::governance::init_shared(&mut WasmHost::default(), &gw.endpoints);
+                gw.init_shared(&mut WasmHost::default());
                 self.gateway = Some(Rc::new(gw));
                 true
             }

@@ -481,7 +481,8 @@ fn redis_rate_limit(
             m.remove(k);
         }
     }
-    let limit = ratelimit::compile(&rest, path, 0)?;
+    // The local bucket keys are not used by the service: its counters are keyed by scope.
+    let limit = ratelimit::compile(&rest, path, scope)?;
     Ok(RedisRateLimit {
         scope: scope.to_string(),
         pool,

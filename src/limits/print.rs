@@ -6,10 +6,10 @@
 //! buckets, calendar months nor tollgate's all-or-nothing reservations and refunds; the
 //! differences are listed per limit, and in docs/limits.md.
 
-use crate::cost::window::Unit;
 use crate::governance::ratelimit::Bucket;
 use crate::limits::config::LimitsConfig;
 use crate::limits::scheme;
+use crate::support::calendar::Unit;
 use serde_json::{json, Value};
 
 /// The engines `--print-config` writes for.

@@ -35,7 +35,7 @@
 //! the first answer. [`AT`] (unix seconds) applies the operation to the windows that were
 //! current then: a settlement goes to the windows its reservation went to.
 
-use crate::cost::window::Unit;
+use crate::support::calendar::Unit;
 
 /// The rate limit domain of every request.
 pub const DOMAIN: &str = "tollgate";

@@ -14,13 +14,14 @@
 //!   descriptors on two Redis pools, a bad `x-tollgate-*` value. `INTERNAL`: a script error.
 //!   The filter treats every gRPC error like `UNAVAILABLE`.
 
-use crate::cost::{self, window::Unit, Standing};
+use crate::cost::{self, Standing};
 use crate::limits::config::{Backoff, LimitsConfig};
 use crate::limits::proto::{
     self, Code, DescriptorStatus, HeaderValue, RateLimitRequest, RateLimitResponse,
 };
 use crate::limits::scheme::{self, Bucket, Op, Target};
 use crate::limits::store::{self, Item, Kind, Outcome, Store, StoreError};
+use crate::support::calendar::Unit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -20,8 +20,9 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use super::json::ClientError;
 use super::json::{
-    as_arr, as_obj, as_str, at, cerr, count, excerpt, field, join, num, opt_bool, opt_f64,
+    as_arr, as_obj, as_str, at, cerr, count, excerpt, field, join, num, object, opt_bool, opt_f64,
     opt_max_tokens, opt_str, parse_body, req, req_str, type_name,
 };
 use super::model::{
@@ -29,7 +30,7 @@ use super::model::{
     FinishReason, Message, Origin, Part, ProviderError, Reasoning, ReasoningConfig, Role,
     StreamEvent, Tool, ToolCall, ToolChoice, Usage,
 };
-use super::openai::{text_of, ClientError};
+use super::openai::text_of;
 use super::util::{format_instruction, parse_data_url, DataUrl};
 use super::{Outgoing, StreamDecoder, Target, TranslateError};
 use crate::stream::{write_json_event, SseParser};
@@ -90,108 +91,7 @@ pub(crate) fn request_body(
         ));
     }
     let mut system: Vec<BlockOut> = Vec::new();
-    // Consecutive same-role turns are merged.
-    let mut turns: Vec<TurnOut> = Vec::new();
-    for (i, m) in req.messages.iter().enumerate() {
-        let path = || format!("messages[{i}]");
-        let (role, blocks) = match m.role {
-            Role::System => {
-                if m.content
-                    .iter()
-                    .any(|p| matches!(p, Part::Image { .. } | Part::Document(_)))
-                {
-                    return terr(format!(
-                        "{}.content: images and documents are not allowed in system messages for Anthropic",
-                        path()
-                    ));
-                }
-                system.extend(content_blocks(&m.content, path)?);
-                continue;
-            }
-            Role::User => ("user", content_blocks(&m.content, path)?),
-            Role::Assistant => {
-                // Thinking blocks come first in an assistant turn (Anthropic checks it).
-                let mut blocks = thinking_blocks(&m.content);
-                // A breakpoint ending a turn that calls tools is on its last block, the last
-                // tool_use (where Claude Code puts it), not on the text before the calls.
-                let trailing_cache = trailing_cache_point(&m.content);
-                let content = match (&trailing_cache, m.content.split_last()) {
-                    (Some(_), Some((_, rest))) if !m.tool_calls.is_empty() => rest,
-                    _ => &m.content[..],
-                };
-                blocks.extend(content_blocks(content, path)?);
-                for (j, c) in m.tool_calls.iter().enumerate() {
-                    let input = parse_arguments(&c.arguments).map_err(|e| {
-                        TranslateError(format!(
-                            "{}.tool_calls[{j}].function.arguments: {e}",
-                            path()
-                        ))
-                    })?;
-                    blocks.push(BlockOut::new(Block::ToolUse {
-                        id: split_call_id(&c.id).0,
-                        name: &c.name,
-                        input,
-                    }));
-                }
-                // A cache breakpoint after the turn's last block (Claude Code marks its last
-                // tool_use) stays on the last block.
-                if let (Some(cp), Some(last)) = (trailing_cache, blocks.last_mut()) {
-                    last.cache_control = Some(CacheOut::of(cp));
-                }
-                ("assistant", blocks)
-            }
-            Role::Tool => {
-                let Some(id) = &m.tool_call_id else {
-                    return terr(format!(
-                        "{}.tool_call_id: missing for a tool message",
-                        path()
-                    ));
-                };
-                // One text: a string; several blocks stay blocks (a client's array of texts).
-                let texts = m
-                    .content
-                    .iter()
-                    .filter(|p| matches!(p, Part::Text(_)))
-                    .count();
-                let content = if texts <= 1
-                    && m.content.iter().all(|p| {
-                        matches!(p, Part::Text(_) | Part::CachePoint(_) | Part::Reasoning(_))
-                    }) {
-                    ResultOut::Text(text_of(&m.content))
-                } else {
-                    let mut inner = content_blocks(&m.content, path)?;
-                    // The result block carries the breakpoint, not its last inner block.
-                    if let Some(last) = inner.last_mut() {
-                        last.cache_control = None;
-                    }
-                    ResultOut::Blocks(inner)
-                };
-                let mut block = BlockOut::new(Block::ToolResult {
-                    tool_use_id: split_call_id(id).0,
-                    content,
-                });
-                block.cache_control = trailing_cache_point(&m.content).map(CacheOut::of);
-                ("user", vec![block])
-            }
-        };
-        if blocks.is_empty() {
-            continue;
-        }
-        match turns.last_mut() {
-            Some(last) if last.role == role => last.content.extend(blocks),
-            _ => turns.push(TurnOut {
-                role,
-                content: blocks,
-            }),
-        }
-    }
-    // In a user turn, tool results must come before any other content.
-    for turn in &mut turns {
-        if turn.role == "user" {
-            turn.content
-                .sort_by_key(|b| !matches!(b.block, Block::ToolResult { .. }));
-        }
-    }
+    let turns = turns(req, &mut system)?;
     let output_config = req.anthropic_extra.get("output_config");
     let native_format = output_config.is_some_and(|o| o.get("format").is_some());
     if let Some(rf) = req.response_format.as_ref().filter(|_| !native_format) {
@@ -205,38 +105,15 @@ pub(crate) fn request_body(
             "temperature: {v} is out of range for Anthropic (0 to 1)"
         ));
     }
-    let no_parallel = req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false));
-    let choice = |kind, name| ChoiceOut {
-        kind,
-        name,
-        disable_parallel_tool_use: no_parallel,
-    };
-    let tool_choice = match &req.tool_choice {
-        Some(ToolChoice::Auto) => Some(choice("auto", None)),
-        Some(ToolChoice::None) => Some(choice("none", None)),
-        Some(ToolChoice::Required) => Some(choice("any", None)),
-        Some(ToolChoice::Function(n)) => Some(choice("tool", Some(n.as_str()))),
-        None if no_parallel && !req.tools.is_empty() => Some(choice("auto", None)),
-        None => None,
-    };
     let max_tokens = req
         .max_tokens
         .or(defaults.max_tokens)
         .unwrap_or(DEFAULT_MAX_TOKENS);
     let messages_call = kind == Extras::Messages;
-    // A string while no block carries a breakpoint (as clients mostly send it), else blocks.
-    let system = if system.is_empty() {
-        None
-    } else if system.iter().any(|b| b.cache_control.is_some()) {
-        Some(SystemOut::Blocks(system))
-    } else {
-        let texts: Vec<&str> = system.iter().filter_map(BlockOut::text).collect();
-        Some(SystemOut::Text(texts.join("\n\n")))
-    };
     let body = RequestOut {
         model,
         max_tokens: messages_call.then_some(max_tokens),
-        system,
+        system: system_out(system),
         messages: turns,
         temperature: temperature.filter(|_| messages_call),
         top_p: req.top_p.or(defaults.top_p).filter(|_| messages_call),
@@ -248,7 +125,7 @@ pub(crate) fn request_body(
             .map(|user_id| MetadataOut { user_id }),
         stream: req.stream && messages_call,
         tools: req.tools.iter().map(ToolOut::from).collect(),
-        tool_choice,
+        tool_choice: choice_out(req),
         thinking: req
             .reasoning
             .as_ref()
@@ -263,6 +140,166 @@ pub(crate) fn request_body(
         },
     };
     serde_json::to_vec(&body).map_err(|e| TranslateError(format!("cannot write the request: {e}")))
+}
+
+/// `system`: a string while no block carries a breakpoint (as clients mostly send it), else
+/// blocks.
+fn system_out(system: Vec<BlockOut<'_>>) -> Option<SystemOut<'_>> {
+    if system.is_empty() {
+        None
+    } else if system.iter().any(|b| b.cache_control.is_some()) {
+        Some(SystemOut::Blocks(system))
+    } else {
+        let texts: Vec<&str> = system.iter().filter_map(BlockOut::text).collect();
+        Some(SystemOut::Text(texts.join("\n\n")))
+    }
+}
+
+/// The messages as Anthropic turns: system blocks set apart (into `system`), consecutive
+/// same-role turns merged, a user turn's tool results before its other content.
+fn turns<'a>(
+    req: &'a ChatRequest,
+    system: &mut Vec<BlockOut<'a>>,
+) -> Result<Vec<TurnOut<'a>>, TranslateError> {
+    let mut turns: Vec<TurnOut> = Vec::new();
+    for (i, m) in req.messages.iter().enumerate() {
+        let path = || format!("messages[{i}]");
+        if m.role == Role::System {
+            if m.content
+                .iter()
+                .any(|p| matches!(p, Part::Image { .. } | Part::Document(_)))
+            {
+                return Err(TranslateError(format!(
+                    "{}.content: images and documents are not allowed in system messages for Anthropic",
+                    path()
+                )));
+            }
+            system.extend(content_blocks(&m.content, path)?);
+            continue;
+        }
+        let (role, blocks) = turn(m, path)?;
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => turns.push(TurnOut {
+                role,
+                content: blocks,
+            }),
+        }
+    }
+    for turn in &mut turns {
+        if turn.role == "user" {
+            turn.content
+                .sort_by_key(|b| !matches!(b.block, Block::ToolResult { .. }));
+        }
+    }
+    Ok(turns)
+}
+
+/// A user, assistant or tool message as the role and blocks of an Anthropic turn (tool
+/// calls become `tool_use` blocks, a tool message a user turn's `tool_result`).
+fn turn(
+    m: &Message,
+    path: impl Fn() -> String,
+) -> Result<(&'static str, Vec<BlockOut<'_>>), TranslateError> {
+    match m.role {
+        // System blocks are set apart by the caller.
+        Role::System => Ok(("user", Vec::new())),
+        Role::User => Ok(("user", content_blocks(&m.content, path)?)),
+        Role::Assistant => Ok(("assistant", assistant_blocks(m, path)?)),
+        Role::Tool => Ok(("user", vec![tool_result_block(m, path)?])),
+    }
+}
+
+/// An assistant turn: thinking blocks first (Anthropic checks it), content, tool calls.
+fn assistant_blocks(
+    m: &Message,
+    path: impl Fn() -> String,
+) -> Result<Vec<BlockOut<'_>>, TranslateError> {
+    let mut blocks = thinking_blocks(&m.content);
+    // A breakpoint ending a turn that calls tools is on its last block, the last tool_use
+    // (where Claude Code puts it), not on the text before the calls.
+    let trailing_cache = trailing_cache_point(&m.content);
+    let content = match (&trailing_cache, m.content.split_last()) {
+        (Some(_), Some((_, rest))) if !m.tool_calls.is_empty() => rest,
+        _ => &m.content[..],
+    };
+    blocks.extend(content_blocks(content, &path)?);
+    for (j, c) in m.tool_calls.iter().enumerate() {
+        let input = parse_arguments(&c.arguments).map_err(|e| {
+            TranslateError(format!(
+                "{}.tool_calls[{j}].function.arguments: {e}",
+                path()
+            ))
+        })?;
+        blocks.push(BlockOut::new(Block::ToolUse {
+            id: split_call_id(&c.id).0,
+            name: &c.name,
+            input,
+        }));
+    }
+    if let (Some(cp), Some(last)) = (trailing_cache, blocks.last_mut()) {
+        last.cache_control = Some(CacheOut::of(cp));
+    }
+    Ok(blocks)
+}
+
+/// A tool message as a `tool_result` block: one text as a string, several blocks as blocks
+/// (a client's array of texts); the result block carries the breakpoint.
+fn tool_result_block(
+    m: &Message,
+    path: impl Fn() -> String,
+) -> Result<BlockOut<'_>, TranslateError> {
+    let Some(id) = &m.tool_call_id else {
+        return Err(TranslateError(format!(
+            "{}.tool_call_id: missing for a tool message",
+            path()
+        )));
+    };
+    let texts = m
+        .content
+        .iter()
+        .filter(|p| matches!(p, Part::Text(_)))
+        .count();
+    let content = if texts <= 1
+        && m.content
+            .iter()
+            .all(|p| matches!(p, Part::Text(_) | Part::CachePoint(_) | Part::Reasoning(_)))
+    {
+        ResultOut::Text(text_of(&m.content))
+    } else {
+        let mut inner = content_blocks(&m.content, path)?;
+        if let Some(last) = inner.last_mut() {
+            last.cache_control = None;
+        }
+        ResultOut::Blocks(inner)
+    };
+    let mut block = BlockOut::new(Block::ToolResult {
+        tool_use_id: split_call_id(id).0,
+        content,
+    });
+    block.cache_control = trailing_cache_point(&m.content).map(CacheOut::of);
+    Ok(block)
+}
+
+/// `tool_choice` (with `parallel_tool_calls: false` as `disable_parallel_tool_use`).
+fn choice_out(req: &ChatRequest) -> Option<ChoiceOut<'_>> {
+    let no_parallel = req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    let choice = |kind, name| ChoiceOut {
+        kind,
+        name,
+        disable_parallel_tool_use: no_parallel,
+    };
+    match &req.tool_choice {
+        Some(ToolChoice::Auto) => Some(choice("auto", None)),
+        Some(ToolChoice::None) => Some(choice("none", None)),
+        Some(ToolChoice::Required) => Some(choice("any", None)),
+        Some(ToolChoice::Function(n)) => Some(choice("tool", Some(n.as_str()))),
+        None if no_parallel && !req.tools.is_empty() => Some(choice("auto", None)),
+        None => None,
+    }
 }
 
 /// Top-level fields the `count_tokens` endpoint refuses (it counts a prompt, it samples nothing).
@@ -966,170 +1003,184 @@ impl Decoder {
         };
         let kind = v.get("type").and_then(Value::as_str).or(name).unwrap_or("");
         match kind {
-            "message_start" => {
-                let m = v.get("message");
-                let s = |k: &str| {
-                    m.and_then(|m| m.get(k))
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string()
-                };
-                if let Some(u) = m.and_then(|m| m.get("usage")) {
-                    self.usage = usage_from(u);
-                }
-                if !self.started {
-                    self.started = true;
-                    let id = s("id");
-                    out.push(StreamEvent::Start {
-                        id: if id.is_empty() {
-                            "msg_tollgate".into()
-                        } else {
-                            id
-                        },
-                        model: s("model"),
-                    });
-                }
-            }
-            "content_block_start" => {
-                let b = v.get("content_block");
-                let kind = b.and_then(|b| b.get("type")).and_then(Value::as_str);
-                // Text a block starts with (non-empty).
-                let initial = |k: &str| {
-                    b.and_then(|b| b.get(k))
-                        .and_then(Value::as_str)
-                        .filter(|t| !t.is_empty())
-                        .map(str::to_string)
-                };
-                if kind == Some("thinking") {
-                    self.thinking = Some((num(v.get("index")), None));
-                    if let Some(text) = initial("thinking") {
-                        out.push(StreamEvent::Reasoning { index: 0, text });
-                    }
-                } else if kind == Some("redacted_thinking") {
-                    out.push(StreamEvent::RedactedReasoning {
-                        index: 0,
-                        data: b.map_or_else(String::new, |b| str_of(b, "data")),
-                        origin: Origin::Anthropic,
-                    });
-                } else if kind == Some("tool_use") {
-                    let block = num(v.get("index"));
-                    let call = self.next_call;
-                    self.next_call = self.next_call.saturating_add(1);
-                    self.tool_blocks.push((block, call));
-                    let s = |k: &str| {
-                        b.and_then(|b| b.get(k))
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    out.push(StreamEvent::ToolCallStart {
-                        index: 0,
-                        call,
-                        id: s("id"),
-                        name: s("name"),
-                    });
-                } else if let Some(text) = initial("text") {
-                    out.push(StreamEvent::Text { index: 0, text });
-                }
-            }
-            "content_block_delta" => {
-                let d = v.get("delta");
-                let s = |k: &str| d.and_then(|d| d.get(k)).and_then(Value::as_str);
-                // A non-empty piece of the delta's field `k`.
-                let piece = |k: &str| s(k).filter(|t| !t.is_empty()).map(str::to_string);
-                match s("type") {
-                    Some("text_delta") => {
-                        if let Some(text) = piece("text") {
-                            out.push(StreamEvent::Text { index: 0, text });
-                        }
-                    }
-                    Some("input_json_delta") => {
-                        let block = num(v.get("index"));
-                        let call = self
-                            .tool_blocks
-                            .iter()
-                            .find(|(b, _)| *b == block)
-                            .map(|(_, c)| *c);
-                        if let (Some(call), Some(p)) =
-                            (call, s("partial_json").filter(|p| !p.is_empty()))
-                        {
-                            out.push(StreamEvent::ToolCallArgs {
-                                index: 0,
-                                call,
-                                arguments: p.to_string(),
-                            });
-                        }
-                    }
-                    Some("thinking_delta") => {
-                        if let Some(text) = piece("thinking") {
-                            out.push(StreamEvent::Reasoning { index: 0, text });
-                        }
-                    }
-                    Some("signature_delta") => {
-                        if let (Some((_, sig)), Some(piece)) = (&mut self.thinking, s("signature"))
-                        {
-                            sig.get_or_insert_with(String::new).push_str(piece);
-                        }
-                    }
-                    // citations_delta: no canonical equivalent.
-                    _ => {}
-                }
-            }
-            "content_block_stop" => {
-                let index = num(v.get("index"));
-                if let Some((block, signature)) = self.thinking.take() {
-                    if block == index {
-                        out.push(StreamEvent::ReasoningEnd {
-                            index: 0,
-                            signature,
-                            origin: Origin::Anthropic,
-                        });
-                    } else {
-                        self.thinking = Some((block, signature));
-                    }
-                }
-            }
-            "message_delta" => {
-                if let Some(r) = v
-                    .get("delta")
-                    .and_then(|d| d.get("stop_reason"))
-                    .and_then(Value::as_str)
-                {
-                    out.push(StreamEvent::Finish {
-                        index: 0,
-                        reason: stop_from(r),
-                    });
-                }
-                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                    // Cumulative counts; input fields appear here only in newer API versions.
-                    if u.get("input_tokens").and_then(count).is_some() {
-                        let out_tokens = self.usage.completion_tokens;
-                        self.usage = usage_from(u);
-                        if u.get("output_tokens").is_none() {
-                            self.usage.completion_tokens = out_tokens;
-                        }
-                    } else if let Some(o) = u.get("output_tokens").and_then(count) {
-                        self.usage.completion_tokens = o;
-                    }
-                    out.push(StreamEvent::Usage(self.usage));
-                }
-            }
+            "message_start" => self.message_start(&v, out),
+            "content_block_start" => self.block_start(&v, out),
+            "content_block_delta" => self.block_delta(&v, out),
+            "content_block_stop" => self.block_stop(&v, out),
+            "message_delta" => self.message_delta(&v, out),
             "message_stop" => self.done = true,
             "error" => {
                 self.failed = true;
-                let etype = v
-                    .get("error")
-                    .and_then(|e| e.get("type"))
-                    .and_then(Value::as_str);
-                let (status, _) = map_error(etype, 500);
-                let mut e = decode_error(500, data.as_bytes());
-                e.status = status;
-                out.push(StreamEvent::Error(e));
+                out.push(StreamEvent::Error(stream_error(&v, data)));
             }
             // ping, and event types added later.
             _ => {}
         }
     }
+
+    /// `message_start`: the message id and model, and the first usage (input tokens).
+    fn message_start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let m = v.get("message");
+        let s = |k: &str| {
+            m.and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        if let Some(u) = m.and_then(|m| m.get("usage")) {
+            self.usage = usage_from(u);
+        }
+        if !self.started {
+            self.started = true;
+            let id = s("id");
+            out.push(StreamEvent::Start {
+                id: if id.is_empty() {
+                    "msg_tollgate".into()
+                } else {
+                    id
+                },
+                model: s("model"),
+            });
+        }
+    }
+
+    /// `content_block_start`: thinking or redacted thinking begins, a tool call begins (its id
+    /// and name), or text comes whole.
+    fn block_start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let b = v.get("content_block");
+        let kind = b.and_then(|b| b.get("type")).and_then(Value::as_str);
+        // Text a block starts with (non-empty).
+        let initial = |k: &str| {
+            b.and_then(|b| b.get(k))
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        };
+        if kind == Some("thinking") {
+            self.thinking = Some((num(v.get("index")), None));
+            if let Some(text) = initial("thinking") {
+                out.push(StreamEvent::Reasoning { index: 0, text });
+            }
+        } else if kind == Some("redacted_thinking") {
+            out.push(StreamEvent::RedactedReasoning {
+                index: 0,
+                data: b.map_or_else(String::new, |b| str_of(b, "data")),
+                origin: Origin::Anthropic,
+            });
+        } else if kind == Some("tool_use") {
+            let block = num(v.get("index"));
+            let call = self.next_call;
+            self.next_call = self.next_call.saturating_add(1);
+            self.tool_blocks.push((block, call));
+            let s = |k: &str| b.map_or_else(String::new, |b| str_of(b, k));
+            out.push(StreamEvent::ToolCallStart {
+                index: 0,
+                call,
+                id: s("id"),
+                name: s("name"),
+            });
+        } else if let Some(text) = initial("text") {
+            out.push(StreamEvent::Text { index: 0, text });
+        }
+    }
+
+    /// `content_block_delta`: text, a fragment of a tool call's arguments, thinking, or a
+    /// piece of the thinking's signature.
+    fn block_delta(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let d = v.get("delta");
+        let s = |k: &str| d.and_then(|d| d.get(k)).and_then(Value::as_str);
+        // A non-empty piece of the delta's field `k`.
+        let piece = |k: &str| s(k).filter(|t| !t.is_empty()).map(str::to_string);
+        match s("type") {
+            Some("text_delta") => {
+                if let Some(text) = piece("text") {
+                    out.push(StreamEvent::Text { index: 0, text });
+                }
+            }
+            Some("input_json_delta") => {
+                let block = num(v.get("index"));
+                let call = self
+                    .tool_blocks
+                    .iter()
+                    .find(|(b, _)| *b == block)
+                    .map(|(_, c)| *c);
+                if let (Some(call), Some(arguments)) = (call, piece("partial_json")) {
+                    out.push(StreamEvent::ToolCallArgs {
+                        index: 0,
+                        call,
+                        arguments,
+                    });
+                }
+            }
+            Some("thinking_delta") => {
+                if let Some(text) = piece("thinking") {
+                    out.push(StreamEvent::Reasoning { index: 0, text });
+                }
+            }
+            Some("signature_delta") => {
+                if let (Some((_, sig)), Some(piece)) = (&mut self.thinking, s("signature")) {
+                    sig.get_or_insert_with(String::new).push_str(piece);
+                }
+            }
+            // citations_delta: no canonical equivalent.
+            _ => {}
+        }
+    }
+
+    /// `content_block_stop`: the end of the open thinking block, with its signature.
+    fn block_stop(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let index = num(v.get("index"));
+        if let Some((block, signature)) = self.thinking.take() {
+            if block == index {
+                out.push(StreamEvent::ReasoningEnd {
+                    index: 0,
+                    signature,
+                    origin: Origin::Anthropic,
+                });
+            } else {
+                self.thinking = Some((block, signature));
+            }
+        }
+    }
+
+    /// `message_delta`: the stop reason, and the usage so far.
+    fn message_delta(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        if let Some(r) = v
+            .get("delta")
+            .and_then(|d| d.get("stop_reason"))
+            .and_then(Value::as_str)
+        {
+            out.push(StreamEvent::Finish {
+                index: 0,
+                reason: stop_from(r),
+            });
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            // Cumulative counts; input fields appear here only in newer API versions.
+            if u.get("input_tokens").and_then(count).is_some() {
+                let out_tokens = self.usage.completion_tokens;
+                self.usage = usage_from(u);
+                if u.get("output_tokens").is_none() {
+                    self.usage.completion_tokens = out_tokens;
+                }
+            } else if let Some(o) = u.get("output_tokens").and_then(count) {
+                self.usage.completion_tokens = o;
+            }
+            out.push(StreamEvent::Usage(self.usage));
+        }
+    }
+}
+
+/// An `error` event of the stream, with the status Anthropic's error type stands for.
+fn stream_error(v: &Value, data: &str) -> ProviderError {
+    let etype = v
+        .get("error")
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str);
+    let (status, _) = map_error(etype, 500);
+    let mut e = decode_error(500, data.as_bytes());
+    e.status = status;
+    e
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1138,12 +1189,22 @@ impl Decoder {
 
 /// Parses an Anthropic Messages request body into the canonical request.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
-    parse(body, true)
+    parse_object(parse_body(body)?, true)
+}
+
+/// Reads an Anthropic Messages request already parsed as JSON.
+pub fn parse_value(doc: Value) -> Result<ChatRequest, ClientError> {
+    parse_object(object(doc)?, true)
 }
 
 /// Parses a `count_tokens` request body: a Messages request without `max_tokens`.
 pub fn parse_count_tokens_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
-    parse(body, false)
+    parse_object(parse_body(body)?, false)
+}
+
+/// Reads a `count_tokens` request already parsed as JSON.
+pub fn parse_count_tokens_value(doc: Value) -> Result<ChatRequest, ClientError> {
+    parse_object(object(doc)?, false)
 }
 
 /// Top-level fields the door types; every other one goes to `anthropic_extra`.
@@ -1162,8 +1223,7 @@ const DOOR_KEYS: &[&str] = &[
     "thinking",
 ];
 
-fn parse(body: &[u8], messages_call: bool) -> Result<ChatRequest, ClientError> {
-    let obj = parse_body(body)?;
+fn parse_object(obj: Map<String, Value>, messages_call: bool) -> Result<ChatRequest, ClientError> {
     let mut r = ChatRequest {
         model: req_str(&obj, "model", "")?.to_string(),
         ..ChatRequest::default()
@@ -1178,38 +1238,7 @@ fn parse(body: &[u8], messages_call: bool) -> Result<ChatRequest, ClientError> {
     };
     let messages = as_arr(req(&obj, "messages", "")?, "messages")?;
     if let Some(sys) = field(&obj, "system") {
-        match sys {
-            Value::String(s) => r
-                .messages
-                .push(msg(Role::System, vec![Part::Text(s.clone())])),
-            // One system message per block: providers without blocks read them as separate
-            // instructions; Anthropic gets the blocks (and their breakpoints) back.
-            Value::Array(blocks) => {
-                for (i, b) in blocks.iter().enumerate() {
-                    let p = at("system", i);
-                    let bo = as_obj(b, &p)?;
-                    let t = req_str(bo, "type", &p)?;
-                    if t != "text" {
-                        return Err(cerr(
-                            &join(&p, "type"),
-                            format!("expected a text block, got \"{t}\""),
-                        ));
-                    }
-                    let mut content = vec![Part::Text(req_str(bo, "text", &p)?.to_string())];
-                    content.extend(cache_point(bo, &p)?.map(Part::CachePoint));
-                    r.messages.push(msg(Role::System, content));
-                }
-            }
-            other => {
-                return Err(cerr(
-                    "system",
-                    format!(
-                        "expected a string or an array of text blocks, got {}",
-                        type_name(other)
-                    ),
-                ))
-            }
-        }
+        system(sys, &mut r.messages)?;
     }
     if messages.is_empty() {
         return Err(cerr("messages", "must contain at least one message"));
@@ -1219,73 +1248,122 @@ fn parse(body: &[u8], messages_call: bool) -> Result<ChatRequest, ClientError> {
     }
     if let Some(tools) = field(&obj, "tools") {
         for (i, t) in as_arr(tools, "tools")?.iter().enumerate() {
-            let p = at("tools", i);
-            let to = as_obj(t, &p)?;
-            if let Some(kind) = opt_str(to, "type", &p)? {
-                if kind != "custom" {
-                    return Err(cerr(
-                        &join(&p, "type"),
-                        format!("server tool \"{kind}\" is not supported by this gateway"),
-                    ));
-                }
-            }
-            let schema = req(to, "input_schema", &p)?;
-            as_obj(schema, &join(&p, "input_schema"))?;
-            r.tools.push(Tool {
-                name: req_str(to, "name", &p)?.to_string(),
-                description: opt_str(to, "description", &p)?.map(str::to_string),
-                parameters: schema.clone(),
-                cache: cache_point(to, &p)?,
-                strict: opt_bool(to, "strict", &p)?,
-            });
+            r.tools.push(tool(t, &at("tools", i))?);
         }
     }
     if let Some(tc) = field(&obj, "tool_choice") {
         let tco = as_obj(tc, "tool_choice")?;
-        r.tool_choice = Some(match req_str(tco, "type", "tool_choice")? {
-            "auto" => ToolChoice::Auto,
-            "any" => ToolChoice::Required,
-            "none" => ToolChoice::None,
-            "tool" => ToolChoice::Function(req_str(tco, "name", "tool_choice")?.to_string()),
-            other => {
-                return Err(cerr(
-                    "tool_choice.type",
-                    format!(
-                        "unknown tool choice type \"{other}\" (expected auto, any, tool or none)"
-                    ),
-                ))
-            }
-        });
+        r.tool_choice = Some(tool_choice(tco)?);
         if opt_bool(tco, "disable_parallel_tool_use", "tool_choice")? == Some(true) {
             r.extra.insert("parallel_tool_calls".into(), json!(false));
         }
     }
-    r.temperature = opt_f64(&obj, "temperature", "")?;
-    r.top_p = opt_f64(&obj, "top_p", "")?;
-    if let Some(ss) = field(&obj, "stop_sequences") {
+    sampling(&obj, &mut r)?;
+    // top_k, service_tier, context_management, container, mcp_servers, cache_control, ...:
+    // Anthropic's own knobs, passed to Anthropic as sent (moved, not copied: the client's
+    // document was parsed once and is not needed after this).
+    for (k, v) in obj {
+        if !DOOR_KEYS.contains(&k.as_str()) {
+            r.anthropic_extra.insert(k, v);
+        }
+    }
+    Ok(r)
+}
+
+/// Sampling, stop sequences, metadata, streaming, thinking and `output_config`.
+fn sampling(obj: &Map<String, Value>, r: &mut ChatRequest) -> Result<(), ClientError> {
+    r.temperature = opt_f64(obj, "temperature", "")?;
+    r.top_p = opt_f64(obj, "top_p", "")?;
+    if let Some(ss) = field(obj, "stop_sequences") {
         for (i, s) in as_arr(ss, "stop_sequences")?.iter().enumerate() {
             r.stop
                 .push(as_str(s, &at("stop_sequences", i))?.to_string());
         }
     }
-    if let Some(md) = field(&obj, "metadata") {
+    if let Some(md) = field(obj, "metadata") {
         r.user = opt_str(as_obj(md, "metadata")?, "user_id", "metadata")?.map(str::to_string);
     }
-    r.stream = opt_bool(&obj, "stream", "")?.unwrap_or(false);
-    if let Some(th) = field(&obj, "thinking") {
+    r.stream = opt_bool(obj, "stream", "")?.unwrap_or(false);
+    if let Some(th) = field(obj, "thinking") {
         r.reasoning = Some(parse_thinking(as_obj(th, "thinking")?)?);
     }
-    if let Some(oc) = field(&obj, "output_config") {
-        parse_output_config(as_obj(oc, "output_config")?, &mut r)?;
+    if let Some(oc) = field(obj, "output_config") {
+        parse_output_config(as_obj(oc, "output_config")?, r)?;
     }
-    // top_k, service_tier, context_management, container, mcp_servers, cache_control, ...:
-    // Anthropic's own knobs, passed to Anthropic as sent.
-    for (k, v) in &obj {
-        if !DOOR_KEYS.contains(&k.as_str()) {
-            r.anthropic_extra.insert(k.clone(), v.clone());
+    Ok(())
+}
+
+/// `system`: a string, or text blocks. One system message per block: providers without
+/// blocks read them as separate instructions; Anthropic gets the blocks (and their
+/// breakpoints) back.
+fn system(sys: &Value, out: &mut Vec<Message>) -> Result<(), ClientError> {
+    match sys {
+        Value::String(s) => out.push(msg(Role::System, vec![Part::Text(s.clone())])),
+        Value::Array(blocks) => {
+            for (i, b) in blocks.iter().enumerate() {
+                let p = at("system", i);
+                let bo = as_obj(b, &p)?;
+                let t = req_str(bo, "type", &p)?;
+                if t != "text" {
+                    return Err(cerr(
+                        &join(&p, "type"),
+                        format!("expected a text block, got \"{t}\""),
+                    ));
+                }
+                let mut content = vec![Part::Text(req_str(bo, "text", &p)?.to_string())];
+                content.extend(cache_point(bo, &p)?.map(Part::CachePoint));
+                out.push(msg(Role::System, content));
+            }
+        }
+        other => {
+            return Err(cerr(
+                "system",
+                format!(
+                    "expected a string or an array of text blocks, got {}",
+                    type_name(other)
+                ),
+            ))
         }
     }
-    Ok(r)
+    Ok(())
+}
+
+/// One `tools[i]`: a custom tool (server tools are refused).
+fn tool(t: &Value, p: &str) -> Result<Tool, ClientError> {
+    let to = as_obj(t, p)?;
+    if let Some(kind) = opt_str(to, "type", p)? {
+        if kind != "custom" {
+            return Err(cerr(
+                &join(p, "type"),
+                format!("server tool \"{kind}\" is not supported by this gateway"),
+            ));
+        }
+    }
+    let schema = req(to, "input_schema", p)?;
+    as_obj(schema, &join(p, "input_schema"))?;
+    Ok(Tool {
+        name: req_str(to, "name", p)?.to_string(),
+        description: opt_str(to, "description", p)?.map(str::to_string),
+        parameters: schema.clone(),
+        cache: cache_point(to, p)?,
+        strict: opt_bool(to, "strict", p)?,
+    })
+}
+
+/// `tool_choice`: auto, any, none, or one named tool.
+fn tool_choice(tco: &Map<String, Value>) -> Result<ToolChoice, ClientError> {
+    Ok(match req_str(tco, "type", "tool_choice")? {
+        "auto" => ToolChoice::Auto,
+        "any" => ToolChoice::Required,
+        "none" => ToolChoice::None,
+        "tool" => ToolChoice::Function(req_str(tco, "name", "tool_choice")?.to_string()),
+        other => {
+            return Err(cerr(
+                "tool_choice.type",
+                format!("unknown tool choice type \"{other}\" (expected auto, any, tool or none)"),
+            ))
+        }
+    })
 }
 
 /// `thinking`: `{"type": "enabled", "budget_tokens": N}`, `{"type": "adaptive"}`,
@@ -1390,123 +1468,7 @@ fn parse_turn(v: &Value, path: &str, out: &mut Vec<Message>) -> Result<(), Clien
         Value::String(s) => main.content.push(Part::Text(s.clone())),
         Value::Array(blocks) => {
             for (i, b) in blocks.iter().enumerate() {
-                let p = at(&cpath, i);
-                let bo = as_obj(b, &p)?;
-                let kind = req_str(bo, "type", &p)?;
-                let cache = cache_point(bo, &p)?;
-                match (kind, role) {
-                    ("text", _) => main
-                        .content
-                        .push(Part::Text(req_str(bo, "text", &p)?.to_string())),
-                    ("image", _) => main.content.push(parse_image(bo, &p)?),
-                    ("document", _) => main.content.push(parse_document(bo, &p)?),
-                    ("tool_use", Role::Assistant) => {
-                        let input = req(bo, "input", &p)?;
-                        as_obj(input, &join(&p, "input"))?;
-                        main.tool_calls.push(ToolCall {
-                            id: req_str(bo, "id", &p)?.to_string(),
-                            name: req_str(bo, "name", &p)?.to_string(),
-                            arguments: input.to_string(),
-                        });
-                    }
-                    ("tool_result", Role::User) => {
-                        let mut t = msg(Role::Tool, Vec::new());
-                        t.tool_call_id = Some(req_str(bo, "tool_use_id", &p)?.to_string());
-                        let rp = join(&p, "content");
-                        match field(bo, "content") {
-                            None => {}
-                            Some(Value::String(s)) => t.content.push(Part::Text(s.clone())),
-                            Some(Value::Array(items)) => {
-                                for (j, it) in items.iter().enumerate() {
-                                    let ip = at(&rp, j);
-                                    let io = as_obj(it, &ip)?;
-                                    match req_str(io, "type", &ip)? {
-                                        "text" => t.content.push(Part::Text(
-                                            req_str(io, "text", &ip)?.to_string(),
-                                        )),
-                                        "image" => t.content.push(parse_image(io, &ip)?),
-                                        "document" => t.content.push(parse_document(io, &ip)?),
-                                        other => {
-                                            return Err(cerr(
-                                                &join(&ip, "type"),
-                                                format!(
-                                                "unsupported tool result block type \"{other}\""
-                                            ),
-                                            ))
-                                        }
-                                    }
-                                    if let Some(cp) = cache_point(io, &ip)? {
-                                        t.content.push(Part::CachePoint(cp));
-                                    }
-                                }
-                            }
-                            Some(other) => {
-                                return Err(cerr(
-                                    &rp,
-                                    format!(
-                                        "expected a string or an array of blocks, got {}",
-                                        type_name(other)
-                                    ),
-                                ))
-                            }
-                        }
-                        if opt_bool(bo, "is_error", &p)? == Some(true) {
-                            t.content.insert(0, Part::Text("Error: ".into()));
-                        }
-                        // The breakpoint on the result block ends the tool message.
-                        if let Some(cp) = cache {
-                            if !matches!(t.content.last(), Some(Part::CachePoint(_))) {
-                                t.content.push(Part::CachePoint(cp));
-                            }
-                        }
-                        out.push(t);
-                        continue;
-                    }
-                    ("thinking", Role::Assistant) => {
-                        let sig = req_str(bo, "signature", &p)?;
-                        let (origin, signature) = Reasoning::from_carried(sig, Origin::Anthropic);
-                        main.content.push(Part::Reasoning(Reasoning {
-                            text: req_str(bo, "thinking", &p)?.to_string(),
-                            signature: Some(signature),
-                            redacted: false,
-                            origin,
-                            id: None,
-                        }));
-                    }
-                    ("redacted_thinking", Role::Assistant) => {
-                        let data = req_str(bo, "data", &p)?;
-                        let (origin, signature) = Reasoning::from_carried(data, Origin::Anthropic);
-                        main.content.push(Part::Reasoning(Reasoning {
-                            text: String::new(),
-                            signature: Some(signature),
-                            redacted: true,
-                            origin,
-                            id: None,
-                        }));
-                    }
-                    ("tool_use" | "tool_result" | "thinking" | "redacted_thinking", _) => {
-                        return Err(cerr(
-                            &join(&p, "type"),
-                            format!(
-                                "\"{kind}\" blocks are not allowed in {} messages",
-                                if role == Role::User {
-                                    "user"
-                                } else {
-                                    "assistant"
-                                }
-                            ),
-                        ))
-                    }
-                    (other, _) => {
-                        return Err(cerr(
-                            &join(&p, "type"),
-                            format!("unknown content block type \"{other}\""),
-                        ))
-                    }
-                }
-                if let Some(cp) = cache {
-                    main.content.push(Part::CachePoint(cp));
-                }
+                turn_block(b, &at(&cpath, i), &mut main, out)?;
             }
         }
         other => {
@@ -1521,6 +1483,145 @@ fn parse_turn(v: &Value, path: &str, out: &mut Vec<Message>) -> Result<(), Clien
     }
     if !main.content.is_empty() || !main.tool_calls.is_empty() {
         out.push(main);
+    }
+    Ok(())
+}
+
+/// One content block of a turn, into the turn's message `main`; a tool result becomes a tool
+/// message of its own in `out` (before the turn's other content).
+fn turn_block(
+    b: &Value,
+    p: &str,
+    main: &mut Message,
+    out: &mut Vec<Message>,
+) -> Result<(), ClientError> {
+    let bo = as_obj(b, p)?;
+    let kind = req_str(bo, "type", p)?;
+    let cache = cache_point(bo, p)?;
+    match (kind, main.role) {
+        ("text", _) => main
+            .content
+            .push(Part::Text(req_str(bo, "text", p)?.to_string())),
+        ("image", _) => main.content.push(parse_image(bo, p)?),
+        ("document", _) => main.content.push(parse_document(bo, p)?),
+        ("tool_use", Role::Assistant) => {
+            let input = req(bo, "input", p)?;
+            as_obj(input, &join(p, "input"))?;
+            main.tool_calls.push(ToolCall {
+                id: req_str(bo, "id", p)?.to_string(),
+                name: req_str(bo, "name", p)?.to_string(),
+                arguments: input.to_string(),
+            });
+        }
+        ("tool_result", Role::User) => {
+            out.push(tool_result(bo, p, cache)?);
+            return Ok(());
+        }
+        ("thinking" | "redacted_thinking", Role::Assistant) => main.content.push(Part::Reasoning(
+            thinking(bo, p, kind == "redacted_thinking")?,
+        )),
+        ("tool_use" | "tool_result" | "thinking" | "redacted_thinking", role) => {
+            return Err(cerr(
+                &join(p, "type"),
+                format!(
+                    "\"{kind}\" blocks are not allowed in {} messages",
+                    if role == Role::User {
+                        "user"
+                    } else {
+                        "assistant"
+                    }
+                ),
+            ))
+        }
+        (other, _) => {
+            return Err(cerr(
+                &join(p, "type"),
+                format!("unknown content block type \"{other}\""),
+            ))
+        }
+    }
+    if let Some(cp) = cache {
+        main.content.push(Part::CachePoint(cp));
+    }
+    Ok(())
+}
+
+/// A `thinking` block (its signature) or a `redacted_thinking` one (its data), as reasoning
+/// of the family that signed it.
+fn thinking(bo: &Map<String, Value>, p: &str, redacted: bool) -> Result<Reasoning, ClientError> {
+    let (text, carried) = if redacted {
+        (String::new(), req_str(bo, "data", p)?)
+    } else {
+        (
+            req_str(bo, "thinking", p)?.to_string(),
+            req_str(bo, "signature", p)?,
+        )
+    };
+    let (origin, signature) = Reasoning::from_carried(carried, Origin::Anthropic);
+    Ok(Reasoning {
+        text,
+        signature: Some(signature),
+        redacted,
+        origin,
+        id: None,
+    })
+}
+
+/// A user turn's `tool_result` block as a tool message (`is_error` prefixes `Error: `; the
+/// breakpoint on the block ends the message).
+fn tool_result(
+    bo: &Map<String, Value>,
+    p: &str,
+    cache: Option<CachePoint>,
+) -> Result<Message, ClientError> {
+    let mut t = msg(Role::Tool, Vec::new());
+    t.tool_call_id = Some(req_str(bo, "tool_use_id", p)?.to_string());
+    let rp = join(p, "content");
+    match field(bo, "content") {
+        None => {}
+        Some(Value::String(s)) => t.content.push(Part::Text(s.clone())),
+        Some(Value::Array(items)) => {
+            for (j, it) in items.iter().enumerate() {
+                result_block(it, &at(&rp, j), &mut t.content)?;
+            }
+        }
+        Some(other) => {
+            return Err(cerr(
+                &rp,
+                format!(
+                    "expected a string or an array of blocks, got {}",
+                    type_name(other)
+                ),
+            ))
+        }
+    }
+    if opt_bool(bo, "is_error", p)? == Some(true) {
+        t.content.insert(0, Part::Text("Error: ".into()));
+    }
+    if let Some(cp) = cache {
+        if !matches!(t.content.last(), Some(Part::CachePoint(_))) {
+            t.content.push(Part::CachePoint(cp));
+        }
+    }
+    Ok(t)
+}
+
+/// One block of a tool result's content: text, an image or a document (and its breakpoint).
+fn result_block(it: &Value, ip: &str, content: &mut Vec<Part>) -> Result<(), ClientError> {
+    let io = as_obj(it, ip)?;
+    match req_str(io, "type", ip)? {
+        "text" => content.push(Part::Text(req_str(io, "text", ip)?.to_string())),
+        "image" => content.push(parse_image(io, ip)?),
+        "document" => content.push(parse_document(io, ip)?),
+        other => {
+            return Err(cerr(
+                &join(ip, "type"),
+                format!("unsupported tool result block type \"{other}\""),
+            ))
+        }
+    }
+    if let Some(cp) = cache_point(io, ip)? {
+        content.push(Part::CachePoint(cp));
     }
     Ok(())
 }
@@ -1864,61 +1965,10 @@ impl StreamEncoder {
                     Self::emit(out, "content_block_delta", BlockDeltaOut::new(*i, delta));
                 }
             }
-            StreamEvent::Reasoning { index: 0, text } => {
-                self.start("", out);
-                let i = match self.open {
-                    Some((i, OpenBlock::Thinking)) => i,
-                    _ => self.open_block(
-                        OpenBlock::Thinking,
-                        json!({"type": "thinking", "thinking": "", "signature": ""}),
-                        out,
-                    ),
-                };
-                let delta = DeltaOut::ThinkingDelta { thinking: text };
-                Self::emit(out, "content_block_delta", BlockDeltaOut::new(i, delta));
-            }
-            StreamEvent::ReasoningStart { index: 0, .. } => {
-                self.start("", out);
-                if !matches!(self.open, Some((_, OpenBlock::Thinking))) {
-                    self.open_block(
-                        OpenBlock::Thinking,
-                        json!({"type": "thinking", "thinking": "", "signature": ""}),
-                        out,
-                    );
-                }
-            }
-            StreamEvent::ReasoningEnd {
-                index: 0,
-                signature,
-                origin,
-            } => {
-                self.start("", out);
-                let i = match self.open {
-                    Some((i, OpenBlock::Thinking)) => i,
-                    _ => self.open_block(
-                        OpenBlock::Thinking,
-                        json!({"type": "thinking", "thinking": "", "signature": ""}),
-                        out,
-                    ),
-                };
-                let sig = Reasoning::signed(signature.clone(), false, *origin)
-                    .carried_signature(Origin::Anthropic);
-                let delta = DeltaOut::SignatureDelta { signature: &sig };
-                Self::emit(out, "content_block_delta", BlockDeltaOut::new(i, delta));
-                self.signed = true;
-                self.close(out);
-            }
-            StreamEvent::RedactedReasoning {
-                index: 0,
-                data,
-                origin,
-            } => {
-                self.start("", out);
-                let r = Reasoning::signed(Some(data.clone()), true, *origin);
-                self.open_block(OpenBlock::Thinking, thinking_json(&r), out);
-                self.signed = true;
-                self.close(out);
-            }
+            StreamEvent::Reasoning { index: 0, .. }
+            | StreamEvent::ReasoningStart { index: 0, .. }
+            | StreamEvent::ReasoningEnd { index: 0, .. }
+            | StreamEvent::RedactedReasoning { index: 0, .. } => self.reasoning(ev, out),
             StreamEvent::Finish { index: 0, reason } => self.stop = Some(*reason),
             StreamEvent::Usage(u) => self.usage = *u,
             StreamEvent::Error(e) => {
@@ -1926,6 +1976,53 @@ impl StreamEncoder {
                 Self::emit(out, "error", error_value(e));
             }
             // Other choices: the Messages API has exactly one.
+            _ => {}
+        }
+    }
+
+    /// The open thinking block, opened when none is.
+    fn thinking_block(&mut self, out: &mut Vec<u8>) -> u32 {
+        self.start("", out);
+        match self.open {
+            Some((i, OpenBlock::Thinking)) => i,
+            _ => self.open_block(
+                OpenBlock::Thinking,
+                json!({"type": "thinking", "thinking": "", "signature": ""}),
+                out,
+            ),
+        }
+    }
+
+    /// Reasoning events as thinking blocks: text as `thinking_delta`s, the end as the
+    /// `signature_delta` (the signature carries its family), redacted reasoning whole.
+    fn reasoning(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        match ev {
+            StreamEvent::Reasoning { text, .. } => {
+                let i = self.thinking_block(out);
+                let delta = DeltaOut::ThinkingDelta { thinking: text };
+                Self::emit(out, "content_block_delta", BlockDeltaOut::new(i, delta));
+            }
+            StreamEvent::ReasoningStart { .. } => {
+                self.thinking_block(out);
+            }
+            StreamEvent::ReasoningEnd {
+                signature, origin, ..
+            } => {
+                let i = self.thinking_block(out);
+                let sig = Reasoning::signed(signature.clone(), false, *origin)
+                    .carried_signature(Origin::Anthropic);
+                let delta = DeltaOut::SignatureDelta { signature: &sig };
+                Self::emit(out, "content_block_delta", BlockDeltaOut::new(i, delta));
+                self.signed = true;
+                self.close(out);
+            }
+            StreamEvent::RedactedReasoning { data, origin, .. } => {
+                self.start("", out);
+                let r = Reasoning::signed(Some(data.clone()), true, *origin);
+                self.open_block(OpenBlock::Thinking, thinking_json(&r), out);
+                self.signed = true;
+                self.close(out);
+            }
             _ => {}
         }
     }

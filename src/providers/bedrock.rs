@@ -25,13 +25,11 @@ use super::model::{
     split_call_id, Choice, DocSource, Document, FinishReason, Message, Origin, Part, Reasoning,
     Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
-use super::util::{
-    base64_encode, format_instruction, joined_text, map_error, parse_data_url, snippet, stable_id,
-    uri_encode,
-};
+use super::util::{format_instruction, joined_text, map_error, parse_data_url, snippet, stable_id};
 use super::{
     ChatRequest, ChatResponse, Outgoing, ProviderError, StreamDecoder, Target, TranslateError,
 };
+use crate::support::encoding::{base64_encode, uri_encode};
 
 const PROVIDER: &str = "Bedrock";
 
@@ -54,81 +52,11 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
             n.path, n.kind
         )));
     }
-    let mut system: Vec<Value> = Vec::new();
-    let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    let mut has_tool_blocks = false;
-    for (i, m) in req.messages.iter().enumerate() {
-        match m.role {
-            Role::System => {
-                for p in &m.content {
-                    match p {
-                        Part::Text(text) if !text.is_empty() => {
-                            system.push(json!({ "text": text }))
-                        }
-                        Part::CachePoint(_) if !system.is_empty() => system.push(cache_point()),
-                        Part::Image { .. } | Part::Document(_) => {
-                            return Err(terr(format!(
-                            "messages[{i}]: Bedrock system prompts can hold only text, not images or documents"
-                        )))
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Role::User => push_message(&mut messages, "user", blocks(&m.content, i)?),
-            Role::Assistant => {
-                // Claude's reasoning comes first in its turn, as on Anthropic's API.
-                let mut content = reasoning_blocks(&m.content);
-                content.extend(blocks(&m.content, i)?);
-                let trailing_cache = matches!(m.content.last(), Some(Part::CachePoint(_)));
-                if trailing_cache && !m.tool_calls.is_empty() {
-                    content.pop();
-                }
-                for (j, call) in m.tool_calls.iter().enumerate() {
-                    let input = parse_input(&call.arguments).map_err(|e| {
-                        terr(format!(
-                            "messages[{i}].tool_calls[{j}].function.arguments: {e}"
-                        ))
-                    })?;
-                    has_tool_blocks = true;
-                    content.push(json!({ "toolUse": {
-                        "toolUseId": split_call_id(&call.id).0, "name": call.name, "input": input
-                    }}));
-                }
-                if trailing_cache && !m.tool_calls.is_empty() {
-                    content.push(cache_point());
-                }
-                push_message(&mut messages, "assistant", content);
-            }
-            Role::Tool => {
-                let Some(id) = m.tool_call_id.as_deref() else {
-                    return Err(terr(format!(
-                        "messages[{i}]: tool message without tool_call_id"
-                    )));
-                };
-                has_tool_blocks = true;
-                let text = joined_text(&m.content);
-                let mut result = match serde_json::from_str::<Value>(&text) {
-                    Ok(Value::Object(o)) => vec![json!({ "json": o })],
-                    _ => vec![json!({ "text": text })],
-                };
-                for p in &m.content {
-                    match p {
-                        Part::Image { url, .. } => result.push(image_block(url, i)?),
-                        Part::Document(d) => result.push(document_block(d, i)?),
-                        _ => {}
-                    }
-                }
-                let mut blocks = vec![
-                    json!({ "toolResult": { "toolUseId": split_call_id(id).0, "content": result } }),
-                ];
-                if matches!(m.content.last(), Some(Part::CachePoint(_))) {
-                    blocks.push(cache_point());
-                }
-                push_message(&mut messages, "user", blocks);
-            }
-        }
-    }
+    let Conversation {
+        mut system,
+        messages,
+        has_tool_blocks,
+    } = conversation(req)?;
     if messages.is_empty() {
         return Err(terr("Bedrock needs at least one user or assistant message"));
     }
@@ -152,28 +80,40 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     if !system.is_empty() {
         body.insert("system".into(), Value::Array(system));
     }
-    let mut inference = Map::new();
-    if let Some(v) = req.max_tokens.or(t.defaults.max_tokens) {
-        inference.insert("maxTokens".into(), json!(v));
-    }
-    if let Some(v) = req.temperature.or(t.defaults.temperature) {
-        inference.insert("temperature".into(), json!(v));
-    }
-    if let Some(v) = req.top_p.or(t.defaults.top_p) {
-        inference.insert("topP".into(), json!(v));
-    }
-    if !req.stop.is_empty() {
-        inference.insert("stopSequences".into(), json!(req.stop));
-    }
+    let inference = inference_config(req, t);
     if !inference.is_empty() {
         body.insert("inferenceConfig".into(), Value::Object(inference));
     }
     if let Some(config) = tool_config(req, has_tool_blocks) {
         body.insert("toolConfig".into(), config);
     }
-    // Claude on Bedrock thinks with Anthropic's own `thinking` field, passed as a
-    // model-specific field; other Bedrock models have no such field. Beta features go the
-    // same way.
+    let additional = additional_fields(req, t);
+    if !additional.is_empty() {
+        body.insert(
+            "additionalModelRequestFields".into(),
+            Value::Object(additional),
+        );
+    }
+
+    let model = uri_encode(t.model, false);
+    let path = if req.stream {
+        format!("/model/{model}/converse-stream")
+    } else {
+        format!("/model/{model}/converse")
+    };
+    let body = serde_json::to_vec(&Value::Object(body))
+        .map_err(|e| terr(format!("cannot serialise the Bedrock request: {e}")))?;
+    let headers = request_headers(req, t, &path, &body)?;
+    Ok(Outgoing {
+        path,
+        body,
+        headers,
+    })
+}
+
+/// Claude on Bedrock thinks with Anthropic's own `thinking` field, passed as a model-specific
+/// field; other Bedrock models have no such field. Beta features go the same way.
+fn additional_fields(req: &ChatRequest, t: &Target) -> Map<String, Value> {
     let mut additional = Map::new();
     if let Some(r) = req.reasoning.as_ref().filter(|_| is_claude(t.model)) {
         let max = req.max_tokens.or(t.defaults.max_tokens);
@@ -190,46 +130,172 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     if !req.anthropic_beta.is_empty() && is_claude(t.model) {
         additional.insert("anthropic_beta".into(), json!(req.anthropic_beta));
     }
-    if !additional.is_empty() {
-        body.insert(
-            "additionalModelRequestFields".into(),
-            Value::Object(additional),
-        );
-    }
+    additional
+}
 
-    let model = uri_encode(t.model, false);
-    let path = if req.stream {
-        format!("/model/{model}/converse-stream")
-    } else {
-        format!("/model/{model}/converse")
+/// The canonical messages as Converse's system blocks and messages.
+struct Conversation {
+    system: Vec<Value>,
+    messages: Vec<(&'static str, Vec<Value>)>,
+    /// A tool call or result is in the history (Converse then needs a `toolConfig`).
+    has_tool_blocks: bool,
+}
+
+fn conversation(req: &ChatRequest) -> Result<Conversation, TranslateError> {
+    let mut c = Conversation {
+        system: Vec::new(),
+        messages: Vec::new(),
+        has_tool_blocks: false,
     };
-    let body = serde_json::to_vec(&Value::Object(body))
-        .map_err(|e| terr(format!("cannot serialise the Bedrock request: {e}")))?;
+    for (i, m) in req.messages.iter().enumerate() {
+        match m.role {
+            Role::System => {
+                for p in &m.content {
+                    match p {
+                        Part::Text(text) if !text.is_empty() => {
+                            c.system.push(json!({ "text": text }))
+                        }
+                        Part::CachePoint(_) if !c.system.is_empty() => {
+                            c.system.push(cache_point())
+                        }
+                        Part::Image { .. } | Part::Document(_) => {
+                            return Err(terr(format!(
+                            "messages[{i}]: Bedrock system prompts can hold only text, not images or documents"
+                        )))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Role::User => push_message(&mut c.messages, "user", blocks(&m.content, i)?),
+            Role::Assistant => {
+                c.has_tool_blocks |= !m.tool_calls.is_empty();
+                push_message(&mut c.messages, "assistant", assistant_turn(m, i)?);
+            }
+            Role::Tool => {
+                c.has_tool_blocks = true;
+                let mut blocks = vec![tool_result(m, i)?];
+                if matches!(m.content.last(), Some(Part::CachePoint(_))) {
+                    blocks.push(cache_point());
+                }
+                push_message(&mut c.messages, "user", blocks);
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// An assistant turn's blocks: Claude's reasoning first (as on Anthropic's API), its content,
+/// its tool calls; a cache breakpoint that ended the content ends the turn.
+fn assistant_turn(m: &Message, i: usize) -> Result<Vec<Value>, TranslateError> {
+    let mut content = reasoning_blocks(&m.content);
+    content.extend(blocks(&m.content, i)?);
+    let trailing_cache = matches!(m.content.last(), Some(Part::CachePoint(_)));
+    if trailing_cache && !m.tool_calls.is_empty() {
+        content.pop();
+    }
+    for (j, call) in m.tool_calls.iter().enumerate() {
+        let input = parse_input(&call.arguments).map_err(|e| {
+            terr(format!(
+                "messages[{i}].tool_calls[{j}].function.arguments: {e}"
+            ))
+        })?;
+        content.push(json!({ "toolUse": {
+            "toolUseId": split_call_id(&call.id).0, "name": call.name, "input": input
+        }}));
+    }
+    if trailing_cache && !m.tool_calls.is_empty() {
+        content.push(cache_point());
+    }
+    Ok(content)
+}
+
+/// A tool message as a `toolResult` block (JSON when its text is a JSON object).
+fn tool_result(m: &Message, i: usize) -> Result<Value, TranslateError> {
+    let Some(id) = m.tool_call_id.as_deref() else {
+        return Err(terr(format!(
+            "messages[{i}]: tool message without tool_call_id"
+        )));
+    };
+    let text = joined_text(&m.content);
+    let mut result = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(o)) => vec![json!({ "json": o })],
+        _ => vec![json!({ "text": text })],
+    };
+    for p in &m.content {
+        match p {
+            Part::Image { url, .. } => result.push(image_block(url, i)?),
+            Part::Document(d) => result.push(document_block(d, i)?),
+            _ => {}
+        }
+    }
+    Ok(json!({ "toolResult": { "toolUseId": split_call_id(id).0, "content": result } }))
+}
+
+/// `inferenceConfig`: the client's sampling values, else the backend's defaults.
+fn inference_config(req: &ChatRequest, t: &Target) -> Map<String, Value> {
+    let mut inference = Map::new();
+    if let Some(v) = req.max_tokens.or(t.defaults.max_tokens) {
+        inference.insert("maxTokens".into(), json!(v));
+    }
+    if let Some(v) = req.temperature.or(t.defaults.temperature) {
+        inference.insert("temperature".into(), json!(v));
+    }
+    if let Some(v) = req.top_p.or(t.defaults.top_p) {
+        inference.insert("topP".into(), json!(v));
+    }
+    if !req.stop.is_empty() {
+        inference.insert("stopSequences".into(), json!(req.stop));
+    }
+    inference
+}
+
+/// The request headers: JSON, signed with SigV4 when the backend has AWS credentials, and
+/// what the answer may be (JSON, or an event stream).
+fn request_headers(
+    req: &ChatRequest,
+    t: &Target,
+    path: &str,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, TranslateError> {
     let accept = if req.stream {
         "application/vnd.amazon.eventstream"
     } else {
         "application/json"
     };
-    signed_post(path, body, t, accept)
+    signed_headers(t, path, body, accept)
 }
 
-/// A JSON `POST` to Bedrock's runtime API, signed with SigV4 when the target has credentials.
-pub(crate) fn signed_post(
-    path: String,
-    body: Vec<u8>,
+/// The headers of a JSON `POST` to Bedrock's runtime API, signed with SigV4 when the target
+/// has credentials.
+fn signed_headers(
     t: &Target,
+    path: &str,
+    body: &[u8],
     accept: &str,
-) -> Result<Outgoing, TranslateError> {
+) -> Result<Vec<(String, String)>, TranslateError> {
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
     if let Some(creds) = t.aws {
         if t.host.is_empty() {
             return Err(terr("Bedrock request signing needs the upstream host"));
         }
         headers.extend(super::sigv4::sign(
-            "POST", t.host, &path, &headers, &body, creds, "bedrock", t.now_unix,
+            "POST", t.host, path, &headers, body, creds, "bedrock", t.now_unix,
         ));
     }
     headers.push(("accept".to_string(), accept.to_string()));
+    Ok(headers)
+}
+
+/// A JSON `POST` to Bedrock's runtime API (embeddings, token counting), signed with SigV4 when
+/// the target has credentials.
+pub(crate) fn signed_post(
+    path: String,
+    body: Vec<u8>,
+    t: &Target,
+    accept: &str,
+) -> Result<Outgoing, TranslateError> {
+    let headers = signed_headers(t, &path, &body, accept)?;
     Ok(Outgoing {
         path,
         body,
@@ -674,23 +740,7 @@ impl Decoder {
         };
         match msg.header_str(":message-type").unwrap_or("event") {
             "event" => {}
-            "exception" => {
-                let kind = msg.header_str(":exception-type").unwrap_or("exception");
-                let payload: Option<Value> = serde_json::from_slice(&msg.payload).ok();
-                let message = payload
-                    .as_ref()
-                    .and_then(|p| p.get("message").or_else(|| p.get("Message")))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| snippet(&msg.payload));
-                let err = map_error(
-                    PROVIDER,
-                    status_for_exception(kind),
-                    message,
-                    Some(kind.to_string()),
-                );
-                return self.fail(err, out);
-            }
+            "exception" => return self.fail(exception(&msg), out),
             "error" => {
                 let code = msg.header_str(":error-code").unwrap_or("error").to_string();
                 let message = msg
@@ -713,84 +763,11 @@ impl Decoder {
             "messageStart" => self.start(&msg.payload, out),
             "contentBlockStart" => {
                 self.start(&msg.payload, out);
-                let block = v
-                    .get("contentBlockIndex")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
-                if let Some(tu) = v.get("start").and_then(|s| s.get("toolUse")) {
-                    let call = self.tool_blocks.len() as u32;
-                    self.tool_blocks.push((block, call));
-                    let s = |k: &str| {
-                        tu.get(k)
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string()
-                    };
-                    out.push(StreamEvent::ToolCallStart {
-                        index: 0,
-                        call,
-                        id: s("toolUseId"),
-                        name: s("name"),
-                    });
-                }
+                self.block_start(&v, out);
             }
             "contentBlockDelta" => {
                 self.start(&msg.payload, out);
-                let block = v
-                    .get("contentBlockIndex")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
-                let Some(delta) = v.get("delta") else { return };
-                if let Some(rc) = delta.get("reasoningContent") {
-                    self.reasoning = Some(block);
-                    if let Some(text) = rc.get("text").and_then(Value::as_str) {
-                        if !text.is_empty() {
-                            out.push(StreamEvent::Reasoning {
-                                index: 0,
-                                text: text.to_string(),
-                            });
-                        }
-                    } else if let Some(sig) = rc.get("signature").and_then(Value::as_str) {
-                        self.reasoning = None;
-                        out.push(StreamEvent::ReasoningEnd {
-                            index: 0,
-                            signature: Some(sig.to_string()),
-                            origin: Origin::Anthropic,
-                        });
-                    } else if let Some(data) = rc.get("redactedContent").and_then(Value::as_str) {
-                        self.reasoning = None;
-                        out.push(StreamEvent::RedactedReasoning {
-                            index: 0,
-                            data: data.to_string(),
-                            origin: Origin::Anthropic,
-                        });
-                    }
-                } else if let Some(text) = delta.get("text").and_then(Value::as_str) {
-                    if !text.is_empty() {
-                        out.push(StreamEvent::Text {
-                            index: 0,
-                            text: text.to_string(),
-                        });
-                    }
-                } else if let Some(input) = delta
-                    .get("toolUse")
-                    .and_then(|t| t.get("input"))
-                    .and_then(Value::as_str)
-                {
-                    // Deltas of a block that never started as a tool use are dropped.
-                    let call = self
-                        .tool_blocks
-                        .iter()
-                        .find(|(b, _)| *b == block)
-                        .map(|(_, c)| *c);
-                    if let (Some(call), false) = (call, input.is_empty()) {
-                        out.push(StreamEvent::ToolCallArgs {
-                            index: 0,
-                            call,
-                            arguments: input.to_string(),
-                        });
-                    }
-                }
+                self.block_delta(&v, out);
             }
             "contentBlockStop" => {
                 // Reasoning that ended without a signature (a model that signs nothing).
@@ -824,6 +801,112 @@ impl Decoder {
             _ => {}
         }
     }
+
+    /// `contentBlockStart`: a tool call begins (its id and name).
+    fn block_start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let block = v
+            .get("contentBlockIndex")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if let Some(tu) = v.get("start").and_then(|s| s.get("toolUse")) {
+            let call = self.tool_blocks.len() as u32;
+            self.tool_blocks.push((block, call));
+            let s = |k: &str| {
+                tu.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            out.push(StreamEvent::ToolCallStart {
+                index: 0,
+                call,
+                id: s("toolUseId"),
+                name: s("name"),
+            });
+        }
+    }
+
+    /// `contentBlockDelta`: text, or a fragment of a tool call's arguments.
+    fn block_delta(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        let block = v
+            .get("contentBlockIndex")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let Some(delta) = v.get("delta") else { return };
+        if let Some(rc) = delta.get("reasoningContent") {
+            self.reasoning_delta(block, rc, out);
+        } else if let Some(text) = delta.get("text").and_then(Value::as_str) {
+            if !text.is_empty() {
+                out.push(StreamEvent::Text {
+                    index: 0,
+                    text: text.to_string(),
+                });
+            }
+        } else if let Some(input) = delta
+            .get("toolUse")
+            .and_then(|t| t.get("input"))
+            .and_then(Value::as_str)
+        {
+            // Deltas of a block that never started as a tool use are dropped.
+            let call = self
+                .tool_blocks
+                .iter()
+                .find(|(b, _)| *b == block)
+                .map(|(_, c)| *c);
+            if let (Some(call), false) = (call, input.is_empty()) {
+                out.push(StreamEvent::ToolCallArgs {
+                    index: 0,
+                    call,
+                    arguments: input.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Claude's reasoning on Bedrock: text, then its signature (or redacted content) ends it.
+    fn reasoning_delta(&mut self, block: u64, rc: &Value, out: &mut Vec<StreamEvent>) {
+        self.reasoning = Some(block);
+        if let Some(text) = rc.get("text").and_then(Value::as_str) {
+            if !text.is_empty() {
+                out.push(StreamEvent::Reasoning {
+                    index: 0,
+                    text: text.to_string(),
+                });
+            }
+        } else if let Some(sig) = rc.get("signature").and_then(Value::as_str) {
+            self.reasoning = None;
+            out.push(StreamEvent::ReasoningEnd {
+                index: 0,
+                signature: Some(sig.to_string()),
+                origin: Origin::Anthropic,
+            });
+        } else if let Some(data) = rc.get("redactedContent").and_then(Value::as_str) {
+            self.reasoning = None;
+            out.push(StreamEvent::RedactedReasoning {
+                index: 0,
+                data: data.to_string(),
+                origin: Origin::Anthropic,
+            });
+        }
+    }
+}
+
+/// An `exception` message of the stream, as the provider's error.
+fn exception(msg: &eventstream::Message) -> ProviderError {
+    let kind = msg.header_str(":exception-type").unwrap_or("exception");
+    let payload: Option<Value> = serde_json::from_slice(&msg.payload).ok();
+    let message = payload
+        .as_ref()
+        .and_then(|p| p.get("message").or_else(|| p.get("Message")))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| snippet(&msg.payload));
+    map_error(
+        PROVIDER,
+        status_for_exception(kind),
+        message,
+        Some(kind.to_string()),
+    )
 }
 
 impl StreamDecoder for Decoder {
@@ -1242,7 +1325,7 @@ mod tests {
         assert_eq!(header(&out, "x-amz-date"), Some("20150830T123600Z"));
         assert_eq!(header(&out, "x-amz-security-token"), Some("SESSION"));
         assert_eq!(header(&out, "accept"), Some("application/json"));
-        let sha = crate::providers::util::hex_lower(&crate::providers::sigv4::sha256(&out.body));
+        let sha = crate::support::encoding::hex_lower(&crate::support::sha256::sha256(&out.body));
         assert_eq!(header(&out, "x-amz-content-sha256"), Some(sha.as_str()));
         let auth = header(&out, "authorization").unwrap();
         assert!(auth.starts_with(

@@ -125,14 +125,8 @@ pub fn estimate(req: &ChatRequest, t: &Target) -> TokenCount {
                 .map(str::len)
                 .sum()
         });
-    let (images, image_bytes) = req
-        .parts()
-        .filter_map(super::model::Part::inline_data_len)
-        .fold((0usize, 0usize), |(n, b), len| {
-            (n.saturating_add(1), b.saturating_add(len))
-        });
     TokenCount {
-        input_tokens: crate::cost::estimate_request_tokens(body_len, images, image_bytes),
+        input_tokens: super::tokens::request_estimate(req, body_len),
         estimated: true,
     }
 }

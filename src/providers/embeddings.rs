@@ -24,13 +24,15 @@
 
 use serde_json::{json, Map, Value};
 
-use super::json::{as_arr, as_str, at, cerr, excerpt, opt_str, opt_u64, parse_body, req, req_str};
+use super::json::{
+    as_arr, as_str, at, cerr, excerpt, object, opt_str, opt_u64, parse_body, req, req_str,
+    ClientError,
+};
 use super::model::{
     EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat, ProviderError,
 };
-use super::openai::ClientError;
-use super::util::{base64_decode, base64_encode, uri_encode};
 use super::{Outgoing, Target, TranslateError, Wire};
+use crate::support::encoding::{base64_decode, base64_encode, uri_encode};
 
 /// OpenAI's limit on inputs per call.
 pub const MAX_INPUTS: usize = 2048;
@@ -49,12 +51,78 @@ const INPUT_TYPES: &[(&str, &str)] = &[
 
 /// Parses an OpenAI embeddings request.
 pub fn parse_request(body: &[u8]) -> Result<EmbeddingRequest, ClientError> {
-    let obj = parse_body(body)?;
+    parse_object(parse_body(body)?)
+}
+
+/// Reads an OpenAI embeddings request already parsed as JSON.
+pub fn parse_value(doc: Value) -> Result<EmbeddingRequest, ClientError> {
+    parse_object(object(doc)?)
+}
+
+fn parse_object(obj: Map<String, Value>) -> Result<EmbeddingRequest, ClientError> {
     let model = req_str(&obj, "model", "")?;
     if model.is_empty() {
         return Err(cerr("model", "must not be empty"));
     }
-    let input = match req(&obj, "input", "")? {
+    let input = input(req(&obj, "input", "")?)?;
+    let dimensions = match opt_u64(&obj, "dimensions", "")? {
+        Some(0) => return Err(cerr("dimensions", "must be at least 1")),
+        Some(n) => {
+            Some(u32::try_from(n).map_err(|_| cerr("dimensions", format!("{n} is too large")))?)
+        }
+        None => None,
+    };
+    let encoding_format = match opt_str(&obj, "encoding_format", "")? {
+        None | Some("float") => EncodingFormat::Float,
+        Some("base64") => EncodingFormat::Base64,
+        Some(other) => {
+            return Err(cerr(
+                "encoding_format",
+                format!("unknown encoding format \"{other}\" (expected float or base64)"),
+            ))
+        }
+    };
+    let input_type = opt_str(&obj, "input_type", "")?;
+    if let Some(t) = input_type {
+        if !INPUT_TYPES.iter().any(|(k, _)| *k == t) {
+            let known: Vec<&str> = INPUT_TYPES.iter().map(|(k, _)| *k).collect();
+            return Err(cerr(
+                "input_type",
+                format!("unknown input type \"{t}\" (expected {})", known.join(", ")),
+            ));
+        }
+    }
+    let model = model.to_string();
+    let user = opt_str(&obj, "user", "")?.map(str::to_string);
+    let input_type = input_type.map(str::to_string);
+    const TYPED: &[&str] = &[
+        "model",
+        "input",
+        "dimensions",
+        "encoding_format",
+        "user",
+        "input_type",
+    ];
+    // Moved, not copied: the client's document was parsed once and is not needed after this.
+    let extra: Map<String, Value> = obj
+        .into_iter()
+        .filter(|(k, _)| !TYPED.contains(&k.as_str()))
+        .collect();
+    Ok(EmbeddingRequest {
+        model,
+        input,
+        dimensions,
+        encoding_format,
+        user,
+        input_type,
+        extra,
+    })
+}
+
+/// `input`: a string, strings, one token array or token arrays; at least one, at most
+/// [`MAX_INPUTS`], no empty text.
+fn input(v: &Value) -> Result<EmbeddingInput, ClientError> {
+    let input = match v {
         Value::String(s) => EmbeddingInput::Texts(vec![s.clone()]),
         Value::Array(items) if items.iter().all(Value::is_number) && !items.is_empty() => {
             EmbeddingInput::Tokens(vec![tokens(items, "input")?])
@@ -101,55 +169,7 @@ pub fn parse_request(body: &[u8]) -> Result<EmbeddingRequest, ClientError> {
             return Err(cerr(&at("input", i), "must not be empty"));
         }
     }
-    let dimensions = match opt_u64(&obj, "dimensions", "")? {
-        Some(0) => return Err(cerr("dimensions", "must be at least 1")),
-        Some(n) => {
-            Some(u32::try_from(n).map_err(|_| cerr("dimensions", format!("{n} is too large")))?)
-        }
-        None => None,
-    };
-    let encoding_format = match opt_str(&obj, "encoding_format", "")? {
-        None | Some("float") => EncodingFormat::Float,
-        Some("base64") => EncodingFormat::Base64,
-        Some(other) => {
-            return Err(cerr(
-                "encoding_format",
-                format!("unknown encoding format \"{other}\" (expected float or base64)"),
-            ))
-        }
-    };
-    let input_type = opt_str(&obj, "input_type", "")?;
-    if let Some(t) = input_type {
-        if !INPUT_TYPES.iter().any(|(k, _)| *k == t) {
-            let known: Vec<&str> = INPUT_TYPES.iter().map(|(k, _)| *k).collect();
-            return Err(cerr(
-                "input_type",
-                format!("unknown input type \"{t}\" (expected {})", known.join(", ")),
-            ));
-        }
-    }
-    const TYPED: &[&str] = &[
-        "model",
-        "input",
-        "dimensions",
-        "encoding_format",
-        "user",
-        "input_type",
-    ];
-    let extra: Map<String, Value> = obj
-        .iter()
-        .filter(|(k, _)| !TYPED.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Ok(EmbeddingRequest {
-        model: model.to_string(),
-        input,
-        dimensions,
-        encoding_format,
-        user: opt_str(&obj, "user", "")?.map(str::to_string),
-        input_type: input_type.map(str::to_string),
-        extra,
-    })
+    Ok(input)
 }
 
 fn tokens(items: &[Value], path: &str) -> Result<Vec<u32>, ClientError> {
@@ -173,7 +193,7 @@ impl EmbeddingRequest {
         match &self.input {
             EmbeddingInput::Texts(t) => t
                 .iter()
-                .map(|s| crate::cost::estimate_tokens(s.len()))
+                .map(|s| super::tokens::estimate_tokens(s.len()))
                 .fold(0, u64::saturating_add),
             EmbeddingInput::Tokens(t) => t.iter().map(|v| v.len() as u64).sum(),
         }
@@ -479,63 +499,9 @@ pub fn decode_response(
         serde_json::from_slice(body).map_err(|e| unreadable(format!("{e}: {}", excerpt(body))))?;
     let mut prompt_tokens = header_tokens;
     let vectors = match wire {
-        Wire::OpenAi | Wire::Azure => {
-            let data = v
-                .get("data")
-                .and_then(Value::as_array)
-                .ok_or_else(|| unreadable("no \"data\" array"))?;
-            let mut items: Vec<(u64, Vec<f32>)> = Vec::with_capacity(data.len());
-            for (i, d) in data.iter().enumerate() {
-                let index = d.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
-                let e = d
-                    .get("embedding")
-                    .ok_or_else(|| unreadable("an item has no \"embedding\""))?;
-                items.push((index, vector(e)?));
-            }
-            items.sort_by_key(|(i, _)| *i);
-            if let Some(u) = v.get("usage") {
-                prompt_tokens = u.get("prompt_tokens").and_then(super::json::count);
-            }
-            items.into_iter().map(|(_, e)| e).collect()
-        }
-        Wire::Gemini => {
-            if let Some(u) = v.get("usageMetadata") {
-                prompt_tokens = u.get("promptTokenCount").and_then(super::json::count);
-            }
-            if let Some(e) = v.get("embedding") {
-                vec![vector(e.get("values").unwrap_or(&Value::Null))?]
-            } else {
-                v.get("embeddings")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| unreadable("no \"embedding\" or \"embeddings\""))?
-                    .iter()
-                    .map(|e| vector(e.get("values").unwrap_or(&Value::Null)))
-                    .collect::<Result<_, _>>()?
-            }
-        }
-        Wire::Bedrock => match bedrock_model(model) {
-            Some(BedrockModel::Titan) => {
-                if let Some(n) = v.get("inputTextTokenCount").and_then(super::json::count) {
-                    prompt_tokens = Some(n);
-                }
-                let e = v
-                    .get("embedding")
-                    .or_else(|| v.get("embeddingsByType").and_then(|b| b.get("float")))
-                    .ok_or_else(|| unreadable("no \"embedding\""))?;
-                vec![vector(e)?]
-            }
-            _ => {
-                // Cohere: `embeddings` is the list, or by type when `embedding_types` was set.
-                let e = v
-                    .get("embeddings")
-                    .ok_or_else(|| unreadable("no \"embeddings\""))?;
-                let list = e.get("float").unwrap_or(e);
-                as_list(list)?
-                    .iter()
-                    .map(vector)
-                    .collect::<Result<_, _>>()?
-            }
-        },
+        Wire::OpenAi | Wire::Azure => openai_vectors(&v, &mut prompt_tokens)?,
+        Wire::Gemini => gemini_vectors(&v, &mut prompt_tokens)?,
+        Wire::Bedrock => bedrock_vectors(&v, model, &mut prompt_tokens)?,
         Wire::Anthropic => return Err(unreadable("Anthropic has no embeddings")),
     };
     Ok(EmbeddingResponse {
@@ -547,6 +513,73 @@ pub fn decode_response(
         vectors,
         prompt_tokens,
     })
+}
+
+/// OpenAI's `data` (in `index` order) and `usage.prompt_tokens`.
+fn openai_vectors(
+    v: &Value,
+    prompt_tokens: &mut Option<u64>,
+) -> Result<Vec<Vec<f32>>, ProviderError> {
+    let data = v
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| unreadable("no \"data\" array"))?;
+    let mut items: Vec<(u64, Vec<f32>)> = Vec::with_capacity(data.len());
+    for (i, d) in data.iter().enumerate() {
+        let index = d.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
+        let e = d
+            .get("embedding")
+            .ok_or_else(|| unreadable("an item has no \"embedding\""))?;
+        items.push((index, vector(e)?));
+    }
+    items.sort_by_key(|(i, _)| *i);
+    if let Some(u) = v.get("usage") {
+        *prompt_tokens = u.get("prompt_tokens").and_then(super::json::count);
+    }
+    Ok(items.into_iter().map(|(_, e)| e).collect())
+}
+
+/// Gemini's `embedding` (one) or `embeddings` (a batch), and `usageMetadata`.
+fn gemini_vectors(
+    v: &Value,
+    prompt_tokens: &mut Option<u64>,
+) -> Result<Vec<Vec<f32>>, ProviderError> {
+    if let Some(u) = v.get("usageMetadata") {
+        *prompt_tokens = u.get("promptTokenCount").and_then(super::json::count);
+    }
+    if let Some(e) = v.get("embedding") {
+        return Ok(vec![vector(e.get("values").unwrap_or(&Value::Null))?]);
+    }
+    v.get("embeddings")
+        .and_then(Value::as_array)
+        .ok_or_else(|| unreadable("no \"embedding\" or \"embeddings\""))?
+        .iter()
+        .map(|e| vector(e.get("values").unwrap_or(&Value::Null)))
+        .collect()
+}
+
+/// Titan's `embedding` and `inputTextTokenCount`, or Cohere's `embeddings` (the list, or by
+/// type when `embedding_types` was set).
+fn bedrock_vectors(
+    v: &Value,
+    model: &str,
+    prompt_tokens: &mut Option<u64>,
+) -> Result<Vec<Vec<f32>>, ProviderError> {
+    if bedrock_model(model) == Some(BedrockModel::Titan) {
+        if let Some(n) = v.get("inputTextTokenCount").and_then(super::json::count) {
+            *prompt_tokens = Some(n);
+        }
+        let e = v
+            .get("embedding")
+            .or_else(|| v.get("embeddingsByType").and_then(|b| b.get("float")))
+            .ok_or_else(|| unreadable("no \"embedding\""))?;
+        return Ok(vec![vector(e)?]);
+    }
+    let e = v
+        .get("embeddings")
+        .ok_or_else(|| unreadable("no \"embeddings\""))?;
+    let list = e.get("float").unwrap_or(e);
+    as_list(list)?.iter().map(vector).collect()
 }
 
 fn as_list(v: &Value) -> Result<&Vec<Value>, ProviderError> {

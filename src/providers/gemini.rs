@@ -22,13 +22,12 @@ use super::model::{
     call_id_with_signature, split_call_id, Choice, DocSource, FinishReason, Message, Origin, Part,
     Reasoning, Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
-use super::util::{
-    guess_image_mime, joined_text, map_error, parse_data_url, snippet, stable_id, uri_encode,
-};
+use super::util::{guess_image_mime, joined_text, map_error, parse_data_url, snippet, stable_id};
 use super::{
     ChatRequest, ChatResponse, Outgoing, ProviderError, StreamDecoder, Target, TranslateError,
 };
 use crate::stream::SseParser;
+use crate::support::encoding::uri_encode;
 
 const PROVIDER: &str = "Gemini";
 /// Largest unfinished SSE event the stream decoder holds before giving up.
@@ -48,65 +47,7 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
             n.path, n.kind
         )));
     }
-    let mut system: Vec<Value> = Vec::new();
-    let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
-
-    for (i, m) in req.messages.iter().enumerate() {
-        match m.role {
-            Role::System => {
-                for p in &m.content {
-                    match p {
-                        Part::Text(text) if !text.is_empty() => system.push(json!({ "text": text })),
-                        Part::Image { .. } | Part::Document(_) => {
-                            return Err(terr(format!(
-                                "messages[{i}]: Gemini system instructions can hold only text, not images or documents"
-                            )))
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Role::User => push_content(&mut contents, "user", content_parts(&m.content, i)?),
-            Role::Assistant => {
-                let mut parts = content_parts(&m.content, i)?;
-                for (j, call) in m.tool_calls.iter().enumerate() {
-                    let args = parse_args(&call.arguments).map_err(|e| {
-                        terr(format!(
-                            "messages[{i}].tool_calls[{j}].function.arguments: {e}"
-                        ))
-                    })?;
-                    let mut part = json!({ "functionCall": { "name": call.name, "args": args } });
-                    // The thought signature Gemini gave this call comes back with it (Gemini
-                    // refuses a turn whose function calls lost theirs).
-                    if let (Some(sig), Some(o)) = (split_call_id(&call.id).1, part.as_object_mut())
-                    {
-                        o.insert("thoughtSignature".into(), Value::String(sig));
-                    }
-                    parts.push(part);
-                }
-                push_content(&mut contents, "model", parts);
-            }
-            Role::Tool => {
-                let name = tool_name_for(req, i)?;
-                let text = joined_text(&m.content);
-                let response = match serde_json::from_str::<Value>(&text) {
-                    Ok(Value::Object(o)) => Value::Object(o),
-                    _ => json!({ "content": text }),
-                };
-                let mut parts =
-                    vec![json!({ "functionResponse": { "name": name, "response": response } })];
-                // Images a tool returned travel next to its response.
-                let images: Vec<Part> = m
-                    .content
-                    .iter()
-                    .filter(|p| matches!(p, Part::Image { .. }))
-                    .cloned()
-                    .collect();
-                parts.extend(content_parts(&images, i)?);
-                push_content(&mut contents, "user", parts);
-            }
-        }
-    }
+    let (system, contents) = contents(req)?;
     if contents.is_empty() {
         return Err(terr("Gemini needs at least one user or assistant message"));
     }
@@ -125,21 +66,7 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
         body.insert("systemInstruction".into(), json!({ "parts": system }));
     }
     if !req.tools.is_empty() {
-        let decls: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|tool| {
-                let mut d = Map::new();
-                d.insert("name".into(), json!(tool.name));
-                if let Some(desc) = &tool.description {
-                    d.insert("description".into(), json!(desc));
-                }
-                if let Some(params) = function_parameters(&tool.parameters) {
-                    d.insert("parameters".into(), params);
-                }
-                Value::Object(d)
-            })
-            .collect();
+        let decls: Vec<Value> = req.tools.iter().map(declaration).collect();
         body.insert("tools".into(), json!([{ "functionDeclarations": decls }]));
     }
     if let Some(choice) = &req.tool_choice {
@@ -175,11 +102,95 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     })
 }
 
-fn push_content(
-    contents: &mut Vec<(&'static str, Vec<Value>)>,
-    role: &'static str,
-    parts: Vec<Value>,
-) {
+/// A role's parts, in order.
+type Contents = Vec<(&'static str, Vec<Value>)>;
+
+/// The canonical messages as Gemini's system instruction parts and contents.
+fn contents(req: &ChatRequest) -> Result<(Vec<Value>, Contents), TranslateError> {
+    let mut system: Vec<Value> = Vec::new();
+    let mut contents: Contents = Vec::new();
+    for (i, m) in req.messages.iter().enumerate() {
+        match m.role {
+            Role::System => {
+                for p in &m.content {
+                    match p {
+                        Part::Text(text) if !text.is_empty() => system.push(json!({ "text": text })),
+                        Part::Image { .. } | Part::Document(_) => {
+                            return Err(terr(format!(
+                                "messages[{i}]: Gemini system instructions can hold only text, not images or documents"
+                            )))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Role::User => push_content(&mut contents, "user", content_parts(&m.content, i)?),
+            Role::Assistant => {
+                let mut parts = content_parts(&m.content, i)?;
+                for (j, call) in m.tool_calls.iter().enumerate() {
+                    parts.push(function_call(call, i, j)?);
+                }
+                push_content(&mut contents, "model", parts);
+            }
+            Role::Tool => push_content(&mut contents, "user", function_response(req, m, i)?),
+        }
+    }
+    Ok((system, contents))
+}
+
+/// A tool message as a `functionResponse` part (named after the call it answers), with the
+/// images the tool returned next to it.
+/// An assistant's tool call as a `functionCall` part. The thought signature Gemini gave the
+/// call comes back with it (Gemini refuses a turn whose function calls lost theirs).
+fn function_call(call: &ToolCall, i: usize, j: usize) -> Result<Value, TranslateError> {
+    let args = parse_args(&call.arguments).map_err(|e| {
+        terr(format!(
+            "messages[{i}].tool_calls[{j}].function.arguments: {e}"
+        ))
+    })?;
+    let mut part = json!({ "functionCall": { "name": call.name, "args": args } });
+    if let (Some(sig), Some(o)) = (split_call_id(&call.id).1, part.as_object_mut()) {
+        o.insert("thoughtSignature".into(), Value::String(sig));
+    }
+    Ok(part)
+}
+
+fn function_response(
+    req: &ChatRequest,
+    m: &Message,
+    i: usize,
+) -> Result<Vec<Value>, TranslateError> {
+    let name = tool_name_for(req, i)?;
+    let text = joined_text(&m.content);
+    let response = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(o)) => Value::Object(o),
+        _ => json!({ "content": text }),
+    };
+    let mut parts = vec![json!({ "functionResponse": { "name": name, "response": response } })];
+    let images: Vec<Part> = m
+        .content
+        .iter()
+        .filter(|p| matches!(p, Part::Image { .. }))
+        .cloned()
+        .collect();
+    parts.extend(content_parts(&images, i)?);
+    Ok(parts)
+}
+
+/// A tool as a function declaration.
+fn declaration(tool: &super::model::Tool) -> Value {
+    let mut d = Map::new();
+    d.insert("name".into(), json!(tool.name));
+    if let Some(desc) = &tool.description {
+        d.insert("description".into(), json!(desc));
+    }
+    if let Some(params) = function_parameters(&tool.parameters) {
+        d.insert("parameters".into(), params);
+    }
+    Value::Object(d)
+}
+
+fn push_content(contents: &mut Contents, role: &'static str, parts: Vec<Value>) {
     if parts.is_empty() {
         return;
     }
@@ -530,43 +541,7 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
         .flatten()
         .enumerate()
     {
-        let mut text = String::new();
-        let mut thought = String::new();
-        let mut calls = Vec::new();
-        for piece in pieces(c) {
-            match piece {
-                Piece::Text(t) => text.push_str(&t),
-                Piece::Thought(t) => thought.push_str(&t),
-                Piece::Call {
-                    name,
-                    args,
-                    signature,
-                } => {
-                    calls.push(ToolCall {
-                        id: call_id(call_counter, signature.as_deref()),
-                        name,
-                        arguments: args,
-                    });
-                    call_counter += 1;
-                }
-            }
-        }
-        let finish = c
-            .get("finishReason")
-            .and_then(Value::as_str)
-            .map(|r| finish_reason(r, !calls.is_empty()));
-        let mut message = assistant_message(text, calls);
-        if !thought.is_empty() {
-            message
-                .content
-                .insert(0, Part::Reasoning(thought_of(thought)));
-        }
-        choices.push(Choice {
-            index: candidate_index(c, pos),
-            message,
-            finish_reason: finish,
-            refusal: None,
-        });
+        choices.push(candidate_choice(c, pos, &mut call_counter));
     }
     if choices.is_empty() {
         match blocked(&v) {
@@ -591,6 +566,48 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
         choices,
         usage: usage_of(&v),
     })
+}
+
+/// One candidate as a choice: its text, its thought summary (as reasoning, first) and its
+/// function calls (numbered across the answer from `call_counter`).
+fn candidate_choice(c: &Value, pos: usize, call_counter: &mut u32) -> Choice {
+    let mut text = String::new();
+    let mut thought = String::new();
+    let mut calls = Vec::new();
+    for piece in pieces(c) {
+        match piece {
+            Piece::Text(t) => text.push_str(&t),
+            Piece::Thought(t) => thought.push_str(&t),
+            Piece::Call {
+                name,
+                args,
+                signature,
+            } => {
+                calls.push(ToolCall {
+                    id: call_id(*call_counter, signature.as_deref()),
+                    name,
+                    arguments: args,
+                });
+                *call_counter = call_counter.saturating_add(1);
+            }
+        }
+    }
+    let finish = c
+        .get("finishReason")
+        .and_then(Value::as_str)
+        .map(|r| finish_reason(r, !calls.is_empty()));
+    let mut message = assistant_message(text, calls);
+    if !thought.is_empty() {
+        message
+            .content
+            .insert(0, Part::Reasoning(thought_of(thought)));
+    }
+    Choice {
+        index: candidate_index(c, pos),
+        message,
+        finish_reason: finish,
+        refusal: None,
+    }
 }
 
 /// The id of the `n`th function call of an answer, carrying its thought signature.
@@ -775,55 +792,7 @@ impl Decoder {
             .flatten()
             .enumerate()
         {
-            let index = candidate_index(c, pos);
-            for piece in pieces(c) {
-                if let Piece::Thought(text) = piece {
-                    if !self.thinking.contains(&index) {
-                        self.thinking.push(index);
-                    }
-                    if !text.is_empty() {
-                        out.push(StreamEvent::Reasoning { index, text });
-                    }
-                    continue;
-                }
-                self.end_thought(index, out);
-                match piece {
-                    Piece::Thought(_) => {}
-                    Piece::Text(text) => {
-                        if !text.is_empty() {
-                            out.push(StreamEvent::Text { index, text });
-                        }
-                    }
-                    Piece::Call {
-                        name,
-                        args,
-                        signature,
-                    } => {
-                        let call = self.bump_calls(index);
-                        let id = call_id(self.next_call_id, signature.as_deref());
-                        self.next_call_id += 1;
-                        out.push(StreamEvent::ToolCallStart {
-                            index,
-                            call,
-                            id,
-                            name,
-                        });
-                        out.push(StreamEvent::ToolCallArgs {
-                            index,
-                            call,
-                            arguments: args,
-                        });
-                    }
-                }
-            }
-            if let Some(reason) = c.get("finishReason").and_then(Value::as_str) {
-                self.end_thought(index, out);
-                if !self.finished.contains(&index) {
-                    self.finished.push(index);
-                    let reason = finish_reason(reason, self.calls_in(index) > 0);
-                    out.push(StreamEvent::Finish { index, reason });
-                }
-            }
+            self.candidate(c, pos, out);
         }
         if blocked(v).is_some() && !self.finished.contains(&0) {
             self.finished.push(0);
@@ -834,6 +803,60 @@ impl Decoder {
         }
         if let Some(usage) = usage_of(v) {
             out.push(StreamEvent::Usage(usage));
+        }
+    }
+
+    /// One candidate of a chunk: its thought summary, text and function calls as events, and
+    /// its finish.
+    fn candidate(&mut self, c: &Value, pos: usize, out: &mut Vec<StreamEvent>) {
+        let index = candidate_index(c, pos);
+        for piece in pieces(c) {
+            if let Piece::Thought(text) = piece {
+                if !self.thinking.contains(&index) {
+                    self.thinking.push(index);
+                }
+                if !text.is_empty() {
+                    out.push(StreamEvent::Reasoning { index, text });
+                }
+                continue;
+            }
+            self.end_thought(index, out);
+            match piece {
+                Piece::Thought(_) => {}
+                Piece::Text(text) => {
+                    if !text.is_empty() {
+                        out.push(StreamEvent::Text { index, text });
+                    }
+                }
+                Piece::Call {
+                    name,
+                    args,
+                    signature,
+                } => {
+                    let call = self.bump_calls(index);
+                    let id = call_id(self.next_call_id, signature.as_deref());
+                    self.next_call_id = self.next_call_id.saturating_add(1);
+                    out.push(StreamEvent::ToolCallStart {
+                        index,
+                        call,
+                        id,
+                        name,
+                    });
+                    out.push(StreamEvent::ToolCallArgs {
+                        index,
+                        call,
+                        arguments: args,
+                    });
+                }
+            }
+        }
+        if let Some(reason) = c.get("finishReason").and_then(Value::as_str) {
+            self.end_thought(index, out);
+            if !self.finished.contains(&index) {
+                self.finished.push(index);
+                let reason = finish_reason(reason, self.calls_in(index) > 0);
+                out.push(StreamEvent::Finish { index, reason });
+            }
         }
     }
 

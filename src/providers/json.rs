@@ -3,7 +3,22 @@
 
 use serde_json::{Map, Value};
 
-use super::openai::ClientError;
+/// The client's request is malformed; answer 400 with `openai::error_json`
+/// (`invalid_request_error`, `param`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientError {
+    pub message: String,
+    /// The offending field, e.g. `messages[2].content[0].type`.
+    pub param: Option<String>,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ClientError {}
 
 /// `a.b`, or `b` at the top level.
 pub(crate) fn join(path: &str, key: &str) -> String {
@@ -141,6 +156,11 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ClientError>
         message: format!("request body is not valid JSON: {e}"),
         param: None,
     })?;
+    object(v)
+}
+
+/// A parsed client body: it must be a JSON object.
+pub(crate) fn object(v: Value) -> Result<Map<String, Value>, ClientError> {
     match v {
         Value::Object(m) => Ok(m),
         other => Err(ClientError {

@@ -15,6 +15,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod backend;
 pub mod bedrock;
 pub mod count_tokens;
 pub mod embeddings;
@@ -25,10 +26,10 @@ pub mod model;
 pub mod openai;
 pub mod responses;
 pub mod sigv4;
+pub mod tokens;
 pub(crate) mod util;
 
 pub use model::{ChatRequest, ChatResponse, ProviderError, StreamEvent};
-pub use util::{base64_decode, base64_encode, fnv1a64};
 
 /// The wire format a backend speaks. OpenAI-compatible services (Mistral, Groq, DeepSeek,
 /// Together, Ollama, vLLM, ...) speak [`Wire::OpenAi`].
@@ -237,6 +238,14 @@ impl FrontDoor {
         }
     }
 
+    /// Reads a client request already parsed as JSON (the same errors as [`FrontDoor::parse`]).
+    pub fn parse_value(self, doc: serde_json::Value) -> Result<ChatRequest, openai::ClientError> {
+        match self {
+            FrontDoor::OpenAi => openai::parse_value(doc),
+            FrontDoor::Anthropic => anthropic::parse_value(doc),
+        }
+    }
+
     pub fn encode_response(self, resp: &ChatResponse, model: &str) -> Vec<u8> {
         match self {
             FrontDoor::OpenAi => openai::encode_response(resp, model),
@@ -264,28 +273,6 @@ impl FrontDoor {
             FrontDoor::OpenAi if e.status == anthropic::OVERLOADED => (503, openai::error_body(e)),
             FrontDoor::OpenAi => (e.status, openai::error_body(e)),
             FrontDoor::Anthropic => anthropic::error_reply(e),
-        }
-    }
-
-    /// A gateway-side refusal (`kind`: OpenAI error type) in the client's error shape, with
-    /// the status to answer it with (see [`FrontDoor::error`]). Every answer the gateway
-    /// makes itself goes through here.
-    pub fn gateway_error(
-        self,
-        status: u16,
-        kind: &str,
-        code: &str,
-        message: &str,
-        param: Option<&str>,
-    ) -> (u16, Vec<u8>) {
-        match self {
-            FrontDoor::OpenAi => (status, openai::error_json(message, kind, Some(code), param)),
-            FrontDoor::Anthropic => anthropic::error_reply(&ProviderError {
-                status,
-                kind: kind.to_string(),
-                message: message.to_string(),
-                code: None,
-            }),
         }
     }
 }

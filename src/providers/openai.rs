@@ -12,9 +12,10 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+pub use super::json::ClientError;
 use super::json::{
-    as_arr, as_obj, as_str, at, cerr, excerpt, field, join, num, opt_bool, opt_f64, opt_i64,
-    opt_max_tokens, opt_str, opt_u64, parse_body, req, req_str,
+    as_arr, as_obj, as_str, at, cerr, excerpt, field, join, num, object, opt_bool, opt_f64,
+    opt_i64, opt_max_tokens, opt_str, opt_u64, parse_body, req, req_str,
 };
 use super::model::{
     ChatRequest, ChatResponse, Choice, DocSource, Document, FinishReason, Message, Origin, Part,
@@ -24,30 +25,21 @@ use super::model::{
 use super::{Outgoing, StreamDecoder, Target, TranslateError};
 use crate::stream::{write_event, write_json_event, SseParser};
 
-/// The client's request is malformed; answer 400 with [`error_json`]
-/// (`invalid_request_error`, `param`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClientError {
-    pub message: String,
-    /// The offending field, e.g. `messages[2].content[0].type`.
-    pub param: Option<String>,
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ClientError {}
-
 // ---------------------------------------------------------------------------------------------
 // Front door: request
 // ---------------------------------------------------------------------------------------------
 
 /// Parses an OpenAI Chat Completions request body.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
-    let obj = parse_body(body)?;
+    parse_object(parse_body(body)?)
+}
+
+/// Reads an OpenAI Chat Completions request already parsed as JSON.
+pub fn parse_value(doc: Value) -> Result<ChatRequest, ClientError> {
+    parse_object(object(doc)?)
+}
+
+fn parse_object(obj: Map<String, Value>) -> Result<ChatRequest, ClientError> {
     let mut req = ChatRequest {
         model: req_str(&obj, "model", "")?.to_string(),
         ..ChatRequest::default()
@@ -71,21 +63,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
         req.tool_choice = Some(parse_tool_choice(tc)?);
     }
     if let Some(rf) = field(&obj, "response_format") {
-        let rfo = as_obj(rf, "response_format")?;
-        let kind = req_str(rfo, "type", "response_format")?;
-        if !matches!(kind, "text" | "json_object" | "json_schema") {
-            return Err(cerr(
-                "response_format.type",
-                format!("unknown response format \"{kind}\" (expected text, json_object or json_schema)"),
-            ));
-        }
-        if kind == "json_schema" {
-            let js = as_obj(
-                self::req(rfo, "json_schema", "response_format")?,
-                "response_format.json_schema",
-            )?;
-            req_str(js, "name", "response_format.json_schema")?;
-        }
+        check_response_format(rf)?;
         req.response_format = Some(rf.clone());
     }
     req.temperature = opt_f64(&obj, "temperature", "")?;
@@ -94,23 +72,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
     let max_completion = opt_max_tokens(&obj, "max_completion_tokens", "")?;
     req.max_tokens = max_completion.or(max_tokens);
     if let Some(stop) = field(&obj, "stop") {
-        req.stop = match stop {
-            Value::String(s) => vec![s.clone()],
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, s)| as_str(s, &at("stop", i)).map(str::to_string))
-                .collect::<Result<_, _>>()?,
-            other => {
-                return Err(cerr(
-                    "stop",
-                    format!(
-                        "expected a string or an array of strings, got {}",
-                        super::json::type_name(other)
-                    ),
-                ))
-            }
-        };
+        req.stop = stop_list(stop)?;
     }
     if let Some(n) = opt_u64(&obj, "n", "")? {
         req.n = Some(u32::try_from(n).map_err(|_| cerr("n", "too large"))?);
@@ -145,12 +107,55 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ClientError> {
         "stream_options",
         "reasoning_effort",
     ];
-    for (k, v) in &obj {
+    // The fields without a canonical place travel on (moved, not copied: the client's
+    // document was parsed once and is not needed after this).
+    for (k, v) in obj {
         if !TYPED.contains(&k.as_str()) {
-            req.extra.insert(k.clone(), v.clone());
+            req.extra.insert(k, v);
         }
     }
     Ok(req)
+}
+
+/// `response_format`: `text`, `json_object`, or `json_schema` with a named schema.
+fn check_response_format(rf: &Value) -> Result<(), ClientError> {
+    let rfo = as_obj(rf, "response_format")?;
+    let kind = req_str(rfo, "type", "response_format")?;
+    if !matches!(kind, "text" | "json_object" | "json_schema") {
+        return Err(cerr(
+            "response_format.type",
+            format!(
+                "unknown response format \"{kind}\" (expected text, json_object or json_schema)"
+            ),
+        ));
+    }
+    if kind == "json_schema" {
+        let js = as_obj(
+            self::req(rfo, "json_schema", "response_format")?,
+            "response_format.json_schema",
+        )?;
+        req_str(js, "name", "response_format.json_schema")?;
+    }
+    Ok(())
+}
+
+/// `stop`: one string or a list of them.
+fn stop_list(stop: &Value) -> Result<Vec<String>, ClientError> {
+    match stop {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| as_str(s, &at("stop", i)).map(str::to_string))
+            .collect(),
+        other => Err(cerr(
+            "stop",
+            format!(
+                "expected a string or an array of strings, got {}",
+                super::json::type_name(other)
+            ),
+        )),
+    }
 }
 
 fn parse_message(v: &Value, path: &str) -> Result<Message, ClientError> {
@@ -438,26 +443,76 @@ struct RequestOut<'a> {
     dialect: Dialect,
 }
 
+/// The values of a request body that depend on the dialect, the client's own names and the
+/// backend's defaults.
+struct Resolved<'a> {
+    max_key: &'static str,
+    max: Option<u64>,
+    seed_key: &'static str,
+    seed: Option<i64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    /// Only an effort the client named (an Anthropic thinking budget does not make a
+    /// non-reasoning OpenAI model accept `reasoning_effort`); Mistral has none.
+    effort: Option<&'a str>,
+}
+
+impl<'a> RequestOut<'a> {
+    fn resolved(&self) -> Resolved<'a> {
+        let r = self.req;
+        let mistral = self.dialect == Dialect::Mistral;
+        let extra = |k: &str| r.extra.contains_key(k);
+        Resolved {
+            // The number goes under `max_completion_tokens` when the client used that name
+            // (reasoning models require it), except for Mistral, which knows only `max_tokens`.
+            max_key: if extra("max_completion_tokens") && !mistral {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            },
+            max: r.max_tokens.or(self.defaults.max_tokens),
+            // Mistral's name for the seed; a `random_seed` the client sent itself wins.
+            seed_key: if mistral { "random_seed" } else { "seed" },
+            seed: r.seed.filter(|_| !(mistral && extra("random_seed"))),
+            temperature: r.temperature.or(self.defaults.temperature),
+            top_p: r.top_p.or(self.defaults.top_p),
+            effort: r
+                .reasoning
+                .as_ref()
+                .and_then(|x| x.effort.as_deref())
+                .filter(|_| !mistral),
+        }
+    }
+
+    /// Whether the typed fields already wrote key `k` (an extra field of that name is then
+    /// left out).
+    fn written(&self, v: &Resolved<'_>, k: &str) -> bool {
+        let r = self.req;
+        match k {
+            "model" | "messages" => true,
+            "tools" => !r.tools.is_empty(),
+            "tool_choice" => r.tool_choice.is_some(),
+            "response_format" => r.response_format.is_some(),
+            "temperature" => v.temperature.is_some(),
+            "top_p" => v.top_p.is_some(),
+            "stop" => !r.stop.is_empty(),
+            "n" => r.n.is_some(),
+            "user" => r.user.is_some(),
+            "stream" => r.stream,
+            "reasoning_effort" => v.effort.is_some(),
+            k if k == v.max_key => v.max.is_some(),
+            k if k == v.seed_key => v.seed.is_some(),
+            _ => false,
+        }
+    }
+}
+
 impl Serialize for RequestOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let r = self.req;
         let mistral = self.dialect == Dialect::Mistral;
-        let extra = |k: &str| r.extra.contains_key(k);
-        // The number goes under `max_completion_tokens` when the client used that name
-        // (reasoning models require it), except for Mistral, which knows only `max_tokens`.
-        let max_key = if extra("max_completion_tokens") && !mistral {
-            "max_completion_tokens"
-        } else {
-            "max_tokens"
-        };
-        let max = r.max_tokens.or(self.defaults.max_tokens);
-        // Mistral's name for the seed; a `random_seed` the client sent itself wins.
-        let seed = r.seed.filter(|_| !(mistral && extra("random_seed")));
-        let seed_key = if mistral { "random_seed" } else { "seed" };
-        let temperature = r.temperature.or(self.defaults.temperature);
-        let top_p = r.top_p.or(self.defaults.top_p);
-
+        let v = self.resolved();
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("model", self.model)?;
         m.serialize_entry("messages", &Seq(&r.messages, RequestMessageOut::new))?;
@@ -470,14 +525,14 @@ impl Serialize for RequestOut<'_> {
         if let Some(rf) = &r.response_format {
             m.serialize_entry("response_format", rf)?;
         }
-        if let Some(v) = temperature {
-            m.serialize_entry("temperature", &v)?;
+        if let Some(x) = v.temperature {
+            m.serialize_entry("temperature", &x)?;
         }
-        if let Some(v) = top_p {
-            m.serialize_entry("top_p", &v)?;
+        if let Some(x) = v.top_p {
+            m.serialize_entry("top_p", &x)?;
         }
-        if let Some(v) = max {
-            m.serialize_entry(max_key, &v)?;
+        if let Some(x) = v.max {
+            m.serialize_entry(v.max_key, &x)?;
         }
         if !r.stop.is_empty() {
             m.serialize_entry("stop", &r.stop)?;
@@ -485,20 +540,13 @@ impl Serialize for RequestOut<'_> {
         if let Some(n) = r.n {
             m.serialize_entry("n", &n)?;
         }
-        if let Some(v) = seed {
-            m.serialize_entry(seed_key, &v)?;
+        if let Some(x) = v.seed {
+            m.serialize_entry(v.seed_key, &x)?;
         }
         if let Some(u) = &r.user {
             m.serialize_entry("user", u)?;
         }
-        // Only an effort the client named (an Anthropic thinking budget does not make a
-        // non-reasoning OpenAI model accept `reasoning_effort`).
-        let effort = r
-            .reasoning
-            .as_ref()
-            .and_then(|x| x.effort.as_deref())
-            .filter(|_| !mistral);
-        if let Some(e) = effort {
+        if let Some(e) = v.effort {
             m.serialize_entry("reasoning_effort", e)?;
         }
         if r.stream {
@@ -513,31 +561,15 @@ impl Serialize for RequestOut<'_> {
                 )?;
             }
         }
-        for (k, v) in &r.extra {
+        for (k, x) in &r.extra {
             let k = match (mistral, k.as_str()) {
                 (_, "stream_options") => continue,
                 (true, "max_completion_tokens") => "max_tokens",
                 (true, "seed") => "random_seed",
                 (_, k) => k,
             };
-            let written = match k {
-                "model" | "messages" => true,
-                "tools" => !r.tools.is_empty(),
-                "tool_choice" => r.tool_choice.is_some(),
-                "response_format" => r.response_format.is_some(),
-                "temperature" => temperature.is_some(),
-                "top_p" => top_p.is_some(),
-                "stop" => !r.stop.is_empty(),
-                "n" => r.n.is_some(),
-                "user" => r.user.is_some(),
-                "stream" => r.stream,
-                "reasoning_effort" => effort.is_some(),
-                k if k == max_key => max.is_some(),
-                k if k == seed_key => seed.is_some(),
-                _ => false,
-            };
-            if !written {
-                m.serialize_entry(k, v)?;
+            if !self.written(&v, k) {
+                m.serialize_entry(k, x)?;
             }
         }
         m.end()
@@ -958,85 +990,83 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
         usage: field(o, "usage").map(usage_from),
     };
     for (i, c) in choices.iter().enumerate() {
-        let Some(c) = c.as_object() else { continue };
-        let index = c
-            .get("index")
-            .and_then(Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(u32::try_from(i).unwrap_or(u32::MAX));
-        let empty = Map::new();
-        let m = c
-            .get("message")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        let mut message = Message {
-            role: Role::Assistant,
-            content: Vec::new(),
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-            name: None,
-        };
-        match field(m, "content") {
-            Some(Value::String(s)) if !s.is_empty() => message.content.push(Part::Text(s.clone())),
-            Some(Value::Array(parts)) => {
-                for p in parts {
-                    if let Some(t) = p.get("text").and_then(Value::as_str) {
-                        message.content.push(Part::Text(t.to_string()));
-                    }
-                }
-            }
-            _ => {}
+        if let Some(c) = c.as_object() {
+            out.choices.push(choice(c, i));
         }
-        // DeepSeek, vLLM, Ollama and others send the model's reasoning beside the content.
-        if let Some(r) = reasoning_text(m) {
-            message.content.insert(
-                0,
-                Part::Reasoning(Reasoning {
-                    text: r.to_string(),
-                    signature: None,
-                    redacted: false,
-                    origin: Origin::Unknown,
-                    id: None,
-                }),
-            );
-        }
-        let refusal = field(m, "refusal")
-            .and_then(Value::as_str)
-            .filter(|r| !r.is_empty())
-            .map(str::to_string);
-        if let Some(Value::Array(tcs)) = field(m, "tool_calls") {
-            for tc in tcs {
-                let f = tc.get("function");
-                message.tool_calls.push(ToolCall {
-                    id: tc
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    name: f
-                        .and_then(|f| f.get("name"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    arguments: f
-                        .and_then(|f| f.get("arguments"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                });
-            }
-        }
-        out.choices.push(Choice {
-            index,
-            message,
-            finish_reason: c
-                .get("finish_reason")
-                .and_then(Value::as_str)
-                .map(finish_from),
-            refusal,
-        });
     }
     Ok(out)
+}
+
+/// One of `choices` (the `i`th): its message, refusal and finish reason.
+fn choice(c: &Map<String, Value>, i: usize) -> Choice {
+    let index = c
+        .get("index")
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(u32::try_from(i).unwrap_or(u32::MAX));
+    let empty = Map::new();
+    let m = c
+        .get("message")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let mut message = Message {
+        role: Role::Assistant,
+        content: Vec::new(),
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+        name: None,
+    };
+    match field(m, "content") {
+        Some(Value::String(s)) if !s.is_empty() => message.content.push(Part::Text(s.clone())),
+        Some(Value::Array(parts)) => {
+            for p in parts {
+                if let Some(t) = p.get("text").and_then(Value::as_str) {
+                    message.content.push(Part::Text(t.to_string()));
+                }
+            }
+        }
+        _ => {}
+    }
+    // DeepSeek, vLLM, Ollama and others send the model's reasoning beside the content.
+    if let Some(r) = reasoning_text(m) {
+        message.content.insert(
+            0,
+            Part::Reasoning(Reasoning {
+                text: r.to_string(),
+                signature: None,
+                redacted: false,
+                origin: Origin::Unknown,
+                id: None,
+            }),
+        );
+    }
+    let refusal = field(m, "refusal")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
+    if let Some(Value::Array(tcs)) = field(m, "tool_calls") {
+        message.tool_calls = tcs.iter().map(tool_call).collect();
+    }
+    Choice {
+        index,
+        message,
+        finish_reason: c
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(finish_from),
+        refusal,
+    }
+}
+
+/// A message's tool call (missing fields empty).
+fn tool_call(tc: &Value) -> ToolCall {
+    let f = tc.get("function");
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+    ToolCall {
+        id: s(tc.get("id")),
+        name: s(f.and_then(|f| f.get("name"))),
+        arguments: s(f.and_then(|f| f.get("arguments"))),
+    }
 }
 
 fn str_field(o: &Map<String, Value>, key: &str) -> String {
@@ -1487,41 +1517,14 @@ impl StreamEncoder {
                 id,
                 name,
             } => {
-                let call = ToolCallOut {
-                    index: Some(*call),
-                    id: Some(id),
-                    kind: Some("function"),
-                    function: FunctionOut {
-                        name: Some(name),
-                        arguments: "",
-                    },
-                };
-                let d = DeltaOut {
-                    tool_calls: Some([call]),
-                    ..DeltaOut::default()
-                };
+                let d = tool_delta(*call, Some((id, name)), "");
                 self.delta(*index, d, None, out);
             }
             StreamEvent::ToolCallArgs {
                 index,
                 call,
                 arguments,
-            } => {
-                let call = ToolCallOut {
-                    index: Some(*call),
-                    id: None,
-                    kind: None,
-                    function: FunctionOut {
-                        name: None,
-                        arguments,
-                    },
-                };
-                let d = DeltaOut {
-                    tool_calls: Some([call]),
-                    ..DeltaOut::default()
-                };
-                self.delta(*index, d, None, out);
-            }
+            } => self.delta(*index, tool_delta(*call, None, arguments), None, out),
             StreamEvent::Finish { index, reason } => {
                 self.delta(*index, DeltaOut::default(), Some(*reason), out);
             }
@@ -1554,6 +1557,28 @@ impl StreamEncoder {
             }
         }
         write_event(out, None, "[DONE]");
+    }
+}
+
+/// A delta of tool call `call`: its start (`id` and name, no arguments yet) or a fragment of
+/// its arguments.
+fn tool_delta<'a>(
+    call: u32,
+    start: Option<(&'a str, &'a str)>,
+    arguments: &'a str,
+) -> DeltaOut<'a> {
+    let call = ToolCallOut {
+        index: Some(call),
+        id: start.map(|(id, _)| id),
+        kind: start.map(|_| "function"),
+        function: FunctionOut {
+            name: start.map(|(_, name)| name),
+            arguments,
+        },
+    };
+    DeltaOut {
+        tool_calls: Some([call]),
+        ..DeltaOut::default()
     }
 }
 

@@ -30,15 +30,15 @@
 use serde_json::{json, Map, Value};
 
 use super::json::{
-    as_arr, as_obj, at, cerr, excerpt, field, join, num, opt_bool, opt_f64, opt_max_tokens,
-    opt_str, parse_body, req, req_str, type_name,
+    as_arr, as_obj, at, cerr, excerpt, field, join, num, object, opt_bool, opt_f64, opt_max_tokens,
+    opt_str, parse_body, req, req_str, type_name, ClientError,
 };
 use super::model::{
     CachePoint, ChatRequest, ChatResponse, Choice, DocSource, Document, FinishReason, Message,
     Native, NativeApi, Origin, Part, ProviderError, Reasoning, ReasoningConfig, Role, StreamEvent,
     Tool, ToolCall, ToolChoice, Usage,
 };
-use super::openai::{decode_error, ClientError};
+use super::openai::decode_error;
 use super::{StreamDecoder, TranslateError};
 use crate::stream::{write_json_event, SseParser};
 
@@ -133,7 +133,15 @@ const TYPED: &[&str] = &[
 
 /// Parses a Responses request body into the canonical request and what only Responses has.
 pub fn parse_request(body: &[u8]) -> Result<(ChatRequest, ResponsesExtras), ClientError> {
-    let obj = parse_body(body)?;
+    parse_object(parse_body(body)?)
+}
+
+/// Reads a Responses request already parsed as JSON.
+pub fn parse_value(doc: Value) -> Result<(ChatRequest, ResponsesExtras), ClientError> {
+    parse_object(object(doc)?)
+}
+
+fn parse_object(obj: Map<String, Value>) -> Result<(ChatRequest, ResponsesExtras), ClientError> {
     let mut r = ChatRequest {
         model: req_str(&obj, "model", "")?.to_string(),
         ..ChatRequest::default()
@@ -149,55 +157,15 @@ pub fn parse_request(body: &[u8]) -> Result<(ChatRequest, ResponsesExtras), Clie
         }
         ext.instructions = Some(i.to_string());
     }
-    match req(&obj, "input", "")? {
-        Value::String(s) => r
-            .messages
-            .push(message(Role::User, vec![Part::Text(s.clone())])),
-        Value::Array(items) => {
-            if items.is_empty() {
-                return Err(cerr("input", "must contain at least one item"));
-            }
-            for (i, item) in items.iter().enumerate() {
-                parse_item(item, &at("input", i), &mut r.messages)?;
-            }
-        }
-        other => {
-            return Err(cerr(
-                "input",
-                format!(
-                    "expected a string or an array of items, got {}",
-                    type_name(other)
-                ),
-            ))
-        }
-    }
+    input(req(&obj, "input", "")?, &mut r.messages)?;
     if let Some(tools) = field(&obj, "tools") {
         for (i, t) in as_arr(tools, "tools")?.iter().enumerate() {
             let p = at("tools", i);
-            let to = as_obj(t, &p)?;
             ext.tools.push(t.clone());
-            if req_str(to, "type", &p)? != "function" {
-                ext.hosted_tools.push((p, t.clone()));
-                continue;
+            match tool(t, &p)? {
+                Some(tool) => r.tools.push(tool),
+                None => ext.hosted_tools.push((p, t.clone())),
             }
-            let name = req_str(to, "name", &p)?;
-            if name.is_empty() {
-                return Err(cerr(&join(&p, "name"), "must not be empty"));
-            }
-            let parameters = match field(to, "parameters") {
-                None => Value::Null,
-                Some(v) => {
-                    as_obj(v, &join(&p, "parameters"))?;
-                    v.clone()
-                }
-            };
-            r.tools.push(Tool {
-                name: name.to_string(),
-                description: opt_str(to, "description", &p)?.map(str::to_string),
-                parameters,
-                cache: None,
-                strict: opt_bool(to, "strict", &p)?,
-            });
         }
     }
     if let Some(tc) = field(&obj, "tool_choice") {
@@ -212,57 +180,111 @@ pub fn parse_request(body: &[u8]) -> Result<(ChatRequest, ResponsesExtras), Clie
         ext.text = Some(text.clone());
     }
     if let Some(rs) = field(&obj, "reasoning") {
-        let ro = as_obj(rs, "reasoning")?;
-        let effort = opt_str(ro, "effort", "reasoning")?.map(str::to_string);
-        let summary = match opt_str(ro, "summary", "reasoning")? {
-            Some(s) => Some(s.to_string()),
-            None => opt_str(ro, "generate_summary", "reasoning")?.map(str::to_string),
-        };
-        if effort.is_some() || summary.is_some() {
-            r.reasoning = Some(ReasoningConfig {
-                effort,
-                summary,
-                ..ReasoningConfig::default()
-            });
-        }
+        r.reasoning = reasoning_config(as_obj(rs, "reasoning")?)?;
         ext.reasoning = Some(rs.clone());
     }
-    r.max_tokens = opt_max_tokens(&obj, "max_output_tokens", "")?;
-    r.temperature = opt_f64(&obj, "temperature", "")?;
-    r.top_p = opt_f64(&obj, "top_p", "")?;
-    r.stream = opt_bool(&obj, "stream", "")?.unwrap_or(false);
-    r.user = opt_str(&obj, "user", "")?.map(str::to_string);
-    if opt_bool(&obj, "parallel_tool_calls", "")? == Some(false) {
-        r.extra
-            .insert("parallel_tool_calls".into(), Value::Bool(false));
-    }
-    for key in ["metadata", "include"] {
-        if let Some(v) = field(&obj, key) {
-            match (key, v) {
-                ("metadata", Value::Object(_)) | ("include", Value::Array(_)) => {}
-                _ => {
-                    return Err(cerr(
-                        key,
-                        format!(
-                            "expected {}, got {}",
-                            if key == "metadata" {
-                                "an object"
-                            } else {
-                                "an array"
-                            },
-                            type_name(v)
-                        ),
-                    ))
-                }
-            }
-        }
-    }
-    for (k, v) in &obj {
+    sampling(&obj, &mut r)?;
+    // Moved, not copied: the client's document was parsed once and is not needed after this.
+    for (k, v) in obj {
         if !TYPED.contains(&k.as_str()) {
-            ext.fields.insert(k.clone(), v.clone());
+            ext.fields.insert(k, v);
         }
     }
     Ok((r, ext))
+}
+
+/// `input`: a string (one user message) or items.
+fn input(v: &Value, out: &mut Vec<Message>) -> Result<(), ClientError> {
+    match v {
+        Value::String(s) => out.push(message(Role::User, vec![Part::Text(s.clone())])),
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(cerr("input", "must contain at least one item"));
+            }
+            for (i, item) in items.iter().enumerate() {
+                parse_item(item, &at("input", i), out)?;
+            }
+        }
+        other => {
+            return Err(cerr(
+                "input",
+                format!(
+                    "expected a string or an array of items, got {}",
+                    type_name(other)
+                ),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// One `tools[i]`: a function tool, or `None` for a hosted tool (kept as sent).
+fn tool(t: &Value, p: &str) -> Result<Option<Tool>, ClientError> {
+    let to = as_obj(t, p)?;
+    if req_str(to, "type", p)? != "function" {
+        return Ok(None);
+    }
+    let name = req_str(to, "name", p)?;
+    if name.is_empty() {
+        return Err(cerr(&join(p, "name"), "must not be empty"));
+    }
+    let parameters = match field(to, "parameters") {
+        None => Value::Null,
+        Some(v) => {
+            as_obj(v, &join(p, "parameters"))?;
+            v.clone()
+        }
+    };
+    Ok(Some(Tool {
+        name: name.to_string(),
+        description: opt_str(to, "description", p)?.map(str::to_string),
+        parameters,
+        cache: None,
+        strict: opt_bool(to, "strict", p)?,
+    }))
+}
+
+/// `reasoning`: `effort` and `summary` (or the older `generate_summary`).
+fn reasoning_config(ro: &Map<String, Value>) -> Result<Option<ReasoningConfig>, ClientError> {
+    let effort = opt_str(ro, "effort", "reasoning")?.map(str::to_string);
+    let summary = match opt_str(ro, "summary", "reasoning")? {
+        Some(s) => Some(s.to_string()),
+        None => opt_str(ro, "generate_summary", "reasoning")?.map(str::to_string),
+    };
+    Ok(
+        (effort.is_some() || summary.is_some()).then(|| ReasoningConfig {
+            effort,
+            summary,
+            ..ReasoningConfig::default()
+        }),
+    )
+}
+
+/// Sampling and streaming, `parallel_tool_calls: false`, and the shapes of `metadata` and
+/// `include` (which travel on untyped).
+fn sampling(obj: &Map<String, Value>, r: &mut ChatRequest) -> Result<(), ClientError> {
+    r.max_tokens = opt_max_tokens(obj, "max_output_tokens", "")?;
+    r.temperature = opt_f64(obj, "temperature", "")?;
+    r.top_p = opt_f64(obj, "top_p", "")?;
+    r.stream = opt_bool(obj, "stream", "")?.unwrap_or(false);
+    r.user = opt_str(obj, "user", "")?.map(str::to_string);
+    if opt_bool(obj, "parallel_tool_calls", "")? == Some(false) {
+        r.extra
+            .insert("parallel_tool_calls".into(), Value::Bool(false));
+    }
+    if let Some(v) = field(obj, "metadata").filter(|v| !v.is_object()) {
+        return Err(cerr(
+            "metadata",
+            format!("expected an object, got {}", type_name(v)),
+        ));
+    }
+    if let Some(v) = field(obj, "include").filter(|v| !v.is_array()) {
+        return Err(cerr(
+            "include",
+            format!("expected an array, got {}", type_name(v)),
+        ));
+    }
+    Ok(())
 }
 
 fn message(role: Role, content: Vec<Part>) -> Message {
@@ -306,46 +328,7 @@ fn parse_item(v: &Value, path: &str, out: &mut Vec<Message>) -> Result<(), Clien
         }
     };
     match kind {
-        "message" => {
-            let role_s = req_str(o, "role", path)?;
-            let role = match role_s {
-                "user" => Role::User,
-                "system" | "developer" => Role::System,
-                "assistant" => Role::Assistant,
-                other => {
-                    return Err(cerr(
-                        &join(path, "role"),
-                        format!(
-                        "unknown role \"{other}\" (expected user, assistant, system or developer)"
-                    ),
-                    ))
-                }
-            };
-            let cpath = join(path, "content");
-            let mut parts = Vec::new();
-            match req(o, "content", path)? {
-                Value::String(s) => parts.push(Part::Text(s.clone())),
-                Value::Array(items) => {
-                    for (i, it) in items.iter().enumerate() {
-                        parse_content(it, &at(&cpath, i), role, &mut parts)?;
-                    }
-                }
-                other => {
-                    return Err(cerr(
-                        &cpath,
-                        format!(
-                            "expected a string or an array of content parts, got {}",
-                            type_name(other)
-                        ),
-                    ))
-                }
-            }
-            if role == Role::Assistant {
-                to_assistant(out, parts, Vec::new());
-            } else {
-                out.push(message(role, parts));
-            }
-        }
+        "message" => message_item_in(o, path, out)?,
         "function_call" => {
             let call = ToolCall {
                 id: req_str(o, "call_id", path)?.to_string(),
@@ -357,47 +340,11 @@ fn parse_item(v: &Value, path: &str, out: &mut Vec<Message>) -> Result<(), Clien
         "function_call_output" => {
             let mut m = message(Role::Tool, Vec::new());
             m.tool_call_id = Some(req_str(o, "call_id", path)?.to_string());
-            let opath = join(path, "output");
-            match req(o, "output", path)? {
-                Value::String(s) => m.content.push(Part::Text(s.clone())),
-                Value::Array(items) => {
-                    for (i, it) in items.iter().enumerate() {
-                        parse_content(it, &at(&opath, i), Role::User, &mut m.content)?;
-                    }
-                }
-                other => {
-                    return Err(cerr(
-                        &opath,
-                        format!(
-                            "expected a string or an array of content parts, got {}",
-                            type_name(other)
-                        ),
-                    ))
-                }
-            }
+            m.content = parts(req(o, "output", path)?, &join(path, "output"), Role::User)?;
             out.push(m);
         }
         "reasoning" => {
-            let spath = join(path, "summary");
-            let mut text = String::new();
-            for (i, s) in as_arr(req(o, "summary", path)?, &spath)?.iter().enumerate() {
-                let sp = at(&spath, i);
-                text.push_str(req_str(as_obj(s, &sp)?, "text", &sp)?);
-            }
-            let (origin, signature) = match opt_str(o, "encrypted_content", path)? {
-                Some(enc) => {
-                    let (origin, sig) = Reasoning::from_carried(enc, Origin::OpenAi);
-                    (origin, Some(sig))
-                }
-                None => (Origin::OpenAi, None),
-            };
-            let r = Reasoning {
-                text,
-                redacted: false,
-                signature,
-                origin,
-                id: opt_str(o, "id", path)?.map(str::to_string),
-            };
+            let r = reasoning_item_in(o, path)?;
             // Reasoning opens its assistant turn: a new one unless the last has no content yet.
             let fresh = matches!(out.last(), Some(m) if m.role == Role::Assistant && m.tool_calls.is_empty());
             if !fresh {
@@ -419,6 +366,80 @@ fn parse_item(v: &Value, path: &str, out: &mut Vec<Message>) -> Result<(), Clien
     Ok(())
 }
 
+/// A `message` item: a user, system/developer or assistant message.
+fn message_item_in(
+    o: &Map<String, Value>,
+    path: &str,
+    out: &mut Vec<Message>,
+) -> Result<(), ClientError> {
+    let role = match req_str(o, "role", path)? {
+        "user" => Role::User,
+        "system" | "developer" => Role::System,
+        "assistant" => Role::Assistant,
+        other => {
+            return Err(cerr(
+                &join(path, "role"),
+                format!("unknown role \"{other}\" (expected user, assistant, system or developer)"),
+            ))
+        }
+    };
+    let parts = parts(req(o, "content", path)?, &join(path, "content"), role)?;
+    if role == Role::Assistant {
+        to_assistant(out, parts, Vec::new());
+    } else {
+        out.push(message(role, parts));
+    }
+    Ok(())
+}
+
+/// A message's `content` or a function call's `output`: a string, or content parts.
+fn parts(v: &Value, cpath: &str, role: Role) -> Result<Vec<Part>, ClientError> {
+    let mut parts = Vec::new();
+    match v {
+        Value::String(s) => parts.push(Part::Text(s.clone())),
+        Value::Array(items) => {
+            for (i, it) in items.iter().enumerate() {
+                parse_content(it, &at(cpath, i), role, &mut parts)?;
+            }
+        }
+        other => {
+            return Err(cerr(
+                cpath,
+                format!(
+                    "expected a string or an array of content parts, got {}",
+                    type_name(other)
+                ),
+            ))
+        }
+    }
+    Ok(parts)
+}
+
+/// A `reasoning` item: its summary's text, and its encrypted content as the signature (of
+/// the family it came from).
+fn reasoning_item_in(o: &Map<String, Value>, path: &str) -> Result<Reasoning, ClientError> {
+    let spath = join(path, "summary");
+    let mut text = String::new();
+    for (i, s) in as_arr(req(o, "summary", path)?, &spath)?.iter().enumerate() {
+        let sp = at(&spath, i);
+        text.push_str(req_str(as_obj(s, &sp)?, "text", &sp)?);
+    }
+    let (origin, signature) = match opt_str(o, "encrypted_content", path)? {
+        Some(enc) => {
+            let (origin, sig) = Reasoning::from_carried(enc, Origin::OpenAi);
+            (origin, Some(sig))
+        }
+        None => (Origin::OpenAi, None),
+    };
+    Ok(Reasoning {
+        text,
+        redacted: false,
+        signature,
+        origin,
+        id: opt_str(o, "id", path)?.map(str::to_string),
+    })
+}
+
 /// One content part of a message (or of a function call's output).
 fn parse_content(
     v: &Value,
@@ -435,50 +456,8 @@ fn parse_content(
         ("refusal", Role::Assistant) => {
             out.push(Part::Text(req_str(o, "refusal", path)?.to_string()));
         }
-        ("input_image", Role::User | Role::Tool) => {
-            let url = match (opt_str(o, "image_url", path)?, opt_str(o, "file_id", path)?) {
-                (Some(u), _) => u.to_string(),
-                (None, Some(_)) => {
-                    return Err(cerr(
-                        &join(path, "file_id"),
-                        "images by file id are not supported by this gateway; send image_url",
-                    ))
-                }
-                (None, None) => {
-                    return Err(cerr(&join(path, "image_url"), "missing required field"))
-                }
-            };
-            out.push(Part::Image {
-                url,
-                detail: opt_str(o, "detail", path)?
-                    .filter(|d| *d != "auto")
-                    .map(str::to_string),
-            });
-        }
-        ("input_file", Role::User | Role::Tool) => {
-            let source = match (
-                opt_str(o, "file_data", path)?,
-                opt_str(o, "file_url", path)?,
-                opt_str(o, "file_id", path)?,
-            ) {
-                (Some(d), _, _) => DocSource::Data(d.to_string()),
-                (None, Some(u), _) => DocSource::Url(u.to_string()),
-                (None, None, Some(id)) => DocSource::File(id.to_string()),
-                (None, None, None) => {
-                    return Err(cerr(
-                        &join(path, "file_data"),
-                        "an input_file needs file_data, file_url or file_id",
-                    ))
-                }
-            };
-            out.push(Part::Document(Document {
-                source,
-                title: None,
-                context: None,
-                filename: opt_str(o, "filename", path)?.map(str::to_string),
-                citations: false,
-            }));
-        }
+        ("input_image", Role::User | Role::Tool) => out.push(input_image(o, path)?),
+        ("input_file", Role::User | Role::Tool) => out.push(input_file(o, path)?),
         ("input_image" | "input_file", _) => {
             return Err(cerr(
                 &join(path, "type"),
@@ -501,6 +480,52 @@ fn parse_content(
         }));
     }
     Ok(())
+}
+
+/// An `input_image` part: by URL (file ids are refused).
+fn input_image(o: &Map<String, Value>, path: &str) -> Result<Part, ClientError> {
+    let url = match (opt_str(o, "image_url", path)?, opt_str(o, "file_id", path)?) {
+        (Some(u), _) => u.to_string(),
+        (None, Some(_)) => {
+            return Err(cerr(
+                &join(path, "file_id"),
+                "images by file id are not supported by this gateway; send image_url",
+            ))
+        }
+        (None, None) => return Err(cerr(&join(path, "image_url"), "missing required field")),
+    };
+    Ok(Part::Image {
+        url,
+        detail: opt_str(o, "detail", path)?
+            .filter(|d| *d != "auto")
+            .map(str::to_string),
+    })
+}
+
+/// An `input_file` part: its data, URL or file id.
+fn input_file(o: &Map<String, Value>, path: &str) -> Result<Part, ClientError> {
+    let source = match (
+        opt_str(o, "file_data", path)?,
+        opt_str(o, "file_url", path)?,
+        opt_str(o, "file_id", path)?,
+    ) {
+        (Some(d), _, _) => DocSource::Data(d.to_string()),
+        (None, Some(u), _) => DocSource::Url(u.to_string()),
+        (None, None, Some(id)) => DocSource::File(id.to_string()),
+        (None, None, None) => {
+            return Err(cerr(
+                &join(path, "file_data"),
+                "an input_file needs file_data, file_url or file_id",
+            ))
+        }
+    };
+    Ok(Part::Document(Document {
+        source,
+        title: None,
+        context: None,
+        filename: opt_str(o, "filename", path)?.map(str::to_string),
+        citations: false,
+    }))
 }
 
 fn parse_tool_choice(v: &Value) -> Result<ToolChoice, ClientError> {
@@ -1130,62 +1155,72 @@ impl StreamEncoder {
                 index: 0,
                 call,
                 arguments,
-            } => {
-                let target = match &mut self.open {
-                    Some((index, id, Open::Call { call: c, data })) if c == call => {
-                        data.arguments.push_str(arguments);
-                        Some((*index, id.clone()))
-                    }
-                    _ => self
-                        .closed_calls
-                        .iter()
-                        .find(|(c, _, _)| c == call)
-                        .map(|(_, index, id)| (*index, id.clone())),
-                };
-                if let Some((index, id)) = target {
-                    self.emit(
-                        out,
-                        "response.function_call_arguments.delta",
-                        json!({"item_id": id, "output_index": index, "delta": arguments}),
-                    );
-                }
-            }
+            } => self.call_args(*call, arguments, out),
             StreamEvent::Native(n) if n.api == NativeApi::Responses => {
                 self.start("", out);
-                self.close(out);
-                let index = self.output.len();
-                let item = n.value.clone();
-                self.emit(
-                    out,
-                    "response.output_item.added",
-                    json!({"output_index": index, "item": item}),
-                );
-                self.emit(
-                    out,
-                    "response.output_item.done",
-                    json!({"output_index": index, "item": item}),
-                );
-                self.output.push(item);
+                self.native(n.value.clone(), out);
             }
             StreamEvent::Finish { index: 0, reason } => self.reason = Some(*reason),
             StreamEvent::Usage(u) => self.usage = Some(*u),
-            StreamEvent::Error(e) => {
-                self.start("", out);
-                self.close(out);
-                self.ended = true;
-                let code = e.code.clone().unwrap_or_else(|| e.kind.clone());
-                self.emit(
-                    out,
-                    "error",
-                    json!({"code": code, "message": e.message, "param": null}),
-                );
-                let mut r = self.snapshot("failed", Value::Null, self.usage.as_ref());
-                r["error"] = json!({"code": code, "message": e.message});
-                self.emit(out, "response.failed", json!({ "response": r }));
-            }
+            StreamEvent::Error(e) => self.fail(e, out),
             // Other choices: a response has one output list.
             _ => {}
         }
+    }
+
+    /// A fragment of a tool call's arguments, for the open call or one already closed.
+    fn call_args(&mut self, call: u32, arguments: &str, out: &mut Vec<u8>) {
+        let target = match &mut self.open {
+            Some((index, id, Open::Call { call: c, data })) if *c == call => {
+                data.arguments.push_str(arguments);
+                Some((*index, id.clone()))
+            }
+            _ => self
+                .closed_calls
+                .iter()
+                .find(|(c, _, _)| *c == call)
+                .map(|(_, index, id)| (*index, id.clone())),
+        };
+        if let Some((index, id)) = target {
+            self.emit(
+                out,
+                "response.function_call_arguments.delta",
+                json!({"item_id": id, "output_index": index, "delta": arguments}),
+            );
+        }
+    }
+
+    /// An output item of OpenAI's own (a hosted tool's call), added and done as it came.
+    fn native(&mut self, item: Value, out: &mut Vec<u8>) {
+        self.close(out);
+        let index = self.output.len();
+        self.emit(
+            out,
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        );
+        self.emit(
+            out,
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        );
+        self.output.push(item);
+    }
+
+    /// The stream failed: an `error` event, then `response.failed`; nothing after.
+    fn fail(&mut self, e: &ProviderError, out: &mut Vec<u8>) {
+        self.start("", out);
+        self.close(out);
+        self.ended = true;
+        let code = e.code.clone().unwrap_or_else(|| e.kind.clone());
+        self.emit(
+            out,
+            "error",
+            json!({"code": code, "message": e.message, "param": null}),
+        );
+        let mut r = self.snapshot("failed", Value::Null, self.usage.as_ref());
+        r["error"] = json!({"code": code, "message": e.message});
+        self.emit(out, "response.failed", json!({ "response": r }));
     }
 
     /// Ends the response: the open item's `…done` events, then `response.completed` (or
@@ -1252,6 +1287,18 @@ pub fn encode_upstream(
         input_items(m, i, &mut input)?;
     }
     body.insert("input".into(), Value::Array(input));
+    upstream_tools(req, ext, &mut body);
+    upstream_options(req, ext, defaults, &mut body);
+    for (k, v) in &ext.fields {
+        body.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    serde_json::to_vec(&Value::Object(body))
+        .map_err(|e| TranslateError(format!("cannot write the request: {e}")))
+}
+
+/// `tools` (the function tools, then the client's hosted tools as sent) and `tool_choice`
+/// (the client's own spelling when it spoke Responses).
+fn upstream_tools(req: &ChatRequest, ext: &ResponsesExtras, body: &mut Map<String, Value>) {
     let mut tools: Vec<Value> = req
         .tools
         .iter()
@@ -1276,12 +1323,18 @@ pub fn encode_upstream(
     if let Some(c) = choice {
         body.insert("tool_choice".into(), c);
     }
-    let mut text = ext
-        .text
-        .as_ref()
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+}
+
+/// `text` (with the format), `reasoning`, sampling (the client's, else the backend's
+/// defaults), `user`, `stream`, `parallel_tool_calls`.
+fn upstream_options(
+    req: &ChatRequest,
+    ext: &ResponsesExtras,
+    defaults: &super::Defaults,
+    body: &mut Map<String, Value>,
+) {
+    let echoed = |v: &Option<Value>| v.as_ref().and_then(Value::as_object).cloned();
+    let mut text = echoed(&ext.text).unwrap_or_default();
     if let Some(rf) = &req.response_format {
         text.insert("format".into(), format_of(rf));
     }
@@ -1289,12 +1342,7 @@ pub fn encode_upstream(
         body.insert("text".into(), Value::Object(text));
     }
     if let Some(r) = &req.reasoning {
-        let mut ro = ext
-            .reasoning
-            .as_ref()
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
+        let mut ro = echoed(&ext.reasoning).unwrap_or_default();
         if let Some(e) = r.effort.as_deref() {
             ro.insert("effort".into(), json!(e));
         }
@@ -1327,11 +1375,6 @@ pub fn encode_upstream(
     if req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
         body.insert("parallel_tool_calls".into(), json!(false));
     }
-    for (k, v) in &ext.fields {
-        body.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    serde_json::to_vec(&Value::Object(body))
-        .map_err(|e| TranslateError(format!("cannot write the request: {e}")))
 }
 
 /// Chat Completions' `response_format` → Responses' `text.format`.
@@ -1668,29 +1711,7 @@ impl Decoder {
                     model: r.map(|r| str_of(r, "model")).unwrap_or_default(),
                 });
             }
-            "response.output_item.added" => {
-                let item = v.get("item").cloned().unwrap_or(Value::Null);
-                match item.get("type").and_then(Value::as_str) {
-                    Some("function_call") => {
-                        let call = u32::try_from(self.calls.len()).unwrap_or(u32::MAX);
-                        self.calls.push((index, call, false));
-                        out.push(StreamEvent::ToolCallStart {
-                            index: 0,
-                            call,
-                            id: str_of(&item, "call_id"),
-                            name: str_of(&item, "name"),
-                        });
-                    }
-                    Some("reasoning") => {
-                        self.reasoning.push(index);
-                        out.push(StreamEvent::ReasoningStart {
-                            index: 0,
-                            id: item.get("id").and_then(Value::as_str).map(str::to_string),
-                        });
-                    }
-                    _ => {}
-                }
-            }
+            "response.output_item.added" => self.item_added(&v, index, out),
             "response.output_text.delta" | "response.refusal.delta" => {
                 let text = str_of(&v, "delta");
                 if !text.is_empty() {
@@ -1707,57 +1728,8 @@ impl Decoder {
                     out.push(StreamEvent::Reasoning { index: 0, text });
                 }
             }
-            "response.function_call_arguments.delta" => {
-                let delta = str_of(&v, "delta");
-                if let Some((_, call, streamed)) =
-                    self.calls.iter_mut().find(|(i, _, _)| *i == index)
-                {
-                    *streamed = true;
-                    if !delta.is_empty() {
-                        out.push(StreamEvent::ToolCallArgs {
-                            index: 0,
-                            call: *call,
-                            arguments: delta,
-                        });
-                    }
-                }
-            }
-            "response.output_item.done" => {
-                let item = v.get("item").cloned().unwrap_or(Value::Null);
-                match item.get("type").and_then(Value::as_str) {
-                    Some("reasoning") => {
-                        self.reasoning.retain(|i| *i != index);
-                        let r = reasoning_of(&item);
-                        out.push(StreamEvent::ReasoningEnd {
-                            index: 0,
-                            signature: r.signature,
-                            origin: Origin::OpenAi,
-                        });
-                    }
-                    Some("function_call") => {
-                        // Arguments that came whole with the item, not as deltas.
-                        if let Some((_, call, false)) =
-                            self.calls.iter().find(|(i, _, _)| *i == index).copied()
-                        {
-                            let arguments = str_of(&item, "arguments");
-                            if !arguments.is_empty() {
-                                out.push(StreamEvent::ToolCallArgs {
-                                    index: 0,
-                                    call,
-                                    arguments,
-                                });
-                            }
-                        }
-                    }
-                    Some("message") | None => {}
-                    Some(other) => out.push(StreamEvent::Native(Native {
-                        api: NativeApi::Responses,
-                        kind: other.to_string(),
-                        path: "output".into(),
-                        value: item.clone(),
-                    })),
-                }
-            }
+            "response.function_call_arguments.delta" => self.call_args(&v, index, out),
+            "response.output_item.done" => self.item_done(&v, index, out),
             "response.completed" | "response.incomplete" => {
                 self.done = true;
                 let r = v.get("response").cloned().unwrap_or(Value::Null);
@@ -1782,6 +1754,84 @@ impl Decoder {
             // content_part.added/done, *.done, annotations, hosted-tool progress, keepalives,
             // and event types added later: nothing to translate.
             _ => {}
+        }
+    }
+
+    /// `response.output_item.added`: a function call or reasoning item begins.
+    fn item_added(&mut self, v: &Value, index: u64, out: &mut Vec<StreamEvent>) {
+        let Some(item) = v.get("item") else { return };
+        match item.get("type").and_then(Value::as_str) {
+            Some("function_call") => {
+                let call = u32::try_from(self.calls.len()).unwrap_or(u32::MAX);
+                self.calls.push((index, call, false));
+                out.push(StreamEvent::ToolCallStart {
+                    index: 0,
+                    call,
+                    id: str_of(item, "call_id"),
+                    name: str_of(item, "name"),
+                });
+            }
+            Some("reasoning") => {
+                self.reasoning.push(index);
+                out.push(StreamEvent::ReasoningStart {
+                    index: 0,
+                    id: item.get("id").and_then(Value::as_str).map(str::to_string),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// `response.function_call_arguments.delta`: a fragment of a call's arguments.
+    fn call_args(&mut self, v: &Value, index: u64, out: &mut Vec<StreamEvent>) {
+        let delta = str_of(v, "delta");
+        if let Some((_, call, streamed)) = self.calls.iter_mut().find(|(i, _, _)| *i == index) {
+            *streamed = true;
+            if !delta.is_empty() {
+                out.push(StreamEvent::ToolCallArgs {
+                    index: 0,
+                    call: *call,
+                    arguments: delta,
+                });
+            }
+        }
+    }
+
+    /// `response.output_item.done`: reasoning ends (with its encrypted content), a call's
+    /// arguments that came whole, or an item of OpenAI's own.
+    fn item_done(&mut self, v: &Value, index: u64, out: &mut Vec<StreamEvent>) {
+        let Some(item) = v.get("item") else { return };
+        match item.get("type").and_then(Value::as_str) {
+            Some("reasoning") => {
+                self.reasoning.retain(|i| *i != index);
+                let r = reasoning_of(item);
+                out.push(StreamEvent::ReasoningEnd {
+                    index: 0,
+                    signature: r.signature,
+                    origin: Origin::OpenAi,
+                });
+            }
+            Some("function_call") => {
+                if let Some((_, call, false)) =
+                    self.calls.iter().find(|(i, _, _)| *i == index).copied()
+                {
+                    let arguments = str_of(item, "arguments");
+                    if !arguments.is_empty() {
+                        out.push(StreamEvent::ToolCallArgs {
+                            index: 0,
+                            call,
+                            arguments,
+                        });
+                    }
+                }
+            }
+            Some("message") | None => {}
+            Some(other) => out.push(StreamEvent::Native(Native {
+                api: NativeApi::Responses,
+                kind: other.to_string(),
+                path: "output".into(),
+                value: item.clone(),
+            })),
         }
     }
 }

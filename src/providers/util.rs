@@ -1,126 +1,14 @@
-//! Small helpers shared by the provider modules: stable ids, URI encoding, data URLs,
-//! HTTP status to OpenAI error mapping. Pure and panic-free.
+//! Small helpers shared by the provider modules: stable ids, data URLs, HTTP status to
+//! OpenAI error mapping. Pure and panic-free.
 
 use super::model::{Part, ProviderError};
 use super::TranslateError;
+use crate::support::hash::fnv1a64;
 use serde_json::Value;
-
-/// FNV-1a 64-bit hash: a cheap, deterministic fingerprint (not cryptographic).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 /// A stable id for a response that carries none: `prefix` + hex fingerprint of `seed`.
 pub(crate) fn stable_id(prefix: &str, seed: &[u8]) -> String {
     format!("{prefix}{:016x}", fnv1a64(seed))
-}
-
-/// AWS-style URI encoding: every byte except `A-Z a-z 0-9 - _ . ~` becomes `%XX`
-/// (upper-case hex); `/` is kept when `keep_slash`.
-pub(crate) fn uri_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
-        if unreserved || (keep_slash && b == b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(hex_upper(b >> 4));
-            out.push(hex_upper(b & 0x0f));
-        }
-    }
-    out
-}
-
-fn hex_upper(n: u8) -> char {
-    char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 })
-}
-
-/// Decodes `%XX` escapes (and nothing else); malformed escapes are kept literally.
-pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        if c == b'%' {
-            let hi = b.get(i + 1).and_then(|&h| char::from(h).to_digit(16));
-            let lo = b.get(i + 2).and_then(|&l| char::from(l).to_digit(16));
-            if let (Some(hi), Some(lo)) = (hi, lo) {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(c);
-        i += 1;
-    }
-    out
-}
-
-/// Lower-case hex of bytes.
-pub(crate) fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
-}
-
-/// Standard base64 (RFC 4648, with padding).
-pub fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (k, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
-            if k <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Decodes standard base64 (padding optional, whitespace refused); `None` when malformed.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        Some(u32::from(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        }))
-    }
-    let t = text.trim_end_matches('=').as_bytes();
-    if t.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(t.len() / 4 * 3 + 2);
-    for chunk in t.chunks(4) {
-        let mut n = 0u32;
-        for (k, &c) in chunk.iter().enumerate() {
-            n |= value(c)? << (18 - 6 * k as u32);
-        }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(bytes.get(..chunk.len().saturating_sub(1))?);
-    }
-    Some(out)
 }
 
 /// A `data:<mime>;base64,<data>` URL split into its media type and base64 data.
@@ -272,26 +160,7 @@ pub(crate) fn format_instruction(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uri_encoding_follows_aws_rules() {
-        assert_eq!(uri_encode("a-b_c.d~e", false), "a-b_c.d~e");
-        assert_eq!(
-            uri_encode("anthropic.claude-3-5-sonnet-20240620-v1:0", false),
-            "anthropic.claude-3-5-sonnet-20240620-v1%3A0"
-        );
-        assert_eq!(uri_encode("a/b c", false), "a%2Fb%20c");
-        assert_eq!(uri_encode("a/b c", true), "a/b%20c");
-        assert_eq!(uri_encode("é", false), "%C3%A9");
-        assert_eq!(uri_encode("%3A", false), "%253A");
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%3Ab%2f"), b"a:b/");
-        assert_eq!(percent_decode("100%"), b"100%");
-        assert_eq!(percent_decode("%zz%4"), b"%zz%4");
-    }
+    use crate::support::encoding::hex_lower;
 
     #[test]
     fn data_urls() {
@@ -347,26 +216,6 @@ mod tests {
             e.message,
             "Bedrock rejected the gateway's credentials (HTTP 403): bad sig"
         );
-    }
-
-    #[test]
-    fn base64_round_trips_rfc4648_vectors() {
-        for (plain, coded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(plain.as_bytes()), coded);
-            assert_eq!(base64_decode(coded).unwrap(), plain.as_bytes());
-        }
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
-        assert_eq!(base64_decode("Zm9v!"), None);
-        assert_eq!(base64_decode("Z"), None);
     }
 
     #[test]

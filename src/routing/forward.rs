@@ -12,6 +12,7 @@
 //!   `x-envoy-*` control headers and the routing header.
 
 use super::CLUSTER_HEADER;
+use crate::support::encoding::form_decode;
 
 /// Headers kept whatever the lists say: framing, and what Envoy itself writes at the edge
 /// (`use_remote_address`: the client address, the scheme, a request id Envoy generated).
@@ -146,37 +147,11 @@ impl Forward {
             .filter(|pair| !pair.is_empty())
             .filter(|pair| {
                 let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
-                self.query.allows(&decode_name(name))
+                self.query.allows(&form_decode(name))
             })
             .collect();
         (!kept.is_empty()).then(|| kept.join("&"))
     }
-}
-
-/// A query parameter name, percent- and `+`-decoded (lossy: a name that is not UTF-8 after
-/// decoding matches no list entry).
-fn decode_name(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        let hex = |at: usize| b.get(at).and_then(|h| (*h as char).to_digit(16));
-        match (c, hex(i + 1), hex(i + 2)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

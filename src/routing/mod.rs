@@ -1,9 +1,11 @@
 //! Endpoint matching (method + path with `{param}` segments), `url_pattern`
 //! substitution, and cluster naming shared by the filter and the bootstrap generator.
 
+use crate::support::encoding::percent_decode_strict;
 use std::fmt;
 
 pub mod forward;
+pub mod martian;
 
 /// One segment of an endpoint path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +205,7 @@ impl fmt::Display for ParamError {
 /// in `..;`). In the query part of a `url_pattern` (`in_query`), `&` and `=` would add
 /// parameters and are refused too. A malformed escape (`%zz`) is refused.
 pub fn param_value_ok(raw: &str, in_query: bool) -> bool {
-    let Some(decoded) = percent_decode(raw) else {
+    let Some(decoded) = percent_decode_strict(raw) else {
         return false;
     };
     let forbidden = |b: u8| {
@@ -217,25 +219,6 @@ pub fn param_value_ok(raw: &str, in_query: bool) -> bool {
     }
     let before_params = decoded.split(|&b| b == b';').next().unwrap_or_default();
     !matches!(before_params, b"." | b"..")
-}
-
-/// One round of percent-decoding; None on a malformed escape.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        if c == b'%' {
-            let hex = |at: usize| b.get(at).and_then(|h| (*h as char).to_digit(16));
-            let (hi, lo) = (hex(i + 1)?, hex(i + 2)?);
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(c);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 /// URL scheme of a backend host.

@@ -9,9 +9,10 @@
 //! what `echo -n "$SALT$KEY" | sha256sum` prints). `fnv128` and `sha1` are refused at
 //! configure time.
 
-use crate::config::Secret;
-use crate::providers::sigv4::sha256;
-use crate::providers::util::hex_lower;
+use crate::config::env::Secret;
+use crate::refusal::{ErrorKind, Refusal};
+use crate::support::encoding::{form_decode, hex_lower};
+use crate::support::sha256::sha256;
 use std::rc::Rc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,6 +74,17 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The answer: 401 asking for a bearer credential (none, or an unknown one), or 403.
+    pub fn refusal(self) -> Refusal {
+        match self {
+            AuthError::Missing | AuthError::Unknown => {
+                Refusal::new(ErrorKind::Unauthorized, self.message())
+                    .header("www-authenticate", "Bearer")
+            }
+            AuthError::Forbidden => Refusal::new(ErrorKind::Forbidden, self.message()),
+        }
+    }
+
     pub fn message(self) -> &'static str {
         match self {
             AuthError::Missing => "an API key is required",
@@ -185,43 +197,15 @@ pub fn take_query_param(query: &str, name: &str) -> (Option<String>, String) {
     let mut rest: Vec<&str> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if percent_decode(k) == name {
+        if form_decode(k) == name {
             if value.is_none() {
-                value = Some(percent_decode(v));
+                value = Some(form_decode(v));
             }
         } else {
             rest.push(pair);
         }
     }
     (value, rest.join("&"))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b.get(i) {
-            Some(b'%') => {
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            Some(b'+') => out.push(b' '),
-            Some(&c) => out.push(c),
-            None => break,
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

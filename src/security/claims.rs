@@ -7,6 +7,7 @@
 //! that payload against the endpoint tollgate matched: no payload 401; another issuer or
 //! audience 401; roles or scopes not satisfied 403.
 
+use crate::refusal::{ErrorKind, Refusal};
 use serde_json::Value;
 
 /// The `jwt_authn` provider (and its `payload_in_metadata` key) of endpoint `index`. The
@@ -56,6 +57,17 @@ pub enum ClaimsError {
 }
 
 impl ClaimsError {
+    /// The answer: 401 asking for a bearer token (none, or another issuer's), or 403.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            ClaimsError::Missing | ClaimsError::WrongIssuer => {
+                Refusal::new(ErrorKind::Unauthorized, self.message())
+                    .header("www-authenticate", "Bearer")
+            }
+            ClaimsError::Forbidden(_) => Refusal::new(ErrorKind::Forbidden, self.message()),
+        }
+    }
+
     pub fn message(&self) -> &'static str {
         match self {
             ClaimsError::Missing => "a valid bearer token is required",

@@ -4,7 +4,9 @@
 //! (request headers, parsed request, response text).
 
 pub mod apikeys;
+pub mod call;
 pub mod claims;
+pub mod config;
 pub mod detect;
 pub mod exfil;
 pub mod guard;

@@ -629,26 +629,7 @@ fn needs_sort(j: &Json) -> bool {
     }
 }
 
-/// The `printf` verbs of the subset: `%s`, `%v`, `%d`, `%%` (no flags, width or precision).
-pub fn check_format(fmt: &str) -> Result<(), String> {
-    let mut it = fmt.chars();
-    while let Some(c) = it.next() {
-        if c == '%' {
-            match it.next() {
-                Some('s' | 'v' | 'd' | '%') => {}
-                Some(v) => {
-                    return Err(format!(
-                        "printf verb %{v} is not supported (only %s %v %d %%)"
-                    ))
-                }
-                None => return Err("printf format ends with %".into()),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Go's `fmt.Sprintf` for the verbs of [`check_format`], with Go's text for missing and
+/// Go's `fmt.Sprintf` for the verbs of [`crate::gofmt::check_format`], with Go's text for missing and
 /// extra arguments.
 fn sprintf(fmt: &str, args: &[Option<&Json>]) -> String {
     let mut out = String::new();

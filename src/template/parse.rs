@@ -735,7 +735,7 @@ impl<'s> Parser<'s> {
                         let Some(Arg::Lit(Json::String(fmt))) = args.get(1) else {
                             return Err(self.err(pos, "printf needs a string literal format"));
                         };
-                        super::exec::check_format(fmt).map_err(|m| self.err(pos, m))?;
+                        crate::gofmt::check_format(fmt).map_err(|m| self.err(pos, m))?;
                     }
                     Func::RegexReplaceAll => {
                         let Some(Arg::Lit(Json::String(pat))) = args.get(1) else {

@@ -18,6 +18,17 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 WASM = REPO / "target/wasm32-wasip1/release/tollgate.wasm"
+NATIVE = REPO / "target/native/libtollgate.so"
+# Which build of the filter the tests run: `wasm` (default) or `native` (the Envoy dynamic
+# module; `make e2e-native`).
+HOST = os.environ.get("TOLLGATE_HOST", "wasm")
+if HOST not in ("wasm", "native"):
+    raise RuntimeError(f"TOLLGATE_HOST={HOST!r}: expected wasm or native")
+
+
+def filter_args(host: str | None = None) -> list[str]:
+    """`tollgate envoy` arguments that pick the filter build (default: the one under test)."""
+    return ["--native", str(NATIVE)] if (host or HOST) == "native" else ["--wasm", str(WASM)]
 TOLLGATE = REPO / "target/release/tollgate"
 MOCK = REPO / "target/release/mock-llm"
 
@@ -101,12 +112,13 @@ class Envoy:
 
     def __init__(self, config, env: dict | None = None, concurrency: int = 2, extra_args=(),
                  plugin_config: str | None = None, mock_headers: bool = True,
-                 edit_bootstrap=None, gen_args=()):
+                 edit_bootstrap=None, gen_args=(), host: str | None = None):
         """`plugin_config`, when given, replaces the filter's configuration after the
         bootstrap was generated from `config` (to start Envoy with a config the generator
         itself would refuse). `mock_headers`: see [`MOCK_HEADERS`]. `edit_bootstrap`, when
         given, maps the generated bootstrap (YAML text) to the one Envoy runs. `gen_args` go
-        to `tollgate envoy` (e.g. `--edge`)."""
+        to `tollgate envoy` (e.g. `--edge`). `host`: `wasm` or `native` instead of the
+        build under test (`TOLLGATE_HOST`)."""
         self.tmp = Path(tempfile.mkdtemp(prefix="tollgate-e2e-"))
         if isinstance(config, dict) and mock_headers:
             config = with_mock_headers(config)
@@ -117,7 +129,7 @@ class Envoy:
         gen = subprocess.run(
             [str(TOLLGATE), "envoy", str(self.tmp / "krakend.json"),
              "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin_port}",
-             "--wasm", str(WASM), *gen_args],
+             *filter_args(host), *gen_args],
             capture_output=True, text=True,
         )
         if gen.returncode != 0:
@@ -140,7 +152,8 @@ class Envoy:
         with open(self.stdout_path, "w") as stdout:
             self.proc = subprocess.Popen(
                 [envoy_bin(), "-c", str(self.yaml), "--concurrency", str(concurrency),
-                 "--base-id", str(next(_base_ids)), "--component-log-level", "wasm:info",
+                 "--base-id", str(next(_base_ids)),
+                 "--component-log-level", "wasm:info,dynamic_modules:info",
                  "--log-path", str(self.log_path), *extra_args],
                 stdout=stdout, stderr=subprocess.STDOUT, env=self.env,
             )

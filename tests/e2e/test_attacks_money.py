@@ -70,7 +70,7 @@ def money_config(mock_url: str, stub_url: str) -> dict:
     return {
         "version": 3,
         "extra_config": {
-            "governance/processors": {"quotas": [{"name": "money", "rules": [
+            "governance/processors": {"quotas": [{"name": "money", "connection_name": "local", "rules": [
                 {"name": "two", "limits": [{"amount": 2, "unit": "hour"}]},
                 {"name": "thousand", "limits": [{"amount": 1000, "unit": "hour"}]},
                 {"name": "big", "limits": [{"amount": MONEY_BUDGET, "unit": "hour"}]},

@@ -314,6 +314,70 @@ class TestJwt:
         assert header(fresh_mock.last(), "x-user") == ["u-7"]
 
 
+    def test_the_native_payload_header_cannot_be_forged(self, gw, fresh_mock, idps):
+        """The native build reads verified payloads from the header jwt_authn forwards them in
+        (docs/native.md): a client's own copy, in any case or repeated, is never taken."""
+        sign = idps["A"][1]
+        forged = b64url(json.dumps({"roles": ["admin"], "iss": "https://A", "sub": "root"}).encode())
+        name = "x-tollgate-jwt-tollgate-endpoint-0"
+        for spelling in (name, name.upper(), "X-Tollgate-Jwt-Tollgate-Endpoint-0"):
+            r = httpx.post(f"{gw.url}/jwt/admin", json=CHAT, headers={spelling: forged})
+            assert r.status_code == 401, (spelling, r.text)
+        dev = sign({"iss": "https://A", "roles": ["dev"]})
+        r = httpx.post(f"{gw.url}/jwt/admin", json=CHAT,
+                       headers=[("Authorization", f"Bearer {dev}"), (name, forged), (name, forged)])
+        assert r.status_code == 403, r.text
+        assert fresh_mock.requests() == []
+        admin = sign({"iss": "https://A", "roles": ["admin"], "sub": "u-9"})
+        r = httpx.post(f"{gw.url}/jwt/admin", json=CHAT,
+                       headers={"Authorization": f"Bearer {admin}", name: forged})
+        assert r.status_code == 200, r.text
+        rec = fresh_mock.last()
+        assert header(rec, "x-user") == ["u-9"]
+        assert not [k for k, _ in rec["headers"] if k.startswith("x-tollgate-jwt")]
+
+    @staticmethod
+    def permissive(yaml: str) -> str:
+        """jwt_authn lets requests without a token through."""
+        strict = "requires:\n                  provider_name: tollgate_endpoint_0\n"
+        assert strict in yaml
+        return yaml.replace(strict, "requires:\n                  requires_any:\n"
+                            "                    requirements:\n"
+                            "                    - provider_name: tollgate_endpoint_0\n"
+                            "                    - allow_missing: {}\n")
+
+    @staticmethod
+    def without_jwt_authn(yaml: str) -> str:
+        """No jwt_authn filter at all."""
+        out = re.sub(r"          - name: envoy\.filters\.http\.jwt_authn\n(?:            .*\n|              .*\n)*", "", yaml)
+        assert "jwt_authn.v3" not in out
+        return out
+
+    @pytest.mark.parametrize("edit", ["permissive", "without_jwt_authn"])
+    def test_a_bootstrap_without_strict_jwt_authn_never_takes_a_clients_payload(self, mock, fresh_mock, idps, edit):
+        """A hand-edited bootstrap whose jwt_authn lets requests without a token through, or
+        has no jwt_authn at all: tollgate must still find no payload but a verified one
+        (natively: the client's payload header is never taken, docs/native.md)."""
+        cfg = {"version": 3, "endpoints": [
+            {"endpoint": "/jwt/admin", "method": "POST", "backend": [llm(mock.url)],
+             "extra_config": validator(idps, "A", roles=["admin"], propagate_claims=[["sub", "x-user"]])}]}
+        e = Envoy(cfg, env=ENV, edit_bootstrap=getattr(self, edit)).wait_ready()
+        try:
+            forged = b64url(json.dumps({"roles": ["admin"], "iss": "https://A", "sub": "root"}).encode())
+            for headers in ({"x-tollgate-jwt-tollgate-endpoint-0": forged},
+                            [("x-tollgate-jwt-tollgate-endpoint-0", forged)] * 2, {}):
+                r = httpx.post(f"{e.url}/jwt/admin", json=CHAT, headers=headers)
+                assert r.status_code == 401, r.text
+            assert fresh_mock.requests() == []
+            if edit == "permissive":
+                admin = idps["A"][1]({"iss": "https://A", "roles": ["admin"], "sub": "u-3"})
+                r = httpx.post(f"{e.url}/jwt/admin", json=CHAT, headers={"Authorization": f"Bearer {admin}"})
+                assert r.status_code == 200, r.text
+                assert header(fresh_mock.last(), "x-user") == ["u-3"]
+        finally:
+            e.stop()
+
+
 class TestJwtRuleOrder:
     """`jwt_authn` checks the first rule that matches; tollgate picks the most literal
     endpoint of the request's method. The token checked must be the one the endpoint

@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from harness import TOLLGATE, WASM, Envoy, envoy_bin, free_port
+from harness import TOLLGATE, Envoy, envoy_bin, filter_args, free_port
 
 # --- TestBootstrapYaml ---------------------------------------------------------------------
 
@@ -87,7 +87,7 @@ class TestBootstrapYaml:
         text = ('  {"version": 3,\n"endpoints": [{"endpoint": "/a", "backend": '
                 '[{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}]}]}\n')
         (tmp_path / "k.json").write_text(text)
-        gen = subprocess.run([str(TOLLGATE), "envoy", str(tmp_path / "k.json"), "--wasm", str(WASM)],
+        gen = subprocess.run([str(TOLLGATE), "envoy", str(tmp_path / "k.json"), *filter_args()],
                              capture_output=True, text=True, check=True)
         (tmp_path / "e.yaml").write_text(gen.stdout)
         out = validate(tmp_path / "e.yaml", {"PATH": "/usr/bin:/bin"})
@@ -108,7 +108,7 @@ class TestBootstrapYaml:
             if check.returncode != 0:
                 continue
             accepted += 1
-            gen = subprocess.run([str(TOLLGATE), "envoy", str(cfg), "--wasm", str(WASM)],
+            gen = subprocess.run([str(TOLLGATE), "envoy", str(cfg), *filter_args()],
                                  capture_output=True, text=True)
             assert gen.returncode == 0, (text, gen.stderr)
             (tmp_path / "e.yaml").write_text(gen.stdout)
@@ -223,7 +223,7 @@ class TestEdgeLimits:
     def test_overrides_reach_the_bootstrap_and_pass_envoy_validate(self, tmp_path):
         (tmp_path / "k.json").write_text(json.dumps(plain_config(
             type("M", (), {"port": 1}), read_header_timeout="7s", idle_timeout="2m", read_timeout="0s")))
-        gen = subprocess.run([str(TOLLGATE), "envoy", str(tmp_path / "k.json"), "--wasm", str(WASM),
+        gen = subprocess.run([str(TOLLGATE), "envoy", str(tmp_path / "k.json"), *filter_args(),
                               "--edge", "max_heap_bytes=536870912", "--edge", "stream_idle_timeout=45s",
                               "--edge", "max_concurrent_streams=50", "--edge", "idle_timeout=90s"],
                              capture_output=True, text=True, check=True)
@@ -283,7 +283,7 @@ def refusal_config(mock_url: str, down_url: str, jwks: str) -> dict:
         endpoints.append({"endpoint": f"/down{door}", "method": "POST",
                           "backend": [backend(down_url, BY_ALIAS["claude"])]})
     return {"version": 3, "endpoints": endpoints, "extra_config": {
-        "governance/processors": {"quotas": [{"name": "q", "rules": [
+        "governance/processors": {"quotas": [{"name": "q", "connection_name": "local", "rules": [
             {"name": "one", "limits": [{"amount": 1, "unit": "day"}]}]}]},
         "auth/api-keys": {"keys": [{"key": TEAM_KEY, "roles": ["team"]}, {"key": NOBODY_KEY, "roles": ["other"]}]},
     }}

@@ -7,7 +7,7 @@ import httpx
 import jsonschema
 import pytest
 
-from harness import MOCK_HEADERS, REPO, TOLLGATE, WASM, Envoy, envoy_bin, free_port, header, martian_auth
+from harness import MOCK_HEADERS, REPO, NATIVE, TOLLGATE, WASM, Envoy, envoy_bin, free_port, header, martian_auth
 
 CLIENT_SECRET = "client-secret-never-forwarded"
 PROVIDER_KEY = "sk-provider-test-0123456789"
@@ -151,15 +151,23 @@ def test_shipped_bootstraps_are_in_sync_with_krakend_json():
     assert (REPO / "envoy/envoy.local.yaml").read_text() == generate()
     docker = generate("--listen", "0.0.0.0:8080", "--admin", "127.0.0.1:9901", "--wasm", "/etc/envoy/tollgate.wasm")
     assert (REPO / "envoy/envoy.docker.yaml").read_text() == docker
+    native = generate("--native", "target/native/libtollgate.so")
+    assert (REPO / "envoy/envoy.native.local.yaml").read_text() == native
+    native_docker = generate("--listen", "0.0.0.0:8080", "--admin", "127.0.0.1:9901",
+                             "--native", "/etc/envoy/libtollgate.so")
+    assert (REPO / "envoy/envoy.native.docker.yaml").read_text() == native_docker
     schema = subprocess.run([str(TOLLGATE), "schema"], capture_output=True, text=True, check=True).stdout
     assert (REPO / "schema/tollgate.schema.json").read_text() == schema
 
 
-@pytest.mark.parametrize("name", ["envoy.local.yaml", "envoy.docker.yaml"])
+@pytest.mark.parametrize("name", ["envoy.local.yaml", "envoy.docker.yaml", "envoy.native.local.yaml",
+                                  "envoy.native.docker.yaml"])
 def test_shipped_envoy_configs_pass_envoy_validate(tmp_path, name):
     text = (REPO / "envoy" / name).read_text()
-    # The docker config names the .wasm where compose mounts it; point it at the local build.
+    # The docker configs name the .wasm / .so where compose mounts them; point them at the
+    # local build.
     text = re.sub(r"filename: \S*tollgate\.wasm", f"filename: {WASM}", text)
+    text = re.sub(r"filename: \S*libtollgate\.so", f"filename: {NATIVE}", text)
     cfg = tmp_path / name
     cfg.write_text(text)
     out = subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(cfg), "--base-id", str(free_port())],
@@ -178,12 +186,23 @@ def test_compose_file_matches_local_setup():
     assert keys
     for k in keys:
         assert re.search(rf"^\s+{k}: ", compose, re.M), k
-    assert re.search(r"image: envoyproxy/envoy:v1\.40\.\d+", compose)
-    assert "./envoy/envoy.docker.yaml:/etc/envoy/envoy.yaml" in compose
-    assert "tollgate.wasm:/etc/envoy/tollgate.wasm" in compose
+    # The envoy service is built from the pinned Envoy image with the bootstrap and .wasm.
+    docker = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM envoyproxy/envoy:v1\.40\.\d+ AS envoy", docker, re.M)
+    assert "COPY envoy/envoy.docker.yaml /etc/envoy/envoy.yaml" in docker
+    assert "tollgate.wasm /etc/envoy/tollgate.wasm" in docker
     # The mock shares Envoy's network namespace so krakend.json's 127.0.0.1:8081 works in both.
     assert 'network_mode: "service:envoy"' in compose
     assert "--port 8081" in compose or '"8081"' in compose
+    # The native override builds the Dockerfile's envoy-native stage: the same Envoy image
+    # with the module and its bootstrap (docs/native.md); the module reads the same
+    # environment, so the same keys suffice.
+    native = (REPO / "docker-compose.native.yml").read_text()
+    assert "target: envoy-native" in native
+    assert "dynamic_modules:info" in native
+    assert re.search(r"^FROM envoyproxy/envoy:v1\.40\.\d+ AS envoy-native", docker, re.M)
+    assert "COPY envoy/envoy.native.docker.yaml /etc/envoy/envoy.yaml" in docker
+    assert "target/native/libtollgate.so /etc/envoy/libtollgate.so" in docker
 
 
 # --- KrakenD schema compatibility ---------------------------------------------------------

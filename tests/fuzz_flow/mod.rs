@@ -414,7 +414,7 @@ pub fn run(data: &[u8]) -> Reached {
         _ => Some(req.body.clone()),
     };
     tollgate::cost::store::init(&mut h);
-    tollgate::governance::init_shared(&mut h, &gw.endpoints);
+    gw.init_shared(&mut h);
     let client_credentials = req
         .head
         .iter()

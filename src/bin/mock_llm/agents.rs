@@ -8,7 +8,7 @@
 
 use super::providers::{prompt_tokens, split_words, Provider, TOOL_ARGS};
 use serde_json::{json, Map, Value};
-use tollgate::providers::{base64_encode, fnv1a64};
+use tollgate::support::{encoding::base64_encode, hash::fnv1a64};
 
 /// Vector length when the request names none.
 pub const DEFAULT_DIMENSIONS: usize = 8;

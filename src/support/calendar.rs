@@ -1,8 +1,6 @@
-//! Fixed time windows of KrakenD quota limits (`second` … `year`), aligned to UTC
-//! calendar boundaries: a `day` budget resets at 00:00 UTC, a `month` budget on the 1st,
-//! a `week` budget on Monday.
-
-use crate::providers::sigv4::civil_from_days;
+//! Calendar arithmetic: fixed time windows (`second` … `year`, the units of KrakenD quota
+//! limits) aligned to UTC calendar boundaries (a `day` window starts at 00:00 UTC, a `month`
+//! on the 1st, a `week` on Monday), and civil dates from day counts (AWS SigV4 dates).
 
 /// The unit of a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +69,21 @@ impl Unit {
             }
         }
     }
+}
+
+/// Civil date (year, month 1-12, day 1-31) from days since 1970-01-01 (proleptic
+/// Gregorian; Howard Hinnant's era-based algorithm).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month as u32, day as u32)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (inverse of `civil_from_days`).

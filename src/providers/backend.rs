@@ -1,25 +1,16 @@
-//! KrakenD `ai/llm` (backend namespace): which LLM provider a backend is, its credentials,
-//! model and default variables, plus tollgate's additions (more providers, model aliases,
-//! a default backend for model routing).
+//! An LLM backend: which provider it is (name, wire format, how its key travels), its
+//! credentials, model and default variables, compiled from KrakenD's `ai/llm` (backend
+//! namespace) plus tollgate's additions (more providers, model aliases, a default backend for
+//! model routing).
 //!
 //! Shape (KrakenD): `{"openai": {"v1": {"credentials": "...", "variables": {"model": "gpt-4o"}}}}`;
 //! the older flat form `{"openai": {"version": "v1", "credentials": "...", ...}}` is accepted too.
 
-use super::env;
-use super::reader::{ConfigError, Obj, Result};
-use crate::providers::{AwsCredentials, Defaults, Wire};
+use super::model::ChatRequest;
+use super::{AwsCredentials, Defaults, Outgoing, Target, TranslateError, Wire};
+use crate::config::env::{self, Secret};
+use crate::config::reader::{self, ConfigError, Obj, Result};
 use serde_json::{Map, Value};
-use std::fmt;
-
-/// A configured secret: Debug never prints it.
-#[derive(Clone, PartialEq)]
-pub struct Secret<T>(pub T);
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// An LLM provider tollgate can talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +117,60 @@ impl LlmBackend {
     pub fn upstream_model<'a>(&'a self, client_model: &'a str) -> &'a str {
         self.model.as_deref().unwrap_or(client_model)
     }
+
+    /// Backend `variables` fill what the client did not send (max_tokens, temperature and
+    /// top_p travel in `Target::defaults`).
+    pub fn fill_defaults(&self, req: &mut ChatRequest) {
+        if req.stop.is_empty() {
+            req.stop = self.stop.clone();
+        }
+        if req.n.is_none() {
+            req.n = self.n;
+        }
+        if req.seed.is_none() {
+            req.seed = self.seed;
+        }
+    }
+
+    /// The request this backend's provider receives, as data: the path (OpenAI-compatible
+    /// services may live under a prefix, `/openai/v1/chat/completions`: then the backend's
+    /// `url_pattern` is the path; other wires compute theirs, the model in it), the headers
+    /// (the credential first, as the provider expects it), and the body with
+    /// `variables.extra_payload` merged in.
+    pub fn request(
+        &self,
+        req: &ChatRequest,
+        t: &Target,
+        url_pattern: &str,
+    ) -> std::result::Result<Outgoing, TranslateError> {
+        let mut out = match self.provider {
+            Provider::Mistral => super::openai::encode_mistral_request(req, t),
+            _ => super::encode_request(req, t),
+        }?;
+        if !self.extra_payload.is_empty() {
+            out.body = self.merge_payload(&out.body);
+        }
+        if t.wire == Wire::OpenAi && url_pattern.ends_with("/chat/completions") {
+            out.path = url_pattern.to_string();
+        }
+        if let Some(key) = &self.credentials {
+            let (name, value) = self.provider.auth_header(&key.0);
+            out.headers.insert(0, (name.to_string(), value));
+        }
+        Ok(out)
+    }
+
+    /// Merges `variables.extra_payload` into the provider body (the body's own fields win).
+    /// The one place a body is read back: the provider's, only when the backend has one.
+    fn merge_payload(&self, body: &[u8]) -> Vec<u8> {
+        let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
+            return body.to_vec();
+        };
+        for (k, v) in &self.extra_payload {
+            map.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        serde_json::to_vec(&Value::Object(map)).unwrap_or_else(|_| body.to_vec())
+    }
 }
 
 /// Compiles the value of `ai/llm`. `host` is the backend's first host (Bedrock region).
@@ -137,7 +182,7 @@ pub fn compile(
 ) -> Result<LlmBackend> {
     let o = Obj::new(v, path)?;
     let names: Vec<&str> = PROVIDERS.iter().map(|p| p.0).collect();
-    let mut found = o.unread().filter(|(k, _)| !super::reader::is_meta_key(k));
+    let mut found = o.unread().filter(|(k, _)| !reader::is_meta_key(k));
     let (key, body) = found.next().ok_or_else(|| {
         ConfigError::new(path, format!("expected one provider: {}", names.join(", ")))
     })?;
@@ -193,9 +238,6 @@ fn settings_of(
     host: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LlmBackend> {
-    let secret = |s: &Obj<'_>, key: &str, raw: &str| {
-        env::resolve(raw, lookup).map_err(|e| ConfigError::new(s.at(key), e.to_string()))
-    };
     for unsupported in ["input_template", "output_template"] {
         if s.get(unsupported).is_some() {
             return Err(ConfigError::new(
@@ -205,51 +247,10 @@ fn settings_of(
         }
     }
     s.opt_bool("debug")?;
-    let mut aws = None;
-    let credentials = if provider == Provider::Bedrock {
-        let mut c = s
-            .opt_obj("credentials")?
-            .ok_or_else(|| ConfigError::new(s.at("credentials"), "is required for bedrock: {\"access_key_id\", \"secret_access_key\", \"session_token\"?}"))?;
-        let id = c.str("access_key_id")?;
-        let access_key_id = secret(&c, "access_key_id", id)?;
-        let sk = c.str("secret_access_key")?;
-        let secret_access_key = secret(&c, "secret_access_key", sk)?;
-        let session_token = match c.opt_str("session_token")? {
-            Some(t) => Some(secret(&c, "session_token", t)?),
-            None => None,
-        };
-        c.finish(&[])?;
-        let region = match s.opt_str("region")? {
-            Some(r) => r.to_string(),
-            None => region_from_host(host).ok_or_else(|| {
-                ConfigError::new(
-                    s.at("region"),
-                    "is required when the host is not bedrock-runtime.<region>.amazonaws.com",
-                )
-            })?,
-        };
-        aws = Some(Secret(AwsCredentials {
-            access_key_id,
-            secret_access_key,
-            session_token,
-            region,
-        }));
-        None
+    let (credentials, aws) = if provider == Provider::Bedrock {
+        (None, Some(aws_credentials(&mut s, host, lookup)?))
     } else {
-        match s.opt_str("credentials")? {
-            Some(raw) => {
-                let key = secret(&s, "credentials", raw)?;
-                if key.contains(['\r', '\n', '\0']) {
-                    return Err(ConfigError::new(
-                        s.at("credentials"),
-                        "contains CR, LF or NUL",
-                    ));
-                }
-                Some(Secret(key))
-            }
-            None if needs_key => return Err(ConfigError::new(s.at("credentials"), "is required")),
-            None => None,
-        }
+        (api_key(&mut s, needs_key, lookup)?, None)
     };
     let aliases = s
         .opt_strings("aliases")?
@@ -293,11 +294,74 @@ fn settings_of(
     Ok(out)
 }
 
+/// Bedrock's `credentials` (AWS keys, `{{ env }}` resolved) and region (`region`, else
+/// the host's `bedrock-runtime.<region>.amazonaws.com`).
+fn aws_credentials(
+    s: &mut Obj<'_>,
+    host: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret<AwsCredentials>> {
+    let secret = |s: &Obj<'_>, key: &str, raw: &str| {
+        env::resolve(raw, lookup).map_err(|e| ConfigError::new(s.at(key), e.to_string()))
+    };
+    let mut c = s
+        .opt_obj("credentials")?
+        .ok_or_else(|| ConfigError::new(s.at("credentials"), "is required for bedrock: {\"access_key_id\", \"secret_access_key\", \"session_token\"?}"))?;
+    let id = c.str("access_key_id")?;
+    let access_key_id = secret(&c, "access_key_id", id)?;
+    let sk = c.str("secret_access_key")?;
+    let secret_access_key = secret(&c, "secret_access_key", sk)?;
+    let session_token = match c.opt_str("session_token")? {
+        Some(t) => Some(secret(&c, "session_token", t)?),
+        None => None,
+    };
+    c.finish(&[])?;
+    let region = match s.opt_str("region")? {
+        Some(r) => r.to_string(),
+        None => region_from_host(host).ok_or_else(|| {
+            ConfigError::new(
+                s.at("region"),
+                "is required when the host is not bedrock-runtime.<region>.amazonaws.com",
+            )
+        })?,
+    };
+    Ok(Secret(AwsCredentials {
+        access_key_id,
+        secret_access_key,
+        session_token,
+        region,
+    }))
+}
+
+/// Every other provider's `credentials`: its API key (`{{ env }}` resolved; required where
+/// the provider needs one).
+fn api_key(
+    s: &mut Obj<'_>,
+    needs_key: bool,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret<String>>> {
+    match s.opt_str("credentials")? {
+        Some(raw) => {
+            let key = env::resolve(raw, lookup)
+                .map_err(|e| ConfigError::new(s.at("credentials"), e.to_string()))?;
+            if key.contains(['\r', '\n', '\0']) {
+                return Err(ConfigError::new(
+                    s.at("credentials"),
+                    "contains CR, LF or NUL",
+                ));
+            }
+            Ok(Some(Secret(key)))
+        }
+        None if needs_key => Err(ConfigError::new(s.at("credentials"), "is required")),
+        None => Ok(None),
+    }
+}
+
 /// Reads `variables` (KrakenD names per vendor; all accepted for every provider).
 fn variables(v: &mut Obj<'_>, out: &mut LlmBackend) -> Result<()> {
     out.model = v.opt_str("model")?.map(String::from);
     for key in ["max_tokens", "max_output_tokens"] {
-        let max = crate::providers::model::MAX_TOKENS;
+        let max = super::model::MAX_TOKENS;
         match v.opt_u64(key)? {
             Some(n) if n > max => {
                 return Err(ConfigError::new(

@@ -3,9 +3,8 @@
 //! KrakenD 3.0 `ai/prompt-guard` (service guards + endpoint selection, with tollgate
 //! additions), and tollgate's `security/pii` and `security/exfiltration` (endpoint).
 
-use super::env;
-use super::reader::{ConfigError, Obj, Result};
-use super::Secret;
+use crate::config::env::{self, Secret};
+use crate::config::reader::{ConfigError, Obj, Result};
 use crate::routing::HostUrl;
 use crate::security::apikeys::{default_identifier, ApiKeys, Hash, Key, KeyRule, Strategy};
 use crate::security::claims::ClaimsRule;
@@ -95,34 +94,27 @@ const VALIDATOR_VERIFY_ONLY: &[&str] = &[
 
 const SEVERITIES: &[&str] = &["critical", "high", "medium", "low"];
 
-/// Reads the service-level namespaces from the root `extra_config`.
-pub fn service(
-    extra: &mut Obj<'_>,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<ServiceSecurity> {
-    let mut out = ServiceSecurity::default();
-    if let Some(v) = extra.get("auth/api-keys") {
-        out.api_keys = Some(Rc::new(api_keys(v, &extra.at("auth/api-keys"), lookup)?));
-    }
-    if let Some(v) = extra.get("ai/prompt-guard") {
-        let mut o = Obj::new(v, &extra.at("ai/prompt-guard"))?;
-        let list = o.opt_array("guards")?.cloned().unwrap_or_default();
-        for (i, g) in list.iter().enumerate() {
-            let guard = regex_guard(g, &format!("{}[{i}]", o.at("guards")))?;
-            if out.guards.iter().any(|x| x.name == guard.name) {
-                return Err(ConfigError::new(
-                    format!("{}[{i}].name", o.at("guards")),
-                    format!("duplicate guard name \"{}\"", guard.name),
-                ));
-            }
-            out.guards.push(guard);
+/// Reads the service-level `ai/prompt-guard` (KrakenD 3.0): the named guards endpoints select.
+pub fn guards(v: &Value, path: &str) -> Result<Vec<RegexGuard>> {
+    let mut out: Vec<RegexGuard> = Vec::new();
+    let mut o = Obj::new(v, path)?;
+    let list = o.opt_array("guards")?.cloned().unwrap_or_default();
+    for (i, g) in list.iter().enumerate() {
+        let guard = regex_guard(g, &format!("{}[{i}]", o.at("guards")))?;
+        if out.iter().any(|x| x.name == guard.name) {
+            return Err(ConfigError::new(
+                format!("{}[{i}].name", o.at("guards")),
+                format!("duplicate guard name \"{}\"", guard.name),
+            ));
         }
-        o.finish(&[])?;
+        out.push(guard);
     }
+    o.finish(&[])?;
     Ok(out)
 }
 
-fn api_keys(v: &Value, path: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<ApiKeys> {
+/// Reads the service-level `auth/api-keys` (KrakenD): the key store.
+pub fn api_keys(v: &Value, path: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<ApiKeys> {
     let mut o = Obj::new(v, path)?;
     let hash = match o.opt_str("hash")? {
         None | Some("plain") => Hash::Plain,
@@ -258,65 +250,51 @@ fn patterns(o: &mut Obj<'_>, key: &str) -> Result<Option<Vec<Pattern>>> {
         .map(Some)
 }
 
-/// Reads an endpoint's security namespaces from its `extra_config`.
-pub fn endpoint(
-    extra: &mut Obj<'_>,
+/// Reads an endpoint's `auth/api-keys` (KrakenD): the roles and identifier, against the
+/// service's key store. `is_messages`: an Anthropic-style endpoint (also reads `x-api-key`).
+pub fn key_rule(
+    v: &Value,
+    path: &str,
     svc: &ServiceSecurity,
     is_messages: bool,
-) -> Result<EndpointSecurity> {
-    let mut out = EndpointSecurity::default();
-    if let Some(v) = extra.get("auth/api-keys") {
-        let path = extra.at("auth/api-keys");
-        let store = svc.api_keys.clone().ok_or_else(|| {
-            ConfigError::new(
-                &path,
-                "needs the service-level extra_config \"auth/api-keys\" that declares the keys",
-            )
-        })?;
-        let mut o = Obj::new(v, &path)?;
-        let roles = o
-            .opt_strings("roles")?
-            .unwrap_or_default()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        let strat = strategy(&mut o)?.unwrap_or(store.strategy);
-        let identifier = o
-            .opt_str("identifier")?
-            .map(str::to_string)
-            .or_else(|| store.identifier.clone())
-            .unwrap_or_else(|| default_identifier(strat).to_string());
-        if o.get("client_max_rate").is_some() {
-            return Err(ConfigError::new(
-                o.at("client_max_rate"),
-                "per-key rate limits are not supported by tollgate here; use qos/ratelimit/router",
-            ));
-        }
-        o.finish(&[])?;
-        out.api_keys = Some(KeyRule {
-            store,
-            roles,
-            identifier,
-            strategy: strat,
-            accept_x_api_key: is_messages,
-        });
+) -> Result<KeyRule> {
+    let store = svc.api_keys.clone().ok_or_else(|| {
+        ConfigError::new(
+            path,
+            "needs the service-level extra_config \"auth/api-keys\" that declares the keys",
+        )
+    })?;
+    let mut o = Obj::new(v, path)?;
+    let roles = o
+        .opt_strings("roles")?
+        .unwrap_or_default()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let strat = strategy(&mut o)?.unwrap_or(store.strategy);
+    let identifier = o
+        .opt_str("identifier")?
+        .map(str::to_string)
+        .or_else(|| store.identifier.clone())
+        .unwrap_or_else(|| default_identifier(strat).to_string());
+    if o.get("client_max_rate").is_some() {
+        return Err(ConfigError::new(
+            o.at("client_max_rate"),
+            "per-key rate limits are not supported by tollgate here; use qos/ratelimit/router",
+        ));
     }
-    if let Some(v) = extra.get("auth/validator") {
-        out.jwt = Some(validator(v, &extra.at("auth/validator"))?);
-    }
-    if let Some(v) = extra.get("security/pii") {
-        out.pii = Some(Rc::new(pii(v, &extra.at("security/pii"))?));
-    }
-    if let Some(v) = extra.get("security/exfiltration") {
-        out.exfil = Some(Rc::new(exfil(v, &extra.at("security/exfiltration"))?));
-    }
-    if let Some(v) = extra.get("ai/prompt-guard") {
-        out.guard = Some(Rc::new(guard(v, &extra.at("ai/prompt-guard"), svc)?));
-    }
-    Ok(out)
+    o.finish(&[])?;
+    Ok(KeyRule {
+        store,
+        roles,
+        identifier,
+        strategy: strat,
+        accept_x_api_key: is_messages,
+    })
 }
 
-fn validator(v: &Value, path: &str) -> Result<ClaimsRule> {
+/// Reads an endpoint's `auth/validator` (KrakenD): issuer, audience, roles, claims to propagate.
+pub fn validator(v: &Value, path: &str) -> Result<ClaimsRule> {
     let mut o = Obj::new(v, path)?;
     let strings = |o: &mut Obj<'_>, k: &str| -> Result<Vec<String>> {
         Ok(o.opt_strings(k)?
@@ -435,7 +413,8 @@ fn detectors(o: &mut Obj<'_>) -> Result<Detectors> {
     Ok(Detectors { list })
 }
 
-fn pii(v: &Value, path: &str) -> Result<Pii> {
+/// Reads an endpoint's `security/pii` (tollgate): detectors, mask or block, restore.
+pub fn pii(v: &Value, path: &str) -> Result<Pii> {
     let mut o = Obj::new(v, path)?;
     let detectors = detectors(&mut o)?;
     let action = match o.opt_str("action")? {
@@ -464,7 +443,8 @@ fn pii(v: &Value, path: &str) -> Result<Pii> {
     })
 }
 
-fn exfil(v: &Value, path: &str) -> Result<Exfil> {
+/// Reads an endpoint's `security/exfiltration` (tollgate): detectors, redact or block, window.
+pub fn exfil(v: &Value, path: &str) -> Result<Exfil> {
     let mut o = Obj::new(v, path)?;
     let detectors = detectors(&mut o)?;
     let action = match o.opt_str("action")? {
@@ -495,7 +475,9 @@ fn exfil(v: &Value, path: &str) -> Result<Exfil> {
     })
 }
 
-fn guard(v: &Value, path: &str, svc: &ServiceSecurity) -> Result<PromptGuard> {
+/// Reads an endpoint's `ai/prompt-guard` (KrakenD 3.0 + tollgate fields), selecting among the
+/// service's guards.
+pub fn guard(v: &Value, path: &str, svc: &ServiceSecurity) -> Result<PromptGuard> {
     let mut o = Obj::new(v, path)?;
     let mut g = PromptGuard::default();
     // KrakenD selection: names pick guards; `!name`, `!<severity>` and `!all_defaults`
@@ -557,16 +539,35 @@ fn guard(v: &Value, path: &str, svc: &ServiceSecurity) -> Result<PromptGuard> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::config::namespaces::{self, Context, Row, ServiceParts};
     use serde_json::json;
 
+    /// Compiles an `extra_config` through the namespace table, as the gateway does.
+    fn level<P: Default>(v: &Value, path: &str, rows: &[Row<P>], s: &ServiceSecurity) -> Result<P> {
+        let mut o = Obj::new(v, path)?;
+        let service = ServiceParts {
+            security: s.clone(),
+            ..ServiceParts::default()
+        };
+        let cx = Context {
+            lookup: &|_| Some("from-env".into()),
+            service: &service,
+            id: "",
+            is_messages: false,
+            host: "",
+        };
+        let mut parts = P::default();
+        namespaces::compile(&mut o, rows, &mut parts, &cx)?;
+        Ok(parts)
+    }
+
     fn svc(v: Value) -> Result<ServiceSecurity> {
-        let mut o = Obj::new(&v, "$.extra_config")?;
-        service(&mut o, &|_| Some("from-env".into()))
+        let none = ServiceSecurity::default();
+        level(&v, "$.extra_config", namespaces::SERVICE, &none).map(|p| p.security)
     }
 
     fn ep(v: Value, s: &ServiceSecurity) -> Result<EndpointSecurity> {
-        let mut o = Obj::new(&v, "$.endpoints[0].extra_config")?;
-        endpoint(&mut o, s, false)
+        level(&v, "$.endpoints[0].extra_config", namespaces::ENDPOINT, s).map(|p| p.security)
     }
 
     fn err<T: std::fmt::Debug>(r: Result<T>) -> String {

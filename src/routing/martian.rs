@@ -5,8 +5,8 @@
 //! martian modifiers are valid KrakenD but not implemented here: they are rejected at
 //! configure time rather than silently ignored.
 
-use super::env;
-use super::reader::{ConfigError, Obj, Result};
+use crate::config::env;
+use crate::config::reader::{ConfigError, Obj, Result};
 use serde_json::Value;
 use std::fmt;
 
@@ -66,7 +66,9 @@ fn modifier(
     out: &mut Modifiers,
 ) -> Result<()> {
     let o = Obj::new(v, path)?;
-    let mut kinds = o.unread().filter(|(k, _)| !super::reader::is_meta_key(k));
+    let mut kinds = o
+        .unread()
+        .filter(|(k, _)| !crate::config::reader::is_meta_key(k));
     let (kind, body) = kinds
         .next()
         .ok_or_else(|| ConfigError::new(path, "expected one martian modifier"))?;
@@ -109,41 +111,7 @@ fn modifier(
             from: header_name(&mut b, "from")?,
             to: header_name(&mut b, "to")?,
         },
-        "fifo.Group" => {
-            let items = b
-                .opt_array("modifiers")?
-                .ok_or_else(|| ConfigError::new(b.at("modifiers"), "is required"))?;
-            let base = b.at("modifiers");
-            b.opt_bool("aggregateErrors")?;
-            b.finish(&[])?;
-            for (i, item) in items.iter().enumerate() {
-                modifier(item, &format!("{base}[{i}]"), scopes, lookup, out)?;
-            }
-            return Ok(());
-        }
-        "priority.Group" => {
-            let items = b
-                .opt_array("modifiers")?
-                .ok_or_else(|| ConfigError::new(b.at("modifiers"), "is required"))?;
-            let base = b.at("modifiers");
-            b.finish(&[])?;
-            let mut ranked = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let ipath = format!("{base}[{i}]");
-                let mut entry = Obj::new(item, &ipath)?;
-                let priority = entry.opt_u64("priority")?.unwrap_or(0);
-                let m = entry.required("modifier")?;
-                let mpath = entry.at("modifier");
-                entry.finish(&[])?;
-                ranked.push((priority, m, mpath));
-            }
-            // Higher priority runs first; equal priorities keep their order.
-            ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
-            for (_, m, mpath) in ranked {
-                modifier(m, &mpath, scopes, lookup, out)?;
-            }
-            return Ok(());
-        }
+        "fifo.Group" | "priority.Group" => return group(b, kind, scopes, lookup, out),
         other => {
             return Err(ConfigError::new(
                 path.clone(),
@@ -157,6 +125,46 @@ fn modifier(
     }
     if scopes.response {
         out.response.push(op);
+    }
+    Ok(())
+}
+
+/// A `fifo.Group` (its modifiers in order) or `priority.Group` (higher priority first, equal
+/// priorities in order), within the group's scopes.
+fn group(
+    mut b: Obj<'_>,
+    kind: &str,
+    scopes: Scopes,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    out: &mut Modifiers,
+) -> Result<()> {
+    let items = b
+        .opt_array("modifiers")?
+        .ok_or_else(|| ConfigError::new(b.at("modifiers"), "is required"))?;
+    let base = b.at("modifiers");
+    if kind == "fifo.Group" {
+        b.opt_bool("aggregateErrors")?;
+        b.finish(&[])?;
+        for (i, item) in items.iter().enumerate() {
+            modifier(item, &format!("{base}[{i}]"), scopes, lookup, out)?;
+        }
+        return Ok(());
+    }
+    b.finish(&[])?;
+    let mut ranked = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let ipath = format!("{base}[{i}]");
+        let mut entry = Obj::new(item, &ipath)?;
+        let priority = entry.opt_u64("priority")?.unwrap_or(0);
+        let m = entry.required("modifier")?;
+        let mpath = entry.at("modifier");
+        entry.finish(&[])?;
+        ranked.push((priority, m, mpath));
+    }
+    // Higher priority runs first; equal priorities keep their order.
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
+    for (_, m, mpath) in ranked {
+        modifier(m, &mpath, scopes, lookup, out)?;
     }
     Ok(())
 }

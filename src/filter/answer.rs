@@ -1,0 +1,196 @@
+//! One LLM call, answer side: the provider's answer translated back into the client's API,
+//! buffered for JSON answers and event by event for streams. [`Call::head`] and
+//! [`Call::chunk`] are pure (the answer in, the client's bytes and header changes out): the
+//! proxied path writes their result to the host, failover to the answer it sends.
+
+use super::call::{Call, Clock, Response};
+use crate::providers;
+use crate::providers::model::{text_len, ChatResponse, ProviderError};
+use serde_json::Value;
+
+/// What the client's answer becomes after a translation step.
+#[derive(Debug, Default)]
+pub struct Out {
+    /// Response headers to set (`None`: remove), in order.
+    pub headers: Vec<(&'static str, Option<String>)>,
+    /// The body (or this chunk of it) for the client; None: leave it as it is.
+    pub body: Option<Vec<u8>>,
+    /// Hold the answer's headers (a buffered answer waits for its end: its status may
+    /// change once the body is read).
+    pub hold: bool,
+}
+
+impl Call {
+    /// The answer's headers: `status` (None: absent, a 502), whether it is Envoy's own reply
+    /// (reshaped by the bootstrap's `local_reply_config`), and whether it has a body.
+    pub fn head(&mut self, status: Option<u16>, envoy: bool, end: bool, clock: &impl Clock) -> Out {
+        let status = status.unwrap_or(502);
+        let mut out = Out {
+            headers: vec![("content-length", None), ("content-encoding", None)],
+            ..Out::default()
+        };
+        if self.stream && (200..300).contains(&status) && !end {
+            self.status = status;
+            out.headers
+                .push(("content-type", Some("text/event-stream".into())));
+            out.headers.push(("cache-control", Some("no-cache".into())));
+            self.response = Response::Streaming {
+                decoder: providers::stream_decoder(self.wire),
+                encoder: self.front.stream_encoder(
+                    &self.model,
+                    self.include_usage,
+                    clock.now_unix(),
+                ),
+            };
+            return out;
+        }
+        self.response = Response::Buffered { status, envoy };
+        if end {
+            let done = self.finish_buffered(&[], clock);
+            out.headers.extend(done.headers);
+            out.body = done.body;
+            return out;
+        }
+        out.hold = true;
+        out
+    }
+
+    /// A chunk of the answer (`end`: the last one).
+    pub fn chunk(&mut self, chunk: &[u8], end: bool, clock: &impl Clock) -> Out {
+        match &mut self.response {
+            Response::Streaming { decoder, encoder } => {
+                self.events.clear();
+                decoder.feed(chunk, &mut self.events);
+                if end {
+                    decoder.finish(&mut self.events);
+                }
+                self.security.on_events(&mut self.events, end);
+                let mut out = Vec::with_capacity(chunk.len() + 64);
+                // The clock only matters until the first token is seen (a hostcall per chunk).
+                let now_ms = match self.account.first_token_ms {
+                    None if !self.events.is_empty() => clock.now_ms(),
+                    _ => 0,
+                };
+                for ev in &self.events {
+                    self.account.observe(ev, now_ms);
+                    encoder.encode(ev, &mut out);
+                }
+                if end {
+                    encoder.finish(&mut out);
+                    self.response = Response::Done { held: false };
+                }
+                Out {
+                    body: Some(self.security.scrub_stream(out, end)),
+                    ..Out::default()
+                }
+            }
+            Response::Buffered { .. } if !end => Out {
+                hold: true,
+                ..Out::default()
+            },
+            Response::Buffered { .. } => self.finish_buffered(chunk, clock),
+            Response::Pending | Response::Done { .. } => Out::default(),
+        }
+    }
+
+    /// Translates a whole provider answer (or error) into the client's API.
+    fn finish_buffered(&mut self, body: &[u8], clock: &impl Clock) -> Out {
+        let Response::Buffered { status, envoy } = self.response else {
+            return Out::default();
+        };
+        // Envoy's reply is not in the provider's format: its text is the error message.
+        let envoy_text = envoy.then(|| envoy_reply_text(body));
+        let body = envoy_text.as_deref().unwrap_or(body);
+        let (status, out) = match providers::decode_response(self.wire, status, body) {
+            Ok(resp) => self.answer(resp, clock),
+            Err(mut e) => {
+                if self.model.is_empty() {
+                    // The body was never translated, so no provider saw the request: this is
+                    // Envoy's own answer (413 over its buffer limit), not the provider's.
+                    let text = String::from_utf8_lossy(body);
+                    e.message = format!(
+                        "the gateway rejected the request (HTTP {}): {}",
+                        e.status,
+                        text.trim()
+                    );
+                }
+                self.front.error(&upstream_error(e))
+            }
+        };
+        self.status = status;
+        self.response = Response::Done { held: true };
+        Out {
+            headers: vec![
+                (":status", Some(status.to_string())),
+                ("content-type", Some("application/json".into())),
+            ],
+            body: Some(self.security.scrub_answer(out)),
+            hold: false,
+        }
+    }
+
+    /// A provider's whole answer for the client: accounted, checked by security
+    /// (exfiltration guard, placeholder restore), then governance (structured output).
+    fn answer(&mut self, mut resp: ChatResponse, clock: &impl Clock) -> (u16, Vec<u8>) {
+        self.account.usage = resp.usage;
+        self.account.first_token_ms = Some(clock.now_ms());
+        self.account.completion_bytes = resp
+            .choices
+            .iter()
+            .map(|c| {
+                let calls = c.message.tool_calls.iter();
+                let refusal = c.refusal.as_ref().map_or(0, String::len);
+                calls
+                    .map(|t| t.name.len().saturating_add(t.arguments.len()))
+                    .fold(text_len(&c.message.content), usize::saturating_add)
+                    .saturating_add(refusal)
+            })
+            .fold(0, usize::saturating_add);
+        if resp.created == 0 {
+            resp.created = clock.now_unix();
+        }
+        if resp.model.is_empty() {
+            resp.model = self.model.clone();
+        }
+        match self.security.on_response(&mut resp) {
+            Err(msg) => self.front.error(&blocked(msg)),
+            Ok(()) => match self.governance.check_response(&resp) {
+                Ok(()) => (200, self.front.encode_response(&resp, &self.model)),
+                Err(refusal) => refusal.render(self.front),
+            },
+        }
+    }
+}
+
+/// The text of an Envoy reply shaped by the bootstrap's `local_reply_config`
+/// (`{"error": {"message": ...}}`); the body as it is when it is not that shape.
+fn envoy_reply_text(body: &[u8]) -> Vec<u8> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["error"]["message"]
+                .as_str()
+                .map(|m| m.as_bytes().to_vec())
+        })
+        .unwrap_or_else(|| body.to_vec())
+}
+
+/// An answer stopped by the exfiltration guard.
+fn blocked(message: String) -> ProviderError {
+    ProviderError {
+        status: 502,
+        kind: "server_error".into(),
+        message,
+        code: Some("response_blocked".into()),
+    }
+}
+
+/// Provider errors keep their message; a provider answer with a 2xx status that could not
+/// be read is the provider's failure (502).
+fn upstream_error(mut e: ProviderError) -> ProviderError {
+    if (200..300).contains(&e.status) {
+        e.status = 502;
+        e.kind = "server_error".into();
+    }
+    e
+}

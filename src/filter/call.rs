@@ -1,0 +1,257 @@
+//! One LLM call through an `ai/llm` endpoint, request side: the client's body is read once
+//! into the canonical request ([`Call::read`]), and for the chosen backend the provider
+//! request is computed as data ([`Call::prepare`]: no host call); `upstream` writes it (or a
+//! failover sends it as a callout). The answer side is in `answer.rs`.
+
+use super::account::Account;
+use crate::config::Endpoint;
+use crate::governance::{self, CallHooks};
+use crate::providers::model::{ChatRequest, StreamEvent};
+use crate::providers::{tokens, FrontDoor, FrontEncoder, Outgoing, StreamDecoder, Target, Wire};
+use crate::refusal::{ErrorKind, Refusal};
+use crate::security::call::CallSecurity;
+use crate::security::guard::CallModel;
+
+/// Where the answer is in its translation.
+pub enum Response {
+    /// Headers not seen yet.
+    Pending,
+    /// A JSON answer (or an error): buffered whole, translated at the end. `envoy`: the
+    /// answer is Envoy's own error reply (a timeout, its buffer limit), not the provider's.
+    Buffered { status: u16, envoy: bool },
+    /// A stream: each chunk is decoded and re-encoded as it arrives.
+    Streaming {
+        decoder: Box<dyn StreamDecoder>,
+        encoder: FrontEncoder,
+    },
+    /// Translated to its end; `held`: its headers were held until then (a buffered answer,
+    /// whose headers can still take the usage headers).
+    Done { held: bool },
+}
+
+/// The time, read only when needed (on the wasm host a read may be a hostcall).
+pub trait Clock {
+    fn now_ms(&self) -> u64;
+    fn now_unix(&self) -> u64;
+}
+
+impl<H: crate::host::Host + ?Sized> Clock for H {
+    fn now_ms(&self) -> u64 {
+        self.now_millis()
+    }
+    fn now_unix(&self) -> u64 {
+        crate::host::Host::now_unix(self)
+    }
+}
+
+/// State of one LLM call.
+pub struct Call {
+    pub(super) front: FrontDoor,
+    /// The client's request, parsed once; each attempt sends its own copy.
+    request: ChatRequest,
+    pub(super) wire: Wire,
+    pub(super) stream: bool,
+    pub(super) include_usage: bool,
+    /// The provider model id the request was sent with.
+    pub(super) model: String,
+    pub(super) response: Response,
+    pub(super) events: Vec<StreamEvent>,
+    /// Usage and timing, for accounting.
+    pub account: Account,
+    /// The status the client gets (0 until the answer's headers or its end are seen).
+    pub status: u16,
+    /// Where tokens are charged, and response validation ([`crate::governance`]).
+    pub governance: CallHooks,
+    /// Prompt guard, PII masking, exfiltration guard ([`crate::security::call`]).
+    pub security: CallSecurity,
+}
+
+impl Call {
+    pub fn new(front: FrontDoor, governance: CallHooks, security: CallSecurity) -> Self {
+        Self {
+            front,
+            request: ChatRequest::default(),
+            wire: Wire::OpenAi,
+            stream: false,
+            include_usage: false,
+            model: String::new(),
+            response: Response::Pending,
+            events: Vec::new(),
+            account: Account::default(),
+            status: 0,
+            governance,
+            security,
+        }
+    }
+
+    /// The answer is translated to its end.
+    pub fn done(&self) -> bool {
+        matches!(self.response, Response::Done { .. })
+    }
+
+    /// The answer is complete and its headers were held until then (they can still change).
+    pub fn held(&self) -> bool {
+        matches!(self.response, Response::Done { held: true })
+    }
+
+    /// The client's model.
+    pub fn client_model(&self) -> &str {
+        &self.request.model
+    }
+
+    /// Whether the client asked for a stream.
+    pub fn client_streams(&self) -> bool {
+        self.request.stream
+    }
+
+    /// The whole request body, read once: governance (size, schema, template) and the front
+    /// door parse the same JSON document. A template renders a new body, parsed once more.
+    pub fn read(
+        &mut self,
+        policy: &governance::Policy,
+        state: &governance::State,
+        body: &[u8],
+    ) -> Result<(), Refusal> {
+        let parsed = match governance::read_body(policy, state, body)? {
+            governance::Body::Unread => self.front.parse(body),
+            governance::Body::Parsed(doc) => self.front.parse_value(doc),
+            governance::Body::Rendered(rendered) => self.front.parse(&rendered),
+        };
+        self.request = parsed
+            .map_err(|e| Refusal::new(ErrorKind::InvalidRequest, e.message).param(e.param))?;
+        Ok(())
+    }
+
+    /// Whether the caller's roles may use the model backend `b` would send for the client's
+    /// model (`models_by_role`; true without a prompt guard).
+    pub fn may_use(&self, ep: &Endpoint, b: usize) -> bool {
+        let Some(l) = ep.backends.get(b).and_then(|b| b.llm.as_ref()) else {
+            return true;
+        };
+        let client_model = self.request.model.as_str();
+        let resolve = |name: &str| resolve_model(ep, name);
+        self.security.may_use(&CallModel {
+            requested: client_model,
+            upstream: l.upstream_model(client_model),
+            resolve: &resolve,
+        })
+    }
+
+    /// The backend the client's model chooses (404 naming the model when none serves it).
+    pub fn model_backend(&self, ep: &Endpoint) -> Result<usize, Refusal> {
+        ep.backend_for(&self.request.model).ok_or_else(|| {
+            let msg = format!(
+                "the model \"{}\" does not exist or is not served by this endpoint; GET {} lists the models",
+                self.request.model,
+                ep.models_path().unwrap_or_else(|| "/v1/models".into())
+            );
+            Refusal::new(ErrorKind::ModelNotFound, msg).param(Some("model"))
+        })
+    }
+
+    /// The provider request for backend `index`, computed from a copy of the parsed request
+    /// (a failover attempt: others may follow). See [`Call::prepare_last`].
+    pub fn prepare(
+        &mut self,
+        ep: &Endpoint,
+        index: usize,
+        clock: &impl Clock,
+    ) -> Result<Outgoing, Refusal> {
+        let req = self.request.clone();
+        self.prepare_from(req, ep, index, clock)
+    }
+
+    /// The provider request for backend `index` when no other attempt follows: the parsed
+    /// request itself is used up (no copy).
+    pub fn prepare_last(
+        &mut self,
+        ep: &Endpoint,
+        index: usize,
+        clock: &impl Clock,
+    ) -> Result<Outgoing, Refusal> {
+        let req = ChatRequest {
+            model: self.request.model.clone(),
+            ..std::mem::take(&mut self.request)
+        };
+        self.prepare_from(req, ep, index, clock)
+    }
+
+    /// The endpoint's decorator, the backend's defaults, the security checks (judging the
+    /// model this provider receives), the translation. No host call; the call's state (answer
+    /// expected, accounting) is set for this attempt.
+    fn prepare_from(
+        &mut self,
+        mut req: ChatRequest,
+        ep: &Endpoint,
+        index: usize,
+        clock: &impl Clock,
+    ) -> Result<Outgoing, Refusal> {
+        // Failover prepares once per backend: an earlier attempt's answer must not decide
+        // how this attempt's answer is read.
+        self.response = Response::Pending;
+        let Some((b, l)) = ep
+            .backends
+            .get(index)
+            .and_then(|b| b.llm.as_ref().map(|l| (b, l)))
+        else {
+            let msg = "the backend is not an LLM backend";
+            return Err(Refusal::new(ErrorKind::Internal, msg));
+        };
+        governance::decorate(&ep.governance, &mut req);
+        l.fill_defaults(&mut req);
+        self.wire = l.provider.wire();
+        self.stream = req.stream;
+        self.include_usage = req.include_usage;
+        self.model = l.upstream_model(&req.model).to_string();
+        // Role and model checks judge the model this provider receives (after model
+        // routing, header conditions, weights, or on a failover attempt).
+        let client_model = req.model.clone();
+        let resolve = |name: &str| resolve_model(ep, name);
+        let model = CallModel {
+            requested: &client_model,
+            upstream: &self.model,
+            resolve: &resolve,
+        };
+        self.security
+            .on_request(&mut req, &model)
+            .map_err(Refusal::from)?;
+        self.account.provider = l.provider.name();
+        self.account.model = self.model.clone();
+        self.account.start_ms = clock.now_ms();
+        // `n` choices of up to `max_tokens` each.
+        let choices = u64::from(req.n.unwrap_or(1).max(1));
+        self.account.max_tokens = req
+            .max_tokens
+            .or(l.defaults.max_tokens)
+            .unwrap_or(0)
+            .saturating_mul(choices);
+        let host = b.authority();
+        let target = Target {
+            wire: self.wire,
+            model: &self.model,
+            api_version: l.api_version.as_deref(),
+            defaults: &l.defaults,
+            aws: l.aws.as_ref().map(|s| &s.0),
+            host: &host,
+            now_unix: clock.now_unix(),
+        };
+        let out = l
+            .request(&req, &target, b.url_pattern.as_str())
+            .map_err(|e| {
+                let msg = format!("the request cannot be sent to {}: {e}", l.provider.name());
+                Refusal::new(ErrorKind::InvalidRequest, msg)
+            })?;
+        self.account.request_tokens = tokens::request_estimate(&req, out.body.len());
+        Ok(out)
+    }
+}
+
+/// The provider model a client name stands for on an endpoint: the model of the backend
+/// that claims the name (alias or configured model).
+fn resolve_model(ep: &Endpoint, name: &str) -> Option<String> {
+    ep.backends
+        .iter()
+        .filter_map(|b| b.llm.as_ref())
+        .find(|l| l.claims(name))
+        .map(|l| l.upstream_model(name).to_string())
+}

@@ -1,0 +1,430 @@
+//! Kubernetes manifests (`tollgate k8s KRAKEND.json --flavor envoy-gateway|istio`) that load
+//! the tollgate filter where a control plane manages Envoy. Host-only; not part of the .wasm.
+//!
+//! The routing model: tollgate picks a backend by setting the routing header
+//! ([`CLUSTER_HEADER`]) to the backend's cluster name and rewriting `:authority` and `:path`;
+//! Envoy then matches the route again (a header change clears the route cache). Under a
+//! control plane the route table is not tollgate's, so the manifests add one route per
+//! tollgate cluster that matches the routing header (and removes it before the request goes
+//! upstream) and sends the request to that backend (Envoy Gateway `Backend`; Istio
+//! `ServiceEntry` + `DestinationRule`), plus a catch-all route on which the filter runs first
+//! (it answers what it refuses, and routes the rest by the header).
+//!
+//! Secrets: every `{{ env "X" }}` the config references is passed to the VM from the proxy's
+//! environment (Envoy Gateway `env.hostKeys`, Istio `vmConfig.env` `valueFrom: HOST`), and the
+//! proxy's environment gets it from the Kubernetes Secret named by `--secret` (Envoy Gateway:
+//! `EnvoyProxy` container env `secretKeyRef`; Istio: the gateway Deployment, see
+//! docs/operations.md). No secret value is ever written here.
+//!
+//! Refused (fail closed): `auth/validator` (the bootstrap's `jwt_authn` has no counterpart
+//! here yet; a config that expects verified claims would run without them).
+
+use crate::config::{env, Gateway};
+use crate::routing::{HostUrl, Scheme, CLUSTER_HEADER};
+use serde_json::{json, Value};
+
+/// Which control plane loads the filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    EnvoyGateway,
+    Istio,
+}
+
+/// `tollgate k8s` options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub flavor: Flavor,
+    /// The OCI image of the .wasm (`make oci`), as `registry/repository:tag`.
+    pub image: String,
+    pub namespace: String,
+    /// The Gateway the routes attach to (Envoy Gateway: a Gateway API `Gateway`; Istio: an
+    /// Istio `Gateway`), in `namespace`.
+    pub gateway: String,
+    /// Envoy Gateway: the Gateway's listener (for the patch that lets the filter hold the
+    /// headers until it has read the body).
+    pub listener: String,
+    /// The Kubernetes Secret holding the environment variables the config references.
+    pub secret: String,
+    /// Istio: the labels of the gateway pods the plugin is loaded into.
+    pub selector: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            flavor: Flavor::EnvoyGateway,
+            image: format!(
+                "registry.example.com/tollgate:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            namespace: "tollgate".into(),
+            gateway: "tollgate".into(),
+            listener: "http".into(),
+            secret: "tollgate-secrets".into(),
+            selector: "istio=ingressgateway".into(),
+        }
+    }
+}
+
+pub const USAGE: &str = "--flavor envoy-gateway|istio [--image REGISTRY/REPO:TAG] [--namespace NS]
+                 [--gateway NAME] [--listener NAME] [--secret NAME] [--selector KEY=VALUE]";
+
+impl Options {
+    pub fn from_args(args: &[String]) -> Result<Self, String> {
+        let mut o = Options::default();
+        let mut flavor = None;
+        let mut rest = args.iter();
+        while let Some(flag) = rest.next() {
+            let value = rest
+                .next()
+                .ok_or(format!("{flag} needs a value\n{USAGE}"))?
+                .clone();
+            match flag.as_str() {
+                "--flavor" => {
+                    flavor = Some(match value.as_str() {
+                        "envoy-gateway" => Flavor::EnvoyGateway,
+                        "istio" => Flavor::Istio,
+                        _ => return Err(format!("--flavor {value}: envoy-gateway or istio")),
+                    })
+                }
+                "--image" => o.image = value.trim_start_matches("oci://").to_string(),
+                "--namespace" => o.namespace = value,
+                "--gateway" => o.gateway = value,
+                "--listener" => o.listener = value,
+                "--secret" => o.secret = value,
+                "--selector" => o.selector = value,
+                _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+            }
+        }
+        o.flavor = flavor.ok_or(format!("--flavor is required\n{USAGE}"))?;
+        for (name, v) in [
+            ("--namespace", &o.namespace),
+            ("--gateway", &o.gateway),
+            ("--secret", &o.secret),
+        ] {
+            if !is_dns_label(v) {
+                return Err(format!(
+                    "{name} {v}: not a Kubernetes name (lowercase letters, digits, '-')"
+                ));
+            }
+        }
+        if !o.selector.contains('=') {
+            return Err(format!("--selector {}: expected KEY=VALUE", o.selector));
+        }
+        Ok(o)
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A Kubernetes name for a tollgate cluster name (`tg_https_api.openai.com_443` →
+/// `tg-https-api-openai-com-443`), at most 63 characters (longer ones end in a hash).
+pub fn k8s_name(cluster: &str) -> String {
+    let mut s: String = cluster
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while s.contains("--") {
+        s = s.replace("--", "-");
+    }
+    let s = s.trim_matches('-').to_string();
+    if s.len() <= 63 {
+        return s;
+    }
+    let hash = format!(
+        "{:08x}",
+        crate::support::hash::fnv1a64(cluster.as_bytes()) & 0xffff_ffff
+    );
+    format!(
+        "{}-{hash}",
+        s.get(..54).unwrap_or_default().trim_end_matches('-')
+    )
+}
+
+fn metadata(name: &str, o: &Options) -> Value {
+    json!({"name": name, "namespace": o.namespace, "labels": {"app.kubernetes.io/part-of": "tollgate"}})
+}
+
+/// The manifests, in the order to apply them.
+pub fn manifests(gw: &Gateway, doc: &Value, o: &Options) -> Result<Vec<Value>, String> {
+    if let Some(i) = gw.endpoints.iter().position(|e| e.security.jwt.is_some()) {
+        return Err(format!(
+            "$.endpoints[{i}].extra_config.auth/validator: not supported by tollgate k8s (the control plane's JWT validation is not wired to tollgate's claims yet); refused"
+        ));
+    }
+    let keys = env::referenced(doc);
+    let clusters = gw.clusters();
+    Ok(match o.flavor {
+        Flavor::EnvoyGateway => envoy_gateway(doc, &keys, &clusters, o),
+        Flavor::Istio => istio(doc, &keys, &clusters, o),
+    })
+}
+
+/// The routing header match of one tollgate cluster.
+fn header_value(cluster: &str) -> Value {
+    json!(cluster)
+}
+
+fn envoy_gateway(
+    doc: &Value,
+    keys: &[String],
+    clusters: &[(&str, &[HostUrl])],
+    o: &Options,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    let env: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({"name": k, "valueFrom": {"secretKeyRef": {"name": o.secret, "key": k}}}))
+        .collect();
+    // The Gateway's proxies get the secrets as environment variables (reference this
+    // EnvoyProxy from the Gateway's `spec.infrastructure.parametersRef`).
+    out.push(json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyProxy",
+        "metadata": metadata("tollgate", o),
+        "spec": {"provider": {"type": "Kubernetes", "kubernetes": {
+            "envoyDeployment": {"container": {"env": env}}}}},
+    }));
+    for (name, hosts) in clusters {
+        let endpoints: Vec<Value> = hosts
+            .iter()
+            .map(|h| {
+                if h.is_ip() {
+                    json!({"ip": {"address": h.host, "port": h.port}})
+                } else {
+                    json!({"fqdn": {"hostname": h.host, "port": h.port}})
+                }
+            })
+            .collect();
+        let mut spec = json!({"endpoints": endpoints});
+        if let Some(first) = hosts.first().filter(|h| h.scheme == Scheme::Https) {
+            spec["tls"] = json!({"wellKnownCACertificates": "System", "sni": first.host});
+        }
+        out.push(json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "Backend",
+            "metadata": metadata(&k8s_name(name), o),
+            "spec": spec,
+        }));
+    }
+    let mut rules: Vec<Value> = clusters
+        .iter()
+        .map(|(name, hosts)| {
+            json!({
+                "matches": [{
+                    "path": {"type": "PathPrefix", "value": "/"},
+                    "headers": [{"type": "Exact", "name": CLUSTER_HEADER, "value": header_value(name)}],
+                }],
+                "filters": [{"type": "RequestHeaderModifier",
+                             "requestHeaderModifier": {"remove": [CLUSTER_HEADER]}}],
+                "backendRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend",
+                                 "name": k8s_name(name), "port": hosts.first().map_or(80, |h| h.port)}],
+            })
+        })
+        .collect();
+    // Every request starts here: the filter runs on this route, answers what it refuses and
+    // sets the routing header on the rest (then Envoy matches one of the rules above).
+    rules.push(json!({"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}));
+    out.push(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": metadata("tollgate", o),
+        "spec": {
+            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": o.gateway}],
+            "rules": rules,
+        },
+    }));
+    out.push(json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyExtensionPolicy",
+        "metadata": metadata("tollgate", o),
+        "spec": {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "tollgate"}],
+            "wasm": [{
+                "name": "tollgate",
+                "rootID": "tollgate",
+                "code": {"type": "Image", "image": {"url": o.image}},
+                "config": doc,
+                "env": {"hostKeys": keys},
+                // Never skip the filter: that would bypass auth and budgets.
+                "failOpen": false,
+            }],
+        },
+    }));
+    // tollgate holds the request headers until it has read the body (routing by model, body
+    // translation): Envoy's Wasm filter needs allow_on_headers_stop_iteration for that, which
+    // EnvoyExtensionPolicy does not expose (measured: without it such requests hang).
+    out.push(json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyPatchPolicy",
+        "metadata": metadata("tollgate-hold-headers", o),
+        "spec": {
+            "targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": o.gateway},
+            "type": "JSONPatch",
+            "jsonPatches": [{
+                "type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+                "name": format!("{}/{}/{}", o.namespace, o.gateway, o.listener),
+                "operation": {
+                    "op": "add",
+                    "jsonPath": "$..http_filters[?(@.typed_config.config.name=='tollgate')].typed_config.config",
+                    "path": "/allow_on_headers_stop_iteration",
+                    "value": true,
+                },
+            }],
+        },
+    }));
+    out
+}
+
+fn istio(doc: &Value, keys: &[String], clusters: &[(&str, &[HostUrl])], o: &Options) -> Vec<Value> {
+    let mut out = Vec::new();
+    let (label, value) = o
+        .selector
+        .split_once('=')
+        .unwrap_or(("istio", "ingressgateway"));
+    let env: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({"name": k, "valueFrom": "HOST"}))
+        .collect();
+    out.push(json!({
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": metadata("tollgate", o),
+        "spec": {
+            "selector": {"matchLabels": {label: value}},
+            "url": format!("oci://{}", o.image),
+            "pluginName": "tollgate",
+            "type": "HTTP",
+            // Never skip the filter: that would bypass auth and budgets.
+            "failStrategy": "FAIL_CLOSE",
+            "pluginConfig": doc,
+            "vmConfig": {"env": env},
+        },
+    }));
+    let mut routes = Vec::new();
+    for (name, hosts) in clusters {
+        let external: Vec<&HostUrl> = hosts
+            .iter()
+            .filter(|h| !h.host.ends_with(".svc.cluster.local") && !h.host.ends_with(".svc"))
+            .collect();
+        let Some(first) = hosts.first() else { continue };
+        let port = first.port;
+        if !external.is_empty() {
+            let mut se = json!({
+                "hosts": [first.host],
+                "location": "MESH_EXTERNAL",
+                // Plain HTTP from Envoy's view: the DestinationRule originates TLS.
+                "ports": [{"number": port, "name": format!("http-{port}"), "protocol": "HTTP"}],
+                "resolution": if first.is_ip() { "STATIC" } else { "DNS" },
+            });
+            if hosts.len() > 1 || first.is_ip() {
+                se["endpoints"] = json!(hosts
+                    .iter()
+                    .map(|h| json!({"address": h.host, "ports": {format!("http-{port}"): h.port}}))
+                    .collect::<Vec<_>>());
+            }
+            out.push(json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "ServiceEntry",
+                "metadata": metadata(&k8s_name(name), o),
+                "spec": se,
+            }));
+        }
+        if first.scheme == Scheme::Https {
+            out.push(json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule",
+                "metadata": metadata(&k8s_name(name), o),
+                "spec": {
+                    "host": first.host,
+                    "trafficPolicy": {"tls": {"mode": "SIMPLE", "sni": first.host}},
+                },
+            }));
+        }
+        routes.push(json!({
+            "name": k8s_name(name),
+            "match": [{"headers": {CLUSTER_HEADER: {"exact": header_value(name)}}}],
+            "headers": {"request": {"remove": [CLUSTER_HEADER]}},
+            "route": [{"destination": {"host": first.host, "port": {"number": port}}}],
+        }));
+    }
+    // The filter answers every request it does not route; this answers what it did not see.
+    routes.push(json!({
+        "name": "tollgate-unrouted",
+        "directResponse": {"status": 404, "body": {"string": "{\"error\":{\"message\":\"no route\",\"type\":\"invalid_request_error\"}}"}},
+    }));
+    out.push(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": metadata("tollgate", o),
+        "spec": {"hosts": ["*"], "gateways": [o.gateway], "http": routes},
+    }));
+    out
+}
+
+/// Multi-document YAML with a header comment.
+pub fn to_yaml(docs: &[Value], header: &str) -> Result<String, String> {
+    let mut out = String::new();
+    for line in header.lines() {
+        out.push_str(&format!("# {line}\n").replace("# \n", "#\n"));
+    }
+    for d in docs {
+        out.push_str("---\n");
+        out.push_str(&crate::envoy::to_yaml(d)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_kubernetes_names() {
+        assert_eq!(
+            k8s_name("tg_https_api.openai.com_443"),
+            "tg-https-api-openai-com-443"
+        );
+        let long = format!("tg_https_{}.example.com_443", "a".repeat(80));
+        let n = k8s_name(&long);
+        assert!(n.len() <= 63 && is_dns_label(&n), "{n}");
+        assert_ne!(n, k8s_name(&long.replace("443", "444")));
+    }
+
+    #[test]
+    fn options_refuse_bad_names_and_need_a_flavor() {
+        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert!(Options::from_args(&args("--image x")).is_err());
+        assert!(Options::from_args(&args("--flavor nginx")).is_err());
+        assert!(Options::from_args(&args("--flavor istio --namespace Bad_Name")).is_err());
+        let o = Options::from_args(&args("--flavor istio --image oci://r.io/t:1")).unwrap();
+        assert_eq!((o.flavor, o.image.as_str()), (Flavor::Istio, "r.io/t:1"));
+    }
+
+    #[test]
+    fn jwt_configs_are_refused() {
+        let text = r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["https://x.example.com"], "url_pattern": "/"}],
+            "extra_config": {"auth/validator": {"alg": "RS256", "jwk_local_path": "/j.json"}}}]}"#;
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+        let e = manifests(&gw, &doc, &Options::default()).unwrap_err();
+        assert!(
+            e.starts_with("$.endpoints[0].extra_config.auth/validator"),
+            "{e}"
+        );
+    }
+}
