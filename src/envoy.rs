@@ -411,6 +411,42 @@ fn file_source(dir: &str, file: &str) -> Value {
     })
 }
 
+/// The route configuration's name (the bootstrap's, or RDS's resource).
+const ROUTE_CONFIG: &str = "tollgate";
+
+/// The route configuration: one virtual host; per-endpoint body limits (`max_payload`, the
+/// LLM default), then a catch-all ([`routes`]).
+pub fn route_config(gw: &Gateway, doc: &Value, e: &Edge) -> Value {
+    json!({
+        "name": ROUTE_CONFIG,
+        "virtual_hosts": [{
+            "name": "tollgate",
+            "domains": ["*"],
+            "routes": routes::routes(gw, doc, e),
+        }]
+    })
+}
+
+/// The RDS resource file of `--dynamic` (the routes), in its own subdirectory
+/// ([`routes_dir`]).
+pub const RDS_FILE: &str = "tollgate.rds.json";
+
+/// Where `--dynamic` keeps the RDS file: a directory of its own, watched on its own. Any file
+/// moved into a watched directory makes Envoy read every file source watching it again, and
+/// an ECDS file read again builds the filter (a new VM) even when unchanged: routes that
+/// change with an endpoint must not cost that.
+pub fn routes_dir(dir: &str) -> String {
+    format!("{}/routes", dir.trim_end_matches('/'))
+}
+
+/// The RDS file's content.
+pub fn rds_resource(route_config: Value) -> Value {
+    discovery_response(
+        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        vec![route_config],
+    )
+}
+
 /// The ECDS resource file of `--dynamic` (the filter configuration).
 pub const ECDS_FILE: &str = "tollgate.ecds.json";
 /// The CDS resource file of `--dynamic` (the clusters).
@@ -496,17 +532,20 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
                         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"}}]}
             }
         }],
-        "route_config": {
-            "name": "tollgate",
-            "virtual_hosts": [{
-                "name": "tollgate",
-                "domains": ["*"],
-                // Per-endpoint body limits (`max_payload`, the LLM default), then a catch-all.
-                "routes": routes::routes(gw, doc, e),
-            }]
-        },
         "http_filters": http_filters,
     });
+    // The routes (per-endpoint body limits, then a catch-all) follow the endpoints: with
+    // `--dynamic` they come from RDS (a file, like the filter and the clusters), so that
+    // `tollgate apply` can change them.
+    match &o.dynamic {
+        Some(dir) => {
+            hcm["rds"] = json!({
+                "config_source": file_source(&routes_dir(dir), RDS_FILE),
+                "route_config_name": ROUTE_CONFIG,
+            })
+        }
+        None => hcm["route_config"] = route_config(gw, doc, e),
+    }
     hcm["local_reply_config"] = local_reply_shape(gw, has_jwt, o.state_prefix());
     // The native module defines its metrics with labels: no tags to cut from names.
     let tags: Vec<Value> = crate::observe::stats_tags()
