@@ -21,6 +21,7 @@ mod account;
 mod answer;
 mod call;
 mod choose;
+mod doors;
 mod failover;
 mod models;
 mod quota;
@@ -274,6 +275,9 @@ impl Flow {
         let status = h.response_header(":status").and_then(|s| s.parse().ok());
         // Envoy's own replies come already reshaped by the bootstrap's local_reply_config.
         let envoy = h.response_header(ERROR_HEADER).as_deref() == Some(ENVOY_REPLY);
+        if let Some(name) = call.usage_header() {
+            call.set_usage_header(h.response_header(name));
+        }
         let out = call.head(status, envoy, end_of_stream, &*h);
         let action = write(h, out);
         if call.done() {

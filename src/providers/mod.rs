@@ -212,6 +212,8 @@ pub enum FrontDoor {
 pub enum FrontEncoder {
     OpenAi(openai::StreamEncoder),
     Anthropic(anthropic::StreamEncoder),
+    /// The Responses event sequence (the OpenAI door's errors, its own events).
+    Responses(Box<responses::StreamEncoder>),
 }
 
 impl FrontEncoder {
@@ -219,6 +221,7 @@ impl FrontEncoder {
         match self {
             FrontEncoder::OpenAi(e) => e.encode(ev, out),
             FrontEncoder::Anthropic(e) => e.encode(ev, out),
+            FrontEncoder::Responses(e) => e.encode(ev, out),
         }
     }
 
@@ -226,6 +229,7 @@ impl FrontEncoder {
         match self {
             FrontEncoder::OpenAi(e) => e.finish(out),
             FrontEncoder::Anthropic(e) => e.finish(out),
+            FrontEncoder::Responses(e) => e.finish(out),
         }
     }
 }

@@ -103,6 +103,12 @@ impl CallSecurity {
         out
     }
 
+    /// Whether prompts are read by a control (prompt guard, PII detection): input the
+    /// controls cannot read (embeddings' token ids) is refused then.
+    pub fn inspects(&self) -> bool {
+        self.guard.is_some() || self.pii.is_some()
+    }
+
     /// Whether the caller's roles may use this model (`models_by_role`).
     pub fn may_use(&self, model: &CallModel<'_>) -> bool {
         self.guard

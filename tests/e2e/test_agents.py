@@ -6,9 +6,8 @@ SDK), token counting (`/v1/messages/count_tokens`, `anthropic` SDK), the Anthrop
 Claude Code uses it (recorded request shapes in tests/fixtures/claude_code/), and multi-MB
 prompts. Each door meets every provider the mock speaks, for text, streams, tools and errors.
 
-The providers' translation is done (src/providers/); tests that need the filter to route a
-door to it are marked `xfail(strict=True)` until the wiring (issue 15 task 2) lands: they run,
-and flip to failures the day they pass, so the marks are removed with the wiring.
+Each door reaches the providers' translation (src/providers/) through the filter
+(src/filter/doors.rs: what a call is beyond a chat request, per endpoint kind).
 """
 from __future__ import annotations
 
@@ -27,7 +26,6 @@ from harness import Envoy, header
 from llm_config import BY_ALIAS, CLIENT_KEY, PROVIDER_KEYS, PROVIDERS, P, backend
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-WIRING = pytest.mark.xfail(reason="needs filter wiring (issue 15 task 2)", strict=True)
 
 # Mock behaviour headers the agent tests use beside the harness's list.
 AGENT_MOCK_HEADERS = ["X-Mock-Thinking", "X-Mock-Thought-Signature"]
@@ -152,13 +150,12 @@ class TestResponsesDoor:
             with c.responses.stream(model="gpt-5", input="hi", extra_headers={"x-mock-text": "a b"}) as s:
                 assert s.get_final_response().output_text == "a b"
 
-    @WIRING
     @pytest.mark.parametrize("alias", ALIASES)
     def test_text(self, oai, fresh_mock, alias):
         r = oai.responses.create(model=alias, input="Say hello", instructions="Be brief.",
                                  extra_headers=mock_headers(alias, **{"x-mock-text": "Hello there"}))
         assert r.output_text == "Hello there"
-        assert r.status == "completed"
+        assert r.status == "completed" and r.model == alias
         assert r.usage.input_tokens > 0 and r.usage.output_tokens == 2
         rec = fresh_mock.last()
         if alias == "openai":
@@ -168,7 +165,6 @@ class TestResponsesDoor:
         else:
             assert "/responses" not in rec["path"]
 
-    @WIRING
     @pytest.mark.parametrize("alias", ALIASES)
     def test_stream(self, oai, fresh_mock, alias):
         # The SDK's stream helper checks the event sequence (identities, indexes, completion).
@@ -180,7 +176,6 @@ class TestResponsesDoor:
         assert final.output_text == "one two three"
         assert final.usage is not None and final.usage.output_tokens == 3
 
-    @WIRING
     @pytest.mark.parametrize("alias", ALIASES)
     def test_tools(self, oai, fresh_mock, alias):
         r = oai.responses.create(model=alias, input="Weather in Paris?", tools=[WEATHER_TOOL],
@@ -195,8 +190,7 @@ class TestResponsesDoor:
         ])
         assert r2.output_text == "The tool said: 22C and sunny"
 
-    @WIRING
-    @pytest.mark.parametrize("alias", ["openai", "claude", "gemini"])
+    @pytest.mark.parametrize("alias", ALIASES)
     def test_streamed_tool_call(self, oai, fresh_mock, alias):
         with oai.responses.stream(model=alias, input="Weather?", tools=[WEATHER_TOOL],
                                   extra_headers=mock_headers(alias)) as s:
@@ -205,7 +199,6 @@ class TestResponsesDoor:
         assert json.loads(args) == {"location": "Paris", "unit": "celsius"}
         assert final.output[-1].type == "function_call"
 
-    @WIRING
     @pytest.mark.parametrize("alias", NON_OPENAI)
     @pytest.mark.parametrize("field,value", [("previous_response_id", "resp_123"), ("store", True),
                                              ("background", True)])
@@ -216,14 +209,12 @@ class TestResponsesDoor:
         assert field in e.value.body["message"]
         assert fresh_mock.requests() == []  # nothing reached the provider
 
-    @WIRING
     def test_stateful_features_go_through_to_openai(self, oai, fresh_mock):
         oai.responses.create(model="openai", input="hi", previous_response_id="resp_123", store=True,
                              metadata={"k": "v"})
         body = json.loads(fresh_mock.last()["body"])
         assert (body["previous_response_id"], body["store"], body["metadata"]) == ("resp_123", True, {"k": "v"})
 
-    @WIRING
     @pytest.mark.parametrize("alias", ["claude", "openai"])
     def test_malformed_items_name_the_field(self, oai, fresh_mock, alias):
         with pytest.raises(openai.BadRequestError) as e:
@@ -232,15 +223,47 @@ class TestResponsesDoor:
         assert e.value.body["param"] == "input[1].call_id"
         assert fresh_mock.requests() == []
 
-    @WIRING
-    @pytest.mark.parametrize("alias", ["claude", "gemini", "openai"])
+    @pytest.mark.parametrize("alias", ALIASES)
     def test_provider_errors_in_openai_shape(self, oai, fresh_mock, alias):
         with pytest.raises(openai.InternalServerError):
             oai.responses.create(model=alias, input="hi", extra_headers={"x-mock-status": "500"})
         with pytest.raises(openai.RateLimitError):
             oai.responses.create(model=alias, input="hi", extra_headers={"x-mock-status": "429"})
 
-    @WIRING
+    @pytest.mark.parametrize("alias", ["openai", "claude", "gemini", "bedrock", "mistral"])
+    def test_text_format_json_schema(self, oai, fresh_mock, alias):
+        """`text.format` reaches each provider in its own terms (OpenAI: as sent)."""
+        place = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        r = oai.responses.create(model=alias, input="Where?", extra_headers=mock_headers(alias),
+                                 text={"format": {"type": "json_schema", "name": "place", "schema": place}})
+        assert r.output_text and r.text.format.type == "json_schema"
+        body = json.loads(fresh_mock.last()["body"])
+        if alias == "openai":
+            assert body["text"]["format"]["schema"] == place
+        elif alias == "mistral":
+            assert body["response_format"]["json_schema"]["schema"] == place
+        elif alias == "gemini":
+            g = body["generationConfig"]
+            assert (g["responseMimeType"], g["responseSchema"]) == ("application/json", place)
+        else:  # Anthropic, Bedrock: an instruction ends the system prompt
+            system = body["system"] if isinstance(body["system"], str) else body["system"][-1]["text"]
+            assert json.loads(system.rsplit("\n", 1)[1]) == place
+
+    @pytest.mark.parametrize("alias", ["openai", "claude", "gemini", "bedrock"])
+    def test_reasoning_effort(self, oai, fresh_mock, alias):
+        r = oai.responses.create(model=alias, input="Think.", reasoning={"effort": "high"}, max_output_tokens=30000,
+                                 extra_headers=mock_headers(alias, **{"x-mock-thinking": "Hmm."}))
+        body = json.loads(fresh_mock.last()["body"])
+        if alias == "openai":
+            assert body["reasoning"]["effort"] == "high"
+        elif alias == "claude":
+            assert body["thinking"]["type"] == "enabled" and body["thinking"]["budget_tokens"] > 0
+        elif alias == "gemini":
+            assert body["generationConfig"]["thinkingConfig"]["thinkingBudget"] > 0
+        else:
+            assert body["additionalModelRequestFields"]["thinking"]["type"] == "enabled"
+        assert r.output[0].type == "reasoning" and r.output_text
+
     def test_reasoning_from_claude_comes_back_to_claude(self, oai, fresh_mock):
         """A Responses client (the agents SDK replays output items) carries Claude's signed
         thinking as a reasoning item; Anthropic gets it back with its signature."""
@@ -283,7 +306,6 @@ class TestOpenAIAgents:
         result = asyncio.run(go())
         return result, calls
 
-    @WIRING
     @pytest.mark.parametrize("alias", ["claude", "gemini", "bedrock"])
     def test_responses_model_runs_a_tool_using_agent(self, agw, fresh_mock, alias):
         from agents import OpenAIResponsesModel
@@ -302,7 +324,6 @@ class TestOpenAIAgents:
 # === Embeddings ===============================================================================
 
 class TestEmbeddings:
-    @WIRING
     @pytest.mark.parametrize("alias", EMBED_ALIASES)
     def test_one_input_default_base64(self, oai, fresh_mock, alias):
         # The SDK asks for base64 unless told otherwise, and decodes it.
@@ -313,7 +334,6 @@ class TestEmbeddings:
         if alias != "gemini-embed":  # Gemini reports no count: the gateway's estimate
             assert r.usage.prompt_tokens == 2
 
-    @WIRING
     @pytest.mark.parametrize("alias", [a for a in EMBED_ALIASES if a != "titan"])
     def test_list_float_and_dimensions(self, oai, fresh_mock, alias):
         r = oai.embeddings.create(model=alias, input=["a b", "c"], dimensions=256 if alias != "cohere" else 256,
@@ -321,32 +341,27 @@ class TestEmbeddings:
         assert [len(d.embedding) for d in r.data] == [256, 256]
         assert r.data[1].embedding == mock_vector("c", 256)
 
-    @WIRING
     def test_titan_takes_one_text_per_call(self, oai, fresh_mock):
         with pytest.raises(openai.BadRequestError) as e:
             oai.embeddings.create(model="titan", input=["a", "b"])
         assert "input" in e.value.body["message"]
         assert fresh_mock.requests() == []
 
-    @WIRING
     def test_anthropic_has_no_embeddings(self, oai, fresh_mock):
         with pytest.raises(openai.BadRequestError) as e:
             oai.embeddings.create(model="claude", input="x")
         assert "Anthropic offers no embeddings API" in e.value.body["message"]
         assert fresh_mock.requests() == []
 
-    @WIRING
     def test_bad_input_names_the_field(self, oai, fresh_mock):
         with pytest.raises(openai.BadRequestError) as e:
             oai.embeddings.create(model="openai-embed", input=["ok", ""])
         assert e.value.body["param"] == "input[1]"
 
-    @WIRING
     def test_models_list_embedding_models(self, oai):
         ids = {m.id for m in oai.models.list()}
         assert {"openai-embed", "titan", "cohere", "gemini-embed"} <= ids
 
-    @WIRING
     def test_usage_is_accounted(self, agw, oai, fresh_mock):
         def prompt_tokens():
             for line in agw.stats().splitlines():
@@ -364,7 +379,6 @@ class TestEmbeddings:
 class TestCountTokens:
     PROMPT = dict(system="Be brief.", messages=[{"role": "user", "content": "count these four words"}])
 
-    @WIRING
     @pytest.mark.parametrize("alias", ["claude", "gemini", "bedrock"])
     def test_providers_with_a_count_api(self, ant, fresh_mock, alias):
         c = ant.messages.count_tokens(model=alias, **self.PROMPT)
@@ -372,7 +386,6 @@ class TestCountTokens:
         assert c.input_tokens == answer.usage.input_tokens
         assert not (c.model_extra or {}).get("estimated")
 
-    @WIRING
     @pytest.mark.parametrize("alias", ["openai", "mistral", "azure"])
     def test_others_get_a_marked_estimate(self, ant, fresh_mock, alias):
         c = ant.messages.count_tokens(model=alias, **self.PROMPT)
@@ -380,7 +393,6 @@ class TestCountTokens:
         assert c.model_extra["estimated"] is True
         assert fresh_mock.requests() == []  # no provider call
 
-    @WIRING
     def test_bad_request_in_anthropic_shape(self, ant, fresh_mock):
         with pytest.raises(anthropic.BadRequestError) as e:
             ant.messages.count_tokens(model="claude", messages=[{"role": "robot", "content": "x"}])
@@ -514,7 +526,6 @@ class TestClaudeCodeDoor:
                 {"role": "user", "content": "again"}])
         assert "signature" in e.value.body["error"]["message"]
 
-    @WIRING
     def test_anthropic_beta_reaches_anthropic_only(self, ant, fresh_mock):
         beta = {"anthropic-beta": "oauth-2025-04-20,interleaved-thinking-2025-05-14"}
         ant.messages.create(model="claude", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
@@ -550,7 +561,6 @@ class TestMultiMegabytePrompts:
                                 extra_headers={"x-mock-no-record": "1"})
         assert r.content[0].text
 
-    @WIRING
     def test_10mb_responses_prompt_succeeds(self, oai):
         big = "word " * (TEN_MB // 5)
         r = oai.responses.create(model="claude", input=big, extra_headers={"x-mock-no-record": "1"})
@@ -567,6 +577,14 @@ class TestMultiMegabytePrompts:
                        headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
         assert r.status_code == 413
         assert r.json()["error"]["type"] == "request_too_large"
+        r = httpx.post(agw.url + "/v1/messages/count_tokens", content=big, timeout=120,
+                       headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+        assert r.status_code == 413
+        assert r.json()["error"]["type"] == "request_too_large"
+        for path in ("/v1/responses", "/v1/embeddings"):
+            r = httpx.post(agw.url + path, content=big, timeout=120, headers={"content-type": "application/json"})
+            assert r.status_code == 413, path
+            assert r.json()["error"]["type"] == "invalid_request_error", path
         assert fresh_mock.requests() == []
 
     def test_max_payload_sets_envoys_buffer(self, agw, fresh_mock):
