@@ -283,7 +283,7 @@ class TestOpenAIAgents:
     """The `openai-agents` runner with a tool, against providers that are not OpenAI."""
 
     @staticmethod
-    def run_agent(agw, model_cls, alias):
+    def run_agent(agw, model_cls, alias, streamed=False):
         from agents import Agent, Runner, function_tool, set_tracing_disabled
         set_tracing_disabled(True)
         calls = []
@@ -299,7 +299,12 @@ class TestOpenAIAgents:
             agent = Agent(name="weather", instructions="Answer with the tool.", tools=[get_weather],
                           model=model_cls(model=alias, openai_client=client))
             try:
-                return await Runner.run(agent, "What is the weather in Paris?")
+                if not streamed:
+                    return await Runner.run(agent, "What is the weather in Paris?")
+                run = Runner.run_streamed(agent, "What is the weather in Paris?")
+                async for _ in run.stream_events():
+                    pass
+                return run
             finally:
                 await client.close()
 
@@ -310,6 +315,13 @@ class TestOpenAIAgents:
     def test_responses_model_runs_a_tool_using_agent(self, agw, fresh_mock, alias):
         from agents import OpenAIResponsesModel
         result, calls = self.run_agent(agw, OpenAIResponsesModel, alias)
+        assert calls == [("Paris", "celsius")]
+        assert result.final_output == "The tool said: 22 degrees celsius in Paris"
+
+    @pytest.mark.parametrize("alias", ["claude", "gemini", "bedrock"])
+    def test_responses_model_streams_a_tool_using_agent(self, agw, fresh_mock, alias):
+        from agents import OpenAIResponsesModel
+        result, calls = self.run_agent(agw, OpenAIResponsesModel, alias, streamed=True)
         assert calls == [("Paris", "celsius")]
         assert result.final_output == "The tool said: 22 degrees celsius in Paris"
 
@@ -340,6 +352,14 @@ class TestEmbeddings:
                                   encoding_format="float")
         assert [len(d.embedding) for d in r.data] == [256, 256]
         assert r.data[1].embedding == mock_vector("c", 256)
+
+    @pytest.mark.parametrize("alias", EMBED_ALIASES)
+    def test_provider_errors_in_openai_shape(self, oai, fresh_mock, alias):
+        with pytest.raises(openai.InternalServerError) as e:
+            oai.embeddings.create(model=alias, input="x", extra_headers={"x-mock-status": "500"})
+        assert "mock error" in e.value.body["message"]
+        with pytest.raises(openai.RateLimitError):
+            oai.embeddings.create(model=alias, input="x", extra_headers={"x-mock-status": "429"})
 
     def test_titan_takes_one_text_per_call(self, oai, fresh_mock):
         with pytest.raises(openai.BadRequestError) as e:
@@ -386,12 +406,20 @@ class TestCountTokens:
         assert c.input_tokens == answer.usage.input_tokens
         assert not (c.model_extra or {}).get("estimated")
 
-    @pytest.mark.parametrize("alias", ["openai", "mistral", "azure"])
+    @pytest.mark.parametrize("alias", ["openai", "mistral", "azure", "ollama", "compat"])
     def test_others_get_a_marked_estimate(self, ant, fresh_mock, alias):
         c = ant.messages.count_tokens(model=alias, **self.PROMPT)
         assert c.input_tokens > 0
         assert c.model_extra["estimated"] is True
         assert fresh_mock.requests() == []  # no provider call
+
+    @pytest.mark.parametrize("alias", ["claude", "gemini", "bedrock"])
+    def test_provider_errors_in_anthropic_shape(self, ant, fresh_mock, alias):
+        with pytest.raises(anthropic.InternalServerError) as e:
+            ant.messages.count_tokens(model=alias, **self.PROMPT, extra_headers={"x-mock-status": "500"})
+        assert e.value.body["type"] == "error" and "mock error" in e.value.body["error"]["message"]
+        with pytest.raises(anthropic.RateLimitError):
+            ant.messages.count_tokens(model=alias, **self.PROMPT, extra_headers={"x-mock-status": "429"})
 
     def test_bad_request_in_anthropic_shape(self, ant, fresh_mock):
         with pytest.raises(anthropic.BadRequestError) as e:
