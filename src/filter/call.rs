@@ -242,7 +242,10 @@ impl Call {
                 }
             }
         }
-        governance::decorate(&ep.governance, &mut req);
+        if !matches!(self.door, Door::Embeddings { .. }) {
+            // A decorator's prompts are for a model to read, not texts to embed.
+            governance::decorate(&ep.governance, &mut req);
+        }
         l.fill_defaults(&mut req);
         self.wire = l.provider.wire();
         self.stream = req.stream;

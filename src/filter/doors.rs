@@ -151,7 +151,9 @@ impl Door {
             ),
             EmbeddingInput::Tokens(_) => Ok(()),
             EmbeddingInput::Texts(texts) => {
-                for (t, m) in texts.iter_mut().zip(&req.messages) {
+                // The inputs are the user messages, in order (whatever else a step added).
+                let inputs = req.messages.iter().filter(|m| m.role == Role::User);
+                for (t, m) in texts.iter_mut().zip(inputs) {
                     *t = m.content.iter().filter_map(Part::prompt_text).collect();
                 }
                 Ok(())
@@ -269,6 +271,12 @@ mod tests {
         assert_eq!(req.messages.len(), 2);
         assert!(req.messages.iter().all(|m| m.role == Role::User));
         req.messages[1].content = vec![Part::Text("mail [EMAIL_1]".into())];
+        // Something put a system message first: the inputs are still the user messages.
+        let system = Message {
+            role: Role::System,
+            ..req.messages[0].clone()
+        };
+        req.messages.insert(0, system);
         door.take_texts(&req, true).unwrap();
         let Door::Embeddings { req: e, .. } = &door else {
             panic!("not embeddings")
