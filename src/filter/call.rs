@@ -237,7 +237,7 @@ impl Call {
             // another provider half-translated.
             if !doors::responses_upstream(l.provider.wire(), b.url_pattern.as_str()) {
                 if let Some((param, msg)) = extras.needs_openai() {
-                    let msg = format!("{msg} (this model is served by {})", l.provider.name());
+                    let msg = format!("{msg} ({}, not sent the Responses API)", l.provider.name());
                     return Err(Refusal::new(ErrorKind::InvalidRequest, msg).param(Some(&param)));
                 }
             }

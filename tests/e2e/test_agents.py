@@ -44,7 +44,7 @@ EMBED = [
 ]
 EMBED_ALIASES = [p.alias for p in EMBED]
 ALIASES = [p.alias for p in PROVIDERS]
-NON_OPENAI = ["claude", "gemini", "bedrock", "mistral", "ollama", "compat"]
+NON_OPENAI = ["claude", "gemini", "bedrock", "azure", "mistral", "ollama", "compat"]
 
 
 def responses_backend(mock_url: str, p: P) -> dict:
