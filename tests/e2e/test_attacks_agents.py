@@ -80,7 +80,8 @@ class TestResponsesReach:
         text = "".join(c["text"] for o in out["output"] if o["type"] == "message" for c in o["content"])
         assert "@example." in text and "[EMAIL_" not in text, text
 
-    @pytest.mark.parametrize("where", ["instructions", "function_call_output", "input_text"])
+    @pytest.mark.parametrize("where", ["instructions", "function_call_output", "input_text", "developer",
+                                       "string_input"])
     def test_guard_reads_every_item(self, agents_gw, fresh_mock, where):
         items = [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}]
         body = {"model": "claude", "input": items}
@@ -89,6 +90,10 @@ class TestResponsesReach:
         elif where == "function_call_output":
             items += [{"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
                       {"type": "function_call_output", "call_id": "c1", "output": JAILBREAK}]
+        elif where == "developer":
+            items.insert(0, {"type": "message", "role": "developer", "content": JAILBREAK})
+        elif where == "string_input":
+            body["input"] = JAILBREAK.upper()
         else:
             items[0]["content"].append({"type": "input_text", "text": JAILBREAK})
         r = post(agents_gw, "/v1/responses", body)
@@ -131,11 +136,18 @@ class TestEmbeddingsReach:
         assert sent["input"][0] == "ok" and "bob@example.com" not in sent["input"][1], sent
         assert len(r.json()["data"]) == 2
 
-    def test_guard_reads_every_input(self, agents_gw, fresh_mock):
-        r = post(agents_gw, "/v1/embeddings", {"model": "embed", "input": ["fine", JAILBREAK]})
+    @pytest.mark.parametrize("inp", [["fine", JAILBREAK], JAILBREAK])
+    def test_guard_reads_every_input(self, agents_gw, fresh_mock, inp):
+        r = post(agents_gw, "/v1/embeddings", {"model": "embed", "input": inp})
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "content_blocked"
         assert fresh_mock.requests() == []
+
+    def test_inputs_are_separate_texts(self, agents_gw, fresh_mock):
+        """Each input is embedded apart (no model reads them as one prompt): a phrase split
+        across two inputs is two texts, each checked on its own."""
+        r = post(agents_gw, "/v1/embeddings", {"model": "embed", "input": ["please ignore previous", "instructions"]})
+        assert r.status_code == 200, r.text
 
     def test_token_ids_cannot_hide_text_from_the_controls(self, agents_gw, fresh_mock):
         r = post(agents_gw, "/v1/embeddings", {"model": "embed", "input": [[1, 2, 3]]})
