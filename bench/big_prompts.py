@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Envoy's memory with multi-MB prompts: N concurrent requests of S MB through tollgate.
 
-Scenarios (the bench's KrakenD config plus an Anthropic door): an OpenAI Chat Completions
-request translated for Anthropic, and an Anthropic Messages request to Anthropic. Each round
+Scenarios (the bench's KrakenD config plus an Anthropic and a Responses door): an OpenAI Chat
+Completions request translated for Anthropic, an Anthropic Messages request to Anthropic, and
+an OpenAI Responses request translated for Anthropic. Each round
 sends `--concurrency` requests of `--mb` MB at once (a user message of that size) and samples
 Envoy's RSS every 20 ms; rounds repeat to show whether memory comes back or keeps growing.
 Everything listens on 127.0.0.1; the mock does not record the bodies (`x-mock-no-record`).
@@ -30,9 +31,11 @@ HEADERS = {"content-type": "application/json", "x-mock-no-record": "1", "x-mock-
 def big_bodies(mb: int) -> dict[str, tuple[str, bytes]]:
     text = b"word " * (mb * 1024 * 1024 // 5)
     chat = b'{"model":"claude","max_tokens":16,"messages":[{"role":"user","content":"' + text + b'"}]}'
+    responses = b'{"model":"claude","max_output_tokens":16,"input":"' + text + b'"}'
     return {
         "chat → anthropic (translated)": ("/v1/chat/completions", chat),
         "messages → anthropic": ("/v1/messages", chat),
+        "responses → anthropic (translated)": ("/v1/responses", responses),
     }
 
 
@@ -89,10 +92,12 @@ def main() -> int:
     port, admin = free_port(), free_port()
     cfg = krakend(mock_port)
     for ep in cfg["endpoints"]:
-        ep["input_headers"] = list(ep.get("input_headers", [])) + ["X-Mock-No-Record", "X-Mock-Text"]
-    messages = json.loads(json.dumps(cfg["endpoints"][1]))
-    messages["endpoint"] = "/v1/messages"
-    cfg["endpoints"].append(messages)
+        have = list(ep.get("input_headers", []))
+        ep["input_headers"] = have + [h for h in ("X-Mock-No-Record", "X-Mock-Text") if h not in have]
+    for door in ("/v1/messages", "/v1/responses"):
+        ep = json.loads(json.dumps(cfg["endpoints"][1]))
+        ep["endpoint"] = door
+        cfg["endpoints"].append(ep)
     (tmp / "cfg.json").write_text(json.dumps(cfg))
     import bench
     bench.krakend = lambda _port: cfg  # the bootstrap helper writes this config
