@@ -115,6 +115,12 @@ class TestResponsesReach:
         r = post(agents_gw, "/v1/responses", body)
         assert r.status_code == 400, r.text
         assert r.json()["error"]["param"] == "prompt"
+        # A hosted tool the model reads (a custom tool's description) goes to OpenAI verbatim.
+        body = {"model": "openai", "input": "hi",
+                "tools": [{"type": "custom", "name": "notes", "description": JAILBREAK}]}
+        r = post(agents_gw, "/v1/responses", body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "tools[0].description"
         assert fresh_mock.requests() == []
 
     def test_streamed_answer_is_restored(self, agents_gw, fresh_mock):
