@@ -1,10 +1,12 @@
-//! The extended JSON Schema: KrakenD's official v2.12 schema plus tollgate's own
-//! namespaces and fields (schema/tollgate-extensions.json). Host-only (`tollgate check`).
+//! The extended JSON Schema: KrakenD's official v2.13 schema (draft 2019-09, bundled) plus
+//! tollgate's own namespaces and fields (schema/tollgate-extensions.json). Host-only
+//! (`tollgate check`). KrakenD's v2.12 schema (draft-07) stays in schema/ for the test that
+//! every document it accepts is accepted by v2.13 too (v2.12 configurations keep working).
 
 use serde_json::{Map, Value};
 
-/// KrakenD's official bundled schema (draft-07), verbatim.
-pub const KRAKEND: &str = include_str!("../schema/krakend-v2.12.json");
+/// KrakenD's official bundled schema (v2.13, draft 2019-09, `$defs`), verbatim.
+pub const KRAKEND: &str = include_str!("../schema/krakend-v2.13.json");
 /// tollgate's patches over it.
 pub const EXTENSIONS: &str = include_str!("../schema/tollgate-extensions.json");
 
@@ -22,7 +24,7 @@ pub fn extended() -> Result<Value, String> {
         apply(&mut schema, p).map_err(|e| format!("patch {i}: {e}"))?;
     }
     schema["title"] =
-        Value::String("tollgate: KrakenD v2.12 schema with tollgate extensions".into());
+        Value::String("tollgate: KrakenD v2.13 schema with tollgate extensions".into());
     Ok(schema)
 }
 
@@ -188,6 +190,12 @@ mod tests {
                 "variables": {"model": "anthropic.claude-3-haiku-20240307-v1:0"}}}}),
             ),
             (
+                // KrakenD v2.13: a Bedrock API key, model in url_pattern.
+                bedrock_host,
+                json!({"bedrock": {"v1": {"credentials": "bedrock-api-key-xxx", "debug": true,
+                "variables": {"max_tokens": 1500}}}}),
+            ),
+            (
                 "https://bedrock.example.com",
                 json!({"bedrock": {"version": "v1", "region": "us-east-1",
                 "credentials": {"access_key_id": "a", "secret_access_key": "b"}}}),
@@ -273,6 +281,8 @@ mod tests {
              format!("{AT}.openai.v1: \"credentials\" is a required property")),
             (json!({"bedrock": {"v1": {"credentials": {"access_key_id": "a", "secret_acces_key": "b"}}}}),
              format!("{AT}.bedrock.v1.credentials: \"secret_access_key\" is a required property")),
+            (json!({"bedrock": {"v1": {"credentials": 42}}}),
+             format!("{AT}.bedrock.v1.credentials: 42 is not of types \"string\", \"object\"")),
             (json!({"openai": {"version": "v2", "credentials": "k"}}),
              format!("{AT}.openai.version: \"v1\" was expected")),
         ];
@@ -374,7 +384,7 @@ mod tests {
         );
         // Definition keys are URLs: `~1` unescapes to `/`, no percent-decoding.
         let mut k = serde_json::from_str::<Value>(KRAKEND).unwrap();
-        apply(&mut k, &json!({"at": "/definitions/https:~1~1www.krakend.io~1schema~1v2.12~1ai~1llm.json", "remove": ["maxProperties"]})).unwrap();
+        apply(&mut k, &json!({"at": "/$defs/https:~1~1www.krakend.io~1schema~1v2.13~1ai~1llm.json", "remove": ["maxProperties"]})).unwrap();
     }
 
     #[test]

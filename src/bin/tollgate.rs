@@ -1,7 +1,9 @@
 //! `tollgate`: host tool for tollgate configs.
 //!
 //! - `tollgate check krakend.json`: validate against the extended KrakenD schema and
-//!   tollgate's own rules; print every error with its JSON path; exit 1 on error.
+//!   tollgate's own rules; print every error with its JSON path; exit 1 on error. With
+//!   `--explain`, first a migration report: every namespace of the file, implemented, ignored
+//!   inside Envoy (a warning) or refused, and why.
 //! - `tollgate envoy krakend.json [--listen A:P] [--admin A:P] [--wasm PATH | --native PATH]
 //!   [--ca-file PATH] [--edge NAME=VALUE]...`: print an Envoy bootstrap (YAML) that runs the
 //!   config, hardened for the edge (`envoy::Edge`); with `--native`, through the native
@@ -19,12 +21,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 use tollgate::apply;
-use tollgate::config::env;
+use tollgate::config::{env, krakend};
 use tollgate::envoy::{self, Options, OPTIONS_USAGE};
 use tollgate::{k8s, schema};
 
 const USAGE: &str = "usage:
-  tollgate check <krakend.json>
+  tollgate check <krakend.json> [--explain]   (--explain: per namespace, implemented / ignored inside Envoy / refused, and why)
   tollgate envoy <krakend.json> OPTIONS   (edge limits: docs/operations.md; --dynamic: live updates)
   tollgate apply <krakend.json> <DIR> [--wait SECONDS]
   tollgate k8s <krakend.json> K8S_OPTIONS
@@ -67,8 +69,17 @@ fn load(path: Option<&String>) -> Result<(String, serde_json::Value), String> {
 }
 
 fn check(args: &[String]) -> Result<(), String> {
+    let explain = args.iter().any(|a| a == "--explain");
+    let args: Vec<String> = args.iter().filter(|a| *a != "--explain").cloned().collect();
     let (_, doc) = load(args.first())?;
     let path = args.first().map(String::as_str).unwrap_or_default();
+    if explain {
+        // The migration report comes first, also for a file the check refuses.
+        println!("{path}: namespaces (KrakenD -> tollgate)");
+        for line in krakend::explain(&doc) {
+            println!("  {line}");
+        }
+    }
     let gw = apply::check(&doc).map_err(|errors| {
         format!(
             "{path}: {} error(s)\n  {}",

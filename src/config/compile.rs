@@ -2,6 +2,7 @@
 //! each backend read their own fields here, and their `extra_config` namespaces through the
 //! table of [`namespaces`](super::namespaces), each compiled by its domain.
 
+use super::krakend::{self, Level, Verdict};
 use super::namespaces::{self, BackendParts, Context, EndpointParts, ServiceParts};
 use super::reader::{self, ConfigError, Obj, Result};
 use super::{Backend, Endpoint, Gateway, HeaderOp};
@@ -45,7 +46,6 @@ const IGNORED_ROOT: &[&str] = &[
     "client_tls",
     "tls",
     "plugin",
-    "async_agent",
     "use_h2c",
     "max_shutdown_wait_time",
 ];
@@ -57,22 +57,29 @@ const BOOTSTRAP_ROOT: &[&str] = &[
     "idle_timeout",
     "max_header_bytes",
 ];
-const IGNORED_ENDPOINT: &[&str] = &["cache_ttl", "concurrent_calls", "output_encoding"];
-const IGNORED_BACKEND: &[&str] = &[
+const IGNORED_ENDPOINT: &[&str] = &["cache_ttl", "concurrent_calls"];
+const IGNORED_BACKEND: &[&str] = &["disable_host_sanitize", "sd_scheme"];
+/// Backend fields that reshape the answer (KrakenD's response manipulation): they have no
+/// effect on a `no-op` endpoint (KrakenD passes the answer as is there, and so does tollgate);
+/// anywhere else they are refused, the answer would reach the client unfiltered.
+const RESHAPING: &[&str] = &[
     "allow",
     "deny",
-    "disable_host_sanitize",
-    "encoding",
+    "mapping",
+    "target",
     "group",
     "is_collection",
-    "mapping",
-    "sd",
-    "sd_scheme",
-    "target",
 ];
+/// Encodings whose answer tollgate passes on as KrakenD would: JSON as the backend sent it.
+const JSON_ENCODINGS: &[&str] = &["json", "safejson", "fast-json", "no-op"];
+/// The endpoint `output_encoding`s that keep the backend's JSON as it is.
+const OUTPUT_ENCODINGS: &[&str] = &["json", "fast-json", "no-op", "negotiate"];
 
 /// Methods KrakenD endpoints accept.
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+/// A backend may also be called with OPTIONS or HEAD (KrakenD's backend methods; CONNECT and
+/// TRACE are not proxied requests Envoy's router sends).
+const BACKEND_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"];
 
 impl Gateway {
     /// Parses and compiles a KrakenD JSON document. `lookup` resolves `{{ env "X" }}`.
@@ -117,6 +124,12 @@ impl Gateway {
             service: &svc,
             lookup,
         };
+        if root.get("async_agent").is_some() {
+            return Err(ConfigError::new(
+                "$.async_agent",
+                "async agents (queue consumers) are not supported by tollgate",
+            ));
+        }
         let mut endpoints = endpoints(&mut root, &inherited, &mut warnings)?;
         for (key, _) in root.unread() {
             if IGNORED_ROOT.contains(&key) && !BOOTSTRAP_ROOT.contains(&key) {
@@ -163,7 +176,8 @@ fn service(
             host: "",
         };
         namespaces::compile(&mut extra, namespaces::SERVICE, &mut svc, &cx)?;
-        ignore_namespaces(&mut extra, warnings);
+        warnings.append(&mut svc.warnings);
+        unread_namespaces(&mut extra, Level::Service, warnings)?;
     }
     Ok(svc)
 }
@@ -205,13 +219,53 @@ fn endpoints(
                 ),
             ));
         }
+        let mut ep = ep;
+        let own = &mut ep.governance.max_payload;
+        *own = own.or(inherited.service.max_payload);
+        if let Some(t) = &inherited.service.tiered {
+            ep.governance.tiered.insert(0, Rc::clone(t));
+        }
+        let at = format!("{path}.extra_config");
+        tier_warnings(&ep, &at, inherited.service.tiered.is_some(), warnings);
+        let quota = match (ep.quota.take(), &inherited.service.default_quota) {
+            (Some(q), _) => Some((q, format!("{at}.governance/quota"))),
+            (None, Some(q)) => Some((q.clone(), "$.extra_config.governance/quota".to_string())),
+            (None, None) => None,
+        };
+        let quota = match quota {
+            Some((q, qpath)) if ep.api.is_some() => Some(crate::cost::for_llm(&q, &qpath)?),
+            q => q.map(|(q, _)| crate::cost::for_plain(&q)),
+        };
         endpoints.push(Endpoint {
             timeout_ms: ep.timeout_ms.or(inherited.default_timeout),
-            quota: ep.quota.or_else(|| inherited.service.default_quota.clone()),
+            quota,
             ..ep
         });
     }
     Ok(endpoints)
+}
+
+/// A tiered rate limit whose plan header nothing in the gateway writes: the client states its
+/// own plan (KrakenD's docs: propagate it from the API key's role or the token's claims).
+/// Once per namespace.
+fn tier_warnings(ep: &Endpoint, path: &str, service: bool, warnings: &mut Vec<String>) {
+    for (i, t) in ep.governance.tiered.iter().enumerate() {
+        if ep.forward.owned.contains(&t.tier_key) {
+            continue;
+        }
+        let at = if service && i == 0 {
+            "$.extra_config"
+        } else {
+            path
+        };
+        let w = format!(
+            "{at}.qos/ratelimit/tiered.tier_key: header {} comes from the client (no auth/api-keys propagate_role or auth/validator propagate_claims writes it): a client picks its own tier",
+            t.tier_key
+        );
+        if !warnings.contains(&w) {
+            warnings.push(w);
+        }
+    }
 }
 
 /// The gateway's secrets: every value read from `{{ env }}`, provider credentials (also
@@ -257,8 +311,9 @@ fn endpoint(
     let mut o = Obj::new(v, path)?;
     let pattern = PathPattern::parse(o.str("endpoint")?)
         .map_err(|m| ConfigError::new(o.at("endpoint"), m))?;
-    let method = method_field(&mut o, "method")?.unwrap_or_else(|| "GET".to_string());
+    let method = method_field(&mut o, "method", METHODS)?.unwrap_or_else(|| "GET".to_string());
     let timeout_ms = duration_field(&mut o, "timeout")?;
+    let no_op = output_encoding(&mut o)?;
     let shared_id = crate::governance::shared_id(&method, pattern.as_str());
     let mut forward = Forward::new(
         o.opt_strings("input_headers")?.as_deref(),
@@ -275,7 +330,7 @@ fn endpoint(
         };
         namespaces::compile(&mut extra, namespaces::ENDPOINT, &mut parts, &cx)?;
         warnings.append(&mut parts.warnings);
-        ignore_namespaces(&mut extra, warnings);
+        unread_namespaces(&mut extra, Level::Endpoint, warnings)?;
     }
     let list = o
         .opt_array("backend")?
@@ -286,7 +341,12 @@ fn endpoint(
     let mut backends = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
         let bpath = format!("{}[{i}]", o.at("backend"));
-        backends.push(backend(item, &bpath, &pattern, inherited, warnings)?);
+        let shape = Shape {
+            no_op,
+            endpoint: &pattern,
+            method: &method,
+        };
+        backends.push(backend(item, &bpath, shape, inherited, warnings)?);
     }
     // Headers the gateway writes itself are kept; the client's API key never leaves.
     forward.owned = parts.security.owned_headers();
@@ -335,10 +395,12 @@ fn front_door(
     method: &str,
 ) -> Result<Option<FrontDoor>> {
     let llm_count = backends.iter().filter(|b| b.llm.is_some()).count();
-    if backends.len() > 1 && llm_count < backends.len() {
+    // KrakenD's conditional routing picks one plain backend per request.
+    let routed = llm_count == 0 && backends.iter().all(|b| b.rules.conditional.is_some());
+    if backends.len() > 1 && llm_count < backends.len() && !routed {
         return Err(ConfigError::new(
             o.at("backend"),
-            "several backends are only supported when every one is an ai/llm backend (the client's model chooses); KrakenD response merging is not supported",
+            "several backends are only supported when every one is an ai/llm backend (the client's model chooses) or every one has a backend/conditional (one is called); KrakenD response merging is not supported",
         ));
     }
     let api = (llm_count > 0).then(|| EndpointKind::of(pattern.as_str()).front());
@@ -362,14 +424,25 @@ fn front_door(
     Ok(api)
 }
 
+/// What a backend needs of its endpoint.
+#[derive(Clone, Copy)]
+struct Shape<'a> {
+    /// `output_encoding: no-op`: the answer passes as the backend sent it.
+    no_op: bool,
+    endpoint: &'a PathPattern,
+    method: &'a str,
+}
+
 fn backend(
     v: &Value,
     path: &str,
-    endpoint: &PathPattern,
+    shape: Shape<'_>,
     inherited: &Inherited<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Backend> {
+    let endpoint = shape.endpoint;
     let mut o = Obj::new(v, path)?;
+    answer_as_sent(&mut o, shape.no_op)?;
     let hosts = match o.opt_strings("host")? {
         Some(list) => parse_hosts(&list, &o.at("host"))?,
         None if !inherited.default_hosts.is_empty() => inherited.default_hosts.to_vec(),
@@ -382,7 +455,7 @@ fn backend(
     };
     let url_pattern = UrlPattern::parse(o.str("url_pattern")?, endpoint)
         .map_err(|m| ConfigError::new(o.at("url_pattern"), m))?;
-    let method = method_field(&mut o, "method")?;
+    let method = method_field(&mut o, "method", BACKEND_METHODS)?;
     // The backend's own lists (KrakenD's second-level filter), narrowed into the
     // endpoint's policy by `endpoint`; absent lists let everything through here.
     let list = |o: &mut Obj<'_>, key: &str, lower: bool| -> Result<Allow> {
@@ -406,8 +479,9 @@ fn backend(
             host: hosts.first().map(|h| h.host.as_str()).unwrap_or_default(),
         };
         namespaces::compile(&mut extra, namespaces::BACKEND, &mut parts, &cx)?;
-        ignore_namespaces(&mut extra, warnings);
+        unread_namespaces(&mut extra, Level::Backend, warnings)?;
     }
+    fixed_bodies(&parts, shape.method, &o.at("extra_config"), warnings)?;
     o.finish(IGNORED_BACKEND)?;
     Ok(Backend {
         cluster: cluster_name(&hosts),
@@ -442,27 +516,109 @@ fn parse_hosts(list: &[&str], path: &str) -> Result<Vec<HostUrl>> {
     Ok(hosts)
 }
 
-fn method_field(o: &mut Obj<'_>, key: &str) -> Result<Option<String>> {
-    match o.opt_str(key)? {
-        None => Ok(None),
-        Some(m) if METHODS.contains(&m) => Ok(Some(m.to_string())),
-        Some(m) => Err(ConfigError::new(
-            o.at(key),
-            format!("\"{m}\" is not one of GET, POST, PUT, PATCH, DELETE"),
+/// Martian's `body.Modifier` replaces a plain backend's bodies; an LLM backend's request and
+/// answer are translated, so there it is refused. A request without a body (a GET) gets
+/// none: a filter inside Envoy cannot add one (a warning says so).
+fn fixed_bodies(
+    parts: &BackendParts,
+    method: &str,
+    extra: &str,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let m = &parts.modifiers;
+    let at = format!("{extra}.modifier/martian");
+    if parts.llm.is_some() && (m.request_body.is_some() || m.response_body.is_some()) {
+        return Err(ConfigError::new(
+            at,
+            "body.Modifier applies to plain backends; an ai/llm backend's request and answer are translated",
+        ));
+    }
+    if m.request_body.is_some() && matches!(method, "GET" | "DELETE") {
+        warnings.push(format!("{at}: body.Modifier (request scope) on a {method} endpoint: a request that arrives without a body reaches the backend without one (a filter inside Envoy cannot add a body)"));
+    }
+    Ok(())
+}
+
+/// The endpoint's `output_encoding`; true for `no-op`. An encoding that would reshape the
+/// backend's JSON (wrap it in `collection`, turn it into XML) is refused.
+fn output_encoding(o: &mut Obj<'_>) -> Result<bool> {
+    match o.opt_str("output_encoding")? {
+        None => Ok(false),
+        Some(e) if OUTPUT_ENCODINGS.contains(&e) => Ok(e == "no-op"),
+        Some(e) => Err(ConfigError::new(
+            o.at("output_encoding"),
+            format!("\"{e}\" is not supported by tollgate (the backend's JSON is passed as is: use json or no-op)"),
         )),
     }
 }
 
-/// Records every unread namespace of an `extra_config` as ignored.
-fn ignore_namespaces(extra: &mut Obj<'_>, warnings: &mut Vec<String>) {
+/// KrakenD's response manipulation on a backend (`allow`, `mapping`, `group`, non-JSON
+/// `encoding`, DNS service discovery): refused, unless the endpoint is `no-op`, where KrakenD
+/// does not apply it either.
+fn answer_as_sent(o: &mut Obj<'_>, no_op: bool) -> Result<()> {
+    let mut fields = RESHAPING.iter();
+    let set = |v: &Value| match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(m) => !m.is_empty(),
+        Value::String(s) => !s.is_empty(),
+        _ => true,
+    };
+    if let Some(key) = fields.find(|k| o.get(k).is_some_and(|v| !no_op && set(v))) {
+        return Err(ConfigError::new(
+            o.at(key),
+            "KrakenD's response manipulation is not supported by tollgate (the answer would reach the client unfiltered); use output_encoding no-op to pass it as is",
+        ));
+    }
+    for key in RESHAPING {
+        o.get(key);
+    }
+    match o.opt_str("encoding")? {
+        Some(e) if !no_op && !JSON_ENCODINGS.contains(&e) => {
+            return Err(ConfigError::new(
+                o.at("encoding"),
+                format!("\"{e}\" is not supported by tollgate (the backend's answer is passed as is: use json or no-op)"),
+            ))
+        }
+        _ => {}
+    }
+    match o.opt_str("sd")? {
+        None | Some("static") => Ok(()),
+        Some(sd) => Err(ConfigError::new(
+            o.at("sd"),
+            format!("service discovery \"{sd}\" is not supported by tollgate (hosts are Envoy cluster members: use static)"),
+        )),
+    }
+}
+
+fn method_field(o: &mut Obj<'_>, key: &str, allowed: &[&str]) -> Result<Option<String>> {
+    match o.opt_str(key)? {
+        None => Ok(None),
+        Some(m) if allowed.contains(&m) => Ok(Some(m.to_string())),
+        Some(m) => Err(ConfigError::new(
+            o.at(key),
+            format!("\"{m}\" is not one of {}", allowed.join(", ")),
+        )),
+    }
+}
+
+/// Every namespace of an `extra_config` no row compiled, by its verdict ([`krakend`]): one
+/// warning line for a namespace with no effect inside Envoy, nothing for one run outside the
+/// filter (the fleet limits), a refusal naming its path for every other one.
+fn unread_namespaces(extra: &mut Obj<'_>, level: Level, warnings: &mut Vec<String>) -> Result<()> {
     for (key, _) in extra.unread() {
-        if !reader::is_meta_key(key) {
-            warnings.push(format!(
-                "{}: namespace not supported by tollgate; ignored",
-                extra.at(key)
-            ));
+        if reader::is_meta_key(key) {
+            continue;
+        }
+        match krakend::verdict(level, key) {
+            Verdict::Implemented | Verdict::Elsewhere(_) => {}
+            Verdict::Ignored(why) => {
+                warnings.push(format!("{}: ignored inside Envoy: {why}", extra.at(key)));
+            }
+            Verdict::Refused(why) => return Err(ConfigError::new(extra.at(key), why)),
         }
     }
+    Ok(())
 }
 
 fn duration_field(o: &mut Obj<'_>, key: &str) -> Result<Option<u64>> {

@@ -11,6 +11,7 @@
 
 mod compile;
 pub mod env;
+pub mod krakend;
 pub mod namespaces;
 pub mod reader;
 
@@ -161,7 +162,7 @@ impl Gateway {
     /// before traffic: see `governance::ratelimit`).
     pub fn init_shared<H: Host + ?Sized>(&self, h: &mut H) {
         for ep in &self.endpoints {
-            if let Some(rl) = &ep.governance.rate_limit {
+            for rl in ep.governance.rate_limits() {
                 crate::governance::ratelimit::init_shared(h, rl);
             }
             let breakers = ep.backends.iter().filter_map(|b| b.rules.breaker.as_ref());

@@ -24,6 +24,12 @@ pub struct ServiceParts {
     /// Service-level `governance/quota`: endpoints without their own use it.
     pub default_quota: Option<QuotaAttach>,
     pub security: ServiceSecurity,
+    /// Service `qos/ratelimit/tiered`: every endpoint applies it (its buckets shared).
+    pub tiered: Option<Rc<governance::tiered::Tiered>>,
+    /// Service `router.max_payload`: endpoints without their own `proxy.max_payload` use it.
+    pub max_payload: Option<u64>,
+    /// Settings accepted but ignored inside a namespace.
+    pub warnings: Vec<String>,
 }
 
 /// What an endpoint's namespaces compile into.
@@ -86,6 +92,15 @@ pub const SERVICE: &[Row<ServiceParts>] = &[
         p.security.guards = security::guards(v, at)?;
         Ok(())
     }),
+    ("qos/ratelimit/tiered", |v, at, p, _| {
+        let id = "service";
+        p.tiered = Some(Rc::new(governance::tiered::compile(v, at, id)?));
+        Ok(())
+    }),
+    ("router", |v, at, p, _| {
+        p.max_payload = governance::router(v, at, &mut p.warnings)?;
+        Ok(())
+    }),
 ];
 
 /// Endpoint level.
@@ -95,8 +110,12 @@ pub const ENDPOINT: &[Row<EndpointParts>] = &[
         Ok(())
     }),
     ("qos/ratelimit/router", |v, at, p, cx| {
-        let rl = governance::ratelimit::compile(v, at, cx.id)?;
-        p.governance.rate_limit = Some(rl);
+        p.governance.rate_limit = governance::ratelimit::compile_router(v, at, cx.id)?;
+        Ok(())
+    }),
+    ("qos/ratelimit/tiered", |v, at, p, cx| {
+        let tiered = governance::tiered::compile(v, at, cx.id)?;
+        p.governance.tiered.push(Rc::new(tiered));
         Ok(())
     }),
     ("proxy", |v, at, p, _| {

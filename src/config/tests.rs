@@ -31,11 +31,9 @@ fn seed() -> Value {
 
 #[test]
 fn seed_example_compiles() {
-    // The seed's service-level host is "localhost:8080" (no scheme) in KrakenD's quick start;
-    // tollgate needs a scheme there, so the valid seed variant drops it.
-    let mut doc = seed();
-    doc.as_object_mut().unwrap().remove("host");
-    let g = compile(doc).unwrap();
+    // The seed's service-level host is "localhost:8080" (no scheme) as in KrakenD's quick
+    // start: KrakenD reads it as http://localhost:8080, and so does tollgate.
+    let g = compile(seed()).unwrap();
     assert_eq!(g.endpoints.len(), 1);
     let ep = &g.endpoints[0];
     assert_eq!(
@@ -73,20 +71,95 @@ fn service_host_is_the_default_backend_host() {
     assert_eq!(g.endpoints[0].method, "GET");
 }
 
+/// A namespace with no effect inside Envoy is one warning line; one that is a control or
+/// changes the answer is refused naming its path (issue 13: never accepted and skipped).
 #[test]
-fn unknown_namespaces_warn_once_each() {
-    let g = compile(json!({"version": 3, "extra_config": {"telemetry/logging": {}}, "endpoints": [
-        {"endpoint": "/a", "extra_config": {"qos/ratelimit/proxy": {"max_rate": 1}, "@c": "x"}, "backend": [
-            {"host": ["http://h"], "url_pattern": "/", "extra_config": {"backend/http": {}}}]}]}))
+fn namespaces_without_effect_warn_once_each_the_others_are_refused() {
+    let doc = |endpoint_ns: Value, backend_ns: Value| {
+        json!({"version": 3, "extra_config": {"telemetry/logging": {}, "documentation/openapi": {}}, "endpoints": [
+        {"endpoint": "/a", "extra_config": endpoint_ns, "backend": [
+            {"host": ["http://h"], "url_pattern": "/", "extra_config": backend_ns}]}]})
+    };
+    let g = compile(doc(
+        json!({"telemetry/opentelemetry": {}, "@c": "x"}),
+        json!({"telemetry/logging": {"custom_format": "%{resp.usage}"}}),
+    ))
     .unwrap();
     let mut w = g.warnings.clone();
     w.sort();
-    assert_eq!(w, vec![
-        "$.endpoints[0].backend[0].extra_config.backend/http: namespace not supported by tollgate; ignored",
-        "$.endpoints[0].extra_config.qos/ratelimit/proxy: namespace not supported by tollgate; ignored",
-        "$.extra_config.telemetry/logging: namespace not supported by tollgate; ignored",
-    ]);
-    assert_eq!(g.warnings.len(), 3);
+    let why = "ignored inside Envoy: KrakenD's own telemetry; inside Envoy, Envoy's stats, tracing and access log (with tollgate's metrics and usage properties) take its place";
+    assert_eq!(
+        w,
+        vec![
+            format!("$.endpoints[0].backend[0].extra_config.telemetry/logging: {why}"),
+            format!("$.endpoints[0].extra_config.telemetry/opentelemetry: {why}"),
+            "$.extra_config.documentation/openapi: ignored inside Envoy: API documentation for KrakenD's generators; no effect on requests".to_string(),
+            format!("$.extra_config.telemetry/logging: {why}"),
+        ]
+    );
+    for (ep, be, want) in [
+        (json!({"qos/ratelimit/proxy": {"max_rate": 1}}), json!({}),
+         "$.endpoints[0].extra_config.qos/ratelimit/proxy: a backend-side rate limit is not supported: use qos/ratelimit/router on the endpoint"),
+        (json!({"validation/cel": []}), json!({}),
+         "$.endpoints[0].extra_config.validation/cel: CEL expressions are not evaluated by tollgate yet (pending: CEL); the control would be skipped, so the configuration is refused"),
+        (json!({}), json!({"backend/http": {"return_error_details": "x"}}),
+         "$.endpoints[0].backend[0].extra_config.backend/http: error wrapping (return_error_details) is not supported: tollgate passes the backend's status and body as they are"),
+        (json!({}), json!({"made/up": {}}),
+         "$.endpoints[0].backend[0].extra_config.made/up: namespace not supported by tollgate"),
+    ] {
+        assert_eq!(compile(doc(ep, be)).unwrap_err(), want);
+    }
+    // The fleet limits service runs these: no warning, no refusal from the filter.
+    let mut d = doc(json!({}), json!({}));
+    d["extra_config"]["redis"] = json!({"connection_pools": []});
+    assert_eq!(compile(d).unwrap().warnings.len(), 2);
+}
+
+/// KrakenD's response manipulation reshapes the answer: refused, except on `no-op` endpoints
+/// where KrakenD does not apply it either; non-JSON encodings and DNS discovery likewise.
+#[test]
+fn response_manipulation_is_refused_unless_no_op() {
+    let doc = |output: Option<&str>, field: &str, v: Value| {
+        let mut d = json!({"version": 3, "endpoints": [{"endpoint": "/a", "backend": [
+            {"host": ["http://h"], "url_pattern": "/"}]}]});
+        d["endpoints"][0]["backend"][0][field] = v;
+        if let Some(o) = output {
+            d["endpoints"][0]["output_encoding"] = json!(o);
+        }
+        d
+    };
+    for (field, v) in [
+        ("allow", json!(["a"])),
+        ("deny", json!(["a"])),
+        ("mapping", json!({"a": "b"})),
+        ("target", json!("data")),
+        ("group", json!("g")),
+        ("is_collection", json!(true)),
+    ] {
+        let e = compile(doc(None, field, v.clone())).unwrap_err();
+        assert!(
+            e.starts_with(&format!("$.endpoints[0].backend[0].{field}: KrakenD's response manipulation is not supported")),
+            "{e}"
+        );
+        compile(doc(Some("no-op"), field, v)).unwrap();
+    }
+    compile(doc(None, "allow", json!([]))).unwrap();
+    compile(doc(None, "is_collection", json!(false))).unwrap();
+    compile(doc(None, "encoding", json!("safejson"))).unwrap();
+    assert!(compile(doc(None, "encoding", json!("xml")))
+        .unwrap_err()
+        .starts_with("$.endpoints[0].backend[0].encoding: \"xml\" is not supported by tollgate"));
+    assert!(
+        compile(doc(Some("json-collection"), "encoding", json!("json")))
+            .unwrap_err()
+            .starts_with(
+                "$.endpoints[0].output_encoding: \"json-collection\" is not supported by tollgate"
+            )
+    );
+    compile(doc(None, "sd", json!("static"))).unwrap();
+    assert!(compile(doc(None, "sd", json!("dns")))
+        .unwrap_err()
+        .starts_with("$.endpoints[0].backend[0].sd: service discovery \"dns\" is not supported"));
 }
 
 #[test]
@@ -106,17 +179,19 @@ fn reject_paths_name_the_json_path() {
         (ep(json!({"endpoint": "a", "backend": []})), "$.endpoints[0].endpoint: \"a\" must start with /"),
         (ep(json!({"endpoint": "/a", "method": "post", "backend": []})),
          "$.endpoints[0].method: \"post\" is not one of GET, POST, PUT, PATCH, DELETE"),
+        (ep(json!({"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/", "method": "TRACE"}]})),
+         "$.endpoints[0].backend[0].method: \"TRACE\" is not one of GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD"),
         (ep(json!({"endpoint": "/a"})), "$.endpoints[0].backend: is required"),
         (ep(json!({"endpoint": "/a", "backend": []})), "$.endpoints[0].backend: needs one backend"),
         (ep(json!({"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/"}, {"host": ["http://h"], "url_pattern": "/"}]})),
-         "$.endpoints[0].backend: several backends are only supported when every one is an ai/llm backend (the client's model chooses); KrakenD response merging is not supported"),
+         "$.endpoints[0].backend: several backends are only supported when every one is an ai/llm backend (the client's model chooses) or every one has a backend/conditional (one is called); KrakenD response merging is not supported"),
         (ep(json!({"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/"}], "typo": 1})),
          "$.endpoints[0].typo: unknown field"),
         (be(json!({"url_pattern": "/"})),
          "$.endpoints[0].backend[0].host: is required (or set the service-level host list)"),
         (be(json!({"host": [], "url_pattern": "/"})), "$.endpoints[0].backend[0].host: needs at least one host"),
         (be(json!({"host": ["ftp://h"], "url_pattern": "/"})),
-         "$.endpoints[0].backend[0].host[0]: \"ftp://h\" must start with http:// or https://"),
+         "$.endpoints[0].backend[0].host[0]: \"ftp://h\" must start with http:// or https:// (or have no scheme: http://)"),
         (be(json!({"host": ["http://a", "https://b"], "url_pattern": "/"})),
          "$.endpoints[0].backend[0].host[1]: all hosts of a backend must use the same scheme"),
         (be(json!({"host": ["http://a"]})), "$.endpoints[0].backend[0].url_pattern: is required"),

@@ -2,7 +2,9 @@
 //! limits), `governance/quota` (service default or endpoint: which quota, tiers, weight) and
 //! tollgate's `ai/usage` (service: currency, prices, usage headers, tenant labels).
 
-use super::{Limit, Price, QuotaAttach, QuotaDef, Rule, Strategy, Tier, UsageConfig, Weight};
+use super::{
+    Limit, Price, QuotaAttach, QuotaDef, Report, Rule, Strategy, Tier, UsageConfig, Weight,
+};
 use crate::config::reader::{ConfigError, Obj, Result};
 use crate::support::calendar::Unit;
 use serde_json::Value;
@@ -101,20 +103,13 @@ pub fn attach(v: &Value, path: &str, quotas: &[QuotaDef]) -> Result<QuotaAttach>
         .enumerate()
         .map(|(i, t)| tier(t, &format!("{tbase}[{i}]"), quotas, quota, qname))
         .collect::<Result<Vec<_>>>()?;
-    let weight = weight(&mut o)?;
-    if let Some(s) = o.opt_str("weight_strategy")? {
-        if s != "body" && s != "header" {
-            return Err(ConfigError::new(
-                o.at("weight_strategy"),
-                format!("\"{s}\" is not one of body, header"),
-            ));
-        }
-    }
+    let (weight, report) = weight(&mut o)?;
     let out = QuotaAttach {
         quota,
         tier_key,
         tiers,
         weight,
+        report,
         on_unmatched_tier_allow: o.opt_bool("on_unmatched_tier_allow")?.unwrap_or(false),
         disable_quota_headers: o.opt_bool("disable_quota_headers")?.unwrap_or(false),
         reserve: o.opt_bool("reserve")?.unwrap_or(false),
@@ -177,21 +172,83 @@ fn tier(v: &Value, path: &str, quotas: &[QuotaDef], quota: usize, qname: &str) -
     })
 }
 
-/// `weight_key`: what one call costs against the budget.
-fn weight(o: &mut Obj<'_>) -> Result<Weight> {
-    Ok(match o.opt_str("weight_key")? {
-        None => Weight::Requests,
-        Some("usage.total_tokens" | "total_tokens" | "tokens") => Weight::TotalTokens,
-        Some("usage.prompt_tokens" | "prompt_tokens") => Weight::PromptTokens,
-        Some("usage.completion_tokens" | "completion_tokens") => Weight::CompletionTokens,
-        Some("cost") => Weight::Cost,
-        Some(other) => {
+/// `weight_key` and `weight_strategy`: what one call costs against the budget. tollgate's
+/// names (tokens, cost) are counted by the gateway; any other key is KrakenD's: the number the
+/// backend reports in that response header (`header`) or field of its JSON answer (`body`,
+/// the default; a dot path). On an `ai/llm` endpoint the field `usage` is the total tokens
+/// (KrakenD's unified answer), see [`for_llm`].
+fn weight(o: &mut Obj<'_>) -> Result<(Weight, Option<Report>)> {
+    let header = match o.opt_str("weight_strategy")? {
+        None | Some("body") => false,
+        Some("header") => true,
+        Some(s) => {
             return Err(ConfigError::new(
-                o.at("weight_key"),
-                format!("\"{other}\" is not supported: use usage.total_tokens, usage.prompt_tokens, usage.completion_tokens or cost"),
+                o.at("weight_strategy"),
+                format!("\"{s}\" is not one of body, header"),
             ))
         }
+    };
+    let Some(key) = o.opt_str("weight_key")? else {
+        return Ok((Weight::Requests, None));
+    };
+    let counted = match key {
+        "usage.total_tokens" | "total_tokens" | "tokens" => Some(Weight::TotalTokens),
+        "usage.prompt_tokens" | "prompt_tokens" => Some(Weight::PromptTokens),
+        "usage.completion_tokens" | "completion_tokens" => Some(Weight::CompletionTokens),
+        "cost" => Some(Weight::Cost),
+        _ => None,
+    };
+    if key.trim().is_empty() || key.split('.').any(str::is_empty) {
+        return Err(ConfigError::new(
+            o.at("weight_key"),
+            "is not a field or header name",
+        ));
+    }
+    Ok(match (counted, header) {
+        (_, true) => (
+            Weight::Reported,
+            Some(Report::Header(key.to_ascii_lowercase())),
+        ),
+        (Some(Weight::Cost), false) => (Weight::Cost, None),
+        // A token count is the gateway's on an ai/llm endpoint, the field on a plain one.
+        (Some(w), false) => (w, Some(Report::Field(key.to_string()))),
+        (None, false) => (Weight::Reported, Some(Report::Field(key.to_string()))),
     })
+}
+
+/// A quota on a plain endpoint: every field named by `weight_key` is the backend's (KrakenD's
+/// meaning), tollgate's token names included (there is no LLM usage to count).
+pub fn for_plain(a: &QuotaAttach) -> QuotaAttach {
+    match &a.report {
+        Some(Report::Field(_)) => QuotaAttach {
+            weight: Weight::Reported,
+            ..a.clone()
+        },
+        _ => a.clone(),
+    }
+}
+
+/// A quota on an `ai/llm` endpoint: the answer is the gateway's translation, so a field the
+/// backend reports is read from the usage the gateway counts: KrakenD's `usage` is the total
+/// tokens; another field is refused (the client's answer has no such field). `path`: the
+/// quota's JSON path.
+pub fn for_llm(a: &QuotaAttach, path: &str) -> Result<QuotaAttach> {
+    match &a.report {
+        Some(Report::Field(f)) if f == "usage" => Ok(QuotaAttach {
+            weight: Weight::TotalTokens,
+            report: None,
+            ..a.clone()
+        }),
+        Some(Report::Field(_)) if a.weight != Weight::Reported => Ok(QuotaAttach {
+            report: None,
+            ..a.clone()
+        }),
+        Some(Report::Field(f)) => Err(ConfigError::new(
+            format!("{path}.weight_key"),
+            format!("\"{f}\": an ai/llm answer is translated by the gateway and has no such field; use usage (KrakenD's total tokens), usage.prompt_tokens, usage.completion_tokens or cost"),
+        )),
+        _ => Ok(a.clone()),
+    }
 }
 
 /// Reads `ai/usage`.

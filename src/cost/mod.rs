@@ -12,7 +12,7 @@
 pub mod config;
 pub mod store;
 
-pub use config::{attach, processors, usage_config};
+pub use config::{attach, for_llm, for_plain, processors, usage_config};
 
 use crate::host::Host;
 use crate::providers::model::Usage;
@@ -69,6 +69,52 @@ pub enum Weight {
     CompletionTokens,
     /// Money, in millionths of the `ai/usage` currency (limits are in currency units).
     Cost,
+    /// The number the backend reports in its answer ([`Report`]; KrakenD's `weight_key`).
+    Reported,
+}
+
+/// Where the backend reports what a call weighs (KrakenD's `weight_key` with
+/// `weight_strategy`): a response header, or a field of its JSON answer (a dot path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// Lowercase header name.
+    Header(String),
+    Field(String),
+}
+
+impl Report {
+    /// The weight a JSON answer reports in the field: a whole number or a numeric string
+    /// (KrakenD's AI templates render `usage` as a string); fractions rounded down, anything
+    /// else (absent, negative, not a number) None.
+    pub fn field_value(path: &str, body: &[u8]) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let mut at = &v;
+        for part in path.split('.') {
+            at = at.get(part)?;
+        }
+        reported_number(at)
+    }
+
+    /// The weight a header value reports (trimmed whole number, or fraction rounded down).
+    pub fn header_value(v: &str) -> Option<u64> {
+        reported_number(&serde_json::Value::String(v.to_string()))
+    }
+}
+
+fn reported_number(v: &serde_json::Value) -> Option<u64> {
+    let f = match v {
+        serde_json::Value::Number(n) => return n.as_u64().or_else(|| whole(n.as_f64()?)),
+        serde_json::Value::String(s) => s.trim(),
+        _ => return None,
+    };
+    f.parse::<u64>()
+        .ok()
+        .or_else(|| whole(f.parse::<f64>().ok()?))
+}
+
+/// A finite, non-negative float rounded down (saturating).
+fn whole(f: f64) -> Option<u64> {
+    (f.is_finite() && f >= 0.0).then_some(f as u64)
 }
 
 /// `governance/quota`, compiled.
@@ -79,6 +125,8 @@ pub struct QuotaAttach {
     pub tier_key: String,
     pub tiers: Vec<Tier>,
     pub weight: Weight,
+    /// Set with [`Weight::Reported`].
+    pub report: Option<Report>,
     pub on_unmatched_tier_allow: bool,
     pub disable_quota_headers: bool,
     /// Reserve `max_tokens` + the prompt estimate before the call (tollgate).
@@ -195,6 +243,9 @@ pub struct Charge {
     pub identity: String,
     /// Amount reserved at request time, given back when the real usage is charged.
     pub reserved: u64,
+    /// Where the backend reports the weight ([`Weight::Reported`]), and what it reported.
+    pub report: Option<Report>,
+    pub reported: Option<u64>,
 }
 
 /// Why a request cannot be charged.
@@ -281,6 +332,8 @@ pub fn resolve(
             reserve: a.reserve,
             identity,
             reserved: 0,
+            report: a.report.clone(),
+            reported: None,
         }));
     }
     if a.on_unmatched_tier_allow {
@@ -383,6 +436,8 @@ impl Charge {
             Weight::PromptTokens => usage.prompt_tokens,
             Weight::CompletionTokens => usage.completion_tokens,
             Weight::Cost => cost_micros.unwrap_or(0),
+            // Nothing reported (a cut answer, no such field): the call weighs nothing.
+            Weight::Reported => self.reported.unwrap_or(0),
         }
     }
 }

@@ -167,7 +167,8 @@ fn reject_paths() {
         (json!({"quota_name": "nope", "tier_key": "x", "tiers": []}), "$.q.quota_name: quota \"nope\" is not declared in the service's governance/processors"),
         (json!({"quota_name": "llm", "tier_key": "x", "tiers": [{"rule_name": "platinum", "tier_value": "p"}]}), "$.q.tiers[0].rule_name: rule \"platinum\" is not a rule of quota \"llm\""),
         (json!({"quota_name": "llm", "tier_key": "x", "tiers": [{"rule_name": "gold", "tier_value_as": "policy", "tier_value": "x"}]}), "$.q.tiers[0].tier_value_as: CEL policies are not supported by tollgate; use literal or *"),
-        (json!({"quota_name": "llm", "tier_key": "x", "weight_key": "credits", "tiers": []}), "$.q.weight_key: \"credits\" is not supported: use usage.total_tokens, usage.prompt_tokens, usage.completion_tokens or cost"),
+        (json!({"quota_name": "llm", "tier_key": "x", "weight_key": "usage..total", "tiers": []}), "$.q.weight_key: is not a field or header name"),
+        (json!({"quota_name": "llm", "tier_key": "x", "weight_key": "n", "weight_strategy": "query", "tiers": []}), "$.q.weight_strategy: \"query\" is not one of body, header"),
         (json!({"quota_name": "llm", "tier_key": "x", "tiers": [], "typo": 1}), "$.q.typo: unknown field"),
         (json!({"quota_name": "llm", "tier_key": "x", "tiers": [{"rule_name": "gold", "tier_value": "g", "strategy": "cookie"}]}), "$.q.tiers[0].strategy: \"cookie\" is not one of header, ip, param"),
     ];

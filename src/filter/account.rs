@@ -199,7 +199,11 @@ fn settle<H: Host>(
 ) -> Vec<(&'static str, String)> {
     let amount = match rec {
         Some(r) => charge.weigh(&r.usage, r.cost),
-        None => u64::from(charge.weight == cost::Weight::Requests),
+        None => match charge.weight {
+            cost::Weight::Requests => 1,
+            cost::Weight::Reported => charge.reported.unwrap_or(0),
+            _ => 0,
+        },
     };
     let now = h.now_unix();
     let standings = charge.settle(h, now, amount);

@@ -375,3 +375,98 @@ fn failover_reserves_before_its_first_callout() {
     call.flow.on_callout(&mut call.h, 1, 2);
     assert_eq!((call.h.callouts.len(), call.quota()), (2, reserved));
 }
+
+/// KrakenD's `weight_key`: a plain backend reports what a call weighs in a field of its JSON
+/// answer (the default `body` strategy; read across chunk boundaries, a numeric string too)
+/// or in a response header; a call that reports nothing weighs nothing.
+#[test]
+fn a_plain_backend_reports_the_weight() {
+    let gw = |weight: Option<(&str, &str)>| {
+        let mut q = json!({"quota_name": "q", "tier_key": "x-plan",
+            "tiers": [{"rule_name": "r", "tier_value_as": "*", "strategy": "header", "key": "x-user"}]});
+        if let Some((key, strategy)) = weight {
+            q["weight_key"] = json!(key);
+            q["weight_strategy"] = json!(strategy);
+        }
+        Rc::new(Gateway::from_value(&json!({"version": 3,
+            "extra_config": {"governance/processors": {"quotas": [
+                {"name": "q", "rules": [{"name": "r", "limits": [{"amount": LIMIT, "unit": "hour"}]}]}]}},
+            "endpoints": [{"endpoint": "/wrapped", "method": "POST", "extra_config": {"governance/quota": q},
+                "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}]}]}), &|_: &str| None).unwrap())
+    };
+    let call = |gw: Rc<Gateway>, headers: &[(&str, &str)], chunks: &[&str]| {
+        let mut h = MockHost::request("POST", "/wrapped", &[("x-user", "alice")]);
+        store::init(&mut h);
+        gw.init_shared(&mut h);
+        let mut flow = Flow::new(Rc::clone(&gw));
+        flow.on_request_headers(&mut h, true);
+        assert!(h.reply.is_none(), "{:?}", h.reply);
+        let mut h = h.with_response_headers(headers);
+        flow.on_response_headers(&mut h, chunks.is_empty());
+        for (i, c) in chunks.iter().enumerate() {
+            h.response_chunk = c.as_bytes().to_vec();
+            flow.on_response_body(&mut h, c.len(), i + 1 == chunks.len());
+        }
+        flow.on_log(&mut h);
+        store::used(&h, "q|r|alice|hour", Unit::Hour.window(h.now).0)
+    };
+    let ok = [(":status", "200")];
+    let credits = || gw(Some(("credits_consumed", "body")));
+    let body = |c: &str| call(credits(), &ok, &[c]);
+    assert_eq!(
+        call(credits(), &ok, &[r#"{"credits_con"#, r#"sumed": 42}"#]),
+        42
+    );
+    assert_eq!(body(r#"{"credits_consumed": "7"}"#), 7);
+    assert_eq!(body(r#"{"credits_consumed": 2.9}"#), 2);
+    assert_eq!(body(r#"{"credits_consumed": -3}"#), 0);
+    assert_eq!(body(r#"{"other": 5}"#), 0);
+    assert_eq!(body("not json"), 0);
+    let nested = gw(Some(("usage.total", "body")));
+    assert_eq!(call(nested, &ok, &[r#"{"usage": {"total": 9}}"#]), 9);
+    // tollgate's token names are fields too when no LLM call is counted (was: charged 0).
+    let tokens = gw(Some(("usage.total_tokens", "body")));
+    assert_eq!(
+        call(tokens, &ok, &[r#"{"usage": {"total_tokens": 11}}"#]),
+        11
+    );
+    let header = || gw(Some(("X-Credits", "header")));
+    let weighed = [(":status", "200"), ("x-credits", " 12 ")];
+    assert_eq!(call(header(), &weighed, &["{}"]), 12);
+    assert_eq!(call(header(), &weighed, &[]), 12);
+    assert_eq!(call(header(), &ok, &["{}"]), 0);
+    // Without weight_key every call weighs one, as before.
+    assert_eq!(call(gw(None), &ok, &[r#"{"credits_consumed": 42}"#]), 1);
+}
+
+/// On an `ai/llm` endpoint KrakenD's `weight_key: usage` is the total tokens (its unified
+/// answer's `usage`); a field the translated answer does not have is refused at configuration.
+#[test]
+fn usage_on_an_llm_endpoint_is_the_total_tokens() {
+    let doc = |key: &str| {
+        let mut d = json!({"version": 3,
+            "extra_config": {"governance/processors": {"quotas": [
+                {"name": "q", "rules": [{"name": "r", "limits": [{"amount": LIMIT, "unit": "hour"}]}]}]}},
+            "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST",
+                "extra_config": {"governance/quota": {"quota_name": "q", "tier_key": "x-plan",
+                    "weight_key": key, "weight_strategy": "body",
+                    "tiers": [{"rule_name": "r", "tier_value_as": "*", "strategy": "header", "key": "x-user"}]}},
+                "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions",
+                    "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": "sk",
+                        "variables": {"model": "gpt-4o-mini"}}}}}}]}]});
+        d["endpoints"][0]["input_headers"] = json!(["x-user"]);
+        d
+    };
+    let gw = Rc::new(Gateway::from_value(&doc("usage"), &|_: &str| None).unwrap());
+    let mut call = start_on(gw, &chat("hi"), true);
+    let h = std::mem::take(&mut call.h);
+    call.h = h.with_response_headers(&[(":status", "200"), ("content-type", "application/json")]);
+    call.flow.on_response_headers(&mut call.h, false);
+    let answer = answer_json(8, 7);
+    call.h.response_chunk = answer.as_bytes().to_vec();
+    call.flow.on_response_body(&mut call.h, answer.len(), true);
+    call.done();
+    assert_eq!(call.quota(), 15);
+    let e = Gateway::from_value(&doc("credits_consumed"), &|_: &str| None).unwrap_err();
+    assert_eq!(e.to_string(), "$.endpoints[0].extra_config.governance/quota.weight_key: \"credits_consumed\": an ai/llm answer is translated by the gateway and has no such field; use usage (KrakenD's total tokens), usage.prompt_tokens, usage.completion_tokens or cost");
+}

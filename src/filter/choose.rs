@@ -1,6 +1,7 @@
 //! Which backends of an `ai/llm` endpoint a request tries, in which order: a matching
 //! `backend/conditional` header, else the fallback backend, else a weighted pick, else the
-//! client's model; with `ai/routing.failover` the other eligible backends follow. The
+//! client's model; with `ai/routing.failover` the other eligible backends follow. A plain
+//! endpoint's `backend/conditional` picks its one backend the same way ([`plain`]). The
 //! settings and the breakers are governance's ([`crate::governance::routing`]).
 
 use crate::config::Endpoint;
@@ -51,6 +52,26 @@ pub fn order<H: Host + ?Sized>(h: &H, ep: &Endpoint, model: &str) -> Vec<usize> 
         out.extend(eligible.iter().copied().filter(|i| *i != primary));
     }
     out
+}
+
+/// The backend of a plain endpoint: the only one, or (KrakenD's conditional routing, every
+/// backend conditional) the one whose header condition the request meets, else the fallback.
+/// None: no condition holds and there is no fallback (KrakenD calls no backend).
+pub fn plain<H: Host + ?Sized>(h: &H, ep: &Endpoint) -> Option<usize> {
+    let conditions = ep.backends.iter().map(|b| b.rules.conditional.as_ref());
+    let mut fallback = None;
+    for (i, c) in conditions.enumerate() {
+        match c {
+            None => return Some(i),
+            Some(Conditional::Header { name, value }) => {
+                if h.request_header(name).as_deref() == Some(value.as_str()) {
+                    return Some(i);
+                }
+            }
+            Some(Conditional::Fallback) => fallback = Some(i),
+        }
+    }
+    fallback
 }
 
 /// A weighted pick among `eligible` (by the request id, uniformly distributed).

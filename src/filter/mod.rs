@@ -114,8 +114,18 @@ pub struct Flow {
     quota: Quota,
     /// Rate-limit client and template inputs ([`crate::governance`]).
     gov: governance::State,
-    /// A plain endpoint's answer scrubbed of secrets its backend was sent (security).
-    body_scrub: Option<BodyScrub>,
+    /// What happens to a plain endpoint's answer body on its way to the client.
+    plain_answer: PlainAnswer,
+}
+
+/// A plain endpoint's answer body.
+enum PlainAnswer {
+    /// As the backend sends it.
+    Pass,
+    /// Scrubbed of secrets its backend was sent (security).
+    Scrub(BodyScrub),
+    /// Replaced by martian's response `body.Modifier` (the backend's chunks are dropped).
+    Replace,
 }
 
 impl Flow {
@@ -129,7 +139,7 @@ impl Flow {
             llm: None,
             quota: Quota::default(),
             gov: governance::State::default(),
-            body_scrub: None,
+            plain_answer: PlainAnswer::Pass,
         }
     }
 
@@ -190,11 +200,7 @@ impl Flow {
             _ => {}
         }
         let Some(call) = self.llm.as_mut() else {
-            let gw = Rc::clone(&self.gw);
-            let ep = self.endpoint.and_then(|i| gw.endpoints.get(i));
-            if let (Some(scrub), Some(ep)) = (self.body_scrub.as_mut(), ep) {
-                scrub.chunk(h, &ep.security.secrets, size, end);
-            }
+            self.plain_answer_chunk(h, size, end);
             return Action::Continue;
         };
         let chunk = h.response_body(size).unwrap_or_default();
@@ -265,11 +271,14 @@ impl Flow {
         }
         // security: a provider may echo the secrets it was sent (headers, bodies).
         security::scrub_headers(h, &ep.security.secrets);
-        if self.llm.is_none() && ep.security.upstream_secret && !end_of_stream {
-            self.body_scrub = Some(BodyScrub::default());
+        if self.llm.is_none() && !end_of_stream {
+            self.plain_answer = plain_answer(h, ep, self.backend);
         }
         let Some(call) = self.llm.as_mut() else {
-            self.record_into(h, true);
+            // cost: the weight the backend reports (a header now, a body field at its end).
+            if !self.quota.weigh_headers(&*h, end_of_stream) {
+                self.record_into(h, true);
+            }
             return Action::Continue;
         };
         let status = h.response_header(":status").and_then(|s| s.parse().ok());
@@ -284,6 +293,30 @@ impl Flow {
             self.record_into(h, true);
         }
         action
+    }
+
+    /// A chunk of a plain endpoint's answer: passed, scrubbed, or dropped for the fixed body
+    /// (written with the last chunk).
+    fn plain_answer_chunk<H: Host>(&mut self, h: &mut H, size: usize, end: bool) {
+        let gw = Rc::clone(&self.gw);
+        let Some(ep) = self.endpoint(&gw) else {
+            return;
+        };
+        if self.quota.weigh_chunk(&*h, size, end) {
+            self.record_into(h, false);
+        }
+        match &mut self.plain_answer {
+            PlainAnswer::Pass => {}
+            PlainAnswer::Scrub(scrub) => scrub.chunk(h, &ep.security.secrets, size, end),
+            PlainAnswer::Replace => {
+                let fixed = ep.backends.get(self.backend);
+                let fixed = fixed.and_then(|b| b.modifiers.response_body.as_ref());
+                let bytes = fixed
+                    .filter(|_| end)
+                    .map_or(&[][..], |f| f.bytes.as_slice());
+                h.set_response_body(bytes);
+            }
+        }
     }
 
     /// Records the call, and writes its usage headers on the answer when it still can
@@ -326,6 +359,9 @@ impl Flow {
                 .or_else(|| response_code(h)),
         }
         .unwrap_or(0);
+        if self.llm.is_some() {
+            self.quota.weigh_headers(&*h, true); // a weight the provider reports in a header
+        }
         let call = self.llm.as_ref();
         let outcome = account::Outcome {
             account: call.map(|c| &c.account),
@@ -337,6 +373,25 @@ impl Flow {
         };
         account::record(h, &self.gw, outcome)
     }
+}
+
+/// How a plain endpoint's answer body goes to the client, decided on its headers: martian's
+/// response `body.Modifier` replaces it (its content type set, the length no longer the
+/// backend's), else secrets its backend was sent are scrubbed from it, else it passes.
+fn plain_answer<H: Host>(h: &mut H, ep: &Endpoint, backend: usize) -> PlainAnswer {
+    let fixed = ep.backends.get(backend);
+    if let Some(f) = fixed.and_then(|b| b.modifiers.response_body.as_ref()) {
+        h.set_response_header("content-length", None);
+        h.set_response_header("content-encoding", None);
+        if let Some(t) = &f.content_type {
+            h.set_response_header("content-type", Some(t));
+        }
+        return PlainAnswer::Replace;
+    }
+    if ep.security.upstream_secret {
+        return PlainAnswer::Scrub(BodyScrub::default());
+    }
+    PlainAnswer::Pass
 }
 
 /// Writes a translation step's result onto the proxied answer.

@@ -4,7 +4,7 @@
 
 use super::account::{tenant_label, Account};
 use crate::config::{Endpoint, Gateway};
-use crate::cost::{self, Charge, QuotaError};
+use crate::cost::{self, Charge, QuotaError, Report};
 use crate::host::Host;
 use crate::observe;
 use crate::refusal::Refusal;
@@ -17,18 +17,68 @@ pub struct Quota {
     pub charge: Option<Charge>,
     /// The caller, for metrics (quota identity, else the `ai/usage` tenant header).
     pub tenant: String,
+    /// A plain answer read for the weight its backend reports in a field (bounded).
+    weigh_body: Option<Vec<u8>>,
 }
+
+/// The most of a plain answer read for its weight field (the answer itself passes whole).
+const WEIGH_BODY_MAX: usize = 1 << 20;
 
 impl Default for Quota {
     fn default() -> Self {
         Self {
             charge: None,
             tenant: String::from("none"),
+            weigh_body: None,
         }
     }
 }
 
 impl Quota {
+    /// The answer's headers: the weight its backend reports in a header is read; true when
+    /// the weight is a field of its JSON body still to come (the call is recorded at its end,
+    /// [`Self::weigh_chunk`]).
+    pub fn weigh_headers<H: Host>(&mut self, h: &H, end_of_stream: bool) -> bool {
+        let Some(c) = self.charge.as_mut() else {
+            return false;
+        };
+        match &c.report {
+            Some(Report::Header(name)) => {
+                c.reported = h
+                    .response_header(name)
+                    .and_then(|v| Report::header_value(&v));
+                false
+            }
+            Some(Report::Field(_)) if !end_of_stream => {
+                self.weigh_body = Some(Vec::new());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A chunk of a plain answer whose backend reports the weight in a field: kept (at most
+    /// [`WEIGH_BODY_MAX`]); at the end the field is read. True when the answer ended.
+    pub fn weigh_chunk<H: Host>(&mut self, h: &H, size: usize, end: bool) -> bool {
+        let Some(buf) = self.weigh_body.as_mut() else {
+            return false;
+        };
+        if let Some(chunk) = h.response_body(size) {
+            let room = WEIGH_BODY_MAX.saturating_sub(buf.len());
+            buf.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+        }
+        if !end {
+            return false;
+        }
+        let body = self.weigh_body.take().unwrap_or_default();
+        if let Some(c) = self.charge.as_mut() {
+            if let Some(Report::Field(f)) = &c.report {
+                c.reported = Report::field_value(f, &body);
+            }
+        }
+        true
+    }
+
     /// Request headers: the caller, then the quota pre-check (400 when no tier matches, 429
     /// when a limit is spent).
     pub fn check<H: Host>(

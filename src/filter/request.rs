@@ -9,7 +9,7 @@
 use super::call::Call;
 use super::failover::Plan;
 use super::upstream::{self, route_to_backend};
-use super::{models, reply, security, Action, Flow, Phase, Stop};
+use super::{choose, models, reply, security, Action, Flow, Phase, Stop};
 use crate::config::{Backend, Endpoint};
 use crate::governance::{self, CallHooks};
 use crate::host::Host;
@@ -47,7 +47,11 @@ impl Flow {
             h.set_request_header(name, None);
         }
         let auth = security::authenticate(h, ep, m.index, m.query.as_deref())?;
-        let path = plain_path(ep, &m.params, auth.query.as_deref())?;
+        if ep.api.is_none() {
+            // A plain endpoint's one backend (conditional routing reads the client's headers).
+            self.backend = choose::plain(&*h, ep).ok_or_else(no_backend)?;
+        }
+        let path = plain_path(ep, self.backend, &m.params, auth.query.as_deref())?;
         self.limits(h, ep, &m.params)?;
         self.quota.check(h, &gw, ep, &m.params)?;
         // Client credentials and the API-key identifier never leave the gateway.
@@ -134,7 +138,7 @@ impl Flow {
         path: Option<String>,
         end_of_stream: bool,
     ) -> Result<Action, Stop> {
-        let Some(b) = ep.backend() else {
+        let Some(b) = ep.backends.get(self.backend) else {
             return Ok(Action::Continue);
         };
         // governance: a backend whose circuit breaker is open is not called.
@@ -154,19 +158,23 @@ impl Flow {
             // needs it uncompressed.
             h.set_request_header("accept-encoding", None);
         }
-        route_to_backend(h, ep, 0);
-        if !ep.governance.needs_body() {
+        route_to_backend(h, ep, self.backend);
+        let fixed = b.modifiers.request_body.is_some();
+        if !ep.governance.needs_body() && !fixed {
             self.phase = Phase::Upstream { fallback: None };
             return Ok(Action::Continue);
         }
         if end_of_stream {
+            // No body at all (a GET): a filter inside Envoy cannot add one, so martian's
+            // request body.Modifier has nothing to replace (config warns about it).
             // No body at all: what governance says about an empty one.
             governance::on_request_body(&ep.governance, &self.gov, &[])?;
             self.phase = Phase::Upstream { fallback: None };
             return Ok(Action::Continue);
         }
         // Hold the headers (allow_on_headers_stop_iteration) until the body is checked:
-        // a refused body never reaches the upstream, a templated one needs a new length.
+        // a refused body never reaches the upstream, a templated or replaced one needs a new
+        // length.
         self.phase = Phase::ReadBody;
         Ok(Action::Pause)
     }
@@ -185,16 +193,25 @@ impl Flow {
         }
     }
 
-    /// A plain endpoint with body governance: check, maybe rewrite, release.
+    /// A plain endpoint with body governance: check, maybe rewrite (the template, then
+    /// martian's body.Modifier), release.
     fn plain_body<H: Host>(
         &mut self,
         h: &mut H,
         ep: &Endpoint,
         body: &[u8],
     ) -> Result<Action, Stop> {
-        if let Some(rendered) = governance::on_request_body(&ep.governance, &self.gov, body)? {
-            h.set_request_header("content-length", Some(&rendered.len().to_string()));
-            h.set_request_body(&rendered);
+        let rendered = governance::on_request_body(&ep.governance, &self.gov, body)?;
+        let b = ep.backends.get(self.backend);
+        let fixed = b.and_then(|b| b.modifiers.request_body.as_ref());
+        if let Some(f) = fixed {
+            if let Some(t) = &f.content_type {
+                h.set_request_header("content-type", Some(t));
+            }
+        }
+        if let Some(new) = fixed.map(|f| f.bytes.as_slice()).or(rendered.as_deref()) {
+            h.set_request_header("content-length", Some(&new.len().to_string()));
+            h.set_request_body(new);
         }
         self.phase = Phase::Upstream { fallback: None };
         Ok(Action::Continue)
@@ -243,8 +260,13 @@ impl Flow {
 
 /// A plain endpoint's upstream path: `url_pattern` with the params (a `{param}` may not
 /// change its structure: 400), then the client's query parameters the backend may get.
-fn plain_path(ep: &Endpoint, params: &Params, query: Option<&str>) -> Result<Option<String>, Stop> {
-    let Some(b) = ep.api.is_none().then(|| ep.backend()).flatten() else {
+fn plain_path(
+    ep: &Endpoint,
+    backend: usize,
+    params: &Params,
+    query: Option<&str>,
+) -> Result<Option<String>, Stop> {
+    let Some(b) = ep.api.is_none().then(|| ep.backends.get(backend)).flatten() else {
         return Ok(None);
     };
     upstream_path(b, params, query)
@@ -265,6 +287,13 @@ fn upstream_path(
         path.push_str(&q);
     }
     Ok(path)
+}
+
+/// A plain endpoint whose `backend/conditional` rules all fail, without a fallback: KrakenD
+/// calls no backend; the client gets a 404 saying why.
+fn no_backend() -> Stop {
+    let msg = "no backend of this endpoint takes this request (backend/conditional)";
+    Refusal::new(ErrorKind::NotFound, msg).into()
 }
 
 /// 404 or 405 for a request no endpoint takes.

@@ -456,3 +456,191 @@ fn refusals_use_the_clients_front_door() {
         assert!(shaped, "{method} {path} {headers:?}: {}", r.json());
     }
 }
+
+/// KrakenD's martian `body.Modifier` (both scopes), `querystring.Modifier` and `header.Id` on
+/// a plain backend: the backend gets the fixed body (its length and type), the set query
+/// parameter (a client's other spelling of it gone) and the request id; the client gets the
+/// fixed answer body, whatever the backend sent.
+#[test]
+fn martian_body_query_and_id_on_a_plain_backend() {
+    let doc = json!({"version": 3, "endpoints": [{"endpoint": "/m", "method": "POST",
+        "input_query_strings": ["amount", "currency"], "input_headers": ["Content-Type"], "backend": [{
+        "host": ["http://127.0.0.1:9001"], "url_pattern": "/__echo/m",
+        "extra_config": {"modifier/martian": {"fifo.Group": {"scope": ["request", "response"], "modifiers": [
+            {"body.Modifier": {"scope": ["request", "response"], "body": "eyJtc2ciOiJ5b3Ugcm9jayEifQ==", "contentType": "application/json"}},
+            {"querystring.Modifier": {"scope": ["request"], "name": "amount", "value": "75"}},
+            {"header.Id": {"scope": ["request"]}},
+            {"header.Id": {"scope": ["request"], "header": "X-Request-Id"}}]}}}}]}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_| None).unwrap());
+    assert!(gw.warnings.is_empty(), "{:?}", gw.warnings);
+    let mut flow = Flow::new(Rc::clone(&gw));
+    let headers = [
+        ("content-type", "text/plain"),
+        ("content-length", "5"),
+        ("x-request-id", "envoy-id-1"),
+    ];
+    let mut h =
+        MockHost::request("POST", "/m?%61mount=1000000&currency=EUR", &headers).with_body(b"hello");
+    assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
+    assert_eq!(flow.on_request_body(&mut h, 5, true), Action::Continue);
+    assert!(h.reply.is_none());
+    assert_eq!(h.request_body, br#"{"msg":"you rock!"}"#);
+    assert_eq!(h.request_values("content-length"), vec!["19"]);
+    assert_eq!(h.request_values("content-type"), vec!["application/json"]);
+    assert_eq!(
+        h.request_values(":path"),
+        vec!["/__echo/m?currency=EUR&amount=75"]
+    );
+    assert_eq!(h.request_values("x-krakend-id"), vec!["envoy-id-1"]);
+    assert_eq!(h.request_values("x-request-id"), vec!["envoy-id-1"]);
+    // The answer: headers then two chunks, replaced by the fixed body at the end.
+    h.response_headers = vec![
+        (":status".into(), "200".into()),
+        ("content-length".into(), "11".into()),
+        ("content-type".into(), "text/html".into()),
+    ];
+    assert_eq!(flow.on_response_headers(&mut h, false), Action::Continue);
+    assert!(h.response_values("content-length").is_empty());
+    assert_eq!(h.response_values("content-type"), vec!["application/json"]);
+    h.response_chunk = b"hello ".to_vec();
+    flow.on_response_body(&mut h, 6, false);
+    assert!(h.response_chunk.is_empty());
+    h.response_chunk = b"world".to_vec();
+    flow.on_response_body(&mut h, 5, true);
+    assert_eq!(h.response_chunk, br#"{"msg":"you rock!"}"#);
+}
+
+/// A request body.Modifier on a GET (KrakenD's own example) is accepted with a warning: a
+/// request without a body gets none; on an ai/llm backend it is refused.
+#[test]
+fn martian_body_where_it_cannot_apply() {
+    let modifier = json!({"body.Modifier": {"scope": ["request"], "body": "e30="}});
+    let doc = json!({"version": 3, "endpoints": [{"endpoint": "/m", "backend": [{
+        "host": ["http://127.0.0.1:9001"], "url_pattern": "/m", "extra_config": {"modifier/martian": modifier}}]}]});
+    let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+    assert_eq!(gw.warnings, vec!["$.endpoints[0].backend[0].extra_config.modifier/martian: body.Modifier (request scope) on a GET endpoint: a request that arrives without a body reaches the backend without one (a filter inside Envoy cannot add a body)"]);
+    let mut flow = Flow::new(Rc::new(gw));
+    let mut h = MockHost::request("GET", "/m", &[]);
+    assert_eq!(flow.on_request_headers(&mut h, true), Action::Continue);
+    assert!(h.request_body.is_empty() && h.request_values("content-length").is_empty());
+    let doc = json!({"version": 3, "endpoints": [{"endpoint": "/v1/chat/completions", "method": "POST", "backend": [{
+        "host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions", "extra_config": {
+            "modifier/martian": modifier, "ai/llm": {"openai-compatible": {"v1": {}}}}}]}]});
+    assert_eq!(Gateway::from_value(&doc, &|_| None).unwrap_err().to_string(),
+        "$.endpoints[0].backend[0].extra_config.modifier/martian: body.Modifier applies to plain backends; an ai/llm backend's request and answer are translated");
+}
+
+/// KrakenD's conditional routing between plain backends: the header rule picks its backend
+/// (path, cluster, modifiers of that one), the fallback takes the rest; a lone header rule that
+/// fails calls no backend (404). Rules that could hold together (KrakenD would merge both
+/// answers) are refused at configuration.
+#[test]
+fn backend_conditional_routes_plain_requests() {
+    let be = |host: &str, path: &str, cond: serde_json::Value| {
+        json!({"host": [host], "url_pattern": path, "extra_config": {"backend/conditional": cond,
+            "modifier/martian": {"header.Modifier": {"scope": ["request"], "name": "X-Via", "value": path}}}})
+    };
+    let doc = |backends: serde_json::Value| json!({"version": 3, "endpoints": [{"endpoint": "/ab/{id}", "backend": backends}]});
+    let gw = Rc::new(
+        Gateway::from_value(
+            &doc(json!([
+                be(
+                    "http://a_svc:8001",
+                    "/a/{id}",
+                    json!({"strategy": "header", "name": "X-Ab-Test", "value": "A"})
+                ),
+                be(
+                    "http://b_svc:8002",
+                    "/b/{id}",
+                    json!({"strategy": "header", "name": "X-Ab-Test", "value": "B"})
+                ),
+                be(
+                    "http://c_svc:8003",
+                    "/c/{id}",
+                    json!({"strategy": "fallback"})
+                )
+            ])),
+            &|_| None,
+        )
+        .unwrap(),
+    );
+    let call = |gw: &Rc<Gateway>, ab: Option<&str>| {
+        let headers: Vec<(&str, &str)> = ab.map(|v| ("x-ab-test", v)).into_iter().collect();
+        let mut h = MockHost::request("GET", "/ab/7", &headers);
+        Flow::new(Rc::clone(gw)).on_request_headers(&mut h, true);
+        h
+    };
+    for (ab, path, cluster) in [
+        (Some("A"), "/a/7", "tg_http_a_svc_8001"),
+        (Some("B"), "/b/7", "tg_http_b_svc_8002"),
+        (Some("b"), "/c/7", "tg_http_c_svc_8003"),
+        (None, "/c/7", "tg_http_c_svc_8003"),
+    ] {
+        let h = call(&gw, ab);
+        assert!(h.reply.is_none(), "{ab:?}");
+        assert_eq!(h.request_values(":path"), vec![path]);
+        assert_eq!(h.request_values(CLUSTER_HEADER), vec![cluster]);
+        assert_eq!(h.request_values("x-via"), vec![path.replace('7', "{id}")]);
+    }
+    // One header rule, no fallback: a request it does not match reaches no backend.
+    let gw = Rc::new(
+        Gateway::from_value(
+            &doc(json!([be(
+                "http://a_svc:8001",
+                "/a/{id}",
+                json!({"strategy": "header", "name": "X-Ab-Test", "value": "A"})
+            )])),
+            &|_| None,
+        )
+        .unwrap(),
+    );
+    assert!(call(&gw, Some("A")).reply.is_none());
+    let h = call(&gw, Some("B"));
+    assert_eq!(h.reply.as_ref().map(|r| r.status), Some(404));
+    assert!(h.request_values(CLUSTER_HEADER).is_empty());
+    // Two headers could both hold: KrakenD would call both and merge.
+    let e = Gateway::from_value(
+        &doc(json!([
+            be(
+                "http://a",
+                "/a",
+                json!({"strategy": "header", "name": "X-A", "value": "1"})
+            ),
+            be(
+                "http://b",
+                "/b",
+                json!({"strategy": "header", "name": "X-B", "value": "1"})
+            )
+        ])),
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("$.endpoints[0].backend: backend/conditional header rules of a plain endpoint must test one header"), "{e}");
+    // A plain backend without a rule beside a conditional one is always called: merging.
+    let e = Gateway::from_value(
+        &doc(json!([
+        be("http://a", "/a", json!({"strategy": "fallback"})),
+        {"host": ["http://b"], "url_pattern": "/b"}])),
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("KrakenD response merging is not supported"),
+        "{e}"
+    );
+}
+
+/// A backend called with OPTIONS or HEAD (KrakenD's backend methods; its schema's own example).
+#[test]
+fn backend_options_and_head() {
+    for m in ["OPTIONS", "HEAD"] {
+        let doc = json!({"version": 3, "endpoints": [{"endpoint": "/wrapped", "backend": [
+            {"host": ["http://127.0.0.1:8081"], "url_pattern": "/__debug/root", "method": m}]}]});
+        let gw = Rc::new(Gateway::from_value(&doc, &|_| None).unwrap());
+        let mut h = MockHost::request("GET", "/wrapped", &[]);
+        Flow::new(gw).on_request_headers(&mut h, true);
+        assert!(h.reply.is_none(), "{m}");
+        assert_eq!(h.request_values(":method"), vec![m]);
+    }
+}

@@ -8,7 +8,10 @@ use crate::config::{Endpoint, HeaderOp};
 use crate::host::Host;
 use crate::providers::Outgoing;
 use crate::routing::forward::Forward;
-use crate::routing::CLUSTER_HEADER;
+use crate::routing::{martian, CLUSTER_HEADER};
+
+/// The unique id Envoy gives each request (martian's `header.Id` copies it).
+const REQUEST_ID: &str = "x-request-id";
 
 /// Envoy's per-request upstream timeout header, honoured by the router filter.
 pub const TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
@@ -87,6 +90,19 @@ pub fn apply(headers: &mut impl Headers, ops: &[HeaderOp]) {
             HeaderOp::Copy { from, to } => {
                 if let Some(v) = headers.get(from) {
                     headers.set(to, Some(&v));
+                }
+            }
+            HeaderOp::Id { name } => {
+                // Envoy gives every request a fresh x-request-id (an external one is replaced).
+                if headers.get(name).is_none() {
+                    if let Some(id) = headers.get(REQUEST_ID) {
+                        headers.set(name, Some(&id));
+                    }
+                }
+            }
+            HeaderOp::Query { name, value } => {
+                if let Some(path) = headers.get(":path") {
+                    headers.set(":path", Some(&martian::set_query(&path, name, value)));
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! Governance of an endpoint: rate limits (`qos/ratelimit/router`), request size
-//! (`proxy.max_payload`), request validation (`validation/json-schema`), response validation
+//! Governance of an endpoint: rate limits (`qos/ratelimit/router`, `qos/ratelimit/tiered`),
+//! request size (`proxy.max_payload`, service `router.max_payload`), request validation (`validation/json-schema`), response validation
 //! of structured LLM output (`validation/response-json-schema`), prompt templates
 //! (`ai/prompt-template`) and decorators (`ai/prompt-decorator`).
 //!
@@ -13,6 +13,7 @@
 pub mod ratelimit;
 pub mod routing;
 pub mod template;
+pub mod tiered;
 pub mod validate;
 
 use crate::config::reader::{ConfigError, Obj, Result};
@@ -37,6 +38,8 @@ pub const METRIC_BREAKER_OPENED: &str = "tollgate_circuit_breaker_opened_total";
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Policy {
     pub rate_limit: Option<RateLimit>,
+    /// `qos/ratelimit/tiered`: the service's (shared by every endpoint), then the endpoint's.
+    pub tiered: Vec<Rc<tiered::Tiered>>,
     /// `proxy.max_payload`: largest request body in bytes (413 above).
     pub max_payload: Option<u64>,
     pub request_schema: Option<Schema>,
@@ -69,17 +72,115 @@ pub fn shared_id(method: &str, pattern: &str) -> String {
 }
 
 /// Reads `proxy` (KrakenD EE, endpoint): `max_payload`, the largest request body in bytes
-/// (0: none); its other fields are listed as ignored.
+/// (0: none). Its other fields change how KrakenD calls its backends (one after the other,
+/// merged, decompressed): refused when set, never skipped.
 pub fn max_payload(v: &Value, path: &str, warnings: &mut Vec<String>) -> Result<Option<u64>> {
     let mut proxy = Obj::new(v, path)?;
     let max = proxy.opt_u64("max_payload")?.filter(|n| *n > 0);
-    for (key, _) in proxy.unread() {
+    let refused: &[(&str, &str)] = &[
+        ("sequential", SEQUENTIAL),
+        ("sequential_propagated_params", SEQUENTIAL),
+        (
+            "flatmap_filter",
+            "array manipulation of the answer is not supported by tollgate",
+        ),
+        (
+            "combiner",
+            "custom combiners (KrakenD custom builds) are not supported by tollgate",
+        ),
+        (
+            "static",
+            "static data merged into the answer is not supported by tollgate",
+        ),
+        ("decompress_gzip", GZIP),
+        ("shadow", "shadow backends are not supported by tollgate"),
+    ];
+    settings(proxy, &[], refused, warnings)?;
+    Ok(max)
+}
+
+const SEQUENTIAL: &str =
+    "the sequential proxy (chained backend calls) is not supported by tollgate";
+const GZIP: &str =
+    "decompressing request bodies for the backend is not supported by tollgate (the body would reach it compressed)";
+
+/// Reads the service `router` (KrakenD's router options): `max_payload`, the largest request
+/// body in bytes for every endpoint without its own `proxy.max_payload` (0: none). Options of
+/// KrakenD's own HTTP router with no effect inside Envoy are listed in one warning line; the
+/// ones that change what a client gets or who it is (custom error bodies, the client IP from
+/// forwarded headers, decompression) are refused.
+pub fn router(v: &Value, path: &str, warnings: &mut Vec<String>) -> Result<Option<u64>> {
+    let mut o = Obj::new(v, path)?;
+    let max = o.opt_u64("max_payload")?.filter(|n| *n > 0);
+    let ignored = &[
+        "app_engine",
+        "auto_options",
+        "disable_access_log",
+        "disable_gzip",
+        "disable_handle_method_not_allowed",
+        "disable_health",
+        "disable_path_decoding",
+        "disable_redirect_fixed_path",
+        "disable_redirect_trailing_slash",
+        "health_path",
+        "hide_version_header",
+        "logger_skip_paths",
+        "max_multipart_memory",
+        "remove_extra_slash",
+        "return_error_msg",
+    ];
+    let client_ip = "the client IP from forwarded headers is not supported by tollgate (Envoy's xff settings decide it)";
+    let refused: &[(&str, &str)] = &[
+        ("error_body", "custom 404/405 bodies are not supported by tollgate (its errors are in the client's API shape)"),
+        ("forwarded_by_client_ip", client_ip),
+        ("trusted_proxies", client_ip),
+        ("remote_ip_headers", client_ip),
+        ("decompress_gzip", GZIP),
+    ];
+    settings(o, ignored, refused, warnings)?;
+    Ok(max)
+}
+
+/// The rest of a settings object: `refused` fields that are set (not false, 0 or empty) are
+/// refused with their reason; `ignored` ones are listed in one warning line; anything else
+/// is an unknown field.
+fn settings(
+    mut o: Obj<'_>,
+    ignored: &[&str],
+    refused: &[(&str, &str)],
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    for (key, why) in refused {
+        if o.get(key).is_some_and(is_set) {
+            return Err(ConfigError::new(o.at(key), *why));
+        }
+    }
+    let present: Vec<&str> = ignored
+        .iter()
+        .copied()
+        .filter(|k| o.get(k).is_some())
+        .collect();
+    if !present.is_empty() {
         warnings.push(format!(
-            "{}: not supported by tollgate; ignored",
-            proxy.at(key)
+            "{}: {}: KrakenD settings with no effect inside Envoy; ignored",
+            o.path(),
+            present.join(", ")
         ));
     }
-    Ok(max)
+    let tolerated: Vec<&str> = refused.iter().map(|r| r.0).collect();
+    o.finish(&tolerated)
+}
+
+/// A setting that does something: not null, false, 0, "" or empty.
+fn is_set(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(m) => !m.is_empty(),
+        Value::Bool(true) => true,
+    }
 }
 
 /// Settings that only mean something on `ai/llm` endpoints.
@@ -193,6 +294,12 @@ pub fn on_request_headers<H: Host + ?Sized>(
         }
         state.charge = TokenCharge::new(rl, client.as_deref());
     }
+    for t in &p.tiered {
+        if let Some(d) = tiered::check(h, t, params) {
+            h.counter_add(METRIC_RATE_LIMITED, 1);
+            return Some(d);
+        }
+    }
     if let Some(t) = &p.template {
         state.params = params.clone();
         state.headers = t
@@ -204,6 +311,12 @@ pub fn on_request_headers<H: Host + ?Sized>(
 }
 
 impl Policy {
+    /// Every rate limit of the endpoint: its router limit and its tiers' (shared-data keys).
+    pub fn rate_limits(&self) -> impl Iterator<Item = &RateLimit> {
+        let tiers = self.tiered.iter().flat_map(|t| t.limits());
+        self.rate_limit.iter().chain(tiers)
+    }
+
     /// Whether the whole request body must be read (validation, template or size limit).
     pub fn needs_body(&self) -> bool {
         self.request_schema.is_some() || self.template.is_some() || self.max_payload.is_some()

@@ -87,8 +87,19 @@ pub struct RateLimit {
 }
 
 /// Reads `qos/ratelimit/router` at `path`; `endpoint_id` ([`super::shared_id`]) makes the
-/// shared-data keys unique.
+/// shared-data keys unique. A limit must set a rate above 0.
 pub fn compile(v: &Value, path: &str, endpoint_id: &str) -> Result<RateLimit> {
+    compile_router(v, path, endpoint_id)?.ok_or_else(|| {
+        ConfigError::new(
+            path,
+            "set max_rate, client_max_rate or client_max_tokens (a number above 0)",
+        )
+    })
+}
+
+/// [`compile`] with KrakenD's meaning of 0: rates set to 0 only (`"max_rate": 0,
+/// "client_max_rate": 0`) are no limit at all (`None`). Without any rate, refused.
+pub fn compile_router(v: &Value, path: &str, endpoint_id: &str) -> Result<Option<RateLimit>> {
     let mut o = Obj::new(v, path)?;
     let every_ms = match o.opt_str("every")? {
         None => 1000,
@@ -114,10 +125,18 @@ pub fn compile(v: &Value, path: &str, endpoint_id: &str) -> Result<RateLimit> {
     };
     let tokens = bucket(&mut o, "client_max_tokens", "", tokens_every)?;
     if endpoint.is_none() && client.is_none() && tokens.is_none() {
-        return Err(ConfigError::new(
-            path,
-            "set max_rate, client_max_rate or client_max_tokens (a number above 0)",
-        ));
+        let rates = ["max_rate", "client_max_rate", "client_max_tokens"];
+        if !rates.iter().any(|k| v.get(k).is_some()) {
+            return Err(ConfigError::new(
+                path,
+                "set max_rate, client_max_rate or client_max_tokens (a number above 0)",
+            ));
+        }
+        // KrakenD: "a 0 is the equivalent to no limitation"; the rest is still checked.
+        o.opt_str("strategy")?;
+        o.opt_str("key")?;
+        o.finish(&["num_shards", "cleanup_period", "cleanup_threads"])?;
+        return Ok(None);
     }
     let strategy = match o.opt_str("strategy")? {
         None | Some("ip") => Strategy::Ip,
@@ -139,14 +158,14 @@ pub fn compile(v: &Value, path: &str, endpoint_id: &str) -> Result<RateLimit> {
     }
     // KrakenD's memory tuning knobs; shards here are fixed and pruned on write.
     o.finish(&["num_shards", "cleanup_period", "cleanup_threads"])?;
-    Ok(RateLimit {
+    Ok(Some(RateLimit {
         id: format!("tollgate.rl.{endpoint_id}."),
         endpoint,
         client,
         tokens,
         strategy,
         key,
-    })
+    }))
 }
 
 fn bucket(o: &mut Obj<'_>, rate_key: &str, cap_key: &str, every_ms: u64) -> Result<Option<Bucket>> {
@@ -528,6 +547,45 @@ mod tests {
         let before = h.shared.borrow().clone();
         init_shared(&mut h, &r);
         assert_eq!(*h.shared.borrow(), before);
+    }
+
+    /// KrakenD's docs: "the absence of max_rate in the configuration or a 0 is the equivalent
+    /// to no limitation" (its rate-limit page limits `/happy-hour` with `max_rate: 0,
+    /// client_max_rate: 0`).
+    #[test]
+    fn rates_of_zero_are_no_limit() {
+        let none = |v: Value| compile_router(&v, "$.rl", "0").unwrap();
+        assert_eq!(none(json!({"max_rate": 0, "client_max_rate": 0})), None);
+        assert_eq!(none(json!({"max_rate": 0})), None);
+        assert_eq!(
+            none(json!({"client_max_rate": 0, "strategy": "header", "key": "X-A", "every": "1m"})),
+            None
+        );
+        let some = none(json!({"max_rate": 0, "client_max_rate": 2})).unwrap();
+        assert_eq!(
+            (some.endpoint, some.client.map(|b| b.rate)),
+            (None, Some(2.0))
+        );
+        // Still read strictly, and a limit without any rate is still a mistake.
+        let err = |v: Value| compile_router(&v, "$.rl", "0").unwrap_err().to_string();
+        assert_eq!(
+            err(json!({"max_rate": 0, "typo": 1})),
+            "$.rl.typo: unknown field"
+        );
+        assert_eq!(
+            err(json!({"max_rate": 0, "every": "soon"})),
+            "$.rl.every: \"soon\" is not a duration (examples: 500ms, 30s, 2m, 1h30m)"
+        );
+        assert_eq!(
+            err(json!({})),
+            "$.rl: set max_rate, client_max_rate or client_max_tokens (a number above 0)"
+        );
+        assert_eq!(
+            compile(&json!({"max_rate": 0}), "$.rl", "0")
+                .unwrap_err()
+                .to_string(),
+            "$.rl: set max_rate, client_max_rate or client_max_tokens (a number above 0)"
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Multi-LLM routing: which backends of an `ai/llm` endpoint a request tries, in which order.
+//! Multi-LLM routing: which backends of an `ai/llm` endpoint a request tries, in which order;
+//! on a plain endpoint, `backend/conditional` picks its one backend (KrakenD's conditional
+//! routing, without response merging).
 //!
 //! - `backend/conditional` (KrakenD EE, backend): `{"strategy": "header", "name": "X-Llm",
 //!   "value": "claude"}` makes a backend the choice when the header has that exact value;
@@ -68,7 +70,7 @@ pub fn conditional(v: &Value, path: &str) -> Result<Conditional> {
             "fallback" => Conditional::Fallback,
             "policy" => return Err(ConfigError::new(
                 c.at("strategy"),
-                "the policy strategy (CEL) is not supported by tollgate; use header or fallback",
+                "the policy strategy (CEL) is not evaluated by tollgate yet (pending: CEL); use header or fallback",
             )),
             other => {
                 return Err(ConfigError::new(
@@ -162,16 +164,41 @@ pub fn finish_endpoint(
             "only one backend may use backend/conditional strategy fallback",
         ));
     }
-    let routed = rules.iter().any(|r| r.conditional.is_some()) || *routing != Routing::default();
-    if routed && !is_llm {
+    if *routing != Routing::default() && !is_llm {
         return Err(ConfigError::new(
-            backend_path,
-            "backend/conditional and ai/routing apply to endpoints with ai/llm backends",
+            format!("{extra_path}.ai/routing"),
+            "applies to endpoints with ai/llm backends",
         ));
+    }
+    if !is_llm {
+        one_plain_backend(&rules, backend_path)?;
     }
     for (j, r) in rules.iter_mut().enumerate() {
         if let Some(br) = &mut r.breaker {
             br.key = format!("tollgate.cb.{endpoint_id}.{j}");
+        }
+    }
+    Ok(())
+}
+
+/// A plain endpoint's conditions must pick one backend at most: KrakenD calls every backend
+/// whose condition holds and merges their answers, which tollgate does not. Header
+/// conditions on one header with distinct values never hold together; on two headers (or
+/// one value twice) they may, and are refused.
+fn one_plain_backend(rules: &[&mut BackendRules], backend_path: &str) -> Result<()> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for c in rules.iter().filter_map(|r| r.conditional.as_ref()) {
+        if let Conditional::Header { name, value } = c {
+            if seen
+                .iter()
+                .any(|(n, v)| *n != name.as_str() || *v == value.as_str())
+            {
+                return Err(ConfigError::new(
+                    backend_path,
+                    "backend/conditional header rules of a plain endpoint must test one header for distinct values: two could hold at once, and KrakenD would merge both answers (not supported)",
+                ));
+            }
+            seen.push((name, value));
         }
     }
     Ok(())
@@ -444,10 +471,10 @@ pub(crate) mod tests {
             {"host": ["http://h"], "url_pattern": "/", "extra_config": b0}]}]})
         };
         let cases = [
-            (doc(json!({"backend/conditional": {"strategy": "policy", "value": "x"}}), json!({})), "$.endpoints[0].backend[0].extra_config.backend/conditional.strategy: the policy strategy (CEL) is not supported by tollgate; use header or fallback"),
+            (doc(json!({"backend/conditional": {"strategy": "policy", "value": "x"}}), json!({})), "$.endpoints[0].backend[0].extra_config.backend/conditional.strategy: the policy strategy (CEL) is not evaluated by tollgate yet (pending: CEL); use header or fallback"),
             (doc(json!({"backend/conditional": {"strategy": "header", "name": "X"}}), json!({})), "$.endpoints[0].backend[0].extra_config.backend/conditional.value: is required"),
             (doc(json!({"qos/circuit-breaker": {"max_errors": 1, "interval": 0, "timeout": 1}}), json!({})), "$.endpoints[0].backend[0].extra_config.qos/circuit-breaker.interval: must be at least 1"),
-            (doc(json!({"backend/conditional": {"strategy": "fallback"}}), json!({})), "$.endpoints[0].backend: backend/conditional and ai/routing apply to endpoints with ai/llm backends"),
+            (doc(json!({}), json!({"ai/routing": {"failover": true}})), "$.endpoints[0].extra_config.ai/routing: applies to endpoints with ai/llm backends"),
             (doc(json!({}), json!({"ai/routing": {"weights": [1, 2]}})), "$.endpoints[0].extra_config.ai/routing.weights: needs one weight per backend (1)"),
         ];
         for (d, want) in cases {

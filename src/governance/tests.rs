@@ -383,3 +383,125 @@ fn stream_usage_is_charged_at_the_end_of_the_stream() {
     flow.on_response_body(&mut h, 0, true);
     assert_eq!(check(&h), Some(429));
 }
+
+/// `qos/ratelimit/tiered` with the plan from the API key's role (KrakenD's tiers example):
+/// the plan is the key's, not what a client writes in the plan header.
+#[test]
+fn tiers_follow_the_api_keys_role_not_the_clients_header() {
+    let doc = json!({"version": 3,
+        "extra_config": {"auth/api-keys": {"propagate_role": "X-Krakend-Role", "keys": [
+            {"key": "gold-key", "roles": ["user", "gold"]}, {"key": "silver-key", "roles": ["user", "silver"]}]}},
+        "endpoints": [{"endpoint": "/test", "extra_config": {
+            "auth/api-keys": {"roles": ["gold", "silver"]},
+            "qos/ratelimit/tiered": {"tier_key": "X-Krakend-Role", "tiers": [
+                {"tier_value": "gold", "ratelimit": {"client_max_rate": 3, "every": "10s", "strategy": "header", "key": "Authorization"}},
+                {"tier_value": "silver", "ratelimit": {"client_max_rate": 1, "every": "10s", "strategy": "header", "key": "Authorization"}}]}},
+            "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/__debug"}]}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_| None).unwrap());
+    assert!(gw.warnings.is_empty(), "{:?}", gw.warnings);
+    let mut shared = None;
+    let mut call = |key: &str| {
+        let headers = [("authorization", key), ("x-krakend-role", "gold")];
+        let mut h = MockHost::request("GET", "/test", &headers);
+        h.now_ms = Some(5_000);
+        match &shared {
+            Some(s) => h.shared = Rc::clone(s),
+            None => {
+                gw.init_shared(&mut h);
+                shared = Some(Rc::clone(&h.shared));
+            }
+        }
+        Flow::new(Rc::clone(&gw)).on_request_headers(&mut h, true);
+        h.reply.map(|r| r.status)
+    };
+    // The silver key claims gold in the header: it gets silver's one request.
+    assert_eq!(call("Bearer silver-key"), None);
+    assert_eq!(call("Bearer silver-key"), Some(429));
+    for _ in 0..3 {
+        assert_eq!(call("Bearer gold-key"), None);
+    }
+    assert_eq!(call("Bearer gold-key"), Some(429));
+}
+
+/// A plan header nobody in the gateway writes is the client's word: accepted (KrakenD's
+/// behaviour) with a warning saying so.
+#[test]
+fn a_client_stated_tier_is_warned_about() {
+    let doc = json!({"version": 3, "extra_config": {"qos/ratelimit/tiered": {"tier_key": "X-Plan", "tiers": [
+            {"tier_value_as": "*", "ratelimit": {"max_rate": 1}}]}},
+        "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/"}]},
+                      {"endpoint": "/b", "backend": [{"host": ["http://h"], "url_pattern": "/"}]}]});
+    let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+    assert_eq!(gw.warnings, vec!["$.extra_config.qos/ratelimit/tiered.tier_key: header x-plan comes from the client (no auth/api-keys propagate_role or auth/validator propagate_claims writes it): a client picks its own tier"]);
+    // The service's tiers are one set of buckets for every endpoint.
+    let gw = Rc::new(gw);
+    let mut h = MockHost::request("GET", "/a", &[]);
+    gw.init_shared(&mut h);
+    h.now_ms = Some(1_000);
+    Flow::new(Rc::clone(&gw)).on_request_headers(&mut h, true);
+    assert!(h.reply.is_none());
+    let mut h2 = MockHost::request("GET", "/b", &[]);
+    h2.shared = Rc::clone(&h.shared);
+    h2.now_ms = Some(1_000);
+    Flow::new(Rc::clone(&gw)).on_request_headers(&mut h2, true);
+    assert_eq!(h2.reply.unwrap().status, 503);
+}
+
+/// Service-level `router.max_payload` (KrakenD EE) limits every endpoint without its own
+/// `proxy.max_payload`: 413 by content-length and by the body itself (a chunked one).
+#[test]
+fn service_router_max_payload_applies_to_every_endpoint() {
+    let doc = json!({"version": 3, "extra_config": {"router": {"max_payload": 8, "hide_version_header": true}},
+        "endpoints": [
+            {"endpoint": "/up", "method": "POST", "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/a"}]},
+            {"endpoint": "/own", "method": "POST", "extra_config": {"proxy": {"max_payload": 20}},
+             "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/a"}]},
+            llm_endpoint("/v1/chat/completions", json!({}))]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_| None).unwrap());
+    assert_eq!(gw.warnings, vec!["$.extra_config.router: hide_version_header: KrakenD settings with no effect inside Envoy; ignored"]);
+    let status = |path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        let mut h = MockHost::request("POST", path, headers).with_body(body);
+        let mut flow = Flow::new(Rc::clone(&gw));
+        send(&mut flow, &mut h);
+        h.reply.map(|r| r.status)
+    };
+    assert_eq!(
+        status("/up", &[("content-length", "9")], b"123456789"),
+        Some(413)
+    );
+    assert_eq!(status("/up", &[], b"123456789"), Some(413));
+    assert_eq!(status("/up", &[], b"12345678"), None);
+    assert_eq!(status("/own", &[], b"123456789"), None);
+    assert_eq!(status("/own", &[], &[b'x'; 21]), Some(413));
+    assert_eq!(
+        status("/v1/chat/completions", &[], CHAT.as_bytes()),
+        Some(413)
+    );
+}
+
+/// Router options that change what a client gets or who it is are refused, never skipped.
+#[test]
+fn router_options_with_an_effect_are_refused() {
+    for (field, v) in [
+        ("error_body", json!({"404": {"msg": "x"}})),
+        ("trusted_proxies", json!(["10.0.0.0/8"])),
+        ("forwarded_by_client_ip", json!(true)),
+        ("decompress_gzip", json!(1024)),
+    ] {
+        let doc = json!({"version": 3, "extra_config": {"router": {field: v}}, "endpoints": []});
+        let e = Gateway::from_value(&doc, &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("$.extra_config.router.{field}: ")),
+            "{e}"
+        );
+    }
+    let doc = json!({"version": 3, "extra_config": {"router": {"forwarded_by_client_ip": false, "typo": 1}}, "endpoints": []});
+    assert_eq!(
+        Gateway::from_value(&doc, &|_| None)
+            .unwrap_err()
+            .to_string(),
+        "$.extra_config.router.typo: unknown field"
+    );
+}

@@ -259,9 +259,12 @@ fn settings_of(
         }
     }
     s.opt_bool("debug")?;
-    let (credentials, aws) = if provider == Provider::Bedrock {
+    let bedrock_keys =
+        provider == Provider::Bedrock && !matches!(s.get("credentials"), Some(Value::String(_)));
+    let (credentials, aws) = if bedrock_keys {
         (None, Some(aws_credentials(&mut s, host, lookup)?))
     } else {
+        // Bedrock too takes an API key (KrakenD v2.13: a string, sent as a bearer token).
         (api_key(&mut s, needs_key, lookup)?, None)
     };
     let aliases = s
@@ -281,8 +284,11 @@ fn settings_of(
         }
         None => None,
     };
-    if provider != Provider::Bedrock && s.get("region").is_some() {
-        return Err(ConfigError::new(s.at("region"), "only applies to bedrock"));
+    if aws.is_none() && s.get("region").is_some() {
+        return Err(ConfigError::new(
+            s.at("region"),
+            "only applies to bedrock with AWS keys (SigV4)",
+        ));
     }
     let mut out = LlmBackend {
         provider,
@@ -318,7 +324,7 @@ fn aws_credentials(
     };
     let mut c = s
         .opt_obj("credentials")?
-        .ok_or_else(|| ConfigError::new(s.at("credentials"), "is required for bedrock: {\"access_key_id\", \"secret_access_key\", \"session_token\"?}"))?;
+        .ok_or_else(|| ConfigError::new(s.at("credentials"), "is required for bedrock: a Bedrock API key, or AWS keys {\"access_key_id\", \"secret_access_key\", \"session_token\"?}"))?;
     let id = c.str("access_key_id")?;
     let access_key_id = secret(&c, "access_key_id", id)?;
     let sk = c.str("secret_access_key")?;
@@ -525,6 +531,52 @@ mod tests {
         );
     }
 
+    /// KrakenD v2.13's Bedrock `credentials` is a Bedrock API key (a string): sent as a bearer
+    /// token, no SigV4, no region needed; AWS keys still sign.
+    #[test]
+    fn bedrock_api_key_is_a_bearer_token() {
+        let b = compile(&json!({"bedrock": {"v1": {"credentials": "{{ env \"KEY\" }}", "variables": {"max_tokens": 1500}}}}),
+            "$", "127.0.0.1", &env).unwrap();
+        assert_eq!(
+            (b.credentials.clone(), b.aws.is_none()),
+            (Some(Secret("sk-1".into())), true)
+        );
+        use crate::providers::model::{Message, Part, Role};
+        let req = ChatRequest {
+            messages: vec![Message {
+                role: Role::User,
+                content: vec![Part::Text("hi".into())],
+                tool_calls: vec![],
+                tool_call_id: None,
+                name: None,
+            }],
+            ..Default::default()
+        };
+        let defaults = Defaults::default();
+        let t = Target {
+            wire: Wire::Bedrock,
+            model: "eu.meta.llama3-2-1b-instruct-v1:0",
+            api_version: None,
+            defaults: &defaults,
+            aws: None,
+            host: "bedrock-runtime.eu-west-1.amazonaws.com",
+            now_unix: 1_700_000_000,
+        };
+        let out = b.request(&req, &t, "/model/x/converse").unwrap();
+        assert_eq!(
+            out.headers.first(),
+            Some(&("authorization".to_string(), "Bearer sk-1".to_string()))
+        );
+        assert!(!out
+            .headers
+            .iter()
+            .any(|(k, _)| k == "x-amz-date" || k.starts_with("x-amz-content")));
+        assert_eq!(
+            out.path,
+            "/model/eu.meta.llama3-2-1b-instruct-v1%3A0/converse"
+        );
+    }
+
     #[test]
     fn reject_paths() {
         let cases = [
@@ -542,7 +594,8 @@ mod tests {
             (json!({"gemini": {"v1beta": {"credentials": "k", "variables": {"max_output_tokens": 4294967296u64}}}}), "$.llm.gemini.v1beta.variables.max_output_tokens: 4294967296 is more than any model allows (at most 2147483647)"),
             (json!({"openai": {"v1": {"credentials": "k", "api_version": "x"}}}), "$.llm.openai.v1.api_version: only applies to azure"),
             (json!({"openai": {"v1": {"credentials": "k", "typo": 1}}}), "$.llm.openai.v1.typo: unknown field"),
-            (json!({"bedrock": {"v1": {"variables": {"model": "m"}}}}), "$.llm.bedrock.v1.credentials: is required for bedrock: {\"access_key_id\", \"secret_access_key\", \"session_token\"?}"),
+            (json!({"bedrock": {"v1": {"variables": {"model": "m"}}}}), "$.llm.bedrock.v1.credentials: is required for bedrock: a Bedrock API key, or AWS keys {\"access_key_id\", \"secret_access_key\", \"session_token\"?}"),
+            (json!({"bedrock": {"v1": {"credentials": "k", "region": "eu-west-1"}}}), "$.llm.bedrock.v1.region: only applies to bedrock with AWS keys (SigV4)"),
             (json!({"bedrock": {"v1": {"credentials": {"access_key_id": "a", "secret_access_key": "b"}}}}), "$.llm.bedrock.v1.region: is required when the host is not bedrock-runtime.<region>.amazonaws.com"),
         ];
         for (v, msg) in cases {

@@ -1,9 +1,12 @@
 //! KrakenD `modifier/martian` header modifiers, compiled into [`HeaderOp`] lists per scope.
 //!
 //! Supported: `header.Modifier` (set, replacing), `header.Append`, `header.Blacklist`
-//! (remove), `header.Copy`, and the groups `fifo.Group` and `priority.Group`. Other
-//! martian modifiers are valid KrakenD but not implemented here: they are rejected at
-//! configure time rather than silently ignored.
+//! (remove), `header.Copy`, `header.Id` (a unique id when the header is absent: Envoy's
+//! request id), `querystring.Modifier` (sets a query parameter of the backend's request),
+//! `body.Modifier` (a fixed body, base64 in the configuration, for the backend's request or
+//! the client's answer), and the groups `fifo.Group` and `priority.Group`. Other martian
+//! modifiers are valid KrakenD but not implemented here: they are rejected at configure time
+//! rather than silently ignored.
 
 use crate::config::env;
 use crate::config::reader::{ConfigError, Obj, Result};
@@ -23,10 +26,53 @@ impl fmt::Debug for HeaderValue {
 /// One header operation, applied in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderOp {
-    Set { name: String, value: HeaderValue },
-    Append { name: String, value: HeaderValue },
-    Remove { names: Vec<String> },
-    Copy { from: String, to: String },
+    Set {
+        name: String,
+        value: HeaderValue,
+    },
+    Append {
+        name: String,
+        value: HeaderValue,
+    },
+    Remove {
+        names: Vec<String>,
+    },
+    Copy {
+        from: String,
+        to: String,
+    },
+    /// `header.Id`: the request's unique id (Envoy's `x-request-id`) in `name`, unless the
+    /// header is there already.
+    Id {
+        name: String,
+    },
+    /// `querystring.Modifier`: parameter `name` of the request's `:path` set to `value` (every
+    /// earlier value of that name, however percent-encoded, replaced).
+    Query {
+        name: String,
+        value: String,
+    },
+}
+
+/// The header martian's `header.Id` writes without a `header` of its own.
+pub const DEFAULT_ID_HEADER: &str = "x-krakend-id";
+
+/// A `body.Modifier`'s body (decoded) and content type.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FixedBody {
+    pub bytes: Vec<u8>,
+    pub content_type: Option<String>,
+}
+
+impl fmt::Debug for FixedBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "FixedBody({} bytes, {:?})",
+            self.bytes.len(),
+            self.content_type
+        )
+    }
 }
 
 /// Operations per scope.
@@ -34,6 +80,10 @@ pub enum HeaderOp {
 pub struct Modifiers {
     pub request: Vec<HeaderOp>,
     pub response: Vec<HeaderOp>,
+    /// `body.Modifier`, request scope: the body the backend gets instead of the client's.
+    pub request_body: Option<FixedBody>,
+    /// `body.Modifier`, response scope: the body the client gets instead of the backend's.
+    pub response_body: Option<FixedBody>,
 }
 
 #[derive(Clone, Copy)]
@@ -82,13 +132,38 @@ fn modifier(
     let mut b = Obj::new(body, &path)?;
     let scopes = scopes(&mut b, outer)?;
     let op = match kind {
+        "body.Modifier" => return fixed_body(b, scopes, out),
+        "fifo.Group" | "priority.Group" => return group(b, kind, scopes, lookup, out),
+        _ => header_op(kind, &mut b, scopes, lookup)?,
+    };
+    b.finish(&[])?;
+    if scopes.request {
+        out.request.push(op.clone());
+    }
+    if scopes.response {
+        out.response.push(op);
+    }
+    Ok(())
+}
+
+/// A header (or query) operation of kind `kind` read from `b`.
+fn header_op(
+    kind: &str,
+    b: &mut Obj<'_>,
+    scopes: Scopes,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<HeaderOp> {
+    Ok(match kind {
         "header.Modifier" | "header.Append" => {
-            let name = header_name(&mut b, "name")?;
+            let name = header_name(b, "name")?;
             let raw = b.str("value")?;
             let value = env::resolve(raw, lookup)
                 .map_err(|e| ConfigError::new(b.at("value"), e.to_string()))?;
             if value.contains(['\r', '\n', '\0']) {
-                return Err(ConfigError::new(b.at("value"), "header value contains CR, LF or NUL"));
+                return Err(ConfigError::new(
+                    b.at("value"),
+                    "header value contains CR, LF or NUL",
+                ));
             }
             let value = HeaderValue(value);
             if kind == "header.Modifier" {
@@ -108,23 +183,83 @@ fn modifier(
             HeaderOp::Remove { names: lower }
         }
         "header.Copy" => HeaderOp::Copy {
-            from: header_name(&mut b, "from")?,
-            to: header_name(&mut b, "to")?,
+            from: header_name(b, "from")?,
+            to: header_name(b, "to")?,
         },
-        "fifo.Group" | "priority.Group" => return group(b, kind, scopes, lookup, out),
+        "header.Id" => {
+            request_only(b, scopes)?;
+            let name = match b.opt_str("header")? {
+                Some(n) => check_header_name(n, &b.at("header"))?,
+                None => DEFAULT_ID_HEADER.to_string(),
+            };
+            HeaderOp::Id { name }
+        }
+        "querystring.Modifier" => {
+            request_only(b, scopes)?;
+            let name = b.str("name")?;
+            if name.is_empty() {
+                return Err(ConfigError::new(b.at("name"), "must not be empty"));
+            }
+            let value = b.str("value")?;
+            HeaderOp::Query {
+                name: name.to_string(),
+                value: value.to_string(),
+            }
+        }
         other => {
             return Err(ConfigError::new(
-                path.clone(),
-                format!("martian modifier {other} is not supported by tollgate (supported: header.Modifier, header.Append, header.Blacklist, header.Copy, fifo.Group, priority.Group)"),
+                b.path(),
+                format!(
+                "martian modifier {other} is not supported by tollgate (supported: {SUPPORTED})"
+            ),
             ))
         }
-    };
-    b.finish(&[])?;
-    if scopes.request {
-        out.request.push(op.clone());
-    }
+    })
+}
+
+const SUPPORTED: &str = "header.Modifier, header.Append, header.Blacklist, header.Copy, header.Id, querystring.Modifier, body.Modifier, fifo.Group, priority.Group";
+
+/// Modifiers of the request only (martian's schema: `scope: ["request"]`).
+fn request_only(b: &Obj<'_>, scopes: Scopes) -> Result<()> {
     if scopes.response {
-        out.response.push(op);
+        return Err(ConfigError::new(
+            b.at("scope"),
+            "applies to the request only: [\"request\"]",
+        ));
+    }
+    Ok(())
+}
+
+/// `body.Modifier`: `body` (base64) and `contentType`, for each scope it names; one per scope.
+fn fixed_body(mut b: Obj<'_>, scopes: Scopes, out: &mut Modifiers) -> Result<()> {
+    let raw = b.str("body")?;
+    let bytes = crate::support::encoding::base64_decode(raw)
+        .ok_or_else(|| ConfigError::new(b.at("body"), "is not base64"))?;
+    let content_type = match b.opt_str("contentType")? {
+        Some(t) if t.contains(['\r', '\n', '\0']) => {
+            return Err(ConfigError::new(
+                b.at("contentType"),
+                "contains CR, LF or NUL",
+            ))
+        }
+        t => t.map(String::from),
+    };
+    let path = b.path().to_string();
+    b.finish(&[])?;
+    let fixed = FixedBody {
+        bytes,
+        content_type,
+    };
+    for (on, slot) in [
+        (scopes.request, &mut out.request_body),
+        (scopes.response, &mut out.response_body),
+    ] {
+        if on {
+            if slot.is_some() {
+                return Err(ConfigError::new(path, "one body.Modifier per scope"));
+            }
+            *slot = Some(fixed.clone());
+        }
     }
     Ok(())
 }
@@ -216,6 +351,27 @@ fn check_header_name(name: &str, path: &str) -> Result<String> {
     Ok(name.to_ascii_lowercase())
 }
 
+/// `path` with query parameter `name` set to `value`: every earlier value of the name (as
+/// decoded, so `%61mount` is `amount`) is removed, the new one appended, encoded.
+pub fn set_query(path: &str, name: &str, value: &str) -> String {
+    use crate::support::encoding::{form_decode, uri_encode};
+    let (base, query) = path.split_once('?').unwrap_or((path, ""));
+    let kept = query.split('&').filter(|pair| {
+        let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+        !pair.is_empty() && form_decode(key) != name
+    });
+    let mut out = String::from(base);
+    for (i, pair) in kept.enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(pair);
+    }
+    out.push(if out.len() == base.len() { '?' } else { '&' });
+    out.push_str(&uri_encode(name, false));
+    out.push('=');
+    out.push_str(&uri_encode(value, false));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +445,77 @@ mod tests {
         assert!(m.response.is_empty());
     }
 
+    /// KrakenD's martian page: `body.Modifier` (base64 body, both scopes), `querystring.Modifier`
+    /// inside a `priority.Group`, `header.Id` with and without its header.
+    #[test]
+    fn body_querystring_and_id_modifiers() {
+        let v = json!({"body.Modifier": {"scope": ["request", "response"], "body": "eyJtc2ciOiJ5b3Ugcm9jayEifQ==", "contentType": "application/json"}});
+        let m = compile(&v, "$", &env).unwrap();
+        let fixed = FixedBody {
+            bytes: br#"{"msg":"you rock!"}"#.to_vec(),
+            content_type: Some("application/json".into()),
+        };
+        assert_eq!(
+            (m.request_body.as_ref(), m.response_body.as_ref()),
+            (Some(&fixed), Some(&fixed))
+        );
+        assert!(m.request.is_empty() && m.response.is_empty());
+        let v = json!({"priority.Group": {"scope": ["request", "response"], "modifiers": [
+            {"priority": 0, "modifier": {"querystring.Modifier": {"scope": ["request"], "name": "first", "value": "0"}}},
+            {"priority": 100, "modifier": {"querystring.Modifier": {"scope": ["request"], "name": "last", "value": "100"}}}]}});
+        let m = compile(&v, "$", &env).unwrap();
+        let q = |n: &str, v: &str| HeaderOp::Query {
+            name: n.into(),
+            value: v.into(),
+        };
+        assert_eq!(m.request, vec![q("last", "100"), q("first", "0")]);
+        let m = compile(
+            &json!({"header.Id": {"scope": ["request"], "header": "X-Request-Id"}}),
+            "$",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            m.request,
+            vec![HeaderOp::Id {
+                name: "x-request-id".into()
+            }]
+        );
+        let m = compile(&json!({"header.Id": {"scope": ["request"]}}), "$", &env).unwrap();
+        assert_eq!(
+            m.request,
+            vec![HeaderOp::Id {
+                name: "x-krakend-id".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn query_parameters_are_set_whatever_their_spelling() {
+        let cases = [
+            ("/a", "amount", "75", "/a?amount=75"),
+            ("/a?", "amount", "75", "/a?amount=75"),
+            (
+                "/a?currency=EUR&amount=10",
+                "amount",
+                "75",
+                "/a?currency=EUR&amount=75",
+            ),
+            // A client's other spellings of the name are the same parameter: all replaced.
+            (
+                "/a?%61mount=1000&amount=5&amount%3D=x&x=1",
+                "amount",
+                "75",
+                "/a?amount%3D=x&x=1&amount=75",
+            ),
+            ("/a?b=1&&c=2", "n", "a b&c=d", "/a?b=1&c=2&n=a%20b%26c%3Dd"),
+            ("/a?amount", "amount", "1", "/a?amount=1"),
+        ];
+        for (path, name, value, want) in cases {
+            assert_eq!(set_query(path, name, value), want, "{path}");
+        }
+    }
+
     #[test]
     fn reject_paths() {
         let cases = [
@@ -312,7 +539,14 @@ mod tests {
             (json!({"header.Blacklist": {"scope": ["request"]}}), "$.m.header.Blacklist.names: is required"),
             (json!({"fifo.Group": {"scope": ["request"]}}), "$.m.fifo.Group.modifiers: is required"),
             (json!({"fifo.Group": {"scope": ["request"], "modifiers": [{"url.Modifier": {"scope": ["request"]}}]}}),
-             "$.m.fifo.Group.modifiers[0].url.Modifier: martian modifier url.Modifier is not supported by tollgate (supported: header.Modifier, header.Append, header.Blacklist, header.Copy, fifo.Group, priority.Group)"),
+             "$.m.fifo.Group.modifiers[0].url.Modifier: martian modifier url.Modifier is not supported by tollgate (supported: header.Modifier, header.Append, header.Blacklist, header.Copy, header.Id, querystring.Modifier, body.Modifier, fifo.Group, priority.Group)"),
+            (json!({"header.Id": {"scope": ["request", "response"]}}), "$.m.header.Id.scope: applies to the request only: [\"request\"]"),
+            (json!({"querystring.Modifier": {"scope": ["request"], "name": "", "value": "1"}}), "$.m.querystring.Modifier.name: must not be empty"),
+            (json!({"querystring.Modifier": {"scope": ["response"], "name": "a", "value": "1"}}), "$.m.querystring.Modifier.scope: applies to the request only: [\"request\"]"),
+            (json!({"body.Modifier": {"scope": ["request"], "body": "not base64!"}}), "$.m.body.Modifier.body: is not base64"),
+            (json!({"body.Modifier": {"scope": ["request"]}}), "$.m.body.Modifier.body: is required"),
+            (json!({"fifo.Group": {"scope": ["request"], "modifiers": [{"body.Modifier": {"scope": ["request"], "body": "eyJ9"}}, {"body.Modifier": {"scope": ["request"], "body": "eyJ9"}}]}}),
+             "$.m.fifo.Group.modifiers[1].body.Modifier: one body.Modifier per scope"),
         ];
         for (v, msg) in cases {
             assert_eq!(compile(&v, "$.m", &env).unwrap_err().to_string(), msg);

@@ -237,13 +237,25 @@ pub struct HostUrl {
 }
 
 impl HostUrl {
+    /// `scheme://host[:port]`; without a scheme (`localhost:8080`, KrakenD's quick start),
+    /// `http://` as KrakenD assumes. Host names may hold `_` (Docker service names such as
+    /// `fake_api`, which KrakenD accepts).
     pub fn parse(url: &str) -> Result<Self, String> {
-        let (scheme, rest) = if let Some(r) = url.strip_prefix("https://") {
+        let prefixed = |p: &str| {
+            url.get(..p.len())
+                .filter(|head| head.eq_ignore_ascii_case(p))
+                .and_then(|_| url.get(p.len()..))
+        };
+        let (scheme, rest) = if let Some(r) = prefixed("https://") {
             (Scheme::Https, r)
-        } else if let Some(r) = url.strip_prefix("http://") {
+        } else if let Some(r) = prefixed("http://") {
             (Scheme::Http, r)
+        } else if url.contains("://") {
+            return Err(format!(
+                "\"{url}\" must start with http:// or https:// (or have no scheme: http://)"
+            ));
         } else {
-            return Err(format!("\"{url}\" must start with http:// or https://"));
+            (Scheme::Http, url)
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') {
@@ -272,7 +284,7 @@ impl HostUrl {
         if host.is_empty()
             || !host
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
         {
             return Err(format!("\"{url}\": bad host name"));
         }
@@ -491,8 +503,45 @@ mod tests {
             (h.host.as_str(), h.authority()),
             ("::1", "[::1]:9000".into())
         );
+        // KrakenD's forms: no scheme is http (its AI quick start's `localhost:8080`), and
+        // Docker service names with `_`.
+        for (url, scheme, host, port, authority) in [
+            (
+                "localhost:8080",
+                Scheme::Http,
+                "localhost",
+                8080,
+                "localhost:8080",
+            ),
+            (
+                "api.example.com",
+                Scheme::Http,
+                "api.example.com",
+                80,
+                "api.example.com",
+            ),
+            ("http://fake_api", Scheme::Http, "fake_api", 80, "fake_api"),
+            (
+                "mocked_apis:8091",
+                Scheme::Http,
+                "mocked_apis",
+                8091,
+                "mocked_apis:8091",
+            ),
+            ("HTTPS://My_Host", Scheme::Https, "my_host", 443, "my_host"),
+        ] {
+            let h = HostUrl::parse(url).unwrap();
+            assert_eq!(
+                (h.scheme, h.host.as_str(), h.port, h.authority()),
+                (scheme, host, port, authority.to_string()),
+                "{url}"
+            );
+        }
         for (bad, msg) in [
-            ("api.openai.com", "\"api.openai.com\" must start with http:// or https://"),
+            ("amqp://blah", "\"amqp://blah\" must start with http:// or https:// (or have no scheme: http://)"),
+            ("api.openai.com/v1", "\"api.openai.com/v1\" must be scheme://host[:port] only; put the path in url_pattern"),
+            ("localhost:http", "\"localhost:http\": bad port \"http\""),
+            ("", "\"\": bad host name"),
             ("https://x.com/v1", "\"https://x.com/v1\" must be scheme://host[:port] only; put the path in url_pattern"),
             ("http://x:0", "\"http://x:0\": bad port \"0\""),
             ("http://x:99999", "\"http://x:99999\": bad port \"99999\""),

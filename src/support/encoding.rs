@@ -1,5 +1,5 @@
 //! Byte encodings: percent-encoding (AWS's URI rules, and three decoders for the three places
-//! that read one), hex, base64.
+//! that read one), hex, base64 (standard alphabet, as configurations and providers carry it).
 
 /// AWS-style URI encoding: every byte except `A-Z a-z 0-9 - _ . ~` becomes `%XX`
 /// (upper-case hex); `/` is kept when `keep_slash`.
@@ -122,9 +122,11 @@ pub fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
-/// Decodes standard base64 (padding optional, whitespace refused); `None` when malformed.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
+/// Decodes standard base64 (RFC 4648 §4, `+` and `/`), padded or not; ASCII whitespace (line
+/// breaks in a configuration value) is skipped. None on any other character or a dangling
+/// sextet.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
         Some(u32::from(match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
@@ -133,21 +135,21 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
             b'/' => 63,
             _ => return None,
         }))
-    }
-    let t = text.trim_end_matches('=').as_bytes();
-    if t.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(t.len() / 4 * 3 + 2);
-    for chunk in t.chunks(4) {
-        let mut n = 0u32;
-        for (k, &c) in chunk.iter().enumerate() {
-            n |= value(c)? << (18 - 6 * k as u32);
+    };
+    let data = s.trim_end_matches(|c: char| c == '=' || c.is_ascii_whitespace());
+    let mut out = Vec::with_capacity(data.len() / 4 * 3 + 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in data.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        acc = (acc << 6) | value(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
         }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(bytes.get(..chunk.len().saturating_sub(1))?);
     }
-    Some(out)
+    // 2 or 4 bits left over are padding; 6 are a sextet that encodes no byte.
+    (bits < 6).then_some(out)
 }
 
 #[cfg(test)]
@@ -203,5 +205,27 @@ mod tests {
         assert_eq!(percent_decode("a%3Ab%2f"), b"a:b/");
         assert_eq!(percent_decode("100%"), b"100%");
         assert_eq!(percent_decode("%zz%4"), b"%zz%4");
+    }
+
+    #[test]
+    fn base64_decodes_padded_unpadded_and_refuses_junk() {
+        // KrakenD's martian example: {"msg":"you rock!"}
+        assert_eq!(
+            base64_decode("eyJtc2ciOiJ5b3Ugcm9jayEifQ==").unwrap(),
+            br#"{"msg":"you rock!"}"#
+        );
+        for (enc, dec) in [
+            ("", ""),
+            ("Zg==", "f"),
+            ("Zm8", "fo"),
+            ("Zm9v", "foo"),
+            ("Zm9v\nYmFy", "foobar"),
+        ] {
+            assert_eq!(base64_decode(enc).unwrap(), dec.as_bytes(), "{enc}");
+        }
+        assert_eq!(base64_decode("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
+        for bad in ["Zm9v!", "Z", "Zm9vY", "Zm-_"] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
     }
 }

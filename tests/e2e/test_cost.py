@@ -336,3 +336,47 @@ def test_a_caller_identified_by_its_key_never_shows_the_key(gw, fresh_mock):
     assert re.search(r'tollgate_tokens_total\{provider="openai",model="gpt-4o-mini",tenant="key-[0-9a-f]{16}",kind="prompt"\}', stats)
     # The client's key does not reach the provider either.
     assert secret not in json.dumps(fresh_mock.requests())
+
+
+class TestKrakendWeightKey:
+    """KrakenD's `weight_key` on plain endpoints, with its meaning: the number the backend
+    reports in a field of its JSON answer (`weight_strategy: body`) or in a response header
+    (`header`; here set by a martian response modifier), through a real Envoy."""
+
+    @staticmethod
+    def config(mock_url):
+        def ep(path, url_pattern, quota, limit, extra=None):
+            q = {"quota_name": path.strip("/"), "tier_key": "X-Plan", **quota,
+                 "tiers": [{"rule_name": "r", "tier_value_as": "*", "strategy": "header", "key": "X-User"}]}
+            backend = {"host": [mock_url], "url_pattern": url_pattern, **({"extra_config": extra} if extra else {})}
+            rule = {"name": path.strip("/"), "connection_name": "local", "rules": [{"name": "r", "limits": [{"amount": limit, "unit": "hour"}]}]}
+            return rule, {"endpoint": path, "method": "POST", "backend": [backend],
+                          "extra_config": {"governance/quota": q}}
+        credits = {"modifier/martian": {"header.Modifier": {"scope": ["response"], "name": "X-Credits", "value": "10"}}}
+        parts = [
+            ep("/body", "/v1/chat/completions", {"weight_key": "usage.total_tokens", "weight_strategy": "body"}, 5),
+            ep("/header", "/nothing", {"weight_key": "X-Credits", "weight_strategy": "header"}, 10, credits),
+            ep("/count", "/nothing", {}, 2),
+        ]
+        return {"version": 3,
+                "extra_config": {"governance/processors": {"quotas": [p[0] for p in parts]}},
+                "endpoints": [p[1] for p in parts]}
+
+    def test_the_backend_reports_the_weight(self, mock):
+        gw = Envoy(self.config(mock.url), concurrency=1).wait_ready()
+        try:
+            def call(path, user):
+                body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+                return httpx.post(f"{gw.url}{path}", json=body, headers={"x-user": user}, timeout=10)
+            # The chat answer's usage.total_tokens (at least 5) spends the limit of 5.
+            first = call("/body", "ann")
+            assert first.status_code == 200 and first.json()["usage"]["total_tokens"] >= 5, first.text
+            assert call("/body", "ann").status_code == 429
+            assert call("/body", "bob").status_code == 200  # another caller, another counter
+            # The header says 10: the limit of 10 is spent by one call.
+            assert call("/header", "ann").status_code == 404  # the mock's answer
+            assert call("/header", "ann").status_code == 429
+            # Without weight_key each call weighs one.
+            assert [call("/count", "ann").status_code for _ in range(3)] == [404, 404, 429]
+        finally:
+            gw.stop()

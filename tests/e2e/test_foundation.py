@@ -1,5 +1,6 @@
 """Foundation: routing, rewriting, credential replacement and config errors through a real Envoy."""
 import json
+from pathlib import Path
 import re
 import subprocess
 
@@ -230,10 +231,46 @@ def test_seed_example_validates_against_krakend_official_schema():
 def test_demo_uses_tollgate_additions_and_validates_against_the_extended_schema():
     doc = json.loads((REPO / "envoy/krakend.json").read_text())
     assert doc["$schema"] == "../schema/tollgate.schema.json"
-    jsonschema.Draft7Validator(tollgate_schema()).validate(doc)
+    jsonschema.Draft201909Validator(tollgate_schema()).validate(doc)
     # The unified front doors use tollgate's additions (aliases, default): KrakenD's own
     # schema refuses them, which is why the KrakenD-only check runs on the seed example.
     assert not jsonschema.Draft7Validator(krakend_schema()).is_valid(doc)
+
+
+def shipped_krakend_documents() -> list[Path]:
+    """Every KrakenD configuration the repository ships (the demo, examples, deploy files):
+    tracked JSON with `endpoints`, outside the tests and the schemas."""
+    out = subprocess.run(["git", "ls-files", "*.json"], cwd=REPO, capture_output=True, text=True, check=True)
+    found = []
+    for name in out.stdout.split():
+        if name.startswith(("tests/", "schema/")):
+            continue
+        try:
+            doc = json.loads((REPO / name).read_text())
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "endpoints" in doc:
+            found.append(REPO / name)
+    return found
+
+
+def test_every_shipped_example_validates_against_krakend_v2_13_plus_tollgate_extensions():
+    """KrakenD's v2.13 schema (draft 2019-09) with tollgate's extension schema applied
+    (schema/tollgate.schema.json, built by `tollgate schema`), and `tollgate check`."""
+    docs = shipped_krakend_documents()
+    assert {"envoy/krakend.json", "envoy/examples/krakend-seed.json", "deploy/k8s/krakend.json"} <= {
+        str(p.relative_to(REPO)) for p in docs}
+    schema = tollgate_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2019-09/schema"
+    extended = jsonschema.Draft201909Validator(schema)
+    for p in docs:
+        errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in extended.iter_errors(json.loads(p.read_text()))]
+        assert not errors, f"{p}: {errors[:3]}"
+        ok = subprocess.run([str(TOLLGATE), "check", str(p)], capture_output=True, text=True)
+        assert ok.returncode == 0, f"{p}: {ok.stderr}"
+    # KrakenD's own v2.13 schema takes the seed example as it is.
+    v213 = json.loads((REPO / "schema/krakend-v2.13.json").read_text())
+    jsonschema.Draft201909Validator(v213).validate(json.loads(SEED.read_text()))
 
 
 def test_krakend_schema_rejects_unknown_namespaces():
@@ -249,14 +286,20 @@ def test_tollgate_check_accepts_demo_and_names_paths_of_errors(tmp_path):
     assert "ok (4 endpoint(s)" in ok.stdout
     assert "MOCK_API_KEY, OPENAI_API_KEY" in ok.stdout
     bad = json.loads((REPO / "envoy/krakend.json").read_text())
-    bad["endpoints"][1]["backend"][0]["host"] = ["127.0.0.1:8081"]
+    bad["endpoints"][1]["backend"][0]["host"] = ["ftp://127.0.0.1:8081"]
     bad["endpoints"][0]["extra_config"] = {"tollgate/unknown": {}}
     p = tmp_path / "bad.json"
     p.write_text(json.dumps(bad))
     out = subprocess.run([str(TOLLGATE), "check", str(p)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "schema: $.endpoints[0].extra_config" in out.stderr
-    assert ("tollgate: $.endpoints[1].backend[0].host[0]: \"127.0.0.1:8081\" must start with http:// or https://"
+    # An unknown namespace is refused by tollgate too (it stops at the first of its errors).
+    assert "tollgate: $.endpoints[0].extra_config.tollgate/unknown: namespace not supported by tollgate" in out.stderr
+    del bad["endpoints"][0]["extra_config"]
+    p.write_text(json.dumps(bad))
+    out = subprocess.run([str(TOLLGATE), "check", str(p)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert ("tollgate: $.endpoints[1].backend[0].host[0]: \"ftp://127.0.0.1:8081\" must start with http:// or https://"
             in out.stderr)
 
 

@@ -123,7 +123,7 @@ def cell(s):
 
 
 def main():
-    files = sorted(p for p in HERE.glob("*.json"))
+    files = sorted(p for p in HERE.glob("*.json") if p.name != "expected.json")
     for p in files:  # every document classified before the slow part
         classify(p.name, {"check": ""})
     rows = [check(p) for p in files]
