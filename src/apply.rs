@@ -1,16 +1,20 @@
 //! Configuration changes without a restart (host-only, `cli` feature).
 //!
 //! `tollgate envoy KRAKEND.json --dynamic DIR` writes a bootstrap whose tollgate filter
-//! configuration comes from Envoy's extension config discovery (ECDS) and whose clusters
-//! come from CDS, both read from files in DIR that Envoy watches (`path_config_source` with
-//! `watched_directory`: a file moved into DIR makes Envoy read them again). It writes the
-//! first versions of those files, and the `tollgate envoy` arguments (`tollgate.args.json`)
-//! so that later files are built with the same options.
+//! configuration comes from Envoy's extension config discovery (ECDS), whose clusters come
+//! from CDS, both read from files in DIR that Envoy watches (`path_config_source` with
+//! `watched_directory`: a file moved into DIR makes Envoy read them again), and whose routes
+//! (the request body each endpoint may buffer, `envoy::routes`) come from RDS, a file in
+//! DIR/routes watched on its own. It writes the first versions of those files, and the
+//! `tollgate envoy` arguments (`tollgate.args.json`) so that later files are built with the
+//! same options.
 //!
 //! `tollgate apply KRAKEND.json DIR` validates the document with [`check`] (the function
 //! `tollgate check` runs), refuses what a live update cannot change, then writes the
 //! clusters (the new ones and the previous config's, so a request in flight never meets a
-//! missing cluster), waits until Envoy has them, and writes the filter configuration. Each
+//! missing cluster), waits until Envoy has them, writes the routes when they change (an
+//! endpoint added, removed, or given another `max_payload`) and waits until Envoy serves
+//! them, then writes the filter configuration. Each
 //! file is written to a temporary file in DIR and renamed over the old one (atomic). Envoy
 //! builds a new filter configuration and VM from it; requests already under way finish on
 //! the old one. Envoy refuses a filter configuration whose `on_configure` fails and keeps
@@ -28,7 +32,7 @@
 //! VM id, not to one VM, so it outlives the update (measured on Envoy 1.40).
 
 use crate::config::{env, krakend, Gateway};
-use crate::envoy::{self, Options, CDS_FILE, ECDS_FILE};
+use crate::envoy::{self, Options, CDS_FILE, ECDS_FILE, RDS_FILE};
 use crate::schema;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -190,6 +194,10 @@ pub fn init_dynamic(
     write_atomic(&dir, ARGS_FILE, &pretty(&json!(args)))?;
     let cds = envoy::cds_resource(envoy::clusters(gw, o));
     write_atomic(&dir, CDS_FILE, &pretty(&cds))?;
+    let routes = PathBuf::from(envoy::routes_dir(&dir.to_string_lossy()));
+    std::fs::create_dir_all(&routes).map_err(|e| format!("{}: {e}", routes.display()))?;
+    let rds = envoy::rds_resource(envoy::route_config(gw, doc, &o.edge));
+    write_atomic(&routes, RDS_FILE, &pretty(&rds))?;
     let ecds = envoy::ecds_resource(text, &envoy::env_keys(doc, o), o);
     write_atomic(&dir, ECDS_FILE, &pretty(&ecds))?;
     Ok(envoy::bootstrap(gw, doc, text, o))
@@ -199,16 +207,20 @@ pub fn init_dynamic(
 #[derive(Debug)]
 struct Running {
     args: Vec<String>,
-    /// The ECDS and CDS files as written.
+    /// The ECDS, CDS and RDS files as written.
     ecds_text: String,
     cds_text: String,
+    rds_text: String,
     config_text: String,
     env_keys: Vec<String>,
 }
 
 fn read_running(dir: &Path) -> Result<Running, String> {
     let read = |name: &str| {
-        let p = dir.join(name);
+        let p = match name {
+            RDS_FILE => PathBuf::from(envoy::routes_dir(&dir.to_string_lossy())).join(name),
+            _ => dir.join(name),
+        };
         std::fs::read_to_string(&p).map_err(|e| {
             format!(
                 "{}: {e} (make the directory with `tollgate envoy KRAKEND.json --dynamic {}`)",
@@ -221,6 +233,7 @@ fn read_running(dir: &Path) -> Result<Running, String> {
         .map_err(|e| format!("{}: {e}", dir.join(ARGS_FILE).display()))?;
     let ecds_text = read(ECDS_FILE)?;
     let cds_text = read(CDS_FILE)?;
+    let rds_text = read(RDS_FILE)?;
     let ecds: Value = serde_json::from_str(&ecds_text)
         .map_err(|e| format!("{}: {e}", dir.join(ECDS_FILE).display()))?;
     let config = &ecds["resources"][0]["typed_config"]["config"];
@@ -243,6 +256,7 @@ fn read_running(dir: &Path) -> Result<Running, String> {
         args,
         ecds_text,
         cds_text,
+        rds_text,
         config_text,
         env_keys,
     })
@@ -310,6 +324,7 @@ pub fn first_difference(a: &Value, b: &Value) -> Option<String> {
 pub struct Plan {
     pub ecds: Value,
     pub cds: Value,
+    pub rds: Value,
     /// Clusters the new config routes to (Envoy must have them before the filter changes).
     pub clusters: Vec<String>,
     pub endpoints: usize,
@@ -369,6 +384,7 @@ fn plan(dir: &Path, text: &str, doc: &Value) -> Result<(Plan, Running, Options),
         Plan {
             ecds,
             cds: envoy::cds_resource(all),
+            rds: envoy::rds_resource(envoy::route_config(&gw, doc, &o.edge)),
             clusters: names,
             endpoints: gw.endpoints.len(),
             unchanged,
@@ -408,6 +424,13 @@ pub fn apply(config_path: &str, dir: &Path, wait: Duration) -> Result<String, St
         ));
     }
     admin.wait_clusters(&plan.clusters, deadline)?;
+    let rds = pretty(&plan.rds);
+    if rds != run.rds_text {
+        let routes = PathBuf::from(envoy::routes_dir(&dir.to_string_lossy()));
+        write_atomic(&routes, RDS_FILE, &rds)?;
+        let version = plan.rds["version_info"].as_str().unwrap_or_default();
+        admin.wait_routes(version, deadline)?;
+    }
     let rejected_before = admin.stat(REJECTED).unwrap_or(0);
     write_atomic(dir, ECDS_FILE, &pretty(&plan.ecds))?;
     loop {
@@ -523,6 +546,25 @@ impl Admin {
     }
 
     /// Until every cluster is active in Envoy (a new one warms first: DNS, TLS).
+    /// Waits until Envoy serves the route configuration of `version` (RDS's version text).
+    fn wait_routes(&self, version: &str, deadline: Instant) -> Result<(), String> {
+        let name = "http.tollgate.rds.tollgate.version_text";
+        loop {
+            let text = self
+                .get(&format!("/stats?filter=^{name}$"))
+                .unwrap_or_default();
+            if text.contains(&format!("\"{version}\"")) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "Envoy has not taken the new routes (version {version}) in time; the filter configuration was not changed"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_clusters(&self, names: &[String], deadline: Instant) -> Result<(), String> {
         loop {
             let listed = self.get("/clusters").unwrap_or_default();
@@ -670,6 +712,22 @@ mod tests {
         assert!(!p.unchanged);
         let (same, _, _) = plan(&dir, &config(A), &doc(&config(A))).unwrap();
         assert!(same.unchanged);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An `ai/llm` endpoint buffers more than the catch-all route: its route comes with it,
+    /// through RDS; the bootstrap does not change (before RDS, apply refused the change).
+    #[test]
+    fn routes_follow_the_endpoints_through_rds() {
+        let dir = dynamic_dir(&config(A), &["--listen", "127.0.0.1:18080"]);
+        let llm = r#"{"endpoint": "/v1/chat/completions", "method": "POST", "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions", "extra_config": {"ai/llm": {"ollama": {"v1": {}}}}}]}"#;
+        let text = config(&format!("{A}, {llm}"));
+        let (p, run, _) = plan(&dir, &text, &doc(&text)).unwrap();
+        let routes = &p.rds["resources"][0]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[0]["match"]["path"], "/v1/chat/completions");
+        assert_eq!(routes[0]["request_body_buffer_limit"], 16 << 20);
+        assert_eq!(routes[1]["match"]["prefix"], "/");
+        assert_ne!(pretty(&p.rds), run.rds_text);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -11,6 +11,8 @@ use crate::routing::{cluster_name, HostUrl, Scheme, CLUSTER_HEADER};
 use crate::security::claims::provider_name;
 use serde_json::{json, Value};
 
+mod routes;
+
 /// Bootstrap settings that differ between a local run and a container.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -50,9 +52,12 @@ pub struct Edge {
     pub max_connections: u64,
     /// Listener and cluster `per_connection_buffer_limit_bytes`.
     pub connection_buffer_bytes: u64,
-    /// Request bodies the gateway reads whole (LLM calls, body governance) may be this large;
-    /// Envoy answers 413 past it (route `per_request_buffer_limit_bytes`).
+    /// Request bodies the gateway reads whole (body governance) may be this large; Envoy
+    /// answers 413 past it (route `request_body_buffer_limit`).
     pub request_buffer_bytes: u64,
+    /// The same for `ai/llm` endpoints without a `max_payload` (agents send prompts of several
+    /// MB); see `envoy/routes.rs`.
+    pub llm_request_buffer_bytes: u64,
     /// Time to receive the request headers (slowloris). KrakenD `read_header_timeout`.
     pub request_headers_timeout_ms: u64,
     /// Time to receive the whole request. KrakenD `read_timeout`.
@@ -77,6 +82,7 @@ impl Default for Edge {
             max_connections: 10_000,
             connection_buffer_bytes: 32 * 1024,
             request_buffer_bytes: 1 << 20,
+            llm_request_buffer_bytes: 16 << 20,
             request_headers_timeout_ms: 10_000,
             request_timeout_ms: 300_000,
             idle_timeout_ms: 3_600_000,
@@ -95,6 +101,7 @@ const EDGE_SETTINGS: &[(&str, Option<&str>)] = &[
     ("max_connections", None),
     ("connection_buffer_bytes", None),
     ("request_buffer_bytes", None),
+    ("llm_request_buffer_bytes", None),
     ("request_headers_timeout", Some("read_header_timeout")),
     ("request_timeout", Some("read_timeout")),
     ("idle_timeout", Some("idle_timeout")),
@@ -153,6 +160,9 @@ impl Edge {
             }
             "request_buffer_bytes" => {
                 self.request_buffer_bytes = range(int()?, 1024, u64::from(u32::MAX))?
+            }
+            "llm_request_buffer_bytes" => {
+                self.llm_request_buffer_bytes = range(int()?, 1024, u64::from(u32::MAX))?
             }
             "request_headers_timeout" => self.request_headers_timeout_ms = dur()?,
             "request_timeout" => self.request_timeout_ms = dur()?,
@@ -468,6 +478,42 @@ fn file_source(dir: &str, file: &str) -> Value {
     })
 }
 
+/// The route configuration's name (the bootstrap's, or RDS's resource).
+const ROUTE_CONFIG: &str = "tollgate";
+
+/// The route configuration: one virtual host; per-endpoint body limits (`max_payload`, the
+/// LLM default), then a catch-all ([`routes`]).
+pub fn route_config(gw: &Gateway, doc: &Value, e: &Edge) -> Value {
+    json!({
+        "name": ROUTE_CONFIG,
+        "virtual_hosts": [{
+            "name": "tollgate",
+            "domains": ["*"],
+            "routes": routes::routes(gw, doc, e),
+        }]
+    })
+}
+
+/// The RDS resource file of `--dynamic` (the routes), in its own subdirectory
+/// ([`routes_dir`]).
+pub const RDS_FILE: &str = "tollgate.rds.json";
+
+/// Where `--dynamic` keeps the RDS file: a directory of its own, watched on its own. Any file
+/// moved into a watched directory makes Envoy read every file source watching it again, and
+/// an ECDS file read again builds the filter (a new VM) even when unchanged: routes that
+/// change with an endpoint must not cost that.
+pub fn routes_dir(dir: &str) -> String {
+    format!("{}/routes", dir.trim_end_matches('/'))
+}
+
+/// The RDS file's content.
+pub fn rds_resource(route_config: Value) -> Value {
+    discovery_response(
+        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        vec![route_config],
+    )
+}
+
 /// The ECDS resource file of `--dynamic` (the filter configuration).
 pub const ECDS_FILE: &str = "tollgate.ecds.json";
 /// The CDS resource file of `--dynamic` (the clusters).
@@ -553,29 +599,20 @@ pub fn bootstrap(gw: &Gateway, doc: &Value, config_text: &str, o: &Options) -> V
                         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"}}]}
             }
         }],
-        "route_config": {
-            "name": "tollgate",
-            "virtual_hosts": [{
-                "name": "tollgate",
-                "domains": ["*"],
-                "routes": [{
-                    "match": {"prefix": "/"},
-                    // The bodies the filter reads whole (LLM calls) may exceed the
-                    // connection buffer limit; Envoy answers 413 past this.
-                    "request_body_buffer_limit": e.request_buffer_bytes,
-                    "route": {
-                        "cluster_header": CLUSTER_HEADER,
-                        // LLM answers are slow; endpoints with a KrakenD `timeout`
-                        // override this per request.
-                        "timeout": "600s",
-                        "auto_host_rewrite": true,
-                    },
-                    "request_headers_to_remove": [CLUSTER_HEADER],
-                }]
-            }]
-        },
         "http_filters": http_filters,
     });
+    // The routes (per-endpoint body limits, then a catch-all) follow the endpoints: with
+    // `--dynamic` they come from RDS (a file, like the filter and the clusters), so that
+    // `tollgate apply` can change them.
+    match &o.dynamic {
+        Some(dir) => {
+            hcm["rds"] = json!({
+                "config_source": file_source(&routes_dir(dir), RDS_FILE),
+                "route_config_name": ROUTE_CONFIG,
+            })
+        }
+        None => hcm["route_config"] = route_config(gw, doc, e),
+    }
     hcm["local_reply_config"] = local_reply_shape(gw, has_jwt, o.state_prefix());
     // The native module defines its metrics with labels: no tags to cut from names.
     let tags: Vec<Value> = crate::observe::stats_tags()

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use tollgate::config::Gateway;
 use tollgate::providers::model::{ChatRequest, StreamEvent};
 use tollgate::providers::{
-    self, anthropic, openai, AwsCredentials, Defaults, FrontDoor, Target, Wire,
+    self, anthropic, count_tokens, embeddings, openai, responses, AwsCredentials, Defaults,
+    FrontDoor, StreamDecoder, Target, Wire,
 };
 use tollgate::routing::{self, PathPattern, UrlPattern};
 use tollgate::stream::{write_event, SseEvent, SseParser};
@@ -625,6 +626,10 @@ fn encode_everywhere(req: &ChatRequest) {
             host: "bedrock-runtime.us-east-1.amazonaws.com",
             now_unix: 1_700_000_000,
         };
+        if let Ok(Some(out)) = count_tokens::encode_request(req, &t) {
+            assert!(is_json(&out.body), "{wire:?} count body");
+        }
+        let _ = count_tokens::estimate(req, &t);
         if let Ok(out) = providers::encode_request(req, &t) {
             assert!(out.path.starts_with('/'), "{wire:?} path {:?}", out.path);
             assert!(
@@ -872,6 +877,86 @@ fn fuzz_client_requests() {
     });
 }
 
+const EMBED_MODELS: [&str; 3] = ["amazon.titan-embed-text-v2:0", "cohere.embed-v4:0", "m"];
+
+fn agent_request_seeds() -> Vec<Vec<u8>> {
+    let responses = json!({
+        "model": "gpt-5", "instructions": "Be brief.", "store": false, "max_output_tokens": 100,
+        "reasoning": {"effort": "low", "summary": "auto"}, "metadata": {"k": "v"},
+        "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}}},
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}, "strict": true},
+                  {"type": "web_search"}],
+        "tool_choice": "auto",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "hi"},
+                {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"},
+                {"type": "input_file", "file_data": "data:application/pdf;base64,JVBE", "filename": "a.pdf"}]},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "t"}],
+             "encrypted_content": "tollgate.anthropic.sig"},
+            {"type": "function_call", "call_id": "call_0__ts_CiQBcsjafD-8", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_0__ts_CiQBcsjafD-8", "output": "ok"},
+            {"type": "item_reference", "id": "ws_1"}
+        ]
+    });
+    let embeddings = json!({"model": "e", "input": ["a", "b"], "dimensions": 256,
+                            "encoding_format": "base64", "input_type": "search_query"});
+    vec![
+        serde_json::to_vec(&responses).unwrap(),
+        serde_json::to_vec(&embeddings).unwrap(),
+        fixture("claude_code/messages_tools_thinking.json"),
+    ]
+}
+
+/// The agent doors (Responses, embeddings, count_tokens) on mutated requests: no panic, an
+/// error names a field or says why, and every accepted request translates to JSON (or a
+/// clear refusal) for every provider.
+#[test]
+fn fuzz_agent_requests() {
+    let seeds = agent_request_seeds();
+    let others: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+    let creds = aws();
+    let d = Defaults::default();
+    run("agent_requests", |rng| {
+        let which = rng.below(seeds.len());
+        let input = mutate_json(rng, &seeds[which], &others);
+        exercising(&input);
+        let mut ok = false;
+        if let Ok((req, ext)) = responses::parse_request(&input) {
+            ok = true;
+            encode_everywhere(&req);
+            let _ = ext.needs_openai();
+            if let Ok(body) = responses::encode_upstream(&req, &ext, "gpt-5", &d) {
+                assert!(is_json(&body));
+            }
+        }
+        if let Ok(req) = anthropic::parse_count_tokens_request(&input) {
+            ok = true;
+            encode_everywhere(&req);
+        }
+        match embeddings::parse_request(&input) {
+            Ok(req) => {
+                ok = true;
+                for wire in WIRES {
+                    let t = Target {
+                        wire,
+                        model: EMBED_MODELS[rng.below(EMBED_MODELS.len())],
+                        api_version: None,
+                        defaults: &d,
+                        aws: Some(&creds),
+                        host: "bedrock-runtime.us-east-1.amazonaws.com",
+                        now_unix: 1,
+                    };
+                    if let Ok(out) = embeddings::encode_request(&req, &t, rng.chance(2)) {
+                        assert!(is_json(&out.body), "{wire:?}");
+                    }
+                }
+            }
+            Err(e) => assert!(!e.message.is_empty()),
+        }
+        (input, ok)
+    });
+}
+
 #[test]
 fn fuzz_provider_responses() {
     let files: [(&str, Wire); 10] = [
@@ -969,6 +1054,25 @@ fn fuzz_stream_decoders() {
             // Real streams decode the same whatever the chunk boundaries.
             assert_eq!(split, whole, "{wire:?} split changes the events");
         }
+        // And to a Responses client.
+        let mut enc = responses::StreamEncoder::new(
+            "m",
+            &responses::ResponsesExtras::default(),
+            responses::Echo::default(),
+            1,
+        );
+        let mut out = Vec::new();
+        for ev in split.iter().chain(whole.iter()) {
+            enc.encode(ev, &mut out);
+        }
+        enc.finish(&mut out);
+        for ev in sse_parse(&[&out]) {
+            assert!(
+                is_json(ev.data.as_bytes()),
+                "responses door sent {:?}",
+                ev.data
+            );
+        }
         // Whatever came out can be sent to a client of either API.
         for front in DOORS {
             let mut enc = front.stream_encoder("m", rng.chance(2), 1_700_000_000);
@@ -984,6 +1088,71 @@ fn fuzz_stream_decoders() {
                 }
             }
         }
+        (input, !split.is_empty())
+    });
+}
+
+/// OpenAI's Responses streams (recorded), mutated and cut anywhere: the decoder never panics,
+/// decodes real streams the same at any split, and what it yields reaches every door as JSON.
+#[test]
+fn fuzz_responses_stream_decoder() {
+    let to_sse = |jsonl: Vec<u8>| {
+        let mut out = Vec::new();
+        for line in String::from_utf8(jsonl).unwrap().lines() {
+            write_event(&mut out, None, line);
+        }
+        out
+    };
+    let seeds = [
+        to_sse(fixture("responses/text.chunks.jsonl")),
+        to_sse(fixture("responses/tool_call.chunks.jsonl")),
+    ];
+    let others: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+    run("responses_stream", |rng| {
+        let mut input = rng.pick(&seeds).clone();
+        let mutated = !rng.chance(5);
+        if mutated {
+            mutate_bytes(rng, &mut input, &others);
+        }
+        exercising(&input);
+        let decode = |pieces: &[&[u8]]| {
+            let mut d = responses::stream_decoder();
+            let mut out = Vec::new();
+            for p in pieces {
+                d.feed(p, &mut out);
+            }
+            d.finish(&mut out);
+            out
+        };
+        let whole = decode(&[&input]);
+        let split = decode(&random_splits(rng, &input));
+        if !mutated {
+            assert_eq!(split, whole);
+        }
+        let mut out = Vec::new();
+        let mut enc = responses::StreamEncoder::new(
+            "m",
+            &responses::ResponsesExtras::default(),
+            responses::Echo::default(),
+            1,
+        );
+        for ev in &split {
+            enc.encode(ev, &mut out);
+        }
+        enc.finish(&mut out);
+        for front in [FrontDoor::OpenAi, FrontDoor::Anthropic] {
+            let mut e = front.stream_encoder("m", true, 1);
+            for ev in &split {
+                e.encode(ev, &mut out);
+            }
+            e.finish(&mut out);
+        }
+        for ev in sse_parse(&[&out]) {
+            if ev.data != "[DONE]" {
+                assert!(is_json(ev.data.as_bytes()), "{:?}", ev.data);
+            }
+        }
+        let _ = responses::decode_response(200, &input);
         (input, !split.is_empty())
     });
 }

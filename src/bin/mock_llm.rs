@@ -9,6 +9,11 @@
 //! - `POST .../v1/messages` (Anthropic)
 //! - `POST .../models/{model}:generateContent` and `:streamGenerateContent[?alt=sse]` (Gemini)
 //! - `POST .../model/{modelId}/converse` and `/converse-stream` (Bedrock)
+//! - agents' API (see `mock_llm/agents.rs`): `POST .../embeddings` (OpenAI wire, Azure
+//!   deployments), Gemini `:embedContent` / `:batchEmbedContents`, Bedrock
+//!   `/model/{id}/invoke` (Titan, Cohere); `POST .../messages/count_tokens` (Anthropic),
+//!   Gemini `:countTokens`, Bedrock `/model/{id}/count-tokens`; `POST .../responses`
+//!   (OpenAI Responses API, plain and streamed)
 //! - `GET .../models` (OpenAI model list)
 //! - `GET /__mock/requests` (recorded requests, oldest first, at most 1000),
 //!   `DELETE /__mock/requests` (clears them and the `x-mock-status` counters),
@@ -22,13 +27,20 @@
 //! (a careless provider: the credential it received comes back in an `x-echo-credential`
 //! response header and in the message of an error answer), `x-mock-cache-write: N`
 //! (Anthropic and Bedrock report N cache-write prompt tokens), `x-mock-refusal: TEXT`
-//! (OpenAI refuses with TEXT).
+//! (OpenAI refuses with TEXT), `x-mock-thinking: TEXT` (the answer reasons first: Anthropic
+//! and Bedrock signed thinking, Gemini a thought summary, OpenAI-compatible
+//! `reasoning_content`, Responses a reasoning item), `x-mock-thought-signature: 1` (Gemini signs
+//! its function calls and refuses a later turn whose calls lost their signatures). Thinking
+//! blocks sent back to the Anthropic and Bedrock mocks must carry the signature the mock gave
+//! them (400 otherwise, as the real APIs answer).
 //!
 //! Usage accounting: prompt tokens = 3 + whitespace-separated words of the conversation
 //! text (see [`providers::prompt_tokens`]); completion tokens = number of content events
 //! of the stream (the same number for the non-stream answer). Every provider answer
 //! carries `x-mock-usage: P,C`.
 
+#[path = "mock_llm/agents.rs"]
+mod agents;
 #[path = "mock_llm/eventstream.rs"]
 mod eventstream;
 #[path = "mock_llm/http.rs"]
@@ -358,6 +370,11 @@ fn handle(state: &State, req: &Request, w: &mut TcpStream) -> io::Result<Next> {
     if req.header("x-mock-no-record") != Some("1") {
         state.record(req);
     }
+    if req.method == "POST" {
+        if let Some(op) = agents::route(path) {
+            return agent_call(state, req, w, op);
+        }
+    }
     match route(&req.method, path) {
         Route::Models => {
             let body = br#"{"object":"list","data":[{"id":"mock-model","object":"model","created":0,"owned_by":"mock"}]}"#;
@@ -435,6 +452,113 @@ fn write_error(
     Ok(Next::KeepAlive)
 }
 
+/// The request's JSON object, after `x-mock-hang-ms`; `Err` when the mock answered already
+/// (an `x-mock-status` error, a body that is not a JSON object).
+fn steered_or_body(
+    state: &State,
+    req: &Request,
+    w: &mut TcpStream,
+    provider: Provider,
+) -> Result<Value, io::Result<Next>> {
+    sleep_ms(header_u64(req, "x-mock-hang-ms").unwrap_or(0));
+    if let Some(status) = req
+        .header("x-mock-status")
+        .and_then(|v| state.next_status(v))
+        .filter(|s| *s >= 400)
+    {
+        let msg = format!(
+            "mock error: HTTP {status} {} (x-mock-status)",
+            http::reason(status)
+        );
+        return Err(write_error(w, req, provider, status, &msg));
+    }
+    match serde_json::from_slice(&req.body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(write_error(
+            w,
+            req,
+            provider,
+            400,
+            "request body must be a JSON object",
+        )),
+        Err(e) => {
+            let msg = format!("mock: invalid JSON request body: {e}");
+            Err(write_error(w, req, provider, 400, &msg))
+        }
+    }
+}
+
+/// The agents' API: embeddings, token counts, Responses.
+fn agent_call(state: &State, req: &Request, w: &mut TcpStream, op: agents::Op) -> io::Result<Next> {
+    let ka = req.keep_alive;
+    let provider = match &op {
+        agents::Op::Embed { provider, .. } | agents::Op::Count { provider } => *provider,
+        agents::Op::Responses => Provider::OpenAi,
+    };
+    let body = match steered_or_body(state, req, w, provider) {
+        Ok(body) => body,
+        Err(answered) => return answered,
+    };
+    let (status, answer, mut headers) = match op {
+        agents::Op::Embed { provider, model } => {
+            agents::embed(provider, model.as_deref(), req.path(), &body)
+        }
+        agents::Op::Count { provider } => (200, agents::count(provider, &body), Vec::new()),
+        agents::Op::Responses => {
+            let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let created = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let reply = agents::plan_responses(
+                &body,
+                req.header("x-mock-text"),
+                req.header("x-mock-thinking"),
+                seq,
+                created,
+            );
+            let usage = format!("{},{}", reply.prompt_tokens, reply.output_tokens());
+            let headers: Headers = vec![
+                ("x-mock-usage", usage),
+                ("cache-control", "no-cache".into()),
+            ];
+            if body.get("stream") == Some(&Value::Bool(true)) {
+                let delay = header_u64(req, "x-mock-delay-ms").unwrap_or(0);
+                http::write_stream_head(w, 200, "text/event-stream", &headers, ka)?;
+                for (i, (name, data)) in agents::responses_events(&reply).iter().enumerate() {
+                    if i > 0 {
+                        sleep_ms(delay);
+                    }
+                    http::write_chunk(w, format!("event: {name}\ndata: {data}\n\n").as_bytes())?;
+                }
+                http::write_last_chunk(w)?;
+                return Ok(Next::KeepAlive);
+            }
+            (200, agents::responses_body(&reply), headers)
+        }
+    };
+    if status >= 400 {
+        let msg = answer
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("mock error")
+            .to_string();
+        return write_error(w, req, provider, status, &msg);
+    }
+    if !headers.iter().any(|(k, _)| *k == "x-mock-usage") {
+        headers.push(("x-mock-usage", "0,0".to_string()));
+    }
+    http::write_response(
+        w,
+        200,
+        "application/json",
+        &headers,
+        answer.to_string().as_bytes(),
+        ka,
+    )?;
+    Ok(Next::KeepAlive)
+}
+
 fn provider_call(
     state: &State,
     req: &Request,
@@ -445,29 +569,16 @@ fn provider_call(
 ) -> io::Result<Next> {
     let started = Instant::now();
     let ka = req.keep_alive;
-    sleep_ms(header_u64(req, "x-mock-hang-ms").unwrap_or(0));
-
-    if let Some(status) = req
-        .header("x-mock-status")
-        .and_then(|v| state.next_status(v))
-    {
-        if status >= 400 {
-            let msg = format!(
-                "mock error: HTTP {status} {} (x-mock-status)",
-                http::reason(status)
-            );
-            return write_error(w, req, provider, status, &msg);
-        }
-    }
-
-    let body: Value = match serde_json::from_slice(&req.body) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return write_error(w, req, provider, 400, "request body must be a JSON object"),
-        Err(e) => {
-            let msg = format!("mock: invalid JSON request body: {e}");
-            return write_error(w, req, provider, 400, &msg);
-        }
+    let body = match steered_or_body(state, req, w, provider) {
+        Ok(body) => body,
+        Err(answered) => return answered,
     };
+
+    // Reasoning sent back must carry the signature the mock gave it, as the real APIs check.
+    let require_sig = req.header("x-mock-thought-signature") == Some("1");
+    if let Some(msg) = agents::bad_signature(provider, &body, require_sig) {
+        return write_error(w, req, provider, 400, &msg);
+    }
 
     let stream = match provider {
         Provider::OpenAi | Provider::Anthropic => body.get("stream") == Some(&Value::Bool(true)),
@@ -494,6 +605,8 @@ fn provider_call(
         tool_args: req.header("x-mock-tool-args").map(str::to_string),
         cache_write: header_u64(req, "x-mock-cache-write").unwrap_or(0),
         refusal: req.header("x-mock-refusal").map(str::to_string),
+        thinking: req.header("x-mock-thinking").map(str::to_string),
+        thought_signature: require_sig,
     };
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let created = SystemTime::now()

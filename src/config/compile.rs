@@ -8,7 +8,7 @@ use super::reader::{self, ConfigError, Obj, Result};
 use super::{Backend, Endpoint, Gateway, HeaderOp};
 use crate::cost;
 use crate::mcp::{Kind, McpEndpoint};
-use crate::providers::FrontDoor;
+use crate::providers::{EndpointKind, FrontDoor};
 use crate::routing::forward::{Allow, Forward};
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
 use crate::security::config::ServiceSecurity;
@@ -414,11 +414,13 @@ fn endpoint(
     }
     crate::governance::check_llm_only(&parts.governance, api.is_some(), &o.at("extra_config"))?;
     o.finish(IGNORED_ENDPOINT)?;
+    let kind = EndpointKind::of(pattern.as_str());
     let mut ep = Endpoint {
         pattern,
         method,
         backends,
         api,
+        kind,
         timeout_ms,
         quota: parts.quota,
         governance: parts.governance,
@@ -441,7 +443,8 @@ fn endpoint(
 }
 
 /// The API clients speak to an endpoint whose backends are LLMs (None otherwise): Anthropic's
-/// on a path ending in `/messages`, else OpenAI's. Several backends must all be LLMs (the
+/// on a path ending in `/messages` or `/messages/count_tokens`, else OpenAI's
+/// ([`EndpointKind::front`]). Several backends must all be LLMs (the
 /// client's model chooses among them), with one default at most; LLM endpoints take POST.
 fn front_door(
     o: &Obj<'_>,
@@ -458,13 +461,7 @@ fn front_door(
             "several backends are only supported when every one is an ai/llm backend (the client's model chooses) or every one has a backend/conditional (one is called); KrakenD response merging is not supported",
         ));
     }
-    let api = (llm_count > 0).then(|| {
-        if pattern.as_str().ends_with("/messages") {
-            FrontDoor::Anthropic
-        } else {
-            FrontDoor::OpenAi
-        }
-    });
+    let api = (llm_count > 0).then(|| EndpointKind::of(pattern.as_str()).front());
     if api.is_some() && method != "POST" {
         return Err(ConfigError::new(
             o.at("method"),

@@ -18,7 +18,7 @@ pub mod reader;
 use crate::cost::{CostConfig, QuotaAttach};
 use crate::host::Host;
 use crate::providers::backend::LlmBackend;
-use crate::providers::FrontDoor;
+use crate::providers::{EndpointKind, FrontDoor};
 use crate::routing::forward::Forward;
 pub use crate::routing::martian::{HeaderOp, HeaderValue, Modifiers};
 use crate::routing::{HostUrl, PathPattern, UrlPattern};
@@ -47,6 +47,9 @@ pub struct Endpoint {
     /// Set when the backends are LLMs: the API clients speak to this endpoint (Anthropic
     /// Messages on a path ending in `/messages`, else OpenAI Chat Completions).
     pub api: Option<FrontDoor>,
+    /// What an LLM endpoint serves, by the end of its path (Chat Completions, Messages,
+    /// `count_tokens`, Responses, embeddings); `ChatCompletions` for plain endpoints.
+    pub kind: EndpointKind,
     /// Upstream timeout (endpoint `timeout`, else the service `timeout`).
     pub timeout_ms: Option<u64>,
     /// The budget this endpoint charges (its `governance/quota`, else the service's).
@@ -155,9 +158,10 @@ impl Endpoint {
     /// `/v1/chat/completions` → `/v1/models`: where the model list of this endpoint is served.
     pub fn models_path(&self) -> Option<String> {
         let path = self.pattern.as_str();
-        let base = path
-            .strip_suffix("/chat/completions")
-            .or_else(|| path.strip_suffix("/messages"))?;
+        let base = match self.kind {
+            EndpointKind::ChatCompletions => path.strip_suffix("/chat/completions"),
+            kind => path.strip_suffix(kind.suffix()),
+        }?;
         Some(format!("{base}/models"))
     }
 }

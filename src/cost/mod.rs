@@ -501,25 +501,5 @@ fn number(x: f64) -> String {
     }
 }
 
-/// A rough token estimate from text bytes (about four bytes per token), for calls whose
-/// provider never reported usage (a stream cut short).
-pub fn estimate_tokens(bytes: usize) -> u64 {
-    (bytes as u64).div_ceil(4)
-}
-
-/// What one image counts in estimates, whatever its encoded size: about the most a provider
-/// charges for one (Anthropic: up to ~1600 tokens at its largest size; OpenAI high detail:
-/// 1105 for six tiles; Gemini: 258 per tile).
-pub const IMAGE_TOKENS: u64 = 1_600;
-
-/// A token estimate for a request as sent upstream, for calls whose usage never comes: every
-/// byte of its body (messages, system, tools and their schemas, tool calls and results, any
-/// other field) at four bytes per token, except `images`, which count [`IMAGE_TOKENS`] each
-/// instead of their `image_bytes` (base64 data or URLs in the body).
-pub fn estimate_request_tokens(body_bytes: usize, images: usize, image_bytes: usize) -> u64 {
-    estimate_tokens(body_bytes.saturating_sub(image_bytes))
-        .saturating_add(IMAGE_TOKENS.saturating_mul(images as u64))
-}
-
 #[cfg(test)]
 mod tests;

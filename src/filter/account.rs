@@ -11,6 +11,7 @@ use crate::governance::ratelimit::{self, TokenCharge};
 use crate::host::Host;
 use crate::observe::{self, name};
 use crate::providers::model::{StreamEvent, Usage};
+use crate::providers::tokens;
 
 /// What is known about an LLM call as it goes.
 #[derive(Debug, Clone, Default)]
@@ -22,7 +23,7 @@ pub struct Account {
     /// The provider's last usage report.
     pub usage: Option<Usage>,
     /// Estimated tokens of the whole request as sent upstream (messages, system, tools,
-    /// images, tool calls and every other field: [`cost::estimate_request_tokens`]), for an
+    /// images, tool calls and every other field: [`tokens::estimate_request_tokens`]), for an
     /// estimate when no usage comes.
     pub request_tokens: u64,
     /// The most answer tokens the call may produce: `max_tokens` (the client's, else the
@@ -77,7 +78,7 @@ impl Account {
     /// end (a cut stream, a client that hung up) the provider may have produced up to
     /// `max_tokens` unseen, and the reservation's count stands.
     pub fn final_usage(&self, ended: bool, reserved: bool) -> (Usage, bool) {
-        let received = cost::estimate_tokens(self.completion_bytes);
+        let received = tokens::estimate_tokens(self.completion_bytes);
         let bound = if reserved && !ended {
             self.max_tokens
         } else {

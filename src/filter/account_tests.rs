@@ -3,10 +3,11 @@
 //! token rate limit and the metrics ([`crate::filter::Flow`] over MockHost).
 
 use crate::config::Gateway;
-use crate::cost::{store, IMAGE_TOKENS};
+use crate::cost::store;
 use crate::filter::{Action, Flow};
 use crate::governance::ratelimit::{self, TokenCharge};
 use crate::host::mock::MockHost;
+use crate::providers::tokens::IMAGE_TOKENS;
 use crate::support::calendar::Unit;
 use serde_json::{json, Value};
 use std::rc::Rc;

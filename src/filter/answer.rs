@@ -4,9 +4,11 @@
 //! proxied path writes their result to the host, failover to the answer it sends.
 
 use super::call::{Call, Clock, Response};
+use super::doors::{Decoded, Door, BEDROCK_TOKENS_HEADER};
 use crate::cel::canonical_header_key;
 use crate::providers;
-use crate::providers::model::{text_len, ChatResponse, ProviderError};
+use crate::providers::model::{text_len, ChatResponse, EmbeddingResponse, ProviderError, Usage};
+use crate::providers::{count_tokens, embeddings};
 use crate::routing::data::{RequestData, ResponseData};
 use crate::security::policy::Stage;
 use serde_json::Value;
@@ -38,9 +40,11 @@ impl Call {
                 .push(("content-type", Some("text/event-stream".into())));
             out.headers.push(("cache-control", Some("no-cache".into())));
             self.response = Response::Streaming {
-                decoder: providers::stream_decoder(self.wire),
-                encoder: self.front.stream_encoder(
+                decoder: self.door.stream_decoder(self.wire),
+                encoder: self.door.stream_encoder(
+                    self.front,
                     &self.model,
+                    self.client_model(),
                     self.include_usage,
                     clock.now_unix(),
                 ),
@@ -105,12 +109,15 @@ impl Call {
         let envoy_text = envoy.then(|| envoy_reply_text(body));
         let body = envoy_text.as_deref().unwrap_or(body);
         let mut content_type = "application/json".to_string();
-        let (status, out) = match providers::decode_response(self.wire, status, body) {
-            Ok(resp) => {
+        let decoded = self.door.decode(self.wire, &self.model, status, body);
+        let (status, out) = match decoded {
+            Ok(Decoded::Chat(resp)) => {
                 let (status, out, ct) = self.answer(resp, clock);
                 content_type = ct;
                 (status, out)
             }
+            Ok(Decoded::Count(c)) => (200, count_tokens::encode_response(&c)),
+            Ok(Decoded::Embeddings(r)) => self.embedded(&r, clock),
             Err(mut e) => {
                 if self.model.is_empty() {
                     // The body was never translated, so no provider saw the request: this is
@@ -167,7 +174,11 @@ impl Call {
             return (status, body, json());
         }
         let body = match self.governance.check_response(&resp) {
-            Ok(()) => self.front.encode_response(&resp, &self.model),
+            Ok(()) => {
+                let client_model = self.client_model();
+                self.door
+                    .encode(self.front, &resp, &self.model, client_model)
+            }
             Err(refusal) => {
                 let (status, body) = refusal.render(self.front);
                 return (status, body, json());
@@ -216,6 +227,36 @@ impl Call {
         self.answer_checks
             .iter()
             .try_for_each(|c| c.run(Stage::Response, data, Some(&resp)))
+    }
+
+    /// An embeddings answer for the client: accounted (the provider's count, else the
+    /// gateway's estimate of the inputs) in the format the client asked for.
+    fn embedded(&mut self, r: &EmbeddingResponse, clock: &impl Clock) -> (u16, Vec<u8>) {
+        let Door::Embeddings { req, .. } = &self.door else {
+            return (500, Vec::new());
+        };
+        let tokens = r.prompt_tokens.unwrap_or_else(|| req.estimate_tokens());
+        self.account.usage = Some(Usage {
+            prompt_tokens: tokens,
+            ..Usage::default()
+        });
+        self.account.first_token_ms = Some(clock.now_ms());
+        let body = embeddings::encode_response(r, &req.model, req.encoding_format, tokens);
+        (200, body)
+    }
+
+    /// The answer's headers some doors read a count from (Bedrock's embeddings count their
+    /// input tokens in a header): the header's name, when this call wants it.
+    pub fn usage_header(&self) -> Option<&'static str> {
+        let bedrock = self.wire == crate::providers::Wire::Bedrock;
+        (bedrock && matches!(self.door, Door::Embeddings { .. })).then_some(BEDROCK_TOKENS_HEADER)
+    }
+
+    /// The value of [`Call::usage_header`].
+    pub fn set_usage_header(&mut self, value: Option<String>) {
+        if let Door::Embeddings { header_tokens, .. } = &mut self.door {
+            *header_tokens = value.and_then(|v| v.trim().parse().ok());
+        }
     }
 }
 

@@ -4,10 +4,16 @@
 //! failover sends it as a callout). The answer side is in `answer.rs`.
 
 use super::account::Account;
-use crate::config::Endpoint;
+use super::doors::{self, Doc, Door};
+use crate::config::{Backend, Endpoint};
 use crate::governance::{self, CallHooks};
-use crate::providers::model::{ChatRequest, Part, StreamEvent};
-use crate::providers::{FrontDoor, FrontEncoder, Outgoing, StreamDecoder, Target, Wire};
+use crate::providers::backend::{LlmBackend, Provider};
+use crate::providers::model::anthropic_betas;
+use crate::providers::model::{ChatRequest, StreamEvent};
+use crate::providers::{count_tokens, embeddings, responses, tokens};
+use crate::providers::{
+    EndpointKind, FrontDoor, FrontEncoder, Outgoing, StreamDecoder, Target, Wire,
+};
 use crate::refusal::{ErrorKind, Refusal};
 use crate::routing::data::RequestData;
 use crate::security::call::CallSecurity;
@@ -50,6 +56,9 @@ impl<H: crate::host::Host + ?Sized> Clock for H {
 /// State of one LLM call.
 pub struct Call {
     pub(super) front: FrontDoor,
+    /// What the endpoint serves, and what the call is beyond a chat request.
+    kind: EndpointKind,
+    pub(super) door: Door,
     /// The client's request, parsed once; each attempt sends its own copy.
     request: ChatRequest,
     pub(super) wire: Wire,
@@ -76,9 +85,11 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn new(front: FrontDoor, governance: CallHooks, security: CallSecurity) -> Self {
+    pub fn new(kind: EndpointKind, governance: CallHooks, security: CallSecurity) -> Self {
         Self {
-            front,
+            front: kind.front(),
+            kind,
+            door: Door::Chat,
             request: ChatRequest::default(),
             wire: Wire::OpenAi,
             stream: false,
@@ -132,15 +143,16 @@ impl Call {
         state: &governance::State,
         body: &[u8],
     ) -> Result<(), Refusal> {
-        let doc = match governance::read_body(policy, state, body)? {
-            governance::Body::Unread => json_body(body),
-            governance::Body::Parsed(doc) => Ok(doc),
-            governance::Body::Rendered(rendered) => json_body(&rendered),
-        }?;
-        self.front = self.front.for_body(&doc);
-        self.request = self
-            .front
-            .parse_value(doc)
+        let parsed = match governance::read_body(policy, state, body)? {
+            governance::Body::Unread => doors::read(self.kind, Doc::Bytes(body), &mut self.front),
+            governance::Body::Parsed(doc) => {
+                doors::read(self.kind, Doc::Value(doc), &mut self.front)
+            }
+            governance::Body::Rendered(rendered) => {
+                doors::read(self.kind, Doc::Bytes(&rendered), &mut self.front)
+            }
+        };
+        (self.request, self.door) = parsed
             .map_err(|e| Refusal::new(ErrorKind::InvalidRequest, e.message).param(e.param))?;
         Ok(())
     }
@@ -148,6 +160,35 @@ impl Call {
     /// The client's API, as read from its body.
     pub fn front(&self) -> FrontDoor {
         self.front
+    }
+
+    /// The client's `anthropic-beta` header (Anthropic's door): the features go to
+    /// Anthropic-wire backends with the request, nowhere else.
+    pub fn set_betas(&mut self, header: Option<String>) {
+        if self.front == FrontDoor::Anthropic {
+            self.request.anthropic_beta =
+                header.as_deref().map(anthropic_betas).unwrap_or_default();
+        }
+    }
+
+    /// Token counting for a provider with no counting API: the gateway's estimate of the
+    /// prompt as backend `index` would get it, as the client's answer (None: the provider
+    /// counts).
+    pub fn local_count(&self, ep: &Endpoint, index: usize, clock: &impl Clock) -> Option<Vec<u8>> {
+        if !matches!(self.door, Door::CountTokens) {
+            return None;
+        }
+        let (b, l) = llm_backend(ep, index)?;
+        let model = l.upstream_model(&self.request.model);
+        let host = b.authority();
+        let target = target(l, model, &host, clock.now_unix());
+        match count_tokens::encode_request(&self.request, &target) {
+            Ok(None) => Some(count_tokens::encode_response(&count_tokens::estimate(
+                &self.request,
+                &target,
+            ))),
+            _ => None,
+        }
     }
 
     /// Whether the caller's roles may use the model backend `b` would send for the client's
@@ -202,10 +243,9 @@ impl Call {
         index: usize,
         clock: &impl Clock,
     ) -> Result<Outgoing, Refusal> {
-        let req = ChatRequest {
-            model: self.request.model.clone(),
-            ..std::mem::take(&mut self.request)
-        };
+        // The client's model stays (the Responses door names it in the answer).
+        let req = std::mem::take(&mut self.request);
+        self.request.model.clone_from(&req.model);
         self.prepare_from(req, ep, index, clock)
     }
 
@@ -222,11 +262,7 @@ impl Call {
         // Failover prepares once per backend: an earlier attempt's answer must not decide
         // how this attempt's answer is read.
         self.response = Response::Pending;
-        let Some((b, l)) = ep
-            .backends
-            .get(index)
-            .and_then(|b| b.llm.as_ref().map(|l| (b, l)))
-        else {
+        let Some((b, l)) = llm_backend(ep, index) else {
             let msg = "the backend is not an LLM backend";
             return Err(Refusal::new(ErrorKind::Internal, msg));
         };
@@ -239,7 +275,20 @@ impl Call {
             let msg = "this endpoint checks whole answers (security/policies resp, validation/cel on the answer): send \"stream\": false";
             return Err(Refusal::new(ErrorKind::InvalidRequest, msg).param(Some("stream")));
         }
-        governance::decorate(&ep.governance, &mut req);
+        if let Door::Responses { extras, .. } = &self.door {
+            // Stored state and hosted tools need OpenAI's Responses API: nothing goes to
+            // another provider half-translated.
+            if !doors::responses_upstream(l.provider.wire(), b.url_pattern.as_str()) {
+                if let Some((param, msg)) = extras.needs_openai() {
+                    let msg = format!("{msg} ({}, not sent the Responses API)", l.provider.name());
+                    return Err(Refusal::new(ErrorKind::InvalidRequest, msg).param(Some(&param)));
+                }
+            }
+        }
+        if !matches!(self.door, Door::Embeddings { .. }) {
+            // A decorator's prompts are for a model to read, not texts to embed.
+            governance::decorate(&ep.governance, &mut req);
+        }
         l.fill_defaults(&mut req);
         self.wire = l.provider.wire();
         self.stream = req.stream;
@@ -262,6 +311,13 @@ impl Call {
         self.security
             .on_request(&mut req, &model)
             .map_err(Refusal::from)?;
+        let inspected = self.security.inspects();
+        if let Some((param, msg)) = inspected.then(|| self.door.unread(&req)).flatten() {
+            return Err(Refusal::new(ErrorKind::InvalidRequest, msg).param(Some(param)));
+        }
+        self.door
+            .take_texts(&req, inspected)
+            .map_err(|m| Refusal::new(ErrorKind::InvalidRequest, m).param(Some("input")))?;
         self.account.provider = l.provider.name();
         self.account.model = self.model.clone();
         self.account.start_ms = clock.now_ms();
@@ -273,49 +329,72 @@ impl Call {
             .unwrap_or(0)
             .saturating_mul(choices);
         let host = b.authority();
-        let target = Target {
-            wire: self.wire,
-            model: &self.model,
-            api_version: l.api_version.as_deref(),
-            defaults: &l.defaults,
-            aws: l.aws.as_ref().map(|s| &s.0),
-            host: &host,
-            now_unix: clock.now_unix(),
+        let target = target(l, &self.model, &host, clock.now_unix());
+        let out = outgoing(&mut self.door, &req, b, l, &target).map_err(|e| {
+            let msg = format!("the request cannot be sent to {}: {e}", l.provider.name());
+            Refusal::new(ErrorKind::InvalidRequest, msg)
+        })?;
+        self.account.request_tokens = match &self.door {
+            Door::Embeddings { req, .. } => req.estimate_tokens(),
+            _ => tokens::request_estimate(&req, out.body.len()),
         };
-        let out = l
-            .request(&req, &target, b.url_pattern.as_str())
-            .map_err(|e| {
-                let msg = format!("the request cannot be sent to {}: {e}", l.provider.name());
-                Refusal::new(ErrorKind::InvalidRequest, msg)
-            })?;
-        self.account.request_tokens = request_tokens(&req, out.body.len());
         Ok(out)
     }
 }
 
-/// A client body as JSON (every front door reads JSON; the door then wants an object).
-fn json_body(body: &[u8]) -> Result<serde_json::Value, Refusal> {
-    serde_json::from_slice(body).map_err(|e| {
-        let msg = format!("request body is not valid JSON: {e}");
-        Refusal::new(ErrorKind::InvalidRequest, msg)
-    })
+/// The provider request of the call's door for backend `b`.
+fn outgoing(
+    door: &mut Door,
+    req: &ChatRequest,
+    b: &Backend,
+    l: &LlmBackend,
+    t: &Target,
+) -> Result<Outgoing, crate::providers::TranslateError> {
+    let url = b.url_pattern.as_str();
+    match door {
+            Door::Chat => l.request(req, t, url),
+            Door::Responses {
+                extras, upstream, ..
+            } => {
+                *upstream = doors::responses_upstream(t.wire, url);
+                if !*upstream {
+                    return l.request(req, t, url);
+                }
+                let body = responses::encode_upstream(req, extras, t.model, &l.defaults)?;
+                let path = url.to_string();
+                Ok(l.finish(Outgoing { path, body, headers: Vec::new() }))
+            }
+            Door::CountTokens => match count_tokens::encode_request(req, t)? {
+                Some(out) => Ok(l.authorize(out)),
+                None => Err(crate::providers::TranslateError(
+                    "token counting: this provider has no counting API (the gateway estimates the count when it is the only backend tried)".into(),
+                )),
+            },
+            Door::Embeddings { req: e, .. } => {
+                let mistral = l.provider == Provider::Mistral;
+                embeddings::encode_request(e, t, mistral).map(|o| l.authorize(o))
+            }
+        }
 }
 
-/// The token estimate of a request as sent upstream: its translated body, with images
-/// counted by number rather than by the size of their data.
-fn request_tokens(req: &ChatRequest, body_bytes: usize) -> u64 {
-    let (images, image_bytes) = req
-        .messages
-        .iter()
-        .flat_map(|m| &m.content)
-        .filter_map(|p| match p {
-            Part::Image { url, .. } => Some(url.len()),
-            Part::Text(_) => None,
-        })
-        .fold((0usize, 0usize), |(n, bytes), len| {
-            (n.saturating_add(1), bytes.saturating_add(len))
-        });
-    crate::cost::estimate_request_tokens(body_bytes, images, image_bytes)
+/// Backend `index` of the endpoint, when it is an LLM backend.
+fn llm_backend(ep: &Endpoint, index: usize) -> Option<(&Backend, &LlmBackend)> {
+    ep.backends
+        .get(index)
+        .and_then(|b| b.llm.as_ref().map(|l| (b, l)))
+}
+
+/// Where and how backend `l` is called for `model`.
+fn target<'a>(l: &'a LlmBackend, model: &'a str, host: &'a str, now_unix: u64) -> Target<'a> {
+    Target {
+        wire: l.provider.wire(),
+        model,
+        api_version: l.api_version.as_deref(),
+        defaults: &l.defaults,
+        aws: l.aws.as_ref().map(|s| &s.0),
+        host,
+        now_unix,
+    }
 }
 
 /// The provider model a client name stands for on an endpoint: the model of the backend

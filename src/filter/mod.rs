@@ -22,6 +22,7 @@ mod answer;
 mod call;
 mod checks;
 mod choose;
+mod doors;
 mod failover;
 mod fleet;
 mod mcp;
@@ -365,6 +366,9 @@ impl Flow {
         }
         // Envoy's own replies come already reshaped by the bootstrap's local_reply_config.
         let envoy = h.response_header(ERROR_HEADER).as_deref() == Some(ENVOY_REPLY);
+        if let Some(name) = call.usage_header() {
+            call.set_usage_header(h.response_header(name));
+        }
         let out = call.head(status, envoy, end_of_stream, &*h);
         let action = write(h, out);
         if call.done() {

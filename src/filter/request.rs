@@ -15,7 +15,6 @@ use super::{choose, models, reply, security, Action, Flow, Phase, Stop, Then};
 use crate::config::{Backend, Endpoint};
 use crate::governance::{self, CallHooks};
 use crate::host::Host;
-use crate::providers::FrontDoor;
 use crate::refusal::{ErrorKind, Refusal};
 use crate::routing::{self, Params, CLUSTER_HEADER};
 use crate::security::call::CallSecurity;
@@ -76,7 +75,7 @@ impl Flow {
             h.set_request_header(name, None);
         }
         match ep.api {
-            Some(front) => self.await_llm_body(h, ep, front, auth.roles, end_of_stream),
+            Some(_) => self.await_llm_body(h, ep, auth.roles, end_of_stream),
             None => self.plain_upstream(h, ep, path, end_of_stream),
         }
     }
@@ -132,14 +131,13 @@ impl Flow {
         &mut self,
         h: &mut H,
         ep: &Endpoint,
-        front: FrontDoor,
         roles: Vec<String>,
         end_of_stream: bool,
     ) -> Result<Action, Stop> {
         // For Envoy's replies that bypass the filter (a reset mid-answer).
         reply::mark_front(h, ep, None);
         let mut call = Call::new(
-            front,
+            ep.kind,
             CallHooks::new(&ep.governance, &self.gov),
             CallSecurity::new(&ep.security, roles),
         );
@@ -273,6 +271,7 @@ impl Flow {
                 reply::mark_door(h, self.front);
             }
             read?;
+            call.set_betas(h.request_header("anthropic-beta"));
         }
         let (forced, fallback) = match self.plan(h, ep)? {
             Plan::Proxy(forced, fallback) => (forced, fallback),
@@ -288,6 +287,12 @@ impl Flow {
             Some(b) => b,
             None => call.model_backend(ep)?,
         };
+        if let Some(count) = call.local_count(ep, backend, &*h) {
+            // Token counting where the provider has none: the gateway's estimate, no call.
+            let headers = [("content-type", "application/json")];
+            h.send_reply(200, &headers, &count);
+            return Err(Stop::Answered);
+        }
         // A stream that may fail over keeps the parsed request for the other attempts.
         let out = match fallback {
             Some(_) => call.prepare(ep, backend, &*h)?,

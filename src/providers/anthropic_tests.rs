@@ -227,9 +227,19 @@ fn decodes_responses() {
     );
     let r = decode_response(200, TOOL_RESPONSE.as_bytes()).unwrap();
     let m = &r.choices[0].message;
+    // Thinking is kept, with its signature and origin (before it was dropped).
     assert_eq!(
         m.content,
-        vec![Part::Text("I'll check the weather.".into())]
+        vec![
+            Part::Reasoning(Reasoning {
+                text: "hmm".into(),
+                signature: Some("abc".into()),
+                redacted: false,
+                origin: Origin::Anthropic,
+                id: None,
+            }),
+            Part::Text("I'll check the weather.".into())
+        ]
     );
     assert_eq!(m.tool_calls[0].id, "toolu_01A09q90qw90lq917835lq9");
     let args: Value = serde_json::from_str(&m.tool_calls[0].arguments).unwrap();
@@ -608,10 +618,19 @@ fn anthropic_front_door_to_openai_provider() {
           "stream_options": {"include_usage": true}
         })
     );
-    // And back to Anthropic: the same conversation shape.
+    // And back to Anthropic: the same conversation shape, with the system block's breakpoint,
+    // the thinking block (first in its turn) and the client's other fields (top_k).
     let back = encode_request(&r, &target("claude-sonnet-4-5", &d)).unwrap();
     let b: Value = serde_json::from_slice(&back.body).unwrap();
-    assert_eq!(b["system"], "Be nice.");
+    assert_eq!(
+        b["system"],
+        json!([{"type": "text", "text": "Be nice.", "cache_control": {"type": "ephemeral"}}])
+    );
+    assert_eq!(
+        b["messages"][1]["content"][0],
+        json!({"type": "thinking", "thinking": "...", "signature": "s"})
+    );
+    assert_eq!(b["top_k"], 5);
     assert_eq!(
         b["messages"][2]["content"][0],
         json!({"type": "tool_result", "tool_use_id": "toolu_1", "content": "a cat"})
@@ -630,7 +649,17 @@ fn front_door_rejects_with_precise_messages() {
         (r#"{"model":"m","max_tokens":5}"#, "messages: missing required field"),
         (r#"{"model":"m","max_tokens":5,"messages":[]}"#, "messages: must contain at least one message"),
         (r#"{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#, "messages[0].role: unknown role \"system\" (expected user or assistant)"),
-        (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document"}]}]}"#, "messages[0].content[0].type: unknown content block type \"document\""),
+        (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"container_upload"}]}]}"#, "messages[0].content[0].type: unknown content block type \"container_upload\""),
+        (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document"}]}]}"#, "messages[0].content[0].source: missing required field"),
+        (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"ftp"}}]}]}"#, "messages[0].content[0].source.type: unsupported document source type \"ftp\" (expected base64, text, url, content or file)"),
+        (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"a","cache_control":{"type":"forever"}}]}]}"#, "messages[0].content[0].cache_control.type: unknown cache_control type \"forever\" (expected ephemeral)"),
+        (r#"{"model":"m","max_tokens":5,"system":[{"type":"text","text":"a","cache_control":"yes"}],"messages":[{"role":"user","content":"hi"}]}"#, "system[0].cache_control: expected an object, got a string"),
+        (r#"{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"thinking","thinking":"t"}]}]}"#, "messages[0].content[0].signature: missing required field"),
+        (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"thinking","thinking":"t","signature":"s"}]}]}"#, "messages[0].content[0].type: \"thinking\" blocks are not allowed in user messages"),
+        (r#"{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"redacted_thinking"}]}]}"#, "messages[0].content[0].data: missing required field"),
+        (r#"{"model":"m","max_tokens":5,"thinking":{"type":"enabled"},"messages":[{"role":"user","content":"hi"}]}"#, "thinking.budget_tokens: missing required field"),
+        (r#"{"model":"m","max_tokens":5,"thinking":{"type":"deep"},"messages":[{"role":"user","content":"hi"}]}"#, "thinking.type: unknown thinking type \"deep\" (expected enabled, adaptive or disabled)"),
+        (r#"{"model":"m","max_tokens":5,"output_config":{"format":{"type":"xml"}},"messages":[{"role":"user","content":"hi"}]}"#, "output_config.format.type: unknown format type \"xml\" (expected json_schema)"),
         (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_use","id":"a","name":"b","input":{}}]}]}"#, "messages[0].content[0].type: \"tool_use\" blocks are not allowed in user messages"),
         (r#"{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"a","name":"b","input":[]}]}]}"#, "messages[0].content[0].input: expected an object, got an array"),
         (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result"}]}]}"#, "messages[0].content[0].tool_use_id: missing required field"),
@@ -675,7 +704,11 @@ fn front_door_encodes_response() {
     let v: Value = serde_json::from_slice(&encode_response(&r, "x")).unwrap();
     assert_eq!(v["id"], "msg_01Aq9w938a90dw8q");
     assert_eq!(
-        v["content"][1]["input"],
+        v["content"][0],
+        json!({"type": "thinking", "thinking": "hmm", "signature": "abc"})
+    );
+    assert_eq!(
+        v["content"][2]["input"],
         json!({"location": "San Francisco, CA", "unit": "celsius"})
     );
     assert_eq!(v["stop_reason"], "tool_use");

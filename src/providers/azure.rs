@@ -34,6 +34,7 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
             "invalid Azure api-version \"{version}\""
         )));
     }
+    super::openai::check_parts(req, "Azure OpenAI Chat Completions")?;
     Ok(Outgoing {
         path: format!("/openai/deployments/{deployment}/chat/completions?api-version={version}"),
         body: super::openai::request_body(

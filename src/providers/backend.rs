@@ -147,17 +147,29 @@ impl LlmBackend {
             Provider::Mistral => super::openai::encode_mistral_request(req, t),
             _ => super::encode_request(req, t),
         }?;
-        if !self.extra_payload.is_empty() {
-            out.body = self.merge_payload(&out.body);
-        }
         if t.wire == Wire::OpenAi && url_pattern.ends_with("/chat/completions") {
             out.path = url_pattern.to_string();
         }
+        Ok(self.finish(out))
+    }
+
+    /// A generation request (chat or Responses) made ready for this backend:
+    /// `variables.extra_payload` merged in, the credential first.
+    pub fn finish(&self, mut out: Outgoing) -> Outgoing {
+        if !self.extra_payload.is_empty() {
+            out.body = self.merge_payload(&out.body);
+        }
+        self.authorize(out)
+    }
+
+    /// Any provider request with this backend's credential first (embeddings and token
+    /// counts take no `extra_payload`: its fields are generation settings).
+    pub fn authorize(&self, mut out: Outgoing) -> Outgoing {
         if let Some(key) = &self.credentials {
             let (name, value) = self.provider.auth_header(&key.0);
             out.headers.insert(0, (name.to_string(), value));
         }
-        Ok(out)
+        out
     }
 
     /// Merges `variables.extra_payload` into the provider body (the body's own fields win).

@@ -22,13 +22,14 @@ use serde_json::{json, Map, Value};
 use super::eventstream::{self, FrameError};
 use super::json::num;
 use super::model::{
-    Choice, FinishReason, Message, Part, Role, StreamEvent, ToolCall, ToolChoice, Usage,
+    split_call_id, Choice, DocSource, Document, FinishReason, Message, Origin, Part, Reasoning,
+    Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
 use super::util::{format_instruction, joined_text, map_error, parse_data_url, snippet, stable_id};
 use super::{
     ChatRequest, ChatResponse, Outgoing, ProviderError, StreamDecoder, Target, TranslateError,
 };
-use crate::support::encoding::uri_encode;
+use crate::support::encoding::{base64_encode, uri_encode};
 
 const PROVIDER: &str = "Bedrock";
 
@@ -44,6 +45,12 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
         return Err(terr(
             "Bedrock Converse returns a single choice; n > 1 is not supported",
         ));
+    }
+    if let Some(n) = req.first_native() {
+        return Err(terr(format!(
+            "{}: a \"{}\" item can only be sent to an OpenAI Responses backend",
+            n.path, n.kind
+        )));
     }
     let Conversation {
         mut system,
@@ -80,6 +87,13 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
     if let Some(config) = tool_config(req, has_tool_blocks) {
         body.insert("toolConfig".into(), config);
     }
+    let additional = additional_fields(req, t);
+    if !additional.is_empty() {
+        body.insert(
+            "additionalModelRequestFields".into(),
+            Value::Object(additional),
+        );
+    }
 
     let model = uri_encode(t.model, false);
     let path = if req.stream {
@@ -95,6 +109,28 @@ pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, Transla
         body,
         headers,
     })
+}
+
+/// Claude on Bedrock thinks with Anthropic's own `thinking` field, passed as a model-specific
+/// field; other Bedrock models have no such field. Beta features go the same way.
+fn additional_fields(req: &ChatRequest, t: &Target) -> Map<String, Value> {
+    let mut additional = Map::new();
+    if let Some(r) = req.reasoning.as_ref().filter(|_| is_claude(t.model)) {
+        let max = req.max_tokens.or(t.defaults.max_tokens);
+        let thinking = if r.off() {
+            Some(json!({ "type": "disabled" }))
+        } else {
+            r.budget(max)
+                .map(|b| json!({ "type": "enabled", "budget_tokens": b }))
+        };
+        if let Some(th) = thinking {
+            additional.insert("thinking".into(), th);
+        }
+    }
+    if !req.anthropic_beta.is_empty() && is_claude(t.model) {
+        additional.insert("anthropic_beta".into(), json!(req.anthropic_beta));
+    }
+    additional
 }
 
 /// The canonical messages as Converse's system blocks and messages.
@@ -119,38 +155,59 @@ fn conversation(req: &ChatRequest) -> Result<Conversation, TranslateError> {
                         Part::Text(text) if !text.is_empty() => {
                             c.system.push(json!({ "text": text }))
                         }
-                        Part::Text(_) => {}
-                        Part::Image { .. } => {
+                        Part::CachePoint(_) if !c.system.is_empty() => {
+                            c.system.push(cache_point())
+                        }
+                        Part::Image { .. } | Part::Document(_) => {
                             return Err(terr(format!(
-                            "messages[{i}]: Bedrock system prompts can hold only text, not images"
+                            "messages[{i}]: Bedrock system prompts can hold only text, not images or documents"
                         )))
                         }
+                        _ => {}
                     }
                 }
             }
             Role::User => push_message(&mut c.messages, "user", blocks(&m.content, i)?),
             Role::Assistant => {
-                let mut content = blocks(&m.content, i)?;
-                for (j, call) in m.tool_calls.iter().enumerate() {
-                    let input = parse_input(&call.arguments).map_err(|e| {
-                        terr(format!(
-                            "messages[{i}].tool_calls[{j}].function.arguments: {e}"
-                        ))
-                    })?;
-                    c.has_tool_blocks = true;
-                    content.push(json!({ "toolUse": {
-                        "toolUseId": call.id, "name": call.name, "input": input
-                    }}));
-                }
-                push_message(&mut c.messages, "assistant", content);
+                c.has_tool_blocks |= !m.tool_calls.is_empty();
+                push_message(&mut c.messages, "assistant", assistant_turn(m, i)?);
             }
             Role::Tool => {
                 c.has_tool_blocks = true;
-                push_message(&mut c.messages, "user", vec![tool_result(m, i)?]);
+                let mut blocks = vec![tool_result(m, i)?];
+                if matches!(m.content.last(), Some(Part::CachePoint(_))) {
+                    blocks.push(cache_point());
+                }
+                push_message(&mut c.messages, "user", blocks);
             }
         }
     }
     Ok(c)
+}
+
+/// An assistant turn's blocks: Claude's reasoning first (as on Anthropic's API), its content,
+/// its tool calls; a cache breakpoint that ended the content ends the turn.
+fn assistant_turn(m: &Message, i: usize) -> Result<Vec<Value>, TranslateError> {
+    let mut content = reasoning_blocks(&m.content);
+    content.extend(blocks(&m.content, i)?);
+    let trailing_cache = matches!(m.content.last(), Some(Part::CachePoint(_)));
+    if trailing_cache && !m.tool_calls.is_empty() {
+        content.pop();
+    }
+    for (j, call) in m.tool_calls.iter().enumerate() {
+        let input = parse_input(&call.arguments).map_err(|e| {
+            terr(format!(
+                "messages[{i}].tool_calls[{j}].function.arguments: {e}"
+            ))
+        })?;
+        content.push(json!({ "toolUse": {
+            "toolUseId": split_call_id(&call.id).0, "name": call.name, "input": input
+        }}));
+    }
+    if trailing_cache && !m.tool_calls.is_empty() {
+        content.push(cache_point());
+    }
+    Ok(content)
 }
 
 /// A tool message as a `toolResult` block (JSON when its text is a JSON object).
@@ -166,11 +223,13 @@ fn tool_result(m: &Message, i: usize) -> Result<Value, TranslateError> {
         _ => vec![json!({ "text": text })],
     };
     for p in &m.content {
-        if let Part::Image { url, .. } = p {
-            result.push(image_block(url, i)?);
+        match p {
+            Part::Image { url, .. } => result.push(image_block(url, i)?),
+            Part::Document(d) => result.push(document_block(d, i)?),
+            _ => {}
         }
     }
-    Ok(json!({ "toolResult": { "toolUseId": id, "content": result } }))
+    Ok(json!({ "toolResult": { "toolUseId": split_call_id(id).0, "content": result } }))
 }
 
 /// `inferenceConfig`: the client's sampling values, else the backend's defaults.
@@ -204,6 +263,17 @@ fn request_headers(
     } else {
         "application/json"
     };
+    signed_headers(t, path, body, accept)
+}
+
+/// The headers of a JSON `POST` to Bedrock's runtime API, signed with SigV4 when the target
+/// has credentials.
+fn signed_headers(
+    t: &Target,
+    path: &str,
+    body: &[u8],
+    accept: &str,
+) -> Result<Vec<(String, String)>, TranslateError> {
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
     if let Some(creds) = t.aws {
         if t.host.is_empty() {
@@ -215,6 +285,27 @@ fn request_headers(
     }
     headers.push(("accept".to_string(), accept.to_string()));
     Ok(headers)
+}
+
+/// A JSON `POST` to Bedrock's runtime API (embeddings, token counting), signed with SigV4 when
+/// the target has credentials.
+pub(crate) fn signed_post(
+    path: String,
+    body: Vec<u8>,
+    t: &Target,
+    accept: &str,
+) -> Result<Outgoing, TranslateError> {
+    let headers = signed_headers(t, &path, &body, accept)?;
+    Ok(Outgoing {
+        path,
+        body,
+        headers,
+    })
+}
+
+/// The model id as one path segment of Bedrock's runtime API.
+pub(crate) fn model_segment(model: &str) -> String {
+    uri_encode(model, false)
 }
 
 fn push_message(
@@ -231,6 +322,33 @@ fn push_message(
     }
 }
 
+/// A Claude model id (also an inference profile such as `us.anthropic.claude-...` or an ARN
+/// naming one).
+pub(crate) fn is_claude(model: &str) -> bool {
+    model.contains("anthropic.") || model.contains("claude")
+}
+
+/// Bedrock's cache breakpoint block.
+fn cache_point() -> Value {
+    json!({ "cachePoint": { "type": "default" } })
+}
+
+/// Claude's reasoning of an assistant turn, for Claude on Bedrock (its own family's only).
+fn reasoning_blocks(content: &[Part]) -> Vec<Value> {
+    content
+        .iter()
+        .filter_map(|p| match p {
+            Part::Reasoning(r) if r.origin == Origin::Anthropic => Some(if r.redacted {
+                json!({ "reasoningContent": { "redactedContent": r.signature.as_deref().unwrap_or("") } })
+            } else {
+                json!({ "reasoningContent": { "reasoningText": {
+                    "text": r.text, "signature": r.signature.as_deref().unwrap_or("") } } })
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 fn blocks(content: &[Part], i: usize) -> Result<Vec<Value>, TranslateError> {
     let mut out = Vec::new();
     for p in content {
@@ -239,9 +357,70 @@ fn blocks(content: &[Part], i: usize) -> Result<Vec<Value>, TranslateError> {
             Part::Text(text) if text.trim().is_empty() => {}
             Part::Text(text) => out.push(json!({ "text": text })),
             Part::Image { url, .. } => out.push(image_block(url, i)?),
+            Part::Document(d) => out.push(document_block(d, i)?),
+            Part::CachePoint(_) if !out.is_empty() => out.push(cache_point()),
+            Part::CachePoint(_) | Part::Reasoning(_) | Part::Native(_) => {}
         }
     }
     Ok(out)
+}
+
+/// A Converse `document` block: bytes only (a base64 PDF or other format, or plain text),
+/// with the name Bedrock requires (letters, digits, spaces, `-`, `(`, `)`, `[`, `]`).
+fn document_block(d: &Document, i: usize) -> Result<Value, TranslateError> {
+    let (format, bytes) = match &d.source {
+        DocSource::Data(url) => {
+            let data = parse_data_url(url)
+                .map_err(|e| terr(format!("messages[{i}]: {e}")))?
+                .ok_or_else(|| terr(format!("messages[{i}]: a document's data must be a base64 data: URL")))?;
+            let format = match data.mime.to_ascii_lowercase().as_str() {
+                "application/pdf" => "pdf",
+                "text/csv" => "csv",
+                "text/html" => "html",
+                "text/markdown" => "md",
+                "text/plain" => "txt",
+                "application/msword" => "doc",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => "docx",
+                "application/vnd.ms-excel" => "xls",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => "xlsx",
+                other => {
+                    return Err(terr(format!(
+                        "messages[{i}]: Bedrock does not take documents of type {other}"
+                    )))
+                }
+            };
+            (format, data.base64.to_string())
+        }
+        DocSource::Text(text) => ("txt", base64_encode(text.as_bytes())),
+        DocSource::Url(_) | DocSource::File(_) => {
+            return Err(terr(format!(
+                "messages[{i}]: Bedrock needs a document's bytes; send it as data, not as a link or file id"
+            )))
+        }
+    };
+    let name = document_name(d.title.as_deref().or(d.filename.as_deref()), i);
+    Ok(json!({ "document": { "format": format, "name": name, "source": { "bytes": bytes } } }))
+}
+
+/// A name Bedrock accepts: the allowed characters of the client's title, single spaces.
+fn document_name(title: Option<&str>, i: usize) -> String {
+    let mut out = String::new();
+    for c in title.unwrap_or("").chars() {
+        let c = if c.is_ascii_alphanumeric() || matches!(c, '-' | '(' | ')' | '[' | ']') {
+            c
+        } else {
+            ' '
+        };
+        if !(c == ' ' && (out.is_empty() || out.ends_with(' '))) {
+            out.push(c);
+        }
+    }
+    let out = out.trim_end().chars().take(200).collect::<String>();
+    if out.is_empty() {
+        format!("document-{i}")
+    } else {
+        out
+    }
 }
 
 fn image_block(url: &str, i: usize) -> Result<Value, TranslateError> {
@@ -288,10 +467,9 @@ fn tool_config(req: &ChatRequest, has_tool_blocks: bool) -> Option<Value> {
         Some(ToolChoice::Required) => Some(json!({ "any": {} })),
         Some(ToolChoice::Function(name)) => Some(json!({ "tool": { "name": name } })),
     };
-    let tools: Vec<Value> = req
-        .tools
-        .iter()
-        .map(|tool| {
+    let mut tools: Vec<Value> = Vec::new();
+    for tool in &req.tools {
+        tools.push({
             let mut spec = Map::new();
             spec.insert("name".into(), json!(tool.name));
             if let Some(d) = tool.description.as_deref().filter(|d| !d.is_empty()) {
@@ -304,8 +482,11 @@ fn tool_config(req: &ChatRequest, has_tool_blocks: bool) -> Option<Value> {
             };
             spec.insert("inputSchema".into(), json!({ "json": schema }));
             json!({ "toolSpec": spec })
-        })
-        .collect();
+        });
+        if tool.cache.is_some() {
+            tools.push(cache_point());
+        }
+    }
     let mut config = Map::new();
     config.insert("tools".into(), Value::Array(tools));
     if let Some(c) = choice {
@@ -368,9 +549,12 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
     };
     let mut text = String::new();
     let mut tool_calls = Vec::new();
+    let mut reasoning = Vec::new();
     for block in content {
         if let Some(t) = block.get("text").and_then(Value::as_str) {
             text.push_str(t);
+        } else if let Some(rc) = block.get("reasoningContent") {
+            reasoning.extend(reasoning_of(rc).map(Part::Reasoning));
         } else if let Some(tu) = block.get("toolUse") {
             let s = |k: &str| {
                 tu.get(k)
@@ -401,10 +585,11 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
             index: 0,
             message: Message {
                 role: Role::Assistant,
-                content: if text.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![Part::Text(text)]
+                content: {
+                    if !text.is_empty() {
+                        reasoning.push(Part::Text(text));
+                    }
+                    reasoning
                 },
                 tool_calls,
                 tool_call_id: None,
@@ -414,6 +599,42 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
             refusal: None,
         }],
         usage: v.get("usage").map(usage_of),
+    })
+}
+
+/// A `reasoningContent` block: Claude's signed reasoning (`reasoningText` with its
+/// `signature`, or `redactedContent`); reasoning without a signature (other models) is shown
+/// but belongs to no family that could verify it.
+fn reasoning_of(rc: &Value) -> Option<Reasoning> {
+    if let Some(data) = rc.get("redactedContent").and_then(Value::as_str) {
+        return Some(Reasoning {
+            text: String::new(),
+            signature: Some(data.to_string()),
+            redacted: true,
+            origin: Origin::Anthropic,
+            id: None,
+        });
+    }
+    let rt = rc.get("reasoningText")?;
+    let signature = rt
+        .get("signature")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    Some(Reasoning {
+        text: rt
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        origin: if signature.is_some() {
+            Origin::Anthropic
+        } else {
+            Origin::Unknown
+        },
+        signature,
+        redacted: false,
+        id: None,
     })
 }
 
@@ -480,6 +701,8 @@ pub struct Decoder {
     failed: bool,
     /// `contentBlockIndex` → tool call number, for blocks that are tool uses.
     tool_blocks: Vec<(u64, u32)>,
+    /// The reasoning block being streamed (its `contentBlockIndex`).
+    reasoning: Option<u64>,
 }
 
 /// A decoder for one streamed answer.
@@ -546,6 +769,18 @@ impl Decoder {
                 self.start(&msg.payload, out);
                 self.block_delta(&v, out);
             }
+            "contentBlockStop" => {
+                // Reasoning that ended without a signature (a model that signs nothing).
+                let block = v.get("contentBlockIndex").and_then(Value::as_u64);
+                if self.reasoning.is_some() && self.reasoning == block {
+                    self.reasoning = None;
+                    out.push(StreamEvent::ReasoningEnd {
+                        index: 0,
+                        signature: None,
+                        origin: Origin::Unknown,
+                    });
+                }
+            }
             "messageStop" => {
                 self.start(&msg.payload, out);
                 let reason = v
@@ -598,7 +833,9 @@ impl Decoder {
             .and_then(Value::as_u64)
             .unwrap_or(0);
         let Some(delta) = v.get("delta") else { return };
-        if let Some(text) = delta.get("text").and_then(Value::as_str) {
+        if let Some(rc) = delta.get("reasoningContent") {
+            self.reasoning_delta(block, rc, out);
+        } else if let Some(text) = delta.get("text").and_then(Value::as_str) {
             if !text.is_empty() {
                 out.push(StreamEvent::Text {
                     index: 0,
@@ -623,6 +860,33 @@ impl Decoder {
                     arguments: input.to_string(),
                 });
             }
+        }
+    }
+
+    /// Claude's reasoning on Bedrock: text, then its signature (or redacted content) ends it.
+    fn reasoning_delta(&mut self, block: u64, rc: &Value, out: &mut Vec<StreamEvent>) {
+        self.reasoning = Some(block);
+        if let Some(text) = rc.get("text").and_then(Value::as_str) {
+            if !text.is_empty() {
+                out.push(StreamEvent::Reasoning {
+                    index: 0,
+                    text: text.to_string(),
+                });
+            }
+        } else if let Some(sig) = rc.get("signature").and_then(Value::as_str) {
+            self.reasoning = None;
+            out.push(StreamEvent::ReasoningEnd {
+                index: 0,
+                signature: Some(sig.to_string()),
+                origin: Origin::Anthropic,
+            });
+        } else if let Some(data) = rc.get("redactedContent").and_then(Value::as_str) {
+            self.reasoning = None;
+            out.push(StreamEvent::RedactedReasoning {
+                index: 0,
+                data: data.to_string(),
+                origin: Origin::Anthropic,
+            });
         }
     }
 }
@@ -852,6 +1116,7 @@ mod tests {
             description: Some("Get the most popular song played on a radio station.".into()),
             parameters: json!({"type": "object", "properties": {"sign": {"type": "string"}},
                                "required": ["sign"]}),
+            ..Default::default()
         }
     }
 
@@ -971,6 +1236,7 @@ mod tests {
                 name: "ping".into(),
                 description: None,
                 parameters: Value::Null,
+                ..Default::default()
             }],
             ..base
         });

@@ -19,7 +19,8 @@ use serde_json::{json, Map, Value};
 
 use super::json::num;
 use super::model::{
-    Choice, FinishReason, Message, Part, Role, StreamEvent, ToolCall, ToolChoice, Usage,
+    call_id_with_signature, split_call_id, Choice, DocSource, FinishReason, Message, Origin, Part,
+    Reasoning, Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
 use super::util::{guess_image_mime, joined_text, map_error, parse_data_url, snippet, stable_id};
 use super::{
@@ -40,6 +41,12 @@ fn terr(msg: impl Into<String>) -> TranslateError {
 
 /// Translates a canonical request into a Gemini `generateContent` call.
 pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, TranslateError> {
+    if let Some(n) = req.first_native() {
+        return Err(terr(format!(
+            "{}: a \"{}\" item can only be sent to an OpenAI Responses backend",
+            n.path, n.kind
+        )));
+    }
     let (system, contents) = contents(req)?;
     if contents.is_empty() {
         return Err(terr("Gemini needs at least one user or assistant message"));
@@ -108,12 +115,12 @@ fn contents(req: &ChatRequest) -> Result<(Vec<Value>, Contents), TranslateError>
                 for p in &m.content {
                     match p {
                         Part::Text(text) if !text.is_empty() => system.push(json!({ "text": text })),
-                        Part::Text(_) => {}
-                        Part::Image { .. } => {
+                        Part::Image { .. } | Part::Document(_) => {
                             return Err(terr(format!(
-                                "messages[{i}]: Gemini system instructions can hold only text, not images"
+                                "messages[{i}]: Gemini system instructions can hold only text, not images or documents"
                             )))
                         }
+                        _ => {}
                     }
                 }
             }
@@ -121,12 +128,7 @@ fn contents(req: &ChatRequest) -> Result<(Vec<Value>, Contents), TranslateError>
             Role::Assistant => {
                 let mut parts = content_parts(&m.content, i)?;
                 for (j, call) in m.tool_calls.iter().enumerate() {
-                    let args = parse_args(&call.arguments).map_err(|e| {
-                        terr(format!(
-                            "messages[{i}].tool_calls[{j}].function.arguments: {e}"
-                        ))
-                    })?;
-                    parts.push(json!({ "functionCall": { "name": call.name, "args": args } }));
+                    parts.push(function_call(call, i, j)?);
                 }
                 push_content(&mut contents, "model", parts);
             }
@@ -138,6 +140,21 @@ fn contents(req: &ChatRequest) -> Result<(Vec<Value>, Contents), TranslateError>
 
 /// A tool message as a `functionResponse` part (named after the call it answers), with the
 /// images the tool returned next to it.
+/// An assistant's tool call as a `functionCall` part. The thought signature Gemini gave the
+/// call comes back with it (Gemini refuses a turn whose function calls lost theirs).
+fn function_call(call: &ToolCall, i: usize, j: usize) -> Result<Value, TranslateError> {
+    let args = parse_args(&call.arguments).map_err(|e| {
+        terr(format!(
+            "messages[{i}].tool_calls[{j}].function.arguments: {e}"
+        ))
+    })?;
+    let mut part = json!({ "functionCall": { "name": call.name, "args": args } });
+    if let (Some(sig), Some(o)) = (split_call_id(&call.id).1, part.as_object_mut()) {
+        o.insert("thoughtSignature".into(), Value::String(sig));
+    }
+    Ok(part)
+}
+
 fn function_response(
     req: &ChatRequest,
     m: &Message,
@@ -192,6 +209,32 @@ fn content_parts(content: &[Part], i: usize) -> Result<Vec<Value>, TranslateErro
                     parts.push(json!({ "text": text }));
                 }
             }
+            Part::Document(d) => match &d.source {
+                DocSource::Text(text) => parts.push(json!({ "text": text })),
+                DocSource::Data(url) => {
+                    match parse_data_url(url).map_err(|e| terr(format!("messages[{i}]: {e}")))? {
+                        Some(d) => parts.push(
+                            json!({ "inlineData": { "mimeType": d.mime, "data": d.base64 } }),
+                        ),
+                        None => {
+                            return Err(terr(format!(
+                                "messages[{i}]: a document's data must be a base64 data: URL"
+                            )))
+                        }
+                    }
+                }
+                DocSource::Url(url) => parts.push(
+                    json!({ "fileData": { "mimeType": guess_image_mime(url), "fileUri": url } }),
+                ),
+                DocSource::File(id) => {
+                    return Err(terr(format!(
+                        "messages[{i}]: the file id \"{id}\" belongs to another provider; send the document's data"
+                    )))
+                }
+            },
+            // Thought summaries need not come back (Gemini keeps what it needs in the
+            // signatures of the function calls); breakpoints: Gemini caches by itself.
+            Part::Reasoning(_) | Part::CachePoint(_) | Part::Native(_) => {}
             Part::Image { url, .. } => {
                 let data = parse_data_url(url).map_err(|e| terr(format!("messages[{i}]: {e}")))?;
                 if let Some(d) = data {
@@ -322,6 +365,23 @@ fn generation_config(req: &ChatRequest, t: &Target) -> Result<Map<String, Value>
     if let Some(seed) = req.seed {
         g.insert("seed".into(), json!(seed));
     }
+    if let Some(r) = &req.reasoning {
+        let mut thinking = Map::new();
+        if r.off() {
+            thinking.insert("thinkingBudget".into(), json!(0));
+        } else {
+            if let Some(b) = r.budget(None) {
+                thinking.insert("thinkingBudget".into(), json!(b));
+            } else if r.mode.as_deref() == Some("adaptive") {
+                thinking.insert("thinkingBudget".into(), json!(-1));
+            }
+            // Thought summaries for clients that asked for reasoning to be shown.
+            if r.summary.as_deref() != Some("omitted") {
+                thinking.insert("includeThoughts".into(), json!(true));
+            }
+        }
+        g.insert("thinkingConfig".into(), Value::Object(thinking));
+    }
     if let Some(format) = &req.response_format {
         match format.get("type").and_then(Value::as_str) {
             Some("json_object") => {
@@ -351,7 +411,14 @@ fn generation_config(req: &ChatRequest, t: &Target) -> Result<Map<String, Value>
 /// What one candidate part means to us.
 enum Piece {
     Text(String),
-    Call { name: String, args: String },
+    /// A thought summary (`thought: true`).
+    Thought(String),
+    Call {
+        name: String,
+        args: String,
+        /// Gemini's `thoughtSignature` on the call.
+        signature: Option<String>,
+    },
 }
 
 fn pieces(candidate: &Value) -> Vec<Piece> {
@@ -362,6 +429,9 @@ fn pieces(candidate: &Value) -> Vec<Piece> {
     let mut out = Vec::new();
     for part in parts.into_iter().flatten() {
         if part.get("thought").and_then(Value::as_bool) == Some(true) {
+            if let Some(text) = part.get("text").and_then(Value::as_str) {
+                out.push(Piece::Thought(text.to_string()));
+            }
             continue;
         }
         if let Some(text) = part.get("text").and_then(Value::as_str) {
@@ -376,7 +446,16 @@ fn pieces(candidate: &Value) -> Vec<Piece> {
                 Some(a @ Value::Object(_)) => a.to_string(),
                 _ => "{}".to_string(),
             };
-            out.push(Piece::Call { name, args });
+            let signature = part
+                .get("thoughtSignature")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
+            out.push(Piece::Call {
+                name,
+                args,
+                signature,
+            });
         }
     }
     out
@@ -462,31 +541,7 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
         .flatten()
         .enumerate()
     {
-        let mut text = String::new();
-        let mut calls = Vec::new();
-        for piece in pieces(c) {
-            match piece {
-                Piece::Text(t) => text.push_str(&t),
-                Piece::Call { name, args } => {
-                    calls.push(ToolCall {
-                        id: format!("call_{call_counter}"),
-                        name,
-                        arguments: args,
-                    });
-                    call_counter += 1;
-                }
-            }
-        }
-        let finish = c
-            .get("finishReason")
-            .and_then(Value::as_str)
-            .map(|r| finish_reason(r, !calls.is_empty()));
-        choices.push(Choice {
-            index: candidate_index(c, pos),
-            message: assistant_message(text, calls),
-            finish_reason: finish,
-            refusal: None,
-        });
+        choices.push(candidate_choice(c, pos, &mut call_counter));
     }
     if choices.is_empty() {
         match blocked(&v) {
@@ -511,6 +566,68 @@ pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, Provide
         choices,
         usage: usage_of(&v),
     })
+}
+
+/// One candidate as a choice: its text, its thought summary (as reasoning, first) and its
+/// function calls (numbered across the answer from `call_counter`).
+fn candidate_choice(c: &Value, pos: usize, call_counter: &mut u32) -> Choice {
+    let mut text = String::new();
+    let mut thought = String::new();
+    let mut calls = Vec::new();
+    for piece in pieces(c) {
+        match piece {
+            Piece::Text(t) => text.push_str(&t),
+            Piece::Thought(t) => thought.push_str(&t),
+            Piece::Call {
+                name,
+                args,
+                signature,
+            } => {
+                calls.push(ToolCall {
+                    id: call_id(*call_counter, signature.as_deref()),
+                    name,
+                    arguments: args,
+                });
+                *call_counter = call_counter.saturating_add(1);
+            }
+        }
+    }
+    let finish = c
+        .get("finishReason")
+        .and_then(Value::as_str)
+        .map(|r| finish_reason(r, !calls.is_empty()));
+    let mut message = assistant_message(text, calls);
+    if !thought.is_empty() {
+        message
+            .content
+            .insert(0, Part::Reasoning(thought_of(thought)));
+    }
+    Choice {
+        index: candidate_index(c, pos),
+        message,
+        finish_reason: finish,
+        refusal: None,
+    }
+}
+
+/// The id of the `n`th function call of an answer, carrying its thought signature.
+fn call_id(n: u32, signature: Option<&str>) -> String {
+    let id = format!("call_{n}");
+    match signature {
+        Some(sig) => call_id_with_signature(&id, sig),
+        None => id,
+    }
+}
+
+/// Thought summaries: reasoning to show, with no signature (Gemini signs function calls).
+fn thought_of(text: String) -> Reasoning {
+    Reasoning {
+        text,
+        signature: None,
+        redacted: false,
+        origin: Origin::Gemini,
+        id: None,
+    }
 }
 
 fn assistant_message(text: String, tool_calls: Vec<ToolCall>) -> Message {
@@ -590,6 +707,8 @@ pub struct Decoder {
     finished: Vec<u32>,
     next_call_id: u32,
     failed: bool,
+    /// Candidates whose thought summary is being streamed.
+    thinking: Vec<u32>,
 }
 
 /// A decoder for one streamed answer.
@@ -673,39 +792,7 @@ impl Decoder {
             .flatten()
             .enumerate()
         {
-            let index = candidate_index(c, pos);
-            for piece in pieces(c) {
-                match piece {
-                    Piece::Text(text) => {
-                        if !text.is_empty() {
-                            out.push(StreamEvent::Text { index, text });
-                        }
-                    }
-                    Piece::Call { name, args } => {
-                        let call = self.bump_calls(index);
-                        let id = format!("call_{}", self.next_call_id);
-                        self.next_call_id += 1;
-                        out.push(StreamEvent::ToolCallStart {
-                            index,
-                            call,
-                            id,
-                            name,
-                        });
-                        out.push(StreamEvent::ToolCallArgs {
-                            index,
-                            call,
-                            arguments: args,
-                        });
-                    }
-                }
-            }
-            if let Some(reason) = c.get("finishReason").and_then(Value::as_str) {
-                if !self.finished.contains(&index) {
-                    self.finished.push(index);
-                    let reason = finish_reason(reason, self.calls_in(index) > 0);
-                    out.push(StreamEvent::Finish { index, reason });
-                }
-            }
+            self.candidate(c, pos, out);
         }
         if blocked(v).is_some() && !self.finished.contains(&0) {
             self.finished.push(0);
@@ -716,6 +803,72 @@ impl Decoder {
         }
         if let Some(usage) = usage_of(v) {
             out.push(StreamEvent::Usage(usage));
+        }
+    }
+
+    /// One candidate of a chunk: its thought summary, text and function calls as events, and
+    /// its finish.
+    fn candidate(&mut self, c: &Value, pos: usize, out: &mut Vec<StreamEvent>) {
+        let index = candidate_index(c, pos);
+        for piece in pieces(c) {
+            if let Piece::Thought(text) = piece {
+                if !self.thinking.contains(&index) {
+                    self.thinking.push(index);
+                }
+                if !text.is_empty() {
+                    out.push(StreamEvent::Reasoning { index, text });
+                }
+                continue;
+            }
+            self.end_thought(index, out);
+            match piece {
+                Piece::Thought(_) => {}
+                Piece::Text(text) => {
+                    if !text.is_empty() {
+                        out.push(StreamEvent::Text { index, text });
+                    }
+                }
+                Piece::Call {
+                    name,
+                    args,
+                    signature,
+                } => {
+                    let call = self.bump_calls(index);
+                    let id = call_id(self.next_call_id, signature.as_deref());
+                    self.next_call_id = self.next_call_id.saturating_add(1);
+                    out.push(StreamEvent::ToolCallStart {
+                        index,
+                        call,
+                        id,
+                        name,
+                    });
+                    out.push(StreamEvent::ToolCallArgs {
+                        index,
+                        call,
+                        arguments: args,
+                    });
+                }
+            }
+        }
+        if let Some(reason) = c.get("finishReason").and_then(Value::as_str) {
+            self.end_thought(index, out);
+            if !self.finished.contains(&index) {
+                self.finished.push(index);
+                let reason = finish_reason(reason, self.calls_in(index) > 0);
+                out.push(StreamEvent::Finish { index, reason });
+            }
+        }
+    }
+
+    /// A thought summary ends when the candidate's answer starts (or it finishes).
+    fn end_thought(&mut self, index: u32, out: &mut Vec<StreamEvent>) {
+        if let Some(pos) = self.thinking.iter().position(|i| *i == index) {
+            self.thinking.remove(pos);
+            out.push(StreamEvent::ReasoningEnd {
+                index,
+                signature: None,
+                origin: Origin::Gemini,
+            });
         }
     }
 
@@ -1081,11 +1234,13 @@ mod tests {
                 name: "f".into(),
                 description: Some("does f".into()),
                 parameters: params,
+                ..Default::default()
             },
             crate::providers::model::Tool {
                 name: "g".into(),
                 description: None,
                 parameters: json!({"type": "object", "properties": {}}),
+                ..Default::default()
             },
         ];
         let choices = [
@@ -1198,9 +1353,13 @@ mod tests {
         assert_eq!(r.model, "gemini-2.5-flash");
         assert_eq!(r.choices.len(), 1);
         assert_eq!(r.choices[0].index, 0);
+        // The thought summary is kept as reasoning (before it was dropped), ahead of the text.
         assert_eq!(
             r.choices[0].message.content,
-            vec![Part::Text("Hello, world!".into())]
+            vec![
+                Part::Reasoning(thought_of("Let me think.".into())),
+                Part::Text("Hello, world!".into())
+            ]
         );
         assert_eq!(r.choices[0].message.role, Role::Assistant);
         assert_eq!(r.choices[0].finish_reason, Some(FinishReason::Stop));
@@ -1436,7 +1595,17 @@ mod tests {
                     id: "r-1".into(),
                     model: "gemini-2.5-flash".into()
                 },
+                StreamEvent::Reasoning {
+                    index: 0,
+                    text: "thinking".into()
+                },
                 u(9, 0, 0),
+                // The summary ends when the answer starts.
+                StreamEvent::ReasoningEnd {
+                    index: 0,
+                    signature: None,
+                    origin: Origin::Gemini,
+                },
                 StreamEvent::Text {
                     index: 0,
                     text: "The sky".into()

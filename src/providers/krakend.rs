@@ -89,7 +89,7 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
                 .iter()
                 .filter_map(|p| match p {
                     Part::Text(t) => Some(t.as_str()),
-                    Part::Image { .. } => None,
+                    _ => None,
                 })
                 .collect();
             contents.extend(c.refusal.as_deref());

@@ -3,7 +3,10 @@
 //! Contract between the filter and the provider modules (all pure functions, no host calls):
 //! - front doors parse client bodies into a [`model::ChatRequest`] and encode canonical
 //!   responses and [`model::StreamEvent`]s back (`openai` for `/v1/chat/completions`,
-//!   `anthropic` for `/v1/messages`, `krakend` for KrakenD's own AI contract);
+//!   `anthropic` for `/v1/messages`, `responses` for `/v1/responses`, `krakend` for KrakenD's
+//!   own AI contract), which endpoint serves which door by its path ([`EndpointKind`]);
+//! - `embeddings` and `count_tokens` are their own small request/answer pairs for
+//!   `/v1/embeddings` and `/v1/messages/count_tokens`;
 //! - [`encode_request`] turns a canonical request into the provider's path, body and headers;
 //! - [`decode_response`] turns a provider's non-streaming answer into a canonical response or
 //!   a [`model::ProviderError`];
@@ -14,13 +17,17 @@ pub mod anthropic;
 pub mod azure;
 pub mod backend;
 pub mod bedrock;
+pub mod count_tokens;
+pub mod embeddings;
 pub mod eventstream;
 pub mod gemini;
 mod json;
 pub mod krakend;
 pub mod model;
 pub mod openai;
+pub mod responses;
 pub mod sigv4;
+pub mod tokens;
 pub(crate) mod util;
 
 pub use model::{ChatRequest, ChatResponse, ProviderError, StreamEvent};
@@ -147,6 +154,54 @@ pub fn stream_decoder(wire: Wire) -> Box<dyn StreamDecoder> {
     }
 }
 
+/// What an `ai/llm` endpoint serves, from the end of its path (the way `/messages` already
+/// picks the Anthropic door): `…/messages/count_tokens`, `…/messages`, `…/responses`,
+/// `…/embeddings`, anything else Chat Completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointKind {
+    ChatCompletions,
+    Messages,
+    CountTokens,
+    Responses,
+    Embeddings,
+}
+
+impl EndpointKind {
+    pub fn of(path: &str) -> Self {
+        let path = path.trim_end_matches('/');
+        if path.ends_with("/messages/count_tokens") {
+            EndpointKind::CountTokens
+        } else if path.ends_with("/messages") {
+            EndpointKind::Messages
+        } else if path.ends_with("/responses") {
+            EndpointKind::Responses
+        } else if path.ends_with("/embeddings") {
+            EndpointKind::Embeddings
+        } else {
+            EndpointKind::ChatCompletions
+        }
+    }
+
+    /// The client API whose error shape the endpoint answers in.
+    pub fn front(self) -> FrontDoor {
+        match self {
+            EndpointKind::Messages | EndpointKind::CountTokens => FrontDoor::Anthropic,
+            _ => FrontDoor::OpenAi,
+        }
+    }
+
+    /// The path suffix that names the kind (what `GET …/models` replaces).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            EndpointKind::ChatCompletions => "/chat/completions",
+            EndpointKind::Messages => "/messages",
+            EndpointKind::CountTokens => "/messages/count_tokens",
+            EndpointKind::Responses => "/responses",
+            EndpointKind::Embeddings => "/embeddings",
+        }
+    }
+}
+
 /// The API a client speaks to the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrontDoor {
@@ -161,6 +216,8 @@ pub enum FrontDoor {
 pub enum FrontEncoder {
     OpenAi(openai::StreamEncoder),
     Anthropic(anthropic::StreamEncoder),
+    /// The Responses event sequence (the OpenAI door's errors, its own events).
+    Responses(Box<responses::StreamEncoder>),
 }
 
 impl FrontEncoder {
@@ -168,6 +225,7 @@ impl FrontEncoder {
         match self {
             FrontEncoder::OpenAi(e) => e.encode(ev, out),
             FrontEncoder::Anthropic(e) => e.encode(ev, out),
+            FrontEncoder::Responses(e) => e.encode(ev, out),
         }
     }
 
@@ -175,6 +233,7 @@ impl FrontEncoder {
         match self {
             FrontEncoder::OpenAi(e) => e.finish(out),
             FrontEncoder::Anthropic(e) => e.finish(out),
+            FrontEncoder::Responses(e) => e.finish(out),
         }
     }
 }
@@ -243,5 +302,53 @@ impl FrontDoor {
             FrontDoor::OpenAi | FrontDoor::KrakenD => (e.status, openai::error_body(e)),
             FrontDoor::Anthropic => anthropic::error_reply(e),
         }
+    }
+}
+
+/// A target for unit tests: no credentials, a Bedrock host for signing, time 0.
+#[cfg(test)]
+pub(crate) fn test_target<'a>(wire: Wire, model: &'a str, defaults: &'a Defaults) -> Target<'a> {
+    Target {
+        wire,
+        model,
+        api_version: None,
+        defaults,
+        aws: None,
+        host: "bedrock-runtime.us-east-1.amazonaws.com",
+        now_unix: 0,
+    }
+}
+
+#[cfg(test)]
+#[path = "agents_tests.rs"]
+mod agents_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_kinds_by_path_suffix() {
+        for (path, kind) in [
+            ("/v1/chat/completions", EndpointKind::ChatCompletions),
+            ("/llm/openai", EndpointKind::ChatCompletions),
+            ("/v1/messages", EndpointKind::Messages),
+            ("/v1/messages/count_tokens", EndpointKind::CountTokens),
+            (
+                "/anthropic/v1/messages/count_tokens/",
+                EndpointKind::CountTokens,
+            ),
+            ("/v1/responses", EndpointKind::Responses),
+            ("/team/{t}/v1/embeddings", EndpointKind::Embeddings),
+            ("/v1/responses/extra", EndpointKind::ChatCompletions),
+        ] {
+            assert_eq!(EndpointKind::of(path), kind, "{path}");
+            assert!(
+                kind == EndpointKind::ChatCompletions
+                    || path.trim_end_matches('/').ends_with(kind.suffix())
+            );
+        }
+        assert_eq!(EndpointKind::CountTokens.front(), FrontDoor::Anthropic);
+        assert_eq!(EndpointKind::Responses.front(), FrontDoor::OpenAi);
     }
 }

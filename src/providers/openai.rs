@@ -18,8 +18,9 @@ use super::json::{
     opt_i64, opt_max_tokens, opt_str, opt_u64, parse_body, req, req_str,
 };
 use super::model::{
-    ChatRequest, ChatResponse, Choice, FinishReason, Message, Part, ProviderError, Role,
-    StreamEvent, Tool, ToolCall, ToolChoice, Usage,
+    ChatRequest, ChatResponse, Choice, DocSource, Document, FinishReason, Message, Origin, Part,
+    ProviderError, Reasoning, ReasoningConfig, Role, StreamEvent, Tool, ToolCall, ToolChoice,
+    Usage,
 };
 use super::{Outgoing, StreamDecoder, Target, TranslateError};
 use crate::stream::{write_event, write_json_event, SseParser};
@@ -83,6 +84,12 @@ fn parse_object(obj: Map<String, Value>) -> Result<ChatRequest, ClientError> {
         let so = as_obj(so, "stream_options")?;
         req.include_usage = opt_bool(so, "include_usage", "stream_options")?.unwrap_or(false);
     }
+    if let Some(effort) = opt_str(&obj, "reasoning_effort", "")? {
+        req.reasoning = Some(ReasoningConfig {
+            effort: Some(effort.to_string()),
+            ..ReasoningConfig::default()
+        });
+    }
     const TYPED: &[&str] = &[
         "model",
         "messages",
@@ -98,6 +105,7 @@ fn parse_object(obj: Map<String, Value>) -> Result<ChatRequest, ClientError> {
         "user",
         "stream",
         "stream_options",
+        "reasoning_effort",
     ];
     // The fields without a canonical place travel on (moved, not copied: the client's
     // document was parsed once and is not needed after this).
@@ -245,7 +253,31 @@ fn parse_part(v: &Value, path: &str, role: Role) -> Result<Part, ClientError> {
                 }
             }
         }
-        "input_audio" | "file" => Err(cerr(
+        "file" => {
+            let fpath = join(path, "file");
+            let f = as_obj(req(p, "file", path)?, &fpath)?;
+            let source = match (
+                opt_str(f, "file_data", &fpath)?,
+                opt_str(f, "file_id", &fpath)?,
+            ) {
+                (Some(data), _) => DocSource::Data(data.to_string()),
+                (None, Some(id)) => DocSource::File(id.to_string()),
+                (None, None) => {
+                    return Err(cerr(
+                        &join(&fpath, "file_data"),
+                        "a file part needs file_data or file_id",
+                    ))
+                }
+            };
+            Ok(Part::Document(Document {
+                source,
+                title: None,
+                context: None,
+                filename: opt_str(f, "filename", &fpath)?.map(str::to_string),
+                citations: false,
+            }))
+        }
+        "input_audio" => Err(cerr(
             &join(path, "type"),
             format!("part type \"{kind}\" is not supported by this gateway"),
         )),
@@ -301,6 +333,8 @@ fn parse_tool(v: &Value, path: &str) -> Result<Tool, ClientError> {
         name: name.to_string(),
         description: opt_str(f, "description", &fpath)?.map(str::to_string),
         parameters,
+        cache: None,
+        strict: opt_bool(f, "strict", &fpath)?,
     })
 }
 
@@ -344,11 +378,37 @@ fn parse_tool_choice(v: &Value) -> Result<ToolChoice, ClientError> {
 
 /// Encodes a canonical request as an OpenAI chat completions call to `t.model`.
 pub fn encode_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, TranslateError> {
+    check_parts(req, "OpenAI Chat Completions")?;
     Ok(Outgoing {
         path: "/v1/chat/completions".to_string(),
         body: request_body(req, t.model, t.defaults, Dialect::OpenAi),
         headers: Vec::new(),
     })
+}
+
+/// Refuses what Chat Completions cannot carry: items of another API, documents by URL (a
+/// `file` part takes data or a file id).
+pub(crate) fn check_parts(req: &ChatRequest, api: &str) -> Result<(), TranslateError> {
+    if let Some(n) = req.first_native() {
+        return Err(TranslateError(format!(
+            "{}: a \"{}\" item can only be sent to an OpenAI Responses backend",
+            n.path, n.kind
+        )));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        for (j, p) in m.content.iter().enumerate() {
+            if let Part::Document(Document {
+                source: DocSource::Url(_),
+                ..
+            }) = p
+            {
+                return Err(TranslateError(format!(
+                    "messages[{i}].content[{j}]: {api} takes documents as data or a file id, not by URL"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Which flavour of the OpenAI body to write.
@@ -385,17 +445,20 @@ struct RequestOut<'a> {
 
 /// The values of a request body that depend on the dialect, the client's own names and the
 /// backend's defaults.
-struct Resolved {
+struct Resolved<'a> {
     max_key: &'static str,
     max: Option<u64>,
     seed_key: &'static str,
     seed: Option<i64>,
     temperature: Option<f64>,
     top_p: Option<f64>,
+    /// Only an effort the client named (an Anthropic thinking budget does not make a
+    /// non-reasoning OpenAI model accept `reasoning_effort`); Mistral has none.
+    effort: Option<&'a str>,
 }
 
-impl RequestOut<'_> {
-    fn resolved(&self) -> Resolved {
+impl<'a> RequestOut<'a> {
+    fn resolved(&self) -> Resolved<'a> {
         let r = self.req;
         let mistral = self.dialect == Dialect::Mistral;
         let extra = |k: &str| r.extra.contains_key(k);
@@ -413,12 +476,17 @@ impl RequestOut<'_> {
             seed: r.seed.filter(|_| !(mistral && extra("random_seed"))),
             temperature: r.temperature.or(self.defaults.temperature),
             top_p: r.top_p.or(self.defaults.top_p),
+            effort: r
+                .reasoning
+                .as_ref()
+                .and_then(|x| x.effort.as_deref())
+                .filter(|_| !mistral),
         }
     }
 
     /// Whether the typed fields already wrote key `k` (an extra field of that name is then
     /// left out).
-    fn written(&self, v: &Resolved, k: &str) -> bool {
+    fn written(&self, v: &Resolved<'_>, k: &str) -> bool {
         let r = self.req;
         match k {
             "model" | "messages" => true,
@@ -431,6 +499,7 @@ impl RequestOut<'_> {
             "n" => r.n.is_some(),
             "user" => r.user.is_some(),
             "stream" => r.stream,
+            "reasoning_effort" => v.effort.is_some(),
             k if k == v.max_key => v.max.is_some(),
             k if k == v.seed_key => v.seed.is_some(),
             _ => false,
@@ -476,6 +545,9 @@ impl Serialize for RequestOut<'_> {
         }
         if let Some(u) = &r.user {
             m.serialize_entry("user", u)?;
+        }
+        if let Some(e) = v.effort {
+            m.serialize_entry("reasoning_effort", e)?;
         }
         if r.stream {
             m.serialize_entry("stream", &true)?;
@@ -532,6 +604,8 @@ struct FunctionDefOut<'a> {
     description: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
 }
 
 impl<'a> ToolDefOut<'a> {
@@ -542,6 +616,7 @@ impl<'a> ToolDefOut<'a> {
                 name: &t.name,
                 description: t.description.as_deref(),
                 parameters: Some(&t.parameters).filter(|p| !p.is_null()),
+                strict: t.strict,
             },
         }
     }
@@ -561,6 +636,7 @@ impl Serialize for ToolChoiceOut<'_> {
                     name,
                     description: None,
                     parameters: None,
+                    strict: None,
                 },
             }
             .serialize(s),
@@ -580,15 +656,28 @@ struct RequestMessageOut<'a> {
     name: Option<&'a str>,
 }
 
+/// Parts Chat Completions has no place for: reasoning (another API's), cache breakpoints
+/// (OpenAI caches prefixes by itself), other APIs' items (refused before).
+fn sent(p: &Part) -> bool {
+    !matches!(
+        p,
+        Part::Reasoning(_) | Part::CachePoint(_) | Part::Native(_)
+    )
+}
+
 impl<'a> RequestMessageOut<'a> {
     fn new(m: &'a Message) -> Self {
-        let content = if m.content.is_empty() {
+        let content = if !m.content.iter().any(sent) {
             if m.role == Role::Assistant && !m.tool_calls.is_empty() {
                 ContentOut::Null
             } else {
                 ContentOut::Text("".into())
             }
-        } else if m.content.iter().all(|p| matches!(p, Part::Text(_))) {
+        } else if m
+            .content
+            .iter()
+            .all(|p| matches!(p, Part::Text(_)) || !sent(p))
+        {
             ContentOut::Text(text_cow(&m.content))
         } else {
             ContentOut::Parts(&m.content)
@@ -621,7 +710,9 @@ impl Serialize for ContentOut<'_> {
         match self {
             ContentOut::Null => s.serialize_unit(),
             ContentOut::Text(t) => s.serialize_str(t),
-            ContentOut::Parts(parts) => s.collect_seq(parts.iter().map(PartOut::new)),
+            ContentOut::Parts(parts) => {
+                s.collect_seq(parts.iter().filter(|p| sent(p)).map(PartOut::new))
+            }
         }
     }
 }
@@ -631,6 +722,17 @@ impl Serialize for ContentOut<'_> {
 enum PartOut<'a> {
     Text { text: &'a str },
     ImageUrl { image_url: ImageUrlOut<'a> },
+    File { file: FileOut<'a> },
+}
+
+#[derive(Serialize)]
+struct FileOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_data: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -650,6 +752,33 @@ impl<'a> PartOut<'a> {
                     detail: detail.as_deref(),
                 },
             },
+            Part::Document(d) => match &d.source {
+                DocSource::Text(text) => PartOut::Text { text },
+                DocSource::File(id) => PartOut::File {
+                    file: FileOut {
+                        file_data: None,
+                        file_id: Some(id),
+                        filename: d.filename.as_deref(),
+                    },
+                },
+                // URLs are refused before ([`check_parts`]).
+                DocSource::Data(url) | DocSource::Url(url) => PartOut::File {
+                    file: FileOut {
+                        file_data: Some(url),
+                        file_id: None,
+                        filename: Some(
+                            d.filename
+                                .as_deref()
+                                .or(d.title.as_deref())
+                                .unwrap_or("document.pdf"),
+                        ),
+                    },
+                },
+            },
+            // Filtered out before ([`sent`]).
+            Part::Reasoning(_) | Part::CachePoint(_) | Part::Native(_) => {
+                PartOut::Text { text: "" }
+            }
         }
     }
 }
@@ -658,6 +787,7 @@ impl<'a> PartOut<'a> {
 /// does not know: it has no `stream_options` (its last stream chunk always carries usage), no
 /// `max_completion_tokens` (only `max_tokens`), and names the seed `random_seed`.
 pub fn encode_mistral_request(req: &ChatRequest, t: &Target) -> Result<Outgoing, TranslateError> {
+    check_parts(req, "Mistral")?;
     Ok(Outgoing {
         path: "/v1/chat/completions".to_string(),
         body: request_body(req, t.model, t.defaults, Dialect::Mistral),
@@ -800,7 +930,7 @@ struct DeltaOut<'a> {
 fn text_cow(parts: &[Part]) -> std::borrow::Cow<'_, str> {
     let mut texts = parts.iter().filter_map(|p| match p {
         Part::Text(t) => Some(t.as_str()),
-        Part::Image { .. } => None,
+        _ => None,
     });
     match (texts.next(), texts.next()) {
         (None, _) => "".into(),
@@ -897,6 +1027,19 @@ fn choice(c: &Map<String, Value>, i: usize) -> Choice {
         }
         _ => {}
     }
+    // DeepSeek, vLLM, Ollama and others send the model's reasoning beside the content.
+    if let Some(r) = reasoning_text(m) {
+        message.content.insert(
+            0,
+            Part::Reasoning(Reasoning {
+                text: r.to_string(),
+                signature: None,
+                redacted: false,
+                origin: Origin::Unknown,
+                id: None,
+            }),
+        );
+    }
     let refusal = field(m, "refusal")
         .and_then(Value::as_str)
         .filter(|r| !r.is_empty())
@@ -928,6 +1071,15 @@ fn tool_call(tc: &Value) -> ToolCall {
 
 fn str_field(o: &Map<String, Value>, key: &str) -> String {
     o.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// The reasoning text OpenAI-compatible servers put beside a message's content
+/// (`reasoning_content`: DeepSeek, vLLM; `reasoning`: Ollama, OpenRouter).
+fn reasoning_text(m: &Map<String, Value>) -> Option<&str> {
+    ["reasoning_content", "reasoning"]
+        .iter()
+        .find_map(|k| field(m, k).and_then(Value::as_str))
+        .filter(|t| !t.is_empty())
 }
 
 fn finish_from(s: &str) -> FinishReason {
@@ -1068,17 +1220,13 @@ pub fn stream_decoder() -> Decoder {
 
 impl StreamDecoder for Decoder {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) {
-        let mut events = Vec::new();
-        self.sse.feed(bytes, &mut events);
-        for e in events {
+        for e in self.sse.events(bytes) {
             self.on_data(&e.data, out);
         }
     }
 
     fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        let mut events = Vec::new();
-        self.sse.finish(&mut events);
-        for e in events {
+        for e in self.sse.rest() {
             self.on_data(&e.data, out);
         }
         if self.started && !self.done && !self.failed && self.finished.is_empty() {
@@ -1179,6 +1327,13 @@ impl Decoder {
                 .filter(|t| !t.is_empty())
                 .map(str::to_string)
         };
+        if let Some(text) = delta
+            .as_object()
+            .and_then(reasoning_text)
+            .map(str::to_string)
+        {
+            out.push(StreamEvent::Reasoning { index, text });
+        }
         if let Some(text) = text("content") {
             out.push(StreamEvent::Text { index, text });
         }
@@ -1374,6 +1529,12 @@ impl StreamEncoder {
                 self.delta(*index, DeltaOut::default(), Some(*reason), out);
             }
             StreamEvent::Usage(u) => self.usage = Some(*u),
+            // Chat Completions has no reasoning or hosted-tool items in its answers.
+            StreamEvent::ReasoningStart { .. }
+            | StreamEvent::Reasoning { .. }
+            | StreamEvent::ReasoningEnd { .. }
+            | StreamEvent::RedactedReasoning { .. }
+            | StreamEvent::Native(_) => {}
             StreamEvent::Error(e) => {
                 write_event(
                     out,

@@ -62,13 +62,7 @@ pub struct CallSecurity {
 
 /// The text of a message's parts, as the provider reads it.
 fn message_text(content: &[Part]) -> String {
-    content
-        .iter()
-        .filter_map(|p| match p {
-            Part::Text(t) => Some(t.as_str()),
-            Part::Image { .. } => None,
-        })
-        .collect()
+    content.iter().filter_map(Part::prompt_text).collect()
 }
 
 fn refused(e: GuardError) -> (ErrorKind, String) {
@@ -107,6 +101,12 @@ impl CallSecurity {
             out.extend(self.scrubber.finish());
         }
         out
+    }
+
+    /// Whether prompts are read by a control (prompt guard, PII detection): input the
+    /// controls cannot read (embeddings' token ids) is refused then.
+    pub fn inspects(&self) -> bool {
+        self.guard.is_some() || self.pii.is_some()
     }
 
     /// Whether the caller's roles may use this model (`models_by_role`).

@@ -21,7 +21,7 @@
 //! text; masking would break them), tool and function names and call ids (identifiers the
 //! provider validates and matches), the model name, and JSON object keys (property names).
 
-use crate::providers::model::{ChatRequest, Message, Part};
+use crate::providers::model::{ChatRequest, DocSource, Document, Message, Part};
 use serde_json::Value;
 
 /// A replacement in a joined text: bytes `start..end` become `with`.
@@ -75,16 +75,26 @@ pub fn splice(parts: &mut [&mut String], edits: &[Edit]) {
     }
 }
 
-/// The text parts of a message list, in order (images skipped).
+/// The texts of a message list the provider reads as prompt text, in order: text parts and
+/// plain-text documents (images, binary documents and reasoning skipped: reasoning is the
+/// model's earlier output, signed as written).
 fn text_parts(messages: &mut [Message]) -> Vec<&mut String> {
     messages
         .iter_mut()
         .flat_map(|m| m.content.iter_mut())
-        .filter_map(|p| match p {
-            Part::Text(t) => Some(t),
-            Part::Image { .. } => None,
-        })
+        .filter_map(text_of_part)
         .collect()
+}
+
+fn text_of_part(p: &mut Part) -> Option<&mut String> {
+    match p {
+        Part::Text(t)
+        | Part::Document(Document {
+            source: DocSource::Text(t),
+            ..
+        }) => Some(t),
+        _ => None,
+    }
 }
 
 /// Calls `f` on the text parts of a run of messages (or of one message), then drops the
@@ -111,13 +121,13 @@ pub fn content<E>(
     }
     let mut i = 0;
     for m in messages.iter_mut() {
-        m.content.retain(|p| match p {
-            Part::Text(_) => {
-                let keep = !emptied.get(i).copied().unwrap_or(false);
-                i += 1;
-                keep
+        m.content.retain(|p| {
+            if p.prompt_text().is_none() {
+                return true;
             }
-            Part::Image { .. } => true,
+            let keep = !emptied.get(i).copied().unwrap_or(false);
+            i += 1;
+            keep
         });
     }
     Ok(())
@@ -291,6 +301,7 @@ mod tests {
                 name: "send".into(),
                 description: Some("send mail".into()),
                 parameters: json!({"type": "object", "properties": {"to": {"description": "address"}}}),
+                ..Default::default()
             }],
             stop: vec!["END".into()],
             user: Some("u@x.io".into()),
@@ -363,7 +374,7 @@ mod tests {
                 .iter()
                 .map(|p| match p {
                     Part::Text(t) => t.clone(),
-                    Part::Image { .. } => "<img>".into(),
+                    _ => "<img>".into(),
                 })
                 .collect()
         };

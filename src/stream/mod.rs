@@ -87,6 +87,20 @@ impl SseParser {
         self.dispatch(out);
     }
 
+    /// The events `bytes` complete ([`SseParser::feed`] into a fresh list).
+    pub fn events(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        self.feed(bytes, &mut out);
+        out
+    }
+
+    /// The events left when the stream ends ([`SseParser::finish`] into a fresh list).
+    pub fn rest(&mut self) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        self.finish(&mut out);
+        out
+    }
+
     /// Bytes held for an unfinished line (for bounds checks by callers).
     pub fn pending(&self) -> usize {
         self.line.len() + self.data.iter().map(String::len).sum::<usize>()

@@ -1,5 +1,5 @@
 //! Byte encodings: percent-encoding (AWS's URI rules, and three decoders for the three places
-//! that read one), hex, base64 (standard alphabet, as configurations carry it).
+//! that read one), hex, base64 (standard alphabet, as configurations and providers carry it).
 
 /// AWS-style URI encoding: every byte except `A-Z a-z 0-9 - _ . ~` becomes `%XX`
 /// (upper-case hex); `/` is kept when `keep_slash`.
@@ -177,6 +177,26 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_round_trips_rfc4648_vectors() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), coded);
+            assert_eq!(base64_decode(coded).unwrap(), plain.as_bytes());
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
+        assert_eq!(base64_decode("Zm9v!"), None);
+        assert_eq!(base64_decode("Z"), None);
+    }
 
     /// One form decoder for API-key query parameters and forwarded query names: a sign is
     /// not a hex digit (`u8::from_str_radix` would read `%+f` as an escape).

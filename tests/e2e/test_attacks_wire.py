@@ -298,8 +298,10 @@ def rgw(mock, tmp_path_factory):
                          check=True, capture_output=True, text=True).stdout.strip().split("=", 1)[1]
     n = base64.urlsafe_b64encode(bytes.fromhex(mod)).rstrip(b"=").decode()
     (d / "jwks.json").write_text(json.dumps({"keys": [{"kty": "RSA", "alg": "RS256", "kid": "k", "n": n, "e": "AQAB"}]}))
+    # LLM endpoints buffer 16 MiB by default (agents' prompts); 1 MiB here keeps the test of
+    # Envoy's own 413 reply cheap (test_agents.py sends past the default).
     e = Envoy(refusal_config(mock.url, f"http://127.0.0.1:{free_port()}", str(d / "jwks.json")),
-              env=PROVIDER_KEYS).wait_ready()
+              env=PROVIDER_KEYS, gen_args=("--edge", "llm_request_buffer_bytes=1048576")).wait_ready()
     yield e
     e.stop()
 

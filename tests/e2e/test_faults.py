@@ -244,10 +244,12 @@ def test_invalid_json_in_stream_becomes_an_error_event(gw, path, books):
 # --- hostile request bodies -----------------------------------------------------------
 
 
-def test_10mb_body_is_413_in_openai_shape(gw, books):
-    big = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"a" * (10 * 1024 * 1024) + b'"}]}'
+def test_body_past_envoys_buffer_is_413_in_openai_shape(gw, books):
+    # 17 MiB: past the 16 MiB LLM endpoints buffer by default (10 MB prompts succeed:
+    # test_agents.py::TestMultiMegabytePrompts).
+    big = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"a" * (17 * 1024 * 1024) + b'"}]}'
     r = httpx.post(gw.url + "/v1/chat/completions", content=big,
-                   headers={"content-type": "application/json"}, timeout=60)
+                   headers={"content-type": "application/json"}, timeout=120)
     err = openai_error(r, 413)
     assert "Too Large" in err["message"]
     # Envoy refused it before any provider saw it: the message must not blame the provider.

@@ -94,10 +94,38 @@ def post(url: str, path: str, key: str | None = KEY_1, **headers) -> httpx.Respo
 def test_dynamic_bootstrap_reads_filter_and_clusters_from_watched_files(live):
     y = live.envoy.yaml.read_text()
     assert "config_discovery" in y and "watched_directory" in y and "cds_config" in y
+    assert "route_config_name" in y and "request_body_buffer_limit" not in y  # routes: RDS
     assert "KEY_1" not in y and KEY_1 not in y  # the config lives in the ECDS file only
     assert post(live.url, "/v1/chat/completions").status_code == 200
     assert sorted(p.name for p in live.dir.iterdir()) == [
-        "tollgate.args.json", "tollgate.cds.json", "tollgate.ecds.json"]
+        "routes", "tollgate.args.json", "tollgate.cds.json", "tollgate.ecds.json"]
+    assert [p.name for p in (live.dir / "routes").iterdir()] == ["tollgate.rds.json"]
+
+
+def test_routes_follow_the_endpoints(live, mock):
+    """The body Envoy buffers for an endpoint is set by its route (the LLM default, or its
+    max_payload); with --dynamic the routes come from RDS, so an applied endpoint gets its
+    own. Without it, a new LLM endpoint would keep the 1 MiB catch-all (or apply would have
+    to refuse the change)."""
+    big = {**CHAT, "messages": [{"role": "user", "content": "a" * (2 << 20)}]}
+    small = json.dumps({**CHAT, "messages": [{"role": "user", "content": "a" * 100_000}]}).encode()
+    chunks = lambda: (small[i:i + 8192] for i in range(0, len(small), 8192))  # noqa: E731
+    # Before: no such endpoint (the filter's 404 at the request headers).
+    assert httpx.post(f"{live.url}/big/chat/completions", json=big, timeout=30).status_code == 404
+    new = config(mock.url, more=[llm("/big/chat/completions", mock.url),
+                                 llm("/small/chat/completions", mock.url, {"proxy": {"max_payload": 65536}})])
+    live.applied(new)
+    # 2 MiB: past the catch-all's 1 MiB, within the LLM default (16 MiB).
+    r = httpx.post(f"{live.url}/big/chat/completions", json=big, timeout=30, headers={"x-mock-no-record": "1"})
+    assert r.status_code == 200, r.text
+    # A chunked 100 KB body meets the endpoint's own buffer (64 KiB): Envoy's 413.
+    r = httpx.post(f"{live.url}/small/chat/completions", content=chunks(), timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.headers.get("x-tollgate-error") == "envoy", r.text
+    # Removed again: the endpoint and its route go.
+    live.applied(config(mock.url))
+    assert httpx.post(f"{live.url}/big/chat/completions", json=big, timeout=30).status_code == 404
+    assert "/big/" not in (live.dir / "routes" / "tollgate.rds.json").read_text()
 
 
 def test_new_keys_routes_and_limits_apply_and_counters_survive(live, mock, tmp_path):

@@ -52,6 +52,10 @@ pub struct Opts {
     /// `x-mock-refusal: TEXT`: OpenAI declines with TEXT (`message.refusal`, `delta.refusal`,
     /// `content: null`), the way its structured outputs refuse.
     pub refusal: Option<String>,
+    /// `x-mock-thinking: TEXT`: the answer reasons first (see the module of the agents' API).
+    pub thinking: Option<String>,
+    /// `x-mock-thought-signature: 1`: Gemini signs its function calls.
+    pub thought_signature: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +80,10 @@ pub struct Reply {
     pub cache_write: u64,
     /// OpenAI answers the text as a refusal.
     pub refusal: bool,
+    /// Reasoning given before the answer (`x-mock-thinking`).
+    pub thinking: Option<String>,
+    /// Gemini signs its function calls.
+    pub thought_signature: bool,
     /// Sequence number used in ids.
     pub seq: u64,
     /// Unix seconds.
@@ -323,6 +331,8 @@ pub fn plan(
                 prompt_tokens,
                 cache_write,
                 refusal: false,
+                thinking: opts.thinking.clone(),
+                thought_signature: opts.thought_signature,
                 seq,
                 created,
             }
@@ -366,6 +376,8 @@ fn text_reply(
         prompt_tokens,
         cache_write: 0,
         refusal: false,
+        thinking: opts.thinking.clone(),
+        thought_signature: opts.thought_signature,
         seq,
         created,
     }
@@ -380,7 +392,7 @@ pub fn body(r: &Reply, latency_ms: u64) -> Value {
     match r.provider {
         Provider::OpenAi => openai_body(r),
         Provider::Anthropic => anthropic_body(r),
-        Provider::Gemini => gemini_chunk(r, &r.pieces.concat(), true, r.completion_tokens()),
+        Provider::Gemini => gemini_chunk(r, &r.pieces.concat(), true, true, r.completion_tokens()),
         Provider::Bedrock => bedrock_body(r, latency_ms),
     }
 }
@@ -419,6 +431,10 @@ fn openai_body(r: &Reply) -> Value {
             "tool_calls",
         ),
     };
+    let mut message = message;
+    if let Some(t) = &r.thinking {
+        message["reasoning_content"] = json!(t);
+    }
     json!({
         "id": format!("chatcmpl-mock{}", r.seq),
         "object": "chat.completion",
@@ -447,12 +463,19 @@ fn anthropic_body(r: &Reply) -> Value {
             "tool_use",
         ),
     };
+    let mut content = Vec::new();
+    if let Some(t) = &r.thinking {
+        content.push(
+            json!({"type": "thinking", "thinking": t, "signature": super::agents::signature(t)}),
+        );
+    }
+    content.push(block);
     json!({
         "id": format!("msg_mock{}", r.seq),
         "type": "message",
         "role": "assistant",
         "model": r.model,
-        "content": [block],
+        "content": content,
         "stop_reason": stop,
         "stop_sequence": null,
         "usage": anthropic_usage(r, r.completion_tokens())
@@ -460,14 +483,24 @@ fn anthropic_body(r: &Reply) -> Value {
 }
 
 /// One Gemini `GenerateContentResponse` carrying `text` (or the function call), with
-/// `candidatesTokenCount = output`; `last` adds `finishReason`.
-fn gemini_chunk(r: &Reply, text: &str, last: bool, output: u64) -> Value {
-    let part = match &r.kind {
+/// `candidatesTokenCount = output`; `first` puts the thought summary before it, `last` adds
+/// `finishReason`.
+fn gemini_chunk(r: &Reply, text: &str, first: bool, last: bool, output: u64) -> Value {
+    let mut part = match &r.kind {
         Kind::Text => json!({"text": text}),
         Kind::Tool { name } => json!({"functionCall": {"name": name, "args": r.tool_args()}}),
     };
+    if let (Kind::Tool { name }, true) = (&r.kind, r.thought_signature) {
+        part["thoughtSignature"] = json!(super::agents::gemini_signature(name));
+    }
+    let mut parts = Vec::new();
+    // The thought summary comes first, in the answer's first chunk.
+    if let Some(t) = r.thinking.as_ref().filter(|_| first) {
+        parts.push(json!({"text": t, "thought": true}));
+    }
+    parts.push(part);
     let mut candidate = Map::new();
-    candidate.insert("content".into(), json!({"parts": [part], "role": "model"}));
+    candidate.insert("content".into(), json!({"parts": parts, "role": "model"}));
     if last {
         candidate.insert("finishReason".into(), json!("STOP"));
     }
@@ -505,8 +538,13 @@ fn bedrock_body(r: &Reply, latency_ms: u64) -> Value {
             "tool_use",
         ),
     };
+    let mut content = Vec::new();
+    if let Some(t) = &r.thinking {
+        content.push(json!({"reasoningContent": {"reasoningText": {"text": t, "signature": super::agents::signature(t)}}}));
+    }
+    content.push(block);
     json!({
-        "output": {"message": {"role": "assistant", "content": [block]}},
+        "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop,
         "usage": bedrock_usage(r),
         "metrics": {"latencyMs": latency_ms}
@@ -616,6 +654,9 @@ fn openai_events(r: &Reply, include_usage: bool) -> Vec<Ev> {
                 json!({"role": "assistant", "content": "", "refusal": null}),
                 Value::Null,
             ));
+            for t in r.thinking.iter().flat_map(|t| split_words(t)) {
+                out.push(chunk(json!({"reasoning_content": t}), Value::Null));
+            }
             for p in &r.pieces {
                 out.push(chunk(json!({"content": p}), Value::Null));
             }
@@ -690,9 +731,34 @@ fn anthropic_events(r: &Reply) -> Vec<Ev> {
             json!({"type": "tool_use", "id": "toolu_mock1", "name": name, "input": {}})
         }
     };
+    let mut index = 0;
+    if let Some(t) = &r.thinking {
+        out.push(ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        ));
+        for w in split_words(t) {
+            out.push(ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "thinking_delta", "thinking": w}}),
+            ));
+        }
+        out.push(ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "signature_delta", "signature": super::agents::signature(t)}}),
+        ));
+        out.push(ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ));
+        index = 1;
+    }
     out.push(ev(
         "content_block_start",
-        json!({"type": "content_block_start", "index": 0, "content_block": block}),
+        json!({"type": "content_block_start", "index": index, "content_block": block}),
     ));
     out.push(ev("ping", json!({"type": "ping"})));
     for p in &r.pieces {
@@ -702,12 +768,12 @@ fn anthropic_events(r: &Reply) -> Vec<Ev> {
         };
         out.push(ev(
             "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+            json!({"type": "content_block_delta", "index": index, "delta": delta}),
         ));
     }
     out.push(ev(
         "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "content_block_stop", "index": index}),
     ));
     let stop = if r.is_tool() { "tool_use" } else { "end_turn" };
     out.push(ev(
@@ -727,18 +793,34 @@ fn gemini_events(r: &Reply) -> Vec<Ev> {
     r.pieces
         .iter()
         .enumerate()
-        .map(|(i, p)| ev("", gemini_chunk(r, p, i + 1 == n, (i + 1) as u64)))
+        .map(|(i, p)| ev("", gemini_chunk(r, p, i == 0, i + 1 == n, (i + 1) as u64)))
         .collect()
 }
 
 fn bedrock_events(r: &Reply, latency_ms: u64) -> Vec<Ev> {
     let mut out = Vec::with_capacity(r.pieces.len() + 5);
     out.push(ev("messageStart", json!({"role": "assistant"})));
+    let mut index = 0;
+    if let Some(t) = &r.thinking {
+        for w in split_words(t) {
+            out.push(ev(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": w}}}),
+            ));
+        }
+        out.push(ev(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0,
+                   "delta": {"reasoningContent": {"signature": super::agents::signature(t)}}}),
+        ));
+        out.push(ev("contentBlockStop", json!({"contentBlockIndex": 0})));
+        index = 1;
+    }
     if let Kind::Tool { name } = &r.kind {
         out.push(ev(
             "contentBlockStart",
             json!({
-                "contentBlockIndex": 0,
+                "contentBlockIndex": index,
                 "start": {"toolUse": {"toolUseId": "tooluse_mock1", "name": name}}
             }),
         ));
@@ -750,10 +832,10 @@ fn bedrock_events(r: &Reply, latency_ms: u64) -> Vec<Ev> {
         };
         out.push(ev(
             "contentBlockDelta",
-            json!({"contentBlockIndex": 0, "delta": delta}),
+            json!({"contentBlockIndex": index, "delta": delta}),
         ));
     }
-    out.push(ev("contentBlockStop", json!({"contentBlockIndex": 0})));
+    out.push(ev("contentBlockStop", json!({"contentBlockIndex": index})));
     let stop = if r.is_tool() { "tool_use" } else { "end_turn" };
     out.push(ev("messageStop", json!({"stopReason": stop})));
     out.push(ev(

@@ -356,3 +356,82 @@ fn routes_and_args() {
     assert!(args(&["--port"]).is_err());
     assert!(args(&["--bogus"]).is_err());
 }
+
+#[test]
+fn agents_api_embeddings_counts_responses_and_signed_thinking() {
+    let addr = start("127.0.0.1", 0).unwrap();
+    let mut c = Client::connect(addr);
+    // Embeddings on three wires.
+    let r = c.call(
+        "POST",
+        "/v1/embeddings",
+        &[],
+        r#"{"model":"e","input":["a b","c"],"dimensions":4}"#,
+    );
+    let v = r.json();
+    assert_eq!(v["data"][1]["embedding"].as_array().unwrap().len(), 4);
+    assert_eq!(v["usage"]["prompt_tokens"], 3);
+    let r = c.call(
+        "POST",
+        "/v1beta/models/gemini-embedding-001:batchEmbedContents",
+        &[],
+        r#"{"requests":[{"model":"models/g","content":{"parts":[{"text":"a"}]}},{"model":"models/g","content":{"parts":[{"text":"b"}]}}]}"#,
+    );
+    assert_eq!(r.json()["embeddings"].as_array().unwrap().len(), 2);
+    let r = c.call(
+        "POST",
+        "/model/amazon.titan-embed-text-v2%3A0/invoke",
+        &[],
+        r#"{"inputText":"one two three","dimensions":256}"#,
+    );
+    assert_eq!(r.json()["inputTextTokenCount"], 3);
+    assert_eq!(r.header("x-amzn-bedrock-input-token-count"), Some("3"));
+    // Counting agrees with the usage of an answer to the same prompt.
+    let prompt = r#"{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"count these four words"}]}"#;
+    let n = c
+        .call("POST", "/v1/messages/count_tokens", &[], prompt)
+        .json()["input_tokens"]
+        .clone();
+    let u = c.call("POST", "/v1/messages", &[], prompt).json()["usage"]["input_tokens"].clone();
+    assert_eq!(n, u);
+    // Responses, streamed, with reasoning and a function call.
+    let r = c.call(
+        "POST",
+        "/v1/responses",
+        &[("x-mock-thinking", "Think first.")],
+        r#"{"model":"gpt-5","input":"hi","stream":true,"tools":[{"type":"function","name":"f","parameters":{}}]}"#,
+    );
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(
+        text.starts_with("event: response.created\ndata: "),
+        "{text}"
+    );
+    assert!(text.contains("event: response.function_call_arguments.delta"));
+    assert!(text.contains("event: response.reasoning_summary_text.delta"));
+    // Thinking the mock signed comes back fine; anything else is refused, as Anthropic does.
+    let a = c
+        .call(
+            "POST",
+            "/v1/messages",
+            &[("x-mock-thinking", "Hmm.")],
+            prompt,
+        )
+        .json();
+    assert_eq!(a["content"][0]["type"], "thinking");
+    let back = json!({"model": "c", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": [a["content"][0].clone(), {"type": "text", "text": "x"}]},
+        {"role": "user", "content": "again"}]});
+    assert_eq!(
+        c.call("POST", "/v1/messages", &[], &back.to_string())
+            .status,
+        200
+    );
+    let mut forged = back.clone();
+    forged["messages"][1]["content"][0]["signature"] = json!("tollgate.gemini.");
+    let r = c.call("POST", "/v1/messages", &[], &forged.to_string());
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Invalid `signature`"));
+}
