@@ -38,7 +38,7 @@ def agents_gw(mock):
         "version": 3,
         "extra_config": {
             "ai/prompt-guard": GUARD,
-            "governance/processors": {"quotas": [{"name": "agents", "connection_name": "local", "rules": [
+            "governance/processors": {"quotas": [{"name": "agents", "connection_name": "per-envoy", "rules": [
                 {"name": "five", "limits": [{"amount": 5, "unit": "hour"}]}]}]},
         },
         "endpoints": [
