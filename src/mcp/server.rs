@@ -6,7 +6,7 @@
 use super::config::{Info, Media, Tool};
 use super::jsonrpc::{RpcError, INTERNAL_ERROR, INVALID_PARAMS};
 use crate::routing::Params;
-use crate::support::encoding::{base64, uri_encode};
+use crate::support::encoding::{base64_encode, uri_encode};
 use serde_json::{json, Map, Value};
 
 /// Protocol revisions the gateway speaks, newest first.
@@ -157,8 +157,8 @@ pub fn tool_result(
         .to_string();
     let content = match tool.media {
         Media::Text => json!({"type": "text", "text": String::from_utf8_lossy(body)}),
-        Media::Image => json!({"type": "image", "data": base64(body), "mimeType": mime}),
-        Media::Audio => json!({"type": "audio", "data": base64(body), "mimeType": mime}),
+        Media::Image => json!({"type": "image", "data": base64_encode(body), "mimeType": mime}),
+        Media::Audio => json!({"type": "audio", "data": base64_encode(body), "mimeType": mime}),
     };
     let mut r = json!({"content": [content], "isError": false});
     if let (Some(s), Some(o)) = (structured, r.as_object_mut()) {

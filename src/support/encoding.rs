@@ -54,22 +54,6 @@ pub fn hex_lower(bytes: &[u8]) -> String {
     s
 }
 
-/// Standard base64 with padding (RFC 4648), e.g. an MCP tool's image or audio data.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let digit = |n: u32| char::from(ALPHABET[(n & 63) as usize]);
-    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (b(0) << 16) | (b(1) << 8) | b(2);
-        s.push(digit(n >> 18));
-        s.push(digit(n >> 12));
-        s.push(if chunk.len() > 1 { digit(n >> 6) } else { '=' });
-        s.push(if chunk.len() > 2 { digit(n) } else { '=' });
-    }
-    s
-}
-
 /// One round of percent-decoding; None on a malformed escape.
 pub fn percent_decode_strict(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
@@ -256,21 +240,5 @@ mod tests {
             assert_eq!(base64_decode(&e).as_deref(), Some(text.as_bytes()), "{e}");
         }
         assert_eq!(base64_encode(b"hello"), "aGVsbG8=");
-    }
-
-    #[test]
-    fn base64_pads_like_rfc_4648() {
-        for (plain, coded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(plain.as_bytes()), coded);
-        }
-        assert_eq!(base64(&[0xff, 0xfe]), "//4=");
     }
 }
