@@ -19,16 +19,15 @@ CLASSES = {
 # Observations over the whole corpus (printed at the top of STATUS.md).
 FINDINGS = [
     "Every namespace now has a verdict (`tollgate check --explain`): controls tollgate does not enforce are "
-    "refused naming their path (CEL, body templates: pending on branch krakend-policy; response manipulation, "
-    "MCP, plugins, Lua, websockets: outside issue 13); KrakenD settings with no effect inside Envoy are one "
+    "refused naming their path (response manipulation, merging, plugins, Lua, websockets: outside issue 13); "
+    "CEL, body generators, KrakenD's AI contract and MCP are served; KrakenD settings with no effect inside Envoy are one "
     "warning line each. No fail-open acceptance remains among the (b) documents.",
     "`tollgate envoy` and `tollgate check` share one validation path: a bootstrap exactly for the accepted "
     "documents (checked for all 165 in tests/e2e/test_krakend_corpus.py).",
     "KrakenD's own v2.13 schema rejects KrakenD's own 2.13 playground and AI example (backend "
     "`telemetry/logging.custom_format`); tollgate ignores KrakenD's schema errors inside namespaces it ignores.",
-    "Accepted AI documents answer OpenAI- and Anthropic-shaped clients; KrakenD's own AI client contract "
-    "(`{instructions, contents}` in, `ai_gateway_response` out, AI_CONTRACT.md) is issue 13 item 6 (branch "
-    "krakend-policy).",
+    "Accepted AI documents answer OpenAI- and Anthropic-shaped clients and KrakenD's own AI client contract "
+    "(`{instructions, contents}` in, `ai_gateway_response` out, AI_CONTRACT.md), chosen by the body as KrakenD does.",
     "KrakenD's AI example injects keys as `\"{{ env \"GEMINI_API_KEY\" }}\"` with raw quotes inside a JSON string "
     "(flexible config renders before parsing); tollgate accepts only JSON-escaped `{{ env \\\"X\\\" }}`.",
     "Six documents name the Redis of their docker compose (`redis:6379`): the fleet limits resolve it when the "

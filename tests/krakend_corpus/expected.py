@@ -70,9 +70,21 @@ CAUSES = {
     "parsing) or a typo in the page: not JSON",
     "unsupported JSON Schema keyword": "(c) a JSON Schema keyword tollgate's validator does not "
     "implement (named): refused rather than skipped",
-    ".variables: Additional properties are not allowed": "pending CEL/template: ai/llm `variables` "
-    "beyond the ones tollgate translates are inputs of KrakenD's body templates (issue 13 item 12, "
-    "branch krakend-policy)",
+    ".variables: Additional properties are not allowed": "(c) ai/llm `variables` beyond the ones "
+    "tollgate translates only feed KrakenD's ai/llm input/output templates; tollgate translates "
+    "each provider natively and refuses those templates, so such variables are refused, not ignored",
+    "needs auth/validator on this endpoint": "a CEL check reading JWT on an endpoint without "
+    "auth/validator: KrakenD skips such a check (fail open); tollgate refuses it",
+    "unknown variable 'CONDITION1'": "(x) the page's placeholder expression (CONDITION1 && "
+    "CONDITION2): not a CEL program",
+    "has() takes one field selection": "(c) CEL has() on an index expression: outside the CEL "
+    "subset tollgate evaluates; refused naming the offset",
+    "a tool's workflow must have exactly one backend": "(c) an MCP tool whose workflow merges "
+    "several backends: KrakenD's merging is not supported by tollgate",
+    "workflow.backend[0].host: is required": "(c) an MCP tool's workflow backend without `host`: "
+    "tollgate requires each backend's host",
+    "is not a server of the service-level ai/mcp": "(x) a fragment: the endpoint names an MCP "
+    "server declared in a part of the page left out",
     "does not resolve": "the Redis host of the page's docker compose (redis:6379) does not resolve "
     "on this machine: the fleet limits need their Redis when the configuration is checked",
     "No such file or directory": "(x) the body template the page names is not published with it "
