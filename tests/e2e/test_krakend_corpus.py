@@ -74,7 +74,23 @@ def pointed_at(doc: dict, url: str) -> dict:
         for b in ep.get("backend", []):
             if "host" in b or "host" not in doc:
                 b["host"] = [url]
+            # A body generator's template file, named relative to the document.
+            for ns in ("modifier/request-body-generator", "modifier/body-generator",
+                       "modifier/response-body-generator"):
+                gen = b.get("extra_config", {}).get(ns, {})
+                if "path" in gen:
+                    gen["path"] = str(CORPUS / gen["path"])
     return doc
+
+
+CEL = ("security/policies", "validation/cel")
+
+
+def gated(ep: dict) -> bool:
+    """Whether CEL decides the endpoint's requests (its policies, or a policy conditional)."""
+    places = [ep.get("extra_config", {})] + [b.get("extra_config", {}) for b in ep.get("backend", [])]
+    return any(ns in x for x in places for ns in CEL) or any(
+        x.get("backend/conditional", {}).get("strategy") == "policy" for x in places)
 
 
 def instance(schema: dict):
@@ -105,7 +121,9 @@ def request_for(doc: dict, ep: dict):
         return "POST", path, CHAT, headers
     method = ep.get("method", "GET")
     schema = ep.get("extra_config", {}).get("validation/json-schema")
-    body = instance(schema) if schema else ({} if method in ("POST", "PUT", "PATCH") else None)
+    # (a `message`: what KrakenD's body-template examples read)
+    body = instance(schema) if schema else ({"message": "call 555 0100 1234"}
+                                            if method in ("POST", "PUT", "PATCH") else None)
     return method, path, body, headers
 
 
@@ -121,6 +139,19 @@ def test_answers_through_envoy(name, fresh_mock):
             assert r.status_code == 404, r.text[:300]
             return
         ep = doc["endpoints"][0]
+        if "ai/mcp" in ep.get("extra_config", {}):
+            # The gateway is the MCP server: it answers initialize itself.
+            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "corpus", "version": "1"}}}
+            r = httpx.post(gw.url + ep["endpoint"], json=init, timeout=10,
+                           headers={"Accept": "application/json, text/event-stream"})
+            assert r.status_code == 200, r.text[:300]
+            text = r.text
+            if r.headers.get("content-type", "").startswith("text/event-stream"):
+                text = next(l[5:] for l in text.splitlines() if l.startswith("data:"))
+            assert json.loads(text)["result"]["serverInfo"]["name"], r.text[:300]
+            return
         method, path, body, headers = request_for(doc, ep)
         r = httpx.request(method, gw.url + path, json=body, headers=headers, timeout=10)
     finally:
@@ -129,6 +160,11 @@ def test_answers_through_envoy(name, fresh_mock):
     if "auth/validator" in ep.get("extra_config", {}):
         # A JWT from the page's identity provider: without one, the gateway's 401.
         assert (r.status_code, seen) == (401, []), r.text[:300]
+        return
+    if gated(ep) and not seen:
+        # The page's CEL policy refuses this generic request: the gateway answers, and nothing
+        # reaches the backend (a policy that fails closed).
+        assert r.status_code in (403, 404), r.text[:300]
         return
     assert seen, f"{method} {path}: no request reached the backend; answer {r.status_code} {r.text[:300]}"
     if body is CHAT:
