@@ -409,9 +409,6 @@ fn endpoint(
         Some(_) => None,
         None => front_door(&o, &backends, &pattern, &method)?,
     };
-    if api.is_some() {
-        llm_encoding(&mut o)?;
-    }
     crate::governance::check_llm_only(&parts.governance, api.is_some(), &o.at("extra_config"))?;
     o.finish(IGNORED_ENDPOINT)?;
     let kind = EndpointKind::of(pattern.as_str());
@@ -480,19 +477,6 @@ fn front_door(
         ));
     }
     Ok(api)
-}
-
-/// An `ai/llm` endpoint's `output_encoding`: KrakenD 3.0 streams its AI contract with
-/// `streaming` (and `sse`, `ndjson`, `eventstream`) in a format whose events KrakenD does
-/// not publish; refused rather than answered whole.
-fn llm_encoding(o: &mut Obj<'_>) -> Result<()> {
-    match o.opt_str("output_encoding")? {
-        Some(e @ ("streaming" | "sse" | "ndjson" | "eventstream")) => Err(ConfigError::new(
-            o.at("output_encoding"),
-            format!("\"{e}\" (KrakenD 3.0 LLM streaming) is not supported by tollgate: KrakenD's AI contract answers whole; OpenAI's and Anthropic's front doors stream with \"stream\": true"),
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// What a backend needs of its endpoint.
@@ -688,11 +672,27 @@ fn fixed_bodies(
 }
 
 /// The endpoint's `output_encoding`; true for `no-op`. An encoding that would reshape the
-/// backend's JSON (wrap it in `collection`, turn it into XML) is refused.
+/// backend's JSON (wrap it in `collection`, turn it into XML) is refused, and so are KrakenD
+/// 3.0's stream encodings. `streaming` is the pseudo-encoding of the `ai/llm` stream
+/// (https://www.krakend.io/docs/enterprise/ai-gateway/llm-streaming/), whose answer is not
+/// KrakenD's AI contract but a vendor's wire format (the backend vendor's own, or the one
+/// `ai/llm.format` names, "anthropic" | "openai"); the published page stops before the
+/// streamed events, the final usage and the errors mid-stream, and "openai" does not say which
+/// of OpenAI's stream formats (Chat Completions chunks or Responses events), so tollgate
+/// refuses it rather than invent one. `sse`, `ndjson` and `eventstream` parse a stream message
+/// by message for KrakenD's stream manipulation components, which tollgate does not run.
 fn output_encoding(o: &mut Obj<'_>) -> Result<bool> {
     match o.opt_str("output_encoding")? {
         None => Ok(false),
         Some(e) if OUTPUT_ENCODINGS.contains(&e) => Ok(e == "no-op"),
+        Some("streaming") => Err(ConfigError::new(
+            o.at("output_encoding"),
+            "\"streaming\" (KrakenD 3.0 LLM streaming) is not supported by tollgate: KrakenD streams a vendor's wire format (the backend's own, or the one ai/llm \"format\" names), not its AI contract, and its page does not publish the streamed events, the final usage or the errors mid-stream; stream through the OpenAI or Anthropic front door with \"stream\": true",
+        )),
+        Some(e @ ("sse" | "ndjson" | "eventstream")) => Err(ConfigError::new(
+            o.at("output_encoding"),
+            format!("\"{e}\" (KrakenD 3.0 stream manipulation) is not supported by tollgate: use no-op to pass a stream as is; an ai/llm endpoint streams through the OpenAI or Anthropic front door with \"stream\": true (KrakenD does not publish its LLM stream's events)"),
+        )),
         Some(e) => Err(ConfigError::new(
             o.at("output_encoding"),
             format!("\"{e}\" is not supported by tollgate (the backend's JSON is passed as is: use json or no-op)"),

@@ -212,13 +212,21 @@ pub fn url_model(provider: Provider, url_pattern: &str) -> Option<String> {
 }
 
 /// Compiles the value of `ai/llm`. `host` is the backend's first host (Bedrock region).
+/// KrakenD 3.0's `ai/llm.format` ("anthropic" | "openai") names the wire format of a
+/// streamed answer (endpoint `output_encoding: "streaming"`), which tollgate does not serve
+/// (see `output_encoding` in `config/compile.rs`); ignoring it would answer in another shape.
+const FORMAT_REFUSED: &str = "\"format\" (KrakenD 3.0) picks the wire format of a streamed ai/llm answer (output_encoding \"streaming\"), which tollgate does not serve: KrakenD's page does not publish the streamed events, the final usage or the errors mid-stream; stream through the OpenAI or Anthropic front door with \"stream\": true";
+
 pub fn compile(
     v: &Value,
     path: &str,
     host: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LlmBackend> {
-    let o = Obj::new(v, path)?;
+    let mut o = Obj::new(v, path)?;
+    if o.get("format").is_some() {
+        return Err(ConfigError::new(format!("{path}.format"), FORMAT_REFUSED));
+    }
     let names: Vec<&str> = PROVIDERS.iter().map(|p| p.0).collect();
     let mut found = o.unread().filter(|(k, _)| !reader::is_meta_key(k));
     let (key, body) = found.next().ok_or_else(|| {
@@ -514,6 +522,25 @@ mod tests {
         );
         assert_eq!(flat.model.as_deref(), Some("gpt-4o"));
         assert!(!format!("{nested:?}").contains("sk-1"));
+    }
+
+    /// KrakenD 3.0's stream-format sibling is refused by its own name (it was read as a
+    /// second provider: "unknown provider \"format\"" or "one provider per backend").
+    #[test]
+    fn krakend_stream_format_is_refused_by_name() {
+        for doc in [
+            json!({"format": "anthropic", "anthropic": {"v1": {"credentials": "k"}}}),
+            json!({"openai": {"v1": {"credentials": "k"}}, "format": "openai"}),
+            json!({"format": "openai"}),
+        ] {
+            let err = compile_err(doc);
+            assert!(
+                err.starts_with("$.llm.format: ")
+                    && err.contains("streamed ai/llm answer")
+                    && err.contains("\"stream\": true"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

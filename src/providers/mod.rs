@@ -278,7 +278,9 @@ impl FrontDoor {
     }
 
     /// KrakenD's contract never asks for a stream ([`krakend`]): its calls are never
-    /// encoded as one, and it shares OpenAI's encoder only to keep this total.
+    /// encoded as one, and it shares OpenAI's encoder only to keep this total. (KrakenD 3.0
+    /// streams a vendor's format, not its contract, with events it does not publish: its
+    /// `output_encoding: "streaming"` and `ai/llm.format` are refused at configuration.)
     pub fn stream_encoder(self, model: &str, include_usage: bool, now_unix: u64) -> FrontEncoder {
         match self {
             FrontDoor::OpenAi | FrontDoor::KrakenD => {

@@ -9,12 +9,14 @@ their hosts pointed at the mock provider.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import httpx
 import openai
 import pytest
 
-from harness import REPO, Envoy, header
+from harness import REPO, TOLLGATE, Envoy, header
 from llm_config import BY_ALIAS, CLIENT_KEY, PROVIDER_KEYS, PROVIDERS, backend
 
 CORPUS = REPO / "tests/krakend_corpus"
@@ -144,3 +146,41 @@ def test_errors(gw, fresh_mock):
     r = httpx.post(gw.url + "/krakend/claude", json=ASK, headers={"x-mock-status": "429"}, timeout=20)
     assert r.status_code == 429, r.text
     assert r.json()["error"]["message"]
+
+
+# KrakenD 3.0's LLM stream (https://www.krakend.io/docs/enterprise/ai-gateway/llm-streaming/):
+# endpoint `output_encoding: "streaming"`, optionally `ai/llm.format` ("anthropic" | "openai").
+# Its answer is a vendor's wire format, not the contract above, and the page publishes no event
+# list, final usage or mid-stream errors: tollgate refuses both settings, saying why, rather
+# than stream an invented format (docs/providers.md, "KrakenD's AI contract").
+STREAM_SETTINGS = {
+    "output_encoding": (
+        lambda ep, llm: ep.update(output_encoding="streaming"),
+        "$.endpoints[0].output_encoding: \"streaming\" (KrakenD 3.0 LLM streaming) is not supported by tollgate",
+        "does not publish the streamed events"),
+    "format": (
+        lambda ep, llm: llm.update(format="anthropic"),
+        "$.endpoints[0].backend[0].extra_config.ai/llm.format: \"format\" (KrakenD 3.0) picks the wire format",
+        "does not publish the streamed events"),
+}
+
+
+@pytest.mark.parametrize("setting", sorted(STREAM_SETTINGS))
+@pytest.mark.parametrize("alias", ["openai", "claude"])
+def test_llm_streaming_is_refused_saying_why(mock, tmp_path, alias, setting):
+    mutate, where, why = STREAM_SETTINGS[setting]
+    ep = {"endpoint": "/krakend/stream", "method": "POST", "backend": [backend(mock.url, BY_ALIAS[alias])]}
+    mutate(ep, ep["backend"][0]["extra_config"]["ai/llm"])
+    doc = {"version": 3, "endpoints": [ep]}
+    (tmp_path / "krakend.json").write_text(json.dumps(doc))
+    for cmd in ("check", "envoy"):
+        out = subprocess.run([str(TOLLGATE), cmd, str(tmp_path / "krakend.json")],
+                             capture_output=True, text=True, env={**os.environ, **PROVIDER_KEYS})
+        assert out.returncode == 1, (cmd, out.stdout)
+        assert where in out.stderr and why in out.stderr, (cmd, out.stderr)
+    e = Envoy(config(mock.url), env=PROVIDER_KEYS, plugin_config=json.dumps(doc, indent=2))
+    try:
+        assert e.wait_exit(30) != 0
+        assert "tollgate: configuration rejected: " + where in e.log()
+    finally:
+        e.stop()
