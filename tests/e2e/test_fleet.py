@@ -280,7 +280,7 @@ def spend(envoys: list[Envoy], quota: str, tenant: str) -> httpx.Response:
     for i in range(100):
         r = call(envoys[i % len(envoys)], quota, tenant, text=WORDS, chunks=4)
         if r.status_code == 429:
-            time.sleep(0.5)
+            time.sleep(1.0)
             r = call(envoys[i % len(envoys)], quota, tenant, text=WORDS, chunks=4)
             if r.status_code == 429:
                 return r
