@@ -426,8 +426,8 @@ fn envoy_filter(doc: &Value, keys: &[String], (label, value): (&str, &str), o: &
     })
 }
 
-/// The name of the Istio ECDS resource (and HTTP filter): namespace-qualified, as Istio
-/// advises for EnvoyFilter extension configs (they are not namespaced in Envoy).
+/// The name of the Istio ECDS resource (and HTTP filter): namespace-qualified, as istiod names
+/// a WasmPlugin's (extension config names are not namespaced in Envoy).
 pub fn ecds_name(o: &Options) -> String {
     format!("{}.tollgate", o.namespace)
 }

@@ -383,6 +383,16 @@ def json_path_pointers(doc, expr: str) -> list[str]:
     return found
 
 
+def test_json_path_emulation_agrees_with_envoy_gateways_vectors():
+    """json_path_pointers against Envoy Gateway's own cases for ConvertPathToPointers
+    (internal/utils/jsonpatch/jsonpathtopointer_test.go, case2Nested, TestCase-05/-06/-09)."""
+    doc = {"a": "b", "v": [{"x": "test1", "y": "hello"}, {"x": "test2", "y": "world"}],
+           "f": {"w": "hi", "q": "welcome", "y": "ciao"}, "y": "c"}
+    assert json_path_pointers(doc, "$..v[?(@.x=='test1')].y") == ["/v/0/y"]
+    assert json_path_pointers(doc, "$..v[?(@.x=='test2')].y") == ["/v/1/y"]
+    assert json_path_pointers(doc, "$..v[?(@.x=='UNKNOWN')].y") == []
+
+
 def apply_patch_policy(listener: dict, policy: dict):
     """EnvoyPatchPolicy's JSON patches on a listener as Envoy Gateway applies them (jsonpatch.go:
     the resource as protojson with proto names, the JSONPath's pointers + `path`, op add)."""
@@ -405,8 +415,9 @@ def envoy_gateway_filter(path: Path, patched: bool):
     """The listener Envoy Gateway builds for the EnvoyExtensionPolicy (internal/xds/translator/
     wasm.go: the Wasm filter inline in the HCM, named `envoy.filters.http.wasm/<policy IR
     name>`, disabled and enabled per route; the policy's wasm `name` as the plugin name; its
-    code served by Envoy Gateway's Wasm HTTP server, here a local file), named as the
-    listener name scheme without XDSNameSchemeV2 has it, then the EnvoyPatchPolicy."""
+    code served by Envoy Gateway's Wasm HTTP server, here a local file), in the listener's
+    default filter chain (listener.go: plain HTTP), the listener named as Envoy Gateway names
+    it without XDSNameSchemeV2; then the EnvoyPatchPolicy."""
     _, docs = k8s(path, "envoy-gateway")
     eep = next(d for d in docs if d["kind"] == "EnvoyExtensionPolicy")
     policy = next(d for d in docs if d["kind"] == "EnvoyPatchPolicy")
@@ -422,6 +433,8 @@ def envoy_gateway_filter(path: Path, patched: bool):
 
     def place(listener, filters, routes):
         listener["name"] = "tollgate/tollgate/http"
+        (chain,) = listener.pop("filter_chains")
+        listener["default_filter_chain"] = chain | {"name": "tollgate/tollgate/http"}
         insert_before_router(filters, wasm)
         for r in routes:
             r["typed_per_filter_config"] = {name: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}}
