@@ -164,6 +164,14 @@ fn metadata(name: &str, o: &Options) -> Value {
     json!({"name": name, "namespace": o.namespace, "labels": {"app.kubernetes.io/part-of": "tollgate"}})
 }
 
+/// What the control plane must allow for the manifests (a line of the output's header).
+pub fn requirements(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::EnvoyGateway => "Envoy Gateway with extensionApis.enableBackend and enableEnvoyPatchPolicy (the patch lets the filter hold the headers until it has read the body).",
+        Flavor::Istio => "A gateway Envoy of 1.35 or later; istio-agent pulls the image without a pull secret (an EnvoyFilter names none).",
+    }
+}
+
 /// The manifests, in the order to apply them.
 pub fn manifests(gw: &Gateway, doc: &Value, o: &Options) -> Result<Vec<Value>, String> {
     if let Some(i) = gw.endpoints.iter().position(|e| e.security.jwt.is_some()) {
