@@ -239,13 +239,20 @@ def with_filter(bootstrap: str, place) -> str:
     return yaml.safe_dump(b)
 
 
-def insert_before_router(filters: list, f: dict):
-    """EnvoyFilter INSERT_BEFORE with a subFilter match on the router (listener_patch.go)."""
-    (i,) = [i for i, x in enumerate(filters) if x["name"] == "envoy.filters.http.router"]
+ROUTER_MATCH = {"name": "envoy.filters.network.http_connection_manager",
+                "subFilter": {"name": "envoy.filters.http.router"}}
+
+
+def insert_before(listener: dict, filters: list, f: dict, match: dict = ROUTER_MATCH):
+    """EnvoyFilter INSERT_BEFORE with a filter + subFilter match (listener_patch.go); tollgate's
+    listener names its HCM and router as Istio's and Envoy Gateway's do."""
+    chain = listener.get("default_filter_chain") or listener["filter_chains"][0]
+    assert [f["name"] for f in chain["filters"]] == [match["name"]]
+    (i,) = [i for i, x in enumerate(filters) if x["name"] == match["subFilter"]["name"]]
     filters.insert(i, f)
 
 
-def istio_filter(tmp_path, ext: dict, http: dict):
+def istio_filter(tmp_path, ext: dict, http: dict, match: dict = ROUTER_MATCH):
     """What the gateway's Envoy runs for an EXTENSION_CONFIG + HTTP_FILTER pair: istio-agent
     has replaced the module's remote code by the downloaded file (pkg/wasm/convert.go
     rewriteVMConfig); the ECDS resource comes from a file here instead of istiod's ADS."""
@@ -260,14 +267,15 @@ def istio_filter(tmp_path, ext: dict, http: dict):
     source = http["config_discovery"]["config_source"]
     assert source.pop("ads") == {}
     source["path_config_source"] = {"path": str(ecds)}
-    return lambda _listener, filters, _routes: insert_before_router(filters, http)
+    return lambda listener, filters, _routes: insert_before(listener, filters, http, match)
 
 
-def istio_patches(path: Path) -> tuple[dict, dict]:
+def istio_patches(path: Path) -> tuple[dict, dict, dict]:
+    """The EnvoyFilter's extension config, HTTP filter, and where that filter goes."""
     _, docs = k8s(path, "istio")
     (ef,) = [d for d in docs if d["kind"] == "EnvoyFilter"]
     ext, http = ef["spec"]["configPatches"]
-    return ext["patch"]["value"], http["patch"]["value"]
+    return ext["patch"]["value"], http["patch"]["value"], http["match"]["listener"]["filterChain"]["filter"]
 
 
 def wasm_plugin_filter(tmp_path, cfg: dict):
@@ -323,8 +331,8 @@ def hangs(e):
 def test_istio_envoy_filter_answers_llm_requests(mock, tmp_path):
     """The EnvoyFilter's two patches, as Envoy gets them, answer and route by model."""
     cfg, path = mock_k8s_config(mock, tmp_path)
-    ext, http = istio_patches(path)
-    run_with(cfg, istio_filter(tmp_path, ext, http), answers_and_routes_by_model(mock))
+    ext, http, match = istio_patches(path)
+    run_with(cfg, istio_filter(tmp_path, ext, http, match), answers_and_routes_by_model(mock))
 
 
 def test_istio_wasm_plugin_hangs_llm_requests(mock, tmp_path):
@@ -340,7 +348,7 @@ def test_istio_module_that_cannot_be_fetched_denies(mock, tmp_path):
     same name (convert.go, failure policy not FAIL_OPEN); the HTTP filter's type_urls accept
     it, so the gateway answers 403 instead of running without the filter."""
     cfg, path = mock_k8s_config(mock, tmp_path)
-    ext, http = istio_patches(path)
+    ext, http, match = istio_patches(path)
     assert ext["typed_config"]["config"]["failure_policy"] != "FAIL_OPEN"
     deny = {"name": ext["name"], "typed_config": {"@type": RBAC_TYPE, "rules": {},
                                                   "rules_stat_prefix": "wasm-default-deny"}}
@@ -349,7 +357,7 @@ def test_istio_module_that_cannot_be_fetched_denies(mock, tmp_path):
         mock.clear()
         assert ask(e, "claude").status_code == 403
         assert mock.requests() == []
-    run_with(cfg, istio_filter(tmp_path, deny, http), check)
+    run_with(cfg, istio_filter(tmp_path, deny, http, match), check)
 
 
 def json_path_pointers(doc, expr: str) -> list[str]:
@@ -435,7 +443,7 @@ def envoy_gateway_filter(path: Path, patched: bool):
         listener["name"] = "tollgate/tollgate/http"
         (chain,) = listener.pop("filter_chains")
         listener["default_filter_chain"] = chain | {"name": "tollgate/tollgate/http"}
-        insert_before_router(filters, wasm)
+        insert_before(listener, filters, wasm)
         for r in routes:
             r["typed_per_filter_config"] = {name: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}}
         if patched:
