@@ -509,6 +509,36 @@ mod tests {
     }
 
     #[test]
+    fn istio_loads_the_filter_by_ecds_holding_the_headers() {
+        let text = r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["https://x.example.com"], "url_pattern": "/"}]}]}"#;
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+        let o = Options {
+            flavor: Flavor::Istio,
+            namespace: "ai".into(),
+            ..Options::default()
+        };
+        let docs = manifests(&gw, &doc, &o).unwrap();
+        assert!(docs.iter().all(|d| d["kind"] != "WasmPlugin"));
+        let ef = docs.iter().find(|d| d["kind"] == "EnvoyFilter").unwrap();
+        let (ext, http) = (
+            &ef["spec"]["configPatches"][0],
+            &ef["spec"]["configPatches"][1],
+        );
+        assert_eq!(ext["patch"]["value"]["name"], "ai.tollgate");
+        assert_eq!(http["patch"]["value"]["name"], "ai.tollgate");
+        let config = &ext["patch"]["value"]["typed_config"]["config"];
+        assert_eq!(config["allow_on_headers_stop_iteration"], true);
+        assert_eq!(
+            config["vm_config"]["code"]["remote"]["http_uri"]["uri"],
+            format!("oci://{}", o.image)
+        );
+        let plugin: Value =
+            serde_json::from_str(config["configuration"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(plugin, doc);
+    }
+
+    #[test]
     fn jwt_configs_are_refused() {
         let text = r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["https://x.example.com"], "url_pattern": "/"}],
             "extra_config": {"auth/validator": {"alg": "RS256", "jwk_local_path": "/j.json"}}}]}"#;
