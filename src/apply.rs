@@ -345,6 +345,7 @@ fn plan(dir: &Path, text: &str, doc: &Value) -> Result<(Plan, Running, Options),
     envoy::check_limits(&gw, &o).map_err(|e| {
         format!("refused, nothing applied: {e} (the running Envoy was started without it: restart with a new bootstrap)")
     })?;
+    envoy::check_payload_keys(&gw).map_err(|e| format!("refused, nothing applied: {e}"))?;
     let unknown = unknown_env_refs(doc, &run.env_keys);
     if !unknown.is_empty() {
         return Err(format!(

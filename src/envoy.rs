@@ -346,6 +346,24 @@ pub fn check_limits(gw: &Gateway, o: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// The bootstrap's `jwt_authn` stores each payload under its own provider's name: a
+/// `payload_in_metadata` key written by `tollgate k8s` for a control plane would have the
+/// filter read a payload nobody stores (every request refused 401), so it is refused here.
+pub fn check_payload_keys(gw: &Gateway) -> Result<(), String> {
+    if let Some(i) = gw.endpoints.iter().position(|e| {
+        e.security
+            .jwt
+            .as_ref()
+            .is_some_and(|j| j.payload_key.is_some())
+    }) {
+        return Err(format!(
+            "$.endpoints[{i}].extra_config.auth/validator.{}: set by tollgate k8s for a control plane's jwt_authn; tollgate envoy names its own providers: remove it",
+            crate::security::claims::PAYLOAD_KEY_FIELD
+        ));
+    }
+    Ok(())
+}
+
 /// The name of the tollgate HTTP filter (and of its ECDS resource).
 pub const FILTER_NAME: &str = "tollgate";
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
@@ -1305,6 +1323,38 @@ mod tests {
         );
         assert_eq!(wasm["failure_policy"], "FAIL_RELOAD");
         assert_eq!(wasm["configuration"]["value"], text);
+    }
+
+    /// A payload key written by `tollgate k8s` names a control plane's metadata key: the
+    /// bootstrap's providers store under their own names, so it is refused here.
+    #[test]
+    fn a_control_planes_payload_key_is_refused() {
+        let doc = |key: Option<&str>| -> Value {
+            let mut v = json!({"jwk_local_path": "/j.json"});
+            if let Some(k) = key {
+                v["tollgate_payload_in_metadata"] = json!(k);
+            }
+            json!({"version": 3, "endpoints": [{"endpoint": "/a",
+                "backend": [{"host": ["http://127.0.0.1:8081"], "url_pattern": "/"}],
+                "extra_config": {"auth/validator": v}}]})
+        };
+        let gw = Gateway::from_value(&doc(None), &|_| None).unwrap();
+        assert!(check_payload_keys(&gw).is_ok());
+        let gw = Gateway::from_value(&doc(Some("payload")), &|_| None).unwrap();
+        let rule = gw.endpoints[0].security.jwt.as_ref().unwrap();
+        assert_eq!(rule.payload_key(0), "payload");
+        let e = check_payload_keys(&gw).unwrap_err();
+        assert!(
+            e.starts_with("$.endpoints[0].extra_config.auth/validator.tollgate_payload_in_metadata: set by tollgate k8s"),
+            "{e}"
+        );
+        let e = Gateway::from_value(&doc(Some("")), &|_| None).unwrap_err();
+        assert!(
+            e.path
+                .ends_with("auth/validator.tollgate_payload_in_metadata")
+                && e.message.contains("must not be empty"),
+            "{e:?}"
+        );
     }
 
     /// Budgets in Redis: every bootstrap variant has the limits service's HTTP/2 cluster, and

@@ -16,12 +16,15 @@
 //! `EnvoyProxy` container env `secretKeyRef`; Istio: the gateway Deployment, see
 //! docs/operations.md). No secret value is ever written here.
 //!
-//! Refused (fail closed): `auth/validator` (the bootstrap's `jwt_authn` has no counterpart
-//! here yet; a config that expects verified claims would run without them).
+//! JWT (`auth/validator`): the control plane's own JWT resources verify the tokens, and the
+//! filter reads the verified claims where that control plane's `jwt_authn` puts them
+//! ([`jwt`]).
 
 use crate::config::{env, Gateway};
 use crate::routing::{HostUrl, Scheme, CLUSTER_HEADER};
 use serde_json::{json, Value};
+
+mod jwt;
 
 /// Which control plane loads the filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,17 +177,28 @@ pub fn requirements(flavor: Flavor) -> &'static str {
 
 /// The manifests, in the order to apply them.
 pub fn manifests(gw: &Gateway, doc: &Value, o: &Options) -> Result<Vec<Value>, String> {
-    if let Some(i) = gw.endpoints.iter().position(|e| e.security.jwt.is_some()) {
-        return Err(format!(
-            "$.endpoints[{i}].extra_config.auth/validator: not supported by tollgate k8s (the control plane's JWT validation is not wired to tollgate's claims yet); refused"
-        ));
-    }
+    manifests_reading(gw, doc, o, &|p| {
+        std::fs::read_to_string(p).map_err(|e| e.to_string())
+    })
+}
+
+/// [`manifests`], with `read` reading a `jwk_local_path` (inlined in the manifests).
+pub fn manifests_reading(
+    gw: &Gateway,
+    doc: &Value,
+    o: &Options,
+    read: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Vec<Value>, String> {
+    let (doc, jwt) = jwt::plan(gw, doc, o, read)?;
+    let doc = &doc;
     let keys = env::referenced(doc);
     let clusters = gw.clusters();
-    Ok(match o.flavor {
+    let mut out = match o.flavor {
         Flavor::EnvoyGateway => envoy_gateway(doc, &keys, &clusters, o),
         Flavor::Istio => istio(doc, &keys, &clusters, o),
-    })
+    };
+    out.extend(jwt);
+    Ok(out)
 }
 
 /// The routing header match of one tollgate cluster.
@@ -536,18 +550,5 @@ mod tests {
         let plugin: Value =
             serde_json::from_str(config["configuration"]["value"].as_str().unwrap()).unwrap();
         assert_eq!(plugin, doc);
-    }
-
-    #[test]
-    fn jwt_configs_are_refused() {
-        let text = r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["https://x.example.com"], "url_pattern": "/"}],
-            "extra_config": {"auth/validator": {"alg": "RS256", "jwk_local_path": "/j.json"}}}]}"#;
-        let doc: Value = serde_json::from_str(text).unwrap();
-        let gw = Gateway::from_value(&doc, &|_| None).unwrap();
-        let e = manifests(&gw, &doc, &Options::default()).unwrap_err();
-        assert!(
-            e.starts_with("$.endpoints[0].extra_config.auth/validator"),
-            "{e}"
-        );
     }
 }

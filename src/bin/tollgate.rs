@@ -118,6 +118,7 @@ fn emit_envoy(args: &[String]) -> Result<(), String> {
     let rest = args.get(1..).unwrap_or_default();
     let o = Options::from_args(&doc, rest)?;
     envoy::check_limits(&gw, &o).map_err(|e| format!("{path}: {e}"))?;
+    envoy::check_payload_keys(&gw).map_err(|e| format!("{path}: {e}"))?;
     let bootstrap = if o.dynamic.is_some() {
         apply::init_dynamic(&gw, &doc, &text, rest, &o)?
     } else {

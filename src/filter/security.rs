@@ -58,7 +58,7 @@ pub fn authenticate<H: Host>(
         // dynamic metadata (never from a header: a client can write those).
         let payload = h
             .property(&["metadata"])
-            .and_then(|m| metadata::jwt_payload(&m, &claims::provider_name(index)));
+            .and_then(|m| metadata::jwt_payload(&m, &rule.payload_key(index)));
         match rule.check(payload.as_ref()) {
             Ok(roles) => auth.roles.extend(roles),
             Err(e) => return Err(e.refusal()),

@@ -43,7 +43,15 @@ pub struct ClaimsRule {
     /// `propagate_claims`: (claim, header) pairs; tollgate writes the headers from the
     /// verified payload.
     pub propagate_claims: Vec<(String, String)>,
+    /// Where a control plane's `jwt_authn` stores the verified payload (its
+    /// `payload_in_metadata` key), written by `tollgate k8s` as [`PAYLOAD_KEY_FIELD`]; None:
+    /// tollgate's own bootstrap, [`provider_name`].
+    pub payload_key: Option<String>,
 }
+
+/// The `auth/validator` field `tollgate k8s` adds for the control plane's `payload_in_metadata`
+/// key (Envoy Gateway: the SecurityPolicy provider's name; Istio: `payload`).
+pub const PAYLOAD_KEY_FIELD: &str = "tollgate_payload_in_metadata";
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +86,15 @@ impl ClaimsError {
 }
 
 impl ClaimsRule {
+    /// The `jwt_authn` metadata key of endpoint `index`'s verified payload: always in the
+    /// `envoy.filters.http.jwt_authn` namespace of the dynamic metadata, which only
+    /// `jwt_authn` writes.
+    pub fn payload_key(&self, index: usize) -> String {
+        self.payload_key
+            .clone()
+            .unwrap_or_else(|| provider_name(index))
+    }
+
     /// Checks the verified payload of this endpoint's provider; returns the caller's roles.
     pub fn check(&self, claims: Option<&Value>) -> Result<Vec<String>, ClaimsError> {
         let claims = claims

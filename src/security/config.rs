@@ -347,7 +347,16 @@ pub fn validator(v: &Value, path: &str) -> Result<ClaimsRule> {
         jwk_local_path: o.opt_str("jwk_local_path")?.map(str::to_string),
         jwk_url: o.opt_str("jwk_url")?.map(str::to_string),
         propagate_claims,
+        payload_key: o
+            .opt_str(crate::security::claims::PAYLOAD_KEY_FIELD)?
+            .map(str::to_string),
     };
+    if rule.payload_key.as_deref() == Some("") {
+        return Err(ConfigError::new(
+            o.at(crate::security::claims::PAYLOAD_KEY_FIELD),
+            "must not be empty",
+        ));
+    }
     if let Some(url) = &rule.jwk_url {
         jwks_host(url).map_err(|m| ConfigError::new(o.at("jwk_url"), m))?;
     }
