@@ -4,6 +4,7 @@ CRDs' published OpenAPI schemas, `make oci`'s image layout, the Dockerfile and c
 the Grafana dashboard and Prometheus configuration."""
 from __future__ import annotations
 
+import base64
 import copy
 import gzip
 import hashlib
@@ -22,6 +23,7 @@ import pytest
 import yaml
 
 from harness import REPO, TOLLGATE, WASM, Envoy
+from mcp_world import Issuer
 
 CRDS = REPO / "tests/fixtures/crds"
 K8S_CONFIGS = [REPO / "deploy/k8s/krakend.json", REPO / "envoy/krakend.json"]
@@ -152,12 +154,22 @@ def test_k8s_manifests_carry_no_secret_and_refuse_what_they_cannot_enforce(tmp_p
     out = subprocess.run([str(TOLLGATE), "k8s", str(K8S_CONFIGS[0]), "--flavor", "istio"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "must-not-leak" not in out.stdout
+    # JWT: API keys read from Authorization beside it (the control plane's jwt_authn covers
+    # every endpoint and refuses what is not a token), and a JWKS file that cannot be read.
     jwt = json.loads(K8S_CONFIGS[0].read_text())
-    jwt["endpoints"][0]["extra_config"]["auth/validator"] = {"alg": "RS256", "jwk_local_path": "/j.json"}
+    jwt["endpoints"][1]["extra_config"]["auth/validator"] = {"alg": "RS256", "jwk_local_path": "/nonexistent/j.json", "issuer": "i"}
     (tmp_path / "jwt.json").write_text(json.dumps(jwt))
-    out = subprocess.run([str(TOLLGATE), "k8s", str(tmp_path / "jwt.json"), "--flavor", "envoy-gateway"],
+    for flavor in ("envoy-gateway", "istio"):
+        out = subprocess.run([str(TOLLGATE), "k8s", str(tmp_path / "jwt.json"), "--flavor", flavor],
+                             capture_output=True, text=True)
+        assert out.returncode == 1 and "$.endpoints[0].extra_config.auth/api-keys: read from Authorization" in out.stderr
+    jwt.pop("extra_config")
+    for e in jwt["endpoints"]:
+        e["extra_config"].pop("auth/api-keys", None)
+    (tmp_path / "jwt.json").write_text(json.dumps(jwt))
+    out = subprocess.run([str(TOLLGATE), "k8s", str(tmp_path / "jwt.json"), "--flavor", "istio"],
                          capture_output=True, text=True)
-    assert out.returncode == 1 and "$.endpoints[0].extra_config.auth/validator" in out.stderr
+    assert out.returncode == 1 and "$.endpoints[1].extra_config.auth/validator.jwk_local_path: /nonexistent/j.json" in out.stderr
     # An invalid config is refused with its path, as by `tollgate check`.
     bad = json.loads(K8S_CONFIGS[0].read_text())
     bad["endpoints"][0]["method"] = "FETCH"
@@ -190,6 +202,50 @@ def test_a_wrong_manifest_fails_the_schema_check():
             validate(d)
 
 
+def test_jwt_manifests_validate_and_a_wrong_one_fails(tmp_path, issuers):
+    """The JWT resources against their CRD schemas, the CEL rules that concern them checked by
+    hand, and a misspelt or mistyped field failing."""
+    cfg = json.loads(K8S_CONFIGS[0].read_text())
+    cfg.pop("extra_config")
+    for i, e in enumerate(cfg["endpoints"]):
+        e["extra_config"] = {"auth/validator": {"alg": "RS256", "jwk_local_path": str(issuers[i].jwks),
+                                                "issuer": f"https://idp{i}.example.com", "audience": ["llm"]}}
+    path = tmp_path / "jwt.json"
+    path.write_text(json.dumps(cfg))
+    _, docs = k8s(path, "envoy-gateway")
+    (sp,) = [d for d in docs if d["kind"] == "SecurityPolicy"]
+    validate(sp)
+    assert "targetRef" not in sp["spec"] and all(
+        r["group"] == "gateway.networking.k8s.io" and r["kind"] == "HTTPRoute" for r in sp["spec"]["targetRefs"])
+    for p in sp["spec"]["jwt"]["providers"]:
+        assert ("remoteJWKS" in p) != ("localJWKS" in p)
+        assert p["localJWKS"]["type"] == "Inline" and json.loads(p["localJWKS"]["inline"])["keys"]
+    for mutate in (lambda d: d["spec"]["jwt"]["providers"][0].update(remoteJwks={"uri": "https://x"}),
+                   lambda d: d["spec"]["jwt"]["providers"][0]["localJWKS"].update(type="File"),
+                   lambda d: d["spec"]["jwt"].update(optional="yes")):
+        d = copy.deepcopy(sp)
+        mutate(d)
+        with pytest.raises(AssertionError):
+            validate(d)
+    _, docs = k8s(path, "istio")
+    (ra,) = [d for d in docs if d["kind"] == "RequestAuthentication"]
+    (ap,) = [d for d in docs if d["kind"] == "AuthorizationPolicy"]
+    validate(ra)
+    validate(ap)
+    # CEL: one of selector / targetRefs; one of jwks / jwksUri.
+    for d in (ra, ap):
+        assert "targetRefs" not in d["spec"] and d["spec"]["selector"] == {"matchLabels": {"istio": "ingressgateway"}}
+    assert all(("jwks" in r) + ("jwksUri" in r) == 1 for r in ra["spec"]["jwtRules"])
+    assert [r["issuer"] for r in ra["spec"]["jwtRules"]] == ["https://idp0.example.com", "https://idp1.example.com"]
+    for d, mutate in ((ra, lambda d: d["spec"]["jwtRules"][0].update(jwksURI="https://x")),
+                      (ap, lambda d: d["spec"].update(action="REJECT")),
+                      (ap, lambda d: d["spec"]["rules"][0]["from"][0]["source"].update(notRequestPrincipal=["*"]))):
+        d = copy.deepcopy(d)
+        mutate(d)
+        with pytest.raises(AssertionError):
+            validate(d)
+
+
 @pytest.mark.parametrize("flavor", ["envoy-gateway", "istio"])
 def test_shipped_k8s_manifests_are_in_sync(flavor):
     text, _ = k8s("deploy/k8s/krakend.json", flavor)
@@ -206,6 +262,8 @@ def test_shipped_k8s_manifests_are_in_sync(flavor):
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 ECDS_TYPE = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+JWT_AUTHN = "envoy.filters.http.jwt_authn"
+JWT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 K8S_SECRETS = {"TEAM_API_KEY": "team-key-0123456789", "OPENAI_API_KEY": "sk-openai-test",
                "ANTHROPIC_API_KEY": "sk-ant-test"}
 
@@ -230,7 +288,8 @@ def with_filter(bootstrap: str, place) -> str:
     (chain,) = listener["filter_chains"]
     (hcm_filter,) = chain["filters"]
     hcm = hcm_filter["typed_config"]
-    filters = [f for f in hcm["http_filters"] if f["name"] != "tollgate"]
+    # tollgate's own jwt_authn goes too: under a control plane, the control plane's verifies.
+    filters = [f for f in hcm["http_filters"] if f["name"] not in ("tollgate", JWT_AUTHN)]
     assert [f["name"] for f in filters] == ["envoy.filters.http.router"]
     hcm["http_filters"] = filters
     place(listener, filters, hcm["route_config"]["virtual_hosts"][0]["routes"])
@@ -419,7 +478,7 @@ def apply_patch_policy(listener: dict, policy: dict):
             target[field] = op["value"]
 
 
-def envoy_gateway_filter(path: Path, patched: bool):
+def envoy_gateway_filter(path: Path, patched: bool, config=None):
     """The listener Envoy Gateway builds for the EnvoyExtensionPolicy (internal/xds/translator/
     wasm.go: the Wasm filter inline in the HCM, named `envoy.filters.http.wasm/<policy IR
     name>`, disabled and enabled per route; the policy's wasm `name` as the plugin name; its
@@ -434,7 +493,8 @@ def envoy_gateway_filter(path: Path, patched: bool):
     name = f"envoy.filters.http.wasm/{ir_name}"
     wasm = {"name": name, "disabled": True, "typed_config": {"@type": WASM_TYPE, "config": {
         "name": w["name"], "root_id": w["rootID"], "fail_open": w["failOpen"],
-        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(w["config"])},
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                          "value": json.dumps(w["config"] if config is None else config)},
         "vm_config": {"vm_id": ir_name, "runtime": "envoy.wasm.runtime.v8",
                       "code": {"local": {"filename": str(WASM)}},
                       "environment_variables": {"host_env_keys": w["env"]["hostKeys"]}}}}}
@@ -456,6 +516,217 @@ def envoy_gateway_filter(path: Path, patched: bool):
 def test_envoy_gateway_patch_policy_selects_the_filter_and_lets_llm_requests_through(mock, tmp_path, patched):
     cfg, path = mock_k8s_config(mock, tmp_path)
     run_with(cfg, envoy_gateway_filter(path, patched), answers_and_routes_by_model(mock) if patched else hangs)
+
+
+# --- JWT (auth/validator) under a control plane ----------------------------------------------
+# The JWT filters each control plane builds from the manifests' SecurityPolicy (Envoy Gateway)
+# or RequestAuthentication + AuthorizationPolicy (Istio), as their sources build them (tests/
+# fixtures/crds/SOURCES.md), in front of tollgate's filter as that control plane loads it.
+
+def jwt_k8s_config(mock, tmp_path, issuer: Issuer) -> tuple[dict, Path]:
+    """The LLM front door with auth/validator (role admin) instead of API keys."""
+    cfg, path = mock_k8s_config(mock, tmp_path)
+    cfg["extra_config"].pop("auth/api-keys")
+    cfg["endpoints"][0]["extra_config"] = {"auth/validator": {
+        "alg": "RS256", "jwk_local_path": str(issuer.jwks), "issuer": issuer.ISS, "roles": ["admin"]}}
+    path.write_text(json.dumps(cfg))
+    return cfg, path
+
+
+def eg_jwt_authn(sp: dict) -> tuple[dict, dict]:
+    """Envoy Gateway's jwt_authn for a SecurityPolicy on a route (internal/xds/translator/
+    jwt.go: provider key `<name>_<hash>`, payload_in_metadata the provider's name, forward,
+    scope/scp normalized; requirement ProviderName, OR allow_missing when optional, in the
+    requirement_map, named per route), and the route's per-filter config."""
+    digest = lambda v: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16]
+    providers, reqs = {}, []
+    for p in sp["spec"]["jwt"]["providers"]:
+        prov = {"issuer": p.get("issuer", ""), "audiences": p.get("audiences", []),
+                "payload_in_metadata": p["name"], "forward": True,
+                "normalize_payload_in_metadata": {"space_delimited_claims": ["scope", "scp"]}}
+        assert "localJWKS" in p, "remote JWKS: not emulated here"
+        prov["local_jwks"] = {"inline_string": p["localJWKS"]["inline"]}
+        key = f"{p['name']}_{digest(prov)}"
+        providers[key] = prov
+        reqs.append({"provider_name": key})
+    names = [p["name"] for p in sp["spec"]["jwt"]["providers"]]
+    if sp["spec"]["jwt"].get("optional"):
+        reqs.append({"allow_missing": {}})
+        names.append("missing")
+    req = reqs[0] if len(reqs) == 1 else {"requires_any": {"requirements": reqs}}
+    req_name = f"{'-or-'.join(names)}_{digest(req)}"
+    f = {"name": JWT_AUTHN, "typed_config": {"@type": JWT_TYPE, "providers": providers,
+                                              "requirement_map": {req_name: req}}}
+    per_route = {"@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
+                 "requirement_name": req_name}
+    return f, per_route
+
+
+def envoy_gateway_jwt_filter(path: Path, config=None):
+    """envoy_gateway_filter with the SecurityPolicy's jwt_authn first (httpfilters.go orders
+    jwt_authn before Wasm) and its requirement on every route of the targeted HTTPRoute.
+    `config` replaces the plugin configuration."""
+    _, docs = k8s(path, "envoy-gateway")
+    (sp,) = [d for d in docs if d["kind"] == "SecurityPolicy"]
+    validate(sp)
+    assert sp["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "tollgate"}]
+    jwt, per_route = eg_jwt_authn(sp)
+    place_wasm = envoy_gateway_filter(path, True, config)
+
+    def place(listener, filters, routes):
+        place_wasm(listener, filters, routes)
+        filters.insert(0, jwt)
+        for r in routes:
+            r["typed_per_filter_config"][JWT_AUTHN] = per_route
+    return place
+
+
+def istio_rbac_principal(value: str) -> dict:
+    """A requestPrincipals value as Istio matches it (authz/model/generator.go
+    requestPrincipalGenerator: iss and sub of jwt_authn's `payload`, util.go)."""
+    iss, _, sub = value.rpartition("/")
+    assert sub == "*" and iss
+    meta = lambda claim, m: {"metadata": {"filter": JWT_AUTHN, "path": [{"key": "payload"}, {"key": claim}],
+                                          "value": {"string_match": m}}}
+    return {"and_ids": {"ids": [meta("iss", {"exact": iss}), meta("sub", {"safe_regex": {"regex": ".+"}})]}}
+
+
+def istio_rbac_path(path: str) -> dict:
+    assert "{" not in path, "path templates: not emulated here"
+    m = {"prefix": path[:-1]} if path.endswith("*") else {"exact": path}
+    return {"url_path": {"path": m}}
+
+
+def istio_jwt_filters(docs: list[dict]) -> list[dict]:
+    """What istiod builds for the RequestAuthentication (authn/policy_applier.go
+    convertToEnvoyJwtConfig: providers `origins-<i>`, payload_in_metadata `payload`, the token
+    not forwarded, inline JWKS, one rule on `/` requiring the provider OR allow_missing) and
+    the DENY AuthorizationPolicy (an RBAC filter: a policy per rule, methods and paths ANDed,
+    notRequestPrincipals as not_id)."""
+    (ra,) = [d for d in docs if d["kind"] == "RequestAuthentication"]
+    (ap,) = [d for d in docs if d["kind"] == "AuthorizationPolicy"]
+    validate(ra)
+    validate(ap)
+    providers = {}
+    for i, r in enumerate(ra["spec"]["jwtRules"]):
+        providers[f"origins-{i}"] = {
+            "issuer": r["issuer"], "audiences": r.get("audiences", []), "forward": False,
+            "payload_in_metadata": "payload", "normalize_payload_in_metadata": {},
+            "local_jwks": {"inline_string": r["jwks"]}}
+    assert len(providers) == 1, "several issuers: not emulated here"
+    jwt = {"name": JWT_AUTHN, "typed_config": {"@type": JWT_TYPE, "providers": providers, "bypass_cors_preflight": True,
+           "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+               {"provider_name": "origins-0"}, {"allow_missing": {}}]}}}]}}
+    assert ap["spec"]["action"] == "DENY"
+    policies = {}
+    for n, rule in enumerate(ap["spec"]["rules"]):
+        (src,) = rule["from"]
+        (to,) = rule["to"]
+        op = to["operation"]
+        perms = [{"or_rules": {"rules": [{"header": {"name": ":method", "string_match": {"exact": m}}}
+                                         for m in op["methods"]]}},
+                 {"or_rules": {"rules": [istio_rbac_path(p) for p in op["paths"]]}}]
+        principal = {"not_id": {"or_ids": {"ids": [istio_rbac_principal(v)
+                                                   for v in src["source"]["notRequestPrincipals"]]}}}
+        policies[f"ns[tollgate]-policy[tollgate-jwt]-rule[{n}]"] = {
+            "permissions": [{"and_rules": {"rules": perms}}],
+            "principals": [{"and_ids": {"ids": [principal]}}]}
+    rbac = {"name": "envoy.filters.http.rbac", "typed_config": {"@type": RBAC_TYPE, "rules": {
+        "action": "DENY", "policies": policies}}}
+    return [jwt, rbac]
+
+
+def istio_jwt_place(tmp_path, path: Path):
+    """The EnvoyFilter's Wasm before the router, after istiod's jwt_authn and RBAC (authn and
+    authz come first in the gateway's HCM; istio_authn, Istio's own filter between them, only
+    derives its metadata, which the RBAC above does not read)."""
+    _, docs = k8s(path, "istio")
+    ext, http, match = istio_patches(path)
+    place_wasm = istio_filter(tmp_path, ext, http, match)
+    jwt, rbac = istio_jwt_filters(docs)
+
+    def place(listener, filters, routes):
+        place_wasm(listener, filters, routes)
+        filters[0:0] = [jwt, rbac]
+    return place
+
+
+def unsigned(claims: dict) -> str:
+    b = lambda v: base64.urlsafe_b64encode(json.dumps(v).encode()).rstrip(b"=").decode()
+    return f"{b({'alg': 'none', 'typ': 'JWT'})}.{b({'exp': int(time.time()) + 600, **claims})}."
+
+
+@pytest.fixture(scope="module")
+def issuers():
+    return Issuer(), Issuer()
+
+
+def chat(e: Envoy, token: str | None = None, headers: dict | None = None) -> httpx.Response:
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    return httpx.post(f"{e.url}/v1/chat/completions", timeout=5, headers=h,
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]})
+
+
+def verified_claims_only(mock, issuers, no_token: int):
+    """The role from a verified token; no token: `no_token` (Istio's RBAC 403 before the
+    filter, else the filter's 401); a forged token, another key's, or a self-written payload
+    in any header: refused, never routed."""
+    good, other = issuers
+    forged_payload = base64.urlsafe_b64encode(json.dumps(
+        {"iss": good.ISS, "sub": "root", "roles": ["admin"]}).encode()).decode()
+    planted = {"x-jwt-payload": forged_payload, "x-tollgate-jwt-tollgate-jwt-0": forged_payload,
+               "x-tollgate-jwt-tollgate-endpoint-0": forged_payload, "x-tollgate-jwt-payload": forged_payload}
+
+    def check(e):
+        mock.clear()
+        admin = good.token("alice", roles=["admin"])
+        r = chat(e, admin)
+        assert r.status_code == 200, r.text
+        assert admin not in json.dumps(mock.last()), "the client's token went upstream"
+        r = chat(e, good.token("bob", roles=["dev"]))
+        assert r.status_code == 403 and r.json()["error"]["type"], r.text
+        r = chat(e)
+        assert r.status_code == no_token, r.text
+        assert chat(e, headers=planted).status_code == no_token
+        r = chat(e, good.token("bob", roles=["dev"]), headers=planted)
+        assert r.status_code == 403, r.text
+        for bad in (unsigned({"iss": good.ISS, "sub": "root", "roles": ["admin"]}),
+                    other.token("mallory", roles=["admin"])):
+            assert chat(e, bad).status_code == 401
+        models = httpx.get(f"{e.url}/v1/models", timeout=5)
+        assert models.status_code == no_token, models.text
+        assert len(mock.requests()) == 1
+    return check
+
+
+def test_envoy_gateway_jwt_takes_claims_from_its_security_policy_only(mock, tmp_path, issuers):
+    cfg, path = jwt_k8s_config(mock, tmp_path, issuers[0])
+    run_with(cfg, envoy_gateway_jwt_filter(path), verified_claims_only(mock, issuers, 401))
+
+
+def test_istio_jwt_takes_claims_from_its_request_authentication_only(mock, tmp_path, issuers):
+    cfg, path = jwt_k8s_config(mock, tmp_path, issuers[0])
+    run_with(cfg, istio_jwt_place(tmp_path, path), verified_claims_only(mock, issuers, 403))
+
+
+def test_a_claims_key_the_control_plane_does_not_write_fails_closed(mock, tmp_path, issuers):
+    """The filter told to read Istio's key under Envoy Gateway's jwt_authn: a valid admin token
+    gets 401 (no verified payload where the filter looks), never through."""
+    cfg, path = jwt_k8s_config(mock, tmp_path, issuers[0])
+    _, docs = k8s(path, "envoy-gateway")
+    plugin = next(d for d in docs if d["kind"] == "EnvoyExtensionPolicy")["spec"]["wasm"][0]["config"]
+    validator = plugin["endpoints"][0]["extra_config"]["auth/validator"]
+    assert validator["tollgate_payload_in_metadata"] == "tollgate-jwt-0"
+    validator["tollgate_payload_in_metadata"] = "payload"
+
+    def check(e):
+        mock.clear()
+        r = chat(e, issuers[0].token("alice", roles=["admin"]))
+        assert r.status_code == 401 and r.json()["error"], r.text
+        assert mock.requests() == []
+    run_with(cfg, envoy_gateway_jwt_filter(path, plugin), check)
 
 
 # --- make oci ---------------------------------------------------------------------------------
