@@ -151,8 +151,9 @@ fn jwks(
     let text = read(path).map_err(|e| format!("{at}.jwk_local_path: {path}: {e}; refused"))?;
     let keys = serde_json::from_str::<Value>(&text)
         .ok()
-        .and_then(|v| v.get("keys")?.as_array().map(Vec::len));
-    if !keys.is_some_and(|n| n > 0) {
+        .and_then(|v| v.get("keys")?.as_array().map(Vec::len))
+        .unwrap_or_default();
+    if keys == 0 {
         return Err(format!(
             "{at}.jwk_local_path: {path}: not a JWKS (a JSON object with a non-empty \"keys\" array); refused"
         ));
