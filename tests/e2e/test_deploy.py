@@ -217,6 +217,11 @@ def test_jwt_manifests_validate_and_a_wrong_one_fails(tmp_path, issuers):
     validate(sp)
     assert "targetRef" not in sp["spec"] and all(
         r["group"] == "gateway.networking.k8s.io" and r["kind"] == "HTTPRoute" for r in sp["spec"]["targetRefs"])
+    # The plugin configuration with its payload keys is a valid tollgate configuration.
+    plugin = next(d for d in docs if d["kind"] == "EnvoyExtensionPolicy")["spec"]["wasm"][0]["config"]
+    (tmp_path / "plugin.json").write_text(json.dumps(plugin))
+    out = subprocess.run([str(TOLLGATE), "check", str(tmp_path / "plugin.json")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
     for p in sp["spec"]["jwt"]["providers"]:
         assert ("remoteJWKS" in p) != ("localJWKS" in p)
         assert p["localJWKS"]["type"] == "Inline" and json.loads(p["localJWKS"]["inline"])["keys"]
