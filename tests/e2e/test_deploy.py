@@ -618,10 +618,12 @@ def istio_jwt_filters(docs: list[dict]) -> list[dict]:
             "issuer": r["issuer"], "audiences": r.get("audiences", []), "forward": False,
             "payload_in_metadata": "payload", "normalize_payload_in_metadata": {},
             "local_jwks": {"inline_string": r["jwks"]}}
-    assert len(providers) == 1, "several issuers: not emulated here"
+    # One provider: it OR allow_missing; several: OR of {P1, P2, ..., AND of {OR{Pi, allow_missing}}}.
+    inner = [{"requires_any": {"requirements": [{"provider_name": n}, {"allow_missing": {}}]}} for n in providers]
+    requires = inner[0] if len(inner) == 1 else {"requires_any": {"requirements": [
+        *({"provider_name": n} for n in providers), {"requires_all": {"requirements": inner}}]}}
     jwt = {"name": JWT_AUTHN, "typed_config": {"@type": JWT_TYPE, "providers": providers, "bypass_cors_preflight": True,
-           "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
-               {"provider_name": "origins-0"}, {"allow_missing": {}}]}}}]}}
+           "rules": [{"match": {"prefix": "/"}, "requires": requires}]}}
     assert ap["spec"]["action"] == "DENY"
     policies = {}
     for n, rule in enumerate(ap["spec"]["rules"]):
@@ -714,6 +716,39 @@ def test_envoy_gateway_jwt_takes_claims_from_its_security_policy_only(mock, tmp_
 def test_istio_jwt_takes_claims_from_its_request_authentication_only(mock, tmp_path, issuers):
     cfg, path = jwt_k8s_config(mock, tmp_path, issuers[0])
     run_with(cfg, istio_jwt_place(tmp_path, path), verified_claims_only(mock, issuers, 403))
+
+
+@pytest.mark.parametrize("flavor", ["envoy-gateway", "istio"])
+def test_two_issuers_each_endpoint_takes_only_its_own(mock, tmp_path, issuers, flavor):
+    """Two endpoints, two issuers (two providers in one jwt_authn): each endpoint's token
+    passes there and nowhere else (Envoy Gateway: the filter's issuer check, 401; Istio: the
+    AuthorizationPolicy, 403)."""
+    a = issuers[0]
+    b = Issuer()
+    b.ISS = "https://b.example.com"
+    cfg, path = jwt_k8s_config(mock, tmp_path, a)
+    second = copy.deepcopy(cfg["endpoints"][0])
+    second["endpoint"] = "/b/v1/chat/completions"
+    second["extra_config"]["auth/validator"].update(jwk_local_path=str(b.jwks), issuer=b.ISS, roles=["dev"])
+    cfg["endpoints"].append(second)
+    path.write_text(json.dumps(cfg))
+    place = envoy_gateway_jwt_filter(path) if flavor == "envoy-gateway" else istio_jwt_place(tmp_path, path)
+    refused = 401 if flavor == "envoy-gateway" else 403
+
+    def post(e, route, token):
+        return httpx.post(f"{e.url}{route}", timeout=5, headers={"Authorization": f"Bearer {token}"},
+                          json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]})
+
+    def check(e):
+        mock.clear()
+        ta, tb = a.token("alice", roles=["admin", "dev"]), b.token("bob", roles=["admin", "dev"])
+        assert post(e, "/v1/chat/completions", ta).status_code == 200
+        assert post(e, "/b/v1/chat/completions", tb).status_code == 200
+        r = post(e, "/b/v1/chat/completions", ta)
+        assert r.status_code == refused, r.text
+        assert post(e, "/v1/chat/completions", tb).status_code == refused
+        assert len(mock.requests()) == 2
+    run_with(cfg, place, check)
 
 
 def test_a_claims_key_the_control_plane_does_not_write_fails_closed(mock, tmp_path, issuers):
