@@ -704,6 +704,14 @@ def verified_claims_only(mock, issuers, no_token: int):
             assert chat(e, bad).status_code == 401
         models = httpx.get(f"{e.url}/v1/models", timeout=5)
         assert models.status_code == no_token, models.text
+        # Other spellings of the path, without a token: past the AuthorizationPolicy's exact
+        # path maybe, never past the filter.
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+        for variant in ("/v1/chat/completions/", "//v1/chat/completions", "/v1//chat/completions",
+                        "/v1/chat/completions?x=1", "/V1/chat/completions", "/v1/chat/%63ompletions",
+                        "/v1/chat/completions#x", "/v1/./chat/completions"):
+            r = httpx.post(f"{e.url}{variant}", timeout=5, json=body, headers=planted)
+            assert r.status_code in (400, 401, 403, 404), (variant, r.status_code, r.text)
         assert len(mock.requests()) == 1
     return check
 
