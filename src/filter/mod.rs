@@ -31,6 +31,7 @@ mod quota;
 pub mod reply;
 mod request;
 mod security;
+mod stored;
 mod upstream;
 
 use crate::config::{Endpoint, Gateway};
@@ -146,6 +147,10 @@ pub struct Flow {
     data: Option<Rc<RequestData>>,
     /// A plain endpoint's answer held whole for its checks or its answer template.
     held: Option<Held>,
+    /// A stored-response request (`GET …/responses/{id}`, …), until it goes upstream.
+    route: Option<stored::Route>,
+    /// A retrieve's answer read for a background call's usage ([`stored::Watch`]).
+    stored: Option<stored::Watch>,
 }
 
 /// A plain endpoint's answer body.
@@ -175,6 +180,8 @@ impl Flow {
             relay: None,
             data: None,
             held: None,
+            route: None,
+            stored: None,
         }
     }
 
@@ -244,6 +251,7 @@ impl Flow {
             if let Some(held) = self.held.take() {
                 return self.held_chunk(h, held, size, end);
             }
+            self.watch_chunk(h, size, end);
             self.plain_answer_chunk(h, size, end);
             return Action::Continue;
         };
@@ -336,6 +344,7 @@ impl Flow {
         for (k, v) in &self.fleet.headers {
             h.set_response_header(k, Some(v));
         }
+        self.watch_start(h, end_of_stream);
         if self.llm.is_none() {
             // security: answer checks and answer templates read a plain answer whole (held).
             self.held = Held::start(h, ep, backend);
@@ -463,6 +472,9 @@ impl Flow {
         if self.llm.is_some() {
             self.quota.weigh_headers(&*h, true); // a weight the provider reports in a header
         }
+        // A background call still running is charged its reservation, held until a
+        // retrieve reports its usage (`stored.rs`).
+        let pending = self.llm.as_mut().and_then(Call::take_pending);
         let call = self.llm.as_ref();
         let outcome = account::Outcome {
             account: call.map(|c| &c.account),
@@ -473,7 +485,11 @@ impl Flow {
             status,
             fleet: &mut self.fleet,
         };
-        account::record(h, &self.gw, outcome)
+        let headers = account::record(h, &self.gw, outcome);
+        if let Some(id) = pending {
+            self.hold(h, &id);
+        }
+        headers
     }
 }
 
