@@ -510,9 +510,9 @@ fn stored_call(
     };
     let mut kept = lock(&state.kept);
     let (id, method) = match &op {
-        agents::Stored::Object(id) | agents::Stored::Cancel(id) | agents::Stored::InputItems(id) => {
-            (id.clone(), req.method.as_str())
-        }
+        agents::Stored::Object(id)
+        | agents::Stored::Cancel(id)
+        | agents::Stored::InputItems(id) => (id.clone(), req.method.as_str()),
     };
     let Some(k) = kept.get_mut(&id) else {
         drop(kept);

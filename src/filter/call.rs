@@ -378,7 +378,7 @@ fn outgoing(
             Door::CountTokens => match count_tokens::encode_request(req, t)? {
                 Some(out) => Ok(l.authorize(out)),
                 None => Err(crate::providers::TranslateError(
-                    "token counting: this provider has no counting API (the gateway estimates the count when it is the only backend tried)".into(),
+                    "token counting: this provider has no counting API (the gateway estimates the count)".into(),
                 )),
             },
             Door::Embeddings { req: e, .. } => {

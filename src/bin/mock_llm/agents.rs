@@ -638,7 +638,6 @@ pub fn responses_events(r: &ResponsesReply) -> Vec<(String, Value)> {
     out
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Stored responses (OpenAI's background mode, retrieve, cancel, delete, input items)
 // ---------------------------------------------------------------------------------------------
@@ -693,7 +692,11 @@ impl Kept {
         let mut v = if self.cancelled {
             responses_object(&self.reply, "cancelled", Vec::new(), false)
         } else if self.background && self.polls < 2 {
-            let status = if self.polls == 0 { "queued" } else { "in_progress" };
+            let status = if self.polls == 0 {
+                "queued"
+            } else {
+                "in_progress"
+            };
             responses_object(&self.reply, status, Vec::new(), false)
         } else {
             responses_body(&self.reply)
@@ -706,7 +709,10 @@ impl Kept {
     pub fn events(&self, starting_after: Option<u64>) -> Vec<(String, Value)> {
         let mut all = responses_events(&self.reply);
         all.retain(|(_, d)| {
-            let n = d.get("sequence_number").and_then(Value::as_u64).unwrap_or(0);
+            let n = d
+                .get("sequence_number")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
             starting_after.is_none_or(|s| n > s)
         });
         all
