@@ -149,8 +149,8 @@ pub struct Flow {
     held: Option<Held>,
     /// A stored-response request (`GET …/responses/{id}`, …), until it goes upstream.
     route: Option<stored::Route>,
-    /// A retrieve's answer read for a background call's usage ([`stored::Watch`]).
-    stored: Option<stored::Watch>,
+    /// A stored-response request's answer ([`stored::Answer`]).
+    stored: Option<stored::Answer>,
 }
 
 /// A plain endpoint's answer body.
@@ -251,7 +251,9 @@ impl Flow {
             if let Some(held) = self.held.take() {
                 return self.held_chunk(h, held, size, end);
             }
-            self.watch_chunk(h, size, end);
+            if self.stored.is_some() {
+                return self.stored_chunk(h, size, end);
+            }
             self.plain_answer_chunk(h, size, end);
             return Action::Continue;
         };
@@ -344,7 +346,10 @@ impl Flow {
         for (k, v) in &self.fleet.headers {
             h.set_response_header(k, Some(v));
         }
-        self.watch_start(h, end_of_stream);
+        if self.stored.is_some() {
+            self.record_into(h, false); // nothing to count: the phase ends here
+            return self.stored_headers(h, end_of_stream);
+        }
         if self.llm.is_none() {
             // security: answer checks and answer templates read a plain answer whole (held).
             self.held = Held::start(h, ep, backend);
@@ -496,6 +501,18 @@ impl Flow {
 /// How a plain endpoint's answer body goes to the client, decided on its headers: martian's
 /// response `body.Modifier` replaces it (its content type set, the length no longer the
 /// backend's), else secrets its backend was sent are scrubbed from it, else it passes.
+/// The endpoint a request is matched to, its stored-response routes (`…/responses/{id}`)
+/// included: what the property tests check the routing against.
+pub fn matched_endpoint(gw: &Gateway, method: &str, path: &str) -> Option<usize> {
+    let candidates = gw.endpoints.iter().map(|e| (&e.pattern, e.method.as_str()));
+    match crate::routing::find(candidates, method, path) {
+        Ok((i, _)) => Some(i),
+        Err(_) => stored::find(gw, method, path, None)
+            .and_then(Result::ok)
+            .map(|r| r.index),
+    }
+}
+
 fn plain_answer<H: Host>(h: &mut H, ep: &Endpoint, backend: usize) -> PlainAnswer {
     let fixed = ep.backends.get(backend);
     if let Some(f) = fixed.and_then(|b| b.modifiers.response_body.as_ref()) {

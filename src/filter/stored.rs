@@ -6,8 +6,10 @@
 //! Azure backend sent the Responses API) with its credential. Any other backend stores
 //! nothing: a 400 in OpenAI's shape, nothing sent.
 //!
+//! The answer reaches the client as the provider sent it when it is a 2xx JSON object or
+//! stream (events that are not JSON dropped), else as an error in OpenAI's shape ([`Answer`]).
 //! The charge of a background call is held at its POST ([`crate::cost::held`]); a retrieve
-//! whose answer shows it finished with its usage trues the charge up, once ([`Watch`]).
+//! whose answer shows it finished with its usage trues the charge up, once.
 
 use super::fleet;
 use super::{reply, upstream, Action, Flow, Phase, Stop, Then};
@@ -16,11 +18,12 @@ use crate::cost::held;
 use crate::cost::Store;
 use crate::host::Host;
 use crate::providers::model::Usage;
-use crate::providers::{responses, EndpointKind, Outgoing};
+use crate::providers::{responses, EndpointKind, FrontDoor, Outgoing, Wire};
 use crate::refusal::{ErrorKind, Refusal};
 use crate::routing::Params;
 use crate::security::policy::Stage;
-use crate::stream::{SseEvent, SseParser};
+use crate::security::secrets::Mask;
+use crate::stream::{write_event, SseEvent, SseParser};
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -244,35 +247,54 @@ impl Flow {
         upstream::write_stored(h, ep, index, &out);
         reply::mark_front(h, ep, None);
         self.backend = index;
-        if hold.is_some() && matches!(route.op, Op::Retrieve | Op::Cancel) {
-            self.stored = Some(Watch::new(route.id));
-        }
+        let watched = hold.is_some() && matches!(route.op, Op::Retrieve | Op::Cancel);
+        self.stored = Some(Answer::new(watched.then_some(route.id)));
         Ok(self.gate(h, 0, Then::Upstream(Phase::Upstream { fallback: None })))
     }
 
-    /// The answer's headers: a retrieve's answer is watched when it can show the usage.
-    pub(super) fn watch_start<H: Host>(&mut self, h: &H, end_of_stream: bool) {
-        if let Some(w) = self.stored.as_mut() {
-            let status = h.response_header(":status").and_then(|s| s.parse().ok());
-            let content_type = h.response_header("content-type");
-            if !w.start(status, content_type.as_deref()) || end_of_stream {
-                self.stored = None;
-            }
+    /// The answer's headers: a stream (2xx SSE) passes event by event; anything else is read
+    /// whole (its headers held), to be passed as JSON or made OpenAI's error.
+    pub(super) fn stored_headers<H: Host>(&mut self, h: &mut H, end_of_stream: bool) -> Action {
+        let Some(a) = self.stored.as_mut() else {
+            return Action::Continue;
+        };
+        let status = h.response_header(":status").and_then(|s| s.parse().ok());
+        let content_type = h.response_header("content-type");
+        a.start(status, content_type.as_deref());
+        h.set_response_header("content-length", None);
+        h.set_response_header("content-encoding", None);
+        if end_of_stream {
+            return self.stored_chunk(h, 0, true);
+        }
+        if a.streams() {
+            Action::Continue
+        } else {
+            Action::Pause
         }
     }
 
-    /// A chunk of a watched answer: a finished call's usage trues its hold up (once).
-    pub(super) fn watch_chunk<H: Host>(&mut self, h: &mut H, size: usize, end: bool) {
-        let Some(w) = self.stored.as_mut() else {
-            return;
+    /// A chunk of the answer (`end`: the last one): events re-sent (JSON ones only), or the
+    /// whole answer at its end; a finished background call's usage trues its hold up.
+    pub(super) fn stored_chunk<H: Host>(&mut self, h: &mut H, size: usize, end: bool) -> Action {
+        let gw = Rc::clone(&self.gw);
+        let secrets = self.endpoint(&gw).map(|ep| Rc::clone(&ep.security.secrets));
+        let Some(a) = self.stored.as_mut() else {
+            return Action::Continue;
         };
+        if !a.streams() && !end {
+            return Action::Pause;
+        }
         let chunk = h.response_body(size).unwrap_or_default();
-        let Some(usage) = w.feed(&chunk, end) else {
-            return;
-        };
-        let id = w.id.clone();
-        self.stored = None;
-        self.true_up(h, &id, &usage);
+        let (out, usage) = a.feed(&chunk, end);
+        let scrubbed = secrets.and_then(|s| s.scrub(&out.body, Mask::Redacted));
+        for (name, value) in &out.headers {
+            h.set_response_header(name, Some(value));
+        }
+        h.set_response_body(scrubbed.as_deref().unwrap_or(&out.body));
+        if let (Some(usage), Some(id)) = (usage, a.held_id()) {
+            self.true_up(h, &id, &usage);
+        }
+        Action::Continue
     }
 
     /// The hold of response `id` settled to the reported usage: the budget charged the
@@ -323,71 +345,111 @@ impl Flow {
     }
 }
 
-/// The most of a JSON answer read for its usage.
-const WATCH_MAX: usize = 16 << 20;
-
-/// Reads a retrieve's answer, as it passes untouched, for a finished call's usage: the
-/// `response` object (JSON), or the stream's `response.completed` (or `incomplete`,
-/// `failed`, `cancelled`) event.
+/// What the client gets of a stored-response answer, and the usage a finished background
+/// call reports in it.
 #[derive(Debug)]
-pub struct Watch {
-    pub id: String,
-    /// None until the answer's headers say; then JSON (buffered) or a stream.
+pub struct Answer {
+    /// The response id, when this Envoy holds its charge (its usage is looked for).
+    held: Option<String>,
+    status: u16,
+    /// A 2xx stream's parser (None: the answer is read whole).
     sse: Option<SseParser>,
-    json: bool,
-    buf: Vec<u8>,
     events: Vec<SseEvent>,
+    /// The usage was seen (it is taken once).
+    settled: bool,
 }
 
-impl Watch {
-    pub fn new(id: String) -> Self {
+/// A chunk of the answer for the client: headers to set, and its bytes.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// `held`: the response id whose charge this Envoy holds.
+    pub fn new(held: Option<String>) -> Self {
         Self {
-            id,
+            held,
+            status: 502,
             sse: None,
-            json: false,
-            buf: Vec::new(),
             events: Vec::new(),
+            settled: false,
         }
     }
 
-    /// The answer's headers: false when there is nothing to watch (an error).
-    pub fn start(&mut self, status: Option<u16>, content_type: Option<&str>) -> bool {
-        if !status.is_some_and(|s| (200..300).contains(&s)) {
-            return false;
-        }
-        if content_type.is_some_and(|t| t.contains("event-stream")) {
+    /// The answer's headers.
+    pub fn start(&mut self, status: Option<u16>, content_type: Option<&str>) {
+        self.status = status.unwrap_or(502);
+        let ok = (200..300).contains(&self.status);
+        if ok && content_type.is_some_and(|t| t.contains("event-stream")) {
             self.sse = Some(SseParser::new());
-        } else {
-            self.json = true;
         }
-        true
     }
 
-    /// A chunk of the answer: the usage once it shows the call finished.
-    pub fn feed(&mut self, chunk: &[u8], end: bool) -> Option<Usage> {
-        if let Some(sse) = self.sse.as_mut() {
-            self.events.clear();
-            sse.feed(chunk, &mut self.events);
-            if end {
-                sse.finish(&mut self.events);
-            }
-            return self.events.iter().find_map(|e| {
-                let v: Value = serde_json::from_str(&e.data).ok()?;
-                responses::terminal_usage(v.get("response")?)
-            });
-        }
-        if !self.json {
-            return None;
-        }
-        let room = WATCH_MAX.saturating_sub(self.buf.len());
-        self.buf
-            .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
-        if !end {
-            return None;
-        }
-        let v: Value = serde_json::from_slice(&std::mem::take(&mut self.buf)).ok()?;
-        responses::terminal_usage(&v)
+    pub fn streams(&self) -> bool {
+        self.sse.is_some()
     }
+
+    /// The id whose hold the answer settles.
+    fn held_id(&self) -> Option<String> {
+        self.held.clone()
+    }
+
+    /// A chunk (or, read whole, the answer at its end): what the client gets, and the usage
+    /// of a finished call, once, when this Envoy holds its charge.
+    pub fn feed(&mut self, chunk: &[u8], end: bool) -> (Chunk, Option<Usage>) {
+        let mut out = Chunk::default();
+        let Some(sse) = self.sse.as_mut() else {
+            let (status, body, object) = whole(self.status, chunk);
+            out.headers.push((":status", status.to_string()));
+            out.headers
+                .push(("content-type", "application/json".into()));
+            out.body = body;
+            let usage = object.as_ref().and_then(responses::terminal_usage);
+            return (out, self.once(usage));
+        };
+        self.events.clear();
+        sse.feed(chunk, &mut self.events);
+        if end {
+            sse.finish(&mut self.events);
+        }
+        let mut usage = None;
+        for e in &self.events {
+            // Only JSON events reach the client (a cut or garbled one is dropped).
+            let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+                continue;
+            };
+            usage = usage.or_else(|| v.get("response").and_then(responses::terminal_usage));
+            write_event(&mut out.body, e.event.as_deref(), &e.data);
+        }
+        (out, self.once(usage))
+    }
+
+    fn once(&mut self, usage: Option<Usage>) -> Option<Usage> {
+        let usage = usage.filter(|_| self.held.is_some() && !self.settled)?;
+        self.settled = true;
+        Some(usage)
+    }
+}
+
+/// A whole answer for the client: a 2xx JSON object as sent (and parsed, for its usage);
+/// an error in OpenAI's shape, whatever shape the provider (or Envoy) gave it.
+fn whole(status: u16, body: &[u8]) -> (u16, Vec<u8>, Option<Value>) {
+    let ok = (200..300).contains(&status);
+    if ok {
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            return (status, body.to_vec(), Some(v));
+        }
+    }
+    let mut e = crate::providers::decode_error(Wire::OpenAi, status, body);
+    if ok {
+        e.status = 502;
+        e.kind = "server_error".into();
+        e.message = format!("the provider's answer is not JSON: {}", e.message);
+    }
+    let (status, body) = FrontDoor::OpenAi.error(&e);
+    (status, body, None)
 }
 
 #[cfg(test)]

@@ -205,8 +205,8 @@ fn answer(flow: &mut Flow, h: &mut MockHost, body: &str, sse: bool) -> Vec<u8> {
         ("content-type".into(), ct.into()),
     ];
     flow.on_response_headers(h, false);
-    // Any split: the first half, then the rest.
-    let mid = body.len() / 2;
+    // A stream in two pieces; a JSON answer is read whole (Envoy buffers it).
+    let mid = if sse { body.len() / 2 } else { 0 };
     let mut out = Vec::new();
     for (i, part) in [&body[..mid], &body[mid..]].into_iter().enumerate() {
         h.response_chunk = part.as_bytes().to_vec();
@@ -289,18 +289,56 @@ fn a_background_call_is_charged_once_at_its_usage() {
 }
 
 #[test]
-fn a_streamed_retrieve_settles_the_hold() {
-    let mut h = MockHost::default();
-    crate::cost::store::init(&mut h);
-    let mut w = Watch::new("resp_1".into());
-    assert!(w.start(Some(200), Some("text/event-stream")));
+fn a_streamed_retrieve_settles_the_hold_once_and_passes_only_json_events() {
+    let mut a = Answer::new(Some("resp_1".into()));
+    a.start(Some(200), Some("text/event-stream"));
     let ev = format!(
-        "event: response.in_progress\ndata: {{\"type\":\"response.in_progress\",\"response\":{}}}\n\nevent: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{}}}\n\n",
+        "event: response.in_progress\ndata: {{\"type\":\"response.in_progress\",\"response\":{}}}\n\ndata: {{cut\n\nevent: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{}}}\n\n",
         QUEUED, completed(3, 4)
     );
-    let (a, b) = ev.split_at(ev.len() / 3);
-    assert_eq!(w.feed(a.as_bytes(), false), None);
-    assert_eq!(w.feed(b.as_bytes(), true).unwrap().completion_tokens, 4);
-    // An error answer is not watched.
-    assert!(!Watch::new("x".into()).start(Some(404), Some("application/json")));
+    let (x, y) = ev.split_at(ev.len() / 3);
+    let (first, usage) = a.feed(x.as_bytes(), false);
+    assert_eq!(usage, None);
+    let (rest, usage) = a.feed(y.as_bytes(), true);
+    assert_eq!(usage.unwrap().completion_tokens, 4);
+    let all = [first.body, rest.body].concat();
+    let text = String::from_utf8(all).unwrap();
+    assert_eq!(text.matches("data: ").count(), 2, "{text}");
+    assert!(!text.contains("{cut"));
+    // The same usage again (another event, another chunk): taken once.
+    assert_eq!(a.feed(y.as_bytes(), true).1, None);
+    // Without a hold here, nothing is read for usage.
+    let mut a = Answer::new(None);
+    a.start(Some(200), Some("application/json"));
+    assert_eq!(a.feed(completed(1, 2).as_bytes(), true).1, None);
+}
+
+#[test]
+fn a_provider_error_of_any_shape_reaches_the_client_in_openais() {
+    for (status, body, want) in [
+        (
+            404,
+            r#"{"error":{"message":"Response with id 'resp_x' not found.","type":"invalid_request_error"}}"#,
+            404,
+        ),
+        (503, "<html>upstream overloaded</html>", 503),
+        (200, "not json", 502),
+        (
+            529,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#,
+            503,
+        ),
+    ] {
+        let mut a = Answer::new(None);
+        a.start(Some(status), Some("text/html"));
+        assert!(!a.streams());
+        let (out, _) = a.feed(body.as_bytes(), true);
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert!(v["error"]["message"].as_str().is_some(), "{v}");
+        assert!(
+            out.headers.contains(&(":status", want.to_string())),
+            "{status}: {:?}",
+            out.headers
+        );
+    }
 }
