@@ -9,11 +9,13 @@ import openai
 import pytest
 
 from harness import Envoy, header
-from llm_config import BY_ALIAS, PROVIDER_KEYS, backend
+from llm_config import BY_ALIAS, PROVIDER_KEYS, P, backend
 
 QUOTA = {"quota_name": "tokens", "tier_key": "X-Plan", "weight_key": "usage.total_tokens",
          "tiers": [{"rule_name": "big", "tier_value_as": "*", "strategy": "header", "key": "X-User"}]}
 BUDGET = 1_000_000
+EMBED_OPENAI = P("openai-embed", "openai", "openai", "text-embedding-3-small", "/v1/embeddings", "OPENAI_KEY")
+COHERE = P("cohere", "bedrock", "bedrock", "cohere.embed-v4:0", "/model", None, (("region", "eu-west-1"),))
 
 
 def stored_config(mock_url: str) -> dict:
@@ -36,6 +38,13 @@ def stored_config(mock_url: str) -> dict:
             {"endpoint": "/v1/responses", "method": "POST", "backend": [openai_b, claude],
              "extra_config": {**keys, "governance/quota": QUOTA}},
             {"endpoint": "/claude/v1/responses", "method": "POST", "backend": [claude], "extra_config": keys},
+            # Failover callouts on the agents' doors (counting, Bedrock's embeddings tokens).
+            {"endpoint": "/fo/v1/messages/count_tokens", "method": "POST", "input_headers": ["X-Mock-Status"],
+             "backend": [claude, backend(mock_url, BY_ALIAS["openai"])],
+             "extra_config": {"ai/routing": {"failover": True}}},
+            {"endpoint": "/fo/v1/embeddings", "method": "POST", "input_headers": ["X-Mock-Status"],
+             "backend": [backend(mock_url, EMBED_OPENAI), backend(mock_url, COHERE)],
+             "extra_config": {"ai/routing": {"failover": True}, "governance/quota": QUOTA}},
             {"endpoint": "/budget", "method": "GET",
              "backend": [{"host": [mock_url], "url_pattern": "/__mock/health"}],
              # A weight the backend never reports: the budget is shown, nothing charged.
@@ -116,3 +125,25 @@ class TestStoredResponses:
             list(c.responses.retrieve(r.id, stream=True))
         assert before - left(sgw, "cat") == done.usage.total_tokens
         assert left(sgw, "dan") == bob
+
+
+class TestFailoverOnAgentDoors:
+    def test_count_tokens_failing_over_to_a_provider_without_a_count_api_is_estimated(self, sgw, fresh_mock):
+        body = {"model": "claude", "messages": [{"role": "user", "content": "count these four words"}]}
+        r = httpx.post(sgw.url + "/fo/v1/messages/count_tokens", json=body, timeout=10,
+                       headers={"anthropic-version": "2023-06-01", "X-Mock-Status": "529,200"})
+        assert r.status_code == 200, r.text
+        assert r.json()["estimated"] is True and r.json()["input_tokens"] > 0
+        # Anthropic was asked (and was overloaded); OpenAI never was.
+        assert [q["path"] for q in fresh_mock.requests()] == ["/v1/messages/count_tokens"]
+
+    def test_bedrock_embeddings_on_a_failover_callout_charge_what_bedrock_counted(self, sgw, fresh_mock):
+        before = left(sgw, "eve")
+        text = " ".join(["a"] * 40)  # 40 tokens for the mock (words); the estimate is ~half
+        r = httpx.post(sgw.url + "/fo/v1/embeddings", timeout=10,
+                       json={"model": "openai-embed", "input": [text], "encoding_format": "float"},
+                       headers={"X-User": "eve", "X-Mock-Status": "503,200"})
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens"] == 40
+        assert [q["path"].split("/")[1] for q in fresh_mock.requests()] == ["v1", "model"]
+        assert before - left(sgw, "eve") == 40
