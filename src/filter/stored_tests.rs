@@ -342,3 +342,19 @@ fn a_provider_error_of_any_shape_reaches_the_client_in_openais() {
         );
     }
 }
+
+#[test]
+fn azure_sent_the_responses_api_stores_responses_too() {
+    let doc = json!({"version": 3, "endpoints": [{"endpoint": "/v1/responses", "method": "POST", "backend": [
+        {"host": ["https://my.openai.azure.com"], "url_pattern": "/openai/v1/responses",
+         "extra_config": {"ai/llm": {"azure": {"v1": {"credentials": "az-key", "variables": {"model": "dep"}}}}}}]}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap());
+    let mut h = MockHost::request("POST", "/v1/responses/resp_9/cancel", &[]);
+    Flow::new(gw).on_request_headers(&mut h, true);
+    assert!(h.reply.is_none(), "{:?}", h.reply);
+    assert_eq!(
+        h.request_values(":path"),
+        vec!["/openai/v1/responses/resp_9/cancel"]
+    );
+    assert_eq!(h.request_values("api-key"), vec!["az-key"]);
+}
