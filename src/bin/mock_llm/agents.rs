@@ -791,6 +791,20 @@ mod tests {
             })
         );
         assert_eq!(route("/v1/responses"), Some(Op::Responses));
+        assert_eq!(
+            stored_route("/v1/responses/resp_1"),
+            Some(Stored::Object("resp_1".into()))
+        );
+        assert_eq!(
+            stored_route("/openai/v1/responses/resp_1/cancel"),
+            Some(Stored::Cancel("resp_1".into()))
+        );
+        assert_eq!(
+            stored_route("/v1/responses/resp_1/input_items"),
+            Some(Stored::InputItems("resp_1".into()))
+        );
+        assert_eq!(stored_route("/v1/responses"), None);
+        assert_eq!(stored_route("/v1/chat/completions"), None);
         assert_eq!(route("/v1/messages"), None);
     }
 
