@@ -177,7 +177,7 @@ fn bad_ids_methods_queries_and_callers_are_refused_with_nothing_sent() {
     assert!(h.reply.is_none());
 }
 
-const QUEUED: &str = r#"{"id":"resp_bg1","object":"response","created_at":1,"status":"queued","background":true,"model":"gpt-4o-mini-2024-07-18","output":[],"usage":null}"#;
+const QUEUED: &str = r#"{"id":"resp_bg1","object":"response","created_at":1,"status":"queued","background":true,"model":"gpt-4o-mini-2024-07-18","instructions":"Operator prompt. Be brief.","output":[],"usage":null}"#;
 
 fn completed(input: u64, output: u64) -> String {
     json!({"id": "resp_bg1", "object": "response", "created_at": 1, "status": "completed",
@@ -223,7 +223,7 @@ fn answer(flow: &mut Flow, h: &mut MockHost, body: &str, sse: bool) -> Vec<u8> {
 fn a_background_call_is_charged_once_at_its_usage() {
     let mut h = MockHost::default();
     crate::cost::store::init(&mut h);
-    let body = r#"{"model":"gpt-4o-mini","input":"hi","background":true,"max_output_tokens":500}"#;
+    let body = r#"{"model":"gpt-4o-mini","input":"hi","instructions":"Be brief.","background":true,"max_output_tokens":500}"#;
     let mut next = MockHost::request("POST", "/v1/responses", &[KEY, ("x-user", "alice")])
         .with_body(body.as_bytes());
     next.shared = std::mem::take(&mut h.shared);
@@ -244,6 +244,11 @@ fn a_background_call_is_charged_once_at_its_usage() {
     assert_eq!(client["status"], json!("queued"));
     assert_eq!(client["id"], json!("resp_bg1"));
     assert_eq!(client["model"], json!("gpt-4o-mini"));
+    assert_eq!(
+        client["instructions"],
+        json!("Be brief."),
+        "the client's, not the provider's"
+    );
     flow.on_log(&mut h);
     let held = used(&h);
     assert!(held >= 500, "the reservation is held: {held}");
