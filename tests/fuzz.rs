@@ -932,6 +932,27 @@ fn fuzz_agent_requests() {
         if let Ok(req) = anthropic::parse_count_tokens_request(&input) {
             ok = true;
             encode_everywhere(&req);
+            // Each provider's count request, or the gateway's marked estimate.
+            for wire in WIRES {
+                let t = Target {
+                    wire,
+                    model: "claude-sonnet-4-5",
+                    api_version: None,
+                    defaults: &d,
+                    aws: Some(&creds),
+                    host: "bedrock-runtime.us-east-1.amazonaws.com",
+                    now_unix: 1,
+                };
+                match count_tokens::encode_request(&req, &t) {
+                    Ok(Some(out)) => assert!(is_json(&out.body), "{wire:?}"),
+                    Ok(None) => {
+                        let c = count_tokens::estimate(&req, &t);
+                        assert!(c.estimated);
+                        assert!(is_json(&count_tokens::encode_response(&c)));
+                    }
+                    Err(e) => assert!(!e.0.is_empty()),
+                }
+            }
         }
         match embeddings::parse_request(&input) {
             Ok(req) => {
