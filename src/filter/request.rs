@@ -66,7 +66,7 @@ impl Flow {
             for name in &ep.forward.never {
                 h.set_request_header(name, None);
             }
-            return self.stored_upstream(h, ep, route);
+            return self.stored_upstream(h, ep, route, &auth.roles);
         }
         self.quota.check(h, &gw, ep, &m.params)?;
         if let Some(mcp) = &ep.mcp {

@@ -21,6 +21,7 @@ use crate::providers::model::Usage;
 use crate::providers::{responses, EndpointKind, FrontDoor, Outgoing, Wire};
 use crate::refusal::{ErrorKind, Refusal};
 use crate::routing::Params;
+use crate::security::guard::CallModel;
 use crate::security::policy::Stage;
 use crate::security::secrets::Mask;
 use crate::stream::{write_event, SseEvent, SseParser};
@@ -192,6 +193,30 @@ fn unguarded(ep: &Endpoint) -> Option<&'static str> {
     }
 }
 
+/// `models_by_role`: a stored response is a model's output, so the caller's roles must allow
+/// the model its POST was sent (known from a background call's hold). An unknown model is
+/// allowed only to roles that may use any model (`*`).
+fn roles_allow(ep: &Endpoint, hold: Option<&held::Hold>, roles: &[String]) -> Result<(), Refusal> {
+    let Some(g) = ep.security.guard.as_ref() else {
+        return Ok(());
+    };
+    let model = hold.map_or("", |h| h.model.as_str());
+    let none = |_: &str| None;
+    let m = CallModel {
+        requested: model,
+        upstream: model,
+        resolve: &none,
+    };
+    if g.allows_model(&m, roles) {
+        return Ok(());
+    }
+    let msg = match hold {
+        Some(h) => format!("your role may not use the model of this response ({})", h.model),
+        None => "this endpoint limits models by role (models_by_role) and the model of this stored response is not known to the gateway: only a role allowed every model may read it".into(),
+    };
+    Err(Refusal::new(ErrorKind::Forbidden, msg))
+}
+
 /// The backend that stores the response: the one that created it (a background call's
 /// hold), else the endpoint's first backend sent the Responses API.
 fn backend(ep: &Endpoint, hold: Option<&held::Hold>) -> Result<usize, Refusal> {
@@ -218,6 +243,7 @@ impl Flow {
         h: &mut H,
         ep: &Endpoint,
         route: Route,
+        roles: &[String],
     ) -> Result<Action, Stop> {
         if let Some(control) = unguarded(ep).filter(|_| route.op.reads()) {
             let msg = format!("stored responses are not served on this endpoint: their content would pass its {control}");
@@ -225,6 +251,7 @@ impl Flow {
         }
         let now = h.now_unix();
         let hold = held::get(&*h, &route.id, now).filter(|x| x.endpoint == route.index);
+        roles_allow(ep, hold.as_ref(), roles)?;
         let index = backend(ep, hold.as_ref())?;
         let (b, l) = match ep.backends.get(index).map(|b| (b, b.llm.as_ref())) {
             Some((b, Some(l))) => (b, l),

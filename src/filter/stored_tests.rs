@@ -363,3 +363,44 @@ fn azure_sent_the_responses_api_stores_responses_too() {
     );
     assert_eq!(h.request_values("api-key"), vec!["az-key"]);
 }
+
+#[test]
+fn models_by_role_judge_the_model_of_a_stored_response() {
+    let doc = json!({"version": 3, "extra_config": {
+            "auth/api-keys": {"keys": [{"key": "k-admin", "roles": ["admin"]}, {"key": "k-user", "roles": ["user"]}]},
+            "ai/prompt-guard": {"guards": [{"name": "j", "kind": "regex", "severity": "high", "config": {"patterns": ["x"]}}]}},
+        "endpoints": [{"endpoint": "/v1/responses", "method": "POST",
+            "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/responses",
+                "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": "sk"}}}}}],
+            "extra_config": {"auth/api-keys": {"roles": ["admin", "user"]},
+                "ai/prompt-guard": {"guards": ["j"], "models_by_role": {"admin": ["*"], "user": ["gpt-4o-mini"]}}}}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap());
+    let mut shared = MockHost::default();
+    crate::cost::store::init(&mut shared);
+    let hold = |model: &str| held::Hold {
+        charge: None,
+        model: model.into(),
+        endpoint: 0,
+        backend: 0,
+        expires: u64::MAX,
+    };
+    held::put(&mut shared, "resp_mini", &hold("gpt-4o-mini"), 1);
+    held::put(&mut shared, "resp_big", &hold("gpt-5"), 1);
+    let status = |shared: &mut MockHost, key: &str, id: &str| {
+        let auth = format!("Bearer {key}");
+        let mut h = MockHost::request(
+            "GET",
+            &format!("/v1/responses/{id}"),
+            &[("authorization", &auth)],
+        );
+        h.shared = std::mem::take(&mut shared.shared);
+        Flow::new(Rc::clone(&gw)).on_request_headers(&mut h, true);
+        shared.shared = std::mem::take(&mut h.shared);
+        h.reply.map_or(0, |r| r.status)
+    };
+    assert_eq!(status(&mut shared, "k-user", "resp_mini"), 0);
+    assert_eq!(status(&mut shared, "k-user", "resp_big"), 403);
+    assert_eq!(status(&mut shared, "k-user", "resp_unknown"), 403);
+    assert_eq!(status(&mut shared, "k-admin", "resp_big"), 0);
+    assert_eq!(status(&mut shared, "k-admin", "resp_unknown"), 0);
+}
