@@ -44,6 +44,10 @@ class TestStoredResponseRoutes:
         ("GET", "/v1/responses/resp_1%3Fstream=true", 400, "response_id"),
         ("GET", "/v1/responses/resp%00x", 400, "response_id"),
         ("GET", "/v1/responses/resp_1;x=1", 400, "response_id"),
+        # Dot segments as written (Envoy or the filter: no stored route, nothing sent).
+        ("GET", "/v1/responses/../../admin", 404, None),
+        ("GET", "/v1/responses/resp_1/../../../v1/embeddings", 404, None),
+        ("DELETE", "/v1/responses/./resp_1/..", 404, None),
         # Query smuggling: only OpenAI's parameters, plain values.
         ("GET", "/v1/responses/resp_1?stream=true%26model%3Dgpt-5", 400, "stream"),
         ("GET", "/v1/responses/resp_1?api-version=1", 400, "api-version"),
