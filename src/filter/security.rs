@@ -269,6 +269,34 @@ mod tests {
             assert_eq!(r.json()["error"]["type"], "authentication_error");
         }
 
+        /// Under a control plane (`tollgate k8s`), the payload is read under the key that
+        /// control plane's jwt_authn writes (`tollgate_payload_in_metadata`), and only there.
+        #[test]
+        fn jwt_claims_under_a_control_planes_key() {
+            use crate::security::metadata::encode_jwt_metadata;
+            let doc = json!({"version": 3, "endpoints": [
+                {"endpoint": "/jwt", "method": "GET",
+                 "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/j"}],
+                 "extra_config": {"auth/validator": {"jwk_local_path": "/k.json", "roles": ["r1"],
+                    "issuer": "idp", "tollgate_payload_in_metadata": "payload"}}}]});
+            let gw = Rc::new(Gateway::from_value(&doc, &|_| None).unwrap());
+            let with = |key: &str| {
+                let mut flow = Flow::new(gw.clone());
+                let mut h = MockHost::request("GET", "/jwt", &[]);
+                let claims = json!({"iss": "idp", "roles": ["r1"]});
+                h.metadata = Some(encode_jwt_metadata(&[(key, &claims)]));
+                flow.on_request_headers(&mut h, false);
+                h
+            };
+            assert!(with("payload").reply.is_none());
+            // The bootstrap's key, or any other: no verified payload here, 401.
+            for key in ["tollgate_endpoint_0", "tollgate-jwt-0"] {
+                let r = with(key).reply.unwrap();
+                assert_eq!(r.status, 401);
+                assert_eq!(r.json()["error"]["type"], "authentication_error");
+            }
+        }
+
         #[test]
         fn pii_block_is_400_before_upstream() {
             let mut flow = Flow::new(gateway());
