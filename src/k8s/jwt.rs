@@ -236,7 +236,13 @@ fn istio(gw: &Gateway, providers: &[Provider], o: &Options) -> Vec<Value> {
         let mut to = vec![json!({"operation": {
             "methods": [ep.method], "paths": [path_template(ep.pattern.as_str())]}})];
         if let Some(m) = models {
-            to.push(json!({"operation": {"methods": ["GET"], "paths": [format!("{m}/*"), m]}}));
+            // `{id}` below it: a prefix (`*`) where the path is literal; in a template
+            // (Istio refuses `*` beside `{*}`), `{**}`.
+            let m = path_template(&m);
+            let below = if m.contains("{*}") { "{**}" } else { "*" };
+            to.push(
+                json!({"operation": {"methods": ["GET"], "paths": [format!("{m}/{below}"), m]}}),
+            );
         }
         for t in to {
             deny.push(json!({"from": from, "to": [t]}));
@@ -387,6 +393,32 @@ mod tests {
             to(&rules[2]),
             json!({"methods": ["POST"], "paths": ["/a/{*}/chat/completions"]})
         );
+        assert_eq!(
+            to(&rules[3]),
+            json!({"methods": ["GET"], "paths": ["/a/{*}/models/{**}", "/a/{*}/models"]})
+        );
+        // Istio's path check (pkg/config/security CheckValidPathTemplate): in a template,
+        // every other segment a literal, `{**}` last.
+        let literal = |g: &str| {
+            !g.is_empty()
+                && g.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&b))
+        };
+        for r in rules {
+            for p in to(r)["paths"].as_array().unwrap() {
+                let p = p.as_str().unwrap();
+                let globs: Vec<&str> = p.trim_matches('/').split('/').collect();
+                if p.contains("{*}") || p.contains("{**}") {
+                    let n = globs.len();
+                    for (i, g) in globs.iter().enumerate() {
+                        let ok = *g == "{*}" || (*g == "{**}" && i + 1 == n) || literal(g);
+                        assert!(ok, "{p}");
+                    }
+                } else {
+                    assert!(!p.contains(['{', '}']), "{p}");
+                }
+            }
+        }
         assert_eq!(from(&rules[0]), json!(["https://a/*"]));
         assert_eq!(from(&rules[4]), json!(["https://b/*"]));
         let ef = kind(&docs, "EnvoyFilter");
