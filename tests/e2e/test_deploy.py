@@ -597,7 +597,14 @@ def istio_rbac_principal(value: str) -> dict:
 
 
 def istio_rbac_path(path: str) -> dict:
-    assert "{" not in path, "path templates: not emulated here"
+    """An AuthorizationPolicy path (generator.go pathGenerator): a template as Envoy's URI
+    template matcher (matcher/template.go: `{*}` → `*`, `{**}` → `**`; model.go
+    permissionPathTemplate), `x*` a prefix, else exact."""
+    if "{*}" in path or "{**}" in path:
+        template = path.replace("{**}", "**").replace("{*}", "*")
+        return {"uri_template": {"name": "uri-template", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
+            "path_template": template}}}
     m = {"prefix": path[:-1]} if path.endswith("*") else {"exact": path}
     return {"url_path": {"path": m}}
 
@@ -724,6 +731,30 @@ def test_envoy_gateway_jwt_takes_claims_from_its_security_policy_only(mock, tmp_
 def test_istio_jwt_takes_claims_from_its_request_authentication_only(mock, tmp_path, issuers):
     cfg, path = jwt_k8s_config(mock, tmp_path, issuers[0])
     run_with(cfg, istio_jwt_place(tmp_path, path), verified_claims_only(mock, issuers, 403))
+
+
+def test_istio_denies_a_templated_jwt_endpoint_without_a_principal(mock, tmp_path, issuers):
+    """`/t/{team}/v1/chat/completions`: the AuthorizationPolicy's `{*}` path (an Envoy URI
+    template in istiod's RBAC) refuses a tokenless request 403 before the filter (which would
+    answer 401), and lets a verified token through."""
+    cfg, path = jwt_k8s_config(mock, tmp_path, issuers[0])
+    cfg["endpoints"][0]["endpoint"] = "/t/{team}/v1/chat/completions"
+    path.write_text(json.dumps(cfg))
+
+    def check(e):
+        mock.clear()
+        url = f"{e.url}/t/red/v1/chat/completions"
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+        r = httpx.post(url, timeout=5, json=body)
+        assert r.status_code == 403 and "RBAC" in r.text, r.text
+        for m in ("/t/red/v1/models", "/t/red/v1/models/gpt-4o-mini"):
+            g = httpx.get(f"{e.url}{m}", timeout=5)
+            assert g.status_code == 403 and "RBAC" in g.text, (m, g.text)
+        token = issuers[0].token("alice", roles=["admin"])
+        r = httpx.post(url, timeout=5, json=body, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        assert len(mock.requests()) == 1
+    run_with(cfg, istio_jwt_place(tmp_path, path), check)
 
 
 @pytest.mark.parametrize("flavor", ["envoy-gateway", "istio"])
