@@ -16,8 +16,15 @@
 //! `EnvoyProxy` container env `secretKeyRef`; Istio: the gateway Deployment, see
 //! docs/operations.md). No secret value is ever written here.
 //!
+//! Budgets and rate limits kept in Redis (Envoy Gateway): the limits service runs as a
+//! Deployment (`tollgate limits`, from the tools image `--limits-image`, the KrakenD document
+//! in a ConfigMap, the Redis credentials it references from the Secret) behind a Service, and
+//! an `EnvoyPatchPolicy` adds the filter's HTTP/2 cluster to it ([`limits`]). Redis is the
+//! user's, at the addresses of the `redis` namespace.
+//!
 //! Refused (fail closed): `auth/validator` (the bootstrap's `jwt_authn` has no counterpart
-//! here yet; a config that expects verified claims would run without them).
+//! here yet; a config that expects verified claims would run without them); Redis-backed
+//! limits on Istio (no cluster for the filter's callouts yet).
 
 use crate::config::{env, Gateway};
 use crate::routing::{HostUrl, Scheme, CLUSTER_HEADER};
@@ -47,6 +54,9 @@ pub struct Options {
     pub secret: String,
     /// Istio: the labels of the gateway pods the plugin is loaded into.
     pub selector: String,
+    /// The image holding the `tollgate` binary (the Dockerfile's `tools` stage), for the
+    /// limits service.
+    pub limits_image: String,
 }
 
 impl Default for Options {
@@ -62,12 +72,17 @@ impl Default for Options {
             listener: "http".into(),
             secret: "tollgate-secrets".into(),
             selector: "istio=ingressgateway".into(),
+            limits_image: format!(
+                "registry.example.com/tollgate-tools:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
         }
     }
 }
 
 pub const USAGE: &str = "--flavor envoy-gateway|istio [--image REGISTRY/REPO:TAG] [--namespace NS]
-                 [--gateway NAME] [--listener NAME] [--secret NAME] [--selector KEY=VALUE]";
+                 [--gateway NAME] [--listener NAME] [--secret NAME] [--selector KEY=VALUE]
+                 [--limits-image REGISTRY/REPO:TAG]";
 
 impl Options {
     pub fn from_args(args: &[String]) -> Result<Self, String> {
@@ -93,6 +108,7 @@ impl Options {
                 "--listener" => o.listener = value,
                 "--secret" => o.secret = value,
                 "--selector" => o.selector = value,
+                "--limits-image" => o.limits_image = value,
                 _ => return Err(format!("unknown option {flag}\n{USAGE}")),
             }
         }
@@ -168,9 +184,88 @@ pub fn manifests(gw: &Gateway, doc: &Value, o: &Options) -> Result<Vec<Value>, S
     let keys = env::referenced(doc);
     let clusters = gw.clusters();
     Ok(match o.flavor {
-        Flavor::EnvoyGateway => envoy_gateway(doc, &keys, &clusters, o),
+        Flavor::EnvoyGateway => {
+            let mut out = envoy_gateway(doc, &keys, &clusters, o);
+            if gw.uses_fleet() {
+                out.extend(limits(doc, o)?);
+            }
+            out
+        }
+        Flavor::Istio if gw.uses_fleet() => {
+            return Err("budgets and rate limits kept in Redis (tollgate limits) are not supported by tollgate k8s --flavor istio yet: the filter's callouts need a cluster named tollgate_limits (an EnvoyFilter); use --flavor envoy-gateway, or per-envoy quotas".into())
+        }
         Flavor::Istio => istio(doc, &keys, &clusters, o),
     })
+}
+
+/// The limits service's name (Deployment, Service, ConfigMap) and port.
+pub const LIMITS: &str = "tollgate-limits";
+pub const LIMITS_PORT: u16 = 8083;
+
+/// Envoy Gateway, Redis-backed limits: the limits service (ConfigMap with the document,
+/// Deployment, Service) and the filter's cluster to it (`EnvoyPatchPolicy`, HTTP/2, the same
+/// cluster `tollgate envoy --limits` writes). The service gets only the Secret's keys the
+/// `redis` namespace references.
+fn limits(doc: &Value, o: &Options) -> Result<Vec<Value>, String> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+    let labels = json!({"app.kubernetes.io/name": LIMITS, "app.kubernetes.io/part-of": "tollgate"});
+    let redis = doc
+        .get("extra_config")
+        .and_then(|e| e.get("redis"))
+        .unwrap_or(&Value::Null);
+    let env: Vec<Value> = env::referenced(redis)
+        .iter()
+        .map(|k| json!({"name": k, "valueFrom": {"secretKeyRef": {"name": o.secret, "key": k}}}))
+        .collect();
+    let host = format!("{LIMITS}.{}.svc.cluster.local", o.namespace);
+    let cluster = crate::envoy::limits_cluster(&(host, LIMITS_PORT), &Default::default());
+    let container = json!({
+        "name": "limits",
+        "image": o.limits_image,
+        "command": ["tollgate", "limits", "/etc/tollgate/krakend.json", "--listen", format!("0.0.0.0:{LIMITS_PORT}")],
+        "ports": [{"name": "grpc", "containerPort": LIMITS_PORT}],
+        "env": env,
+        "readinessProbe": {"tcpSocket": {"port": LIMITS_PORT}, "periodSeconds": 5},
+        "volumeMounts": [{"name": "config", "mountPath": "/etc/tollgate", "readOnly": true}],
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+    });
+    Ok(vec![
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(LIMITS, o),
+               "data": {"krakend.json": text}}),
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(LIMITS, o),
+            "spec": {
+                // Stateless (every counter is in Redis): replicas share nothing.
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": {
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": LIMITS}}],
+                }},
+            },
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": metadata(LIMITS, o),
+            "spec": {"selector": labels, "ports": [{"name": "grpc", "port": LIMITS_PORT,
+                     "targetPort": LIMITS_PORT, "appProtocol": "kubernetes.io/h2c"}]},
+        }),
+        json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "EnvoyPatchPolicy",
+            "metadata": metadata("tollgate-limits-cluster", o),
+            "spec": {
+                "targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": o.gateway},
+                "type": "JSONPatch",
+                "jsonPatches": [{
+                    "type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+                    "name": crate::limits::client::CLUSTER,
+                    // An empty path adds the whole resource.
+                    "operation": {"op": "add", "path": "", "value": cluster},
+                }],
+            },
+        }),
+    ])
 }
 
 /// The routing header match of one tollgate cluster.

@@ -176,7 +176,11 @@ mod tests {
         let e = super::pools(&both, "$.r").unwrap_err();
         assert_eq!(e.path, "$.r.clusters[1].name");
         assert!(e.message.contains("declared twice"), "{e}");
-        let names = super::pools(&json!({"connection_pools": [{"name": "a"}], "clusters": [{"name": "c"}]}), "$.r").unwrap();
+        let names = super::pools(
+            &json!({"connection_pools": [{"name": "a"}], "clusters": [{"name": "c"}]}),
+            "$.r",
+        )
+        .unwrap();
         assert_eq!(store("c", "$.q", &names), Ok(Store::Fleet(1)));
     }
 

@@ -310,7 +310,9 @@ fn address(address: &str, at: String, resolve: bool) -> Result<(String, u16)> {
     let (host, port) = host_port(address).ok_or_else(|| {
         ConfigError::new(
             &at,
-            format!("\"{address}\" is not host:port (examples: redis:6379, 10.0.0.5:6379, [::1]:6379)"),
+            format!(
+                "\"{address}\" is not host:port (examples: redis:6379, 10.0.0.5:6379, [::1]:6379)"
+            ),
         )
     })?;
     if resolve {
@@ -362,7 +364,8 @@ fn pools(
     }
     for (i, c) in o.opt_array("clusters")?.into_iter().flatten().enumerate() {
         let c = Obj::new(c, &format!("{path}.clusters[{i}]"))?;
-        out.clusters.push(cluster(c, lookup, resolve, &mut out.warnings)?);
+        out.clusters
+            .push(cluster(c, lookup, resolve, &mut out.warnings)?);
     }
     o.finish(&[])
 }
@@ -537,7 +540,12 @@ fn weights(
 }
 
 /// A `qos/ratelimit/*/redis`, read as the filter reads it ([`ratelimit::compile_fleet`]).
-fn redis_rate_limit(v: &Value, path: &str, scope: &str, names: &[String]) -> Result<RedisRateLimit> {
+fn redis_rate_limit(
+    v: &Value,
+    path: &str,
+    scope: &str,
+    names: &[String],
+) -> Result<RedisRateLimit> {
     let f = ratelimit::compile_fleet(v, path, scope, names)?;
     Ok(RedisRateLimit {
         scope: f.scope,
@@ -693,14 +701,24 @@ mod tests {
             "password": "{{ env \"REDIS_PASSWORD\" }}", "user_name": "u", "dial_timeout": "2s",
             "max_redirects": 5, "pool_size": 10}]);
         d["extra_config"]["governance/processors"]["quotas"][0]["connection_name"] = json!("c");
-        d["endpoints"][0]["extra_config"]["qos/ratelimit/router/redis"]["connection_pool"] = json!("c");
+        d["endpoints"][0]["extra_config"]["qos/ratelimit/router/redis"]["connection_pool"] =
+            json!("c");
         let c = compile(&d, &env, true).unwrap();
         let k = &c.clusters[0];
-        assert_eq!(k.nodes, vec![("127.0.0.1".into(), 7000), ("127.0.0.1".into(), 7001)]);
-        assert_eq!((k.dial_timeout_ms, k.max_redirects, k.user.as_deref()), (2000, 5, Some("u")));
+        assert_eq!(
+            k.nodes,
+            vec![("127.0.0.1".into(), 7000), ("127.0.0.1".into(), 7001)]
+        );
+        assert_eq!(
+            (k.dial_timeout_ms, k.max_redirects, k.user.as_deref()),
+            (2000, 5, Some("u"))
+        );
         assert_eq!(k.password, Some(Password("s3cret".into())));
         assert!(!format!("{c:?}").contains("s3cret"));
-        assert!(c.warnings.iter().any(|w| w.starts_with("$.extra_config.redis.clusters[0].pool_size")));
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("$.extra_config.redis.clusters[0].pool_size")));
         assert_eq!((c.quotas[0].pool, c.quotas[1].pool), (1, 0));
         assert!(c.is_cluster(c.quotas[0].pool) && !c.is_cluster(c.quotas[1].pool));
         assert_eq!(c.rate_limits[1].pool, 1);
@@ -712,14 +730,34 @@ mod tests {
         let at = "$.extra_config.redis.clusters[0]";
         for (cluster, want) in [
             (json!({"name": "c"}), format!("{at}.addresses: is required")),
-            (json!({"name": "c", "addresses": []}), format!("{at}.addresses: is required")),
-            (json!({"name": "c", "addresses": ["a:b:c"]}), format!("{at}.addresses[0]: \"a:b:c\" is not host:port")),
-            (json!({"name": "c", "addresses": ["127.0.0.1:1", "no-such-host.invalid:7000"]}),
-             format!("{at}.addresses[1]: \"no-such-host.invalid:7000\" does not resolve")),
-            (json!({"name": "c", "addresses": [7000]}), format!("{at}.addresses[0]: expected a string")),
-            (json!({"name": "c", "addresses": ["127.0.0.1:1"], "tls": {}}), format!("{at}.tls: TLS to Redis is not supported")),
-            (json!({"name": "c", "addresses": ["127.0.0.1:1"], "max_redirects": 99}), format!("{at}.max_redirects: must be at most 16")),
-            (json!({"name": "c", "addresses": ["127.0.0.1:1"], "db": 1}), format!("{at}.db: unknown field")),
+            (
+                json!({"name": "c", "addresses": []}),
+                format!("{at}.addresses: is required"),
+            ),
+            (
+                json!({"name": "c", "addresses": ["a:b:c"]}),
+                format!("{at}.addresses[0]: \"a:b:c\" is not host:port"),
+            ),
+            (
+                json!({"name": "c", "addresses": ["127.0.0.1:1", "no-such-host.invalid:7000"]}),
+                format!("{at}.addresses[1]: \"no-such-host.invalid:7000\" does not resolve"),
+            ),
+            (
+                json!({"name": "c", "addresses": [7000]}),
+                format!("{at}.addresses[0]: expected a string"),
+            ),
+            (
+                json!({"name": "c", "addresses": ["127.0.0.1:1"], "tls": {}}),
+                format!("{at}.tls: TLS to Redis is not supported"),
+            ),
+            (
+                json!({"name": "c", "addresses": ["127.0.0.1:1"], "max_redirects": 99}),
+                format!("{at}.max_redirects: must be at most 16"),
+            ),
+            (
+                json!({"name": "c", "addresses": ["127.0.0.1:1"], "db": 1}),
+                format!("{at}.db: unknown field"),
+            ),
         ] {
             let e = bad(cluster);
             assert!(e.starts_with(&want), "{e} / {want}");

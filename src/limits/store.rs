@@ -592,7 +592,10 @@ mod tests {
         let c = bucket_key(Keys::Tagged, "POST /x", "c", Some("k"));
         let t = bucket_key(Keys::Tagged, "POST /x", "t", Some("k"));
         let e = bucket_key(Keys::Tagged, "POST /x", "e", None);
-        assert_eq!((c.as_str(), e.as_str()), ("tollgate:b|{POST /x|k}|c", "tollgate:b|{POST /x}|e"));
+        assert_eq!(
+            (c.as_str(), e.as_str()),
+            ("tollgate:b|{POST /x|k}|c", "tollgate:b|{POST /x}|e")
+        );
         assert_eq!(hash_tag(&c), hash_tag(&t));
         let items = [item(&day), item(&c), item(&hour), item(&e), item(&t)];
         let g = groups(Keys::Tagged, &items);
@@ -616,7 +619,10 @@ mod tests {
             let tag = hash_tag(&key).unwrap();
             assert_eq!(tag, format!("llm|{}", escape_tagged(evil)), "{key}");
             assert!(!tag.contains('{') && !tag.contains('}'), "{key}");
-            assert!(key.starts_with(&format!("tollgate:q|{{{tag}}}|gold|")), "{key}");
+            assert!(
+                key.starts_with(&format!("tollgate:q|{{{tag}}}|gold|")),
+                "{key}"
+            );
             // Its own counters, all on its own slot; nobody else's.
             let op = op_key(Op::Charge, "id}{", Some(tag));
             assert_eq!(hash_tag(&op), Some(tag));
@@ -628,7 +634,10 @@ mod tests {
                 }
             }
             let c = bucket_key(Keys::Tagged, "POST /x", "c", Some(evil));
-            assert_eq!(hash_tag(&c), Some(format!("POST /x|{}", escape_tagged(evil)).as_str()));
+            assert_eq!(
+                hash_tag(&c),
+                Some(format!("POST /x|{}", escape_tagged(evil)).as_str())
+            );
         }
         // The quota name and the scope come from the configuration, escaped the same way.
         let k = window_key(Keys::Tagged, "a}b", "r", "i", "day", 1);
