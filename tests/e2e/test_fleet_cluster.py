@@ -201,6 +201,23 @@ class TestClusterCounting:
             assert metric(e, "tollgate_limits_charges_lost_total") == 0
 
 
+    def test_braces_in_an_identity_keep_its_counters_in_its_own_slot(self, cfleet):
+        """A tenant `}t-shard-0{` would, unescaped, close the hash tag early (`{count|}`): its
+        counters would move to the slot of every such tenant. Escaped, they sit under their
+        own tag, apart from t-shard-0's."""
+        evil = "}t-shard-0{"
+        tag = "{count|%7Dt-shard-0%7B}"
+        before = cfleet.redis.counts("count").get("t-shard-0", 0)
+        r = call(cfleet.envoys[0], "count", evil)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: any(k.startswith(f"tollgate:q|{tag}|") for ks in cfleet.redis.keys("tollgate:q|{count|%7D*").values() for k in ks))
+        held = cfleet.redis.keys(f"tollgate:q|{tag}|*")
+        assert {p for p, ks in held.items() if ks} == {cfleet.redis.owner(tag)}, held
+        (port,) = [p for p, ks in held.items() if ks]
+        assert sum(int(cfleet.redis.cli(port, "GET", k)) for k in held[port] if "|hour|" in k) == reported(r)
+        assert cfleet.redis.counts("count").get("t-shard-0", 0) == before
+
+
 class TestClusterBudget:
     def test_spent_budget_is_refused_on_both_envoys_and_all_or_nothing_across_shards(self, cfleet):
         """/mixed: the quota's windows and the client's request bucket are on two shards
