@@ -82,6 +82,8 @@ pub struct Call {
     pub(super) answer_checks: Vec<Rc<Checks>>,
     /// The answer's headers, kept for answer checks (`resp_metadata_headers`).
     pub(super) answer_headers: Vec<(String, String)>,
+    /// A background Responses call answered `queued`: its response id (its charge is held).
+    pub(super) pending: Option<String>,
 }
 
 impl Call {
@@ -104,7 +106,16 @@ impl Call {
             data: None,
             answer_checks: Vec::new(),
             answer_headers: Vec::new(),
+            pending: None,
         }
+    }
+
+    /// A background call still running: its response id, and its usage is the reservation
+    /// (the request and `max_tokens`) until a retrieve reports the real one.
+    pub fn take_pending(&mut self) -> Option<String> {
+        let id = self.pending.take()?;
+        self.account.usage = Some(self.account.reservation());
+        Some(id)
     }
 
     /// Whether answer checks read this call's answer (its headers are then kept).
@@ -367,7 +378,7 @@ fn outgoing(
             Door::CountTokens => match count_tokens::encode_request(req, t)? {
                 Some(out) => Ok(l.authorize(out)),
                 None => Err(crate::providers::TranslateError(
-                    "token counting: this provider has no counting API (the gateway estimates the count when it is the only backend tried)".into(),
+                    "token counting: this provider has no counting API (the gateway estimates the count)".into(),
                 )),
             },
             Door::Embeddings { req: e, .. } => {
