@@ -64,6 +64,10 @@ pub struct Endpoint {
     /// Set on MCP endpoints the gateway answers itself: an `ai/mcp` server, or an
     /// `ai/mcp-federation` of the backends ([`crate::mcp`]).
     pub mcp: Option<crate::mcp::McpEndpoint>,
+    /// KrakenD 3.0 `output_encoding: "streaming"` on an `ai/llm` endpoint: a request in
+    /// KrakenD's AI contract is answered as a stream, in each backend's `ai/llm.format` (else
+    /// its vendor's own stream format).
+    pub llm_stream: bool,
 }
 
 impl Endpoint {

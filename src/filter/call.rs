@@ -8,6 +8,7 @@ use super::doors::{self, Doc, Door};
 use crate::config::{Backend, Endpoint};
 use crate::governance::{self, CallHooks};
 use crate::providers::backend::{LlmBackend, Provider};
+use crate::providers::krakend::StreamShape;
 use crate::providers::model::anthropic_betas;
 use crate::providers::model::{ChatRequest, StreamEvent};
 use crate::providers::{count_tokens, embeddings, responses, tokens};
@@ -82,6 +83,35 @@ pub struct Call {
     pub(super) answer_checks: Vec<Rc<Checks>>,
     /// The answer's headers, kept for answer checks (`resp_metadata_headers`).
     pub(super) answer_headers: Vec<(String, String)>,
+    /// KrakenD's LLM streaming on this endpoint ([`stream_door`]): the door of its errors.
+    pub(super) llm_stream: Option<FrontDoor>,
+    /// The request is in KrakenD's AI contract on a streaming endpoint: it streams.
+    streams_contract: bool,
+    /// The stream format of this attempt's backend, when [`Call::streams_contract`].
+    pub(super) shape: Option<StreamShape>,
+}
+
+/// KrakenD 3.0's LLM streaming (endpoint `output_encoding: "streaming"`): the door whose
+/// error object answers before a stream starts, Anthropic's when every backend streams
+/// Anthropic's format (its SDK reads the errors), else OpenAI's (KrakenD's door). None: the
+/// endpoint does not stream.
+pub fn stream_door(ep: &Endpoint) -> Option<FrontDoor> {
+    if !ep.llm_stream {
+        return None;
+    }
+    let mut shapes = ep.backends.iter().filter_map(|b| {
+        let l = b.llm.as_ref()?;
+        Some(StreamShape::of(
+            l.format,
+            l.provider.wire(),
+            b.url_pattern.as_str(),
+        ))
+    });
+    Some(if shapes.all(|s| s == StreamShape::Anthropic) {
+        FrontDoor::Anthropic
+    } else {
+        FrontDoor::KrakenD
+    })
 }
 
 impl Call {
@@ -104,6 +134,9 @@ impl Call {
             data: None,
             answer_checks: Vec::new(),
             answer_headers: Vec::new(),
+            llm_stream: None,
+            streams_contract: false,
+            shape: None,
         }
     }
 
@@ -152,8 +185,18 @@ impl Call {
                 doors::read(self.kind, Doc::Bytes(&rendered), &mut self.front)
             }
         };
+        // KrakenD's LLM streaming: the endpoint streams a request in its AI contract (the
+        // client's fields never decide), and answers in the stream format's error shape.
+        if let (FrontDoor::KrakenD, Some(door)) = (self.front, self.llm_stream) {
+            self.front = door;
+            self.streams_contract = true;
+        }
         (self.request, self.door) = parsed
             .map_err(|e| Refusal::new(ErrorKind::InvalidRequest, e.message).param(e.param))?;
+        if self.streams_contract {
+            self.request.stream = true;
+            self.request.include_usage = true;
+        }
         Ok(())
     }
 
@@ -165,7 +208,7 @@ impl Call {
     /// The client's `anthropic-beta` header (Anthropic's door): the features go to
     /// Anthropic-wire backends with the request, nowhere else.
     pub fn set_betas(&mut self, header: Option<String>) {
-        if self.front == FrontDoor::Anthropic {
+        if self.front == FrontDoor::Anthropic && !self.streams_contract {
             self.request.anthropic_beta =
                 header.as_deref().map(anthropic_betas).unwrap_or_default();
         }
@@ -291,6 +334,10 @@ impl Call {
         }
         l.fill_defaults(&mut req);
         self.wire = l.provider.wire();
+        let url = b.url_pattern.as_str();
+        self.shape = self
+            .streams_contract
+            .then(|| StreamShape::of(l.format, self.wire, url));
         self.stream = req.stream;
         self.include_usage = req.include_usage;
         self.model = l.upstream_model(&req.model).to_string();

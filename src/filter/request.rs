@@ -142,6 +142,7 @@ impl Flow {
             CallSecurity::new(&ep.security, roles),
         );
         call.data = self.data.clone();
+        call.llm_stream = super::call::stream_door(ep);
         self.llm = Some(call);
         if end_of_stream {
             let msg = "the request body is required";
