@@ -8,6 +8,7 @@ use super::reader::{self, ConfigError, Obj, Result};
 use super::{Backend, Endpoint, Gateway, HeaderOp};
 use crate::cost;
 use crate::mcp::{Kind, McpEndpoint};
+use crate::providers::krakend::StreamShape;
 use crate::providers::{EndpointKind, FrontDoor};
 use crate::routing::forward::{Allow, Forward};
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
@@ -424,9 +425,10 @@ fn endpoint(
         security: parts.security,
         forward,
         mcp,
-        llm_stream: streaming,
+        llm_stream: None,
     };
     llm_streaming(&ep, streaming, path, warnings)?;
+    ep.llm_stream = streaming.then(|| stream_door(&ep.backends));
     let (bpath, xpath) = (format!("{path}.backend"), format!("{path}.extra_config"));
     let rules = ep.backends.iter_mut().map(|b| &mut b.rules).collect();
     let is_llm = ep.api.is_some();
@@ -738,6 +740,27 @@ fn llm_streaming(
         }
     }
     Ok(())
+}
+
+/// The door whose error object answers a streaming endpoint's refusals and provider errors
+/// before the stream starts: Anthropic's when every backend streams Anthropic's format (its
+/// SDK reads the errors), else OpenAI's (KrakenD's door).
+fn stream_door(backends: &[Backend]) -> FrontDoor {
+    let shapes = backends.iter().filter_map(|b| {
+        let l = b.llm.as_ref()?;
+        Some(StreamShape::of(
+            l.format,
+            l.provider.wire(),
+            b.url_pattern.as_str(),
+        ))
+    });
+    let mut shapes = shapes.peekable();
+    let some = shapes.peek().is_some();
+    if some && shapes.all(|s| s == StreamShape::Anthropic) {
+        FrontDoor::Anthropic
+    } else {
+        FrontDoor::KrakenD
+    }
 }
 
 /// KrakenD's response manipulation on a backend (`allow`, `mapping`, `group`, non-JSON

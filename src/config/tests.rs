@@ -288,12 +288,15 @@ fn krakend_ai_endpoints() {
         gemini.clone(),
     );
     doc["endpoints"][0]["output_encoding"] = json!("streaming");
-    assert!(compile(doc).unwrap().endpoints[0].llm_stream);
+    assert_eq!(
+        compile(doc).unwrap().endpoints[0].llm_stream,
+        Some(crate::providers::FrontDoor::KrakenD)
+    );
     let mut doc = llm(
         "/v1beta/models/gemini-2.5-flash:generateContent",
         gemini.clone(),
     );
-    assert!(!compile(doc.clone()).unwrap().endpoints[0].llm_stream);
+    assert_eq!(compile(doc.clone()).unwrap().endpoints[0].llm_stream, None);
     // A stream format on an endpoint that does not stream has no effect: a warning.
     doc["endpoints"][0]["backend"][0]["extra_config"]["ai/llm"]["format"] = json!("openai");
     let g = compile(doc).unwrap();
@@ -321,7 +324,12 @@ fn krakend_llm_streaming_where_it_cannot_be() {
     };
     let llm = json!({"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/messages",
         "extra_config": {"ai/llm": {"anthropic": {"v1": {"credentials": "k", "variables": {"model": "c"}}}}}});
-    assert!(compile(ep("/ai", llm.clone(), json!({}))).is_ok());
+    // Its refusals before the body is read are Anthropic's: every backend streams its format.
+    let g = compile(ep("/ai", llm.clone(), json!({}))).unwrap();
+    assert_eq!(
+        g.endpoints[0].front_door(),
+        crate::providers::FrontDoor::Anthropic
+    );
     assert!(compile(ep("/v1/messages", llm.clone(), json!({}))).is_ok());
     let plain = json!({"host": ["http://127.0.0.1:9001"], "url_pattern": "/x"});
     let err = compile(ep("/plain", plain, json!({}))).unwrap_err();

@@ -83,35 +83,12 @@ pub struct Call {
     pub(super) answer_checks: Vec<Rc<Checks>>,
     /// The answer's headers, kept for answer checks (`resp_metadata_headers`).
     pub(super) answer_headers: Vec<(String, String)>,
-    /// KrakenD's LLM streaming on this endpoint ([`stream_door`]): the door of its errors.
+    /// KrakenD's LLM streaming on this endpoint (`Endpoint::llm_stream`): the door of its errors.
     pub(super) llm_stream: Option<FrontDoor>,
     /// The request is in KrakenD's AI contract on a streaming endpoint: it streams.
     streams_contract: bool,
     /// The stream format of this attempt's backend, when [`Call::streams_contract`].
     pub(super) shape: Option<StreamShape>,
-}
-
-/// KrakenD 3.0's LLM streaming (endpoint `output_encoding: "streaming"`): the door whose
-/// error object answers before a stream starts, Anthropic's when every backend streams
-/// Anthropic's format (its SDK reads the errors), else OpenAI's (KrakenD's door). None: the
-/// endpoint does not stream.
-pub fn stream_door(ep: &Endpoint) -> Option<FrontDoor> {
-    if !ep.llm_stream {
-        return None;
-    }
-    let mut shapes = ep.backends.iter().filter_map(|b| {
-        let l = b.llm.as_ref()?;
-        Some(StreamShape::of(
-            l.format,
-            l.provider.wire(),
-            b.url_pattern.as_str(),
-        ))
-    });
-    Some(if shapes.all(|s| s == StreamShape::Anthropic) {
-        FrontDoor::Anthropic
-    } else {
-        FrontDoor::KrakenD
-    })
 }
 
 impl Call {
