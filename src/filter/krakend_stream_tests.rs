@@ -301,3 +301,45 @@ fn clients_do_not_choose_whether_krakends_contract_streams() {
     let sent: Value = serde_json::from_slice(&h.request_body).unwrap();
     assert_eq!(sent.get("stream"), None, "{sent}");
 }
+
+/// An error the provider reports mid-stream is the format's error event, after the tokens
+/// already sent (Anthropic's `event: error`; Responses' `error` and `response.failed`;
+/// Gemini's error chunk).
+#[test]
+fn errors_mid_stream_are_the_formats_error_event() {
+    let err =
+        b"data: {\"error\": {\"message\": \"overloaded mid-way\", \"type\": \"server_error\"}}\n\n"
+            .to_vec();
+    let provider = vec![chat_chunks().remove(0), err];
+    let (flow, h) = send("/s/anthropic", json!({"contents": "hi"}));
+    let (out, _) = stream(flow, h, "text/event-stream", &provider);
+    assert!(text(&out[0]).contains("\"text\":\"Hel\""));
+    let tail = text(&out[1]);
+    assert!(
+        tail.contains("event: error\n") && tail.contains("overloaded mid-way"),
+        "{tail}"
+    );
+    assert!(!tail.contains("message_stop"), "{tail}");
+
+    let provider = vec![gemini_chunks().remove(0), gemini_err_chunk()];
+    let (flow, h) = send("/s/openai", json!({"contents": "hi"}));
+    let (out, _) = stream(flow, h, "text/event-stream", &provider);
+    let tail = text(&out[1]);
+    assert!(
+        tail.contains("event: error\n") && tail.contains("event: response.failed"),
+        "{tail}"
+    );
+
+    let provider = vec![gemini_chunks().remove(0), gemini_err_chunk()];
+    let (flow, h) = send("/s/gemini", json!({"contents": "hi"}));
+    let (out, _) = stream(flow, h, "text/event-stream", &provider);
+    let tail = text(&out[1]);
+    assert!(
+        tail.starts_with("data: {\"error\"") && tail.contains("\"UNAVAILABLE\""),
+        "{tail}"
+    );
+}
+
+fn gemini_err_chunk() -> Vec<u8> {
+    b"data: {\"error\": {\"code\": 503, \"message\": \"overloaded mid-way\", \"status\": \"UNAVAILABLE\"}}\n\n".to_vec()
+}
