@@ -43,6 +43,9 @@ pub struct Options {
     /// Envoy Gateway: the Gateway's listener (for the patch that lets the filter hold the
     /// headers until it has read the body).
     pub listener: String,
+    /// Envoy Gateway: the xDS name of that listener when it is not Envoy Gateway's default
+    /// `<namespace>/<gateway>/<listener>` (with its `XDSNameSchemeV2` runtime flag: `tcp-<port>`).
+    pub xds_listener: Option<String>,
     /// The Kubernetes Secret holding the environment variables the config references.
     pub secret: String,
     /// Istio: the labels of the gateway pods the plugin is loaded into.
@@ -60,6 +63,7 @@ impl Default for Options {
             namespace: "tollgate".into(),
             gateway: "tollgate".into(),
             listener: "http".into(),
+            xds_listener: None,
             secret: "tollgate-secrets".into(),
             selector: "istio=ingressgateway".into(),
         }
@@ -67,7 +71,8 @@ impl Default for Options {
 }
 
 pub const USAGE: &str = "--flavor envoy-gateway|istio [--image REGISTRY/REPO:TAG] [--namespace NS]
-                 [--gateway NAME] [--listener NAME] [--secret NAME] [--selector KEY=VALUE]";
+                 [--gateway NAME] [--listener NAME] [--xds-listener NAME] [--secret NAME]
+                 [--selector KEY=VALUE]";
 
 impl Options {
     pub fn from_args(args: &[String]) -> Result<Self, String> {
@@ -91,6 +96,7 @@ impl Options {
                 "--namespace" => o.namespace = value,
                 "--gateway" => o.gateway = value,
                 "--listener" => o.listener = value,
+                "--xds-listener" => o.xds_listener = Some(value),
                 "--secret" => o.secret = value,
                 "--selector" => o.selector = value,
                 _ => return Err(format!("unknown option {flag}\n{USAGE}")),
@@ -156,6 +162,14 @@ pub fn k8s_name(cluster: &str) -> String {
 
 fn metadata(name: &str, o: &Options) -> Value {
     json!({"name": name, "namespace": o.namespace, "labels": {"app.kubernetes.io/part-of": "tollgate"}})
+}
+
+/// What the control plane must allow for the manifests (a line of the output's header).
+pub fn requirements(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::EnvoyGateway => "Envoy Gateway with extensionApis.enableBackend and enableEnvoyPatchPolicy (the patch lets the filter hold the headers until it has read the body).",
+        Flavor::Istio => "A gateway Envoy of 1.35 or later; istio-agent pulls the image without a pull secret (an EnvoyFilter names none).",
+    }
 }
 
 /// The manifests, in the order to apply them.
@@ -267,6 +281,13 @@ fn envoy_gateway(
     // tollgate holds the request headers until it has read the body (routing by model, body
     // translation): Envoy's Wasm filter needs allow_on_headers_stop_iteration for that, which
     // EnvoyExtensionPolicy does not expose (measured: without it such requests hang).
+    // Envoy Gateway puts the policy's Wasm filter inline in the listener's HCM, with the
+    // policy's wasm `name` as the plugin name, and patches the listener as snake_case JSON
+    // (sources in docs/operations.md); the JSONPath selects that filter wherever the HCM is.
+    let listener = o
+        .xds_listener
+        .clone()
+        .unwrap_or(format!("{}/{}/{}", o.namespace, o.gateway, o.listener));
     out.push(json!({
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",
         "kind": "EnvoyPatchPolicy",
@@ -276,7 +297,7 @@ fn envoy_gateway(
             "type": "JSONPatch",
             "jsonPatches": [{
                 "type": "type.googleapis.com/envoy.config.listener.v3.Listener",
-                "name": format!("{}/{}/{}", o.namespace, o.gateway, o.listener),
+                "name": listener,
                 "operation": {
                     "op": "add",
                     "jsonPath": "$..http_filters[?(@.typed_config.config.name=='tollgate')].typed_config.config",
@@ -295,25 +316,7 @@ fn istio(doc: &Value, keys: &[String], clusters: &[(&str, &[HostUrl])], o: &Opti
         .selector
         .split_once('=')
         .unwrap_or(("istio", "ingressgateway"));
-    let env: Vec<Value> = keys
-        .iter()
-        .map(|k| json!({"name": k, "valueFrom": "HOST"}))
-        .collect();
-    out.push(json!({
-        "apiVersion": "extensions.istio.io/v1alpha1",
-        "kind": "WasmPlugin",
-        "metadata": metadata("tollgate", o),
-        "spec": {
-            "selector": {"matchLabels": {label: value}},
-            "url": format!("oci://{}", o.image),
-            "pluginName": "tollgate",
-            "type": "HTTP",
-            // Never skip the filter: that would bypass auth and budgets.
-            "failStrategy": "FAIL_CLOSE",
-            "pluginConfig": doc,
-            "vmConfig": {"env": env},
-        },
-    }));
+    out.push(envoy_filter(doc, keys, (label, value), o));
     let mut routes = Vec::new();
     for (name, hosts) in clusters {
         let external: Vec<&HostUrl> = hosts
@@ -375,6 +378,68 @@ fn istio(doc: &Value, keys: &[String], clusters: &[(&str, &[HostUrl])], o: &Opti
     out
 }
 
+/// Istio: the filter as an `EnvoyFilter` (not a `WasmPlugin`, which cannot set the Wasm
+/// filter's `allow_on_headers_stop_iteration`, and whose config an `EXTENSION_CONFIG` patch
+/// cannot change: istiod applies only ADD to extension configs). Two patches, the way Istio
+/// distributes Wasm through ECDS: the complete filter config as an extension config named
+/// `<namespace>.tollgate`, with the module's OCI image as its remote code (istio-agent
+/// downloads it and hands Envoy a local file, as for a WasmPlugin), and an HTTP filter that
+/// loads that config by ECDS, inserted before the router (where a WasmPlugin lands).
+/// Sources in docs/operations.md ("Istio").
+fn envoy_filter(doc: &Value, keys: &[String], (label, value): (&str, &str), o: &Options) -> Value {
+    let name = ecds_name(o);
+    let mut wasm =
+        crate::envoy::wasm_config(&doc.to_string(), keys, &crate::envoy::Options::default());
+    wasm["config"]["vm_config"]["code"] = json!({"remote": {
+        // istiod's own form for a WasmPlugin's module: the agent fetches it (so no cluster:
+        // `_`), and "nil" is istiod's placeholder for "no checksum" that the agent clears.
+        "http_uri": {"uri": format!("oci://{}", o.image), "cluster": "_", "timeout": "30s"},
+        "sha256": "nil",
+    }});
+    let gateway = json!({"context": "GATEWAY"});
+    json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": metadata("tollgate", o),
+        "spec": {
+            "workloadSelector": {"labels": {label: value}},
+            "configPatches": [
+                {
+                    "applyTo": "EXTENSION_CONFIG",
+                    "match": gateway,
+                    "patch": {"operation": "ADD", "value": {"name": name, "typed_config": wasm}},
+                },
+                {
+                    "applyTo": "HTTP_FILTER",
+                    "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "subFilter": {"name": "envoy.filters.http.router"}}}}},
+                    "patch": {"operation": "INSERT_BEFORE", "value": {
+                        "name": name,
+                        "config_discovery": {
+                            // Like istiod's own ECDS filters: the proxy waits for the config
+                            // (no request passes without the filter), and accepts the deny-all
+                            // RBAC filter istio-agent sends instead when the module cannot be
+                            // fetched (fail closed).
+                            "config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
+                            "type_urls": [
+                                "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+                            ],
+                        },
+                    }},
+                },
+            ],
+        },
+    })
+}
+
+/// The name of the Istio ECDS resource (and HTTP filter): namespace-qualified, as istiod names
+/// a WasmPlugin's (extension config names are not namespaced in Envoy).
+pub fn ecds_name(o: &Options) -> String {
+    format!("{}.tollgate", o.namespace)
+}
+
 /// Multi-document YAML with a header comment.
 pub fn to_yaml(docs: &[Value], header: &str) -> Result<String, String> {
     let mut out = String::new();
@@ -413,6 +478,64 @@ mod tests {
         assert!(Options::from_args(&args("--flavor istio --namespace Bad_Name")).is_err());
         let o = Options::from_args(&args("--flavor istio --image oci://r.io/t:1")).unwrap();
         assert_eq!((o.flavor, o.image.as_str()), (Flavor::Istio, "r.io/t:1"));
+    }
+
+    #[test]
+    fn the_patch_policy_names_the_xds_listener() {
+        let text = r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["https://x.example.com"], "url_pattern": "/"}]}]}"#;
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let name = |a: &str| {
+            let o = Options::from_args(&args(a)).unwrap();
+            let docs = manifests(&gw, &doc, &o).unwrap();
+            let p = docs
+                .iter()
+                .find(|d| d["kind"] == "EnvoyPatchPolicy")
+                .unwrap();
+            p["spec"]["jsonPatches"][0]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            name("--flavor envoy-gateway --listener web"),
+            "tollgate/tollgate/web"
+        );
+        assert_eq!(
+            name("--flavor envoy-gateway --xds-listener tcp-80"),
+            "tcp-80"
+        );
+    }
+
+    #[test]
+    fn istio_loads_the_filter_by_ecds_holding_the_headers() {
+        let text = r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["https://x.example.com"], "url_pattern": "/"}]}]}"#;
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let gw = Gateway::from_value(&doc, &|_| None).unwrap();
+        let o = Options {
+            flavor: Flavor::Istio,
+            namespace: "ai".into(),
+            ..Options::default()
+        };
+        let docs = manifests(&gw, &doc, &o).unwrap();
+        assert!(docs.iter().all(|d| d["kind"] != "WasmPlugin"));
+        let ef = docs.iter().find(|d| d["kind"] == "EnvoyFilter").unwrap();
+        let (ext, http) = (
+            &ef["spec"]["configPatches"][0],
+            &ef["spec"]["configPatches"][1],
+        );
+        assert_eq!(ext["patch"]["value"]["name"], "ai.tollgate");
+        assert_eq!(http["patch"]["value"]["name"], "ai.tollgate");
+        let config = &ext["patch"]["value"]["typed_config"]["config"];
+        assert_eq!(config["allow_on_headers_stop_iteration"], true);
+        assert_eq!(
+            config["vm_config"]["code"]["remote"]["http_uri"]["uri"],
+            format!("oci://{}", o.image)
+        );
+        let plugin: Value =
+            serde_json::from_str(config["configuration"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(plugin, doc);
     }
 
     #[test]

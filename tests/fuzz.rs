@@ -932,6 +932,27 @@ fn fuzz_agent_requests() {
         if let Ok(req) = anthropic::parse_count_tokens_request(&input) {
             ok = true;
             encode_everywhere(&req);
+            // Each provider's count request, or the gateway's marked estimate.
+            for wire in WIRES {
+                let t = Target {
+                    wire,
+                    model: "claude-sonnet-4-5",
+                    api_version: None,
+                    defaults: &d,
+                    aws: Some(&creds),
+                    host: "bedrock-runtime.us-east-1.amazonaws.com",
+                    now_unix: 1,
+                };
+                match count_tokens::encode_request(&req, &t) {
+                    Ok(Some(out)) => assert!(is_json(&out.body), "{wire:?}"),
+                    Ok(None) => {
+                        let c = count_tokens::estimate(&req, &t);
+                        assert!(c.estimated);
+                        assert!(is_json(&count_tokens::encode_response(&c)));
+                    }
+                    Err(e) => assert!(!e.0.is_empty()),
+                }
+            }
         }
         match embeddings::parse_request(&input) {
             Ok(req) => {
@@ -1157,6 +1178,241 @@ fn fuzz_responses_stream_decoder() {
     });
 }
 
+/// A random canonical event, of every kind the decoders emit (indices and call numbers small
+/// and sometimes absurd, texts sometimes JSON-hostile).
+fn random_event(rng: &mut Rng) -> StreamEvent {
+    use tollgate::providers::model::{FinishReason, Origin, ProviderError, Usage};
+    let index = if rng.chance(8) {
+        u32::MAX
+    } else {
+        rng.below(3) as u32
+    };
+    let call = if rng.chance(8) {
+        u32::MAX
+    } else {
+        rng.below(3) as u32
+    };
+    let text = rng.pick(TOKENS).to_string();
+    let n = |rng: &mut Rng| {
+        if rng.chance(6) {
+            u64::MAX
+        } else {
+            rng.below(1000) as u64
+        }
+    };
+    match rng.below(14) {
+        0 => StreamEvent::Start {
+            id: rng.pick(&["", "resp_1", "chatcmpl-9", "\u{0}"]).to_string(),
+            model: "m".into(),
+        },
+        1 | 2 => StreamEvent::Text { index, text },
+        3 => StreamEvent::Refusal { index, text },
+        4 => StreamEvent::ToolCallStart {
+            index,
+            call,
+            id: text.clone(),
+            name: text,
+        },
+        5 => StreamEvent::ToolCallArgs {
+            index,
+            call,
+            arguments: text,
+        },
+        6 => StreamEvent::Finish {
+            index,
+            reason: *rng.pick(&[
+                FinishReason::Stop,
+                FinishReason::Length,
+                FinishReason::ToolCalls,
+                FinishReason::ContentFilter,
+            ]),
+        },
+        7 => StreamEvent::Usage(Usage {
+            prompt_tokens: n(rng),
+            completion_tokens: n(rng),
+            cached_tokens: n(rng),
+            reasoning_tokens: n(rng),
+            cache_write_tokens: n(rng),
+        }),
+        8 => StreamEvent::Error(ProviderError {
+            status: *rng.pick(&[0u16, 400, 429, 500, 999]),
+            kind: "server_error".into(),
+            message: text,
+            code: None,
+        }),
+        9 => StreamEvent::ReasoningStart {
+            index,
+            id: rng.chance(2).then(|| text.clone()),
+        },
+        10 => StreamEvent::Reasoning { index, text },
+        11 => StreamEvent::ReasoningEnd {
+            index,
+            signature: rng.chance(2).then(|| text.clone()),
+            origin: *rng.pick(&[
+                Origin::Anthropic,
+                Origin::Gemini,
+                Origin::OpenAi,
+                Origin::Unknown,
+            ]),
+        },
+        12 => StreamEvent::RedactedReasoning {
+            index,
+            data: text,
+            origin: Origin::Anthropic,
+        },
+        _ => StreamEvent::Native(tollgate::providers::model::Native {
+            api: tollgate::providers::model::NativeApi::Responses,
+            kind: "web_search_call".into(),
+            path: "output".into(),
+            value: random_value(rng, 2),
+        }),
+    }
+}
+
+/// The Responses door's stream encoder fed arbitrary provider event sequences (any order,
+/// repeats, events after the finish or an error): no panic, every event JSON with its
+/// `sequence_number` counting from 0, and output bounded by what came in.
+#[test]
+fn fuzz_responses_stream_encoder() {
+    run("responses_stream_encoder", |rng| {
+        let events: Vec<StreamEvent> = (0..rng.below(40)).map(|_| random_event(rng)).collect();
+        let input = format!("{events:?}").into_bytes();
+        exercising(&input);
+        let ext = if rng.chance(2) {
+            responses::parse_request(&agent_request_seeds()[0])
+                .map(|(_, e)| e)
+                .unwrap_or_default()
+        } else {
+            responses::ResponsesExtras::default()
+        };
+        let mut enc = responses::StreamEncoder::new("m", &ext, responses::Echo::default(), 1);
+        let mut out = Vec::new();
+        for ev in &events {
+            enc.encode(ev, &mut out);
+        }
+        enc.finish(&mut out);
+        let parsed = sse_parse(&[&out]);
+        for (i, ev) in parsed.iter().enumerate() {
+            let v: Value =
+                serde_json::from_str(&ev.data).unwrap_or_else(|e| panic!("{e}: {:?}", ev.data));
+            assert_eq!(v["sequence_number"], json!(i), "{:?}", ev.data);
+            assert_eq!(ev.event.as_deref(), v["type"].as_str());
+        }
+        // Each event re-states the response at most (created, in_progress, completed): a few
+        // kilobytes of settings, plus what the provider sent.
+        let bound = 64 * 1024 + 64 * input.len();
+        assert!(
+            out.len() <= bound,
+            "{} bytes out of {} in",
+            out.len(),
+            input.len()
+        );
+        (input, !parsed.is_empty())
+    });
+}
+
+/// The agents' answers, mutated: embeddings of every wire (a decoded answer pairs a vector
+/// with each input or is an error, and re-encodes as bounded JSON), token counts, and
+/// Responses objects (finished, queued: a background call's usage is read only from a
+/// finished object).
+#[test]
+fn fuzz_agent_answers() {
+    let vec2 = json!([0.1, -0.2]);
+    let seeds: Vec<(Vec<u8>, Wire, &str)> = vec![
+        (json!({"object": "list", "model": "m", "data": [{"object": "embedding", "index": 0, "embedding": vec2},
+            {"object": "embedding", "index": 1, "embedding": "zczMPc3MTL4="}], "usage": {"prompt_tokens": 2, "total_tokens": 2}})
+            .to_string().into_bytes(), Wire::OpenAi, "m"),
+        (json!({"embedding": vec2, "inputTextTokenCount": 3}).to_string().into_bytes(), Wire::Bedrock, EMBED_MODELS[0]),
+        (json!({"id": "x", "embeddings": {"float": [vec2, vec2]}, "texts": ["a", "b"], "response_type": "embeddings_by_type"})
+            .to_string().into_bytes(), Wire::Bedrock, EMBED_MODELS[1]),
+        (json!({"embeddings": [{"values": vec2}, {"values": vec2}]}).to_string().into_bytes(), Wire::Gemini, "m"),
+        (json!({"embedding": {"values": vec2}}).to_string().into_bytes(), Wire::Gemini, "m"),
+        (br#"{"input_tokens": 12}"#.to_vec(), Wire::Anthropic, "m"),
+        (br#"{"totalTokens": 5}"#.to_vec(), Wire::Gemini, "m"),
+        (br#"{"inputTokens": 7}"#.to_vec(), Wire::Bedrock, "m"),
+        (fixture("responses/text.json"), Wire::OpenAi, "m"),
+        (br#"{"id":"resp_1","object":"response","status":"queued","background":true,"output":[],"usage":null}"#.to_vec(), Wire::OpenAi, "m"),
+    ];
+    let others: Vec<&[u8]> = seeds.iter().map(|(b, _, _)| b.as_slice()).collect();
+    let request = |n: usize, base64: bool| {
+        let body = json!({"model": "m", "input": vec!["t"; n], "encoding_format": if base64 { "base64" } else { "float" }});
+        embeddings::parse_request(body.to_string().as_bytes()).unwrap()
+    };
+    run("agent_answers", |rng| {
+        let (seed, wire, model) = rng.pick(&seeds);
+        let input = mutate_json(rng, seed, &others);
+        exercising(&input);
+        let wire = if rng.chance(4) {
+            *rng.pick(&WIRES)
+        } else {
+            *wire
+        };
+        let status = if rng.chance(4) {
+            *rng.pick(&[0u16, 400, 404, 429, 500, 529])
+        } else {
+            200
+        };
+        let header = rng.chance(3).then(|| rng.below(1 << 20) as u64);
+        let mut ok = false;
+        if let Ok(r) = embeddings::decode_response(wire, model, status, &input, header) {
+            ok = true;
+            let req = request(1 + rng.below(3), rng.chance(2));
+            if embeddings::check_count(&req, &r).is_ok() {
+                assert_eq!(
+                    r.vectors.len(),
+                    1.max(match &req.input {
+                        tollgate::providers::model::EmbeddingInput::Texts(t) => t.len(),
+                        _ => 1,
+                    })
+                );
+            }
+            let out = embeddings::encode_response(
+                &r,
+                "m",
+                req.encoding_format,
+                r.prompt_tokens.unwrap_or(0),
+            );
+            assert!(is_json(&out));
+            assert!(
+                out.len() <= 4096 + 32 * input.len(),
+                "{} bytes out of {}",
+                out.len(),
+                input.len()
+            );
+        }
+        if let Ok(c) = count_tokens::decode_response(wire, status, &input) {
+            ok = true;
+            assert!(!c.estimated);
+            assert!(is_json(&count_tokens::encode_response(&c)));
+        }
+        if let Some(v) = responses::pending(status, &input) {
+            ok = true;
+            assert!(
+                responses::terminal_usage(&v).is_none(),
+                "a queued object reports no usage"
+            );
+        }
+        if let Ok(v) = serde_json::from_slice::<Value>(&input) {
+            if let Some(u) = responses::terminal_usage(&v) {
+                let finished = ["completed", "incomplete", "failed", "cancelled"];
+                assert!(finished.contains(&v["status"].as_str().unwrap_or("")));
+                let _ = u.total();
+            }
+        }
+        if let Ok(r) = responses::decode_response(status, &input) {
+            ok = true;
+            let out = responses::encode_response(
+                &r,
+                "m",
+                &responses::ResponsesExtras::default(),
+                &responses::Echo::default(),
+            );
+            assert!(is_json(&out));
+        }
+        (input, ok)
+    });
+}
+
 /// Text with real PII shapes and near misses, for the detector target.
 const PII_SEED: &str = "Mail jane.doe+tag@example.co.uk or call +1 415 555 2671; card 4111 1111 1111 1111 \
 (not 4111 1111 1111 1112), IBAN DE89 3704 0044 0532 0130 00, SSN 123-45-6789, host 10.0.0.1 \
@@ -1252,6 +1508,19 @@ fn flow_request_body(rng: &mut Rng, path: &str, model: &str, stream: bool) -> Ve
     } else {
         let seed = if path == "/v1/messages" {
             anthropic_request_seed()
+        } else if path == "/v1/responses" {
+            let mut v: Value = serde_json::from_slice(&agent_request_seeds()[0]).unwrap();
+            v["background"] = json!(rng.chance(2));
+            v["store"] = json!(rng.chance(2));
+            serde_json::to_vec(&v).unwrap()
+        } else if path == "/v1/embeddings" {
+            agent_request_seeds()[1].clone()
+        } else if path.ends_with("/count_tokens") {
+            let mut v: Value = serde_json::from_slice(&anthropic_request_seed()).unwrap();
+            if let Some(m) = v.as_object_mut() {
+                m.remove("max_tokens");
+            }
+            serde_json::to_vec(&v).unwrap()
         } else {
             openai_request_seed()
         };
@@ -1293,6 +1562,8 @@ fn flow_input(rng: &mut Rng) -> Vec<u8> {
         *rng.pick(&["GET", "POST", "PUT", "DELETE", "OPTIONS", ""])
     } else if path.starts_with("/api/") || path == "/v1/models" {
         "GET"
+    } else if path.starts_with("/v1/responses/") && !path.contains("/cancel") {
+        *rng.pick(&["GET", "GET", "DELETE"])
     } else {
         "POST"
     };
@@ -1367,7 +1638,15 @@ fn flow_input(rng: &mut Rng) -> Vec<u8> {
     if rng.chance(4) {
         head.push(("server", "upstream"));
     }
-    let body = answer(rng, stream_answer);
+    let mut body = answer(rng, stream_answer);
+    if path.starts_with("/v1/responses") && !stream_answer && rng.chance(2) {
+        // OpenAI's Responses objects: finished, or a background call's (queued, then done).
+        body = match rng.below(3) {
+            0 => fixture("responses/text.json"),
+            1 => br#"{"id":"resp_1","object":"response","status":"queued","background":true,"output":[],"usage":null}"#.to_vec(),
+            _ => br#"{"id":"resp_1","object":"response","status":"completed","output":[],"usage":{"input_tokens":5,"output_tokens":7,"total_tokens":12}}"#.to_vec(),
+        };
+    }
     out.extend_from_slice(SEP);
     write_message(&mut out, &head, &body);
     for _ in 0..rng.below(4) {

@@ -87,6 +87,8 @@ struct State {
     status_counters: Mutex<HashMap<String, usize>>,
     seq: AtomicU64,
     active: AtomicUsize,
+    /// Responses kept (`store`, `background`), by id.
+    kept: Mutex<HashMap<String, agents::Kept>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -370,6 +372,9 @@ fn handle(state: &State, req: &Request, w: &mut TcpStream) -> io::Result<Next> {
     if req.header("x-mock-no-record") != Some("1") {
         state.record(req);
     }
+    if let Some(op) = agents::stored_route(path) {
+        return stored_call(state, req, w, op);
+    }
     if req.method == "POST" {
         if let Some(op) = agents::route(path) {
             return agent_call(state, req, w, op);
@@ -488,6 +493,73 @@ fn steered_or_body(
     }
 }
 
+/// OpenAI's stored responses: retrieve (also as a stream resumed after `starting_after`),
+/// delete, cancel, input items; an unknown id is OpenAI's 404.
+fn stored_call(
+    state: &State,
+    req: &Request,
+    w: &mut TcpStream,
+    op: agents::Stored,
+) -> io::Result<Next> {
+    let ka = req.keep_alive;
+    let query = req.query();
+    let param = |k: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+    };
+    let mut kept = lock(&state.kept);
+    let (id, method) = match &op {
+        agents::Stored::Object(id)
+        | agents::Stored::Cancel(id)
+        | agents::Stored::InputItems(id) => (id.clone(), req.method.as_str()),
+    };
+    let Some(k) = kept.get_mut(&id) else {
+        drop(kept);
+        let msg = format!("Response with id '{id}' not found.");
+        return write_error(w, req, Provider::OpenAi, 404, &msg);
+    };
+    let answer = match (op, method) {
+        (agents::Stored::Object(_), "GET") if param("stream") == Some("true") => {
+            let after = param("starting_after").and_then(|s| s.parse().ok());
+            let events = k.events(after);
+            drop(kept);
+            http::write_stream_head(w, 200, "text/event-stream", &[], ka)?;
+            for (name, data) in events {
+                http::write_chunk(w, format!("event: {name}\ndata: {data}\n\n").as_bytes())?;
+            }
+            http::write_last_chunk(w)?;
+            return Ok(Next::KeepAlive);
+        }
+        (agents::Stored::Object(_), "GET") => k.retrieve(),
+        (agents::Stored::Object(_), "DELETE") => {
+            kept.remove(&id);
+            json!({"id": id, "object": "response.deleted", "deleted": true})
+        }
+        (agents::Stored::Cancel(_), "POST") => {
+            if k.background {
+                k.cancelled = true;
+            }
+            k.object()
+        }
+        (agents::Stored::InputItems(_), "GET") => k.input_items(),
+        _ => {
+            drop(kept);
+            return write_error(w, req, Provider::OpenAi, 405, "mock: method not allowed");
+        }
+    };
+    drop(kept);
+    let usage = answer
+        .get("usage")
+        .filter(|u| u.is_object())
+        .map(|u| format!("{},{}", u["input_tokens"], u["output_tokens"]))
+        .unwrap_or_else(|| "0,0".into());
+    let headers: Headers = vec![("x-mock-usage", usage)];
+    let body = answer.to_string();
+    http::write_response(w, 200, "application/json", &headers, body.as_bytes(), ka)?;
+    Ok(Next::KeepAlive)
+}
+
 /// The agents' API: embeddings, token counts, Responses.
 fn agent_call(state: &State, req: &Request, w: &mut TcpStream, op: agents::Op) -> io::Result<Next> {
     let ka = req.keep_alive;
@@ -517,6 +589,25 @@ fn agent_call(state: &State, req: &Request, w: &mut TcpStream, op: agents::Op) -
                 seq,
                 created,
             );
+            let background = body.get("background") == Some(&Value::Bool(true));
+            if background || body.get("store") != Some(&Value::Bool(false)) {
+                let kept = agents::Kept {
+                    reply: reply.clone(),
+                    background,
+                    polls: 0,
+                    cancelled: false,
+                    input: body.get("input").cloned().unwrap_or(Value::Null),
+                };
+                lock(&state.kept).insert(reply.id.clone(), kept);
+            }
+            if background && body.get("stream") != Some(&Value::Bool(true)) {
+                // OpenAI's background mode: queued now, the usage at a later retrieve.
+                let queued = lock(&state.kept).get(&reply.id).map(agents::Kept::object);
+                let headers: Headers = vec![("x-mock-usage", "0,0".into())];
+                let body = queued.unwrap_or_default().to_string();
+                http::write_response(w, 200, "application/json", &headers, body.as_bytes(), ka)?;
+                return Ok(Next::KeepAlive);
+            }
             let usage = format!("{},{}", reply.prompt_tokens, reply.output_tokens());
             let headers: Headers = vec![
                 ("x-mock-usage", usage),

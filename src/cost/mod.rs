@@ -10,6 +10,7 @@
 //! `cost`), and `reserve` (pre-flight reservation from `max_tokens`).
 
 pub mod config;
+pub mod held;
 pub mod store;
 
 pub use config::{attach, for_llm, for_plain, processors, usage_config};
@@ -22,7 +23,7 @@ use crate::support::calendar::Unit;
 use std::collections::BTreeMap;
 
 /// One limit of a rule: `amount` per `unit`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limit {
     pub amount: f64,
     pub unit: Unit,
@@ -92,7 +93,7 @@ impl TierValue {
 }
 
 /// What one call costs against the budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Weight {
     /// One per request (KrakenD's default without `weight_key`).
     Requests,
@@ -107,7 +108,7 @@ pub enum Weight {
 
 /// Where the backend reports what a call weighs (KrakenD's `weight_key` with
 /// `weight_strategy`): a response header, or a field of its JSON answer (a dot path).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Report {
     /// Lowercase header name.
     Header(String),
@@ -263,7 +264,7 @@ fn without_scheme(value: &str) -> &str {
 }
 
 /// The quota a request is charged against: resolved from its headers at request time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Charge {
     /// Counter key prefix `quota|rule|identity`.
     pub key: String,

@@ -27,6 +27,7 @@ pub fn init<H: Host + ?Sized>(h: &mut H) {
             let _ = h.shared_set(&key, b"", None);
         }
     }
+    super::held::init(h);
 }
 
 /// One counter line.

@@ -124,6 +124,7 @@ impl Call {
             }
             Ok(Decoded::Count(c)) => (200, count_tokens::encode_response(&c)),
             Ok(Decoded::Embeddings(r)) => self.embedded(&r, clock),
+            Ok(Decoded::Pending(v)) => self.pending(v),
             Err(mut e) => {
                 if self.model.is_empty() {
                     // The body was never translated, so no provider saw the request: this is
@@ -148,6 +149,24 @@ impl Call {
             body: Some(self.security.scrub_answer(out)),
             hold: false,
         }
+    }
+
+    /// A background call's first answer (`queued`, `in_progress`): the provider's object
+    /// as sent, the model named as the client did and the client's own `instructions` (not
+    /// what a decorator added); its id is kept for the hold of its charge
+    /// ([`crate::cost::held`]).
+    fn pending(&mut self, mut v: Value) -> (u16, Vec<u8>) {
+        self.pending = v.get("id").and_then(Value::as_str).map(str::to_string);
+        let model = Value::String(self.client_model().to_string());
+        let instructions = match &self.door {
+            Door::Responses { extras, .. } => extras.instructions.clone().map(Value::String),
+            _ => None,
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.insert("model".into(), model);
+            o.insert("instructions".into(), instructions.unwrap_or(Value::Null));
+        }
+        (200, serde_json::to_vec(&v).unwrap_or_default())
     }
 
     /// A provider's whole answer for the client (status, body, content type): accounted,

@@ -89,6 +89,8 @@ pub struct Call {
     streams_contract: bool,
     /// The stream format of this attempt's backend, when [`Call::streams_contract`].
     pub(super) shape: Option<StreamShape>,
+    /// A background Responses call answered `queued`: its response id (its charge is held).
+    pub(super) pending: Option<String>,
 }
 
 impl Call {
@@ -114,7 +116,16 @@ impl Call {
             llm_stream: None,
             streams_contract: false,
             shape: None,
+            pending: None,
         }
+    }
+
+    /// A background call still running: its response id, and its usage is the reservation
+    /// (the request and `max_tokens`) until a retrieve reports the real one.
+    pub fn take_pending(&mut self) -> Option<String> {
+        let id = self.pending.take()?;
+        self.account.usage = Some(self.account.reservation());
+        Some(id)
     }
 
     /// Whether answer checks read this call's answer (its headers are then kept).
@@ -391,7 +402,7 @@ fn outgoing(
             Door::CountTokens => match count_tokens::encode_request(req, t)? {
                 Some(out) => Ok(l.authorize(out)),
                 None => Err(crate::providers::TranslateError(
-                    "token counting: this provider has no counting API (the gateway estimates the count when it is the only backend tried)".into(),
+                    "token counting: this provider has no counting API (the gateway estimates the count)".into(),
                 )),
             },
             Door::Embeddings { req: e, .. } => {

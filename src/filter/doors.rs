@@ -51,6 +51,8 @@ pub enum Decoded {
     Chat(crate::providers::ChatResponse),
     Count(TokenCount),
     Embeddings(EmbeddingResponse),
+    /// A background Responses call not finished yet: the provider's object, as sent.
+    Pending(Value),
 }
 
 /// Bedrock's count of an embeddings call's input tokens (its answers carry no usage).
@@ -221,9 +223,10 @@ impl Door {
             | Door::Responses {
                 upstream: false, ..
             } => crate::providers::decode_response(wire, status, body).map(Decoded::Chat),
-            Door::Responses { upstream: true, .. } => {
-                responses::decode_response(status, body).map(Decoded::Chat)
-            }
+            Door::Responses { upstream: true, .. } => match responses::pending(status, body) {
+                Some(v) => Ok(Decoded::Pending(v)),
+                None => responses::decode_response(status, body).map(Decoded::Chat),
+            },
             Door::CountTokens => {
                 count_tokens::decode_response(wire, status, body).map(Decoded::Count)
             }

@@ -221,6 +221,17 @@ impl Flow {
             if f.next > 1 {
                 h.counter_add(governance::METRIC_FAILOVER, 1);
             }
+            if let Some(count) = call.local_count(ep, b, &*h) {
+                // Token counting reached a provider with no counting API: the gateway's
+                // estimate answers, marked `estimated` (it cannot fail, nothing is sent).
+                self.phase = if f.sent() {
+                    Phase::Answered
+                } else {
+                    Phase::Replied
+                };
+                h.send_reply(200, &[("content-type", "application/json")], &count);
+                return Action::Pause;
+            }
             let out = match call.prepare(ep, b, h) {
                 Ok(out) => out,
                 Err(refusal) => {
@@ -359,6 +370,10 @@ fn translate_callout<H: Host>(
     if call.checks_answer() {
         call.answer_headers = answer.headers.clone();
     }
+    if let Some(name) = call.usage_header() {
+        // Bedrock's embeddings report their tokens in a header, as on the proxied path.
+        call.set_usage_header(answer.headers.get(name));
+    }
     let head_status = answer.headers.get(":status").and_then(|s| s.parse().ok());
     let envoy = answer.headers.get(ERROR_HEADER).as_deref() == Some(ENVOY_REPLY);
     let head = call.head(head_status, envoy, false, &*h);
@@ -391,3 +406,7 @@ fn send<H: Host>(h: &mut H, a: Answer, secrets: &Secrets) {
     let body = secrets.scrub(&a.body, Mask::Redacted).unwrap_or(a.body);
     h.send_reply(a.status, &headers, &body);
 }
+
+#[cfg(test)]
+#[path = "failover_tests.rs"]
+mod tests;

@@ -57,7 +57,7 @@ pub struct Fleet {
     /// The call before the request was made (once per request).
     gated: bool,
     /// The unix seconds of that call: a settlement goes to its windows.
-    at: u64,
+    pub(super) at: u64,
     /// `X-Quota-*` of that call's answer, for the response (unless `disable_quota_headers`).
     pub headers: Vec<(&'static str, String)>,
 }

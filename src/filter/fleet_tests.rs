@@ -492,3 +492,71 @@ fn failover_attempts_wait_for_the_call_once() {
     assert_eq!(h.callouts.len(), 3);
     assert_eq!(h.callouts[2].cluster, "tg_http_127.0.0.1_9002");
 }
+
+/// A background Responses call on a budget kept in Redis: the POST settles its reservation
+/// to the estimate it holds (nothing to send: the same amount), and the first retrieve that
+/// reports the usage sends the difference, once.
+#[test]
+fn a_background_call_is_trued_up_in_redis_once() {
+    let doc = json!({"version": 3,
+        "extra_config": {"redis": {"connection_pools": [{"name": "shared", "address": "127.0.0.1:6379"}]},
+                         "governance/processors": {"quotas": [quota(false)]}},
+        "endpoints": [{"endpoint": "/v1/responses", "method": "POST",
+            "extra_config": {"governance/quota": {"quota_name": "q", "tier_key": "x-plan", "reserve": true,
+                "weight_key": "usage.total_tokens",
+                "tiers": [{"rule_name": "r", "tier_value_as": "*", "strategy": "header", "key": "x-user"}]}},
+            "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/responses",
+                "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": "sk"}}}}}]}]});
+    let gw = Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap());
+    let body = r#"{"model": "gpt-4o-mini", "input": "Hello", "background": true, "max_output_tokens": 100}"#;
+    let mut h = MockHost::request("POST", "/v1/responses", &[("x-user", "alice")])
+        .with_body(body.as_bytes());
+    crate::cost::store::init(&mut h);
+    let mut flow = Flow::new(Rc::clone(&gw));
+    flow.on_request_headers(&mut h, false);
+    flow.on_request_body(&mut h, body.len(), true);
+    let (_, req, _) = call(&h);
+    let reserved = req.descriptors[0].hits_addend.unwrap();
+    answer(&mut h, &[proto::Code::Ok; 2], &[]);
+    deliver(&mut flow, &mut h);
+    h.response_headers = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    flow.on_response_headers(&mut h, false);
+    let queued =
+        r#"{"id":"resp_bg","object":"response","status":"queued","output":[],"usage":null}"#;
+    h.response_chunk = queued.as_bytes().to_vec();
+    flow.on_response_body(&mut h, queued.len(), true);
+    flow.on_log(&mut h);
+    assert!(h.detached.is_empty(), "the reservation is what is held");
+    let done = r#"{"id":"resp_bg","object":"response","status":"completed","output":[],"usage":{"input_tokens":12,"output_tokens":30,"total_tokens":42}}"#;
+    for poll in 0..2 {
+        let mut next = MockHost::request("GET", "/v1/responses/resp_bg", &[("x-user", "bob")]);
+        next.shared = std::mem::take(&mut h.shared);
+        next.detached = std::mem::take(&mut h.detached);
+        h = next;
+        let mut flow = Flow::new(Rc::clone(&gw));
+        flow.on_request_headers(&mut h, true);
+        assert!(h.reply.is_none(), "{:?}", h.reply);
+        h.response_headers = vec![
+            (":status".into(), "200".into()),
+            ("content-type".into(), "application/json".into()),
+        ];
+        flow.on_response_headers(&mut h, false);
+        h.response_chunk = done.as_bytes().to_vec();
+        flow.on_response_body(&mut h, done.len(), true);
+        flow.on_log(&mut h);
+        assert_eq!(h.detached.len(), 1, "poll {poll}: one charge in all");
+    }
+    let c = &h.detached[0];
+    assert_eq!(get(&c.headers, "x-tollgate-op"), Some("charge"));
+    let req = proto::RateLimitRequest::decode(&c.body[5..]).unwrap();
+    for d in &req.descriptors {
+        assert_eq!(entries(d)[3], ("identity", "alice"), "the POST's budget");
+        assert_eq!(
+            (d.hits_addend, d.is_negative_hits),
+            (Some(reserved - 42), true)
+        );
+    }
+}

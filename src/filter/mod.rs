@@ -31,6 +31,7 @@ mod quota;
 pub mod reply;
 mod request;
 mod security;
+mod stored;
 mod upstream;
 
 use crate::config::{Endpoint, Gateway};
@@ -146,6 +147,10 @@ pub struct Flow {
     data: Option<Rc<RequestData>>,
     /// A plain endpoint's answer held whole for its checks or its answer template.
     held: Option<Held>,
+    /// A stored-response request (`GET …/responses/{id}`, …), until it goes upstream.
+    route: Option<stored::Route>,
+    /// A stored-response request's answer ([`stored::Answer`]).
+    stored: Option<stored::Answer>,
 }
 
 /// A plain endpoint's answer body.
@@ -175,6 +180,8 @@ impl Flow {
             relay: None,
             data: None,
             held: None,
+            route: None,
+            stored: None,
         }
     }
 
@@ -243,6 +250,9 @@ impl Flow {
         let Some(call) = self.llm.as_mut() else {
             if let Some(held) = self.held.take() {
                 return self.held_chunk(h, held, size, end);
+            }
+            if self.stored.is_some() {
+                return self.stored_chunk(h, size, end);
             }
             self.plain_answer_chunk(h, size, end);
             return Action::Continue;
@@ -335,6 +345,10 @@ impl Flow {
         // The fleet quota's standing, as the limits service answered before the request.
         for (k, v) in &self.fleet.headers {
             h.set_response_header(k, Some(v));
+        }
+        if self.stored.is_some() {
+            self.record_into(h, false); // nothing to count: the phase ends here
+            return self.stored_headers(h, end_of_stream);
         }
         if self.llm.is_none() {
             // security: answer checks and answer templates read a plain answer whole (held).
@@ -463,6 +477,9 @@ impl Flow {
         if self.llm.is_some() {
             self.quota.weigh_headers(&*h, true); // a weight the provider reports in a header
         }
+        // A background call still running is charged its reservation, held until a
+        // retrieve reports its usage (`stored.rs`).
+        let pending = self.llm.as_mut().and_then(Call::take_pending);
         let call = self.llm.as_ref();
         let outcome = account::Outcome {
             account: call.map(|c| &c.account),
@@ -473,13 +490,29 @@ impl Flow {
             status,
             fleet: &mut self.fleet,
         };
-        account::record(h, &self.gw, outcome)
+        let headers = account::record(h, &self.gw, outcome);
+        if let Some(id) = pending {
+            self.hold(h, &id);
+        }
+        headers
     }
 }
 
 /// How a plain endpoint's answer body goes to the client, decided on its headers: martian's
 /// response `body.Modifier` replaces it (its content type set, the length no longer the
 /// backend's), else secrets its backend was sent are scrubbed from it, else it passes.
+/// The endpoint a request is matched to, its stored-response routes (`…/responses/{id}`)
+/// included: what the property tests check the routing against.
+pub fn matched_endpoint(gw: &Gateway, method: &str, path: &str) -> Option<usize> {
+    let candidates = gw.endpoints.iter().map(|e| (&e.pattern, e.method.as_str()));
+    match crate::routing::find(candidates, method, path) {
+        Ok((i, _)) => Some(i),
+        Err(_) => stored::find(gw, method, path, None)
+            .and_then(Result::ok)
+            .map(|r| r.index),
+    }
+}
+
 fn plain_answer<H: Host>(h: &mut H, ep: &Endpoint, backend: usize) -> PlainAnswer {
     let fixed = ep.backends.get(backend);
     if let Some(f) = fixed.and_then(|b| b.modifiers.response_body.as_ref()) {

@@ -11,7 +11,7 @@ use super::call::Call;
 use super::failover::Plan;
 use super::fleet::Fleet;
 use super::upstream::{self, route_to_backend};
-use super::{choose, models, reply, security, Action, Flow, Phase, Stop, Then};
+use super::{choose, models, reply, security, stored, Action, Flow, Phase, Stop, Then};
 use crate::config::{Backend, Endpoint};
 use crate::governance::{self, CallHooks};
 use crate::host::Host;
@@ -60,6 +60,14 @@ impl Flow {
         }
         let path = plain_path(ep, self.backend, &m.params, auth.query.as_deref())?;
         self.limits(h, ep, &m.params)?;
+        if let Some(route) = self.route.take() {
+            // A stored response: its tokens were held at its POST (nothing to check or
+            // reserve now); the client's credentials stay here.
+            for name in &ep.forward.never {
+                h.set_request_header(name, None);
+            }
+            return self.stored_upstream(h, ep, route, &auth.roles);
+        }
         self.quota.check(h, &gw, ep, &m.params)?;
         if let Some(mcp) = &ep.mcp {
             // The rate-limit keys of its tools are read while the headers are whole.
@@ -104,10 +112,30 @@ impl Flow {
                 })
             }
             Err(_) if method == "GET" && models::answer(h, &gw, path) => Err(Stop::Answered),
-            Err(miss) => {
-                self.front = reply::front_of_request(h, path);
-                Err(not_routed(miss, &method, path).into())
-            }
+            Err(miss) => match stored::find(&gw, &method, path, query) {
+                Some(Ok(route)) => {
+                    let index = route.index;
+                    self.endpoint = Some(index);
+                    if let Some(ep) = gw.endpoints.get(index) {
+                        self.front = ep.front_door();
+                    }
+                    let params = route.params.clone();
+                    self.route = Some(route);
+                    Ok(Matched {
+                        index,
+                        params,
+                        query: query.map(str::to_string),
+                    })
+                }
+                Some(Err(refusal)) => {
+                    self.front = reply::front_of_request(h, path);
+                    Err(refusal.into())
+                }
+                None => {
+                    self.front = reply::front_of_request(h, path);
+                    Err(not_routed(miss, &method, path).into())
+                }
+            },
         }
     }
 

@@ -173,6 +173,23 @@ pub fn write_llm<H: Host>(h: &mut H, ep: &Endpoint, backend: usize, out: &Outgoi
     route_to_backend(h, ep, backend);
 }
 
+/// A stored-response request (`GET …/responses/{id}`, …) written toward backend `backend`:
+/// the client's headers the backend may get, the path and the provider's credential; the
+/// method and any body as the client sent them. Uncompressed: a retrieve's answer is read
+/// for its usage.
+pub fn write_stored<H: Host>(h: &mut H, ep: &Endpoint, backend: usize, out: &Outgoing) {
+    let Some(b) = ep.backends.get(backend) else {
+        return;
+    };
+    forward_only(h, &b.forward);
+    h.set_request_header(":path", Some(&out.path));
+    h.set_request_header("accept-encoding", None);
+    for (name, value) in &out.headers {
+        h.set_request_header(name, Some(value));
+    }
+    route_to_backend(h, ep, backend);
+}
+
 /// A failover attempt, ready to dispatch.
 pub struct Callout {
     pub cluster: String,

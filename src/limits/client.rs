@@ -22,7 +22,7 @@ pub const TIMEOUT_MS: u64 = 250;
 pub const MAX_TIMEOUT_MS: u64 = 10_000;
 
 /// Where a quota keeps its counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Store {
     /// Each Envoy's shared data (`connection_name`: [`LOCAL`]).
     #[default]

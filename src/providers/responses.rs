@@ -1568,6 +1568,31 @@ fn failed(r: &Value) -> ProviderError {
     }
 }
 
+/// A Responses answer that is not finished yet (a background call's `queued` or
+/// `in_progress` object): the object as sent, its `id` a valid response id.
+pub fn pending(status: u16, body: &[u8]) -> Option<Value> {
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let open = matches!(
+        v.get("status").and_then(Value::as_str),
+        Some("queued" | "in_progress")
+    );
+    (open && v.get("id").is_some_and(Value::is_string)).then_some(v)
+}
+
+/// The usage of a finished `response` object (`completed`, `incomplete`, `failed`,
+/// `cancelled`) that reports one.
+pub fn terminal_usage(v: &Value) -> Option<Usage> {
+    let finished = matches!(
+        v.get("status").and_then(Value::as_str),
+        Some("completed" | "incomplete" | "failed" | "cancelled")
+    );
+    let usage = v.get("usage").filter(|u| u.is_object())?;
+    finished.then(|| usage_from(usage))
+}
+
 /// Decodes a non-streaming Responses answer (non-2xx statuses become errors).
 pub fn decode_response(status: u16, body: &[u8]) -> Result<ChatResponse, ProviderError> {
     if !(200..300).contains(&status) {

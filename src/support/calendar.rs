@@ -3,7 +3,7 @@
 //! on the 1st, a `week` on Monday), and civil dates from day counts (AWS SigV4 dates).
 
 /// The unit of a limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Unit {
     Second,
     Minute,

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+from pathlib import Path
 
 import httpx
 import jsonschema
@@ -112,13 +113,28 @@ def test_k8s_manifests_validate_against_the_crd_schemas(config, flavor):
         patch = next(d for d in docs if d["kind"] == "EnvoyPatchPolicy")
         assert patch["spec"]["jsonPatches"][0]["operation"]["path"] == "/allow_on_headers_stop_iteration"
     else:
-        (plugin,) = [d for d in docs if d["kind"] == "WasmPlugin"]
-        spec = plugin["spec"]
-        # CEL: one of selector / targetRefs; HOST env entries carry no value.
-        assert "selector" in spec and "targetRefs" not in spec and "targetRef" not in spec
-        assert spec["url"] == "oci://registry.example.com/tollgate:0.1.0"
-        assert spec["pluginConfig"] == source and spec["failStrategy"] == "FAIL_CLOSE"
-        assert spec["vmConfig"]["env"] == [{"name": k, "valueFrom": "HOST"} for k in keys]
+        (ef,) = [d for d in docs if d["kind"] == "EnvoyFilter"]
+        assert "WasmPlugin" not in kinds
+        spec = ef["spec"]
+        # CEL: one of workloadSelector / targetRefs; no waypoint match outside WAYPOINT;
+        # no wildcard in the selector.
+        assert "targetRefs" not in spec and spec["workloadSelector"]["labels"] == {"istio": "ingressgateway"}
+        ext, http = spec["configPatches"]
+        assert all(p["match"]["context"] == "GATEWAY" and "waypoint" not in p["match"]
+                   for p in spec["configPatches"])
+        # istiod serves EXTENSION_CONFIG patches with operation ADD only; the filter that
+        # loads it by ECDS goes before the router, named like the extension config.
+        assert (ext["applyTo"], ext["patch"]["operation"]) == ("EXTENSION_CONFIG", "ADD")
+        assert (http["applyTo"], http["patch"]["operation"]) == ("HTTP_FILTER", "INSERT_BEFORE")
+        assert http["match"]["listener"]["filterChain"]["filter"] == {
+            "name": "envoy.filters.network.http_connection_manager",
+            "subFilter": {"name": "envoy.filters.http.router"}}
+        assert http["patch"]["value"]["name"] == ext["patch"]["value"]["name"] == "tollgate.tollgate"
+        wasm = ext["patch"]["value"]["typed_config"]["config"]
+        assert wasm["allow_on_headers_stop_iteration"] is True and wasm["failure_policy"] == "FAIL_RELOAD"
+        assert json.loads(wasm["configuration"]["value"]) == source
+        assert wasm["vm_config"]["code"]["remote"]["http_uri"]["uri"] == "oci://registry.example.com/tollgate:0.1.0"
+        assert wasm["vm_config"]["environment_variables"] == {"host_env_keys": keys}
         vs = next(d for d in docs if d["kind"] == "VirtualService")
         routes = vs["spec"]["http"]
         for r in routes[:-1]:
@@ -163,16 +179,283 @@ def test_a_wrong_manifest_fails_the_schema_check():
         with pytest.raises(AssertionError):
             validate(d)
     _, docs = k8s(K8S_CONFIGS[0], "istio")
-    plugin = copy.deepcopy(next(d for d in docs if d["kind"] == "WasmPlugin"))
-    plugin["spec"]["vmConfig"]["env"][0]["valueFrom"] = "SECRET"
-    with pytest.raises(AssertionError):
-        validate(plugin)
+    ef = next(d for d in docs if d["kind"] == "EnvoyFilter")
+    for mutate in (lambda d: d["spec"]["configPatches"][0].update(applyTo="EXTENSION_CONFIGS"),
+                   lambda d: d["spec"]["configPatches"][1]["patch"].update(operation="INSERT"),
+                   lambda d: d["spec"]["configPatches"][1]["match"].update(contxt="GATEWAY"),
+                   lambda d: d["spec"].update(workloadSelector={"matchLabels": {"istio": "x"}})):
+        d = copy.deepcopy(ef)
+        mutate(d)
+        with pytest.raises(AssertionError):
+            validate(d)
 
 
 @pytest.mark.parametrize("flavor", ["envoy-gateway", "istio"])
 def test_shipped_k8s_manifests_are_in_sync(flavor):
     text, _ = k8s("deploy/k8s/krakend.json", flavor)
     assert (REPO / f"deploy/k8s/{flavor}.yaml").read_text() == text
+
+
+# --- The manifests' filter through a real Envoy ----------------------------------------------
+# No control plane runs here. These tests build the HTTP filters Envoy gets from istiod and
+# istio-agent (Istio) or from Envoy Gateway for the manifests above, the way their sources
+# build them (docs/operations.md lists the files), around tollgate's own listener and routes,
+# and send LLM requests through them to the mock provider: one routed by the `model` in the
+# body (the filter holds the headers until it has read the body).
+
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+ECDS_TYPE = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+K8S_SECRETS = {"TEAM_API_KEY": "team-key-0123456789", "OPENAI_API_KEY": "sk-openai-test",
+               "ANTHROPIC_API_KEY": "sk-ant-test"}
+
+
+def mock_k8s_config(mock, tmp_path) -> tuple[dict, Path]:
+    """deploy/k8s/krakend.json's LLM front door, its providers replaced by the mock."""
+    cfg = json.loads(K8S_CONFIGS[0].read_text())
+    cfg.pop("$schema")
+    cfg["endpoints"] = [e for e in cfg["endpoints"] if e["endpoint"] == "/v1/chat/completions"]
+    for b in cfg["endpoints"][0]["backend"]:
+        b["host"] = [mock.url]
+    path = tmp_path / "krakend.json"
+    path.write_text(json.dumps(cfg))
+    return cfg, path
+
+
+def with_filter(bootstrap: str, place) -> str:
+    """tollgate's bootstrap with its own filter taken out and `place(listener, http_filters,
+    routes)` putting the control plane's in."""
+    b = yaml.safe_load(bootstrap)
+    (listener,) = b["static_resources"]["listeners"]
+    (chain,) = listener["filter_chains"]
+    (hcm_filter,) = chain["filters"]
+    hcm = hcm_filter["typed_config"]
+    filters = [f for f in hcm["http_filters"] if f["name"] != "tollgate"]
+    assert [f["name"] for f in filters] == ["envoy.filters.http.router"]
+    hcm["http_filters"] = filters
+    place(listener, filters, hcm["route_config"]["virtual_hosts"][0]["routes"])
+    # File-based ECDS needs a node identity (a control plane's proxies have one).
+    b.setdefault("node", {"id": "gateway", "cluster": "gateway"})
+    return yaml.safe_dump(b)
+
+
+ROUTER_MATCH = {"name": "envoy.filters.network.http_connection_manager",
+                "subFilter": {"name": "envoy.filters.http.router"}}
+
+
+def insert_before(listener: dict, filters: list, f: dict, match: dict = ROUTER_MATCH):
+    """EnvoyFilter INSERT_BEFORE with a filter + subFilter match (listener_patch.go); tollgate's
+    listener names its HCM and router as Istio's and Envoy Gateway's do."""
+    chain = listener.get("default_filter_chain") or listener["filter_chains"][0]
+    assert [f["name"] for f in chain["filters"]] == [match["name"]]
+    (i,) = [i for i, x in enumerate(filters) if x["name"] == match["subFilter"]["name"]]
+    filters.insert(i, f)
+
+
+def istio_filter(tmp_path, ext: dict, http: dict, match: dict = ROUTER_MATCH):
+    """What the gateway's Envoy runs for an EXTENSION_CONFIG + HTTP_FILTER pair: istio-agent
+    has replaced the module's remote code by the downloaded file (pkg/wasm/convert.go
+    rewriteVMConfig); the ECDS resource comes from a file here instead of istiod's ADS."""
+    ext = copy.deepcopy(ext)
+    code = ext["typed_config"].get("config", {}).get("vm_config", {}).get("code")
+    if code and "remote" in code:
+        assert code["remote"]["http_uri"]["uri"].startswith("oci://")
+        ext["typed_config"]["config"]["vm_config"]["code"] = {"local": {"filename": str(WASM)}}
+    ecds = tmp_path / f"ecds-{len(list(tmp_path.iterdir()))}.json"
+    ecds.write_text(json.dumps({"version_info": "1", "resources": [{"@type": ECDS_TYPE, **ext}]}))
+    http = copy.deepcopy(http)
+    source = http["config_discovery"]["config_source"]
+    assert source.pop("ads") == {}
+    source["path_config_source"] = {"path": str(ecds)}
+    return lambda listener, filters, _routes: insert_before(listener, filters, http, match)
+
+
+def istio_patches(path: Path) -> tuple[dict, dict, dict]:
+    """The EnvoyFilter's extension config, HTTP filter, and where that filter goes."""
+    _, docs = k8s(path, "istio")
+    (ef,) = [d for d in docs if d["kind"] == "EnvoyFilter"]
+    ext, http = ef["spec"]["configPatches"]
+    return ext["patch"]["value"], http["patch"]["value"], http["match"]["listener"]["filterChain"]["filter"]
+
+
+def wasm_plugin_filter(tmp_path, cfg: dict):
+    """What istiod made of the WasmPlugin these manifests had before (pilot/pkg/model/
+    extensions.go buildWasmConfig: name `<ns>.<name>`, the plugin config as JSON text,
+    FAIL_CLOSE, HOST env keys; extension/extensionfilter.go: an ECDS filter before the router)."""
+    name = "extensions.istio.io/trafficextension/tollgate.tollgate"
+    ext = {"name": name, "typed_config": {"@type": WASM_TYPE, "config": {
+        "name": "tollgate.tollgate", "root_id": "tollgate", "failure_policy": "FAIL_CLOSED",
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(cfg)},
+        "vm_config": {"runtime": "envoy.wasm.runtime.v8",
+                      "code": {"remote": {"http_uri": {"uri": "oci://registry.example.com/tollgate:0.1.0",
+                                                       "cluster": "_", "timeout": "30s"}}},
+                      "environment_variables": {"host_env_keys": sorted(K8S_SECRETS)}}}}}
+    http = {"name": name, "config_discovery": {"config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
+                                               "type_urls": [WASM_TYPE, RBAC_TYPE]}}
+    return istio_filter(tmp_path, ext, http)
+
+
+def ask(e: Envoy, model: str, timeout=5.0) -> httpx.Response:
+    return httpx.post(f"{e.url}/v1/chat/completions", timeout=timeout,
+                      headers={"Authorization": f"Bearer {K8S_SECRETS['TEAM_API_KEY']}"},
+                      json={"model": model, "messages": [{"role": "user", "content": "Hi"}]})
+
+
+def run_with(cfg, place, check):
+    e = Envoy(cfg, env=K8S_SECRETS, host="wasm", mock_headers=False,
+              edit_bootstrap=lambda text: with_filter(text, place)).wait_ready()
+    try:
+        check(e)
+    finally:
+        e.stop()
+
+
+def answers_and_routes_by_model(mock):
+    def check(e):
+        mock.clear()
+        r = ask(e, "claude")
+        assert r.status_code == 200, r.text
+        assert r.json()["object"] == "chat.completion"
+        assert mock.last()["path"] == "/v1/messages"
+        r = ask(e, "gpt-4o-mini")
+        assert r.status_code == 200 and mock.last()["path"] == "/v1/chat/completions", r.text
+        assert ask(e, "gpt-4o-mini").status_code == 200
+    return check
+
+
+def hangs(e):
+    with pytest.raises(httpx.ReadTimeout):
+        ask(e, "claude", timeout=3.0)
+
+
+def test_istio_envoy_filter_answers_llm_requests(mock, tmp_path):
+    """The EnvoyFilter's two patches, as Envoy gets them, answer and route by model."""
+    cfg, path = mock_k8s_config(mock, tmp_path)
+    ext, http, match = istio_patches(path)
+    run_with(cfg, istio_filter(tmp_path, ext, http, match), answers_and_routes_by_model(mock))
+
+
+def test_istio_wasm_plugin_hangs_llm_requests(mock, tmp_path):
+    """The regression the EnvoyFilter fixes: the filter config istiod builds from a WasmPlugin
+    has no allow_on_headers_stop_iteration, and a request whose body the filter must read
+    never gets an answer."""
+    cfg, _ = mock_k8s_config(mock, tmp_path)
+    run_with(cfg, wasm_plugin_filter(tmp_path, cfg), hangs)
+
+
+def test_istio_module_that_cannot_be_fetched_denies(mock, tmp_path):
+    """When istio-agent cannot fetch the module it sends a deny-all RBAC filter under the
+    same name (convert.go, failure policy not FAIL_OPEN); the HTTP filter's type_urls accept
+    it, so the gateway answers 403 instead of running without the filter."""
+    cfg, path = mock_k8s_config(mock, tmp_path)
+    ext, http, match = istio_patches(path)
+    assert ext["typed_config"]["config"]["failure_policy"] != "FAIL_OPEN"
+    deny = {"name": ext["name"], "typed_config": {"@type": RBAC_TYPE, "rules": {},
+                                                  "rules_stat_prefix": "wasm-default-deny"}}
+
+    def check(e):
+        mock.clear()
+        assert ask(e, "claude").status_code == 403
+        assert mock.requests() == []
+    run_with(cfg, istio_filter(tmp_path, deny, http, match), check)
+
+
+def json_path_pointers(doc, expr: str) -> list[str]:
+    """The JSON pointers Envoy Gateway's ConvertPathToPointers (ojg) finds for a JSONPath of
+    the one form the manifests use: `$..KEY[?(@.A.B=='V')].C.D`."""
+    m = re.fullmatch(r"\$\.\.(\w+)\[\?\(@\.([\w.]+)=='([^']*)'\)\]((?:\.\w+)*)", expr)
+    assert m, expr
+    key, test, want, rest = m.group(1), m.group(2).split("."), m.group(3), m.group(4).split(".")[1:]
+
+    def get(v, names):
+        for n in names:
+            if not isinstance(v, dict) or n not in v:
+                return None
+            v = v[n]
+        return v
+
+    found = []
+
+    def walk(v, ptr):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k == key and isinstance(x, list):
+                    for i, item in enumerate(x):
+                        if get(item, test) == want and get(item, rest) is not None:
+                            found.append(f"{ptr}/{k}/{i}" + "".join(f"/{n}" for n in rest))
+                walk(x, f"{ptr}/{k}")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{ptr}/{i}")
+    walk(doc, "")
+    return found
+
+
+def test_json_path_emulation_agrees_with_envoy_gateways_vectors():
+    """json_path_pointers against Envoy Gateway's own cases for ConvertPathToPointers
+    (internal/utils/jsonpatch/jsonpathtopointer_test.go, case2Nested, TestCase-05/-06/-09)."""
+    doc = {"a": "b", "v": [{"x": "test1", "y": "hello"}, {"x": "test2", "y": "world"}],
+           "f": {"w": "hi", "q": "welcome", "y": "ciao"}, "y": "c"}
+    assert json_path_pointers(doc, "$..v[?(@.x=='test1')].y") == ["/v/0/y"]
+    assert json_path_pointers(doc, "$..v[?(@.x=='test2')].y") == ["/v/1/y"]
+    assert json_path_pointers(doc, "$..v[?(@.x=='UNKNOWN')].y") == []
+
+
+def apply_patch_policy(listener: dict, policy: dict):
+    """EnvoyPatchPolicy's JSON patches on a listener as Envoy Gateway applies them (jsonpatch.go:
+    the resource as protojson with proto names, the JSONPath's pointers + `path`, op add)."""
+    for p in policy["spec"]["jsonPatches"]:
+        assert p["type"] == "type.googleapis.com/envoy.config.listener.v3.Listener"
+        assert p["name"] == listener["name"], "the patch names another listener"
+        op = p["operation"]
+        assert op["op"] == "add"
+        pointers = json_path_pointers(listener, op["jsonPath"])
+        assert pointers, "Envoy Gateway refuses a JSONPath that selects nothing"
+        for ptr in pointers:
+            target = listener
+            for part in ptr.strip("/").split("/"):
+                target = target[int(part)] if isinstance(target, list) else target[part]
+            (field,) = op["path"].strip("/").split("/")
+            target[field] = op["value"]
+
+
+def envoy_gateway_filter(path: Path, patched: bool):
+    """The listener Envoy Gateway builds for the EnvoyExtensionPolicy (internal/xds/translator/
+    wasm.go: the Wasm filter inline in the HCM, named `envoy.filters.http.wasm/<policy IR
+    name>`, disabled and enabled per route; the policy's wasm `name` as the plugin name; its
+    code served by Envoy Gateway's Wasm HTTP server, here a local file), in the listener's
+    default filter chain (listener.go: plain HTTP), the listener named as Envoy Gateway names
+    it without XDSNameSchemeV2; then the EnvoyPatchPolicy."""
+    _, docs = k8s(path, "envoy-gateway")
+    eep = next(d for d in docs if d["kind"] == "EnvoyExtensionPolicy")
+    policy = next(d for d in docs if d["kind"] == "EnvoyPatchPolicy")
+    (w,) = eep["spec"]["wasm"]
+    ir_name = f"envoyextensionpolicy/{eep['metadata']['namespace']}/{eep['metadata']['name']}/wasm/0"
+    name = f"envoy.filters.http.wasm/{ir_name}"
+    wasm = {"name": name, "disabled": True, "typed_config": {"@type": WASM_TYPE, "config": {
+        "name": w["name"], "root_id": w["rootID"], "fail_open": w["failOpen"],
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(w["config"])},
+        "vm_config": {"vm_id": ir_name, "runtime": "envoy.wasm.runtime.v8",
+                      "code": {"local": {"filename": str(WASM)}},
+                      "environment_variables": {"host_env_keys": w["env"]["hostKeys"]}}}}}
+
+    def place(listener, filters, routes):
+        listener["name"] = "tollgate/tollgate/http"
+        (chain,) = listener.pop("filter_chains")
+        listener["default_filter_chain"] = chain | {"name": "tollgate/tollgate/http"}
+        insert_before(listener, filters, wasm)
+        for r in routes:
+            r["typed_per_filter_config"] = {name: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}}
+        if patched:
+            apply_patch_policy(listener, policy)
+            assert wasm["typed_config"]["config"]["allow_on_headers_stop_iteration"] is True
+    return place
+
+
+@pytest.mark.parametrize("patched", [True, False], ids=["with-patch-policy", "without"])
+def test_envoy_gateway_patch_policy_selects_the_filter_and_lets_llm_requests_through(mock, tmp_path, patched):
+    cfg, path = mock_k8s_config(mock, tmp_path)
+    run_with(cfg, envoy_gateway_filter(path, patched), answers_and_routes_by_model(mock) if patched else hangs)
 
 
 # --- make oci ---------------------------------------------------------------------------------

@@ -75,6 +75,14 @@ pub const PATHS: &[&str] = &[
     "/api/one/two?x=1",
     "/ask?key=k-user",
     "/jwt/v1/chat/completions",
+    "/v1/responses",
+    "/v1/responses/resp_1",
+    "/v1/responses/resp_1/cancel",
+    "/v1/responses/resp_1/input_items?limit=2&order=asc",
+    "/v1/responses/resp_1?stream=true&starting_after=1",
+    "/v1/responses/..%2Fresp_1?x=1",
+    "/v1/embeddings",
+    "/v1/messages/count_tokens",
     "/v1/models",
     "/nope",
 ];
@@ -135,6 +143,13 @@ pub fn config() -> Value {
             "variables": {"model": "mistral-small-latest"}}}}}});
     conditional["extra_config"]["backend/conditional"] =
         json!({"strategy": "header", "name": "X-Llm", "value": "mistral"});
+    let mut responses = openai(true);
+    responses["url_pattern"] = json!("/v1/responses");
+    let mut embed = openai(false);
+    embed["url_pattern"] = json!("/v1/embeddings");
+    let titan = json!({"host": ["http://127.0.0.1:9004"], "url_pattern": "/model",
+        "extra_config": {"ai/llm": {"bedrock": {"v1": {"credentials": "bedrock-api-key",
+            "variables": {"model": "cohere.embed-v4:0"}}}}}});
     let pii = json!({"detectors": ["email", "phone", "credit_card", "iban", "ssn", "ipv4", "api_key"],
         "custom": [{"name": "employee_id", "pattern": "EMP-[0-9]{5}"}], "action": "mask", "restore": true});
     let quota = |name: &str, weight: &str, reserve: bool| {
@@ -212,7 +227,17 @@ pub fn config() -> Value {
             {"endpoint": "/jwt/v1/chat/completions", "method": "POST", "backend": [openai(true)],
              "extra_config": {"auth/validator": {"alg": "RS256", "jwk_local_path": "/etc/jwks.json",
                  "roles": ["dev"], "scopes": ["llm:chat"], "scopes_key": "scope", "roles_key": "realm.roles",
-                 "roles_key_is_nested": true}}}
+                 "roles_key_is_nested": true}}},
+            // The agents' doors (issue 15): Responses (its stored routes too), embeddings
+            // and token counting behind failover.
+            {"endpoint": "/v1/responses", "method": "POST", "backend": [responses, anthropic_backend()],
+             "extra_config": {"auth/api-keys": {"roles": ["admin", "user"]},
+                              "governance/quota": quota("tokens", "usage.total_tokens", true)}},
+            {"endpoint": "/v1/embeddings", "method": "POST", "backend": [embed, titan],
+             "extra_config": {"ai/routing": {"failover": true},
+                              "governance/quota": quota("tokens", "usage.total_tokens", false)}},
+            {"endpoint": "/v1/messages/count_tokens", "method": "POST", "backend": [anthropic_backend(), openai(false)],
+             "extra_config": {"ai/routing": {"failover": true}}}
         ]
     })
 }
@@ -665,12 +690,7 @@ impl Envoy {
         let method = req.header(":method").unwrap_or("POST");
         let path = req.header(":path").unwrap_or("/v1/chat/completions");
         let path = path.split_once('?').map_or(path, |(p, _)| p);
-        GATEWAY.with(|gw| {
-            let candidates = gw.endpoints.iter().map(|e| (&e.pattern, e.method.as_str()));
-            tollgate::routing::find(candidates, method, path)
-                .ok()
-                .map(|(i, _)| i)
-        })
+        GATEWAY.with(|gw| tollgate::filter::matched_endpoint(gw, method, path))
     }
 
     /// Whether the request was routed to an `ai/llm` endpoint.

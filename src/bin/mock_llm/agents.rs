@@ -638,6 +638,114 @@ pub fn responses_events(r: &ResponsesReply) -> Vec<(String, Value)> {
     out
 }
 
+// ---------------------------------------------------------------------------------------------
+// Stored responses (OpenAI's background mode, retrieve, cancel, delete, input items)
+// ---------------------------------------------------------------------------------------------
+
+/// What a path under `/responses/{id}` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// `GET` (retrieve) and `DELETE` of `/responses/{id}`.
+    Object(String),
+    Cancel(String),
+    InputItems(String),
+}
+
+/// The stored-response operation a path names, if any.
+pub fn stored_route(path: &str) -> Option<Stored> {
+    let (head, last) = path.rsplit_once('/')?;
+    let id_of = |p: &str| {
+        let (base, id) = p.rsplit_once('/')?;
+        (base.ends_with("/responses") && id.starts_with("resp_")).then(|| id.to_string())
+    };
+    match last {
+        "cancel" => id_of(head).map(Stored::Cancel),
+        "input_items" => id_of(head).map(Stored::InputItems),
+        _ => id_of(path).map(Stored::Object),
+    }
+}
+
+/// A response the mock stores: what it answers, how often it was polled (a background
+/// response is `queued`, then `in_progress` at the first retrieve, `completed` from the
+/// second on), and whether it was cancelled.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub reply: ResponsesReply,
+    pub background: bool,
+    pub polls: u32,
+    pub cancelled: bool,
+    /// The request's `input`, for `input_items`.
+    pub input: Value,
+}
+
+impl Kept {
+    /// The object as a retrieve sees it now (counts the poll).
+    pub fn retrieve(&mut self) -> Value {
+        if self.background && !self.cancelled {
+            self.polls = self.polls.saturating_add(1);
+        }
+        self.object()
+    }
+
+    /// The object as it stands.
+    pub fn object(&self) -> Value {
+        let mut v = if self.cancelled {
+            responses_object(&self.reply, "cancelled", Vec::new(), false)
+        } else if self.background && self.polls < 2 {
+            let status = if self.polls == 0 {
+                "queued"
+            } else {
+                "in_progress"
+            };
+            responses_object(&self.reply, status, Vec::new(), false)
+        } else {
+            responses_body(&self.reply)
+        };
+        v["background"] = json!(self.background);
+        v
+    }
+
+    /// The stream of a retrieve with `stream=true`: every event after `starting_after`.
+    pub fn events(&self, starting_after: Option<u64>) -> Vec<(String, Value)> {
+        let mut all = responses_events(&self.reply);
+        all.retain(|(_, d)| {
+            let n = d
+                .get("sequence_number")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            starting_after.is_none_or(|s| n > s)
+        });
+        all
+    }
+
+    /// `input_items`: the input as items, as OpenAI lists them.
+    pub fn input_items(&self) -> Value {
+        let items: Vec<Value> = match &self.input {
+            Value::String(t) => vec![json!({"type": "message", "role": "user",
+                "content": [{"type": "input_text", "text": t}]})],
+            Value::Array(a) => a.clone(),
+            _ => Vec::new(),
+        };
+        let data: Vec<Value> = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut item)| {
+                item["id"] = json!(format!("msg_in{i}_{}", self.reply.id));
+                if item.get("type").is_none() {
+                    item["type"] = json!("message");
+                }
+                if item.get("status").is_none() {
+                    item["status"] = json!("completed");
+                }
+                item
+            })
+            .collect();
+        let id = |v: Option<&Value>| v.and_then(|i| i.get("id")).cloned().unwrap_or(json!(""));
+        json!({"object": "list", "first_id": id(data.first()), "last_id": id(data.last()),
+               "has_more": false, "data": data})
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -683,6 +791,20 @@ mod tests {
             })
         );
         assert_eq!(route("/v1/responses"), Some(Op::Responses));
+        assert_eq!(
+            stored_route("/v1/responses/resp_1"),
+            Some(Stored::Object("resp_1".into()))
+        );
+        assert_eq!(
+            stored_route("/openai/v1/responses/resp_1/cancel"),
+            Some(Stored::Cancel("resp_1".into()))
+        );
+        assert_eq!(
+            stored_route("/v1/responses/resp_1/input_items"),
+            Some(Stored::InputItems("resp_1".into()))
+        );
+        assert_eq!(stored_route("/v1/responses"), None);
+        assert_eq!(stored_route("/v1/chat/completions"), None);
         assert_eq!(route("/v1/messages"), None);
     }
 
