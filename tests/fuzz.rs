@@ -1559,6 +1559,9 @@ fn flow_request_body(rng: &mut Rng, path: &str, model: &str, stream: bool) -> Ve
         json!({"text": text, "stream": stream})
     } else if path.starts_with("/ask") {
         json!({"q": rng.pick(&["what is up", "Bad!", ""])})
+    } else if path.starts_with("/ks/") && !rng.chance(4) {
+        // KrakenD's AI contract (the endpoint streams it whatever `stream` says).
+        json!({"instructions": "be brief", "contents": text, "stream": stream})
     } else if path.starts_with("/api/") || rng.chance(20) {
         return (0..rng.below(64)).map(|_| rng.below(256) as u8).collect();
     } else {
