@@ -134,6 +134,12 @@ fn inline_one(v: &mut Value, dir: &Path, at: &str) -> Result<bool, String> {
 /// playground logs with a backend `telemetry/logging.custom_format` its v2.13 schema does not
 /// list) is no error here: the namespace's one warning line stands for it.
 pub fn check(doc: &Value) -> Result<Gateway, Vec<String>> {
+    check_resolving(doc, true)
+}
+
+/// [`check`]; `resolve`: whether every Redis address must resolve (DNS) here, which it need
+/// not where the manifests for another network are written (`tollgate k8s`).
+pub fn check_resolving(doc: &Value, resolve: bool) -> Result<Gateway, Vec<String>> {
     let mut errors: Vec<String> = match schema::extended().and_then(|s| schema::validate(&s, doc)) {
         Ok(errs) => errs
             .into_iter()
@@ -144,7 +150,7 @@ pub fn check(doc: &Value) -> Result<Gateway, Vec<String>> {
     };
     // The fleet limits' own rules (Redis pools, addresses, units): `tollgate limits` reads
     // the same document.
-    let (fleet_errors, fleet_warnings) = crate::limits::run::check(doc);
+    let (fleet_errors, fleet_warnings) = crate::limits::run::check(doc, resolve);
     errors.extend(fleet_errors.into_iter().map(|e| format!("tollgate: {e}")));
     match Gateway::from_value(doc, &placeholder) {
         Ok(mut gw) if errors.is_empty() => {

@@ -439,7 +439,7 @@ fn clusters_and_jwt(gw: &Gateway, o: &Options) -> (Vec<Value>, Option<Value>) {
 }
 
 /// The limits service's cluster: gRPC, so HTTP/2 (cleartext, a private network or loopback).
-fn limits_cluster((host, port): &(String, u16), o: &Options) -> Value {
+pub(crate) fn limits_cluster((host, port): &(String, u16), o: &Options) -> Value {
     let name = crate::limits::client::CLUSTER;
     let ip = host.parse::<std::net::IpAddr>().is_ok();
     let mut c = json!({

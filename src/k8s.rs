@@ -16,6 +16,12 @@
 //! `EnvoyProxy` container env `secretKeyRef`; Istio: the gateway Deployment, see
 //! docs/operations.md). No secret value is ever written here.
 //!
+//! Budgets and rate limits kept in Redis: the limits service runs as a Deployment (`tollgate
+//! limits`, from the tools image `--limits-image`, the KrakenD document in a ConfigMap, the
+//! Redis credentials it references from the Secret) behind a Service, and an
+//! `EnvoyPatchPolicy` (Envoy Gateway) or `EnvoyFilter` (Istio) adds the filter's HTTP/2 cluster
+//! to it ([`limits`]). Redis is the user's, at the addresses of the `redis` namespace.
+//!
 //! Refused (fail closed): `auth/validator` (the bootstrap's `jwt_authn` has no counterpart
 //! here yet; a config that expects verified claims would run without them).
 
@@ -50,6 +56,9 @@ pub struct Options {
     pub secret: String,
     /// Istio: the labels of the gateway pods the plugin is loaded into.
     pub selector: String,
+    /// The image holding the `tollgate` binary (the Dockerfile's `tools` stage), for the
+    /// limits service.
+    pub limits_image: String,
 }
 
 impl Default for Options {
@@ -66,13 +75,17 @@ impl Default for Options {
             xds_listener: None,
             secret: "tollgate-secrets".into(),
             selector: "istio=ingressgateway".into(),
+            limits_image: format!(
+                "registry.example.com/tollgate-tools:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
         }
     }
 }
 
 pub const USAGE: &str = "--flavor envoy-gateway|istio [--image REGISTRY/REPO:TAG] [--namespace NS]
                  [--gateway NAME] [--listener NAME] [--xds-listener NAME] [--secret NAME]
-                 [--selector KEY=VALUE]";
+                 [--selector KEY=VALUE] [--limits-image REGISTRY/REPO:TAG]";
 
 impl Options {
     pub fn from_args(args: &[String]) -> Result<Self, String> {
@@ -99,6 +112,7 @@ impl Options {
                 "--xds-listener" => o.xds_listener = Some(value),
                 "--secret" => o.secret = value,
                 "--selector" => o.selector = value,
+                "--limits-image" => o.limits_image = value,
                 _ => return Err(format!("unknown option {flag}\n{USAGE}")),
             }
         }
@@ -181,10 +195,115 @@ pub fn manifests(gw: &Gateway, doc: &Value, o: &Options) -> Result<Vec<Value>, S
     }
     let keys = env::referenced(doc);
     let clusters = gw.clusters();
-    Ok(match o.flavor {
+    let mut out = match o.flavor {
         Flavor::EnvoyGateway => envoy_gateway(doc, &keys, &clusters, o),
         Flavor::Istio => istio(doc, &keys, &clusters, o),
-    })
+    };
+    if gw.uses_fleet() {
+        out.extend(limits(doc, o)?);
+    }
+    Ok(out)
+}
+
+/// The limits service's name (Deployment, Service, ConfigMap) and port.
+pub const LIMITS: &str = "tollgate-limits";
+pub const LIMITS_PORT: u16 = 8083;
+
+/// Redis-backed limits: the limits service (ConfigMap with the document, Deployment,
+/// Service) and the filter's cluster to it (HTTP/2, the same cluster `tollgate envoy --limits`
+/// writes; Envoy Gateway: an `EnvoyPatchPolicy`, Istio: an `EnvoyFilter`). The service gets
+/// only the Secret's keys the `redis` namespace references.
+fn limits(doc: &Value, o: &Options) -> Result<Vec<Value>, String> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+    let labels = json!({"app.kubernetes.io/name": LIMITS, "app.kubernetes.io/part-of": "tollgate"});
+    let mut pod_labels = labels.clone();
+    if o.flavor == Flavor::Istio {
+        // The gateway's cluster speaks plain h2c to it (no Istio mTLS): no sidecar.
+        pod_labels["sidecar.istio.io/inject"] = json!("false");
+    }
+    let redis = doc
+        .get("extra_config")
+        .and_then(|e| e.get("redis"))
+        .unwrap_or(&Value::Null);
+    let env: Vec<Value> = env::referenced(redis)
+        .iter()
+        .map(|k| json!({"name": k, "valueFrom": {"secretKeyRef": {"name": o.secret, "key": k}}}))
+        .collect();
+    let host = format!("{LIMITS}.{}.svc.cluster.local", o.namespace);
+    let cluster = crate::envoy::limits_cluster(&(host, LIMITS_PORT), &Default::default());
+    let container = json!({
+        "name": "limits",
+        "image": o.limits_image,
+        "command": ["tollgate", "limits", "/etc/tollgate/krakend.json", "--listen", format!("0.0.0.0:{LIMITS_PORT}")],
+        "ports": [{"name": "grpc", "containerPort": LIMITS_PORT}],
+        "env": env,
+        "readinessProbe": {"tcpSocket": {"port": LIMITS_PORT}, "periodSeconds": 5},
+        "volumeMounts": [{"name": "config", "mountPath": "/etc/tollgate", "readOnly": true}],
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+    });
+    Ok(vec![
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(LIMITS, o),
+               "data": {"krakend.json": text}}),
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(LIMITS, o),
+            "spec": {
+                // Stateless (every counter is in Redis): replicas share nothing.
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": pod_labels}, "spec": {
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": LIMITS}}],
+                }},
+            },
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": metadata(LIMITS, o),
+            "spec": {"selector": labels, "ports": [{"name": "grpc", "port": LIMITS_PORT,
+                     "targetPort": LIMITS_PORT, "appProtocol": "kubernetes.io/h2c"}]},
+        }),
+        limits_cluster(cluster, o),
+    ])
+}
+
+/// The filter's cluster to the limits service, added where the control plane builds Envoy's.
+fn limits_cluster(cluster: Value, o: &Options) -> Value {
+    match o.flavor {
+        Flavor::EnvoyGateway => json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "EnvoyPatchPolicy",
+            "metadata": metadata("tollgate-limits-cluster", o),
+            "spec": {
+                "targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": o.gateway},
+                "type": "JSONPatch",
+                "jsonPatches": [{
+                    "type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+                    "name": crate::limits::client::CLUSTER,
+                    // An empty path adds the whole resource.
+                    "operation": {"op": "add", "path": "", "value": cluster},
+                }],
+            },
+        }),
+        Flavor::Istio => {
+            let (label, value) = o
+                .selector
+                .split_once('=')
+                .unwrap_or(("istio", "ingressgateway"));
+            json!({
+                "apiVersion": "networking.istio.io/v1alpha3",
+                "kind": "EnvoyFilter",
+                "metadata": metadata("tollgate-limits-cluster", o),
+                "spec": {
+                    "workloadSelector": {"labels": {label: value}},
+                    "configPatches": [{
+                        "applyTo": "CLUSTER",
+                        "match": {"context": "GATEWAY"},
+                        "patch": {"operation": "ADD", "value": cluster},
+                    }],
+                },
+            })
+        }
+    }
 }
 
 /// The routing header match of one tollgate cluster.

@@ -297,7 +297,14 @@ fn ok(r: &RateLimitResponse) -> bool {
 
 fn count(redis: &Redis, quota: &str, rule: &str, identity: &str, unit: Unit, now_s: u64) -> u64 {
     let (start, _) = unit.window(now_s);
-    let key = tollgate::limits::store::window_key(quota, rule, identity, unit.name(), start);
+    let key = tollgate::limits::store::window_key(
+        tollgate::limits::store::Keys::Plain,
+        quota,
+        rule,
+        identity,
+        unit.name(),
+        start,
+    );
     redis.get(&key).map_or(0, |v| v.parse().expect("count"))
 }
 
@@ -564,7 +571,12 @@ async fn windows_follow_the_calendar_and_settlements_go_to_their_windows() {
         let (start, _) = Unit::Minute.window(feb);
         redis::cmd("PTTL")
             .arg(tollgate::limits::store::window_key(
-                "tokens", "small", "u", "minute", start,
+                tollgate::limits::store::Keys::Plain,
+                "tokens",
+                "small",
+                "u",
+                "minute",
+                start,
             ))
             .query(&mut conn)
             .unwrap()

@@ -223,7 +223,7 @@ fn reject_paths() {
         .to_string()
         .starts_with("$.p.quotas[0].connection_name: is required"));
     assert!(named(Some("local")).unwrap_err().to_string().starts_with(
-        "$.p.quotas[0].connection_name: \"local\" names no Redis connection pool (declared in $.extra_config.redis.connection_pools: shared)"));
+        "$.p.quotas[0].connection_name: \"local\" names no Redis connection pool or cluster (declared in $.extra_config.redis: shared)"));
     assert_eq!(named(Some("per-envoy")).unwrap()[0].store, Store::Local);
     assert_eq!(named(Some("shared")).unwrap()[0].store, Store::Fleet(0));
     assert_eq!(

@@ -423,7 +423,7 @@ fn fleet_settings_are_checked_at_configure() {
     let q = |c: &str| json!({"name": "q", "connection_name": c, "rules": [{"name": "r", "limits": [{"amount": 1, "unit": "day"}]}]});
     let attach = json!({"quota_name": "q", "tier_key": "x", "tiers": [{"rule_name": "r", "tier_value_as": "*", "strategy": "ip"}]});
     assert!(refused(q("local"), json!({})).starts_with(
-        "$.extra_config.governance/processors.quotas[0].connection_name: \"local\" names no Redis connection pool (declared in $.extra_config.redis.connection_pools: one, two); use \"per-envoy\""));
+        "$.extra_config.governance/processors.quotas[0].connection_name: \"local\" names no Redis connection pool or cluster (declared in $.extra_config.redis: one, two); use \"per-envoy\""));
     let e = refused(
         q("one"),
         json!({"governance/quota": attach, "qos/ratelimit/router/redis": {"connection_name": "two", "max_rate": 1}}),

@@ -27,14 +27,15 @@ pub enum Store {
     /// Each Envoy's shared data (`connection_name`: [`LOCAL`]).
     #[default]
     Local,
-    /// Redis, through the limits service: the index of the pool in `redis.connection_pools`.
+    /// Redis, through the limits service: the index of the name in [`pools`] (a pool or a
+    /// cluster).
     Fleet(usize),
 }
 
 /// The fleet settings of a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// Names of `redis.connection_pools`, in order.
+    /// Names of `redis.connection_pools` then `redis.clusters`, in order ([`pools`]).
     pub pools: Vec<String>,
     /// `limits/service.timeout`: each call's bound (ms).
     pub timeout_ms: u64,
@@ -49,24 +50,34 @@ impl Default for Settings {
     }
 }
 
-/// Reads the pool names of the service's `redis` namespace (the service checks the rest:
-/// addresses, credentials, tuning). [`LOCAL`] is reserved.
+/// Reads the names a quota or rate limit may use in the service's `redis` namespace: its
+/// connection pools, then its clusters (the index of a name is the service's store); the
+/// service checks the rest (addresses, credentials, tuning). [`LOCAL`] is reserved, and one
+/// name names one thing.
 pub fn pools(v: &Value, path: &str) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
-    let list = v.get("connection_pools").and_then(Value::as_array);
-    for (i, p) in list.into_iter().flatten().enumerate() {
-        let at = format!("{path}.connection_pools[{i}].name");
-        let name = p
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ConfigError::new(&at, "is required (a string)"))?;
-        if name == LOCAL {
-            return Err(ConfigError::new(
-                at,
-                format!("\"{LOCAL}\" is reserved: a quota with this connection_name is counted in each Envoy's own store"),
-            ));
+    for list in ["connection_pools", "clusters"] {
+        let items = v.get(list).and_then(Value::as_array);
+        for (i, p) in items.into_iter().flatten().enumerate() {
+            let at = format!("{path}.{list}[{i}].name");
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ConfigError::new(&at, "is required (a string)"))?;
+            if name == LOCAL {
+                return Err(ConfigError::new(
+                    at,
+                    format!("\"{LOCAL}\" is reserved: a quota with this connection_name is counted in each Envoy's own store"),
+                ));
+            }
+            if out.iter().any(|n| n == name) {
+                return Err(ConfigError::new(
+                    at,
+                    format!("\"{name}\" is declared twice in {path} (a connection_name must name one pool or one cluster)"),
+                ));
+            }
+            out.push(name.to_string());
         }
-        out.push(name.to_string());
     }
     Ok(out)
 }
@@ -88,7 +99,7 @@ pub fn service(v: &Value, path: &str, settings: &mut Settings) -> Result<()> {
     o.finish(&[])
 }
 
-/// The store a `connection_name` names (at `path`): [`LOCAL`] or a declared pool.
+/// The store a `connection_name` names (at `path`): [`LOCAL`], a declared pool or cluster.
 pub fn store(name: &str, path: &str, pools: &[String]) -> Result<Store> {
     if name == LOCAL {
         return Ok(Store::Local);
@@ -98,11 +109,11 @@ pub fn store(name: &str, path: &str, pools: &[String]) -> Result<Store> {
     }
     Err(ConfigError::new(
         path,
-        format!("\"{name}\" names no Redis connection pool (declared in $.extra_config.redis.connection_pools: {}); use \"{LOCAL}\" to count this quota in each Envoy's own store (not shared between Envoys, reset when Envoy restarts)", declared(pools)),
+        format!("\"{name}\" names no Redis connection pool or cluster (declared in $.extra_config.redis: {}); use \"{LOCAL}\" to count this quota in each Envoy's own store (not shared between Envoys, reset when Envoy restarts)", declared(pools)),
     ))
 }
 
-/// The pool a Redis rate limit names (at `path`): a declared pool ([`LOCAL`] is for quotas;
+/// The pool or cluster a Redis rate limit names (at `path`) ([`LOCAL`] is for quotas;
 /// `qos/ratelimit/router` is the per-Envoy rate limit).
 pub fn pool(name: &str, path: &str, pools: &[String]) -> Result<usize> {
     if let Some(i) = pools.iter().position(|p| p == name) {
@@ -114,7 +125,7 @@ pub fn pool(name: &str, path: &str, pools: &[String]) -> Result<usize> {
         )
     } else {
         format!(
-            "\"{name}\" names no Redis connection pool (declared in $.extra_config.redis.connection_pools: {})",
+            "\"{name}\" names no Redis connection pool or cluster (declared in $.extra_config.redis: {})",
             declared(pools)
         )
     };
@@ -145,11 +156,11 @@ mod tests {
         assert_eq!(store("b", "$.q", &pools), Ok(Store::Fleet(1)));
         assert_eq!(store(LOCAL, "$.q", &[]), Ok(Store::Local));
         let e = store("c", "$.q", &pools).unwrap_err().to_string();
-        assert!(e.starts_with("$.q: \"c\" names no Redis connection pool (declared in $.extra_config.redis.connection_pools: a, b); use \"per-envoy\""), "{e}");
+        assert!(e.starts_with("$.q: \"c\" names no Redis connection pool or cluster (declared in $.extra_config.redis: a, b); use \"per-envoy\""), "{e}");
         assert!(store("c", "$.q", &[])
             .unwrap_err()
             .message
-            .contains("pools: none"));
+            .contains("redis: none"));
         assert_eq!(pool("b", "$.r", &pools), Ok(1));
         assert!(pool(LOCAL, "$.r", &pools)
             .unwrap_err()
@@ -158,9 +169,19 @@ mod tests {
         assert!(pool("c", "$.r", &pools)
             .unwrap_err()
             .message
-            .ends_with("pools: a, b)"));
+            .ends_with("redis: a, b)"));
         let e = super::pools(&json!({"connection_pools": [{"name": LOCAL}]}), "$.r").unwrap_err();
         assert_eq!(e.path, "$.r.connection_pools[0].name");
+        let both = json!({"connection_pools": [{"name": "a"}], "clusters": [{"name": "c"}, {"name": "a"}]});
+        let e = super::pools(&both, "$.r").unwrap_err();
+        assert_eq!(e.path, "$.r.clusters[1].name");
+        assert!(e.message.contains("declared twice"), "{e}");
+        let names = super::pools(
+            &json!({"connection_pools": [{"name": "a"}], "clusters": [{"name": "c"}]}),
+            "$.r",
+        )
+        .unwrap();
+        assert_eq!(store("c", "$.q", &names), Ok(Store::Fleet(1)));
     }
 
     #[test]

@@ -29,6 +29,23 @@ pub struct Pool {
     pub path: String,
 }
 
+/// A Redis Cluster (`redis.clusters[]`): every key one script touches carries one hash tag
+/// (`store::Keys::Tagged`), so it is on one shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    /// `addresses`: the seed nodes.
+    pub nodes: Vec<(String, u16)>,
+    pub user: Option<String>,
+    pub password: Option<Password>,
+    /// `dial_timeout` (default 5 s).
+    pub dial_timeout_ms: u64,
+    /// `max_redirects` (KrakenD's default 3): MOVED/ASK redirections and retries on a node.
+    pub max_redirects: u32,
+    /// JSON path of the cluster (for messages).
+    pub path: String,
+}
+
 /// A Redis password: `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(pub String);
@@ -61,7 +78,7 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quota {
     pub name: String,
-    /// Index in [`LimitsConfig::pools`].
+    /// Its store: index in [`LimitsConfig::pools`], then [`LimitsConfig::clusters`].
     pub pool: usize,
     pub rules: Vec<Rule>,
     pub hash_keys: bool,
@@ -93,6 +110,7 @@ impl Quota {
 pub struct RedisRateLimit {
     /// [`scheme::endpoint_scope`] or [`scheme::SERVICE_SCOPE`].
     pub scope: String,
+    /// As [`Quota::pool`].
     pub pool: usize,
     pub limit: RateLimit,
     pub failure: Failure,
@@ -102,10 +120,18 @@ pub struct RedisRateLimit {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LimitsConfig {
     pub pools: Vec<Pool>,
+    pub clusters: Vec<Cluster>,
     pub quotas: Vec<Quota>,
     pub rate_limits: Vec<RedisRateLimit>,
     /// Accepted settings that mean nothing here.
     pub warnings: Vec<String>,
+}
+
+impl LimitsConfig {
+    /// Whether a quota's or rate limit's store ([`Quota::pool`]) is a cluster.
+    pub fn is_cluster(&self, store: usize) -> bool {
+        store >= self.pools.len()
+    }
 }
 
 /// Whether the document keeps anything in Redis (then [`compile`] applies to it at
@@ -142,12 +168,8 @@ pub fn compile(
             "is required: the limits service keeps every counter in the Redis connection pools it declares",
         )
     })?;
-    client::pools(redis, &format!("{xpath}.redis"))?;
-    let clusters = pools(redis, &format!("{xpath}.redis"), lookup, resolve, &mut out)?;
-    // A quota may name a pool or a cluster here (a cluster is refused below, by name).
-    let names: Vec<String> = (out.pools.iter().map(|p| p.name.clone()))
-        .chain(clusters.iter().map(|(c, _)| c.clone()))
-        .collect();
+    let names = client::pools(redis, &format!("{xpath}.redis"))?;
+    pools(redis, &format!("{xpath}.redis"), lookup, resolve, &mut out)?;
     let defs = match extra.get("governance/processors") {
         Some(v) => cost::processors(v, &format!("{xpath}.governance/processors"), &names)?,
         None => Vec::new(),
@@ -165,7 +187,7 @@ pub fn compile(
             continue;
         }
         let mut o = Obj::new(raw, &format!("{ppath}[{i}]"))?;
-        let pool = connection(&mut o, "connection_name", &out.pools, &clusters)?;
+        let pool = connection(&mut o, "connection_name", &names)?;
         let failure = failure(&mut o, true)?;
         served.push(Some(out.quotas.len()));
         out.quotas.push(Quota {
@@ -180,7 +202,7 @@ pub fn compile(
     weights(doc, &defs, &served, &mut out.quotas)?;
     if let Some(v) = extra.get("qos/ratelimit/service/redis") {
         let path = format!("{xpath}.qos/ratelimit/service/redis");
-        let rl = redis_rate_limit(v, &path, scheme::SERVICE_SCOPE, &out.pools, &clusters)?;
+        let rl = redis_rate_limit(v, &path, scheme::SERVICE_SCOPE, &names)?;
         out.rate_limits.push(rl);
     }
     for (i, ep) in endpoints(doc) {
@@ -198,7 +220,7 @@ pub fn compile(
             .ok_or_else(|| ConfigError::new(format!("$.endpoints[{i}].endpoint"), "is required"))?;
         let scope = scheme::endpoint_scope(method, endpoint);
         out.rate_limits
-            .push(redis_rate_limit(v, &path, &scope, &out.pools, &clusters)?);
+            .push(redis_rate_limit(v, &path, &scope, &names)?);
     }
     Ok(out)
 }
@@ -211,7 +233,8 @@ fn endpoints(doc: &Value) -> impl Iterator<Item = (usize, &Value)> {
         .enumerate()
 }
 
-/// Pool settings KrakenD tunes its Go pool with: one multiplexed connection per pool replaces it.
+/// Pool settings KrakenD tunes its Go pool with: one multiplexed connection per pool (per
+/// cluster node) replaces it.
 const POOL_TUNING: &[&str] = &[
     "pool_size",
     "max_idle_conns",
@@ -227,27 +250,88 @@ const POOL_TUNING: &[&str] = &[
     "client_name",
 ];
 
-/// Reads `redis.connection_pools` into `out.pools`; returns the names of the declared
-/// clusters (refused when a quota or rate limit names one).
+/// What pools and clusters share: credentials, `dial_timeout`, no TLS, tuning warned about.
+struct Common {
+    user: Option<String>,
+    password: Option<Password>,
+    dial_timeout_ms: u64,
+}
+
+fn common(
+    p: &mut Obj<'_>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Common> {
+    let secret = |p: &mut Obj<'_>, key: &str| -> Result<Option<String>> {
+        match p.opt_str(key)? {
+            None => Ok(None),
+            Some(s) => env::resolve(s, lookup)
+                .map(Some)
+                .map_err(|e| ConfigError::new(p.at(key), e.to_string())),
+        }
+    };
+    let user = secret(p, "user_name")?;
+    let password = secret(p, "password")?.map(Password);
+    let dial_timeout_ms = match p.opt_str("dial_timeout")? {
+        None => 5_000,
+        Some(s) => crate::config::parse_duration_ms(s)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    p.at("dial_timeout"),
+                    format!("\"{s}\" is not a duration longer than 0 (examples: 500ms, 5s)"),
+                )
+            })?,
+    };
+    if p.get("tls").is_some() {
+        return Err(ConfigError::new(
+            p.at("tls"),
+            "TLS to Redis is not supported by tollgate limits; reach Redis on a private network or through a local TLS tunnel",
+        ));
+    }
+    for key in POOL_TUNING {
+        if p.get(key).is_some() {
+            warnings.push(format!(
+                "{}: KrakenD pool tuning, not used (tollgate limits keeps one multiplexed connection per Redis server)",
+                p.at(key)
+            ));
+        }
+    }
+    Ok(Common {
+        user,
+        password,
+        dial_timeout_ms,
+    })
+}
+
+/// A `host:port` at `at`, resolved now when `resolve`.
+fn address(address: &str, at: String, resolve: bool) -> Result<(String, u16)> {
+    let (host, port) = host_port(address).ok_or_else(|| {
+        ConfigError::new(
+            &at,
+            format!(
+                "\"{address}\" is not host:port (examples: redis:6379, 10.0.0.5:6379, [::1]:6379)"
+            ),
+        )
+    })?;
+    if resolve {
+        resolves(&host, port)
+            .map_err(|e| ConfigError::new(&at, format!("\"{address}\" does not resolve: {e}")))?;
+    }
+    Ok((host, port))
+}
+
+/// Reads `redis.connection_pools` and `redis.clusters` into `out` (names checked by
+/// [`client::pools`]).
 fn pools(
     v: &Value,
     path: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     resolve: bool,
     out: &mut LimitsConfig,
-) -> Result<Vec<(String, String)>> {
+) -> Result<()> {
     let mut o = Obj::new(v, path)?;
-    let mut clusters = Vec::new();
-    if let Some(list) = o.opt_array("clusters")? {
-        for (i, c) in list.iter().enumerate() {
-            let at = format!("{}[{i}]", o.at("clusters"));
-            let name = c
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ConfigError::new(format!("{at}.name"), "is required"))?;
-            clusters.push((name.to_string(), at));
-        }
-    }
     for (i, p) in o
         .opt_array("connection_pools")?
         .into_iter()
@@ -256,37 +340,8 @@ fn pools(
     {
         let mut p = Obj::new(p, &format!("{path}.connection_pools[{i}]"))?;
         let name = p.str("name")?.to_string();
-        if out.pools.iter().any(|q| q.name == name) || clusters.iter().any(|(c, _)| *c == name) {
-            return Err(ConfigError::new(
-                p.at("name"),
-                format!("\"{name}\" is declared twice"),
-            ));
-        }
-        let address = p.str("address")?;
-        let (host, port) = host_port(address).ok_or_else(|| {
-            ConfigError::new(
-                p.at("address"),
-                format!("\"{address}\" is not host:port (examples: redis:6379, 10.0.0.5:6379, [::1]:6379)"),
-            )
-        })?;
-        if resolve {
-            resolves(&host, port).map_err(|e| {
-                ConfigError::new(
-                    p.at("address"),
-                    format!("\"{address}\" does not resolve: {e}"),
-                )
-            })?;
-        }
-        let secret = |p: &mut Obj<'_>, key: &str| -> Result<Option<String>> {
-            match p.opt_str(key)? {
-                None => Ok(None),
-                Some(s) => env::resolve(s, lookup)
-                    .map(Some)
-                    .map_err(|e| ConfigError::new(p.at(key), e.to_string())),
-            }
-        };
-        let user = secret(&mut p, "user_name")?;
-        let password = secret(&mut p, "password")?.map(Password);
+        let (host, port) = address(p.str("address")?, p.at("address"), resolve)?;
+        let c = common(&mut p, lookup, &mut out.warnings)?;
         let db = match p.get("db") {
             None => 0,
             Some(v) => v
@@ -294,32 +349,6 @@ fn pools(
                 .filter(|d| *d >= 0)
                 .ok_or_else(|| ConfigError::new(p.at("db"), "expected a database number >= 0"))?,
         };
-        let dial_timeout_ms = match p.opt_str("dial_timeout")? {
-            None => 5_000,
-            Some(s) => crate::config::parse_duration_ms(s)
-                .ok()
-                .filter(|ms| *ms > 0)
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        p.at("dial_timeout"),
-                        format!("\"{s}\" is not a duration longer than 0 (examples: 500ms, 5s)"),
-                    )
-                })?,
-        };
-        if p.get("tls").is_some() {
-            return Err(ConfigError::new(
-                p.at("tls"),
-                "TLS to Redis is not supported by tollgate limits; reach Redis on a private network or through a local TLS tunnel",
-            ));
-        }
-        for key in POOL_TUNING {
-            if p.get(key).is_some() {
-                out.warnings.push(format!(
-                    "{}: KrakenD pool tuning, not used (tollgate limits keeps one multiplexed connection per pool)",
-                    p.at(key)
-                ));
-            }
-        }
         let path = p.path().to_string();
         p.finish(&[])?;
         out.pools.push(Pool {
@@ -327,15 +356,65 @@ fn pools(
             host,
             port,
             db,
-            user,
-            password,
-            dial_timeout_ms,
+            user: c.user,
+            password: c.password,
+            dial_timeout_ms: c.dial_timeout_ms,
             path,
         });
     }
-    // `clusters` was read above.
-    o.finish(&["clusters"])?;
-    Ok(clusters)
+    for (i, c) in o.opt_array("clusters")?.into_iter().flatten().enumerate() {
+        let c = Obj::new(c, &format!("{path}.clusters[{i}]"))?;
+        out.clusters
+            .push(cluster(c, lookup, resolve, &mut out.warnings)?);
+    }
+    o.finish(&[])
+}
+
+/// One `redis.clusters[]`: its seed `addresses` (the client learns the rest of the cluster
+/// from them), credentials, `dial_timeout`, `max_redirects`.
+fn cluster(
+    mut c: Obj<'_>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    resolve: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Cluster> {
+    let name = c.str("name")?.to_string();
+    let list = c.opt_array("addresses")?.map_or(&[][..], Vec::as_slice);
+    if list.is_empty() {
+        return Err(ConfigError::new(
+            c.at("addresses"),
+            "is required: at least one host:port of the cluster (the others are learned from it)",
+        ));
+    }
+    let mut nodes = Vec::with_capacity(list.len());
+    for (i, a) in list.iter().enumerate() {
+        let at = format!("{}[{i}]", c.at("addresses"));
+        let a = a
+            .as_str()
+            .ok_or_else(|| ConfigError::new(&at, "expected a string host:port"))?;
+        nodes.push(address(a, at, resolve)?);
+    }
+    let common = common(&mut c, lookup, warnings)?;
+    let max_redirects = match c.opt_u64("max_redirects")? {
+        None => 3,
+        Some(n) => u32::try_from(n).ok().filter(|n| *n <= 16).ok_or_else(|| {
+            ConfigError::new(
+                c.at("max_redirects"),
+                "must be at most 16 (each redirection adds a round trip to the call)",
+            )
+        })?,
+    };
+    let path = c.path().to_string();
+    c.finish(&[])?;
+    Ok(Cluster {
+        name,
+        nodes,
+        user: common.user,
+        password: common.password,
+        dial_timeout_ms: common.dial_timeout_ms,
+        max_redirects,
+        path,
+    })
 }
 
 /// `host:port`, `[v6]:port`, or `host` (port 6379).
@@ -370,31 +449,11 @@ fn resolves(host: &str, port: u16) -> std::io::Result<()> {
     }
 }
 
-/// The pool a quota or rate limit names in `key`.
-fn connection(
-    o: &mut Obj<'_>,
-    key: &str,
-    pools: &[Pool],
-    clusters: &[(String, String)],
-) -> Result<usize> {
+/// The store a quota or rate limit names in `key`: its index in [`LimitsConfig::names`].
+fn connection(o: &mut Obj<'_>, key: &str, names: &[String]) -> Result<usize> {
     let name = o.str(key)?;
-    if let Some(i) = pools.iter().position(|p| p.name == name) {
-        return Ok(i);
-    }
-    if let Some((_, at)) = clusters.iter().find(|(c, _)| c == name) {
-        return Err(ConfigError::new(
-            o.at(key),
-            format!("\"{name}\" is a Redis Cluster ({at}): not supported by tollgate limits, which updates every window of a rule in one Lua script (keys of one caller on several shards); use a connection pool"),
-        ));
-    }
-    let declared: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
-    Err(ConfigError::new(
-        o.at(key),
-        format!(
-            "\"{name}\" names no Redis connection pool (declared in $.extra_config.redis.connection_pools: {})",
-            if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
-        ),
-    ))
+    let at = o.at(key);
+    client::pool(name, &at, names)
 }
 
 /// `on_failure_allow` (+ `on_failure_max_retries`, `on_failure_backoff_strategy` for quotas).
@@ -480,24 +539,14 @@ fn weights(
     Ok(())
 }
 
-/// A `qos/ratelimit/*/redis`, read as the filter reads it
-/// ([`ratelimit::compile_fleet`]); a Redis Cluster is refused by name.
+/// A `qos/ratelimit/*/redis`, read as the filter reads it ([`ratelimit::compile_fleet`]).
 fn redis_rate_limit(
     v: &Value,
     path: &str,
     scope: &str,
-    pools: &[Pool],
-    clusters: &[(String, String)],
+    names: &[String],
 ) -> Result<RedisRateLimit> {
-    let mut o = Obj::new(v, path)?;
-    let key = if o.get("connection_name").is_some() {
-        "connection_name"
-    } else {
-        "connection_pool"
-    };
-    connection(&mut o, key, pools, clusters)?;
-    let names: Vec<String> = pools.iter().map(|p| p.name.clone()).collect();
-    let f = ratelimit::compile_fleet(v, path, scope, &names)?;
+    let f = ratelimit::compile_fleet(v, path, scope, names)?;
     Ok(RedisRateLimit {
         scope: f.scope,
         pool: f.pool,
@@ -588,7 +637,7 @@ mod tests {
         let q = "/extra_config/governance~1processors/quotas/0";
         assert!(
             set(&format!("{q}/connection_name"), json!("nope")).starts_with(
-            "$.extra_config.governance/processors.quotas[0].connection_name: \"nope\" names no Redis connection pool (declared in $.extra_config.redis.connection_pools: shared)"
+            "$.extra_config.governance/processors.quotas[0].connection_name: \"nope\" names no Redis connection pool or cluster (declared in $.extra_config.redis: shared)"
         ));
         assert!(set("/extra_config/redis/connection_pools/0/address", json!("no-such-host.invalid:6379"))
             .starts_with("$.extra_config.redis.connection_pools[0].address: \"no-such-host.invalid:6379\" does not resolve"));
@@ -618,14 +667,12 @@ mod tests {
         .starts_with(
             "$.extra_config.redis.connection_pools[0].password: environment variable MISSING"
         ));
-        let mut d = doc();
-        d["extra_config"]["redis"]["clusters"] = json!([{"name": "c", "addresses": ["a:1"]}]);
-        d["extra_config"]["governance/processors"]["quotas"][0]["connection_name"] = json!("c");
-        let e = compile(&d, &env, false).unwrap_err().to_string();
+        let e = set(
+            "/extra_config/redis/clusters",
+            json!([{"name": "shared", "addresses": ["127.0.0.1:7000"]}]),
+        );
         assert!(
-            e.contains(
-                "connection_name: \"c\" is a Redis Cluster ($.extra_config.redis.clusters[0])"
-            ),
+            e.starts_with("$.extra_config.redis.clusters[0].name: \"shared\" is declared twice"),
             "{e}"
         );
         let mut d = doc();
@@ -645,6 +692,80 @@ mod tests {
             compile(&d, &env, false).unwrap_err().to_string(),
             "$.endpoints[0].extra_config.qos/ratelimit/router/redis.burst: unknown field"
         );
+    }
+
+    #[test]
+    fn reads_clusters_and_refuses_what_cannot_be_served() {
+        let mut d = doc();
+        d["extra_config"]["redis"]["clusters"] = json!([{"name": "c", "addresses": ["127.0.0.1:7000", "127.0.0.1:7001"],
+            "password": "{{ env \"REDIS_PASSWORD\" }}", "user_name": "u", "dial_timeout": "2s",
+            "max_redirects": 5, "pool_size": 10}]);
+        d["extra_config"]["governance/processors"]["quotas"][0]["connection_name"] = json!("c");
+        d["endpoints"][0]["extra_config"]["qos/ratelimit/router/redis"]["connection_pool"] =
+            json!("c");
+        let c = compile(&d, &env, true).unwrap();
+        let k = &c.clusters[0];
+        assert_eq!(
+            k.nodes,
+            vec![("127.0.0.1".into(), 7000), ("127.0.0.1".into(), 7001)]
+        );
+        assert_eq!(
+            (k.dial_timeout_ms, k.max_redirects, k.user.as_deref()),
+            (2000, 5, Some("u"))
+        );
+        assert_eq!(k.password, Some(Password("s3cret".into())));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("$.extra_config.redis.clusters[0].pool_size")));
+        assert_eq!((c.quotas[0].pool, c.quotas[1].pool), (1, 0));
+        assert!(c.is_cluster(c.quotas[0].pool) && !c.is_cluster(c.quotas[1].pool));
+        assert_eq!(c.rate_limits[1].pool, 1);
+        let bad = |cluster: Value| {
+            let mut d = d.clone();
+            d["extra_config"]["redis"]["clusters"] = json!([cluster]);
+            compile(&d, &env, true).unwrap_err().to_string()
+        };
+        let at = "$.extra_config.redis.clusters[0]";
+        for (cluster, want) in [
+            (json!({"name": "c"}), format!("{at}.addresses: is required")),
+            (
+                json!({"name": "c", "addresses": []}),
+                format!("{at}.addresses: is required"),
+            ),
+            (
+                json!({"name": "c", "addresses": ["a:b:c"]}),
+                format!("{at}.addresses[0]: \"a:b:c\" is not host:port"),
+            ),
+            (
+                json!({"name": "c", "addresses": ["127.0.0.1:1", "no-such-host.invalid:7000"]}),
+                format!("{at}.addresses[1]: \"no-such-host.invalid:7000\" does not resolve"),
+            ),
+            (
+                json!({"name": "c", "addresses": [7000]}),
+                format!("{at}.addresses[0]: expected a string"),
+            ),
+            (
+                json!({"name": "c", "addresses": ["127.0.0.1:1"], "tls": {}}),
+                format!("{at}.tls: TLS to Redis is not supported"),
+            ),
+            (
+                json!({"name": "c", "addresses": ["127.0.0.1:1"], "max_redirects": 99}),
+                format!("{at}.max_redirects: must be at most 16"),
+            ),
+            (
+                json!({"name": "c", "addresses": ["127.0.0.1:1"], "db": 1}),
+                format!("{at}.db: unknown field"),
+            ),
+        ] {
+            let e = bad(cluster);
+            assert!(e.starts_with(&want), "{e} / {want}");
+        }
+        let mut d = doc();
+        d["extra_config"]["governance/processors"]["quotas"][0]["connection_name"] = json!("c");
+        let e = compile(&d, &env, false).unwrap_err().to_string();
+        assert!(e.contains("connection_name: \"c\" names no Redis connection pool or cluster (declared in $.extra_config.redis: shared)"), "{e}");
     }
 
     #[test]

@@ -91,14 +91,14 @@ fn serve(cfg: LimitsConfig, listen: &str, timeout: Duration) -> Result<(), Strin
 }
 
 /// `tollgate check`: the fleet limits of a document that keeps anything in Redis (every
-/// address resolved now). A quota names its store explicitly (a pool, or `per-envoy`): the
-/// filter's compile refuses the rest.
-pub fn check(doc: &Value) -> (Vec<String>, Vec<String>) {
+/// address resolved now, when `resolve`). A quota names its store explicitly (a pool, a
+/// cluster, or `per-envoy`): the filter's compile refuses the rest.
+pub fn check(doc: &Value, resolve: bool) -> (Vec<String>, Vec<String>) {
     let placeholder = |_: &str| Some("placeholder".to_string());
     if !config::uses_redis(doc) {
         return (Vec::new(), Vec::new());
     }
-    match config::compile(doc, &placeholder, true) {
+    match config::compile(doc, &placeholder, resolve) {
         Ok(c) => (Vec::new(), c.warnings),
         Err(e) => (vec![e.to_string()], Vec::new()),
     }

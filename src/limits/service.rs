@@ -20,7 +20,7 @@ use crate::limits::proto::{
     self, Code, DescriptorStatus, HeaderValue, RateLimitRequest, RateLimitResponse,
 };
 use crate::limits::scheme::{self, Bucket, Op, Target};
-use crate::limits::store::{self, Item, Kind, Outcome, Store, StoreError};
+use crate::limits::store::{self, Item, Keys, Kind, Outcome, Retry, Store, StoreError};
 use crate::support::calendar::Unit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,10 +43,9 @@ pub fn system_clock() -> Clock {
 pub const MAX_DESCRIPTORS: usize = 64;
 /// How far in the future `x-tollgate-at` may be (clock skew between Envoys and the service).
 pub const MAX_AT_SKEW_S: u64 = 60;
-/// First pause between retries of a failed Redis operation.
-pub const RETRY_BASE_MS: u64 = 10;
 
-/// The service: configuration, one [`Store`] per pool, a clock. Keeps no counter itself.
+/// The service: configuration, one [`Store`] per pool and per cluster, a clock. Keeps no
+/// counter itself.
 pub struct Limits {
     cfg: LimitsConfig,
     stores: Vec<Store>,
@@ -128,13 +127,18 @@ enum Planned {
 }
 
 impl Limits {
-    /// Connects (lazily) to every pool. `timeout` bounds one operation.
+    /// Connects (lazily) to every pool and cluster (from inside the Tokio runtime).
+    /// `timeout` bounds one operation.
     pub fn new(cfg: LimitsConfig, clock: Clock, timeout: Duration) -> Result<Self, String> {
-        let stores = cfg
+        let pools = cfg
             .pools
             .iter()
-            .map(|p| Store::new(p, timeout).map_err(|e| format!("{}: {e}", p.path)))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|p| Store::new(p, timeout).map_err(|e| format!("{}: {e}", p.path)));
+        let clusters = cfg
+            .clusters
+            .iter()
+            .map(|c| Store::cluster(c, timeout).map_err(|e| format!("{}: {e}", c.path)));
+        let stores = pools.chain(clusters).collect::<Result<Vec<_>, _>>()?;
         use std::hash::{BuildHasher, Hasher};
         let nonce = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -179,7 +183,10 @@ impl Limits {
         let mut items: Vec<Item> = Vec::new();
         let mut planned = Vec::with_capacity(req.descriptors.len());
         let mut pool: Option<usize> = None;
-        let mut retries = (0u32, Backoff::Exponential);
+        let mut retries = Retry {
+            max: 0,
+            backoff: Backoff::Exponential,
+        };
         for (i, d) in req.descriptors.iter().enumerate() {
             let entries: Vec<(&str, &str)> = d
                 .entries
@@ -196,8 +203,11 @@ impl Limits {
                 Planned::Window { quota, .. } => self.cfg.quotas.get(*quota),
                 Planned::Bucket { .. } => None,
             } {
-                if q.failure.max_retries > retries.0 {
-                    retries = (q.failure.max_retries, q.failure.backoff);
+                if q.failure.max_retries > retries.max {
+                    retries = Retry {
+                        max: q.failure.max_retries,
+                        backoff: q.failure.backoff,
+                    };
                 }
             }
             match pool {
@@ -213,18 +223,15 @@ impl Limits {
         let writes = items.iter().any(|it| it.hits > 0);
         let outcome = match (pool.and_then(|p| self.stores.get(p)), items.is_empty()) {
             (Some(store), false) => {
-                let dedup = match &meta.id {
-                    Some(id) if writes => Some(store::op_key(meta.op, id)),
-                    None if writes && retries.0 > 0 => {
+                let id = match &meta.id {
+                    Some(id) if writes => Some(id.clone()),
+                    None if writes && retries.max > 0 => {
                         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-                        Some(store::op_key(
-                            meta.op,
-                            &format!("svc-{:016x}-{n}", self.nonce),
-                        ))
+                        Some(format!("svc-{:016x}-{n}", self.nonce))
                     }
                     _ => None,
                 };
-                let run = self.run(store, meta.op, &items, dedup.as_deref(), now_ms, retries);
+                let run = store.run(meta.op, &items, id.as_deref(), now_ms, retries);
                 tokio::time::timeout(self.timeout, run)
                     .await
                     .map_err(|_| {
@@ -244,30 +251,9 @@ impl Limits {
         Ok(self.respond(&planned, &outcome, now_s, now_ms))
     }
 
-    /// Retries a failed operation per `on_failure_max_retries` / `on_failure_backoff_strategy`.
-    async fn run(
-        &self,
-        store: &Store,
-        op: Op,
-        items: &[Item],
-        dedup: Option<&str>,
-        now_ms: u64,
-        (retries, backoff): (u32, Backoff),
-    ) -> Result<Outcome, StoreError> {
-        let mut attempt = 0u32;
-        loop {
-            match store.run(op, items, dedup, now_ms).await {
-                Err(StoreError::Unavailable(_)) if attempt < retries => {
-                    attempt += 1;
-                    let pause = match backoff {
-                        Backoff::Linear => RETRY_BASE_MS,
-                        Backoff::Exponential => RETRY_BASE_MS << (attempt - 1).min(10),
-                    };
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                }
-                other => return other,
-            }
-        }
+    /// How the store `pool` names its keys.
+    fn keys(&self, pool: usize) -> Keys {
+        self.stores.get(pool).map_or(Keys::Plain, Store::keys)
     }
 
     /// Resolves one descriptor; pushes its counter to `items`. Returns its pool.
@@ -311,7 +297,14 @@ impl Limits {
                 let max = q.max(l.amount);
                 let item = (end_s > now_s).then(|| {
                     items.push(Item {
-                        key: store::window_key(quota, rule, identity, unit.name(), start),
+                        key: store::window_key(
+                            self.keys(q.pool),
+                            quota,
+                            rule,
+                            identity,
+                            unit.name(),
+                            start,
+                        ),
                         kind: Kind::Window {
                             max,
                             ttl_ms: end_s
@@ -359,7 +352,7 @@ impl Limits {
                     )
                 })?;
                 items.push(Item {
-                    key: store::bucket_key(scope, kind, client),
+                    key: store::bucket_key(self.keys(rl.pool), scope, kind, client),
                     kind: Kind::Bucket {
                         rate_per_ms: b.rate / b.every_ms.max(1) as f64,
                         capacity: b.capacity,

@@ -13,13 +13,25 @@
 //!
 //! Parts of keys are escaped (`%` → `%25`, `|` → `%7C`) so no two descriptors share a key.
 //!
+//! On a Redis Cluster ([`Keys::Tagged`]) every key carries a hash tag, so that the keys one
+//! script touches are on one shard: `tollgate:q|{<quota>|<identity>}|<rule>|<unit>|<start>`
+//! (every window of a caller's quota), `tollgate:b|{<scope>}|e`, `tollgate:b|{<scope>|<client>}|c`
+//! and `…|t` (a client's buckets), `tollgate:op|{<tag>}|<op>|<id>` (the operation, per tag).
+//! Inside a tag `{` and `}` are escaped too (`%7B`, `%7D`): a caller cannot end the tag early
+//! and move its counters to another slot. Keys on one server keep the names above (counters
+//! survive an upgrade). One request's counters may carry several tags (a quota and a rate
+//! limit, a client's bucket and the endpoint's): [`Store::run`] then runs the script once per
+//! tag; a `reserve` refused (or failed) in one gives back what the others took.
+//!
 //! The script reads every counter, decides, then writes (see [`SCRIPT`]): a `reserve` takes its
 //! hits only when every counter fits (nothing is written otherwise), a `charge` takes them
 //! whatever the balance, negative hits give back (a window never below 0, a bucket never above
 //! its capacity), and hits 0 only read.
 
+use crate::limits::config::{Backoff, Cluster, Pool};
 use crate::limits::scheme::Op;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 use std::time::Duration;
 
 /// How long an applied operation's answer is kept for retries.
@@ -145,33 +157,101 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// How keys are named: for one Redis server, or with a hash tag for a Redis Cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    Plain,
+    Tagged,
+}
+
 /// `%` → `%25`, `|` → `%7C`: a key part that cannot run into the next.
 pub fn escape(part: &str) -> String {
     part.replace('%', "%25").replace('|', "%7C")
 }
 
-/// The key of a quota window.
-pub fn window_key(quota: &str, rule: &str, identity: &str, unit: &str, start: u64) -> String {
-    format!(
-        "tollgate:q|{}|{}|{}|{unit}|{start}",
-        escape(quota),
-        escape(rule),
-        escape(identity)
-    )
+/// [`escape`], and `{` → `%7B`, `}` → `%7D`: a part that cannot end (or open) a hash tag.
+fn escape_tagged(part: &str) -> String {
+    escape(part).replace('{', "%7B").replace('}', "%7D")
 }
 
-/// The key of a bucket: `kind` is `e`, `c|<client>` or `t|<client>`.
-pub fn bucket_key(scope: &str, kind: &str, client: Option<&str>) -> String {
-    match client {
-        Some(c) => format!("tollgate:b|{}|{kind}|{}", escape(scope), escape(c)),
-        None => format!("tollgate:b|{}|{kind}", escape(scope)),
+/// A key part, escaped for `keys`.
+fn part(keys: Keys, s: &str) -> String {
+    match keys {
+        Keys::Plain => escape(s),
+        Keys::Tagged => escape_tagged(s),
     }
 }
 
-/// The key remembering an applied operation.
-pub fn op_key(op: Op, id: &str) -> String {
-    format!("tollgate:op|{}|{}", op.name(), escape(id))
+/// The key of a quota window.
+pub fn window_key(
+    keys: Keys,
+    quota: &str,
+    rule: &str,
+    identity: &str,
+    unit: &str,
+    start: u64,
+) -> String {
+    let (q, r, i) = (part(keys, quota), part(keys, rule), part(keys, identity));
+    match keys {
+        Keys::Plain => format!("tollgate:q|{q}|{r}|{i}|{unit}|{start}"),
+        Keys::Tagged => format!("tollgate:q|{{{q}|{i}}}|{r}|{unit}|{start}"),
+    }
 }
+
+/// The key of a bucket: `kind` is `e`, `c|<client>` or `t|<client>`.
+pub fn bucket_key(keys: Keys, scope: &str, kind: &str, client: Option<&str>) -> String {
+    let scope = part(keys, scope);
+    match (keys, client.map(|c| part(keys, c))) {
+        (Keys::Plain, Some(c)) => format!("tollgate:b|{scope}|{kind}|{c}"),
+        (Keys::Plain, None) => format!("tollgate:b|{scope}|{kind}"),
+        (Keys::Tagged, Some(c)) => format!("tollgate:b|{{{scope}|{c}}}|{kind}"),
+        (Keys::Tagged, None) => format!("tollgate:b|{{{scope}}}|{kind}"),
+    }
+}
+
+/// The key remembering an applied operation (`tag`: the hash tag of the keys it touched, on
+/// a cluster).
+pub fn op_key(op: Op, id: &str, tag: Option<&str>) -> String {
+    match tag {
+        None => format!("tollgate:op|{}|{}", op.name(), escape(id)),
+        Some(t) => format!("tollgate:op|{{{t}}}|{}|{}", op.name(), escape_tagged(id)),
+    }
+}
+
+/// The hash tag of a key, by Redis Cluster's rule: between the first `{` and the next `}`,
+/// when not empty.
+pub fn hash_tag(key: &str) -> Option<&str> {
+    let (_, rest) = key.split_once('{')?;
+    let (tag, _) = rest.split_once('}')?;
+    (!tag.is_empty()).then_some(tag)
+}
+
+/// The items by hash tag, in order of first appearance (one group, untagged, for
+/// [`Keys::Plain`]).
+fn groups(keys: Keys, items: &[Item]) -> Vec<(Option<&str>, Vec<usize>)> {
+    let mut out: Vec<(Option<&str>, Vec<usize>)> = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let tag = match keys {
+            Keys::Plain => None,
+            Keys::Tagged => hash_tag(&it.key),
+        };
+        match out.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, list)) => list.push(i),
+            None => out.push((tag, vec![i])),
+        }
+    }
+    out
+}
+
+/// Retries of a failed operation (`on_failure_max_retries`, `on_failure_backoff_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub max: u32,
+    pub backoff: Backoff,
+}
+
+/// First pause between retries of a failed Redis operation.
+pub const RETRY_BASE_MS: u64 = 10;
 
 /// Parses the script's answer.
 pub fn parse_outcome(s: &str, n: usize) -> Result<Outcome, StoreError> {
@@ -194,17 +274,29 @@ pub fn parse_outcome(s: &str, n: usize) -> Result<Outcome, StoreError> {
     Ok(Outcome { applied, items })
 }
 
-/// One Redis connection pool: a lazily connected, multiplexed, self-reconnecting connection.
+/// The connection: one server, or a cluster (MOVED/ASK redirections followed by the client).
+#[derive(Clone)]
+enum Conn {
+    One(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// One Redis connection pool or cluster: a lazily connected, multiplexed, self-reconnecting
+/// connection (one per node of a cluster).
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: Conn,
     script: redis::Script,
+}
+
+fn internal(e: redis::RedisError) -> StoreError {
+    StoreError::Internal(e.to_string())
 }
 
 impl Store {
     /// Connects lazily (the service starts while Redis is down, and counts once it is up).
     /// `timeout` bounds each command and each connection attempt.
-    pub fn new(pool: &crate::limits::config::Pool, timeout: Duration) -> Result<Self, StoreError> {
+    pub fn new(pool: &Pool, timeout: Duration) -> Result<Self, StoreError> {
         let mut redis_info = redis::RedisConnectionInfo::default().set_db(pool.db);
         if let Some(u) = &pool.user {
             redis_info = redis_info.set_username(u);
@@ -215,9 +307,9 @@ impl Store {
         use redis::IntoConnectionInfo;
         let info = redis::ConnectionAddr::Tcp(pool.host.clone(), pool.port)
             .into_connection_info()
-            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(internal)?
             .set_redis_settings(redis_info);
-        let client = redis::Client::open(info).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let client = redis::Client::open(info).map_err(internal)?;
         let dial = Duration::from_millis(pool.dial_timeout_ms).min(timeout);
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
@@ -225,24 +317,184 @@ impl Store {
             // A failed reconnect is tried again by the next operation, not in a loop that
             // holds this one.
             .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(internal)?;
         Ok(Self {
-            conn,
+            conn: Conn::One(conn),
             script: redis::Script::new(SCRIPT),
         })
     }
 
-    /// Runs one operation once. `dedup`: the key remembering it, when it has an id.
+    /// A Redis Cluster, connected in the background (from inside the Tokio runtime): the
+    /// service starts while the cluster is down. `timeout` bounds each command.
+    pub fn cluster(c: &Cluster, timeout: Duration) -> Result<Self, StoreError> {
+        let nodes: Vec<redis::ConnectionAddr> = c
+            .nodes
+            .iter()
+            .map(|(h, p)| redis::ConnectionAddr::Tcp(h.clone(), *p))
+            .collect();
+        let mut b = redis::cluster::ClusterClientBuilder::new(nodes)
+            .retries(c.max_redirects)
+            .min_retry_wait(1)
+            .max_retry_wait(50);
+        if let Some(u) = &c.user {
+            b = b.username(u);
+        }
+        if let Some(p) = &c.password {
+            b = b.password(&p.0);
+        }
+        let client = b.build().map_err(internal)?;
+        let dial = Duration::from_millis(c.dial_timeout_ms).min(timeout);
+        let config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(dial)
+            .set_response_timeout(timeout);
+        Ok(Self {
+            conn: Conn::Cluster(client.get_pending_async_connection_with_config(config)),
+            script: redis::Script::new(SCRIPT),
+        })
+    }
+
+    /// How this store names its keys.
+    pub fn keys(&self) -> Keys {
+        match self.conn {
+            Conn::One(_) => Keys::Plain,
+            Conn::Cluster(_) => Keys::Tagged,
+        }
+    }
+
+    /// Runs one operation (retried per `retry`); `id` names it for exactly-once application.
+    /// On a cluster, once per hash tag of its counters: a `reserve` refused by one tag (or
+    /// failed) gives back what the others took, so it is still all or nothing.
     pub async fn run(
         &self,
         op: Op,
         items: &[Item],
+        id: Option<&str>,
+        now_ms: u64,
+        retry: Retry,
+    ) -> Result<Outcome, StoreError> {
+        let groups = groups(self.keys(), items);
+        if let [(tag, _)] = groups.as_slice() {
+            return self.retried(op, items, id, *tag, now_ms, retry).await;
+        }
+        let mut values = vec![(true, 0.0); items.len()];
+        let mut taken: Vec<(Option<&str>, Vec<Item>, Vec<usize>)> = Vec::new();
+        let mut applied = true;
+        for (tag, idx) in groups {
+            let sub: Vec<Item> = idx.iter().filter_map(|i| items.get(*i).cloned()).collect();
+            let out = match self.retried(op, &sub, id, tag, now_ms, retry).await {
+                Ok(out) => out,
+                Err(e) => {
+                    if op == Op::Reserve {
+                        self.give_back(&taken, id, now_ms, retry, &mut values).await;
+                    }
+                    return Err(e);
+                }
+            };
+            for (i, v) in idx.iter().zip(&out.items) {
+                if let Some(slot) = values.get_mut(*i) {
+                    *slot = *v;
+                }
+            }
+            applied &= out.applied;
+            if out.applied && sub.iter().any(|it| it.hits > 0) {
+                taken.push((tag, sub, idx));
+            }
+        }
+        if op == Op::Reserve && !applied {
+            self.give_back(&taken, id, now_ms, retry, &mut values).await;
+        }
+        Ok(Outcome {
+            applied,
+            items: values,
+        })
+    }
+
+    /// Undoes the parts of a refused or failed `reserve` that were taken (a `charge` of the
+    /// opposite hits, itself applied once); `values` then shows the counters as left.
+    async fn give_back(
+        &self,
+        taken: &[(Option<&str>, Vec<Item>, Vec<usize>)],
+        id: Option<&str>,
+        now_ms: u64,
+        retry: Retry,
+        values: &mut [(bool, f64)],
+    ) {
+        let undo_id = id.map(|i| format!("{i}:undo"));
+        // Without an id, a retry could give back twice: once only.
+        let retry = if id.is_some() {
+            retry
+        } else {
+            Retry { max: 0, ..retry }
+        };
+        for (tag, sub, idx) in taken {
+            let back: Vec<Item> = sub
+                .iter()
+                .map(|it| Item {
+                    negative: !it.negative,
+                    ..it.clone()
+                })
+                .collect();
+            let res = self
+                .retried(Op::Charge, &back, undo_id.as_deref(), *tag, now_ms, retry)
+                .await;
+            match res {
+                Ok(out) => {
+                    for ((i, v), it) in idx.iter().zip(&out.items).zip(sub) {
+                        if let Some(slot) = values.get_mut(*i) {
+                            *slot = (slot.0, if it.hits > 0 { v.1 } else { slot.1 });
+                        }
+                    }
+                }
+                Err(e) => eprintln!(
+                    "tollgate limits: a refused reservation could not be given back on one shard ({} counters stay taken until their window ends): {e}",
+                    sub.len()
+                ),
+            }
+        }
+    }
+
+    /// One script (one tag), retried per `retry` when Redis is unavailable.
+    async fn retried(
+        &self,
+        op: Op,
+        items: &[Item],
+        id: Option<&str>,
+        tag: Option<&str>,
+        now_ms: u64,
+        retry: Retry,
+    ) -> Result<Outcome, StoreError> {
+        let dedup = id.map(|id| op_key(op, id, tag));
+        let mut attempt = 0u32;
+        loop {
+            match self.once(op, items, dedup.as_deref(), tag, now_ms).await {
+                Err(StoreError::Unavailable(_)) if attempt < retry.max => {
+                    attempt += 1;
+                    let pause = match retry.backoff {
+                        Backoff::Linear => RETRY_BASE_MS,
+                        Backoff::Exponential => RETRY_BASE_MS << (attempt - 1).min(10),
+                    };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs the script once. `dedup`: the key remembering it, when it has an id.
+    async fn once(
+        &self,
+        op: Op,
+        items: &[Item],
         dedup: Option<&str>,
+        tag: Option<&str>,
         now_ms: u64,
     ) -> Result<Outcome, StoreError> {
         let mut inv = self.script.prepare_invoke();
-        inv.key(dedup.unwrap_or("tollgate:op|none"));
+        let none = match tag {
+            None => "tollgate:op|none".to_string(),
+            Some(t) => format!("tollgate:op|{{{t}}}|none"),
+        };
+        inv.key(dedup.unwrap_or(&none));
         for it in items {
             inv.key(&it.key);
         }
@@ -266,13 +518,17 @@ impl Store {
                 } => inv.arg(rate_per_ms.to_string()).arg(capacity.to_string()),
             };
         }
-        let mut conn = self.conn.clone();
-        let answer: String = inv.invoke_async(&mut conn).await.map_err(|e| {
+        let answer: Result<String, redis::RedisError> = match &self.conn {
+            Conn::One(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+        };
+        let answer = answer.map_err(|e| {
             if e.is_io_error()
                 || e.is_timeout()
                 || e.is_connection_dropped()
                 || e.is_connection_refusal()
                 || e.is_unrecoverable_error()
+                || e.is_cluster_error()
             {
                 StoreError::Unavailable(e.to_string())
             } else {
@@ -289,16 +545,112 @@ mod tests {
 
     #[test]
     fn keys_never_collide() {
-        assert_ne!(
-            window_key("a|b", "c", "i", "day", 0),
-            window_key("a", "b|c", "i", "day", 0)
-        );
+        for keys in [Keys::Plain, Keys::Tagged] {
+            assert_ne!(
+                window_key(keys, "a|b", "c", "i", "day", 0),
+                window_key(keys, "a", "b|c", "i", "day", 0)
+            );
+        }
         assert_eq!(escape("50%|x"), "50%25%7Cx");
+    }
+
+    #[test]
+    fn keys_on_one_server_keep_their_names() {
         assert_eq!(
-            bucket_key("POST /x", "c", Some("k")),
+            window_key(Keys::Plain, "llm", "gold", "{t}", "day", 7),
+            "tollgate:q|llm|gold|{t}|day|7"
+        );
+        assert_eq!(
+            bucket_key(Keys::Plain, "POST /x", "c", Some("k")),
             "tollgate:b|POST /x|c|k"
         );
-        assert_eq!(op_key(Op::Charge, "r1"), "tollgate:op|charge|r1");
+        assert_eq!(bucket_key(Keys::Plain, "s", "e", None), "tollgate:b|s|e");
+        assert_eq!(op_key(Op::Charge, "r1", None), "tollgate:op|charge|r1");
+        let items = [item("a{b}"), item("c{d}")];
+        assert_eq!(groups(Keys::Plain, &items), vec![(None, vec![0, 1])]);
+    }
+
+    fn item(key: &str) -> Item {
+        Item {
+            key: key.to_string(),
+            kind: Kind::Window { max: 1, ttl_ms: 1 },
+            hits: 1,
+            negative: false,
+        }
+    }
+
+    #[test]
+    fn cluster_keys_of_one_caller_share_a_tag() {
+        let day = window_key(Keys::Tagged, "llm", "gold", "t-1", "day", 7);
+        assert_eq!(day, "tollgate:q|{llm|t-1}|gold|day|7");
+        let hour = window_key(Keys::Tagged, "llm", "silver", "t-1", "hour", 9);
+        assert_eq!(hash_tag(&day), Some("llm|t-1"));
+        assert_eq!(hash_tag(&hour), hash_tag(&day));
+        let op = op_key(Op::Reserve, "abc:reserve", hash_tag(&day));
+        assert_eq!(op, "tollgate:op|{llm|t-1}|reserve|abc:reserve");
+        assert_eq!(hash_tag(&op), hash_tag(&day));
+        let c = bucket_key(Keys::Tagged, "POST /x", "c", Some("k"));
+        let t = bucket_key(Keys::Tagged, "POST /x", "t", Some("k"));
+        let e = bucket_key(Keys::Tagged, "POST /x", "e", None);
+        assert_eq!(
+            (c.as_str(), e.as_str()),
+            ("tollgate:b|{POST /x|k}|c", "tollgate:b|{POST /x}|e")
+        );
+        assert_eq!(hash_tag(&c), hash_tag(&t));
+        let items = [item(&day), item(&c), item(&hour), item(&e), item(&t)];
+        let g = groups(Keys::Tagged, &items);
+        assert_eq!(
+            g,
+            vec![
+                (Some("llm|t-1"), vec![0, 2]),
+                (Some("POST /x|k"), vec![1, 4]),
+                (Some("POST /x"), vec![3])
+            ]
+        );
+    }
+
+    #[test]
+    fn an_identity_cannot_leave_its_tag() {
+        // Redis hashes what is between the first `{` and the next `}`: an identity that
+        // closed the tag would move its counters to the slot of a shorter tag ("llm|"), or
+        // share one with every caller whose identity starts the same way.
+        for evil in ["}x{", "}", "{", "{}", "x}|gold|day|7", "}%7D{"] {
+            let key = window_key(Keys::Tagged, "llm", "gold", evil, "day", 7);
+            let tag = hash_tag(&key).unwrap();
+            assert_eq!(tag, format!("llm|{}", escape_tagged(evil)), "{key}");
+            assert!(!tag.contains('{') && !tag.contains('}'), "{key}");
+            assert!(
+                key.starts_with(&format!("tollgate:q|{{{tag}}}|gold|")),
+                "{key}"
+            );
+            // Its own counters, all on its own slot; nobody else's.
+            let op = op_key(Op::Charge, "id}{", Some(tag));
+            assert_eq!(hash_tag(&op), Some(tag));
+            for other in ["x", "", "llm", "%7Dx%7B", "}x", "x{"] {
+                if other != evil {
+                    let k = window_key(Keys::Tagged, "llm", "gold", other, "day", 7);
+                    assert_ne!(hash_tag(&k), Some(tag), "{evil} / {other}");
+                    assert_ne!(k, key);
+                }
+            }
+            let c = bucket_key(Keys::Tagged, "POST /x", "c", Some(evil));
+            assert_eq!(
+                hash_tag(&c),
+                Some(format!("POST /x|{}", escape_tagged(evil)).as_str())
+            );
+        }
+        // The quota name and the scope come from the configuration, escaped the same way.
+        let k = window_key(Keys::Tagged, "a}b", "r", "i", "day", 1);
+        assert_eq!(hash_tag(&k), Some("a%7Db|i"));
+    }
+
+    #[test]
+    fn hash_tags_follow_redis() {
+        assert_eq!(hash_tag("a{b}c"), Some("b"));
+        assert_eq!(hash_tag("a{}c{d}"), None);
+        assert_eq!(hash_tag("a{b"), None);
+        assert_eq!(hash_tag("a}b{c}d}"), Some("c"));
+        assert_eq!(hash_tag("a{b{c}d}"), Some("b{c"));
     }
 
     #[test]

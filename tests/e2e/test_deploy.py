@@ -190,6 +190,87 @@ def test_a_wrong_manifest_fails_the_schema_check():
             validate(d)
 
 
+def fleet_config(tmp_path):
+    """deploy/k8s/krakend.json with a token budget kept in Redis (a password from the Secret)."""
+    doc = json.loads(K8S_CONFIGS[0].read_text())
+    doc["extra_config"]["redis"] = {"connection_pools": [
+        {"name": "shared", "address": "redis.data.svc.cluster.local:6379", "password": '{{ env "REDIS_PASSWORD" }}'}]}
+    doc["extra_config"]["governance/processors"] = {"quotas": [{"name": "llm", "connection_name": "shared",
+        "rules": [{"name": "std", "limits": [{"amount": 100000, "unit": "day"}]}]}]}
+    doc["endpoints"][0]["extra_config"]["governance/quota"] = {
+        "quota_name": "llm", "tier_key": "X-Plan", "weight_key": "usage.total_tokens",
+        "tiers": [{"rule_name": "std", "tier_value_as": "*", "strategy": "header", "key": "X-Tenant"}]}
+    path = tmp_path / "krakend.json"
+    path.write_text(json.dumps(doc))
+    return path, doc
+
+
+@pytest.mark.parametrize("flavor", ["envoy-gateway", "istio"])
+def test_k8s_runs_the_limits_service_for_redis_backed_limits(tmp_path, flavor):
+    """The limits service (ConfigMap holding the document, Deployment from the tools image,
+    Service speaking h2c) and the filter's HTTP/2 cluster to it, added by an EnvoyPatchPolicy
+    (Envoy Gateway) or an EnvoyFilter (Istio): the cluster `tollgate envoy --limits` writes for
+    that Service. The service gets only the Redis password from the Secret."""
+    path, source = fleet_config(tmp_path)
+    _, docs = k8s(path, flavor, "--limits-image", "r.io/tollgate-tools:9")
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    for d in docs:
+        assert d["metadata"]["namespace"] == "tollgate"
+        if "." in d["apiVersion"]:
+            validate(d)
+    # Core kinds have no CRD: their shape, checked by hand.
+    cm = by["ConfigMap", "tollgate-limits"]
+    assert json.loads(cm["data"]["krakend.json"]) == source
+    dep = by["Deployment", "tollgate-limits"]
+    assert dep["apiVersion"] == "apps/v1"
+    pod = dep["spec"]["template"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    # Istio: the gateway speaks plain h2c to the pods, so no sidecar (strict mTLS would refuse it).
+    assert (pod["metadata"]["labels"].get("sidecar.istio.io/inject") == "false") == (flavor == "istio")
+    (c,) = pod["spec"]["containers"]
+    assert c["image"] == "r.io/tollgate-tools:9"
+    assert c["command"] == ["tollgate", "limits", "/etc/tollgate/krakend.json", "--listen", "0.0.0.0:8083"]
+    assert c["env"] == [{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "tollgate-secrets", "key": "REDIS_PASSWORD"}}}]
+    (mount,) = c["volumeMounts"]
+    (vol,) = pod["spec"]["volumes"]
+    assert mount["name"] == vol["name"] and vol["configMap"]["name"] == cm["metadata"]["name"]
+    assert mount["mountPath"] == "/etc/tollgate"
+    svc = by["Service", "tollgate-limits"]
+    assert svc["apiVersion"] == "v1" and svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    (port,) = svc["spec"]["ports"]
+    assert (port["port"], port["targetPort"], port["appProtocol"]) == (8083, 8083, "kubernetes.io/h2c")
+    if flavor == "envoy-gateway":
+        patch = by["EnvoyPatchPolicy", "tollgate-limits-cluster"]
+        (jp,) = patch["spec"]["jsonPatches"]
+        assert jp["type"] == "type.googleapis.com/envoy.config.cluster.v3.Cluster" and jp["name"] == "tollgate_limits"
+        assert jp["operation"]["op"] == "add" and jp["operation"]["path"] == ""
+        cluster = jp["operation"]["value"]
+    else:
+        ef = by["EnvoyFilter", "tollgate-limits-cluster"]
+        filt = by["EnvoyFilter", "tollgate"]
+        assert ef["spec"]["workloadSelector"] == filt["spec"]["workloadSelector"]
+        (cp,) = ef["spec"]["configPatches"]
+        assert cp["applyTo"] == "CLUSTER" and cp["match"] == {"context": "GATEWAY"}
+        assert cp["patch"]["operation"] == "ADD"
+        cluster = cp["patch"]["value"]
+    # The same cluster as the bootstrap's for that Service (HTTP/2, by DNS); `tollgate envoy`
+    # resolves the Redis address, `tollgate k8s` does not (a name of the target cluster).
+    local = copy.deepcopy(source)
+    local["extra_config"]["redis"]["connection_pools"][0]["address"] = "127.0.0.1:6379"
+    (tmp_path / "local.json").write_text(json.dumps(local))
+    out = subprocess.run([str(TOLLGATE), "envoy", str(tmp_path / "local.json"), "--limits",
+                          "tollgate-limits.tollgate.svc.cluster.local:8083"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    boot = yaml.safe_load(out.stdout)
+    (want,) = [c for c in boot["static_resources"]["clusters"] if c["name"] == "tollgate_limits"]
+    assert cluster == want
+    assert "http2_protocol_options" in json.dumps(want) and want["type"] == "STRICT_DNS"
+    # The rest of the manifests are still there.
+    kinds = {d["kind"] for d in docs}
+    assert {"EnvoyExtensionPolicy", "HTTPRoute"} <= kinds if flavor == "envoy-gateway" else "VirtualService" in kinds
+
+
 @pytest.mark.parametrize("flavor", ["envoy-gateway", "istio"])
 def test_shipped_k8s_manifests_are_in_sync(flavor):
     text, _ = k8s("deploy/k8s/krakend.json", flavor)
