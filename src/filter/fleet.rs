@@ -60,6 +60,8 @@ pub struct Fleet {
     pub(super) at: u64,
     /// `X-Quota-*` of that call's answer, for the response (unless `disable_quota_headers`).
     pub headers: Vec<(&'static str, String)>,
+    /// That call while its answer is awaited: released if the answer never comes.
+    pending: Option<Request>,
 }
 
 /// What a descriptor of the call stands for.
@@ -206,6 +208,7 @@ impl Flow {
             .collect();
         match h.dispatch(CLUSTER, &list, &req.body(), timeout) {
             Some(token) => {
+                self.fleet.pending = Some(req);
                 let gate = Gate {
                     token,
                     roles,
@@ -248,6 +251,11 @@ impl Flow {
             then,
             ..
         } = *gate;
+        if answer.is_ok() {
+            self.fleet.pending = None;
+        } else {
+            release_pending(h, &self.gw, &mut self.fleet);
+        }
         self.decide(h, &roles, reserve, answer, then, true);
     }
 
@@ -453,6 +461,23 @@ pub fn settle<H: Host>(
         id: format!("{}:charge", fleet.id(h)),
         at,
     };
+    send(h, gw, &req);
+}
+
+/// The call before the request never had its answer (it timed out, its answer was lost or
+/// unreadable, the client went away meanwhile), yet its reserve may have been applied, or
+/// may still be: a `release` with the reserve's id and descriptors gives back whatever that
+/// reserve took and makes it take nothing if it lands later. The request then goes on (or
+/// not) as if nothing was reserved: its charge after the answer is its whole usage.
+pub(super) fn release_pending<H: Host>(h: &mut H, gw: &Gateway, fleet: &mut Fleet) {
+    if let Some(mut req) = fleet.pending.take() {
+        req.op = Op::Release;
+        send(h, gw, &req);
+    }
+}
+
+/// Sends an operation through the host's long-lived context (retried until delivered).
+fn send<H: Host>(h: &mut H, gw: &Gateway, req: &Request) {
     let timeout_ms = gw.fleet.timeout_ms;
     h.send_detached(Detached {
         cluster: CLUSTER.to_string(),
