@@ -8,6 +8,7 @@ use super::reader::{self, ConfigError, Obj, Result};
 use super::{Backend, Endpoint, Gateway, HeaderOp};
 use crate::cost;
 use crate::mcp::{Kind, McpEndpoint};
+use crate::providers::krakend::StreamShape;
 use crate::providers::{EndpointKind, FrontDoor};
 use crate::routing::forward::{Allow, Forward};
 use crate::routing::{cluster_name, HostUrl, PathPattern, UrlPattern};
@@ -360,7 +361,7 @@ fn endpoint(
         .map_err(|m| ConfigError::new(o.at("endpoint"), m))?;
     let method = method_field(&mut o, "method", METHODS)?.unwrap_or_else(|| "GET".to_string());
     let timeout_ms = duration_field(&mut o, "timeout")?;
-    let no_op = output_encoding(&mut o)?;
+    let (no_op, streaming) = output_encoding(&mut o)?;
     let shared_id = crate::governance::shared_id(&method, pattern.as_str());
     let scope = crate::limits::scheme::endpoint_scope(&method, pattern.as_str());
     let mut forward = Forward::new(
@@ -424,7 +425,10 @@ fn endpoint(
         security: parts.security,
         forward,
         mcp,
+        llm_stream: None,
     };
+    llm_streaming(&ep, streaming, path, warnings)?;
+    ep.llm_stream = streaming.then(|| stream_door(&ep.backends));
     let (bpath, xpath) = (format!("{path}.backend"), format!("{path}.extra_config"));
     let rules = ep.backends.iter_mut().map(|b| &mut b.rules).collect();
     let is_llm = ep.api.is_some();
@@ -671,32 +675,91 @@ fn fixed_bodies(
     Ok(())
 }
 
-/// The endpoint's `output_encoding`; true for `no-op`. An encoding that would reshape the
-/// backend's JSON (wrap it in `collection`, turn it into XML) is refused, and so are KrakenD
-/// 3.0's stream encodings. `streaming` is the pseudo-encoding of the `ai/llm` stream
-/// (https://www.krakend.io/docs/enterprise/ai-gateway/llm-streaming/), whose answer is not
-/// KrakenD's AI contract but a vendor's wire format (the backend vendor's own, or the one
-/// `ai/llm.format` names, "anthropic" | "openai"); the published page stops before the
-/// streamed events, the final usage and the errors mid-stream, and "openai" does not say which
-/// of OpenAI's stream formats (Chat Completions chunks or Responses events), so tollgate
-/// refuses it rather than invent one. `sse`, `ndjson` and `eventstream` parse a stream message
-/// by message for KrakenD's stream manipulation components, which tollgate does not run.
-fn output_encoding(o: &mut Obj<'_>) -> Result<bool> {
+/// The endpoint's `output_encoding`: (`no-op`, `streaming`). An encoding that would reshape
+/// the backend's JSON (wrap it in `collection`, turn it into XML) is refused, and so are
+/// KrakenD 3.0's stream manipulation encodings (`sse`, `ndjson`, `eventstream` parse a stream
+/// message by message for components tollgate does not run). `streaming` is the
+/// pseudo-encoding of the `ai/llm` stream
+/// (https://www.krakend.io/docs/enterprise/ai-gateway/llm-streaming/), checked by
+/// [`llm_streaming`] once the endpoint is known to be an `ai/llm` one.
+fn output_encoding(o: &mut Obj<'_>) -> Result<(bool, bool)> {
     match o.opt_str("output_encoding")? {
-        None => Ok(false),
-        Some(e) if OUTPUT_ENCODINGS.contains(&e) => Ok(e == "no-op"),
-        Some("streaming") => Err(ConfigError::new(
-            o.at("output_encoding"),
-            "\"streaming\" (KrakenD 3.0 LLM streaming) is not supported by tollgate: KrakenD streams a vendor's wire format (the backend's own, or the one ai/llm \"format\" names), not its AI contract, and its page does not publish the streamed events, the final usage or the errors mid-stream; stream through the OpenAI or Anthropic front door with \"stream\": true",
-        )),
+        None => Ok((false, false)),
+        Some(e) if OUTPUT_ENCODINGS.contains(&e) => Ok((e == "no-op", false)),
+        Some("streaming") => Ok((false, true)),
         Some(e @ ("sse" | "ndjson" | "eventstream")) => Err(ConfigError::new(
             o.at("output_encoding"),
-            format!("\"{e}\" (KrakenD 3.0 stream manipulation) is not supported by tollgate: use no-op to pass a stream as is; an ai/llm endpoint streams through the OpenAI or Anthropic front door with \"stream\": true (KrakenD does not publish its LLM stream's events)"),
+            format!("\"{e}\" (KrakenD 3.0 stream manipulation) is not supported by tollgate: use no-op to pass a stream as is; an ai/llm endpoint streams its answer with \"streaming\""),
         )),
         Some(e) => Err(ConfigError::new(
             o.at("output_encoding"),
             format!("\"{e}\" is not supported by tollgate (the backend's JSON is passed as is: use json or no-op)"),
         )),
+    }
+}
+
+/// KrakenD 3.0's `output_encoding: "streaming"`: "a pseudo-encoding reserved for the ai/llm
+/// component", so refused elsewhere; on a chat endpoint (the door that reads KrakenD's AI
+/// contract) only, and not where a check reads the whole answer (it would refuse every
+/// request). An `ai/llm.format` on an endpoint that does not stream has no effect: a warning.
+fn llm_streaming(
+    ep: &Endpoint,
+    streaming: bool,
+    path: &str,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let at = format!("{path}.output_encoding");
+    if streaming && ep.api.is_none() {
+        let msg = "\"streaming\" is reserved for ai/llm endpoints (KrakenD 3.0 LLM streaming): use no-op to pass another stream as is";
+        return Err(ConfigError::new(at, msg));
+    }
+    if streaming
+        && !matches!(
+            ep.kind,
+            EndpointKind::ChatCompletions | EndpointKind::Messages
+        )
+    {
+        let msg = format!("\"streaming\" streams KrakenD's AI contract, which a {} endpoint does not read (its clients ask for a stream in their own API)", ep.kind.suffix());
+        return Err(ConfigError::new(at, msg));
+    }
+    let checked = ep
+        .security
+        .checks
+        .has(crate::security::policy::Stage::Response)
+        || ep
+            .backends
+            .iter()
+            .any(|b| b.checks.has(crate::security::policy::Stage::Response));
+    if streaming && checked {
+        let msg = "\"streaming\" cannot be combined with checks of the whole answer (security/policies resp, validation/cel on the answer): the answer is sent as it is made";
+        return Err(ConfigError::new(at, msg));
+    }
+    for (i, b) in ep.backends.iter().enumerate() {
+        if !streaming && b.llm.as_ref().is_some_and(|l| l.format.is_some()) {
+            warnings.push(format!("{path}.backend[{i}].extra_config.ai/llm.format: ignored: it names the wire format of a streamed answer and the endpoint does not stream (output_encoding \"streaming\")"));
+        }
+    }
+    Ok(())
+}
+
+/// The door whose error object answers a streaming endpoint's refusals and provider errors
+/// before the stream starts: Anthropic's when every backend streams Anthropic's format (its
+/// SDK reads the errors), else OpenAI's (KrakenD's door).
+fn stream_door(backends: &[Backend]) -> FrontDoor {
+    let shapes = backends.iter().filter_map(|b| {
+        let l = b.llm.as_ref()?;
+        Some(StreamShape::of(
+            l.format,
+            l.provider.wire(),
+            b.url_pattern.as_str(),
+        ))
+    });
+    let mut shapes = shapes.peekable();
+    let some = shapes.peek().is_some();
+    if some && shapes.all(|s| s == StreamShape::Anthropic) {
+        FrontDoor::Anthropic
+    } else {
+        FrontDoor::KrakenD
     }
 }
 

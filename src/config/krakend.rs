@@ -225,6 +225,20 @@ pub fn explain(doc: &Value) -> Vec<Line> {
             }
         }
     }
+    // KrakenD 3.0's LLM streaming is an endpoint field, not a namespace: its own line.
+    let endpoints = doc.get("endpoints").and_then(Value::as_array);
+    let streaming: Vec<String> = (endpoints.into_iter().flatten().enumerate())
+        .filter(|(_, e)| e.get("output_encoding").and_then(Value::as_str) == Some("streaming"))
+        .map(|(i, _)| format!("$.endpoints[{i}]"))
+        .collect();
+    if !streaming.is_empty() {
+        out.push(Line {
+            namespace: "output_encoding \"streaming\" (KrakenD 3.0 LLM streaming, ai/llm.format)"
+                .into(),
+            verdict: Verdict::Implemented,
+            at: streaming,
+        });
+    }
     out
 }
 
@@ -353,6 +367,13 @@ mod tests {
             lines[2].starts_with("validation/cel: implemented"),
             "{}",
             lines[2]
+        );
+        // KrakenD's LLM streaming, an endpoint field, has its own line.
+        let doc = json!({"endpoints": [{"backend": []}, {"output_encoding": "streaming", "backend": []}]});
+        let lines: Vec<String> = explain(&doc).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            ["output_encoding \"streaming\" (KrakenD 3.0 LLM streaming, ai/llm.format): implemented [$.endpoints[1]]"]
         );
     }
 }

@@ -64,6 +64,11 @@ pub struct Endpoint {
     /// Set on MCP endpoints the gateway answers itself: an `ai/mcp` server, or an
     /// `ai/mcp-federation` of the backends ([`crate::mcp`]).
     pub mcp: Option<crate::mcp::McpEndpoint>,
+    /// KrakenD 3.0 `output_encoding: "streaming"` on an `ai/llm` endpoint: a request in
+    /// KrakenD's AI contract is answered as a stream, in each backend's `ai/llm.format` (else
+    /// its vendor's own stream format); the door whose error object answers before the stream
+    /// starts (Anthropic's when every backend streams Anthropic's format, else KrakenD's).
+    pub llm_stream: Option<FrontDoor>,
 }
 
 impl Endpoint {
@@ -110,6 +115,8 @@ impl Endpoint {
     pub fn front_door(&self) -> FrontDoor {
         let path = self.pattern.as_str();
         match self.api {
+            // KrakenD's LLM streaming in Anthropic's format: its clients read Anthropic's errors.
+            Some(_) if self.llm_stream == Some(FrontDoor::Anthropic) => FrontDoor::Anthropic,
             Some(front) => front,
             None if path.ends_with("/messages") => FrontDoor::Anthropic,
             None if path.ends_with("/chat/completions") => FrontDoor::OpenAi,

@@ -243,7 +243,8 @@ fn durations() {
 }
 
 /// KrakenD's AI examples: the model in Gemini's and Bedrock's `url_pattern` (no
-/// `variables.model`), and 3.0's streaming `output_encoding`, refused on `ai/llm` endpoints.
+/// `variables.model`), and 3.0's streaming `output_encoding` on `ai/llm` endpoints (its stream
+/// manipulation encodings refused).
 #[test]
 fn krakend_ai_endpoints() {
     let llm = |url: &str, provider: Value| {
@@ -268,7 +269,7 @@ fn krakend_ai_endpoints() {
     .unwrap();
     let l = g.endpoints[0].backends[0].llm.as_ref().unwrap();
     assert_eq!(l.model.as_deref(), Some("m2"));
-    for enc in ["streaming", "sse", "ndjson", "eventstream"] {
+    for enc in ["sse", "ndjson", "eventstream"] {
         let mut doc = llm(
             "/v1beta/models/gemini-2.5-flash:generateContent",
             gemini.clone(),
@@ -278,20 +279,86 @@ fn krakend_ai_endpoints() {
         assert!(
             err.starts_with("$.endpoints[0].output_encoding: \"")
                 && err.contains("is not supported by tollgate")
-                && err.contains("KrakenD does not publish") == (enc != "streaming")
-                && err.contains("\"stream\": true"),
+                && err.contains("\"streaming\""),
             "{err}"
         );
-        // Why: KrakenD streams a vendor's format, and its page lists no events.
-        if enc == "streaming" {
-            assert!(
-                err.contains("not its AI contract")
-                    && err.contains("does not publish the streamed events"),
-                "{err}"
-            );
-        }
     }
+    let mut doc = llm(
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        gemini.clone(),
+    );
+    doc["endpoints"][0]["output_encoding"] = json!("streaming");
+    assert_eq!(
+        compile(doc).unwrap().endpoints[0].llm_stream,
+        Some(crate::providers::FrontDoor::KrakenD)
+    );
+    let mut doc = llm(
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        gemini.clone(),
+    );
+    assert_eq!(compile(doc.clone()).unwrap().endpoints[0].llm_stream, None);
+    // A stream format on an endpoint that does not stream has no effect: a warning.
+    doc["endpoints"][0]["backend"][0]["extra_config"]["ai/llm"]["format"] = json!("openai");
+    let g = compile(doc).unwrap();
+    assert!(
+        g.warnings.iter().any(|w| w.starts_with(
+            "$.endpoints[0].backend[0].extra_config.ai/llm.format: ignored"
+        )),
+        "{:?}",
+        g.warnings
+    );
     let mut doc = llm("/v1beta/models/gemini-2.5-flash:generateContent", gemini);
     doc["endpoints"][0]["output_encoding"] = json!("json");
     assert!(compile(doc).is_ok());
+}
+
+/// `output_encoding: "streaming"` is KrakenD's `ai/llm` pseudo-encoding: refused, naming the
+/// path and why, on a plain endpoint, on an endpoint whose door does not read KrakenD's
+/// contract, and where a check reads the whole answer (every request would be refused).
+#[test]
+fn krakend_llm_streaming_where_it_cannot_be() {
+    let at = "$.endpoints[0].output_encoding: ";
+    let ep = |path: &str, backend: Value, extra: Value| {
+        json!({"version": 3, "endpoints": [{"endpoint": path, "method": "POST",
+            "output_encoding": "streaming", "extra_config": extra, "backend": [backend]}]})
+    };
+    let llm = json!({"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/messages",
+        "extra_config": {"ai/llm": {"anthropic": {"v1": {"credentials": "k", "variables": {"model": "c"}}}}}});
+    // Its refusals before the body is read are Anthropic's: every backend streams its format.
+    let g = compile(ep("/ai", llm.clone(), json!({}))).unwrap();
+    assert_eq!(
+        g.endpoints[0].front_door(),
+        crate::providers::FrontDoor::Anthropic
+    );
+    assert!(compile(ep("/v1/messages", llm.clone(), json!({}))).is_ok());
+    let plain = json!({"host": ["http://127.0.0.1:9001"], "url_pattern": "/x"});
+    let err = compile(ep("/plain", plain, json!({}))).unwrap_err();
+    assert!(
+        err.starts_with(at) && err.contains("reserved for ai/llm endpoints"),
+        "{err}"
+    );
+    for path in [
+        "/v1/responses",
+        "/v1/embeddings",
+        "/v1/messages/count_tokens",
+    ] {
+        let err = compile(ep(path, llm.clone(), json!({}))).unwrap_err();
+        assert!(
+            err.starts_with(at) && err.contains("does not read"),
+            "{path}: {err}"
+        );
+    }
+    let checks = json!({"security/policies": {"resp": {"policies": ["resp_data.usage != ''"]}}});
+    let err = compile(ep("/ai", llm.clone(), checks.clone())).unwrap_err();
+    assert!(
+        err.starts_with(at) && err.contains("checks of the whole answer"),
+        "{err}"
+    );
+    let mut checked = llm;
+    checked["extra_config"]["security/policies"] = checks["security/policies"].clone();
+    let err = compile(ep("/ai", checked, json!({}))).unwrap_err();
+    assert!(
+        err.starts_with(at) && err.contains("checks of the whole answer"),
+        "{err}"
+    );
 }

@@ -36,18 +36,24 @@ impl Call {
         };
         if self.stream && (200..300).contains(&status) && !end {
             self.status = status;
+            let content_type = self.shape.map_or("text/event-stream", |s| s.content_type());
             out.headers
-                .push(("content-type", Some("text/event-stream".into())));
+                .push(("content-type", Some(content_type.into())));
             out.headers.push(("cache-control", Some("no-cache".into())));
-            self.response = Response::Streaming {
-                decoder: self.door.stream_decoder(self.wire),
-                encoder: self.door.stream_encoder(
+            // KrakenD's LLM streaming: the backend's stream format ([`Call::shape`]).
+            let encoder = match self.shape {
+                Some(shape) => shape.encoder(&self.model, clock.now_unix()),
+                None => self.door.stream_encoder(
                     self.front,
                     &self.model,
                     self.client_model(),
                     self.include_usage,
                     clock.now_unix(),
                 ),
+            };
+            self.response = Response::Streaming {
+                decoder: self.door.stream_decoder(self.wire),
+                encoder,
             };
             return out;
         }

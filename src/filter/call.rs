@@ -8,6 +8,7 @@ use super::doors::{self, Doc, Door};
 use crate::config::{Backend, Endpoint};
 use crate::governance::{self, CallHooks};
 use crate::providers::backend::{LlmBackend, Provider};
+use crate::providers::krakend::StreamShape;
 use crate::providers::model::anthropic_betas;
 use crate::providers::model::{ChatRequest, StreamEvent};
 use crate::providers::{count_tokens, embeddings, responses, tokens};
@@ -82,6 +83,12 @@ pub struct Call {
     pub(super) answer_checks: Vec<Rc<Checks>>,
     /// The answer's headers, kept for answer checks (`resp_metadata_headers`).
     pub(super) answer_headers: Vec<(String, String)>,
+    /// KrakenD's LLM streaming on this endpoint (`Endpoint::llm_stream`): the door of its errors.
+    pub(super) llm_stream: Option<FrontDoor>,
+    /// The request is in KrakenD's AI contract on a streaming endpoint: it streams.
+    streams_contract: bool,
+    /// The stream format of this attempt's backend, when [`Call::streams_contract`].
+    pub(super) shape: Option<StreamShape>,
     /// A background Responses call answered `queued`: its response id (its charge is held).
     pub(super) pending: Option<String>,
 }
@@ -106,6 +113,9 @@ impl Call {
             data: None,
             answer_checks: Vec::new(),
             answer_headers: Vec::new(),
+            llm_stream: None,
+            streams_contract: false,
+            shape: None,
             pending: None,
         }
     }
@@ -163,8 +173,18 @@ impl Call {
                 doors::read(self.kind, Doc::Bytes(&rendered), &mut self.front)
             }
         };
+        // KrakenD's LLM streaming: the endpoint streams a request in its AI contract (the
+        // client's fields never decide), and answers in the stream format's error shape.
+        if let (FrontDoor::KrakenD, Some(door)) = (self.front, self.llm_stream) {
+            self.front = door;
+            self.streams_contract = true;
+        }
         (self.request, self.door) = parsed
             .map_err(|e| Refusal::new(ErrorKind::InvalidRequest, e.message).param(e.param))?;
+        if self.streams_contract {
+            self.request.stream = true;
+            self.request.include_usage = true;
+        }
         Ok(())
     }
 
@@ -176,7 +196,7 @@ impl Call {
     /// The client's `anthropic-beta` header (Anthropic's door): the features go to
     /// Anthropic-wire backends with the request, nowhere else.
     pub fn set_betas(&mut self, header: Option<String>) {
-        if self.front == FrontDoor::Anthropic {
+        if self.front == FrontDoor::Anthropic && !self.streams_contract {
             self.request.anthropic_beta =
                 header.as_deref().map(anthropic_betas).unwrap_or_default();
         }
@@ -302,6 +322,10 @@ impl Call {
         }
         l.fill_defaults(&mut req);
         self.wire = l.provider.wire();
+        let url = b.url_pattern.as_str();
+        self.shape = self
+            .streams_contract
+            .then(|| StreamShape::of(l.format, self.wire, url));
         self.stream = req.stream;
         self.include_usage = req.include_usage;
         self.model = l.upstream_model(&req.model).to_string();

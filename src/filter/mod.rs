@@ -554,6 +554,8 @@ fn response_code<H: Host>(h: &H) -> Option<u16> {
 }
 
 #[cfg(test)]
+mod krakend_stream_tests;
+#[cfg(test)]
 mod krakend_tests;
 #[cfg(test)]
 #[path = "mcp_tests.rs"]

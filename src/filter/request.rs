@@ -170,6 +170,7 @@ impl Flow {
             CallSecurity::new(&ep.security, roles),
         );
         call.data = self.data.clone();
+        call.llm_stream = ep.llm_stream;
         self.llm = Some(call);
         if end_of_stream {
             let msg = "the request body is required";

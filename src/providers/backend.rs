@@ -94,6 +94,8 @@ pub struct LlmBackend {
     pub api_version: Option<String>,
     /// Bedrock SigV4 credentials and region.
     pub aws: Option<Secret<AwsCredentials>>,
+    /// KrakenD 3.0 `format`: the wire format of a streamed answer (None: the vendor's own).
+    pub format: Option<StreamFormat>,
 }
 
 impl LlmBackend {
@@ -211,12 +213,20 @@ pub fn url_model(provider: Provider, url_pattern: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// Compiles the value of `ai/llm`. `host` is the backend's first host (Bedrock region).
-/// KrakenD 3.0's `ai/llm.format` ("anthropic" | "openai") names the wire format of a
-/// streamed answer (endpoint `output_encoding: "streaming"`), which tollgate does not serve
-/// (see `output_encoding` in `config/compile.rs`); ignoring it would answer in another shape.
-const FORMAT_REFUSED: &str = "\"format\" (KrakenD 3.0) picks the wire format of a streamed ai/llm answer (output_encoding \"streaming\"), which tollgate does not serve: KrakenD's page does not publish the streamed events, the final usage or the errors mid-stream; stream through the OpenAI or Anthropic front door with \"stream\": true";
+/// KrakenD 3.0's `ai/llm.format`: the wire format of a streamed answer on an endpoint with
+/// `output_encoding: "streaming"`, whatever the backend's vendor
+/// (https://www.krakend.io/docs/enterprise/ai-gateway/llm-streaming/; schema v3.0
+/// `ai/llm.json`: `"format": {"enum": ["anthropic", "openai"]}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// Anthropic's Messages stream (`message_start` … `message_stop`).
+    Anthropic,
+    /// OpenAI's Responses API events (`response.created` … `response.completed`): KrakenD's
+    /// OpenAI connector calls `/v1/responses`, so OpenAI's format is that API's stream.
+    OpenAi,
+}
 
+/// Compiles the value of `ai/llm`. `host` is the backend's first host (Bedrock region).
 pub fn compile(
     v: &Value,
     path: &str,
@@ -224,8 +234,23 @@ pub fn compile(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LlmBackend> {
     let mut o = Obj::new(v, path)?;
-    if o.get("format").is_some() {
-        return Err(ConfigError::new(format!("{path}.format"), FORMAT_REFUSED));
+    let format = match o.get("format") {
+        None => None,
+        Some(Value::String(f)) if f == "anthropic" => Some(StreamFormat::Anthropic),
+        Some(Value::String(f)) if f == "openai" => Some(StreamFormat::OpenAi),
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{path}.format"),
+                format!("{other} is not a stream format: \"anthropic\" or \"openai\" (KrakenD 3.0, exactly so spelled)"),
+            ))
+        }
+    };
+    if let Some((k, _)) = o
+        .unread()
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("format"))
+    {
+        let msg = "unknown field: KrakenD's stream format is spelled \"format\"";
+        return Err(ConfigError::new(format!("{path}.{k}"), msg));
     }
     let names: Vec<&str> = PROVIDERS.iter().map(|p| p.0).collect();
     let mut found = o.unread().filter(|(k, _)| !reader::is_meta_key(k));
@@ -274,7 +299,9 @@ pub fn compile(
             p
         }
     };
-    settings_of(settings, provider, needs_key, host, lookup)
+    let mut out = settings_of(settings, provider, needs_key, host, lookup)?;
+    out.format = format;
+    Ok(out)
 }
 
 fn settings_of(
@@ -337,6 +364,7 @@ fn settings_of(
         extra_payload: Map::new(),
         api_version,
         aws,
+        format: None,
     };
     if let Some(mut vars) = s.opt_obj("variables")? {
         variables(&mut vars, &mut out)?;
@@ -524,23 +552,49 @@ mod tests {
         assert!(!format!("{nested:?}").contains("sk-1"));
     }
 
-    /// KrakenD 3.0's stream-format sibling is refused by its own name (it was read as a
-    /// second provider: "unknown provider \"format\"" or "one provider per backend").
+    /// KrakenD 3.0's stream-format sibling: "anthropic" or "openai", exactly so spelled; any
+    /// other value is refused naming `format` (it was read as a second provider before).
     #[test]
-    fn krakend_stream_format_is_refused_by_name() {
-        for doc in [
-            json!({"format": "anthropic", "anthropic": {"v1": {"credentials": "k"}}}),
-            json!({"openai": {"v1": {"credentials": "k"}}, "format": "openai"}),
-            json!({"format": "openai"}),
+    fn krakend_stream_format() {
+        let a =
+            compile_ok(json!({"format": "anthropic", "anthropic": {"v1": {"credentials": "k"}}}));
+        assert_eq!(
+            (a.provider, a.format),
+            (Provider::Anthropic, Some(StreamFormat::Anthropic))
+        );
+        let o = compile_ok(json!({"gemini": {"v1beta": {"credentials": "k"}}, "format": "openai"}));
+        assert_eq!(o.format, Some(StreamFormat::OpenAi));
+        assert_eq!(
+            compile_ok(json!({"openai": {"v1": {"credentials": "k"}}})).format,
+            None
+        );
+        for bad in [
+            json!("Anthropic"),
+            json!("OPENAI"),
+            json!(" openai"),
+            json!("openai\u{0}"),
+            json!("gemini"),
+            json!(""),
+            json!(null),
+            json!(["openai"]),
+            json!(1),
         ] {
-            let err = compile_err(doc);
+            let err = compile_err(json!({"format": bad, "openai": {"v1": {"credentials": "k"}}}));
             assert!(
-                err.starts_with("$.llm.format: ")
-                    && err.contains("streamed ai/llm answer")
-                    && err.contains("\"stream\": true"),
+                err.starts_with("$.llm.format: ") && err.contains("is not a stream format"),
                 "{err}"
             );
         }
+        // Another spelling of the key is no provider either, named by its path.
+        for key in ["Format", "FORMAT", "format "] {
+            let err = compile_err(json!({key: "openai", "openai": {"v1": {"credentials": "k"}}}));
+            assert!(
+                err.starts_with(&format!("$.llm.{key}: unknown field")),
+                "{err}"
+            );
+        }
+        let err = compile_err(json!({"format": "openai"}));
+        assert!(err.starts_with("$.llm: expected one provider"), "{err}");
     }
 
     #[test]

@@ -260,8 +260,9 @@ fn parse_headers(mut b: &[u8]) -> Result<Vec<(String, HeaderValue)>, String> {
     Ok(out)
 }
 
-/// Test-only encoder: builds a frame from headers and a payload.
-#[cfg(test)]
+/// Builds a frame from headers and a payload (a Bedrock stream re-made for KrakenD's LLM
+/// streaming, and tests). Header names and string values must be under 256 and 65536 bytes:
+/// the callers' are constants.
 pub(crate) fn encode_frame(headers: &[(&str, HeaderValue)], payload: &[u8]) -> Vec<u8> {
     let mut h = Vec::new();
     for (name, value) in headers {

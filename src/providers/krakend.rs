@@ -15,6 +15,11 @@
 //! Errors: KrakenD publishes no error body for `ai/llm` (its clients read the status and the
 //! body as text); tollgate answers with the status KrakenD would and OpenAI's error object.
 //!
+//! Streaming (KrakenD 3.0, endpoint `output_encoding: "streaming"`): the request is the same,
+//! the endpoint (never the client) decides that it streams, and the answer is a vendor's
+//! stream format, not this contract: the one `ai/llm.format` names, else the backend vendor's
+//! own ([`StreamShape`]).
+//!
 //! Which door reads a body ([`is_contract`]): on an `ai/llm` endpoint whose door is a chat
 //! door (OpenAI Chat Completions, Anthropic Messages, and the endpoints whose path names no
 //! API), a JSON object with `contents` and without `messages` is KrakenD's: every chat
@@ -23,8 +28,80 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::backend::StreamFormat;
 use super::json::{cerr, field, object, opt_str, type_name, ClientError};
 use super::model::{ChatRequest, ChatResponse, Message, Part, Role};
+use super::responses::{self, Echo, ResponsesExtras};
+use super::{anthropic, openai, vendor_stream, FrontDoor, FrontEncoder, Wire};
+
+/// The wire format of a KrakenD LLM stream (https://www.krakend.io/docs/enterprise/ai-gateway/llm-streaming/):
+/// with `ai/llm.format`, "anthropic" is Anthropic's Messages stream and "openai" OpenAI's
+/// Responses API events (KrakenD's OpenAI connector calls `/v1/responses`: that is OpenAI's
+/// format from KrakenD's view), whatever the vendor. Without it, the vendor's own: OpenAI's
+/// Responses events for a backend whose `url_pattern` is the Responses API, Chat Completions
+/// chunks for the other OpenAI-wire ones (Mistral, `/v1/chat/completions`), Anthropic's
+/// Messages stream, Gemini's SSE chunks, Bedrock's eventstream frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamShape {
+    Chat,
+    Responses,
+    Anthropic,
+    Gemini,
+    Bedrock,
+}
+
+impl StreamShape {
+    pub fn of(format: Option<StreamFormat>, wire: Wire, url_pattern: &str) -> Self {
+        match (format, wire) {
+            (Some(StreamFormat::Anthropic), _) | (None, Wire::Anthropic) => StreamShape::Anthropic,
+            (Some(StreamFormat::OpenAi), _) => StreamShape::Responses,
+            (None, Wire::Gemini) => StreamShape::Gemini,
+            (None, Wire::Bedrock) => StreamShape::Bedrock,
+            (None, Wire::OpenAi | Wire::Azure) if url_pattern.ends_with("/responses") => {
+                StreamShape::Responses
+            }
+            (None, Wire::OpenAi | Wire::Azure) => StreamShape::Chat,
+        }
+    }
+
+    /// The answer's `content-type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            StreamShape::Bedrock => "application/vnd.amazon.eventstream",
+            _ => "text/event-stream",
+        }
+    }
+
+    /// The door whose error object answers a refusal or a provider error before the stream's
+    /// first byte: Anthropic's for its stream, OpenAI's for the others (KrakenD's door; Google's
+    /// and Bedrock's errors carry the same `message`).
+    pub fn error_door(self) -> FrontDoor {
+        match self {
+            StreamShape::Anthropic => FrontDoor::Anthropic,
+            _ => FrontDoor::KrakenD,
+        }
+    }
+
+    /// The encoder of the stream; `model`: the model the provider was sent (the request
+    /// names none).
+    pub fn encoder(self, model: &str, now_unix: u64) -> FrontEncoder {
+        match self {
+            StreamShape::Chat => {
+                let mut e = openai::StreamEncoder::new(model, true);
+                e.set_created(now_unix);
+                FrontEncoder::OpenAi(e)
+            }
+            StreamShape::Responses => {
+                let ext = ResponsesExtras::default();
+                let e = responses::StreamEncoder::new(model, &ext, Echo::default(), now_unix);
+                FrontEncoder::Responses(Box::new(e))
+            }
+            StreamShape::Anthropic => FrontEncoder::Anthropic(anthropic::StreamEncoder::new(model)),
+            StreamShape::Gemini => FrontEncoder::Gemini(vendor_stream::GeminiEncoder::new(model)),
+            StreamShape::Bedrock => FrontEncoder::Bedrock(vendor_stream::BedrockEncoder::new()),
+        }
+    }
+}
 
 /// Whether a client body speaks KrakenD's contract rather than a chat API.
 pub fn is_contract(doc: &Value) -> bool {

@@ -29,6 +29,7 @@ pub mod responses;
 pub mod sigv4;
 pub mod tokens;
 pub(crate) mod util;
+pub mod vendor_stream;
 
 pub use model::{ChatRequest, ChatResponse, ProviderError, StreamEvent};
 
@@ -218,6 +219,10 @@ pub enum FrontEncoder {
     Anthropic(anthropic::StreamEncoder),
     /// The Responses event sequence (the OpenAI door's errors, its own events).
     Responses(Box<responses::StreamEncoder>),
+    /// Gemini's own stream (KrakenD's LLM streaming with no `format`).
+    Gemini(vendor_stream::GeminiEncoder),
+    /// Bedrock's own ConverseStream (KrakenD's LLM streaming with no `format`).
+    Bedrock(vendor_stream::BedrockEncoder),
 }
 
 impl FrontEncoder {
@@ -226,6 +231,8 @@ impl FrontEncoder {
             FrontEncoder::OpenAi(e) => e.encode(ev, out),
             FrontEncoder::Anthropic(e) => e.encode(ev, out),
             FrontEncoder::Responses(e) => e.encode(ev, out),
+            FrontEncoder::Gemini(e) => e.encode(ev, out),
+            FrontEncoder::Bedrock(e) => e.encode(ev, out),
         }
     }
 
@@ -234,6 +241,8 @@ impl FrontEncoder {
             FrontEncoder::OpenAi(e) => e.finish(out),
             FrontEncoder::Anthropic(e) => e.finish(out),
             FrontEncoder::Responses(e) => e.finish(out),
+            FrontEncoder::Gemini(e) => e.finish(out),
+            FrontEncoder::Bedrock(e) => e.finish(out),
         }
     }
 }
@@ -277,10 +286,9 @@ impl FrontDoor {
         }
     }
 
-    /// KrakenD's contract never asks for a stream ([`krakend`]): its calls are never
-    /// encoded as one, and it shares OpenAI's encoder only to keep this total. (KrakenD 3.0
-    /// streams a vendor's format, not its contract, with events it does not publish: its
-    /// `output_encoding: "streaming"` and `ai/llm.format` are refused at configuration.)
+    /// KrakenD's contract streams only on a streaming endpoint, in the format
+    /// [`krakend::StreamShape`] picks (the call uses that encoder, not this one); it shares
+    /// OpenAI's encoder here only to keep this total.
     pub fn stream_encoder(self, model: &str, include_usage: bool, now_unix: u64) -> FrontEncoder {
         match self {
             FrontDoor::OpenAi | FrontDoor::KrakenD => {

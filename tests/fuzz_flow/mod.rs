@@ -84,6 +84,11 @@ pub const PATHS: &[&str] = &[
     "/v1/embeddings",
     "/v1/messages/count_tokens",
     "/v1/models",
+    "/ks/openai",
+    "/ks/anthropic",
+    "/ks/gemini",
+    "/ks/bedrock",
+    "/ks/chat",
     "/nope",
 ];
 
@@ -126,6 +131,21 @@ pub fn config() -> Value {
             "variables": {"model": "mistral-small-latest", "extra_payload": {"safe_prompt": true}}}}}}});
     let ollama = json!({"host": ["http://127.0.0.1:11434"], "url_pattern": "/v1/chat/completions",
         "extra_config": {"ai/llm": {"ollama": {"v1": {"aliases": ["ollama"], "variables": {"model": "llama3.2"}}}}}});
+    // KrakenD's LLM streaming (output_encoding streaming): format openai, anthropic, and each
+    // vendor's own stream.
+    let ks = |mut b: Value, format: Option<&str>| {
+        if let Some(f) = format {
+            b["extra_config"]["ai/llm"]["format"] = json!(f);
+        }
+        b
+    };
+    let streaming = [
+        ("/ks/openai", ks(openai(true), Some("openai"))),
+        ("/ks/anthropic", ks(gemini.clone(), Some("anthropic"))),
+        ("/ks/gemini", ks(gemini.clone(), None)),
+        ("/ks/bedrock", ks(bedrock.clone(), None)),
+        ("/ks/chat", ks(openai(true), None)),
+    ];
     let all = json!([
         openai(true),
         anthropic,
@@ -152,12 +172,13 @@ pub fn config() -> Value {
             "variables": {"model": "cohere.embed-v4:0"}}}}}});
     let pii = json!({"detectors": ["email", "phone", "credit_card", "iban", "ssn", "ipv4", "api_key"],
         "custom": [{"name": "employee_id", "pattern": "EMP-[0-9]{5}"}], "action": "mask", "restore": true});
+    let streaming_pii = pii.clone();
     let quota = |name: &str, weight: &str, reserve: bool| {
         json!({"quota_name": name, "tier_key": "X-Plan", "weight_key": weight, "reserve": reserve, "tiers": [
             {"rule_name": "gold", "tier_value": "gold", "tier_value_as": "literal", "strategy": "header", "key": "X-User"},
             {"rule_name": "free", "tier_value_as": "*", "strategy": "ip"}]})
     };
-    json!({
+    let mut doc = json!({
         "version": 3,
         "timeout": "30s",
         "extra_config": {
@@ -239,7 +260,13 @@ pub fn config() -> Value {
             {"endpoint": "/v1/messages/count_tokens", "method": "POST", "backend": [anthropic_backend(), openai(false)],
              "extra_config": {"ai/routing": {"failover": true}}}
         ]
-    })
+    });
+    let endpoints = doc["endpoints"].as_array_mut().unwrap();
+    for (path, b) in streaming {
+        endpoints.push(json!({"endpoint": path, "method": "POST", "output_encoding": "streaming", "backend": [b],
+            "extra_config": {"security/pii": streaming_pii.clone(), "governance/quota": quota("tokens", "usage", false)}}));
+    }
+    doc
 }
 
 fn anthropic_backend() -> Value {
@@ -703,12 +730,24 @@ impl Envoy {
         })
     }
 
-    /// A body the client gets whole: JSON, or SSE with JSON events when it is a stream.
+    /// A body the client gets whole: JSON, or SSE with JSON events when it is a stream, or
+    /// well-formed eventstream frames with JSON payloads (KrakenD's LLM streaming from Bedrock).
     fn check_body(&self, what: &str, body: &[u8], headers: &[(String, String)]) {
-        let sse = headers
-            .iter()
-            .any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream"));
-        if sse {
+        let ctype = |t: &str| {
+            headers
+                .iter()
+                .any(|(k, v)| k == "content-type" && v.starts_with(t))
+        };
+        if ctype("application/vnd.amazon.eventstream") {
+            let mut frames = Vec::new();
+            let mut d = tollgate::providers::eventstream::Decoder::new();
+            d.feed(body, &mut frames);
+            d.finish(&mut frames);
+            for f in frames {
+                let f = f.unwrap_or_else(|e| panic!("{what}: a bad eventstream frame: {e:?}"));
+                assert!(is_json(&f.payload), "{what}: a frame's payload is not JSON");
+            }
+        } else if ctype("text/event-stream") {
             let mut p = SseParser::new();
             let mut events = Vec::new();
             p.feed(body, &mut events);
