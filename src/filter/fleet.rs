@@ -11,7 +11,9 @@
 //!   the service's `Retry-After` and `X-Quota-*`. A failed call (no answer within
 //!   `limits/service.timeout`, any gRPC error) goes by `on_failure_allow`: on (every limit of
 //!   the call allows it), counted in `tollgate_limits_unavailable_total{kind="allowed"}`; off,
-//!   a 503 `limits_unavailable`.
+//!   a 503 `limits_unavailable`. The reserve may have landed all the same (or land later):
+//!   without its answer (failed, or the client gone meanwhile) it is released by its id
+//!   ([`release_pending`]), so the charge after is the whole usage and nothing stays taken.
 //! - **after the answer**, from the one usage record (`account.rs`): the quota charged what
 //!   the call used (or the reservation settled: the difference, to the reservation's windows)
 //!   and the client's token balance charged its tokens (op `charge`), through the host's
