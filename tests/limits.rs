@@ -959,7 +959,7 @@ async fn unknown_descriptors_are_invalid_arguments() {
     )
     .await
     .unwrap_err();
-    assert!(e.message().contains("is not reserve or charge"));
+    assert!(e.message().contains("is not reserve, charge or release"));
     let future = system_now_ms() / 1000 + 3600;
     let e = call(
         &mut c,
@@ -1092,4 +1092,152 @@ async fn the_binary_serves_prints_and_refuses() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(
         "$.extra_config.redis.connection_pools[0].address: \"redis.invalid:6379\" does not resolve"
     ));
+}
+
+/// The call before a request (a reserve) whose answer the gateway never had, in every order
+/// with its `release` (same id, same descriptors) and the charge of the whole usage after
+/// it: what a provider reported is charged exactly once, nothing the reserve took stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_whose_answer_was_lost_is_released_in_any_order() {
+    let redis = Redis::start(false);
+    let r = Replica::start(&doc(redis.port), service::system_clock()).await;
+    let mut c = r.client().await;
+    let units = [Unit::Minute, Unit::Day];
+    let now = system_now_ms() / 1000;
+    let spent = |who: &str| count(&redis, "tokens", "small", who, Unit::Minute, now);
+    // What the filter sends: the tenant's request bucket and the quota's reservation.
+    let reserve = |who: &str, hits: u64| {
+        let mut d = vec![descriptor(
+            Target::RateLimit {
+                scope: scheme::endpoint_scope("POST", "/v1/chat/completions"),
+                bucket: Bucket::Client(who.into()),
+            },
+            1,
+            false,
+        )];
+        d.extend(quota("tokens", "small", &units, who, hits, false));
+        d
+    };
+    let at = Some(now);
+
+    // The reserve landed, its answer was lost: released, then the whole usage charged.
+    let id = "lost-1:reserve";
+    let first = call(&mut c, reserve("a", 600), "reserve", Some(id), at).await;
+    assert!(ok(&first.unwrap()));
+    assert_eq!(spent("a"), 600);
+    let rel = call(&mut c, reserve("a", 600), "release", Some(id), at).await;
+    assert!(ok(&rel.unwrap()));
+    assert_eq!(spent("a"), 0, "what the reserve took is given back");
+    // Released again (the release retried): nothing more given back.
+    call(
+        &mut c,
+        quota("tokens", "small", &units, "a", 300, false),
+        "charge",
+        Some("other"),
+        at,
+    )
+    .await
+    .unwrap();
+    call(&mut c, reserve("a", 600), "release", Some(id), at)
+        .await
+        .unwrap();
+    assert_eq!(spent("a"), 300);
+    // The reserve retried (or a copy landing late): takes nothing.
+    let late = call(&mut c, reserve("a", 600), "reserve", Some(id), at).await;
+    assert!(!ok(&late.unwrap()));
+    assert_eq!(spent("a"), 300);
+    // The usage, charged once however often it is sent.
+    for _ in 0..2 {
+        let q = quota("tokens", "small", &units, "a", 450, false);
+        call(&mut c, q, "charge", Some("lost-1:charge"), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(spent("a"), 750, "300 + the usage 450, once");
+    // The request bucket (2 a minute) was given back too: two more requests fit.
+    for n in 2..4 {
+        let id = format!("lost-{n}:reserve");
+        let fits = call(&mut c, reserve("a", 1), "reserve", Some(&id), at).await;
+        assert!(ok(&fits.unwrap()), "request {n}");
+    }
+    let over = call(
+        &mut c,
+        reserve("a", 1),
+        "reserve",
+        Some("lost-4:reserve"),
+        at,
+    )
+    .await;
+    assert!(!ok(&over.unwrap()), "the third request of the minute");
+
+    // The release comes first, the reserve lands after it: it takes nothing, ever.
+    let id = "late-1:reserve";
+    let rel = call(&mut c, reserve("b", 600), "release", Some(id), at).await;
+    assert!(ok(&rel.unwrap()));
+    assert_eq!(spent("b"), 0);
+    let late = call(&mut c, reserve("b", 600), "reserve", Some(id), at).await;
+    assert!(!ok(&late.unwrap()));
+    assert_eq!(spent("b"), 0);
+    let q = quota("tokens", "small", &units, "b", 450, false);
+    call(&mut c, q, "charge", Some("late-1:charge"), None)
+        .await
+        .unwrap();
+    assert_eq!(spent("b"), 450, "the usage, and nothing of the reservation");
+    let fits = call(
+        &mut c,
+        reserve("b", 1),
+        "reserve",
+        Some("late-2:reserve"),
+        at,
+    )
+    .await;
+    assert!(ok(&fits.unwrap()));
+    let fits = call(
+        &mut c,
+        reserve("b", 1),
+        "reserve",
+        Some("late-3:reserve"),
+        at,
+    )
+    .await;
+    assert!(
+        ok(&fits.unwrap()),
+        "the late reserve took no request either"
+    );
+
+    // A refused reserve (over the minute's 1000), released: it took nothing, gives nothing.
+    call(
+        &mut c,
+        quota("tokens", "small", &units, "c", 900, false),
+        "charge",
+        Some("c0"),
+        at,
+    )
+    .await
+    .unwrap();
+    let refused = call(
+        &mut c,
+        reserve("c", 600),
+        "reserve",
+        Some("c-1:reserve"),
+        at,
+    )
+    .await;
+    assert!(!ok(&refused.unwrap()));
+    assert_eq!(spent("c"), 900);
+    call(
+        &mut c,
+        reserve("c", 600),
+        "release",
+        Some("c-1:reserve"),
+        at,
+    )
+    .await
+    .unwrap();
+    assert_eq!(spent("c"), 900, "a refused reserve gives nothing back");
+
+    // A release names the reserve it releases.
+    let e = call(&mut c, reserve("d", 1), "release", None, at).await;
+    assert_eq!(e.unwrap_err().code(), tonic::Code::InvalidArgument);
+    r.stop().await;
 }

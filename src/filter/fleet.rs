@@ -11,7 +11,9 @@
 //!   the service's `Retry-After` and `X-Quota-*`. A failed call (no answer within
 //!   `limits/service.timeout`, any gRPC error) goes by `on_failure_allow`: on (every limit of
 //!   the call allows it), counted in `tollgate_limits_unavailable_total{kind="allowed"}`; off,
-//!   a 503 `limits_unavailable`.
+//!   a 503 `limits_unavailable`. The reserve may have landed all the same (or land later):
+//!   without its answer (failed, or the client gone meanwhile) it is released by its id
+//!   ([`release_pending`]), so the charge after is the whole usage and nothing stays taken.
 //! - **after the answer**, from the one usage record (`account.rs`): the quota charged what
 //!   the call used (or the reservation settled: the difference, to the reservation's windows)
 //!   and the client's token balance charged its tokens (op `charge`), through the host's
@@ -60,6 +62,8 @@ pub struct Fleet {
     pub(super) at: u64,
     /// `X-Quota-*` of that call's answer, for the response (unless `disable_quota_headers`).
     pub headers: Vec<(&'static str, String)>,
+    /// That call while its answer is awaited: released if the answer never comes.
+    pending: Option<Request>,
 }
 
 /// What a descriptor of the call stands for.
@@ -206,6 +210,7 @@ impl Flow {
             .collect();
         match h.dispatch(CLUSTER, &list, &req.body(), timeout) {
             Some(token) => {
+                self.fleet.pending = Some(req);
                 let gate = Gate {
                     token,
                     roles,
@@ -248,6 +253,11 @@ impl Flow {
             then,
             ..
         } = *gate;
+        if answer.is_ok() {
+            self.fleet.pending = None;
+        } else {
+            release_pending(h, &self.gw, &mut self.fleet);
+        }
         self.decide(h, &roles, reserve, answer, then, true);
     }
 
@@ -453,6 +463,23 @@ pub fn settle<H: Host>(
         id: format!("{}:charge", fleet.id(h)),
         at,
     };
+    send(h, gw, &req);
+}
+
+/// The call before the request never had its answer (it timed out, its answer was lost or
+/// unreadable, the client went away meanwhile), yet its reserve may have been applied, or
+/// may still be: a `release` with the reserve's id and descriptors gives back whatever that
+/// reserve took and makes it take nothing if it lands later. The request then goes on (or
+/// not) as if nothing was reserved: its charge after the answer is its whole usage.
+pub(super) fn release_pending<H: Host>(h: &mut H, gw: &Gateway, fleet: &mut Fleet) {
+    if let Some(mut req) = fleet.pending.take() {
+        req.op = Op::Release;
+        send(h, gw, &req);
+    }
+}
+
+/// Sends an operation through the host's long-lived context (retried until delivered).
+fn send<H: Host>(h: &mut H, gw: &Gateway, req: &Request) {
     let timeout_ms = gw.fleet.timeout_ms;
     h.send_detached(Detached {
         cluster: CLUSTER.to_string(),

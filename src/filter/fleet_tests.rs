@@ -289,6 +289,10 @@ fn a_failed_call_goes_by_on_failure_allow() {
     let r = h.reply.clone().unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"]["code"], "limits_unavailable");
+    // Refused, but the reserve may have landed: nothing may stay taken.
+    assert_released(&h, 0);
+    flow.on_log(&mut h);
+    assert_eq!(h.detached.len(), 1, "released once, nothing charged");
     assert_eq!(
         h.counters
             .get("tollgate_limits_unavailable_total.kind.refused"),
@@ -325,6 +329,8 @@ fn a_failed_call_goes_by_on_failure_allow() {
     deliver(&mut flow, &mut h);
     assert!(h.reply.is_none());
     assert_eq!(h.resumed, 1);
+    // The reserve may have landed (only its answer was lost): released by its id.
+    assert_released(&h, 0);
     assert_eq!(
         h.counters
             .get("tollgate_limits_unavailable_total.kind.allowed"),
@@ -338,7 +344,9 @@ fn a_failed_call_goes_by_on_failure_allow() {
     let answer = json!({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}}).to_string();
     h.response_chunk = answer.clone().into_bytes();
     flow.on_response_body(&mut h, answer.len(), true);
-    let c = &h.detached[0];
+    assert_eq!(h.detached.len(), 2, "the release, then the charge");
+    let c = &h.detached[1];
+    assert_eq!(get(&c.headers, "x-tollgate-op"), Some("charge"));
     assert_eq!(get(&c.headers, "x-tollgate-at"), None);
     let req = proto::RateLimitRequest::decode(&c.body[5..]).unwrap();
     assert_eq!(
@@ -350,15 +358,43 @@ fn a_failed_call_goes_by_on_failure_allow() {
     );
 }
 
+/// The `detached[i]` is a `release` of the call before the request: its id, its windows,
+/// its descriptors (hits as reserved, not negated: the service gives back what that reserve
+/// took, if anything).
+fn assert_released(h: &MockHost, i: usize) {
+    let (headers, reserve, _) = call(h);
+    let c = &h.detached[i];
+    assert_eq!(get(&c.headers, "x-tollgate-op"), Some("release"));
+    assert_eq!(
+        get(&c.headers, "x-tollgate-id"),
+        get(&headers, "x-tollgate-id")
+    );
+    assert!(get(&headers, "x-tollgate-id")
+        .unwrap()
+        .ends_with(":reserve"));
+    assert_eq!(
+        get(&c.headers, "x-tollgate-at"),
+        get(&headers, "x-tollgate-at")
+    );
+    let req = proto::RateLimitRequest::decode(&c.body[5..]).unwrap();
+    assert_eq!(req, reserve);
+}
+
 #[test]
-fn a_client_gone_while_the_call_is_out_is_not_given_back_what_may_not_be_reserved() {
+fn a_client_gone_while_the_call_is_out_releases_what_it_may_have_reserved() {
     let gw = gateway(quota(false), json!({}));
     let (mut flow, mut h) = held(&gw);
     // More body or trailers meanwhile stay held.
     assert_eq!(flow.on_request_body(&mut h, 0, true), Action::Pause);
     flow.on_log(&mut h);
-    assert!(h.detached.is_empty());
+    assert_eq!(h.detached.len(), 1);
+    assert_released(&h, 0);
     assert!(h.reply.is_none());
+    // The late answer changes nothing.
+    answer(&mut h, &OK4, &[]);
+    deliver(&mut flow, &mut h);
+    flow.on_log(&mut h);
+    assert_eq!(h.detached.len(), 1);
 }
 
 #[test]

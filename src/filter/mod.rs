@@ -453,6 +453,8 @@ impl Flow {
         }
         let sent = self.phase.sent();
         self.phase = Phase::Closed;
+        // Gone while the call before the request was out: whatever it reserved is released.
+        fleet::release_pending(h, &self.gw, &mut self.fleet);
         if !sent {
             // Answered by the gateway, or refused before any provider had the request (Envoy's
             // 413 over its buffer limit, a client gone before its body was whole): nothing

@@ -29,7 +29,11 @@
 //! - `reserve` (the default): take the hits only if every descriptor of the request fits,
 //!   else take nothing and answer `OVER_LIMIT` (a reservation; a request-rate check);
 //! - `charge`: take the hits whatever the balance (the call happened; a token charge);
-//! - `is_negative_hits`: give the hits back (settling a reservation for less), never refused.
+//! - `is_negative_hits`: give the hits back (settling a reservation for less), never refused;
+//! - `release`, with the [`ID`] of a `reserve` and that reserve's descriptors: give back what
+//!   that reserve took, if it was applied, and make it take nothing if it comes later (a
+//!   reserve whose answer the gateway never had: timed out, lost, the client gone). See
+//!   docs/limits.md, "Reservations whose answer is lost".
 //!
 //! [`ID`] names the operation: the service applies an (op, id) once and answers a retry with
 //! the first answer. [`AT`] (unix seconds) applies the operation to the windows that were
@@ -39,7 +43,7 @@ use crate::support::calendar::Unit;
 
 /// The rate limit domain of every request.
 pub const DOMAIN: &str = "tollgate";
-/// gRPC metadata: `reserve` (default) or `charge`.
+/// gRPC metadata: `reserve` (default), `charge` or `release`.
 pub const OP: &str = "x-tollgate-op";
 /// gRPC metadata: the operation's id, for exactly-once application on retries.
 pub const ID: &str = "x-tollgate-id";
@@ -58,6 +62,8 @@ pub enum Op {
     Reserve,
     /// Take the hits unconditionally.
     Charge,
+    /// Undo the `reserve` of the same id, whether it was applied or comes later.
+    Release,
 }
 
 impl Op {
@@ -65,6 +71,7 @@ impl Op {
         match self {
             Op::Reserve => "reserve",
             Op::Charge => "charge",
+            Op::Release => "release",
         }
     }
 
@@ -72,6 +79,7 @@ impl Op {
         match s {
             "reserve" => Some(Op::Reserve),
             "charge" => Some(Op::Charge),
+            "release" => Some(Op::Release),
             _ => None,
         }
     }
@@ -242,6 +250,7 @@ mod tests {
     fn ops_parse() {
         assert_eq!(Op::parse("charge"), Some(Op::Charge));
         assert_eq!(Op::parse(Op::Reserve.name()), Some(Op::Reserve));
+        assert_eq!(Op::parse("release"), Some(Op::Release));
         assert_eq!(Op::parse("refund"), None);
     }
 }

@@ -80,7 +80,7 @@ impl Meta {
             None => Op::Reserve,
             Some(s) => Op::parse(&s).ok_or_else(|| {
                 Status::invalid_argument(format!(
-                    "{}: \"{s}\" is not reserve or charge",
+                    "{}: \"{s}\" is not reserve, charge or release",
                     scheme::OP
                 ))
             })?,
@@ -94,6 +94,12 @@ impl Meta {
                 "{}: 1 to {} characters",
                 scheme::ID,
                 scheme::MAX_ID
+            )));
+        }
+        if op == Op::Release && id.is_none() {
+            return Err(Status::invalid_argument(format!(
+                "{}: release needs the id of the reserve it releases",
+                scheme::ID
             )));
         }
         let at = match text(scheme::AT)? {

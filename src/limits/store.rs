@@ -41,27 +41,48 @@ pub const GRACE_MS: u64 = 60_000;
 /// Largest hits value counted (Lua numbers are doubles: exact up to 2^53).
 pub const MAX_HITS: u64 = 1 << 53;
 
-/// The operation script. KEYS[1]: the dedup key; KEYS[1+i]: item i. ARGV: now_ms, op,
+/// The operation script. KEYS[1]: the dedup key (for a `release`, that of the `reserve` it
+/// releases); KEYS[1+i]: item i. ARGV: now_ms, op,
 /// dedup ttl (0: none), n, then per item: kind (`w` window, `b` bucket), hits, negative (0/1),
 /// and for a window its maximum and time to live (ms, relative: the service's clock decides
 /// windows, Redis' clock need not agree), for a bucket its refill per ms and
 /// capacity. Returns `applied;ok:value;ok:value…` (value: the count, or the bucket's tokens,
 /// after the operation when applied).
+///
+/// A `release` (items: the reserve's, as the reserve sent them) gives back what its reserve
+/// took when the reserve's record says it was applied, and leaves `released` in that record
+/// either way: a release again gives back nothing, and the reserve, if it comes later (it
+/// landed after the gateway stopped waiting, or the service retried it), takes nothing and
+/// answers not applied.
 pub const SCRIPT: &str = r"
 local now = tonumber(ARGV[1])
-local charge = ARGV[2] == 'charge'
+local release = ARGV[2] == 'release'
+local charge = ARGV[2] ~= 'reserve'
 local ttl = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
+local function none(ok)
+  local o = {'0'}
+  for i = 1, n do o[#o + 1] = ok .. ':0' end
+  return table.concat(o, ';')
+end
+if release and ttl == 0 then return none('1') end
 if ttl > 0 then
   local prev = redis.call('GET', KEYS[1])
-  if prev then return prev end
+  if release then
+    redis.call('SET', KEYS[1], 'released', 'EX', ttl)
+    if not prev or string.sub(prev, 1, 1) ~= '1' then return none('1') end
+  elseif prev == 'released' then
+    return none('0')
+  elseif prev then
+    return prev
+  end
 end
 local items = {}
 local fits = true
 for i = 1, n do
   local a = 4 + (i - 1) * 5
   local it = {key = KEYS[i + 1], kind = ARGV[a + 1], hits = tonumber(ARGV[a + 2]),
-              neg = ARGV[a + 3] == '1', p1 = tonumber(ARGV[a + 4]), p2 = tonumber(ARGV[a + 5])}
+              neg = (ARGV[a + 3] == '1') ~= release, p1 = tonumber(ARGV[a + 4]), p2 = tonumber(ARGV[a + 5])}
   if it.kind == 'w' then
     it.value = tonumber(redis.call('GET', it.key) or '0')
     if it.hits == 0 then
@@ -108,7 +129,7 @@ for i = 1, n do
   out[#out + 1] = (it.ok and '1' or '0') .. ':' .. string.format('%.6f', it.value)
 end
 local res = table.concat(out, ';')
-if ttl > 0 then redis.call('SET', KEYS[1], res, 'EX', ttl) end
+if ttl > 0 and not release then redis.call('SET', KEYS[1], res, 'EX', ttl) end
 return res
 ";
 
@@ -385,6 +406,10 @@ impl Store {
                 Ok(out) => out,
                 Err(e) => {
                     if op == Op::Reserve {
+                        // With an id, the failed part is released too: it may have landed.
+                        if id.is_some() {
+                            taken.push((tag, sub, idx));
+                        }
                         self.give_back(&taken, id, now_ms, retry, &mut values).await;
                     }
                     return Err(e);
@@ -409,8 +434,10 @@ impl Store {
         })
     }
 
-    /// Undoes the parts of a refused or failed `reserve` that were taken (a `charge` of the
-    /// opposite hits, itself applied once); `values` then shows the counters as left.
+    /// Undoes the parts of a refused or failed `reserve` that were taken: with an id, a
+    /// `release` of that id per part (which also stops a part landing late from taking
+    /// anything); without, a `charge` of the opposite hits, tried once. `values` then shows
+    /// the counters as left.
     async fn give_back(
         &self,
         taken: &[(Option<&str>, Vec<Item>, Vec<usize>)],
@@ -419,29 +446,32 @@ impl Store {
         retry: Retry,
         values: &mut [(bool, f64)],
     ) {
-        let undo_id = id.map(|i| format!("{i}:undo"));
-        // Without an id, a retry could give back twice: once only.
-        let retry = if id.is_some() {
-            retry
-        } else {
-            Retry { max: 0, ..retry }
-        };
         for (tag, sub, idx) in taken {
-            let back: Vec<Item> = sub
-                .iter()
-                .map(|it| Item {
-                    negative: !it.negative,
-                    ..it.clone()
-                })
-                .collect();
-            let res = self
-                .retried(Op::Charge, &back, undo_id.as_deref(), *tag, now_ms, retry)
-                .await;
+            let res = match id {
+                Some(_) => {
+                    self.retried(Op::Release, sub, id, *tag, now_ms, retry)
+                        .await
+                }
+                None => {
+                    // Without an id, a retry could give back twice: once only.
+                    let back: Vec<Item> = sub
+                        .iter()
+                        .map(|it| Item {
+                            negative: !it.negative,
+                            ..it.clone()
+                        })
+                        .collect();
+                    let once = Retry { max: 0, ..retry };
+                    self.retried(Op::Charge, &back, None, *tag, now_ms, once)
+                        .await
+                }
+            };
             match res {
                 Ok(out) => {
                     for ((i, v), it) in idx.iter().zip(&out.items).zip(sub) {
                         if let Some(slot) = values.get_mut(*i) {
-                            *slot = (slot.0, if it.hits > 0 { v.1 } else { slot.1 });
+                            let given = out.applied && it.hits > 0;
+                            *slot = (slot.0, if given { v.1 } else { slot.1 });
                         }
                     }
                 }
@@ -463,7 +493,9 @@ impl Store {
         now_ms: u64,
         retry: Retry,
     ) -> Result<Outcome, StoreError> {
-        let dedup = id.map(|id| op_key(op, id, tag));
+        // A release reads and marks the record of the reserve it releases.
+        let record = if op == Op::Release { Op::Reserve } else { op };
+        let dedup = id.map(|id| op_key(record, id, tag));
         let mut attempt = 0u32;
         loop {
             match self.once(op, items, dedup.as_deref(), tag, now_ms).await {

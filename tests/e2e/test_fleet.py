@@ -21,6 +21,7 @@ import json
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -471,3 +472,69 @@ class TestFleetCheck:
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert "name: tollgate_limits" in out.stdout and "http2_protocol_options" in out.stdout
+
+
+class SlowAnswers:
+    """A TCP proxy in front of the limits service that passes what Envoy sends at once and holds
+    every byte the service answers for `delay_s`: each operation is applied in Redis, its
+    answer reaches Envoy after the filter stopped waiting. Threads end with close()."""
+
+    def __init__(self, target_port: int, delay_s: float):
+        self.target, self.delay = target_port, delay_s
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.addr = f"127.0.0.1:{self.server.getsockname()[1]}"
+        self.socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                return
+            self.socks += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, 0.0), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, self.delay), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, delay: float):
+        while True:
+            try:
+                data = src.recv(65536)
+                if not data:
+                    return
+                time.sleep(delay)  # in order: each chunk later than the one before
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        for s in [self.server, *self.socks]:
+            s.close()
+
+
+class TestFleetLostAnswers:
+    def test_a_reserve_whose_answer_comes_too_late_is_not_charged_on_top_of_the_usage(self, fleet):
+        """Every answer of the service comes after the filter's timeout (the reserve was
+        applied in Redis all the same): on_failure_allow true lets the call through and Redis
+        ends with exactly the tokens the provider reported (not the reservation on top);
+        false refuses it and nothing stays taken (docs/limits.md, Reservations whose answer
+        is lost)."""
+        slow = SlowAnswers(fleet.limits[0].port, TIMEOUT_MS / 1000 * 1.5)
+        try:
+            gw = fleet.envoy(slow)
+            r = call(gw, "open", "t-late", text=WORDS)
+            assert r.status_code == 200, r.text
+            refused = call(gw, "closed", "t-late", text=WORDS)
+            assert refused.status_code == 503, refused.text
+            assert metric(gw, "tollgate_limits_unavailable_total", kind="allowed") == 1
+            # The release and the charge are applied on their first try (retried after: once).
+            wait_for(lambda: fleet.redis.counts("open").get("t-late") == reported(r), 20)
+            time.sleep(TIMEOUT_MS / 1000 * 2)
+            assert fleet.redis.counts("open").get("t-late") == reported(r)
+            assert fleet.redis.counts("closed").get("t-late", 0) == 0
+        finally:
+            slow.close()

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 
 from harness import TOLLGATE, Envoy, free_port
-from test_fleet import (MAX_TOKENS, SMALL_BUDGET, TIMEOUT_MS, WORDS, Limits, burst, call, config, metric,
-                        reported, spend, wait_for)
+from test_fleet import (MAX_TOKENS, SMALL_BUDGET, TIMEOUT_MS, WORDS, Limits, SlowAnswers, burst, call, config,
+                        metric, reported, spend, wait_for)
 
 CLIENT_RATE = 30
 
@@ -242,6 +242,30 @@ class TestClusterBudget:
         # Another tenant still has its budget and its own request rate.
         assert call(pair[1], "mixed", tenant + "-other", text=WORDS).status_code == 200
         print(f"\n[cluster budget] charged {charged} of {SMALL_BUDGET}; 40 refusals on both Envoys were the quota's")
+
+
+class TestClusterLostAnswers:
+    def test_reserves_whose_answers_come_too_late_are_released_on_their_shards(self, cfleet):
+        """Every answer of the service held past the filter's timeout (test_fleet's
+        SlowAnswers): allowed (/open), Redis ends with exactly the tokens reported; refused
+        (/mixed: the quota and the client's bucket on two shards), the quota's reservation is
+        released on its shard."""
+        tenant = next(t for t in (f"t-late-{i}" for i in range(50))
+                      if cfleet.redis.owner(f"{{mixed|{t}}}") != cfleet.redis.owner(f"{{POST /mixed/v1/chat/completions|{t}}}"))
+        slow = SlowAnswers(cfleet.limits.port, TIMEOUT_MS / 1000 * 1.5)
+        gw = Envoy(cfleet.doc, concurrency=2, gen_args=["--limits", slow.addr]).wait_ready()
+        try:
+            r = call(gw, "open", tenant, text=WORDS)
+            assert r.status_code == 200, r.text
+            refused = call(gw, "mixed", tenant, text=WORDS)
+            assert refused.status_code == 503, refused.text
+            wait_for(lambda: cfleet.redis.counts("open").get(tenant) == reported(r), 20)
+            time.sleep(TIMEOUT_MS / 1000 * 2)
+            assert cfleet.redis.counts("open").get(tenant) == reported(r)
+            assert cfleet.redis.counts("mixed").get(tenant, 0) == 0
+        finally:
+            gw.stop()
+            slow.close()
 
 
 def on(cfleet: ClusterFleet, tag: str, port: int, want: bool, prefix: str) -> str:
