@@ -16,16 +16,8 @@ pub fn answer<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
     let mut single: Option<&str> = None;
     let mut matched = false;
     for ep in gw.endpoints.iter().filter(|e| e.api.is_some()) {
-        let Some(models_path) = ep.models_path() else {
+        let Some(id) = under(ep, path) else {
             continue;
-        };
-        let id = match path.strip_prefix(models_path.as_str()) {
-            Some("") => None,
-            Some(rest) => match rest.strip_prefix('/') {
-                Some(id) if !id.is_empty() => Some(id),
-                _ => continue,
-            },
-            None => continue,
         };
         matched = true;
         single = single.or(id);
@@ -44,8 +36,7 @@ pub fn answer<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
     // authentication of the first LLM endpoint under this prefix that has one.
     let guarded = gw.endpoints.iter().enumerate().find(|(_, e)| {
         e.api.is_some()
-            && e.models_path()
-                .is_some_and(|m| path.starts_with(m.as_str()))
+            && under(e, path).is_some()
             && (e.security.api_keys.is_some() || e.security.jwt.is_some())
     });
     if let Some((index, ep)) = guarded {
@@ -88,4 +79,24 @@ pub fn answer<H: Host>(h: &mut H, gw: &Gateway, path: &str) -> bool {
         body.to_string().as_bytes(),
     );
     true
+}
+
+/// Where `path` stands under the models path of `ep` (`{param}` segments of a templated endpoint
+/// match any one segment): `Some(None)` for the list, `Some(Some(id))` for one model (an id may
+/// hold slashes: `meta-llama/Llama-3`), `None` elsewhere.
+fn under<'p>(ep: &crate::config::Endpoint, path: &'p str) -> Option<Option<&'p str>> {
+    let models_path = ep.models_path()?;
+    let pattern = crate::routing::PathPattern::parse(&models_path).ok()?;
+    let depth = models_path.matches('/').count();
+    let cut = path
+        .match_indices('/')
+        .nth(depth)
+        .map_or(path.len(), |(i, _)| i);
+    let (list, rest) = path.split_at(cut);
+    pattern.matches(list)?;
+    match rest.strip_prefix('/') {
+        None => Some(None),
+        Some(id) if !id.is_empty() => Some(Some(id)),
+        Some(_) => None,
+    }
 }

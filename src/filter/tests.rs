@@ -644,3 +644,48 @@ fn backend_options_and_head() {
         assert_eq!(h.request_values(":method"), vec![m]);
     }
 }
+
+/// The model list under a templated prefix (`/t/{team}/v1/chat/completions` →
+/// `/t/acme/v1/models`) is served behind that endpoint's API keys; a model id may hold
+/// slashes; other depths and prefixes stay 404.
+#[test]
+fn models_under_a_templated_prefix() {
+    let doc = json!({
+        "version": 3,
+        "extra_config": {"auth/api-keys": {"keys": [{"key": "k-alice", "roles": ["analyst"]}]}},
+        "endpoints": [{"endpoint": "/t/{team}/v1/chat/completions", "method": "POST",
+            "extra_config": {"auth/api-keys": {"roles": []}},
+            "backend": [{"host": ["http://127.0.0.1:9001"], "url_pattern": "/v1/chat/completions",
+                "extra_config": {"ai/llm": {"openai": {"v1": {"credentials": "sk-o", "aliases": ["fast"],
+                    "variables": {"model": "gpt-4o-mini"}}}}}}]}]
+    });
+    let gw = Rc::new(Gateway::from_value(&doc, &|_: &str| None).unwrap());
+    let key = [("authorization", "Bearer k-alice")];
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let mut flow = Flow::new(Rc::clone(&gw));
+        let mut h = MockHost::request("GET", path, headers);
+        assert_eq!(flow.on_request_headers(&mut h, false), Action::Pause);
+        h.reply.clone().unwrap()
+    };
+    assert_eq!(get("/t/acme/v1/models", &[]).status, 401);
+    let list = get("/t/acme/v1/models", &key);
+    assert_eq!(list.status, 200, "{}", list.json());
+    assert!(list.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "fast"));
+    let one = get("/t/acme/v1/models/fast", &key);
+    assert_eq!((one.status, one.json()["id"].clone()), (200, json!("fast")));
+    let slashed = get("/t/acme/v1/models/meta-llama/x", &key);
+    assert_eq!(slashed.status, 404);
+    assert_eq!(slashed.json()["error"]["code"], "model_not_found");
+    for other in [
+        "/t/acme/v2/models",
+        "/t/acme/x/v1/models",
+        "/t/v1/models",
+        "/t/acme/v1/models/",
+    ] {
+        assert_eq!(get(other, &key).status, 404, "{other}");
+    }
+}
